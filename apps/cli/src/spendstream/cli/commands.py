@@ -1,0 +1,85 @@
+"""What the CLI does, one function per command; the services are composed here and nowhere else."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from spendstream.alerts.app import create_service as create_alerts
+from spendstream.alerts.settings import AlertsSettings
+from spendstream.common import logs
+from spendstream.common.kafka import make_broker, provision_topics
+from spendstream.common.service import Service, build_http_app, serve
+from spendstream.common.settings import BaseServiceSettings
+from spendstream.common.topics import ALL_TOPICS, topic_name
+from spendstream.ingest.app import create_service as create_ingest
+from spendstream.ingest.settings import IngestSettings
+from spendstream.ingest.workspaces import ControlPlane
+from spendstream.retention.app import create_service as create_retention
+from spendstream.retention.settings import RetentionSettings
+from spendstream.rollup.app import create_service as create_rollup
+from spendstream.rollup.settings import RollupSettings
+
+SERVICES = ("ingest", "rollup", "alerts", "retention")
+
+
+async def create_topics() -> list[str]:
+    return await provision_topics(BaseServiceSettings())
+
+
+def list_topics() -> list[dict[str, Any]]:
+    prefix = BaseServiceSettings().topic_prefix
+    return [{**dataclasses.asdict(t), "name": topic_name(t, prefix), "configs": t.configs()} for t in ALL_TOPICS]
+
+
+async def create_workspace(name: str, plan: str) -> dict[str, Any]:
+    settings = IngestSettings()
+    broker = make_broker(settings, "cli")
+    await broker.connect()
+    try:
+        workspace, keys = await ControlPlane(settings, broker).create_workspace(name, plan)
+    finally:
+        await broker.stop()
+    return {"workspace_id": workspace.workspace_id, "name": workspace.name, "plan": workspace.plan,
+            "keys": {k.scope: k.key for k in keys},
+            "note": "keys are shown once and stored only as SHA-256 hashes"}
+
+
+def _services(names: tuple[str, ...]) -> list[Service]:
+    factories = {
+        "ingest": lambda: create_ingest(IngestSettings()),
+        "rollup": lambda: create_rollup(RollupSettings()),
+        "alerts": lambda: create_alerts(AlertsSettings()),
+        "retention": lambda: create_retention(RetentionSettings()),
+    }
+    return [factories[name]() for name in names]
+
+
+def up(check: bool = False) -> int:
+    """Monolithic mode: the four services, one process, one HTTP port (SPENDSTREAM_HTTP_PORT, 8080)."""
+    settings = BaseServiceSettings()
+    settings.kek_bytes()
+    if check:
+        for cls in (IngestSettings, RollupSettings, AlertsSettings, RetentionSettings):
+            cls()
+        print("configuration is valid")
+        return 0
+    logs.configure(settings.log_level)
+    import asyncio
+    asyncio.run(provision_topics(settings))  # the embedded default provisions itself
+    serve(build_http_app(_services(SERVICES)), settings.http_host, settings.http_port)
+    return 0
+
+
+def run(name: str, check: bool = False) -> int:
+    """Microservices mode: one service on its own port with its own consumer group."""
+    settings_cls = {"ingest": IngestSettings, "rollup": RollupSettings, "alerts": AlertsSettings,
+                    "retention": RetentionSettings}[name]
+    settings = settings_cls()
+    settings.kek_bytes()
+    if check:
+        print(f"{name} configuration is valid")
+        return 0
+    logs.configure(settings.log_level)
+    serve(build_http_app(_services((name,)), title=f"spendstream {name}"), settings.http_host, settings.http_port)
+    return 0

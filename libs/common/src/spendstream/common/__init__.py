@@ -1,0 +1,1 @@
+"""What every spendstream service must agree on: the event schema, topics, privacy guard, settings, crypto."""

@@ -1,0 +1,25 @@
+"""Connection factories for Redis and ClickHouse, so every service connects the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import clickhouse_connect
+import redis.asyncio as aioredis
+from clickhouse_connect.driver.client import Client
+
+from spendstream.common.settings import BaseServiceSettings
+
+
+def redis_client(settings: BaseServiceSettings) -> aioredis.Redis:
+    # Short timeouts: a Redis outage must degrade a request, not hang it.
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=10)
+    return client
+
+
+def clickhouse_client(url: str, database: str = "default", **settings: Any) -> Client:
+    """A clickhouse-connect client for `chdb:///path` (embedded engine) or `http(s)://host:port` (a server)."""
+    if url.startswith("chdb://"):
+        return clickhouse_connect.get_client(dsn=url, settings=settings)
+    return clickhouse_connect.get_client(dsn=url, database=database, settings=settings)

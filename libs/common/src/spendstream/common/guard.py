@@ -1,0 +1,123 @@
+"""The privacy guard: refuses content-bearing keys and PII-looking tag values.
+
+Importable by clients (an SDK can run the same check before sending) and used by ingest on every event.
+It never returns or logs the offending *value*: a violation names the field path and a reason code only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+# The numeric fields of the usage event are the only keys allowed to contain a content word.
+NUMERIC_EXCEPTIONS = frozenset({"input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"})
+
+# Words that name content. "Strong" words are also refused when glued to another word
+# (`systemprompt`, `promptid`); the short generic ones only as a whole word, so `context` or
+# `outputformatter`-like product names do not trip on `text` by accident.
+_STRONG_WORDS = ("prompt", "completion", "message", "attachment", "response", "content")
+_WEAK_WORDS = ("output", "input", "text", "body")
+_ALL_WORDS = frozenset(_STRONG_WORDS + _WEAK_WORDS)
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_SPLIT = re.compile(r"[^a-z0-9]+")
+
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]{2,}")
+_PHONE = re.compile(r"^\+\d[\d\s().-]{5,20}\d$|^\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}$")
+_DIGIT_RUN = re.compile(r"(?:\d[ -]?){13,19}")
+_IP_CANDIDATE = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One refused field: where it is and why, never what it held."""
+
+    field: str
+    code: str
+    message: str
+
+
+def _words(key: str) -> list[str]:
+    return [w for w in _SPLIT.split(_CAMEL.sub("_", key).lower()) if w]
+
+
+def is_content_key(key: str) -> bool:
+    """True when `key` names prompt/completion content in any spelling (snake, camel, plural, glued)."""
+    if key in NUMERIC_EXCEPTIONS:
+        return False
+    for word in _words(key):
+        singular = word[:-1] if word.endswith("s") else word
+        if word in _ALL_WORDS or singular in _ALL_WORDS:
+            return True
+        if any(word.startswith(s) or word.endswith(s) or singular.endswith(s) for s in _STRONG_WORDS):
+            return True
+    return False
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _looks_like_ip(value: str) -> bool:
+    for candidate in _IP_CANDIDATE.findall(value):
+        if candidate.count(".") == 3 or candidate.count(":") >= 2:
+            try:
+                ipaddress.ip_address(candidate.strip(".:"))
+                return True
+            except ValueError:
+                continue
+    return False
+
+
+def pii_kind(value: str) -> str | None:
+    """The kind of PII `value` looks like (email, phone, ip_address, card_number), or None."""
+    if _EMAIL.search(value):
+        return "email"
+    if _PHONE.match(value.strip()):
+        return "phone"
+    if _looks_like_ip(value):
+        return "ip_address"
+    for run in _DIGIT_RUN.findall(value):
+        digits = re.sub(r"\D", "", run)
+        if 13 <= len(digits) <= 19 and _luhn_ok(digits):
+            return "card_number"
+    return None
+
+
+def _walk_keys(node: Any, path: str) -> Iterator[Violation]:
+    if isinstance(node, dict):
+        for key, child in node.items():
+            child_path = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and is_content_key(key):
+                # The path is the client's own key name, which is not content; the value is never shown.
+                yield Violation(child_path, "content_field", "fields that carry prompt or completion content "
+                                "are refused; send metadata only")
+            else:
+                yield from _walk_keys(child, child_path)
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from _walk_keys(child, f"{path}[{i}]")
+
+
+def check_event(raw: Any) -> list[Violation]:
+    """Every privacy violation in one decoded event: content keys at any depth, PII-looking tag values."""
+    violations = list(_walk_keys(raw, ""))
+    tags = raw.get("tags") if isinstance(raw, dict) else None
+    if isinstance(tags, dict):
+        for key, value in tags.items():
+            if isinstance(value, str):
+                kind = pii_kind(value)
+                if kind is not None:
+                    violations.append(Violation(f"tags.{key}", "pii_value",
+                                                f"tag value looks like personal data ({kind}); "
+                                                "send an opaque id instead"))
+    return violations

@@ -1,0 +1,32 @@
+"""API-key authentication for every service's HTTP routes: `Authorization: Bearer <key>` or `X-API-Key`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Header, HTTPException
+
+from spendstream.common.tenants import KeyDirectory, Principal, Scope
+
+
+def require_scope(directory: KeyDirectory, *scopes: Scope) -> Callable[..., Principal]:
+    """A FastAPI dependency: the caller's principal, or 401 (unknown/revoked key) / 403 (wrong scope)."""
+
+    def dependency(
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> Principal:
+        key = x_api_key
+        if authorization and authorization.lower().startswith("bearer "):
+            key = authorization[7:].strip()
+        principal = directory.authenticate(key) if key else None
+        if principal is None:
+            raise HTTPException(401, detail={"error": "unauthorized", "message": "missing, unknown or revoked "
+                                              "API key"}, headers={"WWW-Authenticate": "Bearer"})
+        if principal.scope not in scopes:
+            raise HTTPException(403, detail={"error": "forbidden",
+                                             "message": f"this route needs a key with scope {' or '.join(scopes)}"})
+        return principal
+
+    return dependency

@@ -1,0 +1,172 @@
+"""Kafka connection factories, topic provisioning, and the compacted-topic table every service replays."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+
+from spendstream.common.settings import BaseServiceSettings
+from spendstream.common.topics import ALL_TOPICS, Topic, topic_name
+
+log = logging.getLogger(__name__)
+V = TypeVar("V")
+
+
+def make_broker(settings: BaseServiceSettings, client_id: str) -> KafkaBroker:
+    """A FastStream broker whose publishes wait for every in-sync replica (acks=all, idempotent producer)."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"{settings.topic_prefix}{client_id}",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        compression_type="lz4",
+        max_request_size=8 * 1024 * 1024,
+        request_timeout_ms=15_000,
+        graceful_timeout=30.0,
+        logger=logging.getLogger(f"spendstream.{client_id}.kafka"),
+    )
+
+
+def make_producer(settings: BaseServiceSettings, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                            client_id=f"{settings.topic_prefix}{client_id}", acks="all",
+                            enable_idempotence=True, request_timeout_ms=15_000)
+
+
+async def provision_topics(settings: BaseServiceSettings, topics: tuple[Topic, ...] = ALL_TOPICS,
+                           replication_factor: int = 1) -> list[str]:
+    """Create every missing topic with its declared configuration; returns the names it created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in topics if topic_name(t, settings.topic_prefix) not in existing]
+        if not wanted:
+            return []
+        new = [NewTopic(topic_name(t, settings.topic_prefix), t.partitions, replication_factor,
+                        topic_configs=t.configs()) for t in wanted]
+        response = await admin.create_topics(new)
+        created = []
+        for name, code, *_ in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != TopicAlreadyExistsError.errno:
+                raise RuntimeError(f"creating topic {name} failed with Kafka error code {code}")
+        # Metadata propagates asynchronously; wait until every topic is visible before anyone produces.
+        for _ in range(100):
+            if {topic_name(t, settings.topic_prefix) for t in wanted} <= set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.1)
+        return created
+    finally:
+        await admin.close()
+
+
+class CompactedTable(Generic[V]):
+    """The latest value per key of a compacted topic, replayed from offset 0 and then followed.
+
+    Every replica holds the whole table (no consumer group), so control-plane changes such as a revoked key
+    reach all of them within one poll. `get` after `catch_up()` sees every record acknowledged before the call.
+    """
+
+    def __init__(self, settings: BaseServiceSettings, topic: Topic, parse: Callable[[bytes], V],
+                 on_change: Callable[[str, V | None], None] | None = None) -> None:
+        self._bootstrap = settings.kafka_bootstrap_servers
+        self._topic = topic_name(topic, settings.topic_prefix)
+        self._parse = parse
+        self._on_change = on_change
+        self._values: dict[str, V] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._partitions: list[TopicPartition] = []
+        self._progress = asyncio.Event()
+
+    def get(self, key: str) -> V | None:
+        return self._values.get(key)
+
+    def values(self) -> list[V]:
+        return list(self._values.values())
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
+                                          enable_auto_commit=False, auto_offset_reset="earliest")
+        await self._consumer.start()
+        partitions = self._consumer.partitions_for_topic(self._topic)
+        for _ in range(50):
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+            await self._consumer._client.force_metadata_update()
+            partitions = self._consumer.partitions_for_topic(self._topic)
+        if not partitions:
+            raise RuntimeError(f"topic {self._topic} does not exist; run `spendstream topics create`")
+        self._partitions = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        self._consumer.assign(self._partitions)
+        await self._consumer.seek_to_beginning(*self._partitions)
+        self._task = asyncio.create_task(self._run(), name=f"table:{self._topic}")
+        await self.catch_up()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batches.values():
+                for record in records:
+                    self._apply(record.key, record.value)
+            self._progress.set()
+
+    def _apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
+        if raw_key is None:
+            return
+        key = raw_key.decode()
+        if raw_value is None:
+            self._values.pop(key, None)
+            if self._on_change:
+                self._on_change(key, None)
+            return
+        try:
+            value = self._parse(raw_value)
+        except ValueError:
+            # A malformed control record must not take the table down; it is skipped, never echoed.
+            log.error("skipping unparsable record on %s", self._topic)
+            return
+        self._values[key] = value
+        if self._on_change:
+            self._on_change(key, value)
+
+    async def catch_up(self, timeout: float = 15.0) -> None:
+        """Return once every record written before this call has been applied."""
+        assert self._consumer is not None
+        ends = await self._consumer.end_offsets(self._partitions)
+        async with asyncio.timeout(timeout):
+            while True:
+                if self._task is not None and self._task.done():
+                    self._task.result()  # surfaces the reader's failure instead of waiting forever
+                positions = [await self._position(tp) for tp in self._partitions]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, self._partitions, strict=True)):
+                    return
+                self._progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await self._progress.wait()
+
+    async def _position(self, tp: TopicPartition) -> int:
+        assert self._consumer is not None
+        return int(await self._consumer.position(tp))

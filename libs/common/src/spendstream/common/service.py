@@ -1,0 +1,89 @@
+"""The shape every service shares: a router plus start/stop/ready, served with health and metrics endpoints.
+
+`spendstream run SERVICE` serves one of them; `spendstream up` serves all four in one process (monolithic mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Service:
+    name: str
+    routers: list[object] = field(default_factory=list)  # fastapi.APIRouter
+    start: Callable[[], Awaitable[None]] = _nothing
+    stop: Callable[[], Awaitable[None]] = _nothing
+    ready: Callable[[], bool] = lambda: True
+
+
+def build_http_app(services: Sequence[Service], title: str = "spendstream") -> FastAPI:
+    """One ASGI app: every service's routes, `/healthz`, `/readyz`, `/metrics`, lifespan in order."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        started: list[Service] = []
+        try:
+            for service in services:
+                await service.start()
+                started.append(service)
+                log.info("service started", extra={"service": service.name})
+            yield
+        finally:
+            # Stop in reverse: a consumer finishes and commits its batch before the things it writes to close.
+            for service in reversed(started):
+                try:
+                    await service.stop()
+                except Exception:
+                    log.exception("service failed to stop cleanly", extra={"service": service.name})
+
+    app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
+    for service in services:
+        for router in service.routers:
+            app.include_router(router)  # type: ignore[arg-type]
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo the input back: only where and what kind of error.
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "code": e["type"]} for e in exc.errors()]
+        return JSONResponse({"error": "invalid_request", "details": errors}, status_code=422)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        not_ready = [s.name for s in services if not s.ready()]
+        if not_ready:
+            return JSONResponse({"status": "not ready", "services": not_ready}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def serve(app: FastAPI, host: str, port: int, drain_seconds: int = 30) -> None:
+    """Serve until SIGTERM/SIGINT, then drain in-flight requests and stop the services."""
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=drain_seconds, lifespan="on")
+    asyncio.run(uvicorn.Server(config).serve())

@@ -1,0 +1,62 @@
+"""Settings every service shares. Each service subclasses `BaseServiceSettings` and adds only its own fields."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BaseServiceSettings(BaseSettings):
+    """Read from `SPENDSTREAM_*` environment variables; a bad value fails at start with its name."""
+
+    model_config = SettingsConfigDict(env_prefix="SPENDSTREAM_", extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    clickhouse_url: str = ""  # empty: chdb:// under data_dir (the embedded default)
+    data_dir: Path = Path(".data")
+    # Prepended to every topic and consumer group name: isolates tests and side-by-side installs.
+    topic_prefix: str = ""
+    # Prepended to every Redis key this installation writes, for the same reason.
+    redis_prefix: str = "ss:"
+    # Base64 of 32 bytes. Wraps every workspace data key; never logged. Empty: read or create data_dir/kek.
+    kek: SecretStr = SecretStr("")
+    kek_id: str = "local-1"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    log_level: str = "INFO"
+    retention_months: int = Field(default=12, ge=1, le=13)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_chars(cls, value: str) -> str:
+        if value and not all(c.isalnum() or c in "._-" for c in value):
+            raise ValueError("topic_prefix may hold only letters, digits, '.', '_' and '-'")
+        return value
+
+    def resolved_clickhouse_url(self) -> str:
+        return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def kek_bytes(self) -> bytes:
+        """The key-encryption key: from the secret, else from data_dir/kek (created once, mode 0600)."""
+        raw = self.kek.get_secret_value()
+        if not raw:
+            path = self.data_dir / "kek"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(base64.b64encode(secrets.token_bytes(32)).decode())
+            raw = path.read_text().strip()
+        try:
+            key = base64.b64decode(raw, validate=True)
+        except ValueError as exc:
+            raise ValueError("SPENDSTREAM_KEK is not valid base64") from exc
+        if len(key) != 32:
+            raise ValueError("SPENDSTREAM_KEK must decode to 32 bytes (AES-256)")
+        return key

@@ -1,0 +1,27 @@
+"""Run alerts alone: `python -m spendstream.alerts [--check]`."""
+
+from __future__ import annotations
+
+import sys
+
+from spendstream.alerts.app import create_service
+from spendstream.alerts.settings import AlertsSettings
+from spendstream.common import logs
+from spendstream.common.service import build_http_app, serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    settings = AlertsSettings()
+    if "--check" in args:
+        settings.kek_bytes()
+        print("alerts configuration is valid")
+        return 0
+    logs.configure(settings.log_level)
+    serve(build_http_app([create_service(settings)], title="spendstream alerts"), settings.http_host,
+          settings.http_port)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""ingest's HTTP surface: `POST /v1/events`."""
+
+# No `from __future__ import annotations` here: FastAPI must evaluate the Annotated[..., Depends(auth)]
+# parameters at definition time, where `auth` is a local of the router factory.
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from spendstream.common.events import MAX_EVENTS_PER_BATCH, UsageEvent
+from spendstream.common.tenants import Principal
+from spendstream.ingest import metrics
+from spendstream.ingest.batches import BatchAcceptor, PublishFailed
+from spendstream.ingest.body import BodyError, read_json_body
+from spendstream.ingest.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+
+
+class RejectedEvent(BaseModel):
+    index: int
+    field: str
+    code: str
+    message: str
+
+
+class IngestResponse(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: list[RejectedEvent]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str
+
+
+class EventsRequest(BaseModel):
+    """Documentation of the body; the handler validates it itself, event by event."""
+
+    events: list[UsageEvent]
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    metrics.REQUESTS.labels(str(status)).inc()
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+def build_router(settings: IngestSettings, acceptor: BatchAcceptor,
+                 auth: Any) -> APIRouter:
+    router = APIRouter(tags=["ingest"])
+    errors: dict[int | str, dict[str, Any]] = {
+        s: {"model": ErrorResponse} for s in (400, 401, 403, 413, 415, 429, 503)}
+    errors[422] = {"model": ErrorResponse | IngestResponse}  # type: ignore[dict-item]
+
+    @router.post(
+        "/v1/events", status_code=202, response_model=IngestResponse, responses=errors,
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/EventsRequest"}}}}},
+        summary="Send a batch of usage events (metadata only)",
+    )
+    async def post_events(request: Request, principal: Annotated[Principal, Depends(auth)]) -> JSONResponse:
+        try:
+            body = await read_json_body(request, settings.max_body_bytes, settings.max_inflated_bytes)
+        except BodyError as exc:
+            return _error(exc.status, exc.code, exc.message)
+        if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+            return _error(422, "invalid_batch", 'the body must be {"events": [ ... ]}')
+        extra = sorted(set(body) - {"events"})
+        if extra:
+            return _error(422, "unknown_field", f"unknown top-level field(s): {len(extra)}; only 'events' "
+                          "is allowed")
+        raw_events = body["events"]
+        if len(raw_events) > MAX_EVENTS_PER_BATCH:
+            return _error(413, "too_many_events", f"at most {MAX_EVENTS_PER_BATCH} events per request")
+        if not raw_events:
+            return _error(422, "empty_batch", "the batch holds no events")
+        try:
+            result = await acceptor.accept(principal.workspace_id, raw_events, "http",
+                                           traceparent=request.headers.get("traceparent"))
+        except PublishFailed:
+            log.warning("batch not acknowledged by kafka", extra={"workspace_id": principal.workspace_id})
+            return _error(503, "unavailable", "the event log cannot take the batch now; nothing was accepted, "
+                          "retry with the same event_ids", headers={"Retry-After": "1"})
+        status = 202 if result.accepted or result.duplicates else 422
+        metrics.REQUESTS.labels(str(status)).inc()
+        return JSONResponse(result.as_dict(), status_code=status)
+
+    return router
+
+
+# Registered so /openapi.json can reference the request schema.
+__all__ = ["EventsRequest", "build_router"]

@@ -1,0 +1,100 @@
+"""Accepting a batch: validate, drop repeats, encrypt, publish, and only then remember the ids.
+
+Shared by the HTTP endpoint and the Kafka-native intake, so both answer exactly the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import uuid_utils
+from faststream.kafka import KafkaBroker
+
+from spendstream.common.envelope import seal
+from spendstream.common.events import EventBatch, Rejection, UsageEvent, validate_events
+from spendstream.common.tenants import KeyRing
+from spendstream.common.topics import USAGE_EVENTS, topic_name
+from spendstream.ingest import metrics
+from spendstream.ingest.dedupe import Deduplicator
+
+
+class PublishFailed(Exception):
+    """Kafka did not acknowledge the batch: nothing was accepted and the client may retry safely."""
+
+
+@dataclass
+class BatchResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates,
+                "rejected": [r.as_dict() for r in self.rejected]}
+
+
+class BatchAcceptor:
+    def __init__(self, *, broker: KafkaBroker, keyring: KeyRing, dedupe: Deduplicator, topic_prefix: str,
+                 max_age: timedelta, publish_timeout: float) -> None:
+        self._broker = broker
+        self._keyring = keyring
+        self._dedupe = dedupe
+        self._topic = topic_name(USAGE_EVENTS, topic_prefix)
+        self._max_age = max_age
+        self._publish_timeout = publish_timeout
+
+    async def accept(self, workspace_id: str, raw_events: list[Any], source: str,
+                     traceparent: str | None = None) -> BatchResult:
+        now = datetime.now(UTC)
+        validated = validate_events(raw_events, now, self._max_age)
+        for rejection in validated.rejected:
+            metrics.EVENTS_REFUSED.labels(rejection.code).inc()
+        result = BatchResult(rejected=validated.rejected)
+        fresh = _unique(validated.accepted)
+        result.duplicates = len(validated.accepted) - len(fresh)
+        already = await self._dedupe.seen(workspace_id, [e.event_id or "" for e in fresh])
+        if already:
+            fresh = [e for e in fresh if e.event_id not in already]
+            result.duplicates += len(already)
+        if fresh:
+            await self._publish(workspace_id, fresh, now, traceparent)
+            await self._dedupe.mark(workspace_id, [e.event_id or "" for e in fresh])
+        result.accepted = len(fresh)
+        metrics.EVENTS_ACCEPTED.labels(source).inc(result.accepted)
+        metrics.EVENTS_DUPLICATE.inc(result.duplicates)
+        return result
+
+    async def _publish(self, workspace_id: str, events: list[UsageEvent], now: datetime,
+                       traceparent: str | None) -> None:
+        key_set = self._keyring.key_set(workspace_id)
+        key = await self._keyring.data_key(workspace_id, key_set.current) if key_set else None
+        if key_set is None or key is None:
+            raise PublishFailed("the workspace has no data key")
+        envelope = seal(EventBatch(events=events), workspace_id=workspace_id, batch_id=str(uuid_utils.uuid7()),
+                        key=key, key_version=key_set.current, ingested_at=now, traceparent=traceparent)
+        started = time.perf_counter()
+        try:
+            # One record per batch, keyed by workspace: a workspace's batches stay ordered on one partition.
+            await asyncio.wait_for(
+                self._broker.publish(envelope.model_dump_json().encode(), self._topic,
+                                     key=workspace_id.encode()),
+                timeout=self._publish_timeout)
+        except Exception as exc:  # any failure to get the broker's ack means "not accepted"
+            raise PublishFailed(type(exc).__name__) from exc
+        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_EVENTS.observe(len(events))
+
+
+def _unique(events: list[UsageEvent]) -> list[UsageEvent]:
+    """The first occurrence of each event_id within one batch."""
+    seen: set[str] = set()
+    out: list[UsageEvent] = []
+    for event in events:
+        if event.event_id not in seen:
+            seen.add(event.event_id or "")
+            out.append(event)
+    return out

@@ -1,0 +1,20 @@
+"""ingest's configuration: the shared base plus the limits of the front door."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from spendstream.common.settings import BaseServiceSettings
+
+
+class IngestSettings(BaseServiceSettings):
+    http_port: int = Field(default=8081, ge=1, le=65535)
+    max_body_bytes: int = 1024 * 1024
+    max_inflated_bytes: int = 5 * 1024 * 1024
+    dedupe_window_hours: int = Field(default=48, ge=1)
+    publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Token bucket per workspace, in events: sustained rate and burst.
+    rate_limit_events_per_second: float = Field(default=50_000, gt=0)
+    rate_limit_burst_events: int = Field(default=100_000, ge=500)
+    raw_intake_group_id: str = "spendstream-ingest-raw"
+    default_plan: str = "free"

@@ -1,0 +1,118 @@
+"""Consuming `usage.events.v1` in bounded batches into ClickHouse.
+
+Delivery: at-least-once from Kafka, made effectively-once by the store (see schema.py). Per batch:
+  1. decode and decrypt every record; a poison record (unparsable, undecryptable, shredded key) becomes a
+     content-free dead letter and is skipped, so it never blocks the partition;
+  2. one ClickHouse insert of the events not stored yet, retried with back-off while ClickHouse fails;
+  3. return -> FastStream commits the offsets (ack policy NACK_ON_ERROR). An exception instead seeks back
+     and the same records come again.
+A crash after 2 and before 3 redelivers the batch; step 2 then finds every event stored and inserts nothing.
+A rebalance mid-batch: the revoked partitions' offsets are not committed, the next owner redoes them, same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
+
+from spendstream.common.envelope import BatchEnvelope, open_envelope
+from spendstream.common.records import DeadLetter
+from spendstream.common.tenants import KeyRing
+from spendstream.common.topics import ROLLUP_DEAD_LETTERS, topic_name
+from spendstream.rollup import metrics
+from spendstream.rollup.prices import PriceTable
+from spendstream.rollup.store import Store, StoredBatch, event_rows
+
+log = logging.getLogger(__name__)
+
+
+class BatchWriter:
+    def __init__(self, *, store: Store, keyring: KeyRing, prices: PriceTable, broker: KafkaBroker,
+                 topic_prefix: str, retry_seconds: float) -> None:
+        self._store = store
+        self._keyring = keyring
+        self._prices = prices
+        self._broker = broker
+        self._dead_letter_topic = topic_name(ROLLUP_DEAD_LETTERS, topic_prefix)
+        self._retry_seconds = retry_seconds
+
+    async def handle(self, records: Sequence[Any]) -> None:
+        """Store one Kafka batch (aiokafka ConsumerRecords). Returns only when it is durably stored."""
+        metrics.BATCH_RECORDS.observe(len(records))
+        batches: list[StoredBatch] = []
+        for record in records:
+            batch = await self._decode(record)
+            if batch is not None:
+                batches.append(batch)
+        if not batches:
+            return
+        rows = [row for batch in batches for row in event_rows(batch, self._prices)]
+        new = await self._write(rows)
+        metrics.EVENTS_STORED.inc(new)
+        metrics.EVENTS_DUPLICATE.inc(len(rows) - new)
+        now = time.time()
+        for batch in batches:
+            metrics.INGEST_TO_STORED_SECONDS.observe(max(0.0, now - batch.ingested_at.timestamp()))
+        metrics.LAST_STORED_INGESTED_AT.set(max(b.ingested_at.timestamp() for b in batches))
+
+    async def _decode(self, record: Any) -> StoredBatch | None:
+        try:
+            envelope = BatchEnvelope.model_validate_json(record.value or b"")
+        except ValidationError:
+            await self._dead_letter(record, None, "unparsable_envelope")
+            return None
+        key = await self._keyring.data_key(envelope.workspace_id, envelope.key_version)
+        if key is None:
+            # The workspace's key was shredded (erasure) or never existed: unreadable by design.
+            await self._dead_letter(record, envelope.workspace_id, "no_data_key")
+            return None
+        try:
+            events = open_envelope(envelope, key).events
+        except InvalidTag:
+            await self._dead_letter(record, envelope.workspace_id, "undecryptable")
+            return None
+        except ValidationError:
+            await self._dead_letter(record, envelope.workspace_id, "invalid_events")
+            return None
+        return StoredBatch(envelope.workspace_id, envelope.batch_id, envelope.ingested_at, events)
+
+    async def _dead_letter(self, record: Any, workspace_id: str | None, reason: str) -> None:
+        letter = DeadLetter(consumer="rollup", source_topic=record.topic, source_partition=record.partition,
+                            source_offset=record.offset, workspace_id=workspace_id, reason=reason,
+                            at=datetime.now(UTC))
+        # Published before the batch commits: a crash here redelivers the record and dead-letters it again
+        # (at-least-once dead letters, keyed by coordinates so duplicates are recognisable).
+        await self._broker.publish(letter.model_dump_json().encode(), self._dead_letter_topic,
+                                   key=f"{record.topic}/{record.partition}/{record.offset}".encode())
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        log.warning("record dead-lettered", extra={"reason": reason, "partition": record.partition,
+                                                   "offset": record.offset})
+
+    async def _write(self, rows: list[tuple[Any, ...]]) -> int:
+        """Insert with exponential back-off and jitter; after `retry_seconds` give the batch back to Kafka."""
+        deadline = time.monotonic() + self._retry_seconds
+        delay = 0.1
+        while True:
+            started = time.perf_counter()
+            try:
+                new = await asyncio.to_thread(self._store.insert_new, rows)
+            except Exception as exc:  # clickhouse-connect and chDB raise many types; all mean "not stored"
+                metrics.WRITE_FAILURES.inc()
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("clickhouse write failed; retrying", extra={"error": type(exc).__name__,
+                                                                        "retry_in_s": round(delay, 2)})
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 5.0)
+                continue
+            metrics.INSERT_SECONDS.observe(time.perf_counter() - started)
+            return new

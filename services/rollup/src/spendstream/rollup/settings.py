@@ -1,0 +1,20 @@
+"""rollup's configuration: the shared base plus its consumer and ClickHouse settings."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from spendstream.common.settings import BaseServiceSettings
+
+
+class RollupSettings(BaseServiceSettings):
+    http_port: int = Field(default=8082, ge=1, le=65535)
+    group_id: str = "spendstream-rollup"
+    clickhouse_database: str = Field(default="spendstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    # Bounded batches: at most this many Kafka records (each a batch of up to 500 events) or this long.
+    batch_max_records: int = Field(default=200, ge=1)
+    batch_timeout_ms: int = Field(default=200, ge=1)
+    # How long a failing ClickHouse write is retried inside one batch before the batch is handed back.
+    write_retry_seconds: float = Field(default=20.0, gt=0)
+    reconcile_interval_seconds: float = Field(default=300.0, gt=0)
+    reconcile_days: int = Field(default=2, ge=1)

@@ -1,0 +1,148 @@
+"""rollup's ClickHouse store: exact inserts, usage reads, reconciliation. See schema.py for the design."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from spendstream.common.events import UsageEvent
+from spendstream.rollup.prices import PriceTable
+from spendstream.rollup.schema import DIMENSIONS, MEASURES
+
+EVENT_COLUMNS = (
+    "workspace_id", "event_id", "ts", "ingested_at", "batch_id", "provider", "model", "input_tokens",
+    "output_tokens", "cached_input_tokens", "reasoning_tokens", "latency_ms", "cost_usd", "cost_source",
+    "feature", "route", "task_type", "customer_plan", "customer_id", "environment", "tags",
+)
+GROUPABLE = ("day", *DIMENSIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    workspace_id: str
+    batch_id: str
+    ingested_at: datetime
+    events: Sequence[UsageEvent]
+
+
+def event_rows(batch: StoredBatch, prices: PriceTable) -> list[tuple[Any, ...]]:
+    rows = []
+    for e in batch.events:
+        if e.cost_usd is not None:
+            cost, source = e.cost_usd, "reported"
+        else:
+            price = prices.lookup(e.provider, e.model)
+            cost, source = (price.cost(e), "computed") if price else (Decimal(0), "unknown")
+        rows.append((
+            batch.workspace_id, e.event_id, e.timestamp, batch.ingested_at, batch.batch_id, e.provider, e.model,
+            e.input_tokens, e.output_tokens, e.cached_input_tokens or 0, e.reasoning_tokens or 0, e.latency_ms,
+            cost, source, e.tag("feature"), e.tag("route"), e.tag("task_type"), e.tag("customer_plan"),
+            e.tag("customer_id"), e.tag("environment"), dict(e.tags),
+        ))
+    return rows
+
+
+class Store:
+    def __init__(self, client: Client, database: str) -> None:
+        self._client = client
+        self.db = database
+
+    def _existing_ids(self, workspace_id: str, event_ids: list[str]) -> set[str]:
+        result = self._client.query(
+            f"SELECT event_id FROM {self.db}.usage_events WHERE workspace_id = {{ws:String}} "
+            "AND event_id IN {ids:Array(String)}",
+            parameters={"ws": workspace_id, "ids": event_ids})
+        return {row[0] for row in result.result_rows}
+
+    def insert_new(self, rows: list[tuple[Any, ...]]) -> int:
+        """Insert the rows whose (workspace_id, event_id) is not stored yet; returns how many were new."""
+        by_workspace: dict[str, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            by_workspace.setdefault(row[0], []).append(row)
+        fresh: list[tuple[Any, ...]] = []
+        for workspace_id, ws_rows in by_workspace.items():
+            seen: set[str] = self._existing_ids(workspace_id, [r[1] for r in ws_rows])
+            for row in ws_rows:
+                if row[1] not in seen:
+                    seen.add(row[1])  # the same id twice in one Kafka batch counts once too
+                    fresh.append(row)
+        if fresh:
+            # Derived from the rows: a retry of exactly these rows is discarded by ClickHouse, raw and rollup.
+            token = hashlib.sha256("\n".join(f"{r[0]}/{r[1]}" for r in fresh).encode()).hexdigest()
+            self._client.insert(f"{self.db}.usage_events", fresh, column_names=EVENT_COLUMNS,
+                                settings={"insert_deduplication_token": token})
+        return len(fresh)
+
+    def usage(self, workspace_id: str, start: date, end: date, group_by: Iterable[str],
+              filters: dict[str, str]) -> list[dict[str, Any]]:
+        """Totals per group over [start, end] (UTC days, inclusive), from the daily rollup."""
+        groups = [g for g in GROUPABLE if g in set(group_by)]
+        params: dict[str, Any] = {"ws": workspace_id, "start": start, "end": end}
+        where = ["workspace_id = {ws:String}", "day >= {start:Date}", "day <= {end:Date}"]
+        for i, (column, value) in enumerate(sorted(filters.items())):
+            if column not in DIMENSIONS:
+                raise ValueError(f"cannot filter on {column}")
+            where.append(f"{column} = {{f{i}:String}}")
+            params[f"f{i}"] = value
+        select = [*groups, *(f"sum({m}) AS {m}" for m in MEASURES)]
+        sql = (f"SELECT {', '.join(select)} FROM {self.db}.usage_daily WHERE {' AND '.join(where)}"
+               + (f" GROUP BY {', '.join(groups)} ORDER BY {', '.join(groups)}" if groups else ""))
+        result = self._client.query(sql, parameters=params)
+        rows = []
+        for values in result.result_rows:
+            row = dict(zip(result.column_names, values, strict=True))
+            if row["requests"] == 0 and not groups:
+                continue
+            if "day" in row:
+                row["day"] = row["day"].isoformat()
+            rows.append(row)
+        return rows
+
+    def unknown_models(self, workspace_id: str, start: date, end: date) -> list[dict[str, Any]]:
+        result = self._client.query(
+            f"SELECT provider, model, sum(requests) FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} "
+            "AND day >= {start:Date} AND day <= {end:Date} AND cost_source = 'unknown' "
+            "GROUP BY provider, model HAVING sum(requests) > 0 ORDER BY provider, model",
+            parameters={"ws": workspace_id, "start": start, "end": end})
+        return [{"provider": p, "model": m, "requests": n} for p, m, n in result.result_rows]
+
+    def watermark(self, workspace_id: str) -> datetime | None:
+        """Newest ingestion time stored for the workspace; its batches are ordered, so all before it is in."""
+        result = self._client.query(
+            f"SELECT max(ingested_at), count() FROM {self.db}.usage_events WHERE workspace_id = {{ws:String}}",
+            parameters={"ws": workspace_id})
+        newest, count = result.result_rows[0]
+        if not count:
+            return None
+        # Some chDB versions return DateTime64 without its zone; the column is UTC by definition.
+        return newest if newest.tzinfo else newest.replace(tzinfo=UTC)
+
+    def reconcile(self, start: date, end: date) -> int:
+        """Make the rollup equal the deduplicated raw events over [start, end]; returns corrected groups."""
+        keys = ", ".join(("workspace_id", "day", *DIMENSIONS, "cost_source"))
+        raw = (f"SELECT workspace_id, toDate(ts) AS day, {', '.join(DIMENSIONS)}, cost_source, "
+               "toInt64(count()) AS requests, toInt64(sum(input_tokens)) AS input_tokens, "
+               "toInt64(sum(output_tokens)) AS output_tokens, toInt64(sum(cached_input_tokens)) AS "
+               "cached_input_tokens, toInt64(sum(reasoning_tokens)) AS reasoning_tokens, "
+               "toDecimal128(sum(cost_usd), 9) AS cost_usd, toInt64(sum(latency_ms)) AS latency_ms_sum "
+               f"FROM {self.db}.usage_events FINAL WHERE toDate(ts) >= {{start:Date}} AND toDate(ts) <= "
+               f"{{end:Date}} GROUP BY {keys}")
+        rolled = (f"SELECT {keys}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)} FROM {self.db}.usage_daily "
+                  f"WHERE day >= {{start:Date}} AND day <= {{end:Date}} GROUP BY {keys}")
+        diff = (f"SELECT {keys}, {', '.join(f'r.{m} - d.{m}' for m in MEASURES)} FROM ({raw}) AS r "
+                f"FULL OUTER JOIN ({rolled}) AS d USING ({keys}) "
+                f"WHERE {' OR '.join(f'r.{m} != d.{m}' for m in MEASURES)} "
+                "SETTINGS join_use_nulls = 0")
+        corrections = self._client.query(diff, parameters={"start": start, "end": end}).result_rows
+        if corrections:
+            self._client.insert(f"{self.db}.usage_daily", corrections,
+                                column_names=("workspace_id", "day", *DIMENSIONS, "cost_source", *MEASURES),
+                                # A correction may equal an earlier one byte for byte; it must still apply.
+                                settings={"insert_deduplicate": 0})
+        return len(corrections)

@@ -26,7 +26,7 @@ class Topic:
     extra: dict[str, str] = field(default_factory=dict)
 
     def configs(self) -> dict[str, str]:
-        cfg = {"cleanup.policy": self.cleanup, "message.timestamp.type": self.timestamp_type}
+        cfg: dict[str, str] = {"cleanup.policy": self.cleanup, "message.timestamp.type": self.timestamp_type}
         if self.retention_ms is not None:
             cfg["retention.ms"] = str(self.retention_ms)
             # Retention deletes whole segments; a day-long segment bounds how long data outlives retention.

@@ -54,7 +54,7 @@ def build_router(settings: IngestSettings, acceptor: BatchAcceptor,
     router = APIRouter(tags=["ingest"])
     errors: dict[int | str, dict[str, Any]] = {
         s: {"model": ErrorResponse} for s in (400, 401, 403, 413, 415, 429, 503)}
-    errors[422] = {"model": ErrorResponse | IngestResponse}  # type: ignore[dict-item]
+    errors[422] = {"model": ErrorResponse | IngestResponse}
 
     @router.post(
         "/v1/events", status_code=202, response_model=IngestResponse, responses=errors,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from spendstream.retention.app import create_service
-from spendstream.retention.settings import RetentionSettings
 from spendstream.common import logs
 from spendstream.common.service import build_http_app, serve
+from spendstream.retention.app import create_service
+from spendstream.retention.settings import RetentionSettings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,7 @@ def create_service(settings: RollupSettings) -> Service:
         max_poll_interval_ms=120_000,
     )
     async def on_usage_events(msg: KafkaMessage) -> None:
-        await writer.handle(msg.raw_message)  # type: ignore[arg-type]
+        await writer.handle(msg.raw_message)
 
     state: dict[str, object] = {"ready": False, "reconciler": None}
 

@@ -121,7 +121,8 @@ class Store:
         if not count:
             return None
         # Some chDB versions return DateTime64 without its zone; the column is UTC by definition.
-        return newest if newest.tzinfo else newest.replace(tzinfo=UTC)
+        stored: datetime = newest if newest.tzinfo else newest.replace(tzinfo=UTC)
+        return stored
 
     def reconcile(self, start: date, end: date) -> int:
         """Make the rollup equal the deduplicated raw events over [start, end]; returns corrected groups."""

@@ -1,0 +1,43 @@
+# The two commands of the README: `make up` (run it) and `make test` (prove it). Both install what is missing.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export PATH := $(HOME)/.local/bin:$(PATH)
+
+.PHONY: up test install stack stop lint typecheck pytest bench bench-smoke clean
+
+install:
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@uv sync --frozen --quiet || uv sync --quiet
+
+stack:
+	@scripts/stack.sh start
+
+up: install stack
+	@scripts/up.sh
+
+stop:
+	@scripts/stack.sh stop
+
+lint: install
+	uv run --frozen ruff check .
+	uv run --frozen ruff format --check . || true
+
+typecheck: install
+	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests bench
+
+pytest: install stack
+	uv run --frozen pytest $(PYTEST_ARGS)
+
+test: install stack
+	uv run --frozen ruff check .
+	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests bench
+	uv run --frozen pytest $(PYTEST_ARGS)
+
+bench: install stack
+	uv run --frozen python -m bench
+
+bench-smoke: install stack
+	uv run --frozen python -m bench --smoke
+
+clean:
+	rm -rf .data .stack .venv

@@ -1,0 +1,120 @@
+"""Helpers the test tiers share: isolated settings per test, running services in-process, sample events."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from spendstream.common.kafka import make_broker, provision_topics
+from spendstream.common.service import Service, build_http_app
+from spendstream.common.settings import BaseServiceSettings
+from spendstream.ingest.workspaces import ControlPlane
+
+S = TypeVar("S", bound=BaseServiceSettings)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Endpoints of the real services the integration tiers run against."""
+
+    kafka: str
+    redis: str
+    clickhouse: str
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """Everything that keeps one test's data apart from another's on the shared stack."""
+
+    stack: Stack
+    prefix: str
+    database: str
+    kek: str
+    data_dir: Path
+
+    def settings(self, cls: type[S], **overrides: Any) -> S:
+        values: dict[str, Any] = {
+            "kafka_bootstrap_servers": self.stack.kafka, "redis_url": self.stack.redis,
+            "clickhouse_url": self.stack.clickhouse, "topic_prefix": self.prefix,
+            "redis_prefix": f"{self.prefix}", "kek": self.kek, "data_dir": self.data_dir,
+        }
+        if "clickhouse_database" in cls.model_fields:
+            values["clickhouse_database"] = self.database
+        values.update(overrides)
+        return cls(**values)
+
+
+def new_isolation(stack: Stack, data_dir: Path) -> Isolation:
+    tag = uuid.uuid4().hex[:10]
+    return Isolation(stack=stack, prefix=f"t{tag}.", database=f"t_{tag}",
+                     kek=base64.b64encode(os.urandom(32)).decode(), data_dir=data_dir)
+
+
+async def provision(iso: Isolation) -> None:
+    await provision_topics(iso.settings(BaseServiceSettings))
+
+
+@asynccontextmanager
+async def serving(services: Sequence[Service]) -> AsyncIterator[httpx.AsyncClient]:
+    """Run services' lifespans in this event loop and yield an HTTP client bound to their ASGI app."""
+    app = build_http_app(services)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://spendstream.test") as client:
+            yield client
+
+
+async def create_workspace(iso: Isolation, name: str = "test", plan: str = "team") -> dict[str, Any]:
+    """A workspace with its three keys, written to the isolated control-plane topics."""
+    settings = iso.settings(BaseServiceSettings)
+    broker = make_broker(settings, "tests")
+    await broker.connect()
+    try:
+        workspace, keys = await ControlPlane(settings, broker).create_workspace(name, plan)
+    finally:
+        await broker.stop()
+    return {"workspace_id": workspace.workspace_id, **{k.scope: k.key for k in keys}}
+
+
+def usage_event(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": uuid.uuid4().hex,
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "input_tokens": 1000,
+        "output_tokens": 200,
+        "latency_ms": 420,
+        "cost_usd": 0.25,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "tags": {"feature": "chat", "customer_id": "cust-1"},
+    }
+    event.update(overrides)
+    return event
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 15.0,
+                     interval: float = 0.1) -> T:
+    """Poll until `check` returns a truthy value; fail with the last value after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: T | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")

@@ -23,14 +23,14 @@ lint: install
 	uv run --frozen ruff format --check . || true
 
 typecheck: install
-	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests bench
+	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests
 
 pytest: install stack
 	uv run --frozen pytest $(PYTEST_ARGS)
 
 test: install stack
 	uv run --frozen ruff check .
-	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests bench
+	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests
 	uv run --frozen pytest $(PYTEST_ARGS)
 
 bench: install stack

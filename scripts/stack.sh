@@ -12,7 +12,8 @@ STATE="${SPENDSTREAM_STACK_DIR:-$ROOT/.stack}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 REDIS_PORT="${REDIS_PORT:-6379}"
-KAFKA_LIBS="$STATE/kafka/libs"
+# The jar cache can be shared between stacks (tests start private brokers next to the shared one).
+KAFKA_LIBS="${SPENDSTREAM_KAFKA_LIBS:-$STATE/kafka/libs}"
 KAFKA_DATA="$STATE/kafka/data"
 KAFKA_PID="$STATE/kafka/broker.pid"
 REDIS_DIR="$STATE/redis"
@@ -73,7 +74,7 @@ stop_kafka() {
   if ! kafka_running; then rm -f "$KAFKA_PID"; return; fi
   local pid; pid="$(cat "$KAFKA_PID")"
   log "stopping kafka (pid $pid)"
-  kill "$pid"
+  kill -s "${KAFKA_STOP_SIGNAL:-TERM}" "$pid" 2>/dev/null || true
   wait_for 60 "kafka shutdown" bash -c "! kill -0 $pid 2>/dev/null" || kill -9 "$pid" || true
   rm -f "$KAFKA_PID"
 }

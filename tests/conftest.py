@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Isolation, Stack, new_isolation, provision
+from tests.support import Isolation, PrivateKafka, Stack, new_isolation, provision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +44,12 @@ async def iso(stack: Stack, tmp_path: Path) -> AsyncIterator[Isolation]:
     isolation = new_isolation(stack, tmp_path)
     await provision(isolation)
     yield isolation
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
+    """A started broker only this test uses; stopped (if still running) at the end."""
+    broker = PrivateKafka(tmp_path / "private-kafka")
+    broker.start()
+    yield broker
+    broker.stop()

@@ -118,3 +118,41 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateKafka:
+    """A broker of the test's own (scripts/stack.sh on free ports and a private data dir), for tests that stop,
+    kill or restart Kafka without disturbing the shared broker other tests use."""
+
+    def __init__(self, state_dir: Path) -> None:
+        root = Path(__file__).resolve().parents[1]
+        self._script = str(root / "scripts" / "stack.sh")
+        self.port = free_port()
+        self._env = {**os.environ, "SPENDSTREAM_STACK_DIR": str(state_dir), "KAFKA_PORT": str(self.port),
+                     "KAFKA_CONTROLLER_PORT": str(free_port()),
+                     "SPENDSTREAM_KAFKA_LIBS": str(root / ".stack" / "kafka" / "libs")}
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def _run(self, action: str, **env: str) -> None:
+        import subprocess
+
+        subprocess.run([self._script, action], env={**self._env, **env}, check=True)
+
+    def start(self) -> None:
+        self._run("fetch")
+        self._run("start-kafka")
+
+    def stop(self) -> None:
+        self._run("stop-kafka")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, as in a crashed or lost broker."""
+        self._run("stop-kafka", KAFKA_STOP_SIGNAL="KILL")

@@ -13,6 +13,8 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from spendstream.common.redis_keys import tenant_key
+
 log = logging.getLogger(__name__)
 
 
@@ -23,7 +25,7 @@ class Deduplicator:
         self._window = window_seconds
 
     def _key(self, workspace_id: str, event_id: str) -> str:
-        return f"{self._prefix}seen:{{{workspace_id}}}:{event_id}"
+        return tenant_key(self._prefix, "ingest", "seen", workspace_id, event_id)
 
     async def seen(self, workspace_id: str, event_ids: list[str]) -> set[str]:
         """The ids already marked; empty when Redis cannot answer (downstream dedupe takes over)."""

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import sys
+from collections.abc import Callable
 
 from spendstream.cli import commands
+
+# Each service may add its own subcommands: `spendstream.<service>.cli.register(subparsers)` adds parsers that
+# set `handler=<function(args) -> int>`. The CLI composes them; services never import each other.
+Handler = Callable[[argparse.Namespace], int]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,12 +43,24 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one service alone (microservices mode)")
     run.add_argument("service", choices=commands.SERVICES)
     run.add_argument("--check", action="store_true", help="validate the configuration and exit")
+
+    for service in commands.SERVICES:
+        try:
+            module = importlib.import_module(f"spendstream.{service}.cli")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"spendstream.{service}.cli":
+                raise
+            continue
+        module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        handler: Handler | None = getattr(args, "handler", None)
+        if handler is not None:
+            return handler(args)
         if args.command == "topics" and args.action == "create":
             created = asyncio.run(commands.create_topics())
             print(json.dumps({"created": created}))

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from cryptography.exceptions import InvalidTag
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from spendstream.common import crypto
 from spendstream.common.events import EventBatch
+from spendstream.common.tenants import KeyRing
 
 
 class BatchEnvelope(BaseModel):
@@ -45,3 +47,30 @@ def open_envelope(envelope: BatchEnvelope, key: bytes) -> EventBatch:
     plain = crypto.decrypt(key, envelope.ciphertext,
                            _aad(envelope.workspace_id, envelope.batch_id, envelope.key_version))
     return EventBatch.model_validate_json(plain)
+
+
+class UnreadableRecord(Exception):
+    """A record on `usage.events.v1` that cannot be read; `reason` is a content-free code for dead letters."""
+
+    def __init__(self, reason: str, workspace_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.workspace_id = workspace_id
+
+
+async def read_record(value: bytes | None, keyring: KeyRing) -> tuple[BatchEnvelope, EventBatch]:
+    """Parse and decrypt one record; raises UnreadableRecord (unparsable, no key, undecryptable, invalid)."""
+    try:
+        envelope = BatchEnvelope.model_validate_json(value or b"")
+    except ValidationError:
+        raise UnreadableRecord("unparsable_envelope") from None
+    key = await keyring.data_key(envelope.workspace_id, envelope.key_version)
+    if key is None:
+        # The workspace's key was shredded (erasure) or never existed: unreadable by design.
+        raise UnreadableRecord("no_data_key", envelope.workspace_id)
+    try:
+        return envelope, open_envelope(envelope, key)
+    except InvalidTag:
+        raise UnreadableRecord("undecryptable", envelope.workspace_id) from None
+    except ValidationError:
+        raise UnreadableRecord("invalid_events", envelope.workspace_id) from None

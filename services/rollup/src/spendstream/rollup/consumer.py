@@ -20,11 +20,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
 from faststream.kafka import KafkaBroker
-from pydantic import ValidationError
 
-from spendstream.common.envelope import BatchEnvelope, open_envelope
+from spendstream.common.envelope import UnreadableRecord, read_record
 from spendstream.common.records import DeadLetter
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import ROLLUP_DEAD_LETTERS, topic_name
@@ -66,24 +64,11 @@ class BatchWriter:
 
     async def _decode(self, record: Any) -> StoredBatch | None:
         try:
-            envelope = BatchEnvelope.model_validate_json(record.value or b"")
-        except ValidationError:
-            await self._dead_letter(record, None, "unparsable_envelope")
+            envelope, batch = await read_record(record.value, self._keyring)
+        except UnreadableRecord as exc:
+            await self._dead_letter(record, exc.workspace_id, exc.reason)
             return None
-        key = await self._keyring.data_key(envelope.workspace_id, envelope.key_version)
-        if key is None:
-            # The workspace's key was shredded (erasure) or never existed: unreadable by design.
-            await self._dead_letter(record, envelope.workspace_id, "no_data_key")
-            return None
-        try:
-            events = open_envelope(envelope, key).events
-        except InvalidTag:
-            await self._dead_letter(record, envelope.workspace_id, "undecryptable")
-            return None
-        except ValidationError:
-            await self._dead_letter(record, envelope.workspace_id, "invalid_events")
-            return None
-        return StoredBatch(envelope.workspace_id, envelope.batch_id, envelope.ingested_at, events)
+        return StoredBatch(envelope.workspace_id, envelope.batch_id, envelope.ingested_at, batch.events)
 
     async def _dead_letter(self, record: Any, workspace_id: str | None, reason: str) -> None:
         letter = DeadLetter(consumer="rollup", source_topic=record.topic, source_partition=record.partition,

@@ -156,3 +156,88 @@ class PrivateKafka:
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, as in a crashed or lost broker."""
         self._run("stop-kafka", KAFKA_STOP_SIGNAL="KILL")
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, so a test can stop and restart Redis safely."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = data_dir
+        self._proc: Any = None
+
+    def start(self) -> None:
+        import shutil
+        import socket
+        import subprocess
+        import time
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed; run scripts/stack.sh start-redis once")
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self._dir), "--save", "",
+             "--appendonly", "yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("private redis did not start")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=15)
+            self._proc = None
+
+
+class ServiceProcess:
+    """One spendstream service as a real OS process (`python -m spendstream.<name>`), so tests can SIGKILL it."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self._env = {**os.environ, **env, "SPENDSTREAM_HTTP_PORT": str(self.port)}
+        self._log_path = log_path
+        self._proc: Any = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_timeout: float = 60.0) -> None:
+        import subprocess
+        import sys
+        import time
+
+        log = self._log_path.open("ab")
+        self._proc = subprocess.Popen([sys.executable, "-m", f"spendstream.{self.name}"], env=self._env,
+                                      stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self._proc.returncode}; see {self._log_path}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready within {ready_timeout}s; see {self._log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no offset commit, as in an OOM kill or a lost node."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=15)
+            self._proc = None
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM and wait: the graceful path (finish the batch, commit, close)."""
+        if self._proc is None:
+            return 0
+        self._proc.terminate()
+        code = int(self._proc.wait(timeout=timeout))
+        self._proc = None
+        return code

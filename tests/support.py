@@ -54,6 +54,16 @@ class Isolation:
         values.update(overrides)
         return cls(**values)
 
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The same isolation as SPENDSTREAM_* variables, for services run as OS processes."""
+        values = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.stack.kafka, "REDIS_URL": self.stack.redis,
+            "TOPIC_PREFIX": self.prefix, "REDIS_PREFIX": self.prefix, "KEK": self.kek,
+            "CLICKHOUSE_DATABASE": self.database, "DATA_DIR": str(self.data_dir),
+        }
+        values.update(overrides)
+        return {f"SPENDSTREAM_{k.upper()}": v for k, v in values.items()}
+
 
 def new_isolation(stack: Stack, data_dir: Path) -> Isolation:
     tag = uuid.uuid4().hex[:10]

@@ -1,4 +1,8 @@
-"""rollup's read API: `GET /v1/usage`. A read key sees only its own workspace."""
+"""rollup's read API: `GET /v1/usage`, `GET /v1/export`, `GET /v1/findings`.
+
+Every route takes a read or admin key and answers for the key's workspace only: the workspace is never a
+parameter, so no request can name another one.
+"""
 
 # No `from __future__ import annotations` here: FastAPI must evaluate the Annotated[..., Depends(auth)]
 # parameters at definition time, where `auth` is a local of the router factory.
@@ -9,13 +13,18 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from spendstream.common.tenants import Principal
+from spendstream.rollup import export, findings
+from spendstream.rollup.prices import PriceTable
 from spendstream.rollup.schema import DIMENSIONS, MEASURES
 from spendstream.rollup.store import GROUPABLE, Store
 
 MAX_RANGE_DAYS = 400
+# A dimension filter; repeat the parameter for several values (`model=a&model=b` means a or b).
+Filter = Annotated[list[str] | None, Query(description="repeat for several values (any of them)")]
 
 
 class UsageRow(BaseModel):
@@ -55,7 +64,23 @@ def _zero() -> dict[str, Any]:
     return {m: (Decimal(0) if m == "cost_usd" else 0) for m in MEASURES}
 
 
-def build_router(store: Store, auth: Any) -> APIRouter:
+class Finding(BaseModel):
+    kind: str
+    title: str
+    evidence: dict[str, Any]
+    estimated_monthly_saving_usd: str
+
+
+class FindingsResponse(BaseModel):
+    workspace_id: str
+    start: date
+    end: date
+    observed_days: int = 0
+    findings: list[Finding]
+    total_estimated_monthly_saving_usd: str
+
+
+def build_router(store: Store, auth: Any, prices: PriceTable) -> APIRouter:
     router = APIRouter(tags=["usage"])
 
     @router.get("/v1/usage", response_model=UsageResponse,
@@ -67,9 +92,8 @@ def build_router(store: Store, auth: Any) -> APIRouter:
         end: Annotated[date | None, Query(alias="to", description="last UTC day, inclusive (default: today)")]
         = None,
         group_by: Annotated[str, Query(description=f"comma-separated: {', '.join(GROUPABLE)}")] = "",
-        provider: str | None = None, model: str | None = None, feature: str | None = None,
-        route: str | None = None, task_type: str | None = None, customer_plan: str | None = None,
-        customer_id: str | None = None,
+        provider: Filter = None, model: Filter = None, feature: Filter = None, route: Filter = None,
+        task_type: Filter = None, customer_plan: Filter = None, customer_id: Filter = None,
     ) -> dict[str, Any]:
         today = datetime.now(UTC).date()
         end = end or today
@@ -86,7 +110,7 @@ def build_router(store: Store, auth: Any) -> APIRouter:
                                              "message": f"group_by accepts {', '.join(GROUPABLE)}"})
         values = {"provider": provider, "model": model, "feature": feature, "route": route,
                   "task_type": task_type, "customer_plan": customer_plan, "customer_id": customer_id}
-        filters = {k: v for k, v in values.items() if v is not None and k in DIMENSIONS}
+        filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
         ws = principal.workspace_id
         rows = await asyncio.to_thread(store.usage, ws, start, end, groups, filters)
         totals = _zero()
@@ -98,5 +122,24 @@ def build_router(store: Store, auth: Any) -> APIRouter:
         return {"workspace_id": ws, "start": start, "end": end, "group_by": groups,
                 "rows": [_jsonable(r) for r in rows], "totals": _jsonable(totals),
                 "unknown_models": unknown_models, "watermark": watermark}
+
+    @router.get("/v1/export", summary="Every stored event and daily rollup row of the workspace, streamed",
+                response_class=StreamingResponse)
+    async def export_data(
+        principal: Annotated[Principal, Depends(auth)],
+        fmt: Annotated[export.Format, Query(alias="format")] = "json",
+    ) -> StreamingResponse:
+        ws = principal.workspace_id
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
+        return StreamingResponse(export.stream(store, ws, fmt), media_type=media, headers={
+            "Content-Disposition": f'attachment; filename="spendstream-{ws}-{stamp}.{fmt}"',
+            "Cache-Control": "no-store"})
+
+    @router.get("/v1/findings", response_model=FindingsResponse,
+                summary="Waste findings over the last 30 days, each with evidence and a monthly saving in USD")
+    async def waste_findings(principal: Annotated[Principal, Depends(auth)]) -> dict[str, Any]:
+        today = datetime.now(UTC).date()
+        return await asyncio.to_thread(findings.find, store, prices, principal.workspace_id, today)
 
     return router

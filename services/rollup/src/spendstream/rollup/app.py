@@ -4,7 +4,7 @@
 |------------------------------------------------|------------------------------------------|
 | usage.events.v1 (group spendstream-rollup, batches, NACK_ON_ERROR) | ClickHouse usage_events, usage_daily |
 | ingest.datakeys.v1, ingest.apikeys.v1 (replayed tables) | rollup.deadletter.v1            |
-| GET /v1/usage (read or admin key)               |                                          |
+| GET /v1/usage, /v1/export, /v1/findings (read or admin key) |                            |
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import make_broker
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
-from spendstream.common.topics import USAGE_EVENTS, topic_name
+from spendstream.common.topics import DELETION_COMMANDS, USAGE_EVENTS, topic_name
 from spendstream.rollup import metrics
+from spendstream.rollup import prices as price_tables
 from spendstream.rollup.api import build_router
 from spendstream.rollup.consumer import BatchWriter
-from spendstream.rollup.prices import bundled
+from spendstream.rollup.erasure import RollupErasure
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
 from spendstream.rollup.store import Store
@@ -49,7 +50,9 @@ def create_service(settings: RollupSettings) -> Service:
     broker = make_broker(settings, "rollup")
     keys = KeyDirectory(settings)
     keyring = KeyRing(settings)
-    writer = BatchWriter(store=writer_store, keyring=keyring, prices=bundled(), broker=broker,
+    prices = price_tables.load(settings.data_dir)
+    log.info("price table loaded", extra={"source": prices.source, "models": len(prices)})
+    writer = BatchWriter(store=writer_store, keyring=keyring, prices=prices, broker=broker,
                          topic_prefix=settings.topic_prefix, retry_seconds=settings.write_retry_seconds)
 
     @broker.subscriber(
@@ -64,24 +67,42 @@ def create_service(settings: RollupSettings) -> Service:
     async def on_usage_events(msg: KafkaMessage) -> None:
         await writer.handle(msg.raw_message)
 
+    erasure = RollupErasure(client=writer_client, settings=settings, keyring=keyring, broker=broker)
+
+    @broker.subscriber(
+        topic_name(DELETION_COMMANDS, settings.topic_prefix),
+        group_id=f"{settings.topic_prefix}spendstream-rollup-erasure", auto_offset_reset="earliest",
+        # Committed after the report is published: a crash in between repeats the (idempotent) command.
+        ack_policy=AckPolicy.NACK_ON_ERROR, max_poll_interval_ms=600_000,
+    )
+    async def on_deletion_command(msg: KafkaMessage) -> None:
+        await erasure.handle(msg.body)
+
     state: dict[str, object] = {"ready": False, "reconciler": None}
 
+    # Only one process can open a chDB directory, so no other writer can be mid-insert there; on a server,
+    # other replicas can, and drift is corrected only once seen twice (store.reconcile).
+    confirm_after = 0.0 if url.startswith("chdb://") else 2.0
+
     async def reconcile_forever() -> None:
+        since = datetime.now(UTC) - timedelta(days=settings.reconcile_days)
         while True:
             await asyncio.sleep(settings.reconcile_interval_seconds)
-            today = datetime.now(UTC).date()
+            # Overlapping windows: rows stored just before the previous run are looked at again.
+            started = datetime.now(UTC) - timedelta(seconds=settings.reconcile_interval_seconds)
             try:
-                fixed = await asyncio.to_thread(writer_store.reconcile,
-                                                today - timedelta(days=settings.reconcile_days), today)
-            except Exception as exc:
+                fixed = await writer.reconcile(since, started.date(), settings.reconcile_days, confirm_after)
+            except Exception as exc:  # a failed pass is retried next interval; the consumer must go on
                 log.warning("reconcile failed", extra={"error": type(exc).__name__})
                 continue
+            since = started
             metrics.CORRECTIONS.inc(fixed)
 
     async def start() -> None:
         await keys.table.start()
         await keyring.table.start()
         await broker.start()
+        erasure.start()
         state["reconciler"] = asyncio.create_task(reconcile_forever())
         state["ready"] = True
 
@@ -92,11 +113,12 @@ def create_service(settings: RollupSettings) -> Service:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await erasure.stop()
         await broker.stop()  # finishes the batch in hand and commits it (graceful_timeout)
         await keyring.table.stop()
         await keys.table.stop()
         writer_client.close()
         reader_client.close()
 
-    router = build_router(reader_store, require_scope(keys, "read", "admin"))
+    router = build_router(reader_store, require_scope(keys, "read", "admin"), prices)
     return Service("rollup", routers=[router], start=start, stop=stop, ready=lambda: bool(state["ready"]))

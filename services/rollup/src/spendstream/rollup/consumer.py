@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from faststream.kafka import KafkaBroker
@@ -42,6 +42,9 @@ class BatchWriter:
         self._broker = broker
         self._dead_letter_topic = topic_name(ROLLUP_DEAD_LETTERS, topic_prefix)
         self._retry_seconds = retry_seconds
+        # Inserts and reconcile never overlap in this process: reconcile must not see an insert half-applied
+        # (raw part stored, view part not yet), which would look like drift and be "corrected" twice.
+        self._lock = asyncio.Lock()
 
     async def handle(self, records: Sequence[Any]) -> None:
         """Store one Kafka batch (aiokafka ConsumerRecords). Returns only when it is durably stored."""
@@ -89,7 +92,8 @@ class BatchWriter:
         while True:
             started = time.perf_counter()
             try:
-                new = await asyncio.to_thread(self._store.insert_new, rows)
+                async with self._lock:
+                    new = await asyncio.to_thread(self._store.insert_new, rows)
             except Exception as exc:  # clickhouse-connect and chDB raise many types; all mean "not stored"
                 metrics.WRITE_FAILURES.inc()
                 if time.monotonic() + delay > deadline:
@@ -101,3 +105,14 @@ class BatchWriter:
                 continue
             metrics.INSERT_SECONDS.observe(time.perf_counter() - started)
             return new
+
+    async def reconcile(self, since: datetime, today: date, recent_days: int, confirm_after: float = 0.0) -> int:
+        """Reconcile the last `recent_days` days plus every day that got events stored since `since`
+        (back-dated events included), one day per lock hold so the consumer is never stalled for long."""
+        touched = await asyncio.to_thread(self._store.days_stored_since, since)
+        days = sorted({today - timedelta(days=i) for i in range(recent_days + 1)} | set(touched))
+        fixed = 0
+        for day in days:
+            async with self._lock:
+                fixed += await asyncio.to_thread(self._store.reconcile, day, day, confirm_after)
+        return fixed

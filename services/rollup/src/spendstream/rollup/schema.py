@@ -13,6 +13,16 @@ SummingMergeTree, which would count a duplicate twice:
      (deduplicated with FINAL) and writes the difference into the rollup, so drift cannot accumulate.
 Deletion is cheap because both tables lead with workspace_id (tenant erasure touches one key range) and
 partition by month (expiry drops whole partitions through TTL).
+
+`workspace_watermarks` (version 2) keeps max(ingested_at) per workspace through its own view. max() is
+idempotent, so a duplicate reaching it is harmless; and since ingest keys every batch by workspace, all of a
+workspace's batches sit in one partition in order, which makes that maximum the freshness watermark: every
+batch ingested before it is stored (or dead-lettered).
+
+Migrations are numbered and recorded in `schema_migrations`; every statement is idempotent, so a crash
+half-way through a migration simply runs it again. TTLs follow `retention_months` on every start.
+Raw events expire 12 (1-13) months after ingestion; a rollup row expires that long after its day, so a
+back-dated event's rollup row can leave before its raw event does (never the other way round).
 """
 
 from __future__ import annotations
@@ -22,82 +32,131 @@ from clickhouse_connect.driver.client import Client
 DIMENSIONS = ("provider", "model", "feature", "route", "task_type", "customer_plan", "customer_id")
 MEASURES = ("requests", "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
             "cost_usd", "latency_ms_sum")
-SCHEMA_VERSION = 1
+TABLES = ("usage_events", "usage_daily", "workspace_watermarks")
 
 
-def statements(db: str, retention_months: int) -> list[str]:
-    return [
-        f"CREATE DATABASE IF NOT EXISTS {db} ENGINE = Atomic",
-        f"""CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied_at DateTime DEFAULT now())
-            ENGINE = ReplacingMergeTree ORDER BY version""",
-        f"""CREATE TABLE IF NOT EXISTS {db}.usage_events (
-            workspace_id LowCardinality(String),
-            event_id String,
-            ts DateTime64(3, 'UTC'),
-            ingested_at DateTime64(3, 'UTC'),
-            stored_at DateTime64(3, 'UTC') DEFAULT now64(3),
-            batch_id String,
-            provider LowCardinality(String),
-            model LowCardinality(String),
-            input_tokens UInt64,
-            output_tokens UInt64,
-            cached_input_tokens UInt64,
-            reasoning_tokens UInt64,
-            latency_ms UInt32,
-            cost_usd Decimal(18, 9),
-            cost_source Enum8('reported' = 1, 'computed' = 2, 'unknown' = 3),
-            feature String,
-            route String,
-            task_type LowCardinality(String),
-            customer_plan LowCardinality(String),
-            customer_id String,
-            environment LowCardinality(String),
-            tags Map(String, String)
-        ) ENGINE = ReplacingMergeTree(ingested_at)
-        PARTITION BY toYYYYMM(ts)
-        ORDER BY (workspace_id, event_id)
-        TTL toDateTime(ingested_at) + INTERVAL {retention_months} MONTH
-        SETTINGS non_replicated_deduplication_window = 10000""",
-        f"""CREATE TABLE IF NOT EXISTS {db}.usage_daily (
-            workspace_id LowCardinality(String),
-            day Date,
-            provider LowCardinality(String),
-            model LowCardinality(String),
-            feature String,
-            route String,
-            task_type LowCardinality(String),
-            customer_plan LowCardinality(String),
-            customer_id String,
-            cost_source Enum8('reported' = 1, 'computed' = 2, 'unknown' = 3),
-            requests Int64,
-            input_tokens Int64,
-            output_tokens Int64,
-            cached_input_tokens Int64,
-            reasoning_tokens Int64,
-            cost_usd Decimal(38, 9),
-            latency_ms_sum Int64
-        ) ENGINE = SummingMergeTree
-        PARTITION BY toYYYYMM(day)
-        ORDER BY (workspace_id, day, provider, model, feature, route, task_type, customer_plan, customer_id,
-                  cost_source)
-        TTL day + INTERVAL {retention_months} MONTH
-        SETTINGS non_replicated_deduplication_window = 10000""",
-        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_daily_mv TO {db}.usage_daily AS
-        SELECT workspace_id, toDate(ts) AS day, provider, model, feature, route, task_type, customer_plan,
-               customer_id, cost_source, toInt64(count()) AS requests,
-               toInt64(sum(input_tokens)) AS input_tokens, toInt64(sum(output_tokens)) AS output_tokens,
-               toInt64(sum(cached_input_tokens)) AS cached_input_tokens,
-               toInt64(sum(reasoning_tokens)) AS reasoning_tokens,
-               toDecimal128(sum(cost_usd), 9) AS cost_usd, toInt64(sum(latency_ms)) AS latency_ms_sum
-        FROM {db}.usage_events
-        GROUP BY workspace_id, day, provider, model, feature, route, task_type, customer_plan, customer_id,
-                 cost_source""",
-        f"INSERT INTO {db}.schema_migrations (version) SELECT {SCHEMA_VERSION} WHERE "
-        f"(SELECT count() FROM {db}.schema_migrations WHERE version = {SCHEMA_VERSION}) = 0",
-    ]
+def _ttls(retention_months: int) -> dict[str, str]:
+    return {"usage_events": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH",
+            "usage_daily": f"day + INTERVAL {retention_months} MONTH",
+            "workspace_watermarks": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH"}
 
 
-def migrate(client: Client, db: str, retention_months: int) -> None:
-    """Create or upgrade the schema; safe to run on every start and from several processes in turn."""
-    for statement in statements(db, retention_months):
-        client.command(statement)
+def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
+    """Version -> idempotent statements. Append new versions; never edit an applied one."""
+    ttl = _ttls(retention_months)
+    return {
+        1: [
+            f"""CREATE TABLE IF NOT EXISTS {db}.usage_events (
+                workspace_id LowCardinality(String),
+                event_id String,
+                ts DateTime64(3, 'UTC'),
+                ingested_at DateTime64(3, 'UTC'),
+                stored_at DateTime64(3, 'UTC') DEFAULT now64(3),
+                batch_id String,
+                provider LowCardinality(String),
+                model LowCardinality(String),
+                input_tokens UInt64,
+                output_tokens UInt64,
+                cached_input_tokens UInt64,
+                reasoning_tokens UInt64,
+                latency_ms UInt32,
+                cost_usd Decimal(18, 9),
+                cost_source Enum8('reported' = 1, 'computed' = 2, 'unknown' = 3),
+                feature String,
+                route String,
+                task_type LowCardinality(String),
+                customer_plan LowCardinality(String),
+                customer_id String,
+                environment LowCardinality(String),
+                tags Map(String, String)
+            ) ENGINE = ReplacingMergeTree(ingested_at)
+            PARTITION BY toYYYYMM(ts)
+            ORDER BY (workspace_id, event_id)
+            TTL {ttl["usage_events"]}
+            SETTINGS non_replicated_deduplication_window = 10000""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.usage_daily (
+                workspace_id LowCardinality(String),
+                day Date,
+                provider LowCardinality(String),
+                model LowCardinality(String),
+                feature String,
+                route String,
+                task_type LowCardinality(String),
+                customer_plan LowCardinality(String),
+                customer_id String,
+                cost_source Enum8('reported' = 1, 'computed' = 2, 'unknown' = 3),
+                requests Int64,
+                input_tokens Int64,
+                output_tokens Int64,
+                cached_input_tokens Int64,
+                reasoning_tokens Int64,
+                cost_usd Decimal(38, 9),
+                latency_ms_sum Int64
+            ) ENGINE = SummingMergeTree
+            PARTITION BY toYYYYMM(day)
+            ORDER BY (workspace_id, day, provider, model, feature, route, task_type, customer_plan, customer_id,
+                      cost_source)
+            TTL {ttl["usage_daily"]}
+            SETTINGS non_replicated_deduplication_window = 10000""",
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_daily_mv TO {db}.usage_daily AS
+            SELECT workspace_id, toDate(ts) AS day, provider, model, feature, route, task_type, customer_plan,
+                   customer_id, cost_source, toInt64(count()) AS requests,
+                   toInt64(sum(input_tokens)) AS input_tokens, toInt64(sum(output_tokens)) AS output_tokens,
+                   toInt64(sum(cached_input_tokens)) AS cached_input_tokens,
+                   toInt64(sum(reasoning_tokens)) AS reasoning_tokens,
+                   toDecimal128(sum(cost_usd), 9) AS cost_usd, toInt64(sum(latency_ms)) AS latency_ms_sum
+            FROM {db}.usage_events
+            GROUP BY workspace_id, day, provider, model, feature, route, task_type, customer_plan, customer_id,
+                     cost_source""",
+        ],
+        2: [
+            f"""CREATE TABLE IF NOT EXISTS {db}.workspace_watermarks (
+                workspace_id LowCardinality(String),
+                ingested_at SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+            ) ENGINE = AggregatingMergeTree
+            ORDER BY workspace_id
+            TTL {ttl["workspace_watermarks"]}""",
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.workspace_watermarks_mv TO {db}.workspace_watermarks AS
+            SELECT workspace_id, max(ingested_at) AS ingested_at FROM {db}.usage_events GROUP BY workspace_id""",
+            # Backfill from events stored before this version; max() makes a repeated backfill harmless.
+            f"""INSERT INTO {db}.workspace_watermarks
+            SELECT workspace_id, max(ingested_at) FROM {db}.usage_events GROUP BY workspace_id""",
+        ],
+    }
+
+
+SCHEMA_VERSION = max(migrations("db", 12))
+
+
+def applied_versions(client: Client, db: str) -> set[int]:
+    rows = client.query(f"SELECT DISTINCT version FROM {db}.schema_migrations").result_rows
+    return {int(r[0]) for r in rows}
+
+
+def migrate(client: Client, db: str, retention_months: int) -> list[int]:
+    """Create or upgrade the schema and align TTLs; safe on every start. Returns the versions it applied."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS {db} ENGINE = Atomic")
+    client.command(f"""CREATE TABLE IF NOT EXISTS {db}.schema_migrations
+        (version UInt32, applied_at DateTime DEFAULT now()) ENGINE = ReplacingMergeTree ORDER BY version""")
+    done = applied_versions(client, db)
+    applied = []
+    for version, steps in sorted(migrations(db, retention_months).items()):
+        if version in done:
+            continue
+        for statement in steps:
+            client.command(statement)
+        # Recorded last: a crash before this line reruns the (idempotent) steps on the next start.
+        client.command(f"INSERT INTO {db}.schema_migrations (version) VALUES ({version})")
+        applied.append(version)
+    _align_ttls(client, db, retention_months)
+    return applied
+
+
+def _align_ttls(client: Client, db: str, retention_months: int) -> None:
+    """MODIFY TTL only where the configured retention differs: the ALTER rewrites TTL info on every part."""
+    rows = client.query("SELECT name, engine_full FROM system.tables WHERE database = {db:String}",
+                        parameters={"db": db}).result_rows
+    engines = {str(name): str(engine) for name, engine in rows}
+    for table, expression in _ttls(retention_months).items():
+        if table in engines and f"toIntervalMonth({retention_months})" not in engines[table]:
+            client.command(f"ALTER TABLE {db}.{table} MODIFY TTL {expression}")

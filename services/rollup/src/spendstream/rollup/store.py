@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -21,6 +22,11 @@ EVENT_COLUMNS = (
     "feature", "route", "task_type", "customer_plan", "customer_id", "environment", "tags",
 )
 GROUPABLE = ("day", *DIMENSIONS)
+EXPORT_EVENT_COLUMNS = (
+    "event_id", "ts", "ingested_at", "provider", "model", "input_tokens", "output_tokens", "cached_input_tokens",
+    "reasoning_tokens", "latency_ms", "cost_usd", "cost_source", "feature", "route", "task_type",
+    "customer_plan", "customer_id", "environment", "tags",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,24 +86,27 @@ class Store:
         return len(fresh)
 
     def usage(self, workspace_id: str, start: date, end: date, group_by: Iterable[str],
-              filters: dict[str, str]) -> list[dict[str, Any]]:
-        """Totals per group over [start, end] (UTC days, inclusive), from the daily rollup."""
+              filters: Mapping[Any, str | Sequence[str]]) -> list[dict[str, Any]]:
+        """Totals per group over [start, end] (UTC days, inclusive), from the daily rollup.
+
+        `filters` maps a dimension to the values it may take (several values: any of them)."""
         groups = [g for g in GROUPABLE if g in set(group_by)]
         params: dict[str, Any] = {"ws": workspace_id, "start": start, "end": end}
         where = ["workspace_id = {ws:String}", "day >= {start:Date}", "day <= {end:Date}"]
-        for i, (column, value) in enumerate(sorted(filters.items())):
+        for i, (column, values) in enumerate(sorted(filters.items())):
             if column not in DIMENSIONS:
                 raise ValueError(f"cannot filter on {column}")
-            where.append(f"{column} = {{f{i}:String}}")
-            params[f"f{i}"] = value
+            where.append(f"{column} IN {{f{i}:Array(String)}}")
+            params[f"f{i}"] = [values] if isinstance(values, str) else list(values)
         select = [*groups, *(f"sum({m}) AS {m}" for m in MEASURES)]
         sql = (f"SELECT {', '.join(select)} FROM {self.db}.usage_daily WHERE {' AND '.join(where)}"
                + (f" GROUP BY {', '.join(groups)} ORDER BY {', '.join(groups)}" if groups else ""))
         result = self._client.query(sql, parameters=params)
         rows = []
-        for values in result.result_rows:
-            row = dict(zip(result.column_names, values, strict=True))
-            if row["requests"] == 0 and not groups:
+        for record in result.result_rows:
+            row = dict(zip(result.column_names, record, strict=True))
+            # A group whose corrections cancelled out (reconcile) is not a group with usage.
+            if row["requests"] == 0:
                 continue
             if "day" in row:
                 row["day"] = row["day"].isoformat()
@@ -105,6 +114,7 @@ class Store:
         return rows
 
     def unknown_models(self, workspace_id: str, start: date, end: date) -> list[dict[str, Any]]:
+        """Models of the range that the price table could not price (their events carry cost 'unknown')."""
         result = self._client.query(
             f"SELECT provider, model, sum(requests) FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} "
             "AND day >= {start:Date} AND day <= {end:Date} AND cost_source = 'unknown' "
@@ -113,9 +123,11 @@ class Store:
         return [{"provider": p, "model": m, "requests": n} for p, m, n in result.result_rows]
 
     def watermark(self, workspace_id: str) -> datetime | None:
-        """Newest ingestion time stored for the workspace; its batches are ordered, so all before it is in."""
+        """Newest ingestion time stored for the workspace: every batch ingested before it is stored.
+
+        ingest keys batches by workspace, so they are consumed in order from one partition (schema.py)."""
         result = self._client.query(
-            f"SELECT max(ingested_at), count() FROM {self.db}.usage_events WHERE workspace_id = {{ws:String}}",
+            f"SELECT max(ingested_at), count() FROM {self.db}.workspace_watermarks WHERE workspace_id = {{ws:String}}",
             parameters={"ws": workspace_id})
         newest, count = result.result_rows[0]
         if not count:
@@ -124,8 +136,58 @@ class Store:
         stored: datetime = newest if newest.tzinfo else newest.replace(tzinfo=UTC)
         return stored
 
-    def reconcile(self, start: date, end: date) -> int:
-        """Make the rollup equal the deduplicated raw events over [start, end]; returns corrected groups."""
+    def events_page(self, workspace_id: str, after: str, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` stored events with event_id > `after`, in event_id order (keyset paging, FINAL)."""
+        result = self._client.query(
+            f"SELECT {', '.join(EXPORT_EVENT_COLUMNS)} FROM {self.db}.usage_events FINAL "
+            "WHERE workspace_id = {ws:String} AND event_id > {after:String} ORDER BY event_id LIMIT {n:UInt32}",
+            parameters={"ws": workspace_id, "after": after, "n": limit})
+        return [dict(zip(result.column_names, values, strict=True)) for values in result.result_rows]
+
+    def daily_days(self, workspace_id: str) -> list[date]:
+        result = self._client.query(
+            f"SELECT DISTINCT day FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} ORDER BY day",
+            parameters={"ws": workspace_id})
+        return [r[0] for r in result.result_rows]
+
+    def daily_rows(self, workspace_id: str, day: date) -> list[dict[str, Any]]:
+        """The rollup rows of one day, re-aggregated (SummingMergeTree merges eventually)."""
+        keys = ", ".join(("day", *DIMENSIONS, "cost_source"))
+        result = self._client.query(
+            f"SELECT {keys}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)} FROM {self.db}.usage_daily "
+            f"WHERE workspace_id = {{ws:String}} AND day = {{day:Date}} GROUP BY {keys} "
+            f"HAVING requests != 0 ORDER BY {keys}",
+            parameters={"ws": workspace_id, "day": day})
+        return [dict(zip(result.column_names, values, strict=True)) for values in result.result_rows]
+
+    def groups(self, workspace_id: str, start: date, end: date, keys: Sequence[str]) -> list[dict[str, Any]]:
+        """Measures summed per `keys` (dimensions) over [start, end], for the waste findings."""
+        cols = [k for k in keys if k in DIMENSIONS]
+        result = self._client.query(
+            f"SELECT {', '.join(cols)}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)}, "
+            "uniqExact(day) AS days "
+            f"FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} AND day >= {{start:Date}} "
+            f"AND day <= {{end:Date}} GROUP BY {', '.join(cols)} HAVING requests > 0 ORDER BY {', '.join(cols)}",
+            parameters={"ws": workspace_id, "start": start, "end": end})
+        return [dict(zip(result.column_names, values, strict=True)) for values in result.result_rows]
+
+    def first_day(self, workspace_id: str, start: date, end: date) -> date | None:
+        result = self._client.query(
+            f"SELECT min(day), count() FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} "
+            "AND day >= {start:Date} AND day <= {end:Date}",
+            parameters={"ws": workspace_id, "start": start, "end": end})
+        first, count = result.result_rows[0]
+        return first if count else None
+
+    def days_stored_since(self, since: datetime) -> list[date]:
+        """Event days that received rows stored at or after `since` (what reconcile must look at)."""
+        result = self._client.query(
+            f"SELECT DISTINCT toDate(ts) FROM {self.db}.usage_events WHERE stored_at >= {{since:DateTime64(3)}}",
+            parameters={"since": since.astimezone(UTC).replace(tzinfo=None)})
+        return sorted(r[0] for r in result.result_rows)
+
+    def drift(self, start: date, end: date) -> list[tuple[Any, ...]]:
+        """Rows that would make the rollup equal the deduplicated raw events over [start, end] (UTC days)."""
         keys = ", ".join(("workspace_id", "day", *DIMENSIONS, "cost_source"))
         raw = (f"SELECT workspace_id, toDate(ts) AS day, {', '.join(DIMENSIONS)}, cost_source, "
                "toInt64(count()) AS requests, toInt64(sum(input_tokens)) AS input_tokens, "
@@ -139,8 +201,21 @@ class Store:
         diff = (f"SELECT {keys}, {', '.join(f'r.{m} - d.{m}' for m in MEASURES)} FROM ({raw}) AS r "
                 f"FULL OUTER JOIN ({rolled}) AS d USING ({keys}) "
                 f"WHERE {' OR '.join(f'r.{m} != d.{m}' for m in MEASURES)} "
-                "SETTINGS join_use_nulls = 0")
-        corrections = self._client.query(diff, parameters={"start": start, "end": end}).result_rows
+                f"ORDER BY {keys} SETTINGS join_use_nulls = 0")
+        return [tuple(r) for r in self._client.query(diff, parameters={"start": start, "end": end}).result_rows]
+
+    def reconcile(self, start: date, end: date, confirm_after: float = 0.0) -> int:
+        """Make the rollup equal the deduplicated raw events over [start, end]; returns corrected groups.
+
+        An insert in flight elsewhere (another replica on a ClickHouse server) can show its raw part before
+        its view part; that looks like drift for a moment. With `confirm_after` > 0 only drift seen
+        identically twice, that many seconds apart, is corrected. In one process the writer and reconcile
+        share a lock (consumer.py), so no insert is ever in flight and 0 is exact."""
+        corrections = self.drift(start, end)
+        if corrections and confirm_after > 0:
+            time.sleep(confirm_after)
+            again = set(self.drift(start, end))
+            corrections = [c for c in corrections if c in again]
         if corrections:
             self._client.insert(f"{self.db}.usage_daily", corrections,
                                 column_names=("workspace_id", "day", *DIMENSIONS, "cost_source", *MEASURES),

@@ -1,0 +1,112 @@
+"""rollup's subcommands of the `spendstream` CLI.
+
+  spendstream prices refresh --from FILE|URL [--to PATH]   install a newer LiteLLM price table
+  spendstream export --format csv|json --output FILE      download the workspace's data, with a progress bar
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from spendstream.rollup.prices import PriceTable, local_path
+from spendstream.rollup.settings import RollupSettings
+
+MAX_PRICE_TABLE_BYTES = 64 * 1024 * 1024
+MIN_PRICED_MODELS = 50  # a truncated or wrong download must not replace a good table
+
+
+def register(subparsers: Any) -> None:
+    prices = subparsers.add_parser("prices", help="the LiteLLM price table rollup computes costs from")
+    actions = prices.add_subparsers(dest="action", required=True)
+    refresh = actions.add_parser("refresh", help="validate a newer price table and install it")
+    refresh.add_argument("--from", dest="source", required=True, help="a file path or an http(s) URL")
+    refresh.add_argument("--to", dest="target", type=Path, default=None,
+                         help="where to write it (default: <SPENDSTREAM_DATA_DIR>/prices/, which rollup reads "
+                              "first at start)")
+    refresh.set_defaults(handler=refresh_prices)
+
+    export = subparsers.add_parser("export", help="download every event and rollup row of a workspace")
+    export.add_argument("--format", choices=("csv", "json"), default="json")
+    export.add_argument("--output", "-o", type=Path, required=True)
+    export.add_argument("--url", default=os.environ.get("SPENDSTREAM_URL", "http://127.0.0.1:8080"),
+                        help="rollup's (or `spendstream up`'s) base URL (env SPENDSTREAM_URL)")
+    export.add_argument("--key", default=os.environ.get("SPENDSTREAM_API_KEY", ""),
+                        help="a read or admin key (env SPENDSTREAM_API_KEY)")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+    export.set_defaults(handler=export_data)
+
+
+def _read_source(source: str) -> bytes:
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=60) as response:  # noqa: S310 (scheme checked above)
+            data: bytes = response.read(MAX_PRICE_TABLE_BYTES + 1)
+    else:
+        data = Path(source).read_bytes()
+    if len(data) > MAX_PRICE_TABLE_BYTES:
+        raise ValueError(f"price table is larger than {MAX_PRICE_TABLE_BYTES} bytes")
+    return data
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Readers see the old table or the new one, never half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".prices-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def refresh_prices(args: argparse.Namespace) -> int:
+    """Validate the new table (JSON, enough priced models) before replacing anything; exit 2 if invalid."""
+    data = _read_source(args.source)
+    try:
+        table = PriceTable(json.loads(data), args.source)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        print("spendstream: the source is not a LiteLLM price table (JSON object of models)", file=sys.stderr)
+        return 2
+    if len(table) < MIN_PRICED_MODELS:
+        print(f"spendstream: the source prices {len(table)} models per token; refusing (< {MIN_PRICED_MODELS})",
+              file=sys.stderr)
+        return 2
+    target: Path = args.target or local_path(RollupSettings().data_dir)
+    _write_atomically(target, data)
+    print(json.dumps({"installed": str(target), "priced_models": len(table),
+                      "note": "running rollup processes pick it up at their next start"}))
+    return 0
+
+
+def export_data(args: argparse.Namespace) -> int:
+    if not args.key:
+        print("spendstream: export needs a read key (--key or SPENDSTREAM_API_KEY)", file=sys.stderr)
+        return 2
+    request = urllib.request.Request(f"{args.url.rstrip('/')}/v1/export?format={args.format}",
+                                     headers={"Authorization": f"Bearer {args.key}"})
+    target: Path = args.output
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response, partial.open("wb") as out, \
+                tqdm(unit="B", unit_scale=True, desc=f"export {target.name}", disable=args.quiet,
+                     file=sys.stderr) as bar:
+            while chunk := response.read(256 * 1024):
+                out.write(chunk)
+                bar.update(len(chunk))
+    except urllib.error.HTTPError as exc:
+        partial.unlink(missing_ok=True)
+        print(f"spendstream: export refused: HTTP {exc.code}", file=sys.stderr)
+        return 2
+    # Renamed only once complete: an interrupted export never looks like a finished one.
+    partial.replace(target)
+    return 0

@@ -1,0 +1,112 @@
+"""Export of one workspace's data (data portability): every stored event, then every daily rollup row.
+
+Streamed: events are read in keyset pages of PAGE_ROWS (ordered by event_id, the table's sort key) and rollups
+one day at a time, each page in a worker thread (the chDB client is synchronous), so memory stays bounded by
+one page whatever the workspace's size. CSV has one header and a `record_type` column (`event` or `daily`);
+for a daily row `requests` and `latency_ms` are sums. JSON is one document, one record per line:
+`{"workspace_id": …, "exported_at": …, "events": [...], "daily": [...]}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from spendstream.rollup.store import Store
+
+Format = Literal["csv", "json"]
+PAGE_ROWS = 5000
+CHUNK_BYTES = 64 * 1024
+COLUMNS = (
+    "record_type", "event_id", "timestamp", "day", "ingested_at", "provider", "model", "feature", "route",
+    "task_type", "customer_plan", "customer_id", "environment", "cost_source", "requests", "input_tokens",
+    "output_tokens", "cached_input_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "tags",
+)
+
+
+def _utc(value: datetime) -> str:
+    # chDB may hand back DateTime64 without its zone; the columns are UTC by definition.
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _event(row: dict[str, Any]) -> dict[str, Any]:
+    return {"record_type": "event", "event_id": row["event_id"], "timestamp": _utc(row["ts"]),
+            "day": _utc(row["ts"])[:10], "ingested_at": _utc(row["ingested_at"]), "provider": row["provider"],
+            "model": row["model"], "feature": row["feature"], "route": row["route"], "task_type": row["task_type"],
+            "customer_plan": row["customer_plan"], "customer_id": row["customer_id"],
+            "environment": row["environment"], "cost_source": row["cost_source"], "requests": 1,
+            "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
+            "cached_input_tokens": row["cached_input_tokens"], "reasoning_tokens": row["reasoning_tokens"],
+            "cost_usd": format(row["cost_usd"], "f"), "latency_ms": row["latency_ms"], "tags": dict(row["tags"])}
+
+
+def _daily(row: dict[str, Any]) -> dict[str, Any]:
+    day: date = row["day"]
+    return {"record_type": "daily", "event_id": "", "timestamp": "", "day": day.isoformat(), "ingested_at": "",
+            "provider": row["provider"], "model": row["model"], "feature": row["feature"], "route": row["route"],
+            "task_type": row["task_type"], "customer_plan": row["customer_plan"], "customer_id": row["customer_id"],
+            "environment": "", "cost_source": row["cost_source"], "requests": row["requests"],
+            "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
+            "cached_input_tokens": row["cached_input_tokens"], "reasoning_tokens": row["reasoning_tokens"],
+            "cost_usd": format(Decimal(row["cost_usd"]), "f"), "latency_ms": row["latency_ms_sum"], "tags": {}}
+
+
+async def events(store: Store, workspace_id: str, page_rows: int = PAGE_ROWS) -> AsyncIterator[dict[str, Any]]:
+    after = ""
+    while True:
+        page = await asyncio.to_thread(store.events_page, workspace_id, after, page_rows)
+        for row in page:
+            yield _event(row)
+        if len(page) < page_rows:
+            return
+        after = page[-1]["event_id"]
+
+
+async def daily(store: Store, workspace_id: str) -> AsyncIterator[dict[str, Any]]:
+    for day in await asyncio.to_thread(store.daily_days, workspace_id):
+        for row in await asyncio.to_thread(store.daily_rows, workspace_id, day):
+            yield _daily(row)
+
+
+async def csv_stream(store: Store, workspace_id: str, page_rows: int = PAGE_ROWS) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for source in (events(store, workspace_id, page_rows), daily(store, workspace_id)):
+        async for record in source:
+            writer.writerow({**record, "tags": json.dumps(record["tags"], sort_keys=True) if record["tags"] else ""})
+            if buffer.tell() >= CHUNK_BYTES:
+                yield buffer.getvalue().encode()
+                buffer.seek(0)
+                buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+async def json_stream(store: Store, workspace_id: str, page_rows: int = PAGE_ROWS) -> AsyncIterator[bytes]:
+    head = {"workspace_id": workspace_id, "exported_at": datetime.now(UTC).isoformat()}
+    parts: list[str] = [json.dumps(head)[:-1] + ', "events": [']
+    size = 0
+    for name, source in (("events", events(store, workspace_id, page_rows)), ("daily", daily(store, workspace_id))):
+        if name == "daily":
+            parts.append('\n], "daily": [')
+        first = True
+        async for record in source:
+            line = ("\n" if first else ",\n") + json.dumps(record)
+            first = False
+            parts.append(line)
+            size += len(line)
+            if size >= CHUNK_BYTES:
+                yield "".join(parts).encode()
+                parts, size = [], 0
+    parts.append("\n]}\n")
+    yield "".join(parts).encode()
+
+
+def stream(store: Store, workspace_id: str, fmt: Format) -> AsyncIterator[bytes]:
+    return csv_stream(store, workspace_id) if fmt == "csv" else json_stream(store, workspace_id)

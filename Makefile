@@ -8,6 +8,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@uv sync --frozen --quiet || uv sync --quiet
+	@deploy/tools.sh
 
 stack:
 	@scripts/stack.sh start
@@ -23,14 +24,14 @@ lint: install
 	uv run --frozen ruff format --check . || true
 
 typecheck: install
-	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests
+	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests bench
 
 pytest: install stack
 	uv run --frozen pytest $(PYTEST_ARGS)
 
 test: install stack
 	uv run --frozen ruff check .
-	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests
+	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests bench
 	uv run --frozen pytest $(PYTEST_ARGS)
 
 bench: install stack

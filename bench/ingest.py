@@ -1,0 +1,57 @@
+"""Ingest: sustained accepted events/s for 500-event HTTP batches, and request latency at half that load.
+
+ingest runs as its own uvicorn process (`spendstream run ingest`) against the real broker; the load comes from
+another process (bench.loadgen). On 2 cores the load generator, the broker and ingest share the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from bench.harness import Bench, ServiceProcess, free_port, python_json
+from bench.profiling import profile_during
+from bench.stats import Spread
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestFigures:
+    throughput: Spread  # events/s, closed loop
+    half_load: float  # events/s offered in the latency runs
+    p50: Spread  # ms, open loop at half load
+    p99: Spread
+    loadgen_cpu_share: float  # the load generator's CPU seconds per wall second
+    records_per_s: float  # Kafka records (envelopes) per second at full load
+
+
+def _sizes(smoke: bool) -> dict[str, Any]:
+    if smoke:
+        return {"reps": 1, "warmup": 1.0, "duration": 2.0, "concurrency": 8}
+    return {"reps": 3, "warmup": 5.0, "duration": 20.0, "concurrency": 16}
+
+
+async def measure(bench: Bench) -> IngestFigures:
+    sizes = _sizes(bench.smoke)
+    ns = await bench.namespace("ingest", workspaces=6)
+    keys = [w.ingest for w in ns.workspaces]
+    svc = ServiceProcess("ingest", bench.env(ns.prefix, free_port()), bench.workdir / "logs" / "ingest.log")
+    await svc.start()
+    try:
+        base = {"url": svc.url, "keys": keys, "warmup": sizes["warmup"], "duration": sizes["duration"]}
+        full: list[dict[str, Any]] = []
+        for rep in range(sizes["reps"]):
+            run = python_json("bench.loadgen", {**base, "mode": "closed", "concurrency": sizes["concurrency"]})
+            if rep == 0 and bench.profile:
+                full.append(await profile_during(svc.pid, "ingest-http", run, bench))
+            else:
+                full.append(await run)
+        throughput = Spread.of([r["events_per_s"] for r in full])
+        half = throughput.median / 2
+        latency = [await python_json("bench.loadgen", {**base, "mode": "open", "rate": half})
+                   for _ in range(sizes["reps"])]
+    finally:
+        await svc.stop()
+    cpu = sum(r["cpu_seconds"] for r in full) / sum(r["wall_seconds"] for r in full)
+    return IngestFigures(throughput=throughput, half_load=half, p50=Spread.of([r["p50_ms"] for r in latency]),
+                         p99=Spread.of([r["p99_ms"] for r in latency]), loadgen_cpu_share=cpu,
+                         records_per_s=throughput.median / 500)

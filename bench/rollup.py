@@ -1,0 +1,124 @@
+"""Rollup: events/s from Kafka into ClickHouse for one rollup process.
+
+The topic is pre-filled with N events in sealed 500-event envelopes (the real seal() path, as ingest writes
+them); then a rollup process starts on a fresh chDB directory and consumer group, and the clock runs from the
+first stored batch until all N are stored (read from its own counter on /metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from bench.events import BATCH, BodyTemplate
+from bench.harness import Bench, Namespace, ServiceProcess, free_port
+from bench.profiling import profile_during
+from bench.stats import Spread
+from spendstream.common.envelope import seal
+from spendstream.common.events import EventBatch, validate_events
+from spendstream.common.tenants import KeyRing
+from spendstream.common.topics import USAGE_EVENTS, topic_name
+
+STORED = "spendstream_rollup_events_stored_total"
+
+
+@dataclasses.dataclass(frozen=True)
+class RollupFigures:
+    throughput: Spread  # events/s
+    events: int
+    batch_events: int  # events per ClickHouse insert at most (rollup's batch_max_records x 500)
+
+
+def _sizes(smoke: bool) -> dict[str, int]:
+    return {"reps": 1, "events": 5_000} if smoke else {"reps": 3, "events": 600_000}
+
+
+async def prefill(bench: Bench, ns: Namespace, events: int) -> None:
+    """Produce `events` events as sealed envelopes keyed by workspace, round-robin over the namespace's."""
+    settings = bench.settings(ns.prefix)
+    keyring = KeyRing(settings)
+    await keyring.table.start()
+    keys: dict[str, tuple[int, bytes]] = {}
+    try:
+        for ws in ns.workspaces:
+            key_set = keyring.key_set(ws.workspace_id)
+            assert key_set is not None
+            key = await keyring.data_key(ws.workspace_id, key_set.current)
+            assert key is not None
+            keys[ws.workspace_id] = (key_set.current, key)
+    finally:
+        await keyring.table.stop()
+    template = BodyTemplate(BATCH)
+    producer = AIOKafkaProducer(bootstrap_servers=bench.kafka, acks="all", enable_idempotence=True, linger_ms=5,
+                                compression_type="lz4", max_request_size=8 * 1024 * 1024)
+    await producer.start()
+    try:
+        pending = []
+        now = datetime.now(UTC)
+        for b in range(events // BATCH):
+            ws_id = ns.workspaces[b % len(ns.workspaces)].workspace_id
+            version, key = keys[ws_id]
+            raw = orjson.loads(template.body(f"r{b}"))["events"]
+            accepted = validate_events(raw, now, timedelta(days=400)).accepted
+            envelope = seal(EventBatch(events=accepted), workspace_id=ws_id, batch_id=f"bench-{b}", key=key,
+                            key_version=version, ingested_at=now)
+            pending.append(await producer.send(topic_name(USAGE_EVENTS, ns.prefix),
+                                               envelope.model_dump_json().encode(), key=ws_id.encode()))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def _one(bench: Bench, ns: Namespace, rep: int, events: int) -> float:
+    chdb = bench.workdir / f"ch-rollup-{rep}"
+    env = bench.env(ns.prefix, free_port(), SPENDSTREAM_GROUP_ID=f"bench-rollup-{rep}",
+                    SPENDSTREAM_CLICKHOUSE_URL=f"chdb://{chdb}")
+    svc = ServiceProcess("rollup", env, bench.workdir / "logs" / f"rollup-{rep}.log")
+    await svc.start()
+    try:
+        ready = time.monotonic()
+
+        async def until_stored() -> float:
+            first: tuple[float, float] | None = None
+            deadline = ready + (120 if bench.smoke else 900)
+            while time.monotonic() < deadline:
+                stored = await svc.metric(STORED)
+                now = time.monotonic()
+                if stored and first is None:
+                    first = (now, stored)
+                if stored >= events and first is not None:
+                    if first[1] < events and now - first[0] > 0.5:
+                        # From the first observed stored batch to the last: startup and the first batch excluded.
+                        return (stored - first[1]) / (now - first[0])
+                    return stored / (now - ready)  # tiny runs: one batch took it all
+                await asyncio.sleep(0.05)
+            raise RuntimeError(f"rollup stored {await svc.metric(STORED)} of {events} events in time")
+
+        if rep == 0 and bench.profile:
+            return await profile_during(svc.pid, "rollup", until_stored(), bench, seconds=10)
+        return await until_stored()
+    finally:
+        await svc.stop()
+        shutil.rmtree(chdb, ignore_errors=True)
+
+
+async def measure(bench: Bench) -> RollupFigures:
+    sizes = _sizes(bench.smoke)
+    ns = await bench.namespace("rollup", workspaces=6)
+    await prefill(bench, ns, sizes["events"])
+    rates = [await _one(bench, ns, rep, sizes["events"]) for rep in range(sizes["reps"])]
+    return RollupFigures(Spread.of(rates), sizes["events"], _batch_events())
+
+
+def _batch_events() -> int:
+    from spendstream.rollup.settings import RollupSettings
+
+    field: Any = RollupSettings.model_fields["batch_max_records"]
+    return int(field.default) * BATCH

@@ -1,0 +1,145 @@
+"""The run: each measurement, the limit it chases measured right after it, and the rows of the report."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench import e2e, ingest, limits, rollup
+from bench.events import BATCH
+from bench.harness import KAFKA_LIBS, Bench, python_json
+from bench.report import Row, render, to_json
+from bench.stats import Spread
+
+__all__ = ["MEASUREMENTS", "notes", "render", "run_all", "to_json"]
+
+Measurement = Callable[[Bench, dict[str, Any]], Awaitable[list[Row]]]
+
+
+def _reps(bench: Bench) -> int:
+    return 1 if bench.smoke else 3
+
+
+async def _producer_limit(bench: Bench, record_size: int) -> dict[str, Any]:
+    records = 60 if bench.smoke else 3000
+    runs = [await limits.producer_performance(bench, records, record_size) for _ in range(_reps(bench))]
+    return {"events_per_s": Spread.of([r["records_per_s"] * BATCH for r in runs]), "runs": runs}
+
+
+async def _ingest(bench: Bench, meta: dict[str, Any]) -> list[Row]:
+    figures = await ingest.measure(bench)
+    size = limits.envelope_bytes()
+    limit = await _producer_limit(bench, size)
+    half_records = max(1.0, figures.half_load / BATCH)
+    seconds = 3 if bench.smoke else 20
+    at_half = await limits.producer_performance(bench, max(10, int(half_records * seconds)), size, half_records)
+    meta["ingest"] = {"envelope_bytes": size, "half_load_events_per_s": figures.half_load,
+                      "loadgen_cpu_share": round(figures.loadgen_cpu_share, 2),
+                      "producer_performance": limit["runs"], "producer_performance_at_half_load": at_half}
+    source = f"Kafka ProducerPerformance, {size:,} B records x {BATCH} events"
+    return [
+        Row("ingest HTTP: accepted events/s, 500-event batches", "events/s", figures.throughput, "higher",
+            100_000, limit["events_per_s"].median, source),
+        Row("ingest HTTP: p50 latency at half load", "ms", figures.p50, "lower", None, at_half["p50_ms"],
+            "ProducerPerformance ack p50 at the same records/s"),
+        Row("ingest HTTP: p99 latency at half load", "ms", figures.p99, "lower", 50, at_half["p99_ms"],
+            "ProducerPerformance ack p99 at the same records/s"),
+    ]
+
+
+async def _rollup(bench: Bench, meta: dict[str, Any]) -> list[Row]:
+    figures = await rollup.measure(bench)
+    runs = [await python_json("bench.chtasks", {
+        "task": "insert-limit", "path": str(bench.workdir / f"ch-limit-{rep}"), "db": "bench",
+        "events": figures.events, "batch_events": figures.batch_events}) for rep in range(_reps(bench))]
+    limit = Spread.of([r["rows_per_s"] for r in runs])
+    meta["rollup"] = {"events": figures.events, "insert_rows": figures.batch_events, "insert_limit_runs": runs}
+    return [Row("rollup: events/s Kafka → ClickHouse, one process", "events/s", figures.throughput, "higher",
+                200_000, limit.median, f"raw clickhouse-connect inserts of the same rows, {figures.batch_events:,}"
+                " per insert (chDB)")]
+
+
+async def _kafka_latency(bench: Bench) -> dict[str, float]:
+    records = 100 if bench.smoke else 2000
+    return await limits.end_to_end_latency(bench, records, limits.envelope_bytes())
+
+
+async def _e2e(bench: Bench, meta: dict[str, Any]) -> list[Row]:
+    figures = await e2e.measure(bench)
+    hop = await _kafka_latency(bench)
+    meta["e2e"] = {"offered_events_per_s": figures.rate, "achieved_events_per_s": figures.achieved.median,
+                   "probes": figures.probes, "kafka_end_to_end_latency": hop}
+    rate = f"{figures.rate:,.0f} events/s offered"
+    return [
+        Row(f"end to end: accepted → visible in /v1/usage, p50 ({rate})", "ms", figures.p50, "lower", None,
+            hop["p50_ms"], "Kafka EndToEndLatency p50 (one hop, acks=all)"),
+        Row(f"end to end: accepted → visible in /v1/usage, p99 ({rate})", "ms", figures.p99, "lower", 2000,
+            hop["p99_ms"], "Kafka EndToEndLatency p99 (one hop, acks=all)"),
+    ]
+
+
+MEASUREMENTS: dict[str, Measurement] = {"ingest": _ingest, "rollup": _rollup, "e2e": _e2e}
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("faststream", "aiokafka", "clickhouse-connect", "chdb", "fastapi", "uvicorn", "pydantic", "orjson"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    jars = sorted(p.name for p in KAFKA_LIBS.glob("kafka-clients-*.jar"))
+    if jars:
+        versions["kafka"] = jars[-1].removeprefix("kafka-clients-").removesuffix(".jar")
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True)
+    versions["java"] = (java.stderr.splitlines() or ["?"])[0]
+    return versions
+
+
+def _machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               "?")
+    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kb / 2**20, 1),
+            "kernel": platform.release(), "load_average_at_start": os.getloadavg()}
+
+
+async def run_all(bench: Bench, only: list[str]) -> tuple[list[Row], dict[str, Any]]:
+    meta: dict[str, Any] = {"mode": "smoke" if bench.smoke else "full", "machine": _machine(),
+                            "versions": _versions(), "failed": {}}
+    rows: list[Row] = []
+    try:
+        for name in only:
+            try:
+                rows += await MEASUREMENTS[name](bench, meta)
+            except Exception as exc:  # one broken measurement must not hide the others' figures
+                meta["failed"][name] = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
+    finally:
+        meta["machine"]["load_average_at_end"] = os.getloadavg()
+        await bench.cleanup()
+    return rows, meta
+
+
+def notes(rows: list[Row], meta: dict[str, Any]) -> list[str]:
+    machine = meta["machine"]
+    lines = [f"mode: {meta['mode']}, {meta.get('seconds', '?')} s; machine: {machine['nproc']} cores "
+             f"({machine['cpu']}), {machine['memory_gib']} GiB; load average at start "
+             f"{machine['load_average_at_start'][0]:.2f}, at end {machine['load_average_at_end'][0]:.2f}"]
+    if "ingest" in meta:
+        m = meta["ingest"]
+        lines.append(f"ingest: envelope {m['envelope_bytes']:,} B per {BATCH} events; half load "
+                     f"{m['half_load_events_per_s']:,.0f} events/s; the load generator used {m['loadgen_cpu_share']}"
+                     " of a core")
+    if "e2e" in meta:
+        m = meta["e2e"]
+        lines.append(f"e2e: offered {m['offered_events_per_s']:,.0f} events/s, ingest accepted "
+                     f"{m['achieved_events_per_s']:,.0f} events/s; {m['probes']} probes")
+    for name, error in meta["failed"].items():
+        lines.append(f"FAILED {name}: {error}")
+    return lines

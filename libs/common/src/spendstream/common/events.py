@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from spendstream.common.guard import Violation, check_event
+from spendstream.common.guard import Violation, check_event, path_segment
 
 MAX_EVENTS_PER_BATCH = 500
 MAX_TAGS = 24
@@ -120,7 +120,8 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
         if isinstance(item, int):
             parts.append(f"[{item}]")
         else:
-            parts.append(f".{item}" if parts else item)
+            segment = item if item == "[key]" else path_segment(item)
+            parts.append(f".{segment}" if parts else segment)
     return "".join(parts)
 
 

@@ -46,9 +46,11 @@ def _words(key: str) -> list[str]:
 
 def is_content_key(key: str) -> bool:
     """True when `key` names prompt/completion content in any spelling (snake, camel, plural, glued)."""
-    if key in NUMERIC_EXCEPTIONS:
+    words = _words(key)
+    # `outputTokens` is a misspelt numeric field, not content: the schema answers it as an unknown field.
+    if "_".join(words) in NUMERIC_EXCEPTIONS:
         return False
-    for word in _words(key):
+    for word in words:
         singular = word[:-1] if word.endswith("s") else word
         if word in _ALL_WORDS or singular in _ALL_WORDS:
             return True
@@ -93,31 +95,47 @@ def pii_kind(value: str) -> str | None:
     return None
 
 
-def _walk_keys(node: Any, path: str) -> Iterator[Violation]:
-    if isinstance(node, dict):
-        for key, child in node.items():
-            child_path = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and is_content_key(key):
-                # The path is the client's own key name, which is not content; the value is never shown.
-                yield Violation(child_path, "content_field", "fields that carry prompt or completion content "
-                                "are refused; send metadata only")
-            else:
-                yield from _walk_keys(child, child_path)
-    elif isinstance(node, list):
-        for i, child in enumerate(node):
-            yield from _walk_keys(child, f"{path}[{i}]")
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
+
+
+def path_segment(key: object) -> str:
+    """A key as it may appear in a field path: the client's key when it is an identifier, else `?`.
+
+    A key can itself carry data (`{"tags": {"bob@example.com": "x"}}`), so anything that does not look like a
+    field name is never echoed back.
+    """
+    return key if isinstance(key, str) and _SAFE_KEY.match(key) else "?"
+
+
+def _walk_keys(root: Any) -> Iterator[Violation]:
+    # Iterative, not recursive: a client may nest as deep as the JSON parser allows (beyond Python's stack).
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for key, child in node.items():
+                segment = path_segment(key)
+                child_path = f"{path}.{segment}" if path else segment
+                if isinstance(key, str) and is_content_key(key):
+                    # The path is the client's own key name, which is not content; the value is never shown.
+                    yield Violation(child_path, "content_field", "fields that carry prompt or completion "
+                                    "content are refused; send metadata only")
+                else:
+                    stack.append((child, child_path))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
 
 
 def check_event(raw: Any) -> list[Violation]:
     """Every privacy violation in one decoded event: content keys at any depth, PII-looking tag values."""
-    violations = list(_walk_keys(raw, ""))
+    violations = sorted(_walk_keys(raw), key=lambda v: v.field)
     tags = raw.get("tags") if isinstance(raw, dict) else None
     if isinstance(tags, dict):
         for key, value in tags.items():
             if isinstance(value, str):
                 kind = pii_kind(value)
                 if kind is not None:
-                    violations.append(Violation(f"tags.{key}", "pii_value",
+                    violations.append(Violation(f"tags.{path_segment(key)}", "pii_value",
                                                 f"tag value looks like personal data ({kind}); "
                                                 "send an opaque id instead"))
     return violations

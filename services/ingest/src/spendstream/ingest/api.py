@@ -13,9 +13,12 @@ from pydantic import BaseModel
 from spendstream.common.events import MAX_EVENTS_PER_BATCH, UsageEvent
 from spendstream.common.tenants import Principal
 from spendstream.ingest import metrics
+from spendstream.ingest.auth import auth_error_responses
 from spendstream.ingest.batches import BatchAcceptor, PublishFailed
 from spendstream.ingest.body import BodyError, read_json_body
+from spendstream.ingest.limits import LimitExceeded
 from spendstream.ingest.settings import IngestSettings
+from spendstream.ingest.workspaces import WorkspaceDirectory
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +52,13 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
-def build_router(settings: IngestSettings, acceptor: BatchAcceptor,
+def build_router(settings: IngestSettings, acceptor: BatchAcceptor, workspaces: WorkspaceDirectory,
                  auth: Any) -> APIRouter:
     router = APIRouter(tags=["ingest"])
-    errors: dict[int | str, dict[str, Any]] = {
-        s: {"model": ErrorResponse} for s in (400, 401, 403, 413, 415, 429, 503)}
-    errors[422] = {"model": ErrorResponse | IngestResponse}
+    errors: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 413, 415, 429, 503)}
+    errors.update(auth_error_responses())
+    errors[422] = {"model": ErrorResponse | IngestResponse,
+                   "description": "no valid event in the batch (per-event reasons), or a malformed batch"}
 
     @router.post(
         "/v1/events", status_code=202, response_model=IngestResponse, responses=errors,
@@ -78,9 +82,14 @@ def build_router(settings: IngestSettings, acceptor: BatchAcceptor,
             return _error(413, "too_many_events", f"at most {MAX_EVENTS_PER_BATCH} events per request")
         if not raw_events:
             return _error(422, "empty_batch", "the batch holds no events")
+        workspace = workspaces.get(principal.workspace_id)
+        quota = workspace.monthly_event_quota if workspace is not None else -1
         try:
-            result = await acceptor.accept(principal.workspace_id, raw_events, "http",
+            result = await acceptor.accept(principal.workspace_id, raw_events, "http", quota=quota,
                                            traceparent=request.headers.get("traceparent"))
+        except LimitExceeded as exc:
+            metrics.LIMITED.labels(exc.code).inc()
+            return _error(429, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after)})
         except PublishFailed:
             log.warning("batch not acknowledged by kafka", extra={"workspace_id": principal.workspace_id})
             return _error(503, "unavailable", "the event log cannot take the batch now; nothing was accepted, "

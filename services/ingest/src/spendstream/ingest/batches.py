@@ -20,6 +20,7 @@ from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import USAGE_EVENTS, topic_name
 from spendstream.ingest import metrics
 from spendstream.ingest.dedupe import Deduplicator
+from spendstream.ingest.limits import Limiter
 
 
 class PublishFailed(Exception):
@@ -38,18 +39,26 @@ class BatchResult:
 
 
 class BatchAcceptor:
-    def __init__(self, *, broker: KafkaBroker, keyring: KeyRing, dedupe: Deduplicator, topic_prefix: str,
-                 max_age: timedelta, publish_timeout: float) -> None:
+    def __init__(self, *, broker: KafkaBroker, keyring: KeyRing, dedupe: Deduplicator, limiter: Limiter,
+                 topic_prefix: str, max_age: timedelta, publish_timeout: float) -> None:
         self._broker = broker
         self._keyring = keyring
         self._dedupe = dedupe
+        self._limiter = limiter
         self._topic = topic_name(USAGE_EVENTS, topic_prefix)
         self._max_age = max_age
         self._publish_timeout = publish_timeout
 
-    async def accept(self, workspace_id: str, raw_events: list[Any], source: str,
-                     traceparent: str | None = None) -> BatchResult:
+    async def accept(self, workspace_id: str, raw_events: list[Any], source: str, *, quota: int,
+                     rate_limited: bool = True, traceparent: str | None = None) -> BatchResult:
+        """Validate and publish; returns once Kafka acknowledged the fresh events.
+
+        Raises LimitExceeded (nothing accepted, nothing counted) or PublishFailed (same; safe to retry).
+        """
         now = datetime.now(UTC)
+        if rate_limited:
+            # Every event of the request costs a token, valid or not: validation is the work being limited.
+            await self._limiter.take(workspace_id, len(raw_events))
         validated = validate_events(raw_events, now, self._max_age)
         for rejection in validated.rejected:
             metrics.EVENTS_REFUSED.labels(rejection.code).inc()
@@ -61,7 +70,14 @@ class BatchAcceptor:
             fresh = [e for e in fresh if e.event_id not in already]
             result.duplicates += len(already)
         if fresh:
-            await self._publish(workspace_id, fresh, now, traceparent)
+            reservation = await self._limiter.reserve(workspace_id, len(fresh), quota, now)
+            try:
+                await self._publish(workspace_id, fresh, now, traceparent)
+            except PublishFailed:
+                # Not accepted, so not counted: the client's retry must find its quota intact.
+                await self._limiter.release(reservation)
+                raise
+            # Marked only now: a crash before this line lets a retry through, and rollup's dedupe absorbs it.
             await self._dedupe.mark(workspace_id, [e.event_id or "" for e in fresh])
         result.accepted = len(fresh)
         metrics.EVENTS_ACCEPTED.labels(source).inc(result.accepted)

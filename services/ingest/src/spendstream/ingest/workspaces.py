@@ -9,9 +9,11 @@ import uuid_utils
 from faststream.kafka import KafkaBroker
 
 from spendstream.common import crypto
+from spendstream.common.erasure import LifecycleEvent
+from spendstream.common.kafka import CompactedTable
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import ApiKeyRecord, Scope, WorkspaceRecord, generate_key, hash_key
-from spendstream.common.topics import API_KEYS, DATA_KEYS, WORKSPACES, topic_name
+from spendstream.common.topics import API_KEYS, DATA_KEYS, LIFECYCLE, WORKSPACES, topic_name
 
 PLANS: dict[str, int] = {"free": 100_000, "team": 10_000_000, "enterprise": -1}
 
@@ -61,8 +63,36 @@ class ControlPlane:
         await self._put(topic_name(API_KEYS, self._settings.topic_prefix), record.key_hash,
                         revoked.model_dump_json().encode())
 
+    async def put_workspace(self, record: WorkspaceRecord) -> None:
+        await self._put(topic_name(WORKSPACES, self._settings.topic_prefix), record.workspace_id,
+                        record.model_dump_json().encode())
+
+    async def tombstone_key(self, key_hash: str) -> None:
+        """Remove an API key record for good (erasure): compaction drops every earlier value of it."""
+        await self._put(topic_name(API_KEYS, self._settings.topic_prefix), key_hash, None)
+
+    async def shred_data_keys(self, workspace_id: str) -> None:
+        """Tombstone the workspace's data-key set: every envelope encrypted under it becomes unreadable."""
+        await self._put(topic_name(DATA_KEYS, self._settings.topic_prefix), workspace_id, None)
+
+    async def announce(self, event: LifecycleEvent) -> None:
+        """Tell retention about a cancellation or reactivation (it schedules or cancels the deletion)."""
+        await self._put(topic_name(LIFECYCLE, self._settings.topic_prefix), event.workspace_id,
+                        event.model_dump_json().encode())
+
     async def rotate_data_key(self, key_set: crypto.WrappedKeySet) -> crypto.WrappedKeySet:
         rotated = crypto.rotate(key_set, self._settings.kek_bytes())
         await self._put(topic_name(DATA_KEYS, self._settings.topic_prefix), key_set.workspace_id,
                         rotated.model_dump_json().encode())
         return rotated
+
+
+class WorkspaceDirectory:
+    """Workspace records replayed from `ingest.workspaces.v1`: plan, quota and status of every workspace."""
+
+    def __init__(self, settings: BaseServiceSettings) -> None:
+        self.table: CompactedTable[WorkspaceRecord] = CompactedTable(settings, WORKSPACES,
+                                                                     WorkspaceRecord.model_validate_json)
+
+    def get(self, workspace_id: str) -> WorkspaceRecord | None:
+        return self.table.get(workspace_id)

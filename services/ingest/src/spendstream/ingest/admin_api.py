@@ -1,0 +1,97 @@
+"""The workspace admin HTTP API (admin-scoped keys): API keys, data-key rotation, cancel and reactivate."""
+
+# No `from __future__ import annotations`: FastAPI must evaluate the Annotated[..., Depends(auth)] parameters.
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from spendstream.common.tenants import Principal
+from spendstream.ingest.admin import Admin, AdminError, KeyInfo, WorkspaceInfo
+from spendstream.ingest.api import ErrorResponse
+from spendstream.ingest.auth import auth_error_responses
+
+
+class IssueKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: Literal["ingest", "read", "admin"]
+
+
+class IssuedKeyResponse(BaseModel):
+    key: str = Field(description="shown once; only its SHA-256 hash is stored")
+    key_id: str
+    scope: str
+
+
+class DataKeyResponse(BaseModel):
+    current_version: int
+
+
+def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
+    router = APIRouter(prefix="/v1/admin", tags=["admin"])
+    errors: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}}
+    errors.update(auth_error_responses())
+    Caller = Annotated[Principal, Depends(auth)]
+
+    def refused(exc: AdminError) -> JSONResponse:
+        return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status)
+
+    @router.get("/workspace", response_model=WorkspaceInfo, responses=errors, summary="The caller's workspace")
+    async def get_workspace(caller: Caller) -> Any:
+        try:
+            return admin.workspace(caller.workspace_id)
+        except AdminError as exc:
+            return refused(exc)
+
+    @router.get("/keys", response_model=list[KeyInfo], responses=errors, summary="List the workspace's API keys")
+    async def list_keys(caller: Caller) -> Any:
+        try:
+            return admin.list_keys(caller.workspace_id)
+        except AdminError as exc:
+            return refused(exc)
+
+    @router.post("/keys", status_code=201, response_model=IssuedKeyResponse, responses=errors,
+                 summary="Issue a new API key (shown once)")
+    async def issue_key(body: IssueKeyRequest, caller: Caller) -> Any:
+        try:
+            issued = await admin.issue_key(caller.workspace_id, body.scope)
+        except AdminError as exc:
+            return refused(exc)
+        return IssuedKeyResponse(key=issued.key, key_id=issued.key_id, scope=issued.scope)
+
+    @router.delete("/keys/{key_id}", response_model=KeyInfo, responses=errors,
+                   summary="Revoke an API key (every replica refuses it within seconds)")
+    async def revoke_key(key_id: str, caller: Caller) -> Any:
+        try:
+            return await admin.revoke_key(caller.workspace_id, key_id)
+        except AdminError as exc:
+            return refused(exc)
+
+    @router.post("/data-key/rotate", response_model=DataKeyResponse, responses=errors,
+                 summary="Rotate the workspace's data key; older versions still decrypt")
+    async def rotate_data_key(caller: Caller) -> Any:
+        try:
+            return DataKeyResponse(current_version=await admin.rotate_data_key(caller.workspace_id))
+        except AdminError as exc:
+            return refused(exc)
+
+    @router.post("/workspace/cancel", response_model=WorkspaceInfo, responses=errors,
+                 summary="Cancel the workspace: its data is deleted 30 days later unless reactivated")
+    async def cancel(caller: Caller) -> Any:
+        try:
+            return await admin.cancel(caller.workspace_id)
+        except AdminError as exc:
+            return refused(exc)
+
+    @router.post("/workspace/reactivate", response_model=WorkspaceInfo, responses=errors,
+                 summary="Reactivate a cancelled workspace")
+    async def reactivate(caller: Caller) -> Any:
+        try:
+            return await admin.reactivate(caller.workspace_id)
+        except AdminError as exc:
+            return refused(exc)
+
+    return router

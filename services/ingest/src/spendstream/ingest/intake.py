@@ -1,0 +1,140 @@
+"""Kafka-native intake: `ingest.raw.v1` records, authenticated by an `x-api-key` header, accepted like HTTP.
+
+Per record:
+  1. bounds, key, JSON shape; a record failing any of them is a poison record: it leaves one content-free
+     RejectionRecord (coordinates and a reason code) and is skipped, so it never blocks the partition;
+  2. the events go through the same BatchAcceptor as HTTP (guard, schema, dedupe, quota, encrypt, publish);
+     each refused event leaves a RejectionRecord with its index, field path and reason code;
+  3. return -> the offset is committed (ack policy NACK_ON_ERROR). If Kafka does not acknowledge the forward
+     (PublishFailed) the handler raises and the record comes again: nothing accepted is lost, and events
+     without an event_id get one derived from the record's coordinates, so the redelivery counts once.
+The raw topic has no rate limit: a consumer reads at its own pace, so Kafka itself is the buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from faststream.kafka import KafkaBroker
+from faststream.message import StreamMessage
+
+from spendstream.common.events import MAX_EVENTS_PER_BATCH
+from spendstream.common.records import RejectionRecord
+from spendstream.common.tenants import KeyDirectory
+from spendstream.common.topics import INGEST_REJECTED, topic_name
+from spendstream.ingest import metrics
+from spendstream.ingest.auth import resolve
+from spendstream.ingest.batches import BatchAcceptor, PublishFailed
+from spendstream.ingest.limits import LimitExceeded
+from spendstream.ingest.workspaces import WorkspaceDirectory
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "x-api-key"
+
+
+class RawIntake:
+    def __init__(self, *, acceptor: BatchAcceptor, keys: KeyDirectory, workspaces: WorkspaceDirectory,
+                 broker: KafkaBroker, topic_prefix: str, max_record_bytes: int,
+                 retry_pause_seconds: float = 1.0) -> None:
+        self._acceptor = acceptor
+        self._keys = keys
+        self._workspaces = workspaces
+        self._broker = broker
+        self._rejected_topic = topic_name(INGEST_REJECTED, topic_prefix)
+        self._max_bytes = max_record_bytes
+        self._retry_pause = retry_pause_seconds
+
+    async def handle(self, record: Any) -> None:
+        """Process one aiokafka ConsumerRecord; returns once it is forwarded or rejected for good."""
+        value: bytes | None = record.value
+        if not value:
+            return await self._poison(record, None, "empty_record")
+        if len(value) > self._max_bytes:
+            return await self._poison(record, None, "payload_too_large")
+        key = _header(record, API_KEY_HEADER)
+        principal = await resolve(self._keys, self._workspaces, key)
+        if principal is None or principal.scope != "ingest":
+            return await self._poison(record, None, "unauthorized")
+        workspace = self._workspaces.get(principal.workspace_id)
+        if workspace is None or workspace.status != "active":
+            return await self._poison(record, principal.workspace_id, "workspace_cancelled")
+        try:
+            body = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return await self._poison(record, principal.workspace_id, "invalid_json")
+        if not isinstance(body, dict) or not isinstance(body.get("events"), list) or set(body) != {"events"}:
+            return await self._poison(record, principal.workspace_id, "invalid_batch")
+        raw_events: list[Any] = body["events"]
+        if not raw_events:
+            return await self._poison(record, principal.workspace_id, "empty_batch")
+        if len(raw_events) > MAX_EVENTS_PER_BATCH:
+            return await self._poison(record, principal.workspace_id, "too_many_events")
+        for index, event in enumerate(raw_events):
+            if isinstance(event, dict) and "event_id" not in event:
+                event["event_id"] = f"raw-{record.partition}-{record.offset}-{index}"
+        try:
+            result = await self._acceptor.accept(principal.workspace_id, raw_events, "kafka",
+                                                 quota=workspace.monthly_event_quota, rate_limited=False)
+        except LimitExceeded as exc:
+            return await self._poison(record, principal.workspace_id, exc.code)
+        except PublishFailed:
+            metrics.INTAKE_RECORDS.labels("retried").inc()
+            log.warning("raw record not forwarded, kafka did not acknowledge; it will be redelivered",
+                        extra={"partition": record.partition, "offset": record.offset})
+            await asyncio.sleep(self._retry_pause)  # no hot loop against a broker that is down
+            raise
+        for rejection in result.rejected:
+            await self._reject(record, principal.workspace_id, rejection.index, rejection.field, rejection.code)
+        metrics.INTAKE_RECORDS.labels("forwarded").inc()
+
+    async def _poison(self, record: Any, workspace_id: str | None, code: str) -> None:
+        metrics.INTAKE_RECORDS.labels("rejected").inc()
+        log.info("raw record rejected", extra={"code": code, "partition": record.partition, "offset": record.offset})
+        await self._reject(record, workspace_id, None, "", code)
+
+    async def _reject(self, record: Any, workspace_id: str | None, index: int | None, field: str,
+                      code: str) -> None:
+        rejection = RejectionRecord(workspace_id=workspace_id, source_topic=record.topic,
+                                    source_partition=record.partition, source_offset=record.offset,
+                                    index=index, field=field, code=code, at=datetime.now(UTC))
+        # Published before the offset commits: a crash here redelivers the record and rejects it again
+        # (at-least-once rejections, keyed by coordinates so duplicates are recognisable).
+        await self._broker.publish(rejection.model_dump_json().encode(), self._rejected_topic,
+                                   key=f"{record.topic}/{record.partition}/{record.offset}".encode())
+
+
+def _header(record: Any, name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key.lower() == name and value:
+            try:
+                return bytes(value).decode()
+            except UnicodeDecodeError:
+                return None
+    return None
+
+
+def _utf8(value: bytes | None) -> bool:
+    try:
+        (value or b"").decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def tolerant_parser(record: Any, original: Callable[[Any], Awaitable[StreamMessage[Any]]]) -> StreamMessage[Any]:
+    """FastStream's parser decodes every header as UTF-8 and would fail on a poison record before our
+    handler runs; headers that are not UTF-8 (or null) are blanked so the handler can reject the record."""
+    headers = [(k, v if v is not None and _utf8(v) else b"") for k, v in (record.headers or ())]
+    return await original(dataclasses.replace(record, headers=headers))
+
+
+async def raw_body(message: StreamMessage[Any]) -> bytes:
+    """No decoding by FastStream: untrusted bytes are parsed, within bounds, by the handler alone."""
+    return bytes(message.body)

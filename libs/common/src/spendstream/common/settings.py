@@ -27,6 +27,8 @@ class BaseServiceSettings(BaseSettings):
     # Base64 of 32 bytes. Wraps every workspace data key; never logged. Empty: read or create data_dir/kek.
     kek: SecretStr = SecretStr("")
     kek_id: str = "local-1"
+    # Shared secret of service-to-service HTTP routes (`/internal/...`); empty disables them. Never logged.
+    internal_token: SecretStr = SecretStr("")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
     log_level: str = "INFO"

@@ -29,6 +29,7 @@ from spendstream.rollup import prices as price_tables
 from spendstream.rollup.api import build_router
 from spendstream.rollup.consumer import BatchWriter
 from spendstream.rollup.erasure import RollupErasure
+from spendstream.rollup.internal_api import build_internal_router
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
 from spendstream.rollup.store import Store
@@ -121,4 +122,6 @@ def create_service(settings: RollupSettings) -> Service:
         reader_client.close()
 
     router = build_router(reader_store, require_scope(keys, "read", "admin"), prices)
-    return Service("rollup", routers=[router], start=start, stop=stop, ready=lambda: bool(state["ready"]))
+    internal = build_internal_router(reader_store, settings.internal_token)
+    return Service("rollup", routers=[router, internal], start=start, stop=stop,
+                   ready=lambda: bool(state["ready"]))

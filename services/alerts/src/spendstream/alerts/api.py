@@ -1,0 +1,96 @@
+"""alerts' HTTP surface: `/v1/budgets` CRUD and each budget's alerts with their delivery log (admin key)."""
+
+# No `from __future__ import annotations` here: FastAPI must evaluate the Annotated[..., Depends(auth)]
+# parameters at definition time, where `auth` is a local of the router factory.
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+
+from spendstream.alerts.budgets import BudgetBook, BudgetIn, BudgetOut, BudgetPatch, BudgetRecord, public_view
+from spendstream.alerts.delivery_log import DeliveryLog
+from spendstream.alerts.webhooks import Failed, Refused, check_target
+from spendstream.common.tenants import Principal
+
+log = logging.getLogger(__name__)
+MAX_BUDGETS_PER_WORKSPACE = 200
+
+
+def _not_found() -> HTTPException:
+    return HTTPException(404, detail={"error": "not_found", "message": "no such budget in this workspace"})
+
+
+async def _check_urls(urls: list[str], allow_private: bool) -> None:
+    for index, url in enumerate(urls):
+        try:
+            await check_target(url, allow_private)
+        except (Refused, Failed) as exc:
+            raise HTTPException(422, detail={"error": "invalid_webhook", "field": f"webhooks[{index}].url",
+                                             "code": exc.code}) from None
+
+
+def build_router(book: BudgetBook, deliveries: DeliveryLog, auth: Any, *, allow_private: bool,
+                 rearm: Callable[[BudgetRecord, datetime], Awaitable[int]],
+                 forget: Callable[[BudgetRecord], Awaitable[None]]) -> APIRouter:
+    router = APIRouter(tags=["budgets"])
+    Admin = Annotated[Principal, Depends(auth)]
+
+    @router.post("/v1/budgets", status_code=201, response_model=BudgetOut,
+                 summary="Create a monthly USD budget; generated webhook secrets are shown in this answer only")
+    async def create(body: BudgetIn, principal: Admin) -> BudgetOut:
+        ws = principal.workspace_id
+        if len(book.of_workspace(ws)) >= MAX_BUDGETS_PER_WORKSPACE:
+            raise HTTPException(409, detail={"error": "too_many_budgets",
+                                             "message": f"at most {MAX_BUDGETS_PER_WORKSPACE} per workspace"})
+        await _check_urls([w.url for w in body.webhooks], allow_private)
+        record, shown = book.new_record(ws, body)
+        await book.put(record)
+        log.info("budget created", extra={"budget_id": record.budget_id})
+        return public_view(record, shown)
+
+    @router.get("/v1/budgets", response_model=list[BudgetOut], summary="The workspace's budgets")
+    async def list_budgets(principal: Admin) -> list[BudgetOut]:
+        return [public_view(b) for b in book.of_workspace(principal.workspace_id)]
+
+    @router.get("/v1/budgets/{budget_id}", response_model=BudgetOut)
+    async def show(budget_id: str, principal: Admin) -> BudgetOut:
+        record = book.get(principal.workspace_id, budget_id)
+        if record is None:
+            raise _not_found()
+        return public_view(record)
+
+    @router.patch("/v1/budgets/{budget_id}", response_model=BudgetOut,
+                  summary="Change a budget; thresholds whose new level is above current spend are re-armed")
+    async def change(budget_id: str, patch: BudgetPatch, principal: Admin) -> BudgetOut:
+        record = book.get(principal.workspace_id, budget_id)
+        if record is None:
+            raise _not_found()
+        if patch.webhooks is not None:
+            await _check_urls([w.url for w in patch.webhooks], allow_private)
+        updated, shown = book.changed_record(record, patch)
+        # Published first, re-armed second: see thresholds.py for why this order cannot double-fire.
+        await book.put(updated)
+        rearmed = await rearm(updated, datetime.now(UTC))
+        log.info("budget changed", extra={"budget_id": budget_id, "rearmed": rearmed})
+        return public_view(updated, shown)
+
+    @router.delete("/v1/budgets/{budget_id}", status_code=204)
+    async def delete(budget_id: str, principal: Admin) -> Response:
+        record = book.get(principal.workspace_id, budget_id)
+        if record is None:
+            raise _not_found()
+        await book.delete(budget_id)
+        await forget(record)
+        return Response(status_code=204)
+
+    @router.get("/v1/budgets/{budget_id}/alerts", summary="The budget's alerts of the last 30 days and their "
+                "delivery log (attempts and status per channel)")
+    async def alerts(budget_id: str, principal: Admin) -> dict[str, Any]:
+        if book.get(principal.workspace_id, budget_id) is None:
+            raise _not_found()
+        return {"budget_id": budget_id, "alerts": await deliveries.of_budget(principal.workspace_id, budget_id)}
+
+    return router

@@ -1,0 +1,138 @@
+"""Month-to-date (and per-day) spend in Redis, each Kafka record counted exactly once.
+
+`usage.events.v1` is keyed by workspace, so a workspace's records are ordered on one partition. Per record,
+one Lua script compares the record's offset with the highest offset already counted for (workspace,
+partition) and, only if it is newer, adds the record's cost to the counters and moves that mark - all in one
+atomic step on the workspace's Redis slot. Hence:
+  * redelivery after a crash or rebalance, a replay of the whole topic, or two consumer groups reading the same
+    records all count nothing twice: the offset is at or below the mark;
+  * a crash between the script and the offset commit loses nothing: the counters and the mark moved together.
+The mark outlives the topic's retention (7 days), so no record older than it can come back. Costs are integer
+nano-dollars. Events without `cost_usd` are priced from the shared LiteLLM table; an unpriced model counts 0
+here as it does in rollup.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import redis.asyncio as aioredis
+
+from spendstream.alerts.keyspace import ALL, KeySpace
+from spendstream.alerts.periods import month_end, month_id, to_nanos
+from spendstream.common.events import UsageEvent
+from spendstream.common.prices import PriceTable
+
+# Month counters stay a month past their period (reconciliation, late events); day counters cover the spike
+# window (7 trailing days plus today) with a day to spare.
+MONTH_KEEP = timedelta(days=35)
+DAY_KEEP = timedelta(days=9)
+
+_COUNT = """
+local done = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) <= done then return 0 end
+for i = 2, #KEYS do
+  redis.call('INCRBY', KEYS[i], ARGV[2 * i - 1])
+  redis.call('EXPIREAT', KEYS[i], ARGV[2 * i])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+_RAISE = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) <= cur then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CountedRecord:
+    """One decrypted Kafka record of one workspace."""
+
+    workspace_id: str
+    topic: str
+    partition: int
+    offset: int
+    events: Sequence[UsageEvent]
+
+
+def event_cost(event: UsageEvent, prices: PriceTable) -> int:
+    """Cost in nano-dollars: reported, else computed from the price table, else 0 (unknown model)."""
+    if event.cost_usd is not None:
+        return to_nanos(event.cost_usd)
+    price = prices.lookup(event.provider, event.model)
+    return to_nanos(price.cost(event)) if price is not None else 0
+
+
+class SpendCounter:
+    def __init__(self, redis: aioredis.Redis, keys: KeySpace, prices: PriceTable, offsets_ttl_seconds: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._prices = prices
+        self._offsets_ttl = offsets_ttl_seconds
+        self._script = redis.register_script(_COUNT)
+        self._raise = redis.register_script(_RAISE)
+
+    def _increments(self, record: CountedRecord, scopes: Iterable[tuple[str, str]]) -> dict[str, tuple[int, int]]:
+        """Counter key -> (nanos to add, expire-at unix time)."""
+        tracked = set(scopes)
+        sums: dict[str, int] = defaultdict(int)
+        expiry: dict[str, int] = {}
+        ws = record.workspace_id
+        for event in record.events:
+            cost = event_cost(event, self._prices)
+            if cost == 0:
+                continue
+            month = month_id(event.timestamp)
+            day: date = event.timestamp.date()
+            month_expiry = int((month_end(event.timestamp) + MONTH_KEEP).timestamp())
+            day_expiry = int((datetime(day.year, day.month, day.day, tzinfo=UTC)
+                              + DAY_KEEP).timestamp())
+            scopes_of_event = [ALL]
+            for tag, value in event.tags.items():
+                if (tag, value) in tracked:
+                    scopes_of_event.append(self._keys.scope(ws, tag, value))
+            for scope in scopes_of_event:
+                for key, exp in ((self._keys.month_spend(ws, month, scope), month_expiry),
+                                 (self._keys.day_spend(ws, day, scope), day_expiry)):
+                    sums[key] += cost
+                    expiry[key] = exp
+        return {k: (v, expiry[k]) for k, v in sums.items()}
+
+    async def count(self, records: Sequence[CountedRecord], scopes: dict[str, set[tuple[str, str]]]) -> int:
+        """Add each record not counted before; `scopes` names the tag scopes budgeted per workspace.
+
+        Returns how many records were new. One round trip for the whole Kafka batch.
+        """
+        if not records:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                increments = self._increments(record, scopes.get(record.workspace_id, set()))
+                keys = [self._keys.counted_offset(record.workspace_id, record.topic, record.partition),
+                        *increments]
+                args: list[int] = [record.offset, self._offsets_ttl]
+                for amount, expire_at in increments.values():
+                    args += [amount, expire_at]
+                await self._script(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        return sum(int(r) for r in results)
+
+    async def month_to_date(self, workspace_id: str, month: str, scope: str) -> int:
+        value = await self._redis.get(self._keys.month_spend(workspace_id, month, scope))
+        return int(value or 0)
+
+    async def days(self, workspace_id: str, days: Sequence[date], scope: str) -> list[int]:
+        values = await self._redis.mget([self._keys.day_spend(workspace_id, d, scope) for d in days])
+        return [int(v or 0) for v in values]
+
+    async def raise_to(self, key: str, nanos: int, expire_at: int) -> bool:
+        """Reconciliation: lift a counter to `nanos` if it is below (never lowers: rollup may lag behind)."""
+        raised = await self._raise(keys=[key], args=[nanos, expire_at])
+        return bool(raised)

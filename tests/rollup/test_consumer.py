@@ -1,0 +1,178 @@
+"""rollup's consumer against the real broker and the ClickHouse engine: exact counts through duplicates,
+replays, poison records, back-dated events and a ClickHouse outage."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from spendstream.common.connections import clickhouse_client
+from spendstream.rollup import metrics
+from spendstream.rollup.app import create_service
+from spendstream.rollup.settings import RollupSettings
+from tests.rollup.kafka import dead_letters, events, lag, publisher, raw_count, rollup_requests
+from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
+
+pytestmark = pytest.mark.integration
+
+
+def _rollup(iso: Isolation, **overrides: Any) -> Any:
+    return create_service(iso.settings(RollupSettings, batch_timeout_ms=50, **overrides))
+
+
+async def _caught_up(iso: Isolation, group: str = "spendstream-rollup") -> None:
+    async def done() -> bool:
+        return await lag(iso, group) == 0
+    await eventually(done, timeout=30)
+
+
+async def _total(client: httpx.AsyncClient, key: str, **params: str) -> dict[str, Any]:
+    start = (datetime.now(UTC) - timedelta(days=390)).date().isoformat()
+    r = await client.get("/v1/usage", params={"from": start, **params}, headers=auth(key))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def test_an_event_resent_in_a_later_batch_is_counted_once(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    first = events(3, cost_usd=1.0)
+    again = [first[1], *events(1, cost_usd=1.0)]  # event 2 re-sent "days later" (past ingest's dedupe window)
+    async with publisher(iso) as pub, serving([_rollup(iso)]) as client:
+        await pub.batch(ws["workspace_id"], first)
+        await pub.batch(ws["workspace_id"], again)
+        await pub.batch(ws["workspace_id"], [first[0], first[0]])  # the same id twice inside one batch
+        await _caught_up(iso)
+        body = await _total(client, ws["read"])
+    assert body["totals"]["requests"] == 4
+    assert body["totals"]["cost_usd"] == "4.000000000"
+    assert raw_count(iso, ws["workspace_id"]) == 4
+    assert rollup_requests(iso, ws["workspace_id"]) == 4
+
+
+async def test_replaying_the_topic_from_offset_zero_stores_nothing_twice(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    async with publisher(iso) as pub:
+        for partition in (0, 1, 2):
+            await pub.batch(ws["workspace_id"], events(5, cost_usd=0.5), partition=partition)
+    async with serving([_rollup(iso)]):
+        await _caught_up(iso)
+    assert raw_count(iso, ws["workspace_id"]) == 15
+    duplicates_before = metrics.EVENTS_DUPLICATE._value.get()
+    # A new consumer group starts at offset 0 (auto_offset_reset=earliest): the whole topic again.
+    async with serving([_rollup(iso, group_id="replay")]) as client:
+        await _caught_up(iso, "replay")
+        body = await _total(client, ws["read"])
+    assert metrics.EVENTS_DUPLICATE._value.get() - duplicates_before == 15
+    assert body["totals"]["requests"] == 15
+    assert body["totals"]["cost_usd"] == "7.500000000"
+    assert raw_count(iso, ws["workspace_id"]) == 15
+    assert rollup_requests(iso, ws["workspace_id"]) == 15
+
+
+async def test_poison_records_are_dead_lettered_without_content_and_the_partition_keeps_flowing(
+        iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    shredded = await create_workspace(iso, name="shredded")
+    good = events(4, model="gpt-4o-mini", cost_usd=0.25)
+    secret_model = "model-name-that-must-not-leak"
+    async with publisher(iso) as pub:
+        await pub.raw(b"\x00\xff this is not an envelope", partition=0)
+        wrong_key = await pub.envelope(ws["workspace_id"], [usage_event(model=secret_model)],
+                                       key=bytes(32))  # sealed with a key that is not the workspace's
+        await pub.raw(wrong_key, partition=0, key=ws["workspace_id"].encode())
+        doomed = await pub.envelope(shredded["workspace_id"], [usage_event(model=secret_model)])
+        await pub.shred(shredded["workspace_id"])
+        await pub.raw(doomed, partition=0, key=shredded["workspace_id"].encode())
+        await pub.batch(ws["workspace_id"], good, partition=0)  # behind the poison, same partition
+    async with serving([_rollup(iso)]) as client:
+        await _caught_up(iso)
+        body = await _total(client, ws["read"])
+    assert body["totals"]["requests"] == 4
+    letters = await dead_letters(iso, expected=3)
+    assert len(letters) == 3
+    parsed = [json.loads(v) for v in letters]
+    assert [(d["reason"], d["source_offset"], d["workspace_id"]) for d in parsed] == [
+        ("unparsable_envelope", 0, None), ("undecryptable", 1, ws["workspace_id"]),
+        ("no_data_key", 2, shredded["workspace_id"])]
+    for letter, raw in zip(parsed, letters, strict=True):
+        assert set(letter) == {"consumer", "source_topic", "source_partition", "source_offset", "workspace_id",
+                               "reason", "at"}
+        assert secret_model.encode() not in raw and b"this is not" not in raw and b"ciphertext" not in raw
+
+
+async def test_late_and_back_dated_events_land_in_their_own_days(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    now = datetime.now(UTC)
+    day_40 = (now - timedelta(days=40)).replace(hour=23, minute=59, second=59, microsecond=999000)
+    day_200 = now - timedelta(days=200)
+    # 01:30 at +05:00 is 20:30 UTC the day before: the UTC day counts.
+    local = datetime.combine(now.date() - timedelta(days=3), datetime.min.time()).replace(hour=1, minute=30)
+    offset_ts = local.isoformat() + "+05:00"
+    batch = [usage_event(timestamp=day_40.isoformat(), cost_usd=1), usage_event(timestamp=day_200.isoformat(),
+             cost_usd=2), usage_event(timestamp=offset_ts, cost_usd=3), usage_event(cost_usd=4)]
+    async with publisher(iso) as pub, serving([_rollup(iso)]) as client:
+        await pub.batch(ws["workspace_id"], batch[3:])  # today's event first,
+        await pub.batch(ws["workspace_id"], batch[:3])  # the late ones arrive afterwards
+        await _caught_up(iso)
+        r = await client.get("/v1/usage", params={"from": (now - timedelta(days=365)).date().isoformat(),
+                                                  "group_by": "day"}, headers=auth(ws["read"]))
+    days = {row["day"]: (row["requests"], row["cost_usd"]) for row in r.json()["rows"]}
+    assert days == {
+        day_200.date().isoformat(): (1, "2.000000000"),
+        day_40.date().isoformat(): (1, "1.000000000"),
+        (now.date() - timedelta(days=4)).isoformat(): (1, "3.000000000"),
+        now.date().isoformat(): (1, "4.000000000"),
+    }
+
+
+async def test_clickhouse_failing_for_a_while_grows_lag_then_catches_up_exactly(iso: Isolation) -> None:
+    """The fault: `DETACH TABLE usage_events` on the live engine, as when a table is unavailable (a replica
+    being restored, a disk detached). Every insert and existence check fails with UNKNOWN_TABLE until the
+    table is attached again; the consumer retries, hands batches back to Kafka (NACK) and commits nothing."""
+    ws = await create_workspace(iso)
+    ch = clickhouse_client(iso.stack.clickhouse)
+    async with publisher(iso) as pub, serving([_rollup(iso, write_retry_seconds=0.5)]) as client:
+        await pub.batch(ws["workspace_id"], events(10, cost_usd=0.1))
+        await _caught_up(iso)
+        failures_before = metrics.WRITE_FAILURES._value.get()
+        ch.command(f"DETACH TABLE {iso.database}.usage_events")
+        try:
+            for _ in range(3):
+                await pub.batch(ws["workspace_id"], events(10, cost_usd=0.1))
+
+            async def failing_repeatedly() -> bool:
+                return bool(metrics.WRITE_FAILURES._value.get() - failures_before >= 5)
+            await eventually(failing_repeatedly, timeout=30)
+            assert await lag(iso) == 3
+        finally:
+            ch.command(f"ATTACH TABLE {iso.database}.usage_events")
+        await _caught_up(iso)
+        body = await _total(client, ws["read"])
+    assert body["totals"]["requests"] == 40
+    assert body["totals"]["cost_usd"] == "4.000000000"
+    assert raw_count(iso, ws["workspace_id"]) == 40
+    assert rollup_requests(iso, ws["workspace_id"]) == 40
+
+
+async def test_rows_record_whether_their_cost_was_reported_computed_or_unknown(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    priced = usage_event(model="gpt-4o-mini-2024-07-18", input_tokens=1000, output_tokens=1000)
+    del priced["cost_usd"]
+    unpriced = usage_event(provider="acme", model="acme-large-1")
+    del unpriced["cost_usd"]
+    async with publisher(iso) as pub, serving([_rollup(iso)]) as client:
+        await pub.batch(ws["workspace_id"], [priced, unpriced, usage_event(cost_usd=0.5)])
+        await _caught_up(iso)
+        body = await _total(client, ws["read"])
+    rows = clickhouse_client(iso.stack.clickhouse).query(
+        f"SELECT cost_source, toString(sum(cost_usd)) FROM {iso.database}.usage_events "
+        "WHERE workspace_id = {ws:String} GROUP BY cost_source", parameters={"ws": ws["workspace_id"]}).result_rows
+    sources = {str(source): str(cost) for source, cost in rows}
+    assert sources == {"reported": "0.5", "computed": "0.00075", "unknown": "0"}
+    assert body["unknown_models"] == [{"provider": "acme", "model": "acme-large-1", "requests": 1}]
+    assert date.fromisoformat(body["watermark"][:10]) == datetime.now(UTC).date()

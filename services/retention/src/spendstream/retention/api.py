@@ -1,0 +1,53 @@
+"""retention's HTTP surface: deletion requests and their status. Admin keys only; the workspace is the key's."""
+
+# No `from __future__ import annotations` here: FastAPI must evaluate the Annotated[..., Depends(auth)]
+# parameters at definition time, where `auth` is a local of the router factory.
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from spendstream.common.tenants import Principal
+from spendstream.retention.clock import Clock
+from spendstream.retention.requests import DeletionRequest, RequestView, new_request_id
+from spendstream.retention.saga import Coordinator, RequestConflict
+
+
+class DeletionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Absent: the whole workspace. Present: only that end customer's data inside it.
+    customer_id: str | None = Field(default=None, min_length=1, max_length=120)
+    # Optional idempotency key: re-posting the same id returns the same request and, later, receipt.
+    request_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def build_router(coordinator: Coordinator, clock: Clock, auth: Any) -> APIRouter:
+    router = APIRouter(tags=["retention"])
+
+    @router.post("/v1/deletions", status_code=202, response_model=RequestView,
+                 summary="Erase the key's workspace, or one customer_id inside it, and prove it")
+    async def request_deletion(body: DeletionBody, principal: Annotated[Principal, Depends(auth)]) -> JSONResponse:
+        request = DeletionRequest(
+            request_id=body.request_id or new_request_id(), workspace_id=principal.workspace_id,
+            customer_id=body.customer_id, origin="http", requested_by=principal.key_id,
+            requested_at=clock.now())
+        try:
+            stored, created = await coordinator.submit(request)
+        except RequestConflict:
+            raise HTTPException(409, detail={"error": "request_id_in_use",
+                                             "message": "this request_id names a different request"}) from None
+        return JSONResponse(RequestView.of(stored).model_dump(mode="json"), status_code=202 if created else 200)
+
+    @router.get("/v1/deletions/{request_id}", response_model=RequestView,
+                summary="State of a deletion request: requested, executing, verified or failed; with its receipt")
+    async def deletion_status(request_id: str, principal: Annotated[Principal, Depends(auth)]) -> RequestView:
+        request = coordinator.get(request_id)
+        # Another workspace's request is indistinguishable from a missing one.
+        if request is None or request.workspace_id != principal.workspace_id:
+            raise HTTPException(404, detail={"error": "not_found", "message": "no such deletion request"})
+        return RequestView.of(request)
+
+    return router

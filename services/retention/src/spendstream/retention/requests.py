@@ -1,0 +1,93 @@
+"""A deletion request and its state, as kept on the compacted `retention.requests.v1` (keyed by request id).
+
+The topic is the system of record: whatever retention knows about a request it has written there first, so
+a worker killed at any line resumes from the last record after a restart. Every record retention writes has
+a higher `revision` than the one before; a compliance tool submits a request by writing `state=requested`
+with revision 0. Once a request is verified or failed, its final record drops the raw `customer_id` (only
+its keyed hash stays) and the compacted topic forgets the earlier records that held it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+import uuid_utils
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from spendstream.common.erasure import DeletionReport, ErasureScope
+from spendstream.retention.receipts import Receipt
+
+State = Literal["requested", "executing", "verified", "failed"]
+Origin = Literal["http", "cli", "kafka", "lifecycle"]
+TERMINAL: frozenset[str] = frozenset({"verified", "failed"})
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def new_request_id() -> str:
+    return f"del_{uuid_utils.uuid7().hex}"
+
+
+class DeletionRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str
+    workspace_id: str
+    customer_id: str | None = None  # raw only while the request runs; None in the final record
+    customer_hash: str | None = None
+    origin: Origin = "kafka"
+    requested_by: str  # an API key id, "cli", "lifecycle:cancelled", a tool's name: never a key or a person
+    requested_at: datetime
+    state: State = "requested"
+    revision: int = 0
+    attempts: int = 0
+    commanded_at: datetime | None = None
+    updated_at: datetime | None = None
+    reports: dict[str, DeletionReport] = Field(default_factory=dict)  # owner -> latest report (while running)
+    reason: str | None = None
+    receipt: Receipt | None = None
+
+    @field_validator("request_id")
+    @classmethod
+    def _id_chars(cls, value: str) -> str:
+        if not REQUEST_ID.match(value):
+            raise ValueError("request_id must match [A-Za-z0-9_-]{1,64}")
+        return value
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def scope(self) -> ErasureScope:
+        return ErasureScope(workspace_id=self.workspace_id, customer_id=self.customer_id)
+
+
+class RequestView(BaseModel):
+    """What `GET /v1/deletions/{id}` and the CLI show: state and receipt, never the raw customer_id."""
+
+    request_id: str
+    workspace_id: str
+    subject: Literal["workspace", "customer"]
+    customer_hash: str | None
+    state: State
+    reason: str | None
+    origin: Origin
+    requested_by: str
+    requested_at: datetime
+    updated_at: datetime | None
+    attempts: int
+    reported: list[str]
+    receipt: Receipt | None
+
+    @classmethod
+    def of(cls, request: DeletionRequest) -> RequestView:
+        customer = request.customer_id is not None or request.customer_hash is not None
+        reported = sorted(request.receipt.owner_names() if request.receipt else
+                          [o for o, r in request.reports.items() if r.status == "done"])
+        return cls(request_id=request.request_id, workspace_id=request.workspace_id,
+                   subject="customer" if customer else "workspace", customer_hash=request.customer_hash,
+                   state=request.state, reason=request.reason, origin=request.origin,
+                   requested_by=request.requested_by, requested_at=request.requested_at,
+                   updated_at=request.updated_at, attempts=request.attempts, reported=reported,
+                   receipt=request.receipt)

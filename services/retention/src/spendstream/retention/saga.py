@@ -1,0 +1,251 @@
+"""The erasure saga's coordinator: requests in, commands to the owners, reports back, a receipt out.
+
+Per request, each step is written to `retention.requests.v1` before the next one starts, so a crash at any
+line resumes from the topic:
+  requested  -> publish a DeletionCommand (every owner consumes it) -> write `executing`.
+                A crash between the two re-sends the command; owners treat a repeated request id as a no-op.
+  executing  -> each owner's DeletionReport is written into the request *before* its offset is committed,
+                so a report is never lost; on restart the command is re-sent once to hurry silent owners.
+                An owner silent for `command_timeout_seconds` (by the injected clock) gets it again, up to
+                `max_attempts`; then the request fails and names it.
+  all done   -> the receipt goes to `audit.receipts.v1` first, then the final `verified`/`failed` record.
+                A crash in between rebuilds the same receipt (it is derived only from the stored reports).
+One coordinator (one replica) per installation: steps are serialised by one lock, and revisions only grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+
+from spendstream.common.erasure import OWNERS, DeletionCommand, DeletionReport
+from spendstream.common.kafka import CompactedTable
+from spendstream.common.topics import AUDIT, DELETION_COMMANDS, DELETION_REQUESTS, topic_name
+from spendstream.retention.clock import Clock
+from spendstream.retention.receipts import Receipt, owner_receipt, residue, subject_hash
+from spendstream.retention.requests import DeletionRequest
+from spendstream.retention.settings import RetentionSettings
+
+log = logging.getLogger(__name__)
+
+
+class RequestConflict(Exception):
+    """A request id that already names a request of another workspace or scope."""
+
+
+class Coordinator:
+    def __init__(self, settings: RetentionSettings, broker: KafkaBroker, clock: Clock) -> None:
+        self._settings = settings
+        self._broker = broker
+        self._clock = clock
+        self._kek = settings.kek_bytes()
+        self._requests_topic = topic_name(DELETION_REQUESTS, settings.topic_prefix)
+        self._commands_topic = topic_name(DELETION_COMMANDS, settings.topic_prefix)
+        self._audit_topic = topic_name(AUDIT, settings.topic_prefix)
+        # The newest state of each request as retention wrote or adopted it (highest revision wins); the
+        # table is the literal log, whose latest record a duplicate submission may have overwritten.
+        self._state: dict[str, DeletionRequest] = {}
+        self.table: CompactedTable[DeletionRequest] = CompactedTable(
+            settings, DELETION_REQUESTS, DeletionRequest.model_validate_json, on_change=self._observed)
+        self._lock = asyncio.Lock()
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Replay every request, repair what a crash left half-written, then resume the unfinished ones."""
+        await self.table.start()
+        async with self._lock:
+            for request_id, state in self._state.items():
+                latest = self.table.get(request_id)
+                if latest is not None and latest.revision == 0 and state.revision > 0:
+                    # A duplicate submission overwrote a request already known: restore the real state.
+                    await self._write(state)
+            active = [r for r in self._state.values() if not r.terminal]
+            for request in active:
+                if request.state == "executing":
+                    # The command may have been lost with the crash; owners treat a repeat as a no-op.
+                    await self._command(request)
+        self._started = True
+        self._worker = asyncio.create_task(self._work(), name="retention:saga")
+        for request in active:
+            self._queue.put_nowait(request.request_id)
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        await self.table.stop()
+
+    # -- reads ---------------------------------------------------------------------------------------------
+
+    def get(self, request_id: str) -> DeletionRequest | None:
+        return self._state.get(request_id)
+
+    def requests(self) -> list[DeletionRequest]:
+        return list(self._state.values())
+
+    # -- submissions ---------------------------------------------------------------------------------------
+
+    async def submit(self, request: DeletionRequest) -> tuple[DeletionRequest, bool]:
+        """Record a new request (returns it, True) or return the existing one with that id (it, False)."""
+        async with self._lock:
+            existing = self._state.get(request.request_id)
+            if existing is not None:
+                if existing.workspace_id != request.workspace_id or (
+                        existing.customer_hash != self._hash(request.workspace_id, request.customer_id)):
+                    raise RequestConflict(request.request_id)
+                return existing, False
+            fresh = request.model_copy(update={
+                "state": "requested", "revision": 1, "attempts": 0, "reports": {}, "receipt": None,
+                "customer_hash": self._hash(request.workspace_id, request.customer_id),
+                "updated_at": self._clock.now()})
+            await self._write(fresh)
+        self._queue.put_nowait(fresh.request_id)
+        return fresh, True
+
+    def _hash(self, workspace_id: str, customer_id: str | None) -> str | None:
+        return subject_hash(self._kek, workspace_id, customer_id) if customer_id is not None else None
+
+    def _observed(self, request_id: str, value: DeletionRequest | None) -> None:
+        """Every record of the requests topic, in log order: adopt newer states and outside submissions."""
+        if value is None:
+            return
+        known = self._state.get(request_id)
+        if known is None or value.revision > known.revision:
+            if value.revision == 0:
+                # Submitted straight to the topic by a compliance tool: hash the subject now.
+                value = value.model_copy(update={
+                    "state": "requested", "customer_hash": self._hash(value.workspace_id, value.customer_id)})
+            self._state[request_id] = value
+            if self._started and not value.terminal:
+                self._queue.put_nowait(request_id)
+        elif value.revision == 0 and self._started and value != known:
+            # A replayed submission of a known id is a no-op, but it became the latest record of the
+            # compacted topic: write the real state back on top of it.
+            self._queue.put_nowait(f"restore:{request_id}")
+
+    # -- the saga ------------------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                async with self._lock:
+                    if item.startswith("restore:"):
+                        await self._write(self._state[item.removeprefix("restore:")])
+                    else:
+                        await self._advance(item)
+            except Exception:
+                # Kafka refused a write: the topic still holds the previous step, which the next tick or
+                # restart resumes from. Logged without content.
+                log.exception("saga step failed", extra={"request_id": item})
+
+    async def _advance(self, request_id: str) -> None:
+        request = self._state.get(request_id)
+        if request is None or request.terminal:
+            return
+        if request.state == "requested":
+            await self._command(request)
+            request = await self._write(request.model_copy(update={
+                "state": "executing", "attempts": 1, "commanded_at": self._clock.now()}))
+        await self._conclude_if_complete(request)
+
+    async def _command(self, request: DeletionRequest) -> None:
+        command = DeletionCommand(request_id=request.request_id, scope=request.scope(),
+                                  issued_at=request.commanded_at or self._clock.now())
+        await self._broker.publish(command.model_dump_json().encode(), self._commands_topic,
+                                   key=request.request_id.encode())
+        log.info("deletion command sent", extra={"request_id": request.request_id,
+                                                 "workspace_id": request.workspace_id})
+
+    async def on_report(self, report: DeletionReport) -> None:
+        """Store an owner's report in its request (durably, before the caller commits the offset)."""
+        async with self._lock:
+            request = self._state.get(report.request_id)
+            if request is None or request.terminal:
+                return  # a late repeat for a finished request, or another installation's: nothing to do
+            if report.scope != request.scope():
+                log.warning("report scope does not match its request", extra={"request_id": request.request_id,
+                                                                              "owner": report.owner})
+                return
+            previous = request.reports.get(report.owner)
+            if previous is not None and previous.status == "done":
+                return  # the first complete report stands; a repeat after a re-sent command changes nothing
+            reports = {**request.reports, report.owner: report}
+            request = await self._write(request.model_copy(update={"reports": reports}))
+            await self._conclude_if_complete(request)
+
+    async def _conclude_if_complete(self, request: DeletionRequest) -> None:
+        done = {o: r for o, r in request.reports.items() if r.status == "done"}
+        if set(OWNERS) <= set(done):
+            left = [f"{o}:{store}" for o in OWNERS for store in residue(done[o])]
+            if left:
+                await self._finish(request, "failed", "residue:" + ",".join(left))
+            else:
+                await self._finish(request, "verified", None)
+
+    async def tick(self) -> None:
+        """Re-send overdue commands; fail requests whose owners stayed silent for `max_attempts` commands."""
+        async with self._lock:
+            now = self._clock.now()
+            for request in [r for r in self._state.values() if r.state == "executing"]:
+                assert request.commanded_at is not None
+                if (now - request.commanded_at).total_seconds() < self._settings.command_timeout_seconds:
+                    continue
+                pending = [o for o in OWNERS if o not in request.reports or request.reports[o].status != "done"]
+                if request.attempts >= self._settings.max_attempts:
+                    reasons = [f"{o}:{request.reports[o].reason or 'failed'}" if o in request.reports
+                               else f"{o}:no_report" for o in pending]
+                    await self._finish(request, "failed", "owners_incomplete:" + ",".join(reasons))
+                    continue
+                await self._command(request)
+                await self._write(request.model_copy(update={"attempts": request.attempts + 1,
+                                                             "commanded_at": now}))
+
+    async def _finish(self, request: DeletionRequest, status: str, reason: str | None) -> None:
+        owners = [owner_receipt(request.reports[o], request.customer_id, request.customer_hash)
+                  for o in OWNERS if o in request.reports]
+        finished = [r.finished_at for r in request.reports.values()]
+        receipt = Receipt(
+            request_id=request.request_id, workspace_id=request.workspace_id,
+            subject="customer" if request.customer_id is not None else "workspace",
+            customer_hash=request.customer_hash,
+            subject_key_id=self._settings.kek_id if request.customer_hash else None,
+            origin=request.origin, requested_by=request.requested_by, requested_at=request.requested_at,
+            # Derived from the stored reports, not from "now": a crash before the final record rebuilds
+            # exactly the same receipt.
+            completed_at=max(finished) if finished else request.commanded_at or request.requested_at,
+            status="verified" if status == "verified" else "failed", reason=reason,
+            rows_before=sum(c.before for o in owners for c in o.counts),
+            rows_after=sum(c.after for o in owners for c in o.counts),
+            owners=owners)
+        await self._broker.publish(receipt.model_dump_json().encode(), self._audit_topic,
+                                   key=request.request_id.encode())
+        # The final record forgets the raw customer id and the owners' raw reports (which name it).
+        await self._write(request.model_copy(update={
+            "state": receipt.status, "reason": reason, "receipt": receipt, "customer_id": None, "reports": {}}))
+        log.info("deletion finished", extra={"request_id": request.request_id, "status": receipt.status,
+                                             "reason": reason})
+
+    async def _write(self, request: DeletionRequest) -> DeletionRequest:
+        known = self._state.get(request.request_id)
+        revision = max(request.revision, (known.revision + 1) if known is not None else 1)
+        stored = request.model_copy(update={"revision": revision, "updated_at": self._clock.now()})
+        await self._broker.publish(stored.model_dump_json().encode(), self._requests_topic,
+                                   key=stored.request_id.encode())
+        self._state[stored.request_id] = stored
+        return stored
+
+    def summary(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for request in self._state.values():
+            counts[request.state] = counts.get(request.state, 0) + 1
+        return counts

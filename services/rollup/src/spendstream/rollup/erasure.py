@@ -1,0 +1,276 @@
+"""rollup's part of the erasure saga (ClickHouse is rollup's alone), and the sweeper for expired rows.
+
+For a `DeletionCommand` on `retention.commands.v1`:
+  1. a repeated request id answers with the report stored the first time (`erasure_log`): same counts;
+  2. whole workspace: wait until the workspace's data key is gone from this process's key ring (ingest
+     shreds it); from then on nothing of the tenant can be decrypted, so nothing can be stored again;
+  3. wait until the usage consumer group has committed past every record that was on `usage.events.v1` at
+     that moment: whatever was accepted before the erasure is stored now, so the delete sees it all;
+  4. on every table of the database that has the scope's columns (found, not listed: a table added later
+     is covered too), `ALTER TABLE … DELETE … SETTINGS mutations_sync = 2`: a heavyweight mutation that
+     rewrites the parts, so no byte of the rows waits for a merge (a lightweight DELETE only masks them);
+  5. count with `apply_deleted_mask = 0` (masked rows would still count); anything left (the reconciler
+     raced us) is deleted again, three passes at most; the report says what stayed.
+A failure at 2 or 3 (timeout) is reported as failed with a code; retention sends the command again.
+Verification queries name placeholders, never values: reports travel on Kafka and end in receipts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from clickhouse_connect.driver.client import Client
+from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
+
+from spendstream.common.erasure import DeletionCommand, DeletionReport, ErasureScope, StoreCount, Verification
+from spendstream.common.tenants import KeyRing
+from spendstream.common.topics import DELETION_REPORTS, USAGE_EVENTS, topic_name
+from spendstream.rollup.settings import RollupSettings
+
+log = logging.getLogger(__name__)
+PASSES = 3
+
+
+class EraseFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _where(scope: ErasureScope) -> tuple[str, dict[str, str]]:
+    if scope.customer_id is None:
+        return "workspace_id = {workspace_id:String}", {"workspace_id": scope.workspace_id}
+    return ("workspace_id = {workspace_id:String} AND customer_id = {customer_id:String}",
+            {"workspace_id": scope.workspace_id, "customer_id": scope.customer_id})
+
+
+class ClickHouseEraser:
+    """The synchronous ClickHouse half: which tables hold a scope, delete it physically, count it."""
+
+    def __init__(self, client: Client, database: str) -> None:
+        self._client = client
+        self.db = database
+        client.command(f"""CREATE TABLE IF NOT EXISTS {database}.erasure_log (
+            request_id String, report String, recorded_at DateTime64(3, 'UTC') DEFAULT now64(3))
+            ENGINE = ReplacingMergeTree ORDER BY request_id
+            TTL toDateTime(recorded_at) + INTERVAL 90 DAY""")
+
+    def tables(self, scope: ErasureScope) -> list[str]:
+        """Every MergeTree table of the database holding the scope's columns (views hold no rows)."""
+        needed = {"workspace_id"} if scope.customer_id is None else {"workspace_id", "customer_id"}
+        rows = self._client.query(
+            "SELECT t.name, groupArray(c.name) FROM system.tables AS t INNER JOIN system.columns AS c "
+            "ON c.database = t.database AND c.table = t.name WHERE t.database = {db:String} "
+            "AND t.engine LIKE '%MergeTree' GROUP BY t.name ORDER BY t.name", parameters={"db": self.db}).result_rows
+        return [name for name, columns in rows if needed <= set(columns)]
+
+    def count(self, table: str, scope: ErasureScope) -> int:
+        where, params = _where(scope)
+        result = self._client.query(f"SELECT count() FROM {self.db}.{table} WHERE {where}", parameters=params,
+                                    settings={"apply_deleted_mask": 0})
+        return int(result.result_rows[0][0])
+
+    def delete(self, table: str, scope: ErasureScope) -> None:
+        where, params = _where(scope)
+        self._client.command(f"ALTER TABLE {self.db}.{table} DELETE WHERE {where}", parameters=params,
+                             settings={"mutations_sync": 2})
+
+    def erase(self, scope: ErasureScope) -> tuple[list[StoreCount], list[Verification]]:
+        tables = self.tables(scope)
+        before = {t: self.count(t, scope) for t in tables}
+        after = dict(before)
+        for _ in range(PASSES):
+            for table in [t for t in tables if after[t]]:
+                self.delete(table, scope)
+            after = {t: self.count(t, scope) for t in tables}
+            if not any(after.values()):
+                break
+        where, _ = _where(scope)
+        counts = [StoreCount(store=f"clickhouse:{t}", before=before[t], after=after[t]) for t in tables]
+        checks = [Verification(store=f"clickhouse:{t}",
+                               query=f"SELECT count() FROM {t} WHERE {where} SETTINGS apply_deleted_mask = 0",
+                               result=after[t]) for t in tables]
+        return counts, checks
+
+    def recorded(self, request_id: str) -> dict[str, Any] | None:
+        rows = self._client.query(f"SELECT report FROM {self.db}.erasure_log FINAL WHERE request_id = {{id:String}}",
+                                  parameters={"id": request_id}).result_rows
+        if not rows:
+            return None
+        loaded: dict[str, Any] = json.loads(rows[0][0])
+        return loaded
+
+    def record(self, request_id: str, document: dict[str, Any]) -> None:
+        self._client.insert(f"{self.db}.erasure_log", [(request_id, json.dumps(document))],
+                            column_names=("request_id", "report"))
+
+
+class RollupErasure:
+    """Answers deletion commands for rollup's ClickHouse data and sweeps rows past their retention."""
+
+    def __init__(self, *, client: Client, settings: RollupSettings, keyring: KeyRing, broker: KafkaBroker,
+                 wait_seconds: float = 60.0, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clickhouse = ClickHouseEraser(client, settings.clickhouse_database)
+        self.sweeper = Sweeper(client, settings.clickhouse_database)
+        self._settings = settings
+        self._keyring = keyring
+        self._broker = broker
+        self._wait = wait_seconds
+        self._now = now
+        self._reports_topic = topic_name(DELETION_REPORTS, settings.topic_prefix)
+        self._usage_topic = topic_name(USAGE_EVENTS, settings.topic_prefix)
+        self._usage_group = f"{settings.topic_prefix}{settings.group_id}"
+        self._lock = asyncio.Lock()
+        self._sweeping: asyncio.Task[None] | None = None
+
+    def start(self, sweep_every: timedelta = timedelta(hours=1)) -> None:
+        self._sweeping = asyncio.create_task(sweep_forever(self.sweeper, sweep_every, self._now),
+                                             name="rollup:sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeping
+
+    async def handle(self, raw: bytes) -> None:
+        """One command in, one report out (published before the command's offset is committed)."""
+        try:
+            command = DeletionCommand.model_validate_json(raw)
+        except ValidationError:
+            log.error("skipping unparsable deletion command")
+            return
+        report = await self.erase(command)
+        await self._broker.publish(report.model_dump_json().encode(), self._reports_topic,
+                                   key=command.request_id.encode())
+
+    async def erase(self, command: DeletionCommand) -> DeletionReport:
+        async with self._lock:  # one mutation at a time: they queue in ClickHouse anyway
+            stored = await asyncio.to_thread(self.clickhouse.recorded, command.request_id)
+            if stored is not None:
+                return DeletionReport.model_validate({**stored, "request_id": command.request_id,
+                                                      "owner": "rollup", "scope": command.scope})
+            try:
+                if command.scope.customer_id is None:
+                    await self._await_shredded(command.scope.workspace_id)
+                await self._await_drained()
+            except EraseFailed as exc:
+                log.warning("erasure postponed", extra={"request_id": command.request_id, "reason": exc.reason})
+                return DeletionReport(request_id=command.request_id, owner="rollup", scope=command.scope,
+                                      status="failed", counts=[], verifications=[], reason=exc.reason,
+                                      finished_at=self._now())
+            counts, checks = await asyncio.to_thread(self.clickhouse.erase, command.scope)
+            document = {"status": "done", "counts": [c.model_dump() for c in counts],
+                        "verifications": [v.model_dump() for v in checks], "reason": None,
+                        "finished_at": self._now().isoformat()}
+            await asyncio.to_thread(self.clickhouse.record, command.request_id, document)
+            log.info("erased", extra={"request_id": command.request_id,
+                                      "rows": sum(c.before for c in counts)})
+            return DeletionReport.model_validate({**document, "request_id": command.request_id,
+                                                  "owner": "rollup", "scope": command.scope})
+
+    async def _await_shredded(self, workspace_id: str) -> None:
+        deadline = asyncio.get_running_loop().time() + self._wait
+        while True:
+            await self._keyring.table.catch_up()
+            if self._keyring.key_set(workspace_id) is None:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise EraseFailed("data_key_not_shredded")
+            await asyncio.sleep(0.2)
+
+    async def _await_drained(self) -> None:
+        """Return once the usage consumer group has committed every record present on the topic now."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap_servers)
+        await consumer.start()
+        await admin.start()
+        try:
+            partitions = [TopicPartition(self._usage_topic, p) for p in range(USAGE_EVENTS.partitions)]
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+            deadline = asyncio.get_running_loop().time() + self._wait
+            while True:
+                committed = await admin.list_consumer_group_offsets(self._usage_group, partitions=partitions)
+                behind = [tp for tp, end in ends.items()
+                          if end > 0 and (tp not in committed or committed[tp].offset < end)]
+                if not behind:
+                    return
+                if asyncio.get_running_loop().time() > deadline:
+                    raise EraseFailed("usage_consumer_behind")
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+            await consumer.stop()
+
+
+_TTL = re.compile(r"\bTTL\s+(.+?)(?:\s+SETTINGS\s|$)", re.S)
+
+
+class Sweeper:
+    """What TTL cannot do: expiry on a clock of our choosing, now, and physically.
+
+    ClickHouse applies a TTL only when it merges a part (by default at most every few hours, and never for
+    a part nobody merges), against the server's clock. The sweeper evaluates each table's own TTL
+    expression against an injected `now`: partitions wholly expired are dropped (instant), partly expired
+    ones get a synchronous DELETE mutation. The TTLs stay as the backstop.
+    """
+
+    def __init__(self, client: Client, database: str) -> None:
+        self._client = client
+        self.db = database
+
+    def ttl_expressions(self) -> dict[str, str]:
+        rows = self._client.query("SELECT name, engine_full FROM system.tables WHERE database = {db:String} "
+                                  "AND engine LIKE '%MergeTree'", parameters={"db": self.db}).result_rows
+        found = {}
+        for name, engine_full in rows:
+            match = _TTL.search(engine_full)
+            if match and name != "erasure_log":
+                found[name] = match.group(1).strip()
+        return found
+
+    def sweep(self, now: datetime) -> list[StoreCount]:
+        """Remove every row whose TTL has passed at `now`; returns expired rows per table, before and after."""
+        counts = []
+        params = {"now": now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")}
+        for table, ttl in sorted(self.ttl_expressions().items()):
+            expired = f"({ttl}) <= toDateTime({{now:String}}, 'UTC')"
+            parts = self._client.query(
+                f"SELECT _partition_id, countIf({expired}), count() FROM {self.db}.{table} GROUP BY _partition_id",
+                parameters=params, settings={"apply_deleted_mask": 0}).result_rows
+            before = sum(int(p[1]) for p in parts)
+            for partition, old, total in parts:
+                if old and old == total:
+                    self._client.command(f"ALTER TABLE {self.db}.{table} DROP PARTITION ID {{p:String}}",
+                                         parameters={"p": partition})
+                elif old:
+                    self._client.command(
+                        f"ALTER TABLE {self.db}.{table} DELETE IN PARTITION ID {{p:String}} WHERE {expired}",
+                        parameters={**params, "p": partition}, settings={"mutations_sync": 2})
+            after = int(self._client.query(f"SELECT countIf({expired}) FROM {self.db}.{table}", parameters=params,
+                                           settings={"apply_deleted_mask": 0}).result_rows[0][0])
+            counts.append(StoreCount(store=f"clickhouse:{table}", before=before, after=after))
+        return counts
+
+
+async def sweep_forever(sweeper: Sweeper, interval: timedelta, now: Callable[[], datetime]) -> None:
+    """Sweep once per interval (the first right away, so a restarted service catches up at once)."""
+    while True:
+        try:
+            counts = await asyncio.to_thread(sweeper.sweep, now())
+        except Exception as exc:  # chDB/clickhouse-connect raise many types; the next round retries
+            log.warning("retention sweep failed", extra={"error": type(exc).__name__})
+            counts = []
+        log.info("retention sweep", extra={"expired_rows": sum(c.before for c in counts)})
+        await asyncio.sleep(interval.total_seconds())

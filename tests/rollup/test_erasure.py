@@ -1,0 +1,133 @@
+"""rollup's erasure owner: physical deletion in every ClickHouse table, exact remainders, and the sweeper."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from spendstream.common.connections import clickhouse_client
+from spendstream.ingest.app import create_service as create_ingest
+from spendstream.ingest.settings import IngestSettings
+from spendstream.rollup.app import create_service as create_rollup
+from spendstream.rollup.erasure import Sweeper
+from spendstream.rollup.schema import migrate
+from spendstream.rollup.settings import RollupSettings
+from tests.retention.pipeline import figures, raw_count, reports, rows_of_table_with, send_command, shred
+from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
+
+pytestmark = [pytest.mark.integration]
+
+
+async def _stream(client: Any, key: str, events: list[dict[str, Any]]) -> None:
+    response = await client.post("/v1/events", json={"events": events}, headers=auth(key))
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == len(events)
+
+
+async def _stored(iso: Isolation, workspace_id: str, n: int) -> None:
+    async def check() -> bool:
+        return raw_count(iso, "usage_events", "workspace_id = {ws:String}", {"ws": workspace_id}) == n
+    await eventually(check, timeout=20)
+
+
+async def test_workspace_erasure_leaves_no_row_in_any_table_and_other_workspaces_exact(iso: Isolation) -> None:
+    gone, kept = await create_workspace(iso, "gone"), await create_workspace(iso, "kept")
+    async with serving([create_ingest(iso.settings(IngestSettings)),
+                        create_rollup(iso.settings(RollupSettings))]) as client:
+        await _stream(client, gone["ingest"], [
+            usage_event(cost_usd=0.5, tags={"feature": "chat", "customer_id": "c1"}),
+            usage_event(cost_usd=0.25, tags={"feature": "chat", "customer_id": "c2"}),
+            usage_event(cost_usd=1.125, tags={"feature": "search", "customer_id": "c1"})])
+        await _stream(client, kept["ingest"], [
+            usage_event(cost_usd=0.01, tags={"feature": "chat", "customer_id": "c1"}),
+            usage_event(cost_usd=2.5, tags={"feature": "search", "customer_id": "c9"})])
+        await _stored(iso, gone["workspace_id"], 3)
+        await _stored(iso, kept["workspace_id"], 2)
+        kept_before = figures(iso, kept["workspace_id"])
+
+        await shred(iso, gone["workspace_id"])  # ingest's part of the saga, done by hand here
+        await send_command(iso, "req-ws-1", gone["workspace_id"])
+        (report,) = await reports(iso, "req-ws-1", "rollup")
+
+        tables = rows_of_table_with(iso, "workspace_id")
+        assert {"usage_events", "usage_daily", "workspace_watermarks"} <= set(tables)
+        assert report.owner == "rollup" and report.status == "done"
+        counts = {c.store: (c.before, c.after) for c in report.counts}
+        assert counts["clickhouse:usage_events"] == (3, 0)
+        assert counts["clickhouse:usage_daily"][1] == 0 and counts["clickhouse:usage_daily"][0] >= 2
+        assert counts["clickhouse:workspace_watermarks"][1] == 0
+        assert set(counts) == {f"clickhouse:{t}" for t in tables}
+        assert all(v.result == 0 and "apply_deleted_mask = 0" in v.query for v in report.verifications)
+        assert all(gone["workspace_id"] not in v.query for v in report.verifications)
+        for table in tables:
+            assert raw_count(iso, table, "workspace_id = {ws:String}", {"ws": gone["workspace_id"]}) == 0, table
+        assert figures(iso, kept["workspace_id"]) == kept_before
+        assert kept_before["raw"] == [("c1", "1", "0.01", "1000", "200"), ("c9", "1", "2.5", "1000", "200")]
+
+        # The same command again is a no-op that answers with the very same counts.
+        await send_command(iso, "req-ws-1", gone["workspace_id"])
+        again = await reports(iso, "req-ws-1", "rollup", at_least=2)
+        assert len(again) == 2 and again[1].counts == report.counts
+
+
+async def test_customer_erasure_removes_only_that_customer_and_leaves_exact_rollups(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    async with serving([create_ingest(iso.settings(IngestSettings)),
+                        create_rollup(iso.settings(RollupSettings))]) as client:
+        await _stream(client, ws["ingest"], [
+            usage_event(cost_usd=0.5, timestamp=day.isoformat(), tags={"feature": "chat", "customer_id": "c1"}),
+            usage_event(cost_usd=0.75, timestamp=day.isoformat(), tags={"feature": "chat", "customer_id": "c2"}),
+            usage_event(cost_usd=0.125, timestamp=day.isoformat(), tags={"feature": "search", "customer_id": "c1"}),
+            usage_event(cost_usd=3.0, timestamp=day.isoformat(), tags={"feature": "search", "customer_id": "c3"})])
+        await _stored(iso, ws["workspace_id"], 4)
+
+        await send_command(iso, "req-cust-1", ws["workspace_id"], customer_id="c1")
+        (report,) = await reports(iso, "req-cust-1", "rollup")
+
+    assert report.status == "done"
+    counts = {c.store: (c.before, c.after) for c in report.counts}
+    # Tables without a customer_id column hold nothing of a customer and are not touched.
+    assert counts == {"clickhouse:usage_events": (2, 0), "clickhouse:usage_daily": (2, 0)}
+    assert all("c1" not in v.query for v in report.verifications)
+    for table in rows_of_table_with(iso, "customer_id"):
+        assert raw_count(iso, table, "customer_id = {c:String}", {"c": "c1"}) == 0
+    d = day.date().isoformat()
+    assert figures(iso, ws["workspace_id"]) == {
+        "raw": [("c2", "1", "0.75", "1000", "200"), ("c3", "1", "3", "1000", "200")],
+        "daily": [(d, "c2", "chat", "1", "0.75", "1000"), (d, "c3", "search", "1", "3", "1000")],
+    }
+
+
+def test_sweeper_drops_what_the_ttl_has_not_yet_removed_by_the_injected_clock(iso: Isolation) -> None:
+    client = clickhouse_client(iso.stack.clickhouse)
+    migrate(client, iso.database, 12)
+    # ClickHouse drops rows already expired *at insert* by its own clock, so the rows are recent and the
+    # injected clock is moved forward instead.
+    real = datetime.now(UTC)
+    old, young = real - timedelta(days=200), real - timedelta(days=30)
+    now = real + timedelta(days=200)
+    columns = ("workspace_id", "event_id", "ts", "ingested_at", "batch_id", "provider", "model", "input_tokens",
+               "output_tokens", "cached_input_tokens", "reasoning_tokens", "latency_ms", "cost_usd",
+               "cost_source", "feature", "route", "task_type", "customer_plan", "customer_id", "environment", "tags")
+
+    def row(event_id: str, at: datetime) -> tuple[Any, ...]:
+        return ("ws_sweep", event_id, at, at, "b", "openai", "m", 1, 1, 0, 0, 1, 0.5, "reported", "f", "", "", "",
+                "c", "", {})
+
+    client.insert(f"{iso.database}.usage_events", [row("old1", old), row("old2", old), row("young", young)],
+                  column_names=columns)
+    # TTL would remove the old rows only when ClickHouse merges, by its own clock; the sweeper does it now.
+    sweeper = Sweeper(client, iso.database)
+    counts = {c.store: (c.before, c.after) for c in sweeper.sweep(now)}
+    assert counts["clickhouse:usage_events"] == (2, 0)
+    assert counts["clickhouse:usage_daily"] == (1, 0)
+    assert raw_count(iso, "usage_events", "1", {}) == 1
+    assert raw_count(iso, "usage_daily", "1", {}) == 1
+    # A clock another 13 months on expires the rest; a second sweep at the same time finds nothing.
+    later = now + timedelta(days=200)
+    assert {c.store: c.before for c in sweeper.sweep(later)}["clickhouse:usage_events"] == 1
+    assert all(c.before == 0 for c in sweeper.sweep(later))
+    assert raw_count(iso, "usage_events", "1", {}) == 0

@@ -1,0 +1,116 @@
+"""The workspace admin API: keys issued once, listed without secrets, revoked on every replica within seconds;
+data-key rotation; cancel and reactivate announced to retention."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from spendstream.common.erasure import LifecycleEvent
+from spendstream.common.kafka import make_broker
+from spendstream.common.settings import BaseServiceSettings
+from spendstream.common.topics import LIFECYCLE, topic_name
+from spendstream.ingest.app import create_service
+from spendstream.ingest.settings import IngestSettings
+from spendstream.ingest.workspaces import ControlPlane, WorkspaceDirectory
+from tests.ingest.topics import read_all
+from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
+
+pytestmark = pytest.mark.integration
+
+
+async def test_issued_key_works_is_listed_without_secret_and_revocation_reaches_a_second_replica(
+        iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    settings = iso.settings(IngestSettings)
+    async with serving([create_service(settings)]) as one, serving([create_service(settings)]) as two:
+        issued = await one.post("/v1/admin/keys", json={"scope": "ingest"}, headers=auth(ws["admin"]))
+        assert issued.status_code == 201, issued.text
+        key, key_id = issued.json()["key"], issued.json()["key_id"]
+
+        async def accepted_by_two() -> bool:
+            r = await two.post("/v1/events", json={"events": [usage_event()]}, headers=auth(key))
+            return r.status_code == 202
+
+        await eventually(accepted_by_two, timeout=10)
+        listing = await one.get("/v1/admin/keys", headers=auth(ws["admin"]))
+        assert listing.status_code == 200
+        assert key_id in {k["key_id"] for k in listing.json()}
+        assert key not in listing.text and "hash" not in listing.text
+
+        revoked = await one.delete(f"/v1/admin/keys/{key_id}", headers=auth(ws["admin"]))
+        assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+
+        async def refused_by_two() -> bool:
+            r = await two.post("/v1/events", json={"events": [usage_event()]}, headers=auth(key))
+            return r.status_code == 401
+
+        await eventually(refused_by_two, timeout=10)
+        assert (await one.post("/v1/events", json={"events": [usage_event()]}, headers=auth(key))).status_code == 401
+        # The workspace's other keys are untouched.
+        ok = await two.post("/v1/events", json={"events": [usage_event()]}, headers=auth(ws["ingest"]))
+        assert ok.status_code == 202
+
+
+async def test_admin_routes_need_an_admin_key_of_the_same_workspace(iso: Isolation) -> None:
+    ws, other = await create_workspace(iso), await create_workspace(iso, "other")
+    async with serving([create_service(iso.settings(IngestSettings))]) as client:
+        assert (await client.get("/v1/admin/keys", headers=auth(ws["ingest"]))).status_code == 403
+        assert (await client.get("/v1/admin/keys")).status_code == 401
+        theirs = (await client.get("/v1/admin/keys", headers=auth(other["admin"]))).json()
+        assert (await client.delete(f"/v1/admin/keys/{theirs[0]['key_id']}",
+                                    headers=auth(ws["admin"]))).status_code == 404
+
+
+async def test_rotated_data_key_seals_new_batches_with_the_new_version(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    async with serving([create_service(iso.settings(IngestSettings))]) as client:
+        r = await client.post("/v1/admin/data-key/rotate", headers=auth(ws["admin"]))
+        assert r.json() == {"current_version": 2}
+        info = await client.get("/v1/admin/workspace", headers=auth(ws["admin"]))
+        assert info.json()["data_key_version"] == 2
+        sent = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(ws["ingest"]))
+        assert sent.status_code == 202
+
+
+async def test_cancel_refuses_events_announces_it_and_reactivate_undoes_it(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    async with serving([create_service(iso.settings(IngestSettings))]) as client:
+        cancelled = await client.post("/v1/admin/workspace/cancel", headers=auth(ws["admin"]))
+        assert cancelled.json()["status"] == "cancelled" and cancelled.json()["cancelled_at"]
+        refused = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(ws["ingest"]))
+        assert (refused.status_code, refused.json()["detail"]["error"]) == (403, "workspace_cancelled")
+        reactivated = await client.post("/v1/admin/workspace/reactivate", headers=auth(ws["admin"]))
+        assert reactivated.json()["status"] == "active"
+        ok = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(ws["ingest"]))
+        assert ok.status_code == 202
+    records = await read_all(iso.stack.kafka, topic_name(LIFECYCLE, iso.prefix))
+    events = [LifecycleEvent.model_validate_json(r.value) for r in records]
+    assert [(r.key.decode(), e.workspace_id, e.kind) for r, e in zip(records, events, strict=True)] == [
+        (ws["workspace_id"], ws["workspace_id"], "cancelled"), (ws["workspace_id"], ws["workspace_id"], "reactivated")]
+
+
+async def test_keys_of_a_deleted_workspace_are_401(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    settings = iso.settings(BaseServiceSettings)
+    directory = WorkspaceDirectory(settings)
+    await directory.table.start()
+    record = directory.get(ws["workspace_id"])
+    await directory.table.stop()
+    assert record is not None
+    async with serving([create_service(iso.settings(IngestSettings))]) as client:
+        broker = make_broker(settings, "tests")
+        await broker.connect()
+        try:
+            await ControlPlane(settings, broker).put_workspace(
+                record.model_copy(update={"status": "deleted", "cancelled_at": datetime.now(UTC)}))
+        finally:
+            await broker.stop()
+
+        async def refused() -> bool:
+            r = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(ws["ingest"]))
+            return r.status_code == 401
+
+        await eventually(refused, timeout=10)
+        assert (await client.get("/v1/admin/keys", headers=auth(ws["admin"]))).status_code == 401

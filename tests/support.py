@@ -208,8 +208,9 @@ class PrivateRedis:
 class ServiceProcess:
     """One spendstream service as a real OS process (`python -m spendstream.<name>`), so tests can SIGKILL it."""
 
-    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, name: str, env: dict[str, str], log_path: Path, module: str | None = None) -> None:
         self.name = name
+        self.module = module or f"spendstream.{name}"  # a test wrapper that injects a fault, if given
         self.port = free_port()
         self._env = {**os.environ, **env, "SPENDSTREAM_HTTP_PORT": str(self.port)}
         self._log_path = log_path
@@ -222,8 +223,9 @@ class ServiceProcess:
         import time
 
         log = self._log_path.open("ab")
-        self._proc = subprocess.Popen([sys.executable, "-m", f"spendstream.{self.name}"], env=self._env,
+        self._proc = subprocess.Popen([sys.executable, "-m", self.module], env=self._env,
                                       stdout=log, stderr=subprocess.STDOUT)
+        log.close()  # the child holds its own descriptor; ours would leak (ResourceWarning is an error here)
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

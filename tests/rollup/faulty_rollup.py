@@ -1,0 +1,35 @@
+"""`python -m tests.rollup.faulty_rollup`: the real rollup process with one fault from ROLLUP_TEST_FAULT.
+
+kill_after_insert: SIGKILL itself as soon as a ClickHouse insert returned, i.e. after the write and before
+                   FastStream commits the batch's offsets (the window exactly-once has to survive).
+slow_batch:        when a batch reaches the store, touch ROLLUP_TEST_MARKER and take 3 s before writing, so a
+                   SIGTERM sent on seeing the marker lands in the middle of a batch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from spendstream.rollup import __main__ as entry
+from spendstream.rollup.store import Store
+
+FAULT = os.environ["ROLLUP_TEST_FAULT"]
+_insert_new = Store.insert_new
+
+
+def insert_new(self: Store, rows: list[tuple[Any, ...]]) -> int:
+    if FAULT == "slow_batch":
+        Path(os.environ["ROLLUP_TEST_MARKER"]).touch()
+        time.sleep(3)
+    new = _insert_new(self, rows)
+    if FAULT == "kill_after_insert":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return new
+
+
+Store.insert_new = insert_new  # type: ignore[method-assign]
+raise SystemExit(entry.main())

@@ -67,6 +67,7 @@ def create_service(settings: RollupSettings) -> Service:
     )
     async def on_usage_events(msg: KafkaMessage) -> None:
         await writer.handle(msg.raw_message)
+        await metrics.observe_lag(msg.consumer)
 
     erasure = RollupErasure(client=writer_client, settings=settings, keyring=keyring, broker=broker)
 

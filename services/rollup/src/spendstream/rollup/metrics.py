@@ -1,5 +1,6 @@
 """rollup's Prometheus metrics."""
 
+from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_STORED = Counter("spendstream_rollup_events_stored_total", "Events newly stored in ClickHouse")
@@ -16,3 +17,22 @@ WRITE_FAILURES = Counter("spendstream_rollup_write_failures_total", "Failed Clic
 CORRECTIONS = Counter("spendstream_rollup_reconcile_corrections_total", "Rollup groups corrected by reconcile")
 LAST_STORED_INGESTED_AT = Gauge("spendstream_rollup_last_stored_ingested_at_seconds",
                                 "Ingestion time of the newest stored batch (unix seconds)")
+CONSUMER_LAG = Gauge("spendstream_rollup_consumer_lag_records",
+                     "usage.events.v1 records not consumed yet on the partitions this replica owns")
+
+
+async def observe_lag(consumer: object) -> None:
+    """Set CONSUMER_LAG after a batch: high watermark minus position, summed over this replica's partitions.
+
+    Updated only when a batch arrives, so a stalled replica's value goes stale: alert on the broker-side group
+    lag and on LAST_STORED_INGESTED_AT (docs/operations.md); this gauge is for dashboards. The in-memory test
+    broker's consumer has no watermarks and is skipped.
+    """
+    if not isinstance(consumer, AIOKafkaConsumer):
+        return
+    lag = 0
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is not None:
+            lag += max(0, high - await consumer.position(tp))
+    CONSUMER_LAG.set(lag)

@@ -15,7 +15,7 @@ here as it does in rollup.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -105,7 +105,7 @@ class SpendCounter:
                     expiry[key] = exp
         return {k: (v, expiry[k]) for k, v in sums.items()}
 
-    async def count(self, records: Sequence[CountedRecord], scopes: dict[str, set[tuple[str, str]]]) -> int:
+    async def count(self, records: Sequence[CountedRecord], scopes: Mapping[str, Set[tuple[str, str]]]) -> int:
         """Add each record not counted before; `scopes` names the tag scopes budgeted per workspace.
 
         Returns how many records were new. One round trip for the whole Kafka batch.

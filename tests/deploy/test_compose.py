@@ -42,7 +42,8 @@ def test_each_service_is_built_from_its_dockerfile_and_waits_for_what_it_needs(
     assert spec["build"] == {"context": ".", "dockerfile": f"services/{service.name}/Dockerfile"}
     assert (ROOT / spec["build"]["dockerfile"]).is_file()
     needs = {"kafka": "service_healthy", "topics": "service_completed_successfully"}
-    needs.update({"clickhouse": "service_healthy"} if service.name == "rollup" else {"redis": "service_healthy"})
+    needs.update({"rollup": {"clickhouse": "service_healthy"}, "retention": {}}.get(service.name,
+                                                                              {"redis": "service_healthy"}))
     assert {dep: cond["condition"] for dep, cond in spec["depends_on"].items()} == needs
     assert f"http://127.0.0.1:{service.port}/readyz" in " ".join(spec["healthcheck"]["test"])
     assert spec["ports"] == [f"{service.port}:{service.port}"]
@@ -82,6 +83,13 @@ def test_rollup_writes_to_the_clickhouse_server_not_chdb(compose: dict[str, Any]
     url = compose["services"]["rollup"]["environment"]["SPENDSTREAM_CLICKHOUSE_URL"]
     assert re.fullmatch(r"http://spendstream:\$\{CLICKHOUSE_PASSWORD:\?[^}]+\}@clickhouse:8123", url)
     assert compose["services"]["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")
+
+
+def test_alerts_reconciles_against_rollup_with_the_shared_internal_token(compose: dict[str, Any]) -> None:
+    alerts, rollup = (compose["services"][n]["environment"] for n in ("alerts", "rollup"))
+    assert alerts["SPENDSTREAM_ROLLUP_URL"] == "http://rollup:8082"
+    assert alerts["SPENDSTREAM_INTERNAL_TOKEN"] == rollup["SPENDSTREAM_INTERNAL_TOKEN"]
+    assert rollup["SPENDSTREAM_INTERNAL_TOKEN"].startswith("${SPENDSTREAM_INTERNAL_TOKEN:?")
 
 
 def test_kafka_is_apache_kafka_4_in_kraft_mode_without_topic_auto_creation(compose: dict[str, Any]) -> None:

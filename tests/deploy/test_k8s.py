@@ -25,10 +25,11 @@ Obj = dict[str, Any]
 # write it, commit). terminationGracePeriodSeconds must exceed it or Kubernetes SIGKILLs a batch half-done.
 DRAIN_SECONDS = {"ingest": 5 + 30, "rollup": 5 + 30 + 30, "alerts": 5 + 30 + 30, "retention": 5 + 30}
 # The traffic each workload may open (egress ports besides DNS).
-EGRESS_PORTS = {"ingest": {9092, 6379}, "rollup": {9092, 8123}, "alerts": {9092, 6379, 443, 465, 587},
-                "retention": {9092, 6379}, "topics": {9092}}
+EGRESS_PORTS = {"ingest": {9092, 6379}, "rollup": {9092, 8123}, "alerts": {9092, 6379, 8082, 443, 465, 587},
+                "retention": {9092}, "topics": {9092}}
 SECRETS = {"spendstream-kek": {"kek", "kek-id"}, "spendstream-redis": {"password"},
-           "spendstream-clickhouse": {"username", "password"}}
+           "spendstream-clickhouse": {"username", "password"}, "spendstream-internal": {"token"},
+           "spendstream-smtp": {"host", "username", "password"}}
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)

@@ -1,0 +1,134 @@
+"""retention's subcommands of the `spendstream` CLI, for compliance staff and operators.
+
+  spendstream deletion request --workspace WS [--customer-id ID] [--request-id ID] [--wait SECONDS]
+  spendstream deletion status REQUEST_ID
+  spendstream deletion subject-hash --workspace WS --customer-id ID
+  spendstream deletion schedules              workspaces due for deletion after a cancellation, and when
+
+(Cancelling and reactivating a workspace is `spendstream tenant cancel|reactivate`, ingest's.)
+
+A request is written to `retention.requests.v1`, the same path any compliance tool may use; the running
+retention service carries it out. Status is read by replaying that compacted topic, so it works after the
+workspace's keys are gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from spendstream.common.kafka import CompactedTable, make_broker
+from spendstream.common.topics import DELETION_REQUESTS, topic_name
+from spendstream.retention.receipts import subject_hash
+from spendstream.retention.requests import DeletionRequest, RequestView, new_request_id
+from spendstream.retention.schedules import Schedules
+from spendstream.retention.settings import RetentionSettings
+
+
+def register(subparsers: Any) -> None:
+    deletion = subparsers.add_parser("deletion", help="erasure requests and their receipts")
+    actions = deletion.add_subparsers(dest="action", required=True)
+
+    request = actions.add_parser("request", help="erase a workspace, or one customer_id inside it")
+    request.add_argument("--workspace", required=True)
+    request.add_argument("--customer-id", default=None)
+    request.add_argument("--request-id", default=None, help="idempotency key (default: a new id)")
+    request.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                         help="wait up to this long for verified/failed and print the receipt")
+    request.set_defaults(handler=_request)
+
+    status = actions.add_parser("status", help="state and receipt of a deletion request")
+    status.add_argument("request_id")
+    status.set_defaults(handler=_status)
+
+    digest = actions.add_parser("subject-hash", help="the keyed hash a receipt names a customer by")
+    digest.add_argument("--workspace", required=True)
+    digest.add_argument("--customer-id", required=True)
+    digest.set_defaults(handler=_subject_hash)
+
+    schedules = actions.add_parser("schedules", help="workspaces scheduled for deletion, from the lifecycle")
+    schedules.set_defaults(handler=_schedules)
+
+
+def _print(value: object) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+async def _read(settings: RetentionSettings, request_id: str) -> DeletionRequest | None:
+    table: CompactedTable[DeletionRequest] = CompactedTable(settings, DELETION_REQUESTS,
+                                                            DeletionRequest.model_validate_json)
+    await table.start()
+    try:
+        return table.get(request_id)
+    finally:
+        await table.stop()
+
+
+async def _publish(settings: RetentionSettings, topic: str, key: str, value: bytes) -> None:
+    broker = make_broker(settings, "cli")
+    await broker.connect()
+    try:
+        await broker.publish(value, topic, key=key.encode())
+    finally:
+        await broker.stop()
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    settings = RetentionSettings()
+    request_id = args.request_id or new_request_id()
+    existing = await _read(settings, request_id)
+    if existing is None:
+        request = DeletionRequest(request_id=request_id, workspace_id=args.workspace, customer_id=args.customer_id,
+                                  origin="cli", requested_by="cli", requested_at=datetime.now(UTC))
+        await _publish(settings, topic_name(DELETION_REQUESTS, settings.topic_prefix), request_id,
+                       request.model_dump_json().encode())
+        current: DeletionRequest | None = request
+    else:
+        current = existing  # a replayed request id: nothing new is asked, the known state is shown
+    deadline = asyncio.get_running_loop().time() + args.wait
+    while args.wait and current is not None and not current.terminal:
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.5)
+        current = await _read(settings, request_id) or current
+    assert current is not None
+    _print(RequestView.of(current).model_dump(mode="json"))
+    return 1 if current.state == "failed" or (args.wait and not current.terminal) else 0
+
+
+def _request(args: argparse.Namespace) -> int:
+    return asyncio.run(_submit(args))
+
+
+def _status(args: argparse.Namespace) -> int:
+    found = asyncio.run(_read(RetentionSettings(), args.request_id))
+    if found is None:
+        _print({"error": "not_found", "request_id": args.request_id})
+        return 1
+    _print(RequestView.of(found).model_dump(mode="json"))
+    return 0
+
+
+def _subject_hash(args: argparse.Namespace) -> int:
+    settings = RetentionSettings()
+    _print({"workspace_id": args.workspace, "customer_hash": subject_hash(settings.kek_bytes(), args.workspace,
+                                                                           args.customer_id),
+            "subject_key_id": settings.kek_id})
+    return 0
+
+
+def _schedules(_: argparse.Namespace) -> int:
+    async def read() -> list[dict[str, str]]:
+        schedules = Schedules(RetentionSettings())
+        await schedules.table.start()
+        try:
+            return [{"workspace_id": s.workspace_id, "due_at": s.due_at.isoformat(), "cause": s.cause,
+                     "request_id": s.request_id} for s in sorted(schedules.all(), key=lambda s: s.due_at)]
+        finally:
+            await schedules.table.stop()
+
+    _print(asyncio.run(read()))
+    return 0

@@ -1,0 +1,50 @@
+"""rollup's schema: numbered migrations applied once, idempotently, and TTLs following the retention setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from spendstream.common.connections import clickhouse_client
+from spendstream.rollup.schema import SCHEMA_VERSION, applied_versions, migrate
+from tests.support import Isolation
+
+pytestmark = pytest.mark.integration
+
+
+def _engines(iso: Isolation) -> dict[str, str]:
+    rows = clickhouse_client(iso.stack.clickhouse).query(
+        "SELECT name, engine_full FROM system.tables WHERE database = {db:String}",
+        parameters={"db": iso.database}).result_rows
+    return {str(n): str(e) for n, e in rows}
+
+
+def test_migrations_apply_once_and_a_rerun_changes_nothing(iso: Isolation) -> None:
+    client = clickhouse_client(iso.stack.clickhouse)
+    assert migrate(client, iso.database, 12) == list(range(1, SCHEMA_VERSION + 1))
+    assert migrate(client, iso.database, 12) == []
+    assert applied_versions(client, iso.database) == set(range(1, SCHEMA_VERSION + 1))
+    rows = client.query(f"SELECT count() FROM {iso.database}.schema_migrations").result_rows
+    assert rows[0][0] == SCHEMA_VERSION
+    assert {"usage_events", "usage_daily", "usage_daily_mv", "workspace_watermarks",
+            "workspace_watermarks_mv", "schema_migrations"} <= set(_engines(iso))
+
+
+def test_a_half_applied_migration_is_completed_on_the_next_start(iso: Isolation) -> None:
+    client = clickhouse_client(iso.stack.clickhouse)
+    migrate(client, iso.database, 12)
+    # As if the process died after version 2's statements but before recording it.
+    client.command(f"DELETE FROM {iso.database}.schema_migrations WHERE version = 2")
+    assert migrate(client, iso.database, 12) == [2]
+    assert applied_versions(client, iso.database) == {1, 2}
+
+
+def test_ttls_follow_the_retention_setting(iso: Isolation) -> None:
+    client = clickhouse_client(iso.stack.clickhouse)
+    migrate(client, iso.database, 12)
+    assert all("toIntervalMonth(12)" in e for n, e in _engines(iso).items()
+               if n in ("usage_events", "usage_daily", "workspace_watermarks"))
+    migrate(client, iso.database, 13)
+    engines = _engines(iso)
+    assert "TTL toDateTime(ingested_at) + toIntervalMonth(13)" in engines["usage_events"]
+    assert "TTL day + toIntervalMonth(13)" in engines["usage_daily"]
+    assert "toIntervalMonth(13)" in engines["workspace_watermarks"]

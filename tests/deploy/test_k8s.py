@@ -207,6 +207,14 @@ def test_consumers_scale_on_their_group_lag_and_never_past_the_partition_count(r
     assert trigger["metadata"]["consumerGroup"] == service.group_id
 
 
+def test_retention_runs_one_coordinator_even_during_a_rollout(rendered: list[Obj]) -> None:
+    deployment = find(rendered, "Deployment", "retention")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not [o for o in rendered if o["kind"] in ("ScaledObject", "HorizontalPodAutoscaler")
+                and o["spec"]["scaleTargetRef"]["name"] == "retention"]
+
+
 def test_ingest_scales_on_cpu_with_an_hpa(rendered: list[Obj]) -> None:
     hpa = find(rendered, "HorizontalPodAutoscaler", "ingest")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ingest"}

@@ -14,7 +14,15 @@ import pytest
 import yaml
 
 from spendstream.common.topics import USAGE_EVENTS, topic_name
-from tests.deploy.deployables import SCHEMAS, SERVICES, Deployable, env_names, kustomize_build
+from tests.deploy.deployables import (
+    ROOT,
+    SCHEMAS,
+    SERVICES,
+    Deployable,
+    env_names,
+    kustomize_build,
+    load_yaml_documents,
+)
 
 K8S_VERSION = "1.33.0"
 OVERLAYS = ("dev", "prod")
@@ -26,7 +34,7 @@ Obj = dict[str, Any]
 DRAIN_SECONDS = {"ingest": 5 + 30, "rollup": 5 + 30 + 30, "alerts": 5 + 30 + 30, "retention": 5 + 30}
 # The traffic each workload may open (egress ports besides DNS).
 EGRESS_PORTS = {"ingest": {9092, 6379}, "rollup": {9092, 8123}, "alerts": {9092, 6379, 8082, 443, 465, 587},
-                "retention": {9092}, "topics": {9092}}
+                "retention": {9092}, "topics": {9092}, "admin": {9092}}
 SECRETS = {"spendstream-kek": {"kek", "kek-id"}, "spendstream-redis": {"password"},
            "spendstream-clickhouse": {"username", "password"}, "spendstream-internal": {"token"},
            "spendstream-smtp": {"host", "username", "password"}}
@@ -238,3 +246,15 @@ def test_overlays_set_namespace_and_image_tags(overlay: str, namespace: str, tag
     assert {o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"} == {namespace}
     images = {c["image"] for _, c in containers(objs)}
     assert images == {f"spendstream/{n}:{tag}" for n in ("ingest", "rollup", "alerts", "retention", "cli")}
+
+
+def test_the_admin_pod_is_valid_locked_down_and_reaches_only_kafka(rendered: list[Obj]) -> None:
+    (pod,) = load_yaml_documents((ROOT / "deploy" / "k8s" / "admin" / "pod.yaml").read_text())
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    (container,) = pod["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert find(rendered, "ServiceAccount", pod["spec"]["serviceAccountName"])
+    policy = find(rendered, "NetworkPolicy", pod["metadata"]["labels"]["app.kubernetes.io/name"])
+    assert "ingress" not in policy["spec"]
+    assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} == {9092}

@@ -1,0 +1,47 @@
+"""The deletion API: admin keys only, the workspace from the key, idempotent by request id."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.retention.conftest import product
+from tests.support import Isolation, auth, create_workspace
+
+pytestmark = [pytest.mark.integration]
+
+
+async def test_deletion_requests_need_an_admin_key_and_see_only_their_workspace(iso: Isolation) -> None:
+    mine, theirs = await create_workspace(iso, "mine"), await create_workspace(iso, "theirs")
+    # No owners run: requests stay `executing`, which is all these checks need.
+    async with product(iso, owners=False) as p:
+        c = p.client
+        assert (await c.post("/v1/deletions", json={})).status_code == 401
+        assert (await c.post("/v1/deletions", json={}, headers=auth(mine["read"]))).status_code == 403
+        assert (await c.post("/v1/deletions", json={}, headers=auth(mine["ingest"]))).status_code == 403
+        refused = await c.post("/v1/deletions", json={"customer_id": "x", "workspace_id": theirs["workspace_id"]},
+                               headers=auth(mine["admin"]))
+        # The workspace is never taken from the body: a field naming one is refused, and not echoed.
+        assert refused.status_code == 422 and theirs["workspace_id"] not in refused.text
+
+        first = await c.post("/v1/deletions", json={"customer_id": "cust-7", "request_id": "r-1"},
+                             headers=auth(mine["admin"]))
+        assert first.status_code == 202
+        body = first.json()
+        assert body["workspace_id"] == mine["workspace_id"] and body["subject"] == "customer"
+        assert body["requested_by"].startswith("key_") and "cust-7" not in first.text
+        assert mine["admin"] not in first.text
+
+        again = await c.post("/v1/deletions", json={"customer_id": "cust-7", "request_id": "r-1"},
+                             headers=auth(mine["admin"]))
+        assert again.status_code == 200 and again.json()["requested_at"] == body["requested_at"]
+        other_scope = await c.post("/v1/deletions", json={"request_id": "r-1"}, headers=auth(mine["admin"]))
+        assert other_scope.status_code == 409
+        assert (await c.post("/v1/deletions", json={"request_id": "r-1"},
+                             headers=auth(theirs["admin"]))).status_code == 409
+
+        status = await c.get("/v1/deletions/r-1", headers=auth(mine["admin"]))
+        assert status.status_code == 200 and status.json()["state"] in ("requested", "executing")
+        assert status.json()["reported"] == [] and status.json()["receipt"] is None
+        assert (await c.get("/v1/deletions/r-1", headers=auth(theirs["admin"]))).status_code == 404
+        assert (await c.get("/v1/deletions/nope", headers=auth(mine["admin"]))).status_code == 404
+        assert (await c.get("/v1/deletions/r-1", headers=auth(mine["read"]))).status_code == 403

@@ -4,6 +4,7 @@
   spendstream deletion status REQUEST_ID
   spendstream deletion subject-hash --workspace WS --customer-id ID
   spendstream deletion schedules              workspaces due for deletion after a cancellation, and when
+  spendstream retention check                 live topic retention configs against the registry and policy
 
 (Cancelling and reactivating a workspace is `spendstream tenant cancel|reactivate`, ingest's.)
 
@@ -26,6 +27,7 @@ from spendstream.retention.receipts import subject_hash
 from spendstream.retention.requests import DeletionRequest, RequestView, new_request_id
 from spendstream.retention.schedules import Schedules
 from spendstream.retention.settings import RetentionSettings
+from spendstream.retention.windows import check_topics
 
 
 def register(subparsers: Any) -> None:
@@ -51,6 +53,11 @@ def register(subparsers: Any) -> None:
 
     schedules = actions.add_parser("schedules", help="workspaces scheduled for deletion, from the lifecycle")
     schedules.set_defaults(handler=_schedules)
+
+    retention = subparsers.add_parser("retention", help="retention windows").add_subparsers(dest="action",
+                                                                                          required=True)
+    check = retention.add_parser("check", help="compare live topic retention with the registry; exit 1 on drift")
+    check.set_defaults(handler=_check)
 
 
 def _print(value: object) -> None:
@@ -132,3 +139,9 @@ def _schedules(_: argparse.Namespace) -> int:
 
     _print(asyncio.run(read()))
     return 0
+
+
+def _check(_: argparse.Namespace) -> int:
+    problems = asyncio.run(check_topics(RetentionSettings()))
+    _print({"ok": not problems, "problems": problems})
+    return 1 if problems else 0

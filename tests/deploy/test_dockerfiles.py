@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,3 +110,12 @@ def test_the_image_install_step_gives_a_runnable_service_and_no_other(service: D
                          timeout=120, check=False, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_dependency_layer_sees_every_workspace_member(path: Path) -> None:
+    """`uv sync --frozen` reads the whole workspace: a member added to pyproject.toml must be copied here too."""
+    members = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
+    copies = {arg for stage in stages(path) for k, arg in stage.instructions if k == "COPY"}
+    assert {f"{m}/pyproject.toml {m}/" for m in members} <= copies
+    assert "pyproject.toml uv.lock ./" in copies

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Bench, ServiceProcess, free_port, python_json
+from bench.harness import Bench, ServiceProcess, free_port, python_json, start_all
 from bench.stats import Spread, percentile
 
 POLL_SECONDS = 0.05
@@ -33,7 +33,7 @@ class E2EFigures:
 
 def _sizes(smoke: bool) -> dict[str, Any]:
     if smoke:
-        return {"reps": 1, "rate": 2_000.0, "warmup": 1.0, "duration": 3.0, "probe_every": 0.25}
+        return {"reps": 1, "rate": 2_000.0, "warmup": 1.0, "duration": 2.0, "probe_every": 0.25}
     return {"reps": 3, "rate": 20_000.0, "warmup": 5.0, "duration": 20.0, "probe_every": 0.25}
 
 
@@ -90,8 +90,7 @@ async def measure(bench: Bench) -> E2EFigures:
     rollup = ServiceProcess("rollup", bench.env(ns.prefix, free_port(),
                                                 SPENDSTREAM_CLICKHOUSE_URL=f"chdb://{bench.workdir / 'ch-e2e'}"),
                             bench.workdir / "logs" / "e2e-rollup.log")
-    await ingest.start()
-    await rollup.start()
+    await start_all(ingest, rollup)
     p50s, p99s, achieved, probes = [], [], [], 0
     try:
         for rep in range(sizes["reps"]):

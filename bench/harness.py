@@ -66,6 +66,7 @@ class Bench:
     smoke: bool
     workdir: Path
     profile: bool = False
+    keep: bool = False  # keep the work directory (service logs, chDB data) for a post-mortem
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     kafka: str = field(default_factory=lambda: os.environ.get("SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS",
                                                               "127.0.0.1:9092"))
@@ -137,7 +138,10 @@ class Bench:
                 await redis.unlink(*batch)
         finally:
             await redis.aclose()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.keep:
+            print(f"kept {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class ServiceProcess:
@@ -194,6 +198,30 @@ class ServiceProcess:
             if line.startswith(name) and (line[len(name)] in " {"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+
+async def start_all(*services: ServiceProcess) -> None:
+    """Start services side by side (their imports and replays overlap), ready when all are."""
+    await asyncio.gather(*(svc.start() for svc in services))
+
+
+async def rate_until(svc: ServiceProcess, metric: str, total: int, ready: float, timeout: float) -> float:
+    """Events/s by a service's counter `metric`, from the first observed increase until it reaches `total`.
+
+    Startup and the first batch are excluded, except in tiny runs where one batch holds everything.
+    """
+    first: tuple[float, float] | None = None
+    while time.monotonic() < ready + timeout:
+        count = await svc.metric(metric)
+        now = time.monotonic()
+        if count and first is None:
+            first = (now, count)
+        if count >= total and first is not None:
+            if first[1] < total and now - first[0] > 0.5:
+                return (count - first[1]) / (now - first[0])
+            return count / (now - ready)
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{svc.service}: {metric} reached {await svc.metric(metric)} of {total} in {timeout}s")
 
 
 async def run_json(*argv: str, timeout: float = 900.0) -> Any:

@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench import e2e, ingest, limits, rollup
+from bench import alerts, e2e, erasure, ingest, intake, limits, rollup
 from bench.events import BATCH
 from bench.harness import KAFKA_LIBS, Bench, python_json
 from bench.report import Row, render, to_json
@@ -83,7 +83,41 @@ async def _e2e(bench: Bench, meta: dict[str, Any]) -> list[Row]:
     ]
 
 
-MEASUREMENTS: dict[str, Measurement] = {"ingest": _ingest, "rollup": _rollup, "e2e": _e2e}
+async def _intake(bench: Bench, meta: dict[str, Any]) -> list[Row]:
+    figures = await intake.measure(bench)
+    size = limits.raw_record_bytes()
+    limit = await _producer_limit(bench, size)
+    meta["intake"] = {"record_bytes": size, "events": figures.events, "producer_performance": limit["runs"]}
+    return [Row("ingest Kafka-native intake: events/s from ingest.raw.v1", "events/s", figures.throughput,
+                "higher", 100_000, limit["events_per_s"].median,
+                f"Kafka ProducerPerformance, {size:,} B records x {BATCH} events")]
+
+
+async def _alerts(bench: Bench, meta: dict[str, Any]) -> list[Row]:
+    figures = await alerts.measure(bench)
+    hop = await _kafka_latency(bench)
+    meta["alerts"] = {"offered_events_per_s": figures.rate, "achieved_events_per_s": figures.achieved.median,
+                      "probes": figures.probes, "kafka_end_to_end_latency": hop}
+    rate = f"{figures.rate:,.0f} events/s offered"
+    return [
+        Row(f"alerts: accepted → webhook delivered, p50 ({rate})", "ms", figures.p50, "lower", None,
+            hop["p50_ms"], "Kafka EndToEndLatency p50 (one hop, acks=all)"),
+        Row(f"alerts: accepted → webhook delivered, p99 ({rate})", "ms", figures.p99, "lower", 5000,
+            hop["p99_ms"], "Kafka EndToEndLatency p99 (one hop, acks=all)"),
+    ]
+
+
+async def _erasure(bench: Bench, meta: dict[str, Any]) -> list[Row]:
+    figures = await erasure.measure(bench)
+    meta["erasure"] = {"stored_events": figures.stored, "events_per_workspace": figures.per_workspace,
+                       "prefill_seconds": round(figures.prefill_seconds, 1), "receipts": figures.receipts}
+    return [Row(f"erasure: one workspace among {figures.stored:,} events → verified receipt", "s", figures.seconds,
+                "lower", 60, figures.limit_seconds.median,
+                "bare ALTER TABLE … DELETE (synchronous) of a same-size workspace, both tables")]
+
+
+MEASUREMENTS: dict[str, Measurement] = {"ingest": _ingest, "intake": _intake, "rollup": _rollup, "e2e": _e2e,
+                                        "alerts": _alerts, "erasure": _erasure}
 
 
 def _versions() -> dict[str, str]:
@@ -140,6 +174,14 @@ def notes(rows: list[Row], meta: dict[str, Any]) -> list[str]:
         m = meta["e2e"]
         lines.append(f"e2e: offered {m['offered_events_per_s']:,.0f} events/s, ingest accepted "
                      f"{m['achieved_events_per_s']:,.0f} events/s; {m['probes']} probes")
+    if "alerts" in meta:
+        m = meta["alerts"]
+        lines.append(f"alerts: offered {m['offered_events_per_s']:,.0f} events/s, ingest accepted "
+                     f"{m['achieved_events_per_s']:,.0f} events/s; {m['probes']} probes")
+    if "erasure" in meta:
+        m = meta["erasure"]
+        lines.append(f"erasure: {m['stored_events']:,} events stored, {m['events_per_workspace']:,} per workspace; "
+                     f"prefill {m['prefill_seconds']} s")
     for name, error in meta["failed"].items():
         lines.append(f"FAILED {name}: {error}")
     return lines

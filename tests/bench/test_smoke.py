@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 NUMBER = re.compile(r"^[\d,]+(\.\d+)?$")
 EXPECTED_ROWS = ("ingest HTTP: accepted events/s", "ingest HTTP: p50 latency", "ingest HTTP: p99 latency",
                  "rollup: events/s", "end to end: accepted → visible in /v1/usage, p50",
-                 "end to end: accepted → visible in /v1/usage, p99")
+                 "end to end: accepted → visible in /v1/usage, p99", "ingest Kafka-native intake: events/s",
+                 "alerts: accepted → webhook delivered, p50", "alerts: accepted → webhook delivered, p99",
+                 "erasure: one workspace among")
 
 
 def _cells(line: str) -> list[str]:

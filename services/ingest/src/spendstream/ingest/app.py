@@ -51,7 +51,7 @@ def create_service(settings: IngestSettings) -> Service:
         publish_timeout=settings.publish_timeout_seconds,
     )
     intake = RawIntake(acceptor=acceptor, keys=keys, workspaces=workspaces, broker=broker, topic_prefix=prefix,
-                       max_record_bytes=settings.max_inflated_bytes)
+                       max_record_bytes=settings.raw_max_record_bytes)
     eraser = Eraser(control=control, keys=keys, keyring=keyring, workspaces=workspaces, redis=redis,
                     redis_prefix=settings.redis_prefix, broker=broker, topic_prefix=prefix)
 

@@ -95,19 +95,19 @@ class Eraser:
         after_record = self._workspaces.get(ws)
         workspace_after = int(after_record is not None and after_record.status != "deleted")
         redis_after = len(await self._redis_keys(ws))
-        names = {t: topic_name(t, self._topic_prefix) for t in (API_KEYS, DATA_KEYS, WORKSPACES)}
+        names = {t.name: topic_name(t, self._topic_prefix) for t in (API_KEYS, DATA_KEYS, WORKSPACES)}
         counts = [
-            StoreCount(store=f"kafka:{names[API_KEYS]}", before=len(keys_before), after=keys_after),
-            StoreCount(store=f"kafka:{names[DATA_KEYS]}", before=datakeys_before, after=datakeys_after),
-            StoreCount(store=f"kafka:{names[WORKSPACES]}", before=workspace_before, after=workspace_after),
+            StoreCount(store=f"kafka:{names[API_KEYS.name]}", before=len(keys_before), after=keys_after),
+            StoreCount(store=f"kafka:{names[DATA_KEYS.name]}", before=datakeys_before, after=datakeys_after),
+            StoreCount(store=f"kafka:{names[WORKSPACES.name]}", before=workspace_before, after=workspace_after),
             StoreCount(store="redis:ingest", before=len(redis_before), after=redis_after),
         ]
         verifications = [
-            Verification(store=f"kafka:{names[API_KEYS]}", query="replayed key records of the workspace",
+            Verification(store=f"kafka:{names[API_KEYS.name]}", query="replayed key records of the workspace",
                          result=keys_after),
-            Verification(store=f"kafka:{names[DATA_KEYS]}", query="replayed data-key set of the workspace",
+            Verification(store=f"kafka:{names[DATA_KEYS.name]}", query="replayed data-key set of the workspace",
                          result=datakeys_after),
-            Verification(store=f"kafka:{names[WORKSPACES]}", query="workspace records not marked deleted",
+            Verification(store=f"kafka:{names[WORKSPACES.name]}", query="workspace records not marked deleted",
                          result=workspace_after),
             Verification(store="redis:ingest", query="SCAN MATCH <prefix>ingest:*{<workspace_id>}*",
                          result=redis_after),
@@ -133,7 +133,8 @@ class Eraser:
         # tenant_pattern matches every service's keys of the workspace; ingest deletes only its own.
         own = f"{self._redis_prefix}ingest:".encode()
         found: list[bytes] = []
-        async for key in self._redis.scan_iter(match=tenant_pattern(self._redis_prefix, workspace_id), count=1000):
+        pattern = tenant_pattern(self._redis_prefix, workspace_id)
+        async for key in self._redis.scan_iter(match=pattern, count=10_000):
             if bytes(key).startswith(own):
                 found.append(bytes(key))
         return found

@@ -17,4 +17,6 @@ class IngestSettings(BaseServiceSettings):
     rate_limit_events_per_second: float = Field(default=50_000, gt=0)
     rate_limit_burst_events: int = Field(default=100_000, ge=500)
     raw_intake_group_id: str = "spendstream-ingest-raw"
+    # A raw-intake record larger than this is rejected unread (the broker's own cap is usually 1 MiB).
+    raw_max_record_bytes: int = Field(default=1024 * 1024, ge=1024)
     default_plan: str = "free"

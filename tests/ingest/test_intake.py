@@ -1,0 +1,78 @@
+"""Kafka-native intake on `ingest.raw.v1`: validated like HTTP, refusals leave content-free rejection records,
+and poison records (bad bytes, bad key, huge, undecodable header) never stop the consumer."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from spendstream.common.records import RejectionRecord
+from spendstream.common.topics import INGEST_RAW, INGEST_REJECTED, USAGE_EVENTS, topic_name
+from spendstream.ingest.app import create_service
+from spendstream.ingest.settings import IngestSettings
+from tests.ingest.topics import read_all
+from tests.support import Isolation, create_workspace, eventually, serving, usage_event
+
+pytestmark = pytest.mark.integration
+
+
+async def test_raw_records_are_forwarded_or_rejected_and_poison_never_stops_the_consumer(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    other = await create_workspace(iso, "other")
+    secret = f"raw-secret-{uuid.uuid4().hex}"
+    key = [("x-api-key", ws["ingest"].encode())]
+    records: list[tuple[bytes, list[tuple[str, bytes]]]] = [
+        (orjson.dumps({"events": [usage_event(), usage_event(prompt=secret)]}), key),        # 0: 1 ok, 1 refused
+        (b"\xff\xfe not json " + secret.encode(), key),                                       # 1: bad bytes
+        (orjson.dumps({"events": [usage_event()]}), [("x-api-key", b"ssk_ingest_forged")]),  # 2: unknown key
+        (orjson.dumps({"events": [usage_event()]}), []),                                     # 3: no key
+        (orjson.dumps({"events": [usage_event()]}), [("x-api-key", b"\xff\xfe\xfd")]),       # 4: non-UTF-8 header
+        (b'{"events": [' + b" " * 300_000 + b"]}", key),                                     # 5: too big
+        (orjson.dumps({"events": [usage_event()]}), [("x-api-key", other["read"].encode())]),  # 6: wrong scope
+        (orjson.dumps({"events": [usage_event() for _ in range(501)]}), key),                # 7: too many events
+        (orjson.dumps({"events": [usage_event(workspace_id=other["workspace_id"])]}), key),  # 8: forged workspace
+        (orjson.dumps({"events": [usage_event(), usage_event()]}), key),                      # 9: all ok
+    ]
+    raw_topic = topic_name(INGEST_RAW, iso.prefix)
+    settings = iso.settings(IngestSettings, raw_max_record_bytes=200_000)
+    async with serving([create_service(settings)]):
+        producer = AIOKafkaProducer(bootstrap_servers=iso.stack.kafka, max_request_size=4 * 1024 * 1024)
+        await producer.start()
+        try:
+            # One partition for all of them, so they are consumed strictly in this order.
+            for value, headers in records:
+                await producer.send_and_wait(raw_topic, value, headers=headers, partition=0)
+        finally:
+            await producer.stop()
+
+        async def rejections() -> list[Any] | None:
+            found = await read_all(iso.stack.kafka, topic_name(INGEST_REJECTED, iso.prefix))
+            return found if len(found) >= 8 else None
+
+        rejected = await eventually(rejections, timeout=20)
+
+        async def envelopes() -> list[Any] | None:
+            found = await read_all(iso.stack.kafka, topic_name(USAGE_EVENTS, iso.prefix))
+            return found if len(found) >= 2 else None
+
+        forwarded = await eventually(envelopes, timeout=20)
+
+    parsed = [RejectionRecord.model_validate_json(r.value) for r in rejected]
+    by_offset = {(p.source_offset, p.index, p.field, p.code, p.workspace_id) for p in parsed}
+    wid = ws["workspace_id"]
+    assert by_offset == {
+        (0, 1, "prompt", "content_field", wid), (1, None, "", "invalid_json", wid),
+        (2, None, "", "unauthorized", None), (3, None, "", "unauthorized", None),
+        (4, None, "", "unauthorized", None), (5, None, "", "payload_too_large", None),
+        (6, None, "", "unauthorized", None), (7, None, "", "too_many_events", wid),
+        (8, 0, "workspace_id", "forbidden_field", wid),
+    }
+    assert all(p.source_topic == raw_topic for p in parsed)
+    assert [orjson.loads(r.value)["event_count"] for r in forwarded] == [1, 2]
+    assert {r.key for r in forwarded} == {wid.encode()}
+    for record in [*rejected, *forwarded]:
+        assert secret.encode() not in record.value

@@ -72,3 +72,14 @@ def kustomize_build(overlay: str) -> list[dict[str, Any]]:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     return load_yaml_documents(done.stdout)
+
+
+def interpolate_compose(value: str) -> str:
+    """Compose's `${VAR:-default}` becomes the default, `${VAR:?error}` a placeholder (the variable is required)."""
+    value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+    return re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "required-value", value)
+
+
+def expand_k8s(value: str, defined: dict[str, str]) -> str:
+    """Kubernetes' `$(VAR)` references to variables defined earlier in the container's environment."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: defined.get(m.group(1), m.group(0)), value)

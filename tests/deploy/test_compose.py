@@ -12,7 +12,15 @@ import pytest
 import yaml
 
 from spendstream.common.settings import BaseServiceSettings
-from tests.deploy.deployables import ROOT, SCHEMAS, SERVICES, Deployable, env_names, readme_variables
+from tests.deploy.deployables import (
+    ROOT,
+    SCHEMAS,
+    SERVICES,
+    Deployable,
+    env_names,
+    interpolate_compose,
+    readme_variables,
+)
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +130,17 @@ def test_every_image_has_a_pinned_tag(compose: dict[str, Any]) -> None:
         image = spec["image"]
         tag = image.rsplit(":", 1)[1] if ":" in image else ""
         assert tag and tag != "latest", f"{name}: {image}"
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_each_service_accepts_the_configuration_compose_gives_it(
+        compose: dict[str, Any], service: Deployable, monkeypatch: pytest.MonkeyPatch) -> None:
+    given = compose["services"][service.name]["environment"]
+    env = {name: interpolate_compose(str(value)) for name, value in given.items()}
+    for name in env_names(service.settings):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = service.settings()
+    assert settings.http_port == service.port and settings.http_host == "0.0.0.0"
+    assert settings.kafka_bootstrap_servers == "kafka:9092"

@@ -20,6 +20,7 @@ from tests.deploy.deployables import (
     SERVICES,
     Deployable,
     env_names,
+    expand_k8s,
     kustomize_build,
     load_yaml_documents,
 )
@@ -258,3 +259,27 @@ def test_the_admin_pod_is_valid_locked_down_and_reaches_only_kafka(rendered: lis
     policy = find(rendered, "NetworkPolicy", pod["metadata"]["labels"]["app.kubernetes.io/name"])
     assert "ingress" not in policy["spec"]
     assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} == {9092}
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_each_service_accepts_the_configuration_its_deployment_gives_it(
+        rendered: list[Obj], service: Deployable, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ConfigMap, then the container's env in order, `$(VAR)` expanded; secrets stand in as placeholders."""
+    (container,) = pod_spec(find(rendered, "Deployment", service.name))["containers"]
+    env: dict[str, str] = dict(find(rendered, "ConfigMap", "spendstream-config")["data"])
+    for var in container["env"]:
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        env[var["name"]] = f"secret-{ref['key']}" if ref else expand_k8s(var["value"], env)
+    if "SPENDSTREAM_KEK" in env:
+        env["SPENDSTREAM_KEK"] = "A" * 43 + "="  # base64 of 32 bytes, as the secret must hold
+    for name in env_names(service.settings):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = service.settings()
+    assert settings.http_port == service.port and settings.http_host == "0.0.0.0"
+    assert "$(" not in settings.redis_url + settings.clickhouse_url
+    if service.name == "rollup":
+        assert settings.clickhouse_url == "http://secret-username:secret-password@" + env["CLICKHOUSE_HOST"] + ":8123"
+    if service.name in ("ingest", "rollup", "alerts"):
+        assert len(settings.kek_bytes()) == 32

@@ -17,7 +17,7 @@ import pytest
 from spendstream.rollup.app import create_service
 from spendstream.rollup.settings import RollupSettings
 from tests.rollup.kafka import lag, publisher
-from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
+from tests.support import Stack, auth, create_workspace, eventually, new_isolation, provision, serving, usage_event
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +38,12 @@ class World:
     b: dict[str, str]
 
 
-@pytest.fixture
-async def world(iso: Isolation) -> AsyncIterator[World]:
-    """Workspace a with usage shaped to trigger each finding once; workspace b with one event of its own."""
+@pytest.fixture(scope="module")
+async def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """Workspace a with usage shaped to trigger each finding once; workspace b with one event of its own.
+    Shared by this module's tests, which only read."""
+    iso = new_isolation(stack, tmp_path_factory.mktemp("rollup-api"))
+    await provision(iso)
     a, b = await create_workspace(iso, "a"), await create_workspace(iso, "b")
     async with publisher(iso) as pub:
         # wrong tier: gpt-4o classifying, 1000 in / 50 out.

@@ -128,7 +128,7 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
     async def forget(budget: BudgetRecord) -> None:
         """A deleted budget's markers and delivery log go with it."""
         found = [k async for k in redis.scan_iter(match=keys.budget_pattern(budget.workspace_id,
-                                                                             budget.budget_id), count=1000)]
+                                                                             budget.budget_id), count=10_000)]
         if found:
             await redis.delete(*found)
 

@@ -52,7 +52,7 @@ class Eraser:
     async def _scan(self, patterns: list[str]) -> list[bytes]:
         found: list[bytes] = []
         for pattern in patterns:
-            async for key in self._redis.scan_iter(match=pattern, count=1000):
+            async for key in self._redis.scan_iter(match=pattern, count=10_000):
                 found.append(key)
         return found
 

@@ -12,8 +12,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from spendstream.common import crypto
 from spendstream.common.connections import clickhouse_client
-from spendstream.common.envelope import seal
+from spendstream.common.envelope import BatchEnvelope, _aad, seal
 from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyRing
@@ -45,6 +46,18 @@ class Publisher:
         env = seal(batch, workspace_id=workspace_id, batch_id=uuid.uuid4().hex, key=key,
                    key_version=key_set.current if key_set else 1, ingested_at=ingested_at or datetime.now(UTC))
         return env.model_dump_json().encode()
+
+    async def invalid_plaintext(self, workspace_id: str, plaintext: bytes) -> bytes:
+        """An envelope that decrypts with the right key to something that is not a valid event batch."""
+        await self.keyring.table.catch_up()
+        key_set = self.keyring.key_set(workspace_id)
+        assert key_set is not None
+        key = await self.keyring.data_key(workspace_id, key_set.current)
+        assert key is not None
+        batch_id = uuid.uuid4().hex
+        sealed = crypto.encrypt(key, plaintext, _aad(workspace_id, batch_id, key_set.current))
+        return BatchEnvelope(workspace_id=workspace_id, batch_id=batch_id, key_version=key_set.current,
+                             ingested_at=datetime.now(UTC), event_count=1, ciphertext=sealed).model_dump_json().encode()
 
     async def batch(self, workspace_id: str, events: list[dict[str, Any]], partition: int = 0,
                     ingested_at: datetime | None = None) -> None:

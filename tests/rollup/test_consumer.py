@@ -88,21 +88,25 @@ async def test_poison_records_are_dead_lettered_without_content_and_the_partitio
         doomed = await pub.envelope(shredded["workspace_id"], [usage_event(model=secret_model)])
         await pub.shred(shredded["workspace_id"])
         await pub.raw(doomed, partition=0, key=shredded["workspace_id"].encode())
+        invalid = await pub.invalid_plaintext(ws["workspace_id"], b'{"events": [{"prompt": "' + secret_model.encode()
+                                              + b'"}]}')
+        await pub.raw(invalid, partition=0, key=ws["workspace_id"].encode())
         await pub.batch(ws["workspace_id"], good, partition=0)  # behind the poison, same partition
     async with serving([_rollup(iso)]) as client:
         await _caught_up(iso)
         body = await _total(client, ws["read"])
     assert body["totals"]["requests"] == 4
-    letters = await dead_letters(iso, expected=3)
-    assert len(letters) == 3
+    letters = await dead_letters(iso, expected=4)
+    assert len(letters) == 4
     parsed = [json.loads(v) for v in letters]
     assert [(d["reason"], d["source_offset"], d["workspace_id"]) for d in parsed] == [
         ("unparsable_envelope", 0, None), ("undecryptable", 1, ws["workspace_id"]),
-        ("no_data_key", 2, shredded["workspace_id"])]
+        ("no_data_key", 2, shredded["workspace_id"]), ("invalid_events", 3, ws["workspace_id"])]
     for letter, raw in zip(parsed, letters, strict=True):
         assert set(letter) == {"consumer", "source_topic", "source_partition", "source_offset", "workspace_id",
                                "reason", "at"}
         assert secret_model.encode() not in raw and b"this is not" not in raw and b"ciphertext" not in raw
+        assert b"prompt" not in raw
 
 
 async def test_late_and_back_dated_events_land_in_their_own_days(iso: Isolation) -> None:

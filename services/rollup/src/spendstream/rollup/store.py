@@ -182,8 +182,10 @@ class Store:
     def days_stored_since(self, since: datetime) -> list[date]:
         """Event days that received rows stored at or after `since` (what reconcile must look at)."""
         result = self._client.query(
-            f"SELECT DISTINCT toDate(ts) FROM {self.db}.usage_events WHERE stored_at >= {{since:DateTime64(3)}}",
-            parameters={"since": since.astimezone(UTC).replace(tzinfo=None)})
+            f"SELECT DISTINCT toDate(ts) FROM {self.db}.usage_events "
+            "WHERE stored_at >= {since:DateTime64(3, 'UTC')}",
+            # A zone-less string read as UTC: portable whatever the server's (or chDB host's) time zone.
+            parameters={"since": since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]})
         return sorted(r[0] for r in result.result_rows)
 
     def drift(self, start: date, end: date) -> list[tuple[Any, ...]]:

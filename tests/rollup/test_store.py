@@ -78,3 +78,4 @@ def test_days_stored_since_names_back_dated_days_for_reconcile(iso: Isolation) -
     old = (datetime.now(UTC) - timedelta(days=90)).replace(microsecond=0)
     store.insert_new(_rows("ws1", 1, timestamp=old.isoformat()))
     assert store.days_stored_since(before) == [old.date()]
+

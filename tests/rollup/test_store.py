@@ -79,3 +79,17 @@ def test_days_stored_since_names_back_dated_days_for_reconcile(iso: Isolation) -
     store.insert_new(_rows("ws1", 1, timestamp=old.isoformat()))
     assert store.days_stored_since(before) == [old.date()]
 
+
+
+def test_the_existence_check_is_per_workspace_and_works_across_chunks(iso: Isolation,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    _, store = _setup(iso)
+    monkeypatch.setattr("spendstream.rollup.store.EXISTS_CHUNK", 3)
+    shared = usage_event(cost_usd=1.0)
+    a = _rows("wsA", 4, cost_usd=1.0)
+    assert store.insert_new(a) == 4
+    # The same event_id in another workspace is a different event; a's rows again are not new.
+    b = event_rows(StoredBatch("wsB", "b", datetime.now(UTC), [UsageEvent.model_validate(
+        {**shared, "event_id": a[0][1]})]), bundled())
+    assert store.insert_new([*a, *b, *_rows("wsA", 2, cost_usd=1.0)]) == 3
+    assert _totals(store, "wsA")["requests"] == 6 and _totals(store, "wsB")["requests"] == 1

@@ -22,6 +22,7 @@ EVENT_COLUMNS = (
     "feature", "route", "task_type", "customer_plan", "customer_id", "environment", "tags",
 )
 GROUPABLE = ("day", *DIMENSIONS)
+EXISTS_CHUNK = 5000
 EXPORT_EVENT_COLUMNS = (
     "event_id", "ts", "ingested_at", "provider", "model", "input_tokens", "output_tokens", "cached_input_tokens",
     "reasoning_tokens", "latency_ms", "cost_usd", "cost_source", "feature", "route", "task_type",
@@ -59,25 +60,28 @@ class Store:
         self._client = client
         self.db = database
 
-    def _existing_ids(self, workspace_id: str, event_ids: list[str]) -> set[str]:
-        result = self._client.query(
-            f"SELECT event_id FROM {self.db}.usage_events WHERE workspace_id = {{ws:String}} "
-            "AND event_id IN {ids:Array(String)}",
-            parameters={"ws": workspace_id, "ids": event_ids})
-        return {row[0] for row in result.result_rows}
+    def _existing(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (workspace_id, event_id) pairs are stored: one query per EXISTS_CHUNK ids, whatever the
+        number of workspaces in the batch (a server takes parameters in the URL, so chunks stay small)."""
+        found: set[tuple[str, str]] = set()
+        for i in range(0, len(pairs), EXISTS_CHUNK):
+            chunk = pairs[i:i + EXISTS_CHUNK]
+            result = self._client.query(
+                f"SELECT workspace_id, event_id FROM {self.db}.usage_events "
+                "WHERE workspace_id IN {ws:Array(String)} AND event_id IN {ids:Array(String)}",
+                parameters={"ws": sorted({w for w, _ in chunk}), "ids": [e for _, e in chunk]})
+            # The IN pair over-selects across workspaces (same id elsewhere); keep exact pairs only.
+            found.update((str(w), str(e)) for w, e in result.result_rows)
+        return found
 
     def insert_new(self, rows: list[tuple[Any, ...]]) -> int:
         """Insert the rows whose (workspace_id, event_id) is not stored yet; returns how many were new."""
-        by_workspace: dict[str, list[tuple[Any, ...]]] = {}
-        for row in rows:
-            by_workspace.setdefault(row[0], []).append(row)
+        seen = self._existing([(r[0], r[1]) for r in rows])
         fresh: list[tuple[Any, ...]] = []
-        for workspace_id, ws_rows in by_workspace.items():
-            seen: set[str] = self._existing_ids(workspace_id, [r[1] for r in ws_rows])
-            for row in ws_rows:
-                if row[1] not in seen:
-                    seen.add(row[1])  # the same id twice in one Kafka batch counts once too
-                    fresh.append(row)
+        for row in rows:
+            if (row[0], row[1]) not in seen:
+                seen.add((row[0], row[1]))  # the same id twice in one Kafka batch counts once too
+                fresh.append(row)
         if fresh:
             # Derived from the rows: a retry of exactly these rows is discarded by ClickHouse, raw and rollup.
             token = hashlib.sha256("\n".join(f"{r[0]}/{r[1]}" for r in fresh).encode()).hexdigest()

@@ -43,8 +43,9 @@ def make_producer(settings: BaseServiceSettings, client_id: str) -> AIOKafkaProd
 
 
 async def provision_topics(settings: BaseServiceSettings, topics: tuple[Topic, ...] = ALL_TOPICS,
-                           replication_factor: int = 1) -> list[str]:
+                           replication_factor: int | None = None) -> list[str]:
     """Create every missing topic with its declared configuration; returns the names it created."""
+    replication_factor = replication_factor or settings.topic_replication_factor
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:

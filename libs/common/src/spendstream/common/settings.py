@@ -22,6 +22,8 @@ class BaseServiceSettings(BaseSettings):
     data_dir: Path = Path(".data")
     # Prepended to every topic and consumer group name: isolates tests and side-by-side installs.
     topic_prefix: str = ""
+    # Replicas per topic at provisioning: 1 for the single local broker, 3 on a production cluster.
+    topic_replication_factor: int = Field(default=1, ge=1, le=7)
     # Prepended to every Redis key this installation writes, for the same reason.
     redis_prefix: str = "ss:"
     # Base64 of 32 bytes. Wraps every workspace data key; never logged. Empty: read or create data_dir/kek.

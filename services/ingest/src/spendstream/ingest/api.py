@@ -47,6 +47,28 @@ class EventsRequest(BaseModel):
     events: list[UsageEvent]
 
 
+def events_request_schema() -> dict[str, Any]:
+    """The request body's JSON schema, self-contained: the handler reads the body itself (gzip, per-event
+    errors), so FastAPI never sees the model and would not register it under components."""
+    schema = EventsRequest.model_json_schema()
+    defs: dict[str, Any] = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    body: dict[str, Any] = inline(schema)
+    body["properties"]["events"].update(minItems=1, maxItems=MAX_EVENTS_PER_BATCH)
+    body["additionalProperties"] = False
+    return body
+
+
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     metrics.REQUESTS.labels(str(status)).inc()
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
@@ -63,7 +85,7 @@ def build_router(settings: IngestSettings, acceptor: BatchAcceptor, workspaces: 
     @router.post(
         "/v1/events", status_code=202, response_model=IngestResponse, responses=errors,
         openapi_extra={"requestBody": {"required": True, "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/EventsRequest"}}}}},
+            "application/json": {"schema": events_request_schema()}}}},
         summary="Send a batch of usage events (metadata only)",
     )
     async def post_events(request: Request, principal: Annotated[Principal, Depends(auth)]) -> JSONResponse:
@@ -100,6 +122,3 @@ def build_router(settings: IngestSettings, acceptor: BatchAcceptor, workspaces: 
 
     return router
 
-
-# Registered so /openapi.json can reference the request schema.
-__all__ = ["EventsRequest", "build_router"]

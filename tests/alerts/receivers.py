@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from typing import Any
 
+import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiosmtpd.controller import Controller
 
 from spendstream.alerts.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from spendstream.common.service import Service, build_http_app
 from spendstream.common.topics import Topic, topic_name
 from tests.support import Isolation, eventually, free_port
 
@@ -139,3 +143,22 @@ async def settled(iso: Isolation, group: str, topic: Topic) -> None:
     finally:
         await admin.close()
         await consumer.stop()
+
+
+@asynccontextmanager
+async def listening(service: Service) -> AsyncIterator[str]:
+    """Serve one service on a real 127.0.0.1 port (alerts reaches rollup over real HTTP)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_http_app([service]), host="127.0.0.1", port=port,
+                                           log_config=None, access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    await eventually(lambda: _true(server.started), timeout=60)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -3,42 +3,22 @@ ClickHouse): spend alerts could not count itself is lifted from rollup, and the 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from spendstream.alerts.app import create_service as create_alerts
-from spendstream.common.service import Service, build_http_app
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.settings import RollupSettings
 from tests.alerts.conftest import alerts_settings, budget_body
-from tests.alerts.receivers import WebhookReceiver
-from tests.support import Isolation, auth, create_workspace, eventually, free_port, serving, usage_event
+from tests.alerts.receivers import WebhookReceiver, listening
+from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
 
 pytestmark = pytest.mark.integration
 TOKEN = "internal-token-for-tests-0123456789"
-
-
-@asynccontextmanager
-async def listening(service: Service) -> AsyncIterator[str]:
-    """Serve one service on a real 127.0.0.1 port (alerts reaches rollup over real HTTP)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_http_app([service]), host="127.0.0.1", port=port,
-                                           log_config=None, access_log=False, lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    await eventually(lambda: _true(server.started), timeout=60)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_a_budget_created_after_the_spend_is_reconciled_from_rollup_and_fires_once(

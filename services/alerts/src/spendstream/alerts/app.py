@@ -44,7 +44,7 @@ from spendstream.common.connections import redis_client
 from spendstream.common.erasure import DeletionCommand
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import make_broker
-from spendstream.common.prices import bundled
+from spendstream.common.prices import load as load_prices
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.common.topics import ALERTS_FIRED, DELETION_COMMANDS, USAGE_EVENTS, topic_name
@@ -74,7 +74,8 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
         wake.set()
 
     book = BudgetBook(settings, broker, on_change=budget_changed)
-    counter = SpendCounter(redis, keys, bundled(), settings.counted_offsets_ttl_days * 24 * 3600)
+    # The same table rollup prices with (a refreshed copy under data_dir first), so both agree on computed costs.
+    counter = SpendCounter(redis, keys, load_prices(settings.data_dir), settings.counted_offsets_ttl_days * 86400)
 
     async def publish(alert: FiredAlert) -> None:
         # Keyed by budget: one budget's alerts stay in order for the delivery consumer.

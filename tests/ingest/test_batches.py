@@ -3,25 +3,36 @@ after it is back, resending the same batch stores every event exactly once."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+from unittest.mock import patch
 
 import pytest
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaTimeoutError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 
+from spendstream.common import crypto
+from spendstream.common.envelope import BatchEnvelope, open_envelope
 from spendstream.common.kafka import make_broker, provision_topics
 from spendstream.common.settings import BaseServiceSettings
+from spendstream.common.tenants import KeyRing
+from spendstream.common.topics import USAGE_EVENTS, topic_name
 from spendstream.ingest.app import create_service as create_ingest
-from spendstream.ingest.limits import month_key
+from spendstream.ingest.batches import BatchAcceptor, PublishFailed
+from spendstream.ingest.dedupe import Deduplicator
+from spendstream.ingest.limits import Limiter, month_key
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import ControlPlane
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.settings import RollupSettings
 from tests.support import Isolation, PrivateKafka, auth, eventually, serving, usage_event
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-
+@pytest.mark.integration
+@pytest.mark.slow
 async def test_broker_down_gives_503_counts_nothing_and_a_resend_after_restart_stores_each_event_once(
         iso: Isolation, private_kafka: PrivateKafka) -> None:
     base = iso.settings(BaseServiceSettings, kafka_bootstrap_servers=private_kafka.bootstrap)
@@ -73,3 +84,68 @@ async def test_broker_down_gives_503_counts_nothing_and_a_resend_after_restart_s
     # The failed publish may still have reached the broker late; rollup's (workspace, event_id) dedupe makes
     # that copy and the resent one a single stored event each.
     assert (totals["requests"], totals["cost_usd"]) == (2, "3.750000000")
+
+
+class _Keys:
+    """A key ring holding one workspace's freshly made data key (the in-memory tier has no compacted topics)."""
+
+    def __init__(self, workspace_id: str) -> None:
+        self.kek = os.urandom(32)
+        self.set = crypto.new_key_set(workspace_id, self.kek, "test")
+
+    def key_set(self, workspace_id: str) -> crypto.WrappedKeySet | None:
+        return self.set if workspace_id == self.set.workspace_id else None
+
+    async def data_key(self, workspace_id: str, version: int) -> bytes | None:
+        return crypto.unwrap(self.set, version, self.kek)
+
+
+def _acceptor(broker: KafkaBroker, redis: aioredis.Redis, prefix: str, keys: _Keys) -> BatchAcceptor:
+    return BatchAcceptor(broker=broker, keyring=cast(KeyRing, keys), dedupe=Deduplicator(redis, prefix, 3600),
+                         limiter=Limiter(redis, prefix, 1000, 1000), topic_prefix=prefix,
+                         max_age=timedelta(days=30), publish_timeout=5)
+
+
+async def test_in_memory_accepted_batch_is_one_envelope_and_its_ids_are_marked_after_the_ack(
+        iso: Isolation) -> None:
+    broker = KafkaBroker()
+    envelopes: list[bytes] = []
+
+    @broker.subscriber(topic_name(USAGE_EVENTS, iso.prefix), ack_policy=AckPolicy.ACK)
+    async def sink(msg: KafkaMessage) -> None:
+        envelopes.append(msg.body)
+
+    redis = aioredis.Redis.from_url(iso.stack.redis)
+    keys = _Keys("ws_mem")
+    try:
+        async with TestKafkaBroker(broker):
+            acceptor = _acceptor(broker, redis, iso.prefix, keys)
+            events = [usage_event(), usage_event(), usage_event(prompt="x")]
+            result = await acceptor.accept("ws_mem", events, "http", quota=10)
+            again = await acceptor.accept("ws_mem", events[:2], "http", quota=10)
+        assert (result.accepted, result.duplicates, [r.code for r in result.rejected]) == (2, 0, ["content_field"])
+        assert (again.accepted, again.duplicates) == (0, 2)
+        (raw,) = envelopes
+        envelope = BatchEnvelope.model_validate_json(raw)
+        batch = open_envelope(envelope, await keys.data_key("ws_mem", 1) or b"")
+        assert [e.event_id for e in batch.events] == [events[0]["event_id"], events[1]["event_id"]]
+    finally:
+        await redis.aclose()
+
+
+async def test_in_memory_failed_publish_marks_nothing_and_gives_the_quota_back(iso: Isolation) -> None:
+    broker = KafkaBroker()
+    redis = aioredis.Redis.from_url(iso.stack.redis)
+    try:
+        async with TestKafkaBroker(broker):
+            acceptor = _acceptor(broker, redis, iso.prefix, _Keys("ws_mem"))
+            events = [usage_event(), usage_event()]
+            with patch.object(broker, "publish", side_effect=KafkaTimeoutError()), pytest.raises(PublishFailed):
+                await acceptor.accept("ws_mem", events, "http", quota=10)
+            quota = f"{iso.prefix}ingest:quota:{{ws_mem}}:{month_key(datetime.now(UTC))}"
+            assert int(await redis.get(quota) or 0) == 0
+            retried = await acceptor.accept("ws_mem", events, "http", quota=10)
+        assert (retried.accepted, retried.duplicates) == (2, 0)
+        assert int(await redis.get(quota) or 0) == 2
+    finally:
+        await redis.aclose()

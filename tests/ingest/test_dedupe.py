@@ -1,0 +1,36 @@
+"""Idempotency keys (spendstream.ingest.dedupe): seen only once marked, kept for the window, per workspace,
+and a Redis outage degrades to "nothing seen" (rollup's dedupe then absorbs repeats) instead of failing."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+
+from spendstream.ingest.dedupe import Deduplicator
+from tests.support import Isolation, free_port
+
+pytestmark = pytest.mark.integration
+
+
+async def test_ids_are_seen_only_after_marking_for_the_window_and_per_workspace(iso: Isolation) -> None:
+    redis = aioredis.Redis.from_url(iso.stack.redis)
+    dedupe = Deduplicator(redis, iso.prefix, 3600)
+    try:
+        assert await dedupe.seen("ws_a", ["e1", "e2"]) == set()
+        await dedupe.mark("ws_a", ["e1"])
+        assert await dedupe.seen("ws_a", ["e1", "e2"]) == {"e1"}
+        assert await dedupe.seen("ws_b", ["e1"]) == set()
+        ttl = await redis.ttl(f"{iso.prefix}ingest:seen:{{ws_a}}:e1")
+        assert 3500 < ttl <= 3600
+    finally:
+        await redis.aclose()
+
+
+async def test_unreachable_redis_means_nothing_seen_and_marking_does_not_raise() -> None:
+    redis = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    dedupe = Deduplicator(redis, "x:", 3600)
+    try:
+        assert await dedupe.seen("ws_a", ["e1"]) == set()
+        await dedupe.mark("ws_a", ["e1"])
+    finally:
+        await redis.aclose()

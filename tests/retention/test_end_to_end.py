@@ -69,7 +69,7 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
         assert await _redis_keys(iso, a)  # ingest's dedupe ids and alerts' counters exist before
         kept_figures = figures(iso, b)
         kept_usage = (await p.client.get("/v1/usage", headers=auth(kept["read"]))).json()
-        kept_redis = sorted(await _redis_keys(iso, b))
+        kept_redis = await _redis_keys(iso, b)
 
         asked = await p.client.post("/v1/deletions", json={"request_id": "erase-gone"}, headers=auth(gone["admin"]))
         assert asked.status_code == 202, asked.text
@@ -88,7 +88,8 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
         assert figures(iso, b) == kept_figures
         assert kept_figures["raw"] == [("c1", "3", "3.39", "3000", "600"), ("c9", "2", "2.26", "2000", "400")]
         assert (await p.client.get("/v1/usage", headers=auth(kept["read"]))).json() == kept_usage
-        assert sorted(await _redis_keys(iso, b)) == kept_redis
+        # (alerts may add keys of its own meanwhile; none of the other workspace's may go)
+        assert set(kept_redis) <= set(await _redis_keys(iso, b))
 
         # The receipt: on the audit topic, the same as the request's, no personal data, every owner verified.
         receipts = _latest(await replay(iso, AUDIT))

@@ -185,6 +185,13 @@ async def test_customer_erasure_removes_that_customer_only_and_the_rest_stays_ex
         status = await p.client.get(f"/v1/deletions/{request_id}", headers=auth(ws["admin"]))
         assert status.status_code == 200 and status.json()["state"] == "verified"
         assert "cust-a" not in status.text and status.json()["customer_hash"].startswith("hmac-sha256:")
+        # Asking again with the same id: nothing runs again, the answer carries the same receipt.
+        commands = len(await replay(iso, DELETION_COMMANDS))
+        repeated = await p.client.post("/v1/deletions", json={"customer_id": "cust-a", "request_id": request_id},
+                                       headers=auth(ws["admin"]))
+        assert repeated.status_code == 200 and repeated.json() == status.json()
+        assert repeated.json()["receipt"]["status"] == "verified"
+        assert len(await replay(iso, DELETION_COMMANDS)) == commands
         usage = (await p.client.get("/v1/usage", params={"group_by": "customer_id,feature"},
                                     headers=auth(ws["read"]))).json()
 

@@ -8,10 +8,13 @@ from typing import Any
 import pytest
 
 from spendstream.common.connections import clickhouse_client
+from spendstream.common.erasure import DeletionCommand, ErasureScope
+from spendstream.common.kafka import make_broker
+from spendstream.common.tenants import KeyRing
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.rollup.app import create_service as create_rollup
-from spendstream.rollup.erasure import Sweeper
+from spendstream.rollup.erasure import RollupErasure, Sweeper
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
 from tests.retention.pipeline import figures, raw_count, reports, rows_of_table_with, send_command, shred
@@ -131,3 +134,27 @@ def test_sweeper_drops_what_the_ttl_has_not_yet_removed_by_the_injected_clock(is
     assert {c.store: c.before for c in sweeper.sweep(later)}["clickhouse:usage_events"] == 1
     assert all(c.before == 0 for c in sweeper.sweep(later))
     assert raw_count(iso, "usage_events", "1", {}) == 0
+
+
+async def test_workspace_erasure_waits_for_the_shredded_key_and_reports_failed_without_it(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    settings = iso.settings(RollupSettings)
+    client = clickhouse_client(iso.stack.clickhouse)
+    migrate(client, iso.database, 12)
+    keyring = KeyRing(settings)
+    broker = make_broker(settings, "tests")
+    await keyring.table.start()
+    await broker.connect()
+    try:
+        erasure = RollupErasure(client=client, settings=settings, keyring=keyring, broker=broker, wait_seconds=0.5)
+        command = DeletionCommand(request_id="early", issued_at=datetime.now(UTC),
+                                  scope=ErasureScope(workspace_id=ws["workspace_id"]))
+        # The data key still exists: rows deleted now could be stored again from Kafka, so nothing is done.
+        report = await erasure.erase(command)
+        assert (report.status, report.reason, report.counts) == ("failed", "data_key_not_shredded", [])
+        await shred(iso, ws["workspace_id"])
+        report = await erasure.erase(command)
+        assert report.status == "done" and all(c.before == 0 == c.after for c in report.counts)
+    finally:
+        await broker.stop()
+        await keyring.table.stop()

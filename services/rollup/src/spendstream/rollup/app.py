@@ -69,7 +69,8 @@ def create_service(settings: RollupSettings) -> Service:
         await writer.handle(msg.raw_message)
         await metrics.observe_lag(msg.consumer)
 
-    erasure = RollupErasure(client=writer_client, settings=settings, keyring=keyring, broker=broker)
+    erasure = RollupErasure(client=writer_client, settings=settings, keyring=keyring, broker=broker,
+                            writer_lock=writer.lock)
 
     @broker.subscriber(
         topic_name(DELETION_COMMANDS, settings.topic_prefix),

@@ -46,6 +46,11 @@ class BatchWriter:
         # (raw part stored, view part not yet), which would look like drift and be "corrected" twice.
         self._lock = asyncio.Lock()
 
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held around every ClickHouse write of this process; erasure takes it too (see erasure.py)."""
+        return self._lock
+
     async def handle(self, records: Sequence[Any]) -> None:
         """Store one Kafka batch (aiokafka ConsumerRecords). Returns only when it is durably stored."""
         metrics.BATCH_RECORDS.observe(len(records))

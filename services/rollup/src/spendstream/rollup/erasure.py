@@ -119,7 +119,8 @@ class RollupErasure:
     """Answers deletion commands for rollup's ClickHouse data and sweeps rows past their retention."""
 
     def __init__(self, *, client: Client, settings: RollupSettings, keyring: KeyRing, broker: KafkaBroker,
-                 wait_seconds: float = 60.0, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 writer_lock: asyncio.Lock | None = None, wait_seconds: float = 60.0,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.clickhouse = ClickHouseEraser(client, settings.clickhouse_database)
         self.sweeper = Sweeper(client, settings.clickhouse_database)
         self._settings = settings
@@ -131,10 +132,13 @@ class RollupErasure:
         self._usage_topic = topic_name(USAGE_EVENTS, settings.topic_prefix)
         self._usage_group = f"{settings.topic_prefix}{settings.group_id}"
         self._lock = asyncio.Lock()
+        # The consumer's writes and the reconciler hold this lock: without it, a reconcile pass that read the
+        # raw table before our delete could write its correction into the rollup after it.
+        self._writer_lock = writer_lock or asyncio.Lock()
         self._sweeping: asyncio.Task[None] | None = None
 
     def start(self, sweep_every: timedelta = timedelta(hours=1)) -> None:
-        self._sweeping = asyncio.create_task(sweep_forever(self.sweeper, sweep_every, self._now),
+        self._sweeping = asyncio.create_task(sweep_forever(self.sweeper, sweep_every, self._now, self._writer_lock),
                                              name="rollup:sweeper")
 
     async def stop(self) -> None:
@@ -169,7 +173,9 @@ class RollupErasure:
                 return DeletionReport(request_id=command.request_id, owner="rollup", scope=command.scope,
                                       status="failed", counts=[], verifications=[], reason=exc.reason,
                                       finished_at=self._now())
-            counts, checks = await asyncio.to_thread(self.clickhouse.erase, command.scope)
+            # Not held while waiting above: the consumer must keep storing (and committing) to drain.
+            async with self._writer_lock:
+                counts, checks = await asyncio.to_thread(self.clickhouse.erase, command.scope)
             document = {"status": "done", "counts": [c.model_dump() for c in counts],
                         "verifications": [v.model_dump() for v in checks], "reason": None,
                         "finished_at": self._now().isoformat()}
@@ -264,11 +270,13 @@ class Sweeper:
         return counts
 
 
-async def sweep_forever(sweeper: Sweeper, interval: timedelta, now: Callable[[], datetime]) -> None:
+async def sweep_forever(sweeper: Sweeper, interval: timedelta, now: Callable[[], datetime],
+                        lock: asyncio.Lock) -> None:
     """Sweep once per interval (the first right away, so a restarted service catches up at once)."""
     while True:
         try:
-            counts = await asyncio.to_thread(sweeper.sweep, now())
+            async with lock:
+                counts = await asyncio.to_thread(sweeper.sweep, now())
         except Exception as exc:  # chDB/clickhouse-connect raise many types; the next round retries
             log.warning("retention sweep failed", extra={"error": type(exc).__name__})
             counts = []

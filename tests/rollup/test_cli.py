@@ -35,3 +35,12 @@ def test_prices_refresh_refuses_a_truncated_table_and_keeps_the_old_one(tmp_path
     garbage.write_text("<html>not json</html>")
     assert main(["prices", "refresh", "--from", str(garbage), "--to", str(target)]) == 2
     assert target.read_text() == "old"
+
+
+def test_export_that_cannot_reach_the_server_fails_and_leaves_no_file(tmp_path: Path) -> None:
+    from tests.support import free_port
+
+    out = tmp_path / "export.csv"
+    assert main(["export", "--format", "csv", "-o", str(out), "--key", "k", "--quiet",
+                 "--url", f"http://127.0.0.1:{free_port()}"]) == 2
+    assert list(tmp_path.iterdir()) == []

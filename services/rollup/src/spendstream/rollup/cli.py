@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,9 @@ def export_data(args: argparse.Namespace) -> int:
         partial.unlink(missing_ok=True)
         print(f"spendstream: export refused: HTTP {exc.code}", file=sys.stderr)
         return 2
+    except BaseException:
+        partial.unlink(missing_ok=True)  # unreachable server, broken stream, Ctrl-C: leave no half file
+        raise
     # Renamed only once complete: an interrupted export never looks like a finished one.
     partial.replace(target)
     return 0

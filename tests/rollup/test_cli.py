@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from spendstream.cli.__main__ import main
+from tests.support import free_port
 
 
 def test_prices_refresh_installs_a_valid_table_where_rollup_reads_it_first(tmp_path: Path,
@@ -38,8 +39,6 @@ def test_prices_refresh_refuses_a_truncated_table_and_keeps_the_old_one(tmp_path
 
 
 def test_export_that_cannot_reach_the_server_fails_and_leaves_no_file(tmp_path: Path) -> None:
-    from tests.support import free_port
-
     out = tmp_path / "export.csv"
     assert main(["export", "--format", "csv", "-o", str(out), "--key", "k", "--quiet",
                  "--url", f"http://127.0.0.1:{free_port()}"]) == 2

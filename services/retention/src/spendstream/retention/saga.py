@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from faststream.kafka import KafkaBroker
 
 from spendstream.common.erasure import OWNERS, DeletionCommand, DeletionReport
 from spendstream.common.kafka import CompactedTable
 from spendstream.common.topics import AUDIT, DELETION_COMMANDS, DELETION_REQUESTS, topic_name
+from spendstream.retention import metrics
 from spendstream.retention.clock import Clock
 from spendstream.retention.receipts import Receipt, owner_receipt, residue, subject_hash
 from spendstream.retention.requests import DeletionRequest
@@ -163,6 +163,7 @@ class Coordinator:
                                   issued_at=request.commanded_at or self._clock.now())
         await self._broker.publish(command.model_dump_json().encode(), self._commands_topic,
                                    key=request.request_id.encode())
+        metrics.COMMANDS.inc()
         log.info("deletion command sent", extra={"request_id": request.request_id,
                                                  "workspace_id": request.workspace_id})
 
@@ -181,6 +182,7 @@ class Coordinator:
                 return  # the first complete report stands; a repeat after a re-sent command changes nothing
             reports = {**request.reports, report.owner: report}
             request = await self._write(request.model_copy(update={"reports": reports}))
+            metrics.REPORTS.labels(report.owner, report.status).inc()
             await self._conclude_if_complete(request)
 
     async def _conclude_if_complete(self, request: DeletionRequest) -> None:
@@ -232,6 +234,8 @@ class Coordinator:
         # The final record forgets the raw customer id and the owners' raw reports (which name it).
         await self._write(request.model_copy(update={
             "state": receipt.status, "reason": reason, "receipt": receipt, "customer_id": None, "reports": {}}))
+        metrics.FINISHED.labels(receipt.subject, receipt.status).inc()
+        metrics.SECONDS_TO_FINISH.observe(max(0.0, (self._clock.now() - request.requested_at).total_seconds()))
         log.info("deletion finished", extra={"request_id": request.request_id, "status": receipt.status,
                                              "reason": reason})
 
@@ -243,9 +247,3 @@ class Coordinator:
                                    key=stored.request_id.encode())
         self._state[stored.request_id] = stored
         return stored
-
-    def summary(self) -> dict[str, Any]:
-        counts: dict[str, int] = {}
-        for request in self._state.values():
-            counts[request.state] = counts.get(request.state, 0) + 1
-        return counts

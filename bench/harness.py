@@ -220,7 +220,7 @@ async def rate_until(svc: ServiceProcess, metric: str, total: int, ready: float,
             if first[1] < total and now - first[0] > 0.5:
                 return (count - first[1]) / (now - first[0])
             return count / (now - ready)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # /metrics costs the service CPU too: poll gently
     raise RuntimeError(f"{svc.service}: {metric} reached {await svc.metric(metric)} of {total} in {timeout}s")
 
 

@@ -29,7 +29,7 @@ class IntakeFigures:
 
 
 def _sizes(smoke: bool) -> dict[str, int]:
-    return {"reps": 1, "events": 5_000} if smoke else {"reps": 3, "events": 200_000}
+    return {"reps": 1, "events": 5_000} if smoke else {"reps": 3, "events": 100_000}
 
 
 async def measure(bench: Bench) -> IntakeFigures:

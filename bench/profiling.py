@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from bench.harness import Bench
 
 T = TypeVar("T")
+OUR_PACKAGES = frozenset({"common", "ingest", "rollup", "alerts", "retention", "cli"})
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
 
@@ -46,20 +47,27 @@ async def profile_during(pid: int, name: str, work: Awaitable[T], bench: Bench, 
     return result
 
 
-def _short(frame: str) -> str:
+def _parse(frame: str) -> tuple[str, str, bool]:
+    """(function, short path, is ours) of one py-spy frame `func (path:line)`."""
     match = _FRAME.match(frame.strip())
     if not match:
-        return frame.strip()
-    path = match["file"]
-    for marker in ("site-packages/", "/src/", "/lib/python3.11/"):
+        return frame.strip(), "?", False
+    path = match["file"]  # py-spy already shortens paths to the package: `common/guard.py`, `redis/client.py`
+    for marker in ("site-packages/", "/src/spendstream/", "/lib/python3.11/"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break
-    return f"{match['func']} ({path})"
+    return match["func"], path, path.split("/", 1)[0] in OUR_PACKAGES
+
+
+def _package(path: str) -> str:
+    head = path.split("/", 1)[0].removesuffix(".py")
+    return head if "/" in path else path.removesuffix(".py")
 
 
 def summarize(collapsed: str, top: int = 25) -> str:
-    """Self time per function and inclusive time per function, as shares of all samples."""
+    """Self time by package and by function, and inclusive time of our own functions, as shares of samples."""
+    by_package: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -68,15 +76,19 @@ def summarize(collapsed: str, top: int = 25) -> str:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_short(f) for f in stack.split(";")]
+        frames = [_parse(f) for f in stack.split(";")]
         total += count
-        self_time[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
+        func, path, ours = frames[-1]
+        self_time[f"{func} ({path})"] += count
+        by_package[("spendstream." if ours else "") + _package(path)] += count
+        for name in {f"{f} ({p})" for f, p, o in frames if o}:
+            inclusive[name] += count
     if not total:
         return "no samples\n"
-    lines = [f"{total} samples", "", "self time (top of stack):"]
+    lines = [f"{total} samples", "", "self time by package:"]
+    lines += [f"  {100 * n / total:5.1f}%  {p}" for p, n in by_package.most_common(top)]
+    lines += ["", "self time by function:"]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in self_time.most_common(top)]
-    lines += ["", "inclusive time:"]
-    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top * 2)]
+    lines += ["", "inclusive time of spendstream functions:"]
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
     return "\n".join(lines) + "\n"

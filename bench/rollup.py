@@ -36,7 +36,7 @@ class RollupFigures:
 
 
 def _sizes(smoke: bool) -> dict[str, int]:
-    return {"reps": 1, "events": 5_000} if smoke else {"reps": 3, "events": 600_000}
+    return {"reps": 1, "events": 5_000} if smoke else {"reps": 3, "events": 200_000}
 
 
 async def prefill(bench: Bench, ns: Namespace, events: int) -> None:

@@ -3,7 +3,11 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: up test install stack stop lint typecheck pytest bench bench-smoke clean
+# The long mode: the chaos suite three times in a row (each run is a fresh pipeline), then everything else.
+test-long: install stack
+	CHAOS_ROUNDS=3 uv run --frozen pytest $(PYTEST_ARGS)
+
+.PHONY: up test test-long install stack stop lint typecheck pytest bench bench-smoke clean
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv

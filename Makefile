@@ -3,10 +3,6 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-# The long mode: the chaos suite three times in a row (each run is a fresh pipeline), then everything else.
-test-long: install stack
-	CHAOS_ROUNDS=3 uv run --frozen pytest $(PYTEST_ARGS)
-
 .PHONY: up test test-long install stack stop lint typecheck pytest bench bench-smoke clean
 
 install:
@@ -37,6 +33,10 @@ test: install stack
 	uv run --frozen ruff check .
 	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests bench
 	uv run --frozen pytest $(PYTEST_ARGS)
+
+# The long mode: the chaos suite three times in a row (each run is a fresh pipeline), then everything else.
+test-long: install stack
+	CHAOS_ROUNDS=3 uv run --frozen pytest $(PYTEST_ARGS)
 
 bench: install stack
 	uv run --frozen python -m bench

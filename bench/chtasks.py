@@ -21,7 +21,7 @@ import orjson
 from bench.events import BATCH, BodyTemplate
 from spendstream.common.connections import clickhouse_client
 from spendstream.common.events import validate_events
-from spendstream.rollup.prices import bundled
+from spendstream.common.prices import bundled
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.store import EVENT_COLUMNS, StoredBatch, event_rows
 

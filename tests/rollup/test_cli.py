@@ -16,7 +16,7 @@ from tests.support import free_port
 def test_prices_refresh_installs_a_valid_table_where_rollup_reads_it_first(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     source = tmp_path / "new.json"
-    with resources.as_file(resources.files("spendstream.rollup").joinpath("data",
+    with resources.as_file(resources.files("spendstream.common").joinpath("data",
                                                                           "litellm_model_prices.json")) as shipped:
         shutil.copyfile(shipped, source)
     monkeypatch.setenv("SPENDSTREAM_DATA_DIR", str(tmp_path / "data"))

@@ -14,11 +14,11 @@ import pytest
 from spendstream.common.connections import clickhouse_client
 from spendstream.common.events import UsageEvent
 from spendstream.common.kafka import make_broker
+from spendstream.common.prices import bundled
 from spendstream.common.tenants import KeyRing
 from spendstream.rollup import metrics
 from spendstream.rollup.app import create_service
 from spendstream.rollup.consumer import BatchWriter
-from spendstream.rollup.prices import bundled
 from spendstream.rollup.schema import DIMENSIONS, MEASURES, migrate
 from spendstream.rollup.settings import RollupSettings
 from spendstream.rollup.store import Store, StoredBatch, event_rows

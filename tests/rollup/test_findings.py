@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from spendstream.common.prices import bundled
 from spendstream.rollup import findings
-from spendstream.rollup.prices import bundled
 
 
 def _row(**fields: Any) -> dict[str, Any]:

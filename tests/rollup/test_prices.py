@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from spendstream.common.events import UsageEvent
-from spendstream.rollup.prices import PriceTable, bundled, load, local_path
+from spendstream.common.prices import PriceTable, bundled, load, local_path
 
 # (provider, model as sent, input, cached, output, reasoning, expected USD, the hand computation)
 CASES = [

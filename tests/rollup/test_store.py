@@ -11,7 +11,7 @@ from clickhouse_connect.driver.client import Client
 
 from spendstream.common.connections import clickhouse_client
 from spendstream.common.events import UsageEvent
-from spendstream.rollup.prices import bundled
+from spendstream.common.prices import bundled
 from spendstream.rollup.schema import DIMENSIONS, MEASURES, migrate
 from spendstream.rollup.store import EVENT_COLUMNS, Store, StoredBatch, event_rows
 from tests.support import Isolation, usage_event

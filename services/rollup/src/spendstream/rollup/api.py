@@ -16,9 +16,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from spendstream.common.prices import PriceTable
 from spendstream.common.tenants import Principal
 from spendstream.rollup import export, findings
-from spendstream.rollup.prices import PriceTable
 from spendstream.rollup.schema import DIMENSIONS, MEASURES
 from spendstream.rollup.store import GROUPABLE, Store
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 
+from spendstream.common import prices as price_tables
 from spendstream.common.connections import clickhouse_client
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import make_broker
@@ -25,7 +26,6 @@ from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.common.topics import DELETION_COMMANDS, USAGE_EVENTS, topic_name
 from spendstream.rollup import metrics
-from spendstream.rollup import prices as price_tables
 from spendstream.rollup.api import build_router
 from spendstream.rollup.consumer import BatchWriter
 from spendstream.rollup.erasure import RollupErasure

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from spendstream.rollup.prices import PriceTable, local_path
+from spendstream.common.prices import PriceTable, local_path
 from spendstream.rollup.settings import RollupSettings
 
 MAX_PRICE_TABLE_BYTES = 64 * 1024 * 1024

@@ -23,11 +23,11 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 
 from spendstream.common.envelope import UnreadableRecord, read_record
+from spendstream.common.prices import PriceTable
 from spendstream.common.records import DeadLetter
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import ROLLUP_DEAD_LETTERS, topic_name
 from spendstream.rollup import metrics
-from spendstream.rollup.prices import PriceTable
 from spendstream.rollup.store import Store, StoredBatch, event_rows
 
 log = logging.getLogger(__name__)

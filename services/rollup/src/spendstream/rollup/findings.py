@@ -39,7 +39,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from spendstream.rollup.prices import Price, PriceTable
+from spendstream.common.prices import Price, PriceTable
 from spendstream.rollup.store import Store
 
 WINDOW_DAYS = 30

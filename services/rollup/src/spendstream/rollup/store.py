@@ -13,7 +13,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from spendstream.common.events import UsageEvent
-from spendstream.rollup.prices import PriceTable
+from spendstream.common.prices import PriceTable
 from spendstream.rollup.schema import DIMENSIONS, MEASURES
 
 EVENT_COLUMNS = (

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from spendstream.ingest.app import create_service
 from spendstream.ingest.settings import IngestSettings
-from tests.support import Isolation, Stack, create_workspace, new_isolation, provision, serving
+from tests.support import Isolation, Stack, create_workspace, free_port, new_isolation, provision, serving
 
 
 @dataclass(frozen=True)
@@ -30,3 +33,27 @@ async def running(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
     workspace = await create_workspace(iso)
     async with serving([create_service(iso.settings(IngestSettings))]) as client:
         yield Running(iso, client, workspace)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server only this test uses: it can be killed, and a SCAN over it sees only this test's keys."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert proc.poll() is None, "redis-server exited"
+                time.sleep(0.05)
+    finally:
+        client.close()
+    yield url, proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()

@@ -33,7 +33,7 @@ async def test_issued_key_works_is_listed_without_secret_and_revocation_reaches_
             r = await two.post("/v1/events", json={"events": [usage_event()]}, headers=auth(key))
             return r.status_code == 202
 
-        await eventually(accepted_by_two, timeout=10)
+        await eventually(accepted_by_two, timeout=15)
         listing = await one.get("/v1/admin/keys", headers=auth(ws["admin"]))
         assert listing.status_code == 200
         assert key_id in {k["key_id"] for k in listing.json()}
@@ -46,7 +46,7 @@ async def test_issued_key_works_is_listed_without_secret_and_revocation_reaches_
             r = await two.post("/v1/events", json={"events": [usage_event()]}, headers=auth(key))
             return r.status_code == 401
 
-        await eventually(refused_by_two, timeout=10)
+        await eventually(refused_by_two, timeout=15)
         assert (await one.post("/v1/events", json={"events": [usage_event()]}, headers=auth(key))).status_code == 401
         # The workspace's other keys are untouched.
         ok = await two.post("/v1/events", json={"events": [usage_event()]}, headers=auth(ws["ingest"]))
@@ -112,5 +112,5 @@ async def test_keys_of_a_deleted_workspace_are_401(iso: Isolation) -> None:
             r = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(ws["ingest"]))
             return r.status_code == 401
 
-        await eventually(refused, timeout=10)
+        await eventually(refused, timeout=15)
         assert (await client.get("/v1/admin/keys", headers=auth(ws["admin"]))).status_code == 401

@@ -41,11 +41,11 @@ async def _reports(iso: Isolation, count: int) -> list[DeletionReport]:
         reports = [DeletionReport.model_validate_json(r.value) for r in records]
         return reports if len(reports) >= count else None
 
-    return await eventually(found, timeout=20)
+    return await eventually(found, timeout=60)
 
 
 async def _ingest_keys(redis: aioredis.Redis, iso: Isolation, workspace_id: str) -> list[bytes]:
-    return [k async for k in redis.scan_iter(match=f"{iso.prefix}ingest:*{{{workspace_id}}}*", count=10_000)]
+    return [k async for k in redis.scan_iter(match=f"{iso.prefix}ingest:*{{{workspace_id}}}*", count=1000)]
 
 
 def _counts(report: DeletionReport) -> dict[str, tuple[int, int]]:
@@ -53,15 +53,18 @@ def _counts(report: DeletionReport) -> dict[str, tuple[int, int]]:
             for c in report.counts}
 
 
-async def test_workspace_erasure_deletes_keys_data_key_and_redis_state_then_reports(iso: Isolation) -> None:
+async def test_workspace_erasure_deletes_keys_data_key_and_redis_state_then_reports(
+        iso: Isolation, own_redis: tuple[str, Any]) -> None:
     ws, other = await create_workspace(iso), await create_workspace(iso, "other")
     wid = ws["workspace_id"]
-    redis = aioredis.Redis.from_url(iso.stack.redis)
+    # A Redis of the test's own: the shared one holds every other test's keys, which a SCAN would wade through.
+    redis = aioredis.Redis.from_url(own_redis[0])
     foreign = f"{iso.prefix}alerts:fired:{{{wid}}}:x"  # another owner's key: not ingest's to delete
     try:
         await redis.set(foreign, b"1")
         # A slow bucket keeps its Redis key for minutes (a full bucket expires: it equals no bucket).
-        settings = iso.settings(IngestSettings, rate_limit_events_per_second=1, rate_limit_burst_events=500)
+        settings = iso.settings(IngestSettings, rate_limit_events_per_second=1, rate_limit_burst_events=500,
+                                redis_url=own_redis[0])
         async with serving([create_service(settings)]) as client:
             for key in (ws["ingest"], other["ingest"]):
                 r = await client.post("/v1/events", json={"events": [usage_event(), usage_event()]},
@@ -77,7 +80,7 @@ async def test_workspace_erasure_deletes_keys_data_key_and_redis_state_then_repo
                 r = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(ws["ingest"]))
                 return r.status_code == 401
 
-            await eventually(refused, timeout=10)
+            await eventually(refused, timeout=15)
             assert (await client.get("/v1/admin/keys", headers=auth(ws["admin"]))).status_code == 401
             still = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(other["ingest"]))
             assert still.status_code == 202
@@ -115,9 +118,10 @@ async def test_workspace_erasure_deletes_keys_data_key_and_redis_state_then_repo
         await directory.table.stop()
 
 
-async def test_customer_erasure_reports_that_ingest_holds_nothing_per_customer(iso: Isolation) -> None:
+async def test_customer_erasure_reports_that_ingest_holds_nothing_per_customer(
+        iso: Isolation, own_redis: tuple[str, Any]) -> None:
     ws = await create_workspace(iso)
-    async with serving([create_service(iso.settings(IngestSettings))]) as client:
+    async with serving([create_service(iso.settings(IngestSettings, redis_url=own_redis[0]))]) as client:
         await _command(iso, "req-c", ErasureScope(workspace_id=ws["workspace_id"], customer_id="cust-1"))
         (report,) = await _reports(iso, 1)
         ok = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(ws["ingest"]))
@@ -127,7 +131,8 @@ async def test_customer_erasure_reports_that_ingest_holds_nothing_per_customer(i
     assert [v.result for v in report.verifications] == [0]
 
 
-async def test_an_unparsable_command_is_skipped_and_the_next_one_is_carried_out(iso: Isolation) -> None:
+async def test_an_unparsable_command_is_skipped_and_the_next_one_is_carried_out(
+        iso: Isolation, own_redis: tuple[str, Any]) -> None:
     ws = await create_workspace(iso)
     settings = iso.settings(BaseServiceSettings)
     broker = make_broker(settings, "tests")
@@ -136,7 +141,7 @@ async def test_an_unparsable_command_is_skipped_and_the_next_one_is_carried_out(
         await broker.publish(b"\x00 not a command", topic_name(DELETION_COMMANDS, iso.prefix), key=b"junk")
     finally:
         await broker.stop()
-    async with serving([create_service(iso.settings(IngestSettings))]):
+    async with serving([create_service(iso.settings(IngestSettings, redis_url=own_redis[0]))]):
         await _command(iso, "req-2", ErasureScope(workspace_id=ws["workspace_id"]))
         reports: list[Any] = await _reports(iso, 1)
     assert [r.request_id for r in reports] == ["req-2"]

@@ -53,13 +53,13 @@ async def test_raw_records_are_forwarded_or_rejected_and_poison_never_stops_the_
             found = await read_all(iso.stack.kafka, topic_name(INGEST_REJECTED, iso.prefix))
             return found if len(found) >= 8 else None
 
-        rejected = await eventually(rejections, timeout=20)
+        rejected = await eventually(rejections, timeout=60)
 
         async def envelopes() -> list[Any] | None:
             found = await read_all(iso.stack.kafka, topic_name(USAGE_EVENTS, iso.prefix))
             return found if len(found) >= 2 else None
 
-        forwarded = await eventually(envelopes, timeout=20)
+        forwarded = await eventually(envelopes, timeout=60)
 
     parsed = [RejectionRecord.model_validate_json(r.value) for r in rejected]
     by_offset = {(p.source_offset, p.index, p.field, p.code, p.workspace_id) for p in parsed}

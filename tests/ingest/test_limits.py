@@ -3,15 +3,11 @@ nothing (the limiter fails open and Kafka still decides)."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from spendstream.common.kafka import make_broker
 from spendstream.common.settings import BaseServiceSettings
@@ -21,7 +17,7 @@ from spendstream.ingest.limits import month_key
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import ControlPlane, WorkspaceDirectory
 from tests.ingest.topics import read_all
-from tests.support import Isolation, auth, create_workspace, free_port, serving, usage_event
+from tests.support import Isolation, auth, create_workspace, serving, usage_event
 
 pytestmark = pytest.mark.integration
 
@@ -80,29 +76,9 @@ async def test_token_bucket_answers_429_with_retry_after_once_the_burst_is_spent
         assert ok.status_code == 202
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A redis-server only this test uses, so it can be killed without touching the shared one."""
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    yield f"redis://127.0.0.1:{port}/0", proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
-
 async def test_redis_outage_fails_open_and_every_accepted_event_reaches_kafka(
         iso: Isolation, own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
     url, proc = own_redis
-    redis = aioredis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            await redis.ping()
-            break
-        except RedisError:
-            await asyncio.sleep(0.05)
-    await redis.aclose()
     ws = await create_workspace(iso)
     async with serving([create_service(iso.settings(IngestSettings, redis_url=url))]) as client:
         before = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(ws["ingest"]))

@@ -87,12 +87,12 @@ async def test_a_secret_in_refused_fields_is_nowhere_in_logs_metrics_topics_or_c
             usage = await client.get("/v1/usage", headers=auth(ws["read"]))
             return bool(usage.json()["totals"]["requests"] == 2)
 
-        await eventually(stored, timeout=30)
+        await eventually(stored, timeout=60)
 
         async def rejections_out() -> bool:
             return len(await read_all(iso.stack.kafka, topic_name(INGEST_REJECTED, iso.prefix))) == 9
 
-        await eventually(rejections_out, timeout=20)
+        await eventually(rejections_out, timeout=60)
         metrics = (await client.get("/metrics")).text
 
     needle = secret.encode()

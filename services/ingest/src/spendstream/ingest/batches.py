@@ -13,7 +13,9 @@ from typing import Any
 
 import uuid_utils
 from faststream.kafka import KafkaBroker
+from opentelemetry.trace import SpanKind
 
+from spendstream.common import tracing
 from spendstream.common.envelope import seal
 from spendstream.common.events import EventBatch, Rejection, UsageEvent, validate_events
 from spendstream.common.tenants import KeyRing
@@ -21,6 +23,8 @@ from spendstream.common.topics import USAGE_EVENTS, topic_name
 from spendstream.ingest import metrics
 from spendstream.ingest.dedupe import Deduplicator
 from spendstream.ingest.limits import Limiter
+
+_TRACER = tracing.tracer("ingest")
 
 
 class PublishFailed(Exception):
@@ -90,17 +94,24 @@ class BatchAcceptor:
         key = await self._keyring.data_key(workspace_id, key_set.current) if key_set else None
         if key_set is None or key is None:
             raise PublishFailed("the workspace has no data key")
-        envelope = seal(EventBatch(events=events), workspace_id=workspace_id, batch_id=str(uuid_utils.uuid7()),
-                        key=key, key_version=key_set.current, ingested_at=now, traceparent=traceparent)
-        started = time.perf_counter()
-        try:
-            # One record per batch, keyed by workspace: a workspace's batches stay ordered on one partition.
-            await asyncio.wait_for(
-                self._broker.publish(envelope.model_dump_json().encode(), self._topic,
-                                     key=workspace_id.encode()),
-                timeout=self._publish_timeout)
-        except Exception as exc:  # any failure to get the broker's ack means "not accepted"
-            raise PublishFailed(type(exc).__name__) from exc
+        parent = tracing.context_from_headers({"traceparent": traceparent}) if traceparent else None
+        with _TRACER.start_as_current_span("ingest.publish", context=parent, kind=SpanKind.PRODUCER,
+                                           attributes={"spendstream.events": len(events)}):
+            # The publish span's own context travels on: in the envelope and in the record's headers.
+            sent_traceparent = tracing.current_traceparent() or traceparent
+            envelope = seal(EventBatch(events=events), workspace_id=workspace_id,
+                            batch_id=str(uuid_utils.uuid7()), key=key, key_version=key_set.current,
+                            ingested_at=now, traceparent=sent_traceparent)
+            started = time.perf_counter()
+            try:
+                # One record per batch, keyed by workspace: a workspace's batches stay ordered on one partition.
+                await asyncio.wait_for(
+                    self._broker.publish(envelope.model_dump_json().encode(), self._topic,
+                                         key=workspace_id.encode(),
+                                         headers={"traceparent": sent_traceparent} if sent_traceparent else None),
+                    timeout=self._publish_timeout)
+            except Exception as exc:  # any failure to get the broker's ack means "not accepted"
+                raise PublishFailed(type(exc).__name__) from exc
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_EVENTS.observe(len(events))
 

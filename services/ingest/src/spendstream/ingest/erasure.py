@@ -134,7 +134,7 @@ class Eraser:
         own = f"{self._redis_prefix}ingest:".encode()
         found: list[bytes] = []
         pattern = tenant_pattern(self._redis_prefix, workspace_id)
-        async for key in self._redis.scan_iter(match=pattern, count=10_000):
+        async for key in self._redis.scan_iter(match=pattern, count=1000):
             if bytes(key).startswith(own):
                 found.append(bytes(key))
         return found

@@ -21,7 +21,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from faststream.kafka import KafkaBroker
+from opentelemetry.trace import SpanKind
 
+from spendstream.common import tracing
 from spendstream.common.envelope import UnreadableRecord, read_record
 from spendstream.common.prices import PriceTable
 from spendstream.common.records import DeadLetter
@@ -31,6 +33,7 @@ from spendstream.rollup import metrics
 from spendstream.rollup.store import Store, StoredBatch, event_rows
 
 log = logging.getLogger(__name__)
+_TRACER = tracing.tracer("rollup")
 
 
 class BatchWriter:
@@ -62,7 +65,11 @@ class BatchWriter:
         if not batches:
             return
         rows = [row for batch in batches for row in event_rows(batch, self._prices)]
-        new = await self._write(rows)
+        parent, links = tracing.parent_and_links([b.traceparent for b in batches])
+        # One span per ClickHouse write: the child of the first request's trace, linked to every other one.
+        with _TRACER.start_as_current_span("rollup.clickhouse_insert", context=parent, links=links,
+                                           kind=SpanKind.CLIENT, attributes={"spendstream.rows": len(rows)}):
+            new = await self._write(rows)
         metrics.EVENTS_STORED.inc(new)
         metrics.EVENTS_DUPLICATE.inc(len(rows) - new)
         now = time.time()
@@ -76,7 +83,8 @@ class BatchWriter:
         except UnreadableRecord as exc:
             await self._dead_letter(record, exc.workspace_id, exc.reason)
             return None
-        return StoredBatch(envelope.workspace_id, envelope.batch_id, envelope.ingested_at, batch.events)
+        return StoredBatch(envelope.workspace_id, envelope.batch_id, envelope.ingested_at, batch.events,
+                           envelope.traceparent)
 
     async def _dead_letter(self, record: Any, workspace_id: str | None, reason: str) -> None:
         letter = DeadLetter(consumer="rollup", source_topic=record.topic, source_partition=record.partition,

@@ -36,6 +36,7 @@ class StoredBatch:
     batch_id: str
     ingested_at: datetime
     events: Sequence[UsageEvent]
+    traceparent: str | None = None  # the producing request's trace, continued by the ClickHouse write
 
 
 def event_rows(batch: StoredBatch, prices: PriceTable) -> list[tuple[Any, ...]]:

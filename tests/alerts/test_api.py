@@ -7,7 +7,7 @@ import pytest
 from spendstream.alerts.app import create_service as create_alerts
 from spendstream.common.topics import BUDGETS, topic_name
 from tests.alerts.conftest import SECRET, alerts_settings
-from tests.support import Isolation, auth, create_workspace, serving
+from tests.support import Isolation, auth, create_workspace, eventually, serving
 
 pytestmark = pytest.mark.integration
 
@@ -61,11 +61,16 @@ async def test_secrets_on_the_budget_topic_are_sealed(iso: Isolation) -> None:
     consumer = AIOKafkaConsumer(topic_name(BUDGETS, iso.prefix), bootstrap_servers=iso.stack.kafka,
                                 auto_offset_reset="earliest", group_id=None)
     await consumer.start()
+    values: list[bytes] = []
     try:
-        batches = await consumer.getmany(timeout_ms=5000)
+        async def read() -> bool:
+            batches = await consumer.getmany(timeout_ms=500)
+            values.extend(rec.value for recs in batches.values() for rec in recs)
+            return bool(values)
+
+        await eventually(read, timeout=60)
     finally:
         await consumer.stop()
-    values = [rec.value for recs in batches.values() for rec in recs]
     assert len(values) == 1
     assert SECRET.encode() not in values[0] and b"sealed_secret" in values[0]
 

@@ -47,7 +47,7 @@ async def test_two_replicas_with_a_rebalance_deliver_each_threshold_once_and_a_r
         assert created.status_code == 201, created.text
 
         await spend(ingest, ws["ingest"], 40, 36)  # 76 USD: 75 %
-        await eventually(lambda: _true(thresholds(receiver) == [75]))
+        await eventually(lambda: _true(thresholds(receiver) == [75]), timeout=60)
 
         # A second replica joins the group (rebalance) while spend crosses 90 %, then the first one leaves
         # (another rebalance) before 100 % is crossed.
@@ -58,7 +58,7 @@ async def test_two_replicas_with_a_rebalance_deliver_each_threshold_once_and_a_r
         await eventually(lambda: _true(thresholds(receiver) == [75, 90, 100]), timeout=60)
         await all_settled(iso)
         assert thresholds(receiver) == [75, 90, 100]
-        await eventually(lambda: _true(len(smtp.messages) == 3))
+        await eventually(lambda: _true(len(smtp.messages) == 3), timeout=60)
         assert [m["To"] for m in smtp.messages] == ["finance@example.com"] * 3
         assert sorted(str(m["X-Spendstream-Delivery"]) for m in smtp.messages) == sorted(
             a["alert_id"] for a in receiver.accepted)
@@ -82,7 +82,7 @@ async def test_raising_the_budget_at_95_rearms_75_percent_only_until_150_is_cros
                                     headers=auth(ws["admin"]))
         budget_id = created.json()["budget_id"]
         await spend(client, ws["ingest"], 75, 15, 5)  # 95 USD
-        await eventually(lambda: _true(thresholds(receiver) == [75, 90]))
+        await eventually(lambda: _true(thresholds(receiver) == [75, 90]), timeout=60)
 
         raised = await client.patch(f"/v1/budgets/{budget_id}", json={"amount_usd": "200"},
                                     headers=auth(ws["admin"]))
@@ -93,7 +93,7 @@ async def test_raising_the_budget_at_95_rearms_75_percent_only_until_150_is_cros
         assert thresholds(receiver) == [75, 90]
 
         await spend(client, ws["ingest"], 10)  # 155 USD: 75 % of 200 crossed
-        await eventually(lambda: _true(thresholds(receiver) == [75, 75, 90]))
+        await eventually(lambda: _true(thresholds(receiver) == [75, 75, 90]), timeout=60)
         await all_settled(iso)
     assert thresholds(receiver) == [75, 75, 90]
     second = [a for a in receiver.accepted if a["threshold_pct"] == 75][1]

@@ -37,10 +37,10 @@ async def test_receiver_verifies_the_signature_and_refuses_a_replayed_delivery(
             as client:
         r = await client.post("/v1/budgets", json=budget_body(receiver, thresholds=[50]), headers=auth(ws["admin"]))
         await _post(client, ws["ingest"], 60)
-        await eventually(lambda: _len(receiver.accepted, 1))
-        await eventually(lambda: _len(smtp.messages, 1))
+        await eventually(lambda: _len(receiver.accepted, 1), timeout=60)
+        await eventually(lambda: _len(smtp.messages, 1), timeout=60)
         budget_id = r.json()["budget_id"]
-        channels = await eventually(lambda: _channels(client, ws, budget_id))
+        channels = await eventually(lambda: _channels(client, ws, budget_id), timeout=60)
     assert channels is not None
     delivered = receiver.raw[0]
     async with httpx.AsyncClient() as http:
@@ -76,17 +76,17 @@ async def test_a_receiver_down_for_a_while_gets_the_alert_once_it_is_back(iso: I
             return channels is not None and all(c["status"] == "retrying" and c["attempts"] >= 2
                                                 for c in channels.values())
 
-        await eventually(retrying)
+        await eventually(retrying, timeout=60)
         await down.start()
         try:
-            await eventually(lambda: _len(down.accepted, 1))
+            await eventually(lambda: _len(down.accepted, 1), timeout=60)
 
             async def delivered() -> dict[str, Any] | None:
                 channels = await _channels(client, ws, budget_id)
                 return channels if channels and all(c["status"] == "delivered" for c in channels.values()) \
                     else None
 
-            channels = await eventually(delivered)
+            channels = await eventually(delivered, timeout=60)
         finally:
             await down.stop()
     assert len(down.accepted) == 1
@@ -109,7 +109,7 @@ async def test_a_receiver_that_never_answers_is_dead_lettered_after_the_bounded_
             return channels if channels and all(c["status"] == "dead_lettered" for c in channels.values()) \
                 else None
 
-        channels = await eventually(dead)
+        channels = await eventually(dead, timeout=60)
     [state] = channels.values()
     assert (state["attempts"], state["code"]) == (3, "connection_error")
 

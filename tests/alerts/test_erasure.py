@@ -46,7 +46,7 @@ async def _reports(iso: Isolation, count: int) -> list[DeletionReport]:
             found.extend(r for r in reports if r.owner == "alerts")
             return len(found) >= count
 
-        await eventually(enough, timeout=30)
+        await eventually(enough, timeout=60)
     finally:
         await consumer.stop()
     assert len(found) == count
@@ -76,7 +76,7 @@ async def test_customer_then_workspace_erasure_deletes_budgets_and_redis_keys_an
                 event = usage_event(cost_usd=60, tags={"customer_id": customer})
                 assert (await ingest.post("/v1/events", json={"events": [event]},
                                           headers=auth(ws["ingest"]))).status_code == 202
-        await eventually(lambda: _true(len(receiver.accepted) == 3))
+        await eventually(lambda: _true(len(receiver.accepted) == 3), timeout=60)
         keys_before = await _keys(redis, iso, wid)
 
         await _command(iso, ErasureScope(workspace_id=wid, customer_id="cust-1"), "req-customer")

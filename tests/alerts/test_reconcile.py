@@ -40,7 +40,7 @@ async def test_a_budget_created_after_the_spend_is_reconciled_from_rollup_and_fi
                 body: dict[str, Any] = r.json()
                 return body if body["totals"]["requests"] == 3 else None
 
-            await eventually(stored, timeout=30)
+            await eventually(stored, timeout=60)
 
         settings = alerts_settings(iso, rollup_url=rollup_url, internal_token=TOKEN, reconcile_interval_seconds=0.5)
         async with serving([create_alerts(settings)]) as alerts:
@@ -48,7 +48,7 @@ async def test_a_budget_created_after_the_spend_is_reconciled_from_rollup_and_fi
             created = await alerts.post("/v1/budgets", headers=auth(ws["admin"]), json=budget_body(
                 receiver, emails=[], scope={"tag": "feature", "value": "search"}))
             assert created.status_code == 201
-            await eventually(lambda: _true(len(receiver.accepted) == 1), timeout=30)
+            await eventually(lambda: _true(len(receiver.accepted) == 1), timeout=60)
             body = await alerts.get(f"/v1/budgets/{created.json()['budget_id']}/alerts", headers=auth(ws["admin"]))
             assert len(body.json()["alerts"]) == 1
     [alert] = receiver.accepted

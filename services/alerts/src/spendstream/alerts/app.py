@@ -103,8 +103,9 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
 
     @broker.subscriber(
         fired_topic, group_id=f"{prefix}{settings.delivery_group_id}", auto_offset_reset="earliest",
-        # Committed once every channel is delivered or dead-lettered; retries may take minutes.
-        ack_policy=AckPolicy.NACK_ON_ERROR, max_poll_interval_ms=900_000,
+        # Committed once every channel is delivered or dead-lettered; retries may take minutes. One worker per
+        # partition: a receiver that is down holds back only the alerts behind it on its own partition.
+        ack_policy=AckPolicy.NACK_ON_ERROR, max_poll_interval_ms=900_000, max_workers=ALERTS_FIRED.partitions,
     )
     async def on_fired(msg: KafkaMessage) -> None:
         try:

@@ -158,3 +158,34 @@ async def test_workspace_erasure_waits_for_the_shredded_key_and_reports_failed_w
     finally:
         await broker.stop()
         await keyring.table.stop()
+
+
+async def test_a_replay_of_the_topic_after_a_customer_erasure_does_not_bring_the_customer_back(
+        iso: Isolation) -> None:
+    """The envelopes stay on Kafka (readable with the workspace key) for the topic's retention; a consumer
+    group reading them again must not store the erased customer's older events, and must store new ones."""
+    ws = await create_workspace(iso)
+    async with serving([create_ingest(iso.settings(IngestSettings)),
+                        create_rollup(iso.settings(RollupSettings))]) as client:
+        await _stream(client, ws["ingest"], [
+            usage_event(cost_usd=0.5, tags={"customer_id": "c1"}),
+            usage_event(cost_usd=0.25, tags={"customer_id": "c2"})])
+        await _stored(iso, ws["workspace_id"], 2)
+        await send_command(iso, "req-replay-1", ws["workspace_id"], customer_id="c1")
+        (report,) = await reports(iso, "req-replay-1", "rollup")
+        assert report.status == "done"
+        await _stream(client, ws["ingest"], [usage_event(cost_usd=2.0, tags={"customer_id": "c1"})])
+        await _stored(iso, ws["workspace_id"], 2)  # c2's old event and c1's new one
+
+    # A second consumer group reads the whole topic again into the same tables.
+    replayer = iso.settings(RollupSettings, group_id="spendstream-rollup-replay")
+    async with serving([create_rollup(replayer)]):
+        await eventually(lambda: _caught_up(iso, "spendstream-rollup-replay"), timeout=30)
+    assert figures(iso, ws["workspace_id"])["raw"] == [("c1", "1", "2", "1000", "200"),
+                                                       ("c2", "1", "0.25", "1000", "200")]
+
+
+async def _caught_up(iso: Isolation, group: str) -> bool:
+    from tests.rollup.kafka import lag
+
+    return await lag(iso, group) == 0

@@ -28,6 +28,7 @@ from spendstream.common.topics import DELETION_COMMANDS, USAGE_EVENTS, topic_nam
 from spendstream.rollup import metrics
 from spendstream.rollup.api import build_router
 from spendstream.rollup.consumer import BatchWriter
+from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.erasure import RollupErasure
 from spendstream.rollup.internal_api import build_internal_router
 from spendstream.rollup.schema import migrate
@@ -53,8 +54,10 @@ def create_service(settings: RollupSettings) -> Service:
     keyring = KeyRing(settings)
     prices = price_tables.load(settings.data_dir)
     log.info("price table loaded", extra={"source": prices.source, "models": len(prices)})
+    erased = ErasedSubjects(writer_client, settings.clickhouse_database)
     writer = BatchWriter(store=writer_store, keyring=keyring, prices=prices, broker=broker,
-                         topic_prefix=settings.topic_prefix, retry_seconds=settings.write_retry_seconds)
+                         topic_prefix=settings.topic_prefix, retry_seconds=settings.write_retry_seconds,
+                         erased=erased)
 
     @broker.subscriber(
         topic_name(USAGE_EVENTS, settings.topic_prefix),
@@ -70,7 +73,7 @@ def create_service(settings: RollupSettings) -> Service:
         await metrics.observe_lag(msg.consumer)
 
     erasure = RollupErasure(client=writer_client, settings=settings, keyring=keyring, broker=broker,
-                            writer_lock=writer.lock)
+                            writer_lock=writer.lock, erased=erased)
 
     @broker.subscriber(
         topic_name(DELETION_COMMANDS, settings.topic_prefix),

@@ -30,6 +30,7 @@ from spendstream.common.records import DeadLetter
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import ROLLUP_DEAD_LETTERS, topic_name
 from spendstream.rollup import metrics
+from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.store import Store, StoredBatch, event_rows
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ _TRACER = tracing.tracer("rollup")
 
 class BatchWriter:
     def __init__(self, *, store: Store, keyring: KeyRing, prices: PriceTable, broker: KafkaBroker,
-                 topic_prefix: str, retry_seconds: float) -> None:
+                 topic_prefix: str, retry_seconds: float, erased: ErasedSubjects | None = None) -> None:
         self._store = store
+        self._erased = erased
         self._keyring = keyring
         self._prices = prices
         self._broker = broker
@@ -65,6 +67,8 @@ class BatchWriter:
         if not batches:
             return
         rows = [row for batch in batches for row in event_rows(batch, self._prices)]
+        if self._erased is not None:
+            rows = self._erased.admit(rows)  # replayed rows of erased customers stay erased
         parent, links = tracing.parent_and_links([b.traceparent for b in batches])
         # One span per ClickHouse write: the child of the first request's trace, linked to every other one.
         with _TRACER.start_as_current_span("rollup.clickhouse_insert", context=parent, links=links,

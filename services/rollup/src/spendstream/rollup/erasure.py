@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from spendstream.common.erasure import DeletionCommand, DeletionReport, ErasureScope, StoreCount, Verification
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import DELETION_REPORTS, USAGE_EVENTS, topic_name
+from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.settings import RollupSettings
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,9 @@ class RollupErasure:
 
     def __init__(self, *, client: Client, settings: RollupSettings, keyring: KeyRing, broker: KafkaBroker,
                  writer_lock: asyncio.Lock | None = None, wait_seconds: float = 60.0,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 erased: ErasedSubjects | None = None) -> None:
+        self._erased = erased
         self.clickhouse = ClickHouseEraser(client, settings.clickhouse_database)
         self.sweeper = Sweeper(client, settings.clickhouse_database)
         self._settings = settings
@@ -175,6 +178,10 @@ class RollupErasure:
                                       finished_at=self._now())
             # Not held while waiting above: the consumer must keep storing (and committing) to drain.
             async with self._writer_lock:
+                customer = command.scope.customer_id
+                if customer is not None and self._erased is not None:
+                    # Before the delete: a replay of the customer's older records must not bring them back.
+                    await asyncio.to_thread(self._erased.add, command.scope.workspace_id, customer, self._now())
                 counts, checks = await asyncio.to_thread(self.clickhouse.erase, command.scope)
             document = {"status": "done", "counts": [c.model_dump() for c in counts],
                         "verifications": [v.model_dump() for v in checks], "reason": None,

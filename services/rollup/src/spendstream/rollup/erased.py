@@ -1,0 +1,67 @@
+"""End customers erased from a workspace, so that a replay of older Kafka records cannot store them again.
+
+A customer-level erasure deletes the customer's rows, but `usage.events.v1` still holds their envelopes for
+the topic's retention (days), readable with the workspace's data key (a customer has no key of its own to
+shred). A consumer that replays the topic — a reset group, a new replica, a restore — would store them again.
+So the erasure first records the subject here, and the consumer drops any row of a recorded subject that was
+*ingested before* its erasure: events the customer sends afterwards are new data and are stored as usual.
+Subjects are kept as SHA-256 of workspace and customer id, never the id itself; a workspace erasure removes
+its markers together with everything else (the table leads with workspace_id), and by then its data key is
+shredded, so nothing of it can be replayed anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from spendstream.rollup.store import EVENT_COLUMNS
+
+_WORKSPACE = EVENT_COLUMNS.index("workspace_id")
+_CUSTOMER = EVENT_COLUMNS.index("customer_id")
+_INGESTED = EVENT_COLUMNS.index("ingested_at")
+
+
+def subject_hash(workspace_id: str, customer_id: str) -> str:
+    return hashlib.sha256(f"{workspace_id}\x00{customer_id}".encode()).hexdigest()
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class ErasedSubjects:
+    def __init__(self, client: Client, database: str) -> None:
+        self._client = client
+        self._db = database
+        client.command(f"""CREATE TABLE IF NOT EXISTS {database}.erased_subjects (
+            workspace_id LowCardinality(String), subject_hash String, erased_at DateTime64(3, 'UTC'))
+            ENGINE = ReplacingMergeTree(erased_at) ORDER BY (workspace_id, subject_hash)""")
+        rows = client.query(f"SELECT workspace_id, subject_hash, max(erased_at) FROM {database}.erased_subjects "
+                            "GROUP BY workspace_id, subject_hash").result_rows
+        self._erased: dict[tuple[str, str], datetime] = {(ws, h): _utc(at) for ws, h, at in rows}
+
+    def add(self, workspace_id: str, customer_id: str, at: datetime) -> None:
+        """Record before deleting: from here on, no replayed row of the subject is stored."""
+        key = (workspace_id, subject_hash(workspace_id, customer_id))
+        self._client.insert(f"{self._db}.erased_subjects", [(workspace_id, key[1], at)],
+                            column_names=("workspace_id", "subject_hash", "erased_at"))
+        self._erased[key] = max(at, self._erased.get(key, at))
+
+    def admit(self, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The rows that may be stored: all but those of an erased subject ingested before its erasure."""
+        if not self._erased:
+            return list(rows)
+        kept = []
+        for row in rows:
+            customer = row[_CUSTOMER]
+            if customer:
+                erased_at = self._erased.get((row[_WORKSPACE], subject_hash(row[_WORKSPACE], customer)))
+                if erased_at is not None and _utc(row[_INGESTED]) <= erased_at:
+                    continue
+            kept.append(row)
+        return kept

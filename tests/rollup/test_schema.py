@@ -35,7 +35,7 @@ def test_a_half_applied_migration_is_completed_on_the_next_start(iso: Isolation)
     # As if the process died after version 2's statements but before recording it.
     client.command(f"DELETE FROM {iso.database}.schema_migrations WHERE version = 2")
     assert migrate(client, iso.database, 12) == [2]
-    assert applied_versions(client, iso.database) == {1, 2}
+    assert applied_versions(client, iso.database) == set(range(1, SCHEMA_VERSION + 1))
 
 
 def test_ttls_follow_the_retention_setting(iso: Isolation) -> None:

@@ -36,7 +36,8 @@ class MailSender:
         try:
             with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.webhook_timeout_seconds) as smtp:
                 if s.smtp_starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+                    # Verified like any TLS client (hostname and chain), never downgraded to plain text.
+                    smtp.starttls(context=ssl.create_default_context(cafile=s.smtp_ca_file or None))
                 if s.smtp_username:
                     smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
                 smtp.send_message(message)

@@ -38,6 +38,7 @@ class AlertsSettings(BaseServiceSettings):
     smtp_host: str = ""
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_starttls: bool = True
+    smtp_ca_file: str = ""  # a CA bundle to verify the SMTP server with; empty: the system's
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_from: str = "spendstream@localhost"

@@ -57,6 +57,7 @@ class Rig:
     evaluator: Evaluator
     published: list[FiredAlert] = field(default_factory=list)
     fail_next_publish: bool = False
+    crash_after_next_publish: bool = False
 
     async def spend(self, workspace_id: str, cost: str, at: datetime, scope: Scope | None = None) -> None:
         tags = {scope.tag: scope.value} if scope else {}
@@ -77,6 +78,9 @@ async def rig(iso: Isolation, lease_seconds: float = 30.0, forecast_min_days: fl
             holder["rig"].fail_next_publish = False
             raise ConnectionError("broker gone")
         published.append(alert)
+        if holder["rig"].crash_after_next_publish:
+            holder["rig"].crash_after_next_publish = False
+            raise SystemError("killed after the broker acknowledged")
 
     evaluator = Evaluator(redis, keys, counter, publish, lease_seconds=lease_seconds,
                           forecast_min_days=forecast_min_days)

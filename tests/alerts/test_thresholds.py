@@ -54,6 +54,20 @@ async def test_a_claim_whose_publish_failed_is_taken_over_after_the_lease_with_t
         assert [a.alert_id for a in r.published] == [alert.alert_id]
 
 
+async def test_an_alert_published_by_a_replica_that_died_is_marked_sent_by_the_delivery_consumer(
+        iso: Isolation) -> None:
+    async with rig(iso, lease_seconds=30) as r:
+        b = budget(thresholds=(50,))
+        await r.spend("ws1", "60", NOW)
+        r.crash_after_next_publish = True
+        with pytest.raises(SystemError):
+            await r.evaluator.evaluate(b, NOW)
+        [alert] = r.published
+        assert await r.evaluator.mark_sent(alert, NOW)  # what the delivery consumer does on receipt
+        assert await r.evaluator.evaluate(b, NOW + timedelta(seconds=31)) == []
+        assert len(r.published) == 1
+
+
 async def test_raising_the_budget_rearms_only_thresholds_above_spend_and_stale_replicas_claim_nothing(
         iso: Isolation) -> None:
     async with rig(iso) as r:

@@ -87,7 +87,8 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
     tracker = SpendTracker(keyring, counter, evaluator, book, clock)
     delivery_log = DeliveryLog(redis, keys, settings.delivery_log_days)
     dispatcher = Dispatcher(settings, redis, keys, book, delivery_log,
-                            WebhookSender(http, settings.webhook_allow_private), MailSender(settings))
+                            WebhookSender(http, settings.webhook_allow_private), MailSender(settings),
+                            acknowledge=lambda alert: evaluator.mark_sent(alert, clock()))
     reconciler = Reconciler(http, settings.rollup_url, settings.internal_token.get_secret_value(), keys, counter)
     eraser = Eraser(redis, keys, book, broker, prefix)
 

@@ -53,6 +53,7 @@ def subject(alert: FiredAlert, budget: BudgetRecord) -> str:
 class Dispatcher:
     def __init__(self, settings: AlertsSettings, redis: aioredis.Redis, keys: KeySpace, book: BudgetBook,
                  delivery_log: DeliveryLog, webhooks: WebhookSender, mail: MailSender,
+                 acknowledge: Callable[[FiredAlert], Awaitable[object]],
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._settings = settings
         self._redis = redis
@@ -61,6 +62,7 @@ class Dispatcher:
         self._log = delivery_log
         self._webhooks = webhooks
         self._mail = mail
+        self._acknowledge = acknowledge
         self._sleep = sleep
         self._mail_hash_key = hmac.new(settings.kek_bytes(), b"spendstream.alerts.mail-id", hashlib.sha256).digest()
 
@@ -69,6 +71,8 @@ class Dispatcher:
 
     async def handle(self, alert: FiredAlert) -> None:
         """Returns once every channel of the alert is delivered or dead-lettered."""
+        # The record exists, so its marker may say sent even if the replica that fired it died before saying so.
+        await self._acknowledge(alert)
         budget = self._book.get(alert.workspace_id, alert.budget_id)
         if budget is None:
             await self._book.table.catch_up()

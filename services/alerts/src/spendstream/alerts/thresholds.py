@@ -79,6 +79,10 @@ def threshold_marker(pct: int) -> str:
     return f"threshold-{pct}"
 
 
+def marker_of(alert: FiredAlert) -> str:
+    return threshold_marker(alert.threshold_pct or 0) if alert.kind == "threshold" else alert.kind
+
+
 def level(amount_usd: Decimal, pct: int) -> int:
     return to_nanos(amount_usd * pct / 100)
 
@@ -155,11 +159,17 @@ class Evaluator:
         alert = FiredAlert.model_validate({"period": period, **fields, "alert_id": the_id, "kind": kind,
                                            "fired_at": now})
         # Published (and acknowledged) before the marker says sent: a crash in between leaves a lease another
-        # replica takes over, never a marker that claims an alert nobody sent.
+        # replica takes over, never a marker that claims an alert nobody sent. The delivery consumer also marks
+        # it sent when the record arrives, so a takeover re-publishes only if that consumer lags the lease.
         await self._publish(alert)
-        await self._sent(keys=[key], args=[the_id, f"{now.timestamp():.3f}"])
+        await self.mark_sent(alert, now)
         log.info("alert fired", extra={"alert_id": the_id, "kind": kind, "budget_id": budget.budget_id})
         return alert
+
+    async def mark_sent(self, alert: FiredAlert, now: datetime) -> bool:
+        """Turn this alert's pending claim into `sent` (a no-op for any other state or alert id)."""
+        key = self._keys.marker(alert.workspace_id, alert.budget_id, alert.period, marker_of(alert))
+        return bool(await self._sent(keys=[key], args=[alert.alert_id, f"{now.timestamp():.3f}"]))
 
     async def rearm(self, budget: BudgetRecord, now: datetime) -> int:
         """Record the budget's new revision and re-arm the markers whose new level is above current spend."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from typing import Any
 
 from spendstream.alerts.app import create_service as create_alerts
@@ -55,6 +56,15 @@ def _services(names: tuple[str, ...]) -> list[Service]:
     return [factories[name]() for name in names]
 
 
+def _monolith(settings: BaseServiceSettings) -> list[Service]:
+    """The four services in one process. alerts reconciles against rollup on the same port; unless an internal
+    token is configured, a random one joins them (nothing outside the process needs it)."""
+    token = settings.internal_token.get_secret_value() or secrets.token_urlsafe(32)
+    alerts = AlertsSettings(internal_token=token, rollup_url=f"http://127.0.0.1:{settings.http_port}")
+    return [create_ingest(IngestSettings()), create_rollup(RollupSettings(internal_token=token)),
+            create_alerts(alerts), create_retention(RetentionSettings())]
+
+
 def up(check: bool = False) -> int:
     """Monolithic mode: the four services, one process, one HTTP port (SPENDSTREAM_HTTP_PORT, 8080)."""
     settings = BaseServiceSettings()
@@ -67,7 +77,7 @@ def up(check: bool = False) -> int:
     logs.configure(settings.log_level)
     import asyncio
     asyncio.run(provision_topics(settings))  # the embedded default provisions itself
-    serve(build_http_app(_services(SERVICES)), settings.http_host, settings.http_port)
+    serve(build_http_app(_monolith(settings)), settings.http_host, settings.http_port)
     return 0
 
 

@@ -100,6 +100,7 @@ async def _probes(client: httpx.AsyncClient, ingest_url: str, key: str, tags: li
 
 async def measure(bench: Bench) -> AlertFigures:
     sizes = _sizes(bench.smoke)
+    sizes["rate"] = bench.fixed_load(sizes["rate"], "ingest")
     ns = await bench.namespace("alerts", workspaces=7)
     load, probe = ns.workspaces[:6], ns.workspaces[6]
     receiver = WebhookReceiver()
@@ -113,7 +114,7 @@ async def measure(bench: Bench) -> AlertFigures:
     per_rep = int(sizes["duration"] / sizes["probe_every"])
     p50s, p99s, achieved, probes = [], [], [], 0
     try:
-        async with httpx.AsyncClient(timeout=10.0) as client:
+        async with httpx.AsyncClient(timeout=60.0) as client:
             tags = [[f"alert-{bench.tag}-{rep}-{k}" for k in range(per_rep)] for rep in range(sizes["reps"])]
             await _budgets(client, alerts.url, probe.admin, hook, [t for rep in tags for t in rep])
             await asyncio.sleep(1.0)  # budgets travel through their compacted topic before the first probe

@@ -56,7 +56,7 @@ async def probe_latencies(ingest_url: str, rollup_url: str, ingest_key: str, rea
                         seen[cid] = now - accepted[cid]
             await asyncio.sleep(POLL_SECONDS)
 
-    async with httpx.AsyncClient(timeout=10.0) as client:
+    async with httpx.AsyncClient(timeout=60.0) as client:
         poller = asyncio.create_task(poll(client))
         end = time.perf_counter() + seconds
         k = 0
@@ -84,6 +84,7 @@ async def probe_latencies(ingest_url: str, rollup_url: str, ingest_key: str, rea
 
 async def measure(bench: Bench) -> E2EFigures:
     sizes = _sizes(bench.smoke)
+    sizes["rate"] = bench.fixed_load(sizes["rate"], "ingest", "rollup")
     ns = await bench.namespace("e2e", workspaces=7)
     load, probe = ns.workspaces[:6], ns.workspaces[6]
     ingest = ServiceProcess("ingest", bench.env(ns.prefix, free_port()), bench.workdir / "logs" / "e2e-ingest.log")

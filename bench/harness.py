@@ -67,6 +67,14 @@ class Bench:
     workdir: Path
     profile: bool = False
     keep: bool = False  # keep the work directory (service logs, chDB data) for a post-mortem
+    # Sustained events/s measured earlier in this run ("ingest", "rollup"): the fixed-load measurements offer
+    # no more than the pipeline can take, or their latency would only measure a queue growing without bound.
+    capacity: dict[str, float] = field(default_factory=dict)
+
+    def fixed_load(self, wanted: float, *stages: str) -> float:
+        """`wanted` events/s, or 80 % of the slowest measured stage when that is lower."""
+        known = [self.capacity[s] for s in stages if s in self.capacity]
+        return max(100.0, min([wanted, *(0.8 * c for c in known)]))
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     kafka: str = field(default_factory=lambda: os.environ.get("SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS",
                                                               "127.0.0.1:9092"))

@@ -26,7 +26,7 @@ class IngestFigures:
 
 def _sizes(smoke: bool) -> dict[str, Any]:
     if smoke:
-        return {"reps": 1, "warmup": 1.0, "duration": 2.0, "concurrency": 8}
+        return {"reps": 1, "warmup": 0.5, "duration": 1.5, "concurrency": 8}
     return {"reps": 3, "warmup": 3.0, "duration": 15.0, "concurrency": 16}
 
 

@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +19,7 @@ from bench.stats import Spread
 
 __all__ = ["MEASUREMENTS", "notes", "render", "run_all", "to_json"]
 
+TARGET_LOAD = 20_000  # events/s at which the latency targets are set
 Measurement = Callable[[Bench, dict[str, Any]], Awaitable[list[Row]]]
 
 
@@ -33,10 +35,11 @@ async def _producer_limit(bench: Bench, record_size: int) -> dict[str, Any]:
 
 async def _ingest(bench: Bench, meta: dict[str, Any]) -> list[Row]:
     figures = await ingest.measure(bench)
+    bench.capacity["ingest"] = figures.throughput.median
     size = limits.envelope_bytes()
     limit = await _producer_limit(bench, size)
     half_records = max(1.0, figures.half_load / BATCH)
-    seconds = 3 if bench.smoke else 20
+    seconds = 1 if bench.smoke else 20
     at_half = await limits.producer_performance(bench, max(10, int(half_records * seconds)), size, half_records)
     meta["ingest"] = {"envelope_bytes": size, "half_load_events_per_s": figures.half_load,
                       "loadgen_cpu_share": round(figures.loadgen_cpu_share, 2),
@@ -54,6 +57,7 @@ async def _ingest(bench: Bench, meta: dict[str, Any]) -> list[Row]:
 
 async def _rollup(bench: Bench, meta: dict[str, Any]) -> list[Row]:
     figures = await rollup.measure(bench)
+    bench.capacity["rollup"] = figures.throughput.median
     runs = [await python_json("bench.chtasks", {
         "task": "insert-limit", "path": str(bench.workdir / f"ch-limit-{rep}"), "db": "bench",
         "events": figures.events, "batch_events": figures.batch_events}) for rep in range(_reps(bench))]
@@ -64,9 +68,21 @@ async def _rollup(bench: Bench, meta: dict[str, Any]) -> list[Row]:
                 " per insert (chDB)")]
 
 
+_HOP: dict[str, dict[str, float]] = {}
+
+
 async def _kafka_latency(bench: Bench) -> dict[str, float]:
-    records = 100 if bench.smoke else 2000
-    return await limits.end_to_end_latency(bench, records, limits.envelope_bytes())
+    """Kafka's one-hop latency with our record size; measured once per run, the limit of e2e and alerts."""
+    if bench.tag not in _HOP:
+        records = 100 if bench.smoke else 2000
+        _HOP[bench.tag] = await limits.end_to_end_latency(bench, records, limits.envelope_bytes())
+    return _HOP[bench.tag]
+
+
+def _load(bench: Bench, rate: float) -> str:
+    if bench.smoke or rate >= TARGET_LOAD:
+        return f"{rate:,.0f} events/s offered"
+    return f"{rate:,.0f} events/s offered: 80 % of measured capacity, below the target's {TARGET_LOAD:,}"
 
 
 async def _e2e(bench: Bench, meta: dict[str, Any]) -> list[Row]:
@@ -74,7 +90,7 @@ async def _e2e(bench: Bench, meta: dict[str, Any]) -> list[Row]:
     hop = await _kafka_latency(bench)
     meta["e2e"] = {"offered_events_per_s": figures.rate, "achieved_events_per_s": figures.achieved.median,
                    "probes": figures.probes, "kafka_end_to_end_latency": hop}
-    rate = f"{figures.rate:,.0f} events/s offered"
+    rate = _load(bench, figures.rate)
     return [
         Row(f"end to end: accepted → visible in /v1/usage, p50 ({rate})", "ms", figures.p50, "lower", None,
             hop["p50_ms"], "Kafka EndToEndLatency p50 (one hop, acks=all)"),
@@ -98,7 +114,7 @@ async def _alerts(bench: Bench, meta: dict[str, Any]) -> list[Row]:
     hop = await _kafka_latency(bench)
     meta["alerts"] = {"offered_events_per_s": figures.rate, "achieved_events_per_s": figures.achieved.median,
                       "probes": figures.probes, "kafka_end_to_end_latency": hop}
-    rate = f"{figures.rate:,.0f} events/s offered"
+    rate = _load(bench, figures.rate)
     return [
         Row(f"alerts: accepted → webhook delivered, p50 ({rate})", "ms", figures.p50, "lower", None,
             hop["p50_ms"], "Kafka EndToEndLatency p50 (one hop, acks=all)"),
@@ -144,16 +160,26 @@ def _machine() -> dict[str, Any]:
 
 
 async def run_all(bench: Bench, only: list[str]) -> tuple[list[Row], dict[str, Any]]:
+    """Every measurement in `only`, with the limits each chases; a failing one is reported, not fatal."""
     meta: dict[str, Any] = {"mode": "smoke" if bench.smoke else "full", "machine": _machine(),
-                            "versions": _versions(), "failed": {}}
+                            "versions": _versions(), "failed": {}, "seconds_per_measurement": {}}
+
+    async def one(name: str) -> list[Row]:
+        started = time.monotonic()
+        try:
+            return await MEASUREMENTS[name](bench, meta)
+        except Exception as exc:  # one broken measurement must not hide the others' figures
+            meta["failed"][name] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+            return []
+        finally:
+            meta["seconds_per_measurement"][name] = round(time.monotonic() - started, 1)
+
     rows: list[Row] = []
     try:
+        # One after the other even in smoke mode: side by side, six pipelines starve each other on 2 cores.
         for name in only:
-            try:
-                rows += await MEASUREMENTS[name](bench, meta)
-            except Exception as exc:  # one broken measurement must not hide the others' figures
-                meta["failed"][name] = f"{type(exc).__name__}: {exc}"
-                traceback.print_exc()
+            rows += await one(name)
     finally:
         meta["machine"]["load_average_at_end"] = os.getloadavg()
         await bench.cleanup()
@@ -182,6 +208,8 @@ def notes(rows: list[Row], meta: dict[str, Any]) -> list[str]:
         m = meta["erasure"]
         lines.append(f"erasure: {m['stored_events']:,} events stored, {m['events_per_workspace']:,} per workspace; "
                      f"prefill {m['prefill_seconds']} s")
+    timings = ", ".join(f"{k} {v} s" for k, v in meta["seconds_per_measurement"].items())
+    lines.append(f"seconds per measurement (with its limits): {timings}")
     for name, error in meta["failed"].items():
         lines.append(f"FAILED {name}: {error}")
     return lines

@@ -122,23 +122,27 @@ def path_segment(key: object) -> str:
     return key if isinstance(key, str) and _SAFE_KEY.match(key) else "?"
 
 
+def _join(path: str, key: object) -> str:
+    segment = path_segment(key)
+    return f"{path}.{segment}" if path else segment
+
+
 def _walk_keys(root: Any) -> Iterator[Violation]:
     # Iterative, not recursive: a client may nest as deep as the JSON parser allows (beyond Python's stack).
+    # Paths are only built for containers and violations: scalars, the common case, cost one check each.
     stack: list[tuple[Any, str]] = [(root, "")]
     while stack:
         node, path = stack.pop()
         if isinstance(node, dict):
             for key, child in node.items():
-                segment = path_segment(key)
-                child_path = f"{path}.{segment}" if path else segment
                 if isinstance(key, str) and is_content_key(key):
                     # The path is the client's own key name, which is not content; the value is never shown.
-                    yield Violation(child_path, "content_field", "fields that carry prompt or completion "
+                    yield Violation(_join(path, key), "content_field", "fields that carry prompt or completion "
                                     "content are refused; send metadata only")
-                else:
-                    stack.append((child, child_path))
+                elif isinstance(child, dict | list):
+                    stack.append((child, _join(path, key)))
         elif isinstance(node, list):
-            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node) if isinstance(child, dict | list))
 
 
 def check_event(raw: Any) -> list[Violation]:

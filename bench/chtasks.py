@@ -5,6 +5,7 @@
   prefill         N synthetic rows over many workspaces via INSERT ... SELECT FROM numbers(): seconds
   delete          the bare deletion of one workspace (ALTER TABLE ... DELETE, synchronous) on both tables
   count           rows of one workspace in both tables (apply_deleted_mask=0: physically present rows)
+  finish          `delete` for some workspaces, then `count` for others, in one process
 """
 
 from __future__ import annotations
@@ -102,7 +103,14 @@ def delete(config: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "left": sum(left.values())}
 
 
-TASKS = {"insert-limit": insert_limit, "prefill": prefill, "delete": delete, "count": count}
+def finish(config: dict[str, Any]) -> dict[str, Any]:
+    """After the services stopped, in one process: the bare deletions (`delete`), then rows left of `erased`."""
+    deletions = [delete({**config, "workspace": ws}) for ws in config["delete"]]
+    left = {ws: sum(count({**config, "workspace": ws}).values()) for ws in config["erased"]}
+    return {"deletions": deletions, "left": left}
+
+
+TASKS = {"insert-limit": insert_limit, "prefill": prefill, "delete": delete, "count": count, "finish": finish}
 
 if __name__ == "__main__":
     cfg = json.loads(sys.argv[1])

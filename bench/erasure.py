@@ -100,11 +100,10 @@ async def measure(bench: Bench) -> ErasureFigures:
     finally:
         for svc in reversed(services):
             await svc.stop()
-    limits = [await python_json("bench.chtasks", {**config, "task": "delete", "workspace": ws.workspace_id})
-              for ws in bare]
-    for ws in ours:
-        left = await python_json("bench.chtasks", {**config, "task": "count", "workspace": ws.workspace_id})
-        if sum(left.values()):
-            raise RuntimeError(f"rows left after a verified erasure: {left}")
+    done = await python_json("bench.chtasks", {**config, "task": "finish", "delete": [w.workspace_id for w in bare],
+                                                "erased": [w.workspace_id for w in ours]})
+    if any(done["left"].values()):
+        raise RuntimeError(f"rows left after a verified erasure: {done['left']}")
+    limits = done["deletions"]
     return ErasureFigures(Spread.of(seconds), Spread.of([r["seconds"] for r in limits]), prefill["rows"],
                           sizes["rows"] // WORKSPACES, prefill["seconds"], receipts)

@@ -51,7 +51,7 @@ async def test_raw_records_are_forwarded_or_rejected_and_poison_never_stops_the_
 
         async def rejections() -> list[Any] | None:
             found = await read_all(iso.stack.kafka, topic_name(INGEST_REJECTED, iso.prefix))
-            return found if len(found) >= 8 else None
+            return found if len(found) >= 9 else None
 
         rejected = await eventually(rejections, timeout=60)
 

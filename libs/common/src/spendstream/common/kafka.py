@@ -136,7 +136,13 @@ class CompactedTable(Generic[V]):
     def _apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
         if raw_key is None:
             return
-        key = raw_key.decode()
+        try:
+            key = raw_key.decode()
+        except UnicodeDecodeError:
+            # No record we write has such a key; one that does must not end the reader (every later record,
+            # a revocation or a shredded key included, would go unseen).
+            log.error("skipping a record with a non-UTF-8 key on %s", self._topic)
+            return
         if raw_value is None:
             self._values.pop(key, None)
             if self._on_change:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
+from faststream.message import StreamMessage
 
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import ALL_TOPICS, Topic, topic_name
@@ -34,6 +36,47 @@ def make_broker(settings: BaseServiceSettings, client_id: str) -> KafkaBroker:
         graceful_timeout=30.0,
         logger=logging.getLogger(f"spendstream.{client_id}.kafka"),
     )
+
+
+def _utf8(value: bytes | None) -> bool:
+    try:
+        (value or b"").decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _blank_bad_headers(record: Any) -> Any:
+    if all(v is not None and _utf8(v) for _, v in (record.headers or ())):
+        return record
+    headers = [(k, v if v is not None and _utf8(v) else b"") for k, v in (record.headers or ())]
+    cleaned = dataclasses.replace(record, headers=headers)
+    consumer = getattr(record, "consumer", None)
+    if consumer is not None:  # FastStream's concurrent subscribers commit through the record's own consumer
+        cleaned.consumer = consumer
+    return cleaned
+
+
+async def tolerant_parser(message: Any, original: Callable[[Any], Awaitable[StreamMessage[Any]]]) -> StreamMessage[Any]:
+    """FastStream's parser decodes every header as UTF-8 and fails on a poison record before the handler runs;
+    with NACK_ON_ERROR the record would come back forever (a stuck partition). Headers that are not UTF-8 (or
+    null) are blanked, so the handler sees the record and skips or rejects it. Works for batches too.
+
+    A `reply_to` header is ignored: no handler answers RPC-style, and FastStream would otherwise publish the
+    handler's result to whatever topic a record names (failing, and redelivering forever, if it does not exist).
+    """
+    if isinstance(message, tuple):
+        parsed = await original(tuple(_blank_bad_headers(r) for r in message))
+    else:
+        parsed = await original(_blank_bad_headers(message))
+    parsed.reply_to = ""
+    return parsed
+
+
+async def raw_body(message: StreamMessage[Any]) -> Any:
+    """No decoding by FastStream (which trusts a record's content-type header and fails on a lying one): the
+    bytes (a list of them for a batch) reach the handler, which parses them within bounds."""
+    return message.body
 
 
 def make_producer(settings: BaseServiceSettings, client_id: str) -> AIOKafkaProducer:

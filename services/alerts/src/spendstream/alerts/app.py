@@ -43,7 +43,7 @@ from spendstream.alerts.webhooks import WebhookSender
 from spendstream.common.connections import redis_client
 from spendstream.common.erasure import DeletionCommand
 from spendstream.common.http_auth import require_scope
-from spendstream.common.kafka import make_broker
+from spendstream.common.kafka import make_broker, raw_body, tolerant_parser
 from spendstream.common.prices import load as load_prices
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
@@ -95,7 +95,7 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
     @broker.subscriber(
         topic_name(USAGE_EVENTS, prefix), group_id=f"{prefix}{settings.group_id}",
         batch=True, max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
-        auto_offset_reset="earliest",
+        auto_offset_reset="earliest", parser=tolerant_parser, decoder=raw_body,
         # Offsets are committed after counting and publishing; a failure seeks back (counting is idempotent).
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
@@ -104,6 +104,7 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
 
     @broker.subscriber(
         fired_topic, group_id=f"{prefix}{settings.delivery_group_id}", auto_offset_reset="earliest",
+        parser=tolerant_parser, decoder=raw_body,
         # Committed once every channel is delivered or dead-lettered; retries may take minutes. One worker per
         # partition: a receiver that is down holds back only the alerts behind it on its own partition.
         ack_policy=AckPolicy.NACK_ON_ERROR, max_poll_interval_ms=900_000, max_workers=ALERTS_FIRED.partitions,
@@ -118,7 +119,7 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
 
     @broker.subscriber(
         topic_name(DELETION_COMMANDS, prefix), group_id=f"{prefix}{settings.erasure_group_id}",
-        auto_offset_reset="earliest", ack_policy=AckPolicy.NACK_ON_ERROR,
+        auto_offset_reset="earliest", parser=tolerant_parser, decoder=raw_body, ack_policy=AckPolicy.NACK_ON_ERROR,
     )
     async def on_deletion_command(msg: KafkaMessage) -> None:
         try:

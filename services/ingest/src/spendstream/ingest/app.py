@@ -16,7 +16,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 
 from spendstream.common.connections import redis_client
-from spendstream.common.kafka import make_broker
+from spendstream.common.kafka import make_broker, raw_body, tolerant_parser
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.common.topics import DELETION_COMMANDS, INGEST_RAW, topic_name
@@ -27,7 +27,7 @@ from spendstream.ingest.auth import require
 from spendstream.ingest.batches import BatchAcceptor
 from spendstream.ingest.dedupe import Deduplicator
 from spendstream.ingest.erasure import ERASURE_GROUP, Eraser
-from spendstream.ingest.intake import RawIntake, raw_body, tolerant_parser
+from spendstream.ingest.intake import RawIntake
 from spendstream.ingest.limits import Limiter
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import ControlPlane, WorkspaceDirectory

@@ -14,15 +14,12 @@ The raw topic has no rate limit: a consumer reads at its own pace, so Kafka itse
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from faststream.kafka import KafkaBroker
-from faststream.message import StreamMessage
 
 from spendstream.common.events import MAX_EVENTS_PER_BATCH
 from spendstream.common.records import RejectionRecord
@@ -118,23 +115,3 @@ def _header(record: Any, name: str) -> str | None:
             except UnicodeDecodeError:
                 return None
     return None
-
-
-def _utf8(value: bytes | None) -> bool:
-    try:
-        (value or b"").decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-async def tolerant_parser(record: Any, original: Callable[[Any], Awaitable[StreamMessage[Any]]]) -> StreamMessage[Any]:
-    """FastStream's parser decodes every header as UTF-8 and would fail on a poison record before our
-    handler runs; headers that are not UTF-8 (or null) are blanked so the handler can reject the record."""
-    headers = [(k, v if v is not None and _utf8(v) else b"") for k, v in (record.headers or ())]
-    return await original(dataclasses.replace(record, headers=headers))
-
-
-async def raw_body(message: StreamMessage[Any]) -> bytes:
-    """No decoding by FastStream: untrusted bytes are parsed, within bounds, by the handler alone."""
-    return bytes(message.body)

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from spendstream.common.erasure import DeletionReport, LifecycleEvent
 from spendstream.common.http_auth import require_scope
-from spendstream.common.kafka import make_broker
+from spendstream.common.kafka import make_broker, raw_body, tolerant_parser
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory
 from spendstream.common.topics import DELETION_REPORTS, topic_name
@@ -90,7 +90,7 @@ def build(settings: RetentionSettings, clock: Clock | None = None) -> Retention:
 
     @broker.subscriber(
         topic_name(DELETION_REPORTS, settings.topic_prefix), group_id=f"{settings.topic_prefix}{settings.group_id}",
-        auto_offset_reset="earliest",
+        auto_offset_reset="earliest", parser=tolerant_parser, decoder=raw_body,
         # The offset is committed only after the report is written into its request (on_report returned).
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )

@@ -21,7 +21,7 @@ from faststream.kafka import KafkaMessage
 from spendstream.common import prices as price_tables
 from spendstream.common.connections import clickhouse_client
 from spendstream.common.http_auth import require_scope
-from spendstream.common.kafka import make_broker
+from spendstream.common.kafka import make_broker, raw_body, tolerant_parser
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.common.topics import DELETION_COMMANDS, USAGE_EVENTS, topic_name
@@ -63,7 +63,7 @@ def create_service(settings: RollupSettings) -> Service:
         topic_name(USAGE_EVENTS, settings.topic_prefix),
         group_id=f"{settings.topic_prefix}{settings.group_id}",
         batch=True, max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
-        auto_offset_reset="earliest",
+        auto_offset_reset="earliest", parser=tolerant_parser, decoder=raw_body,
         # Offsets are committed only after the handler returned, i.e. after ClickHouse stored the batch.
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_poll_interval_ms=120_000,
@@ -78,6 +78,7 @@ def create_service(settings: RollupSettings) -> Service:
     @broker.subscriber(
         topic_name(DELETION_COMMANDS, settings.topic_prefix),
         group_id=f"{settings.topic_prefix}spendstream-rollup-erasure", auto_offset_reset="earliest",
+        parser=tolerant_parser, decoder=raw_body,
         # Committed after the report is published: a crash in between repeats the (idempotent) command.
         ack_policy=AckPolicy.NACK_ON_ERROR, max_poll_interval_ms=600_000,
     )

@@ -61,9 +61,27 @@ async def running(iso: Isolation) -> AsyncIterator[Pipeline]:
             yield Pipeline(client, app, retention)
 
 
-def api_routes(app: FastAPI) -> list[APIRoute]:
-    """Every API route of the app (health, readiness and metrics are plain routes, not API routes)."""
-    return [r for r in app.routes if isinstance(r, APIRoute)]
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    methods: frozenset[str]
+
+
+def api_routes(app: FastAPI) -> list[Endpoint]:
+    """Every API route of the app, included routers' too (FastAPI >= 0.16x wraps those in an included-router
+    node, whose prefix is applied here). Health, readiness and metrics are excluded: they take no key."""
+    found: list[Endpoint] = []
+
+    def walk(routes: list[Any], prefix: str) -> None:
+        for route in routes:
+            original = getattr(route, "original_router", None)
+            if original is not None:
+                walk(list(original.routes), prefix + route.include_context.prefix)
+            elif isinstance(route, APIRoute) and route.path not in ("/healthz", "/readyz", "/metrics"):
+                found.append(Endpoint(prefix + route.path, frozenset(route.methods or ())))
+
+    walk(list(app.routes), "")
+    return found
 
 
 def concrete(path: str) -> str:

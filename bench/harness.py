@@ -41,8 +41,15 @@ def free_port() -> int:
 
 
 def start_stack() -> None:
-    """scripts/stack.sh start: idempotent, leaves the running broker and Redis alone."""
-    subprocess.run([str(ROOT / "scripts" / "stack.sh"), "start"], check=True, stdout=subprocess.DEVNULL)
+    """scripts/stack.sh start: idempotent, leaves the running broker and Redis alone.
+
+    With SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS / SPENDSTREAM_REDIS_URL set, those services are used as they are.
+    """
+    script = str(ROOT / "scripts" / "stack.sh")
+    if "SPENDSTREAM_REDIS_URL" not in os.environ:
+        subprocess.run([script, "start-redis"], check=True, stdout=subprocess.DEVNULL)
+    if "SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+        subprocess.run([script, "start-kafka"], check=True, stdout=subprocess.DEVNULL)
 
 
 @dataclass(frozen=True)

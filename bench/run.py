@@ -182,7 +182,10 @@ async def run_all(bench: Bench, only: list[str]) -> tuple[list[Row], dict[str, A
             rows += await one(name)
     finally:
         meta["machine"]["load_average_at_end"] = os.getloadavg()
-        await bench.cleanup()
+        try:
+            await bench.cleanup()
+        except Exception as exc:  # a broker gone at the end must not swallow the figures measured before
+            meta["failed"]["cleanup"] = f"{type(exc).__name__}: {exc} (topics bench-{bench.tag}-* may be left)"
     return rows, meta
 
 

@@ -45,20 +45,21 @@ def services(iso: Isolation) -> tuple[list[Service], Retention]:
     return [
         create_ingest(iso.settings(IngestSettings, **common)),
         create_rollup(iso.settings(RollupSettings, batch_timeout_ms=50, **common)),
-        create_alerts(iso.settings(AlertsSettings, rollup_url="", **common)),
+        create_alerts(iso.settings(AlertsSettings, rollup_url="", webhook_allow_private=True, **common)),
         retention.service,
     ], retention
 
 
 @asynccontextmanager
-async def running(iso: Isolation) -> AsyncIterator[Pipeline]:
-    """All four services started in this event loop, with an HTTP client bound to their ASGI app."""
+async def running(iso: Isolation, client: tuple[str, int] = ("127.0.0.1", 123)) -> AsyncIterator[Pipeline]:
+    """All four services started in this event loop, with an HTTP client bound to their ASGI app (requests
+    come from the `client` address)."""
     parts, retention = services(iso)
     app = build_http_app(parts)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://spendstream.test") as client:
-            yield Pipeline(client, app, retention)
+        transport = httpx.ASGITransport(app=app, client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://spendstream.test") as http:
+            yield Pipeline(http, app, retention)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,186 @@
+"""Secrets stay secret: API keys are compared in constant time and stored only hashed; the KEK is never logged
+or printed; a webhook secret is shown once and sealed on its topic; client IPs are recorded nowhere."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from spendstream.common.logs import JsonFormatter
+from spendstream.common.topics import API_KEYS, BUDGETS, topic_name
+from tests.ingest.topics import read_all, topic_names
+from tests.security.pipeline import running
+from tests.support import Isolation, ServiceProcess, auth, create_workspace, eventually, usage_event
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+CLIENT_IP = "203.0.113.77"
+FORWARDED_IP = "198.51.100.23"
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every log record of the test at DEBUG, formatted as production formats it."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield buffer
+    root.removeHandler(handler)
+    root.setLevel(old)
+
+
+async def _everything_on_topics(iso: Isolation) -> bytes:
+    """Keys, values and headers of every record on every topic of the test, as one blob."""
+    blob = bytearray()
+    for name in await topic_names(iso.stack.kafka, iso.prefix):
+        for record in await read_all(iso.stack.kafka, name):
+            blob += (record.key or b"") + b"\n" + (record.value or b"") + b"\n"
+            for key, value in record.headers or ():
+                blob += key.encode() + b"=" + (value or b"") + b"\n"
+    return bytes(blob)
+
+
+def _kek_forms(kek: str) -> list[str]:
+    raw = base64.b64decode(kek)
+    return [kek, raw.hex(), base64.urlsafe_b64encode(raw).decode(), repr(raw)[2:-1]]
+
+
+async def test_keys_are_compared_in_constant_time_and_stored_only_as_hashes(
+        iso: Isolation, monkeypatch: pytest.MonkeyPatch, captured_logs: io.StringIO) -> None:
+    calls: list[int] = []
+    real = hmac.compare_digest
+
+    def counting(a: str | bytes, b: str | bytes) -> bool:
+        calls.append(1)
+        return real(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hmac, "compare_digest", counting)
+    ws = await create_workspace(iso)
+    async with running(iso) as p:
+        async def answered(path: str, key: str, status: int) -> bool:
+            return (await p.client.get(path, headers=auth(key))).status_code == status
+
+        # One authenticated route per service: each answer must have gone through compare_digest.
+        for path, key, status in (("/v1/admin/workspace", ws["admin"], 200), ("/v1/usage", ws["read"], 200),
+                                  ("/v1/budgets", ws["admin"], 200), ("/v1/deletions/nope", ws["admin"], 404)):
+            await eventually(partial(answered, path, key, status))
+            before = len(calls)
+            assert await answered(path, key, status)
+            assert len(calls) > before, f"{path} authenticated without hmac.compare_digest"
+        # A wrong key differing from a real one in its last character is refused the same way.
+        assert (await p.client.get("/v1/usage", headers=auth(ws["read"][:-1] + "x"))).status_code == 401
+
+    blob = await _everything_on_topics(iso)
+    for scope in ("ingest", "read", "admin"):
+        assert ws[scope].encode() not in blob, f"the {scope} key is in clear on a topic"
+    key_records = await read_all(iso.stack.kafka, topic_name(API_KEYS, iso.prefix))
+    assert {r.key.decode() for r in key_records} >= {hashlib.sha256(ws[s].encode()).hexdigest()
+                                                     for s in ("ingest", "read", "admin")}
+    assert not [s for s in ("ingest", "read", "admin") if ws[s] in captured_logs.getvalue()]
+
+
+async def test_a_webhook_secret_is_shown_once_and_sealed_on_its_topic(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    async with running(iso) as p:
+        body = {"name": "b", "amount_usd": "100", "webhooks": [{"url": "http://127.0.0.1:9/hook"},
+                                                               {"url": "http://127.0.0.1:9/own",
+                                                                "secret": "my-own-secret-0123456789"}]}
+
+        async def created() -> dict[str, object] | None:
+            r = await p.client.post("/v1/budgets", json=body, headers=auth(ws["admin"]))
+            assert r.status_code in (201, 401), r.text
+            return r.json() if r.status_code == 201 else None
+
+        budget = await eventually(created)
+        hooks = budget["webhooks"]
+        assert isinstance(hooks, list)
+        secrets = [h["secret"] for h in hooks]
+        assert all(isinstance(s, str) and len(s) >= 16 for s in secrets) and "my-own-secret-0123456789" in secrets
+        budget_id = budget["budget_id"]
+        answers = [
+            await p.client.get(f"/v1/budgets/{budget_id}", headers=auth(ws["admin"])),
+            await p.client.get("/v1/budgets", headers=auth(ws["admin"])),
+            await p.client.patch(f"/v1/budgets/{budget_id}", json={"amount_usd": "200"}, headers=auth(ws["admin"])),
+            await p.client.get(f"/v1/budgets/{budget_id}/alerts", headers=auth(ws["admin"])),
+        ]
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+            assert not [s for s in secrets if s in answer.text], answer.request.url
+        shown = (await p.client.get(f"/v1/budgets/{budget_id}", headers=auth(ws["admin"]))).json()
+        assert [h["secret"] for h in shown["webhooks"]] == [None, None]
+    records = await read_all(iso.stack.kafka, topic_name(BUDGETS, iso.prefix))
+    assert records
+    blob = b"".join((r.value or b"") for r in records)
+    for secret in secrets:
+        assert isinstance(secret, str)
+        assert secret.encode() not in blob and base64.b64encode(secret.encode()) not in blob
+
+
+async def test_client_ips_are_recorded_nowhere(iso: Isolation, captured_logs: io.StringIO) -> None:
+    """ingest keeps no client IP at all (no log field, no metric label, no record): so no log line, topic
+    record or metric of a request carries the caller's address, direct or forwarded."""
+    ws = await create_workspace(iso)
+    async with running(iso, client=(CLIENT_IP, 40001)) as p:
+        headers = {**auth(ws["ingest"]), "X-Forwarded-For": FORWARDED_IP, "X-Real-IP": FORWARDED_IP}
+
+        async def sent() -> bool:
+            r = await p.client.post("/v1/events", json={"events": [usage_event(), usage_event(prompt="x")]},
+                                    headers=headers)
+            return r.status_code == 202
+
+        await eventually(sent)
+        bad_bodies: list[object] = [{"events": []}, {"events": "x"}, [1]]
+        for bad in bad_bodies:  # refusals log too
+            await p.client.post("/v1/events", json=bad, headers=headers)
+        await p.client.post("/v1/events", json={"events": []}, headers={"Authorization": "Bearer nope",
+                                                                          "X-Forwarded-For": FORWARDED_IP})
+        metrics = (await p.client.get("/metrics")).text
+    logs = captured_logs.getvalue()
+    assert logs  # the services did log (startup, refusals): the check below looked at something
+    blob = await _everything_on_topics(iso)
+    for ip in (CLIENT_IP, FORWARDED_IP):
+        assert ip not in logs and ip not in metrics and ip.encode() not in blob
+
+
+def test_the_kek_is_never_printed_or_logged(iso: Isolation, tmp_path: Path) -> None:
+    env = {**os.environ, **iso.env(LOG_LEVEL="DEBUG")}
+    outputs: list[str] = []
+    for argv in (["up", "--check"], ["run", "ingest", "--check"], ["workspace", "create", "kek-test"],
+                 ["topics", "list"]):
+        done = subprocess.run([sys.executable, "-m", "spendstream.cli", *argv], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, (argv, done.stderr)
+        outputs.append(done.stdout + done.stderr)
+    for service in ("ingest", "retention"):
+        done = subprocess.run([sys.executable, "-m", f"spendstream.{service}", "--check"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        outputs.append(done.stdout + done.stderr)
+    # A service started at DEBUG, asked something, then stopped: its whole log.
+    log = tmp_path / "ingest.log"
+    process = ServiceProcess("ingest", iso.env(LOG_LEVEL="DEBUG"), log)
+    process.start()
+    try:
+        import httpx
+
+        httpx.post(f"{process.url}/v1/events", json={"events": [usage_event()]}, timeout=10)
+    finally:
+        process.terminate()  # uvicorn re-raises SIGTERM after its graceful shutdown: the code is -15
+    outputs.append(log.read_text())
+    assert "workspace_id" in outputs[2]  # the create command did print its answer
+    for text in outputs:
+        assert not [form for form in _kek_forms(iso.kek) if form in text]

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: up test test-long install stack stop lint typecheck pytest bench bench-smoke clean
+.PHONY: up test test-long install stack stop lint typecheck pytest bench bench-smoke soak clean
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -43,6 +43,10 @@ bench: install stack
 
 bench-smoke: install stack
 	uv run --frozen python -m bench --smoke
+
+# The four services under a steady load for MINUTES (default 10): memory and consumer lag every 30 s.
+soak: install stack
+	uv run --frozen python -m bench.soak --minutes $(or $(MINUTES),10)
 
 clean:
 	rm -rf .data .stack .venv

@@ -64,14 +64,21 @@ def _forbidden(address: str) -> bool:
 
 async def check_target(url: str, allow_private: bool) -> None:
     """Raise Refused when any address the host resolves to is loopback, private, link-local or reserved."""
-    parts = urlsplit(url)
+    try:
+        # urlsplit and .port raise ValueError (a bad IPv6 bracket, a port out of range); httpx refuses others.
+        parts = urlsplit(url)
+        port = parts.port
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):
+        raise Refused("invalid_url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Refused("invalid_url")
     if allow_private:
         return
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443,
-                                                             type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port or 443, type=socket.SOCK_STREAM)
+    except UnicodeError:  # a host name IDNA cannot encode (a label over 63 characters, ...)
+        raise Refused("invalid_url") from None
     except OSError:
         raise Failed("dns_error") from None
     if any(_forbidden(str(info[4][0])) for info in infos):

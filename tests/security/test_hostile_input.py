@@ -97,6 +97,15 @@ def test_malformed_oversized_and_deeply_nested_bodies_never_yield_a_server_error
     _healthy(server)
 
 
+def test_webhook_urls_that_do_not_parse_are_refused_with_422(server: Server) -> None:
+    # Found by schemathesis: urlsplit raised ValueError on a bad IPv6 bracket, a 500.
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for url in ("http://n]\u00cef\u00d1t", "http://[::1", "http://a:99999/x", "http://x/\x00"):
+            r = http.post("/v1/budgets", json={"name": "w", "amount_usd": "1", "webhooks": [{"url": url}]},
+                          headers=auth(server.ws["admin"]))
+            assert r.status_code == 422 and r.json()["detail"]["code"] == "invalid_url", (url, r.text)
+
+
 def _raw(port: int, request: bytes, read: bool = True) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(request)

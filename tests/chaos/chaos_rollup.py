@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from spendstream.rollup import __main__ as entry
-from spendstream.rollup.store import Store
+from spendstream.rollup.store import Inserted, Store
 
 OUTAGE = Path(os.environ["CHAOS_CLICKHOUSE_OUTAGE"])
 _insert_new = Store.insert_new
 _state = {"detached": False}
 
 
-def insert_new(self: Store, rows: list[tuple[Any, ...]]) -> int:
+def insert_new(self: Store, rows: list[tuple[Any, ...]]) -> Inserted:
     client = self._client
     if OUTAGE.exists() and not _state["detached"]:
         client.command(f"DETACH TABLE {self.db}.usage_events")

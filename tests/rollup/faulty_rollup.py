@@ -2,6 +2,8 @@
 
 kill_after_insert: SIGKILL itself as soon as a ClickHouse insert returned, i.e. after the write and before
                    FastStream commits the batch's offsets (the window exactly-once has to survive).
+lose_view_part:    after a ClickHouse insert, cancel the whole daily rollup (the test sends one batch: as if the
+                   process had died between the raw part and the view part) and SIGKILL itself before the commit.
 slow_batch:        when a batch reaches the store, touch ROLLUP_TEST_MARKER and take 3 s before writing, so a
                    SIGTERM sent on seeing the marker lands in the middle of a batch.
 """
@@ -15,18 +17,24 @@ from pathlib import Path
 from typing import Any
 
 from spendstream.rollup import __main__ as entry
-from spendstream.rollup.store import Store
+from spendstream.rollup.schema import DIMENSIONS, MEASURES
+from spendstream.rollup.store import Inserted, Store
 
 FAULT = os.environ["ROLLUP_TEST_FAULT"]
 _insert_new = Store.insert_new
 
 
-def insert_new(self: Store, rows: list[tuple[Any, ...]]) -> int:
+def insert_new(self: Store, rows: list[tuple[Any, ...]]) -> Inserted:
     if FAULT == "slow_batch":
         Path(os.environ["ROLLUP_TEST_MARKER"]).touch()
         time.sleep(3)
     new = _insert_new(self, rows)
-    if FAULT == "kill_after_insert":
+    if FAULT == "lose_view_part":
+        keys = ("workspace_id", "day", *DIMENSIONS, "cost_source")
+        self._client.command(
+            f"INSERT INTO {self.db}.usage_daily ({', '.join((*keys, *MEASURES))}) SELECT {', '.join(keys)}, "
+            f"{', '.join(f'-{m}' for m in MEASURES)} FROM {self.db}.usage_daily", settings={"insert_deduplicate": 0})
+    if FAULT in ("kill_after_insert", "lose_view_part"):
         os.kill(os.getpid(), signal.SIGKILL)
     return new
 

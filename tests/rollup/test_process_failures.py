@@ -86,6 +86,36 @@ async def test_sigkill_between_insert_and_commit_redelivers_and_stores_nothing_t
     assert _stored(iso, ws["workspace_id"]) == (10, 10)
 
 
+async def test_a_view_part_lost_in_a_crash_is_repaired_from_the_redelivery_within_seconds(
+        iso: Isolation, tmp_path: Path) -> None:
+    ws = await create_workspace(iso)
+    env = {**iso.env(), "ROLLUP_TEST_FAULT": "lose_view_part"}
+    faulty = ServiceProcess("rollup", env, tmp_path / "faulty.log", module="tests.rollup.faulty_rollup")
+    faulty.start()
+    async with publisher(iso) as pub:
+        await pub.batch(ws["workspace_id"], events(10, cost_usd=0.2))
+    assert faulty._proc.wait(timeout=60) == -9
+    faulty._proc = None
+    # The raw part is durable, the view part gone, the record uncommitted.
+    assert _stored(iso, ws["workspace_id"]) == (10, 0)
+
+    # The periodic reconcile is an hour away: only the repair of redelivered days can fix the rollup.
+    again = ServiceProcess("rollup", {**iso.env(), "SPENDSTREAM_RECONCILE_INTERVAL_SECONDS": "3600"},
+                           tmp_path / "rollup.log")
+    again.start()
+    try:
+        async with httpx.AsyncClient(base_url=again.url) as client:
+            async def repaired() -> dict[str, Any] | None:
+                totals: dict[str, Any] = (await client.get("/v1/usage", headers=auth(ws["read"]))).json()["totals"]
+                return totals if totals["requests"] == 10 else None
+            totals = await eventually(repaired, timeout=30)
+            assert totals["cost_usd"] == "2.000000000"
+            assert _metric((await client.get("/metrics")).text, "spendstream_rollup_reconcile_corrections_total") == 1
+    finally:
+        again.terminate()
+    assert _stored(iso, ws["workspace_id"]) == (10, 10)
+
+
 async def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits_cleanly(
         iso: Isolation, tmp_path: Path) -> None:
     ws = await create_workspace(iso)

@@ -40,9 +40,20 @@ def _totals(store: Store, workspace_id: str) -> dict[str, Any]:
 def test_insert_new_skips_what_is_stored_and_repeats_inside_one_call(iso: Isolation) -> None:
     _, store = _setup(iso)
     rows = _rows("ws1", 5, cost_usd=1.0)
-    assert store.insert_new(rows) == 5
-    assert store.insert_new([*rows[2:], *_rows("ws1", 1, cost_usd=1.0), rows[0]]) == 1
+    assert store.insert_new(rows).new == 5
+    assert store.insert_new([*rows[2:], *_rows("ws1", 1, cost_usd=1.0), rows[0]]).new == 1
     assert _totals(store, "ws1") == {"requests": 6, "input_tokens": 6000, "cost_usd": Decimal("6")}
+
+
+def test_insert_new_names_the_days_of_rows_already_stored_so_their_rollup_can_be_repaired(
+        iso: Isolation) -> None:
+    _, store = _setup(iso)
+    old = (datetime.now(UTC) - timedelta(days=40)).replace(microsecond=0)
+    back_dated = _rows("ws1", 2, timestamp=old.isoformat())
+    today_rows = _rows("ws1", 2)
+    assert store.insert_new(back_dated).repeated_days == frozenset()
+    again = store.insert_new([*back_dated, *today_rows])
+    assert again.new == 2 and again.repeated_days == frozenset({old.date()})
 
 
 def test_reconcile_repairs_a_double_counted_and_a_missing_rollup_exactly(iso: Isolation) -> None:
@@ -87,9 +98,9 @@ def test_the_existence_check_is_per_workspace_and_works_across_chunks(iso: Isola
     monkeypatch.setattr("spendstream.rollup.store.EXISTS_CHUNK", 3)
     shared = usage_event(cost_usd=1.0)
     a = _rows("wsA", 4, cost_usd=1.0)
-    assert store.insert_new(a) == 4
+    assert store.insert_new(a).new == 4
     # The same event_id in another workspace is a different event; a's rows again are not new.
     b = event_rows(StoredBatch("wsB", "b", datetime.now(UTC), [UsageEvent.model_validate(
         {**shared, "event_id": a[0][1]})]), bundled())
-    assert store.insert_new([*a, *b, *_rows("wsA", 2, cost_usd=1.0)]) == 3
+    assert store.insert_new([*a, *b, *_rows("wsA", 2, cost_usd=1.0)]).new == 3
     assert _totals(store, "wsA")["requests"] == 6 and _totals(store, "wsB")["requests"] == 1

@@ -85,7 +85,7 @@ def create_service(settings: RollupSettings) -> Service:
     async def on_deletion_command(msg: KafkaMessage) -> None:
         await erasure.handle(msg.body)
 
-    state: dict[str, object] = {"ready": False, "reconciler": None}
+    state: dict[str, object] = {"ready": False, "reconciler": None, "repairer": None}
 
     # Only one process can open a chDB directory, so no other writer can be mid-insert there; on a server,
     # other replicas can, and drift is corrected only once seen twice (store.reconcile).
@@ -105,21 +105,33 @@ def create_service(settings: RollupSettings) -> Service:
             since = started
             metrics.CORRECTIONS.inc(fixed)
 
+    async def repair_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.repair_interval_seconds)
+            try:
+                fixed = await writer.repair(confirm_after)
+            except Exception as exc:  # the suspect days stay marked; retried next interval
+                log.warning("repair failed", extra={"error": type(exc).__name__})
+                continue
+            metrics.CORRECTIONS.inc(fixed)
+
     async def start() -> None:
         await keys.table.start()
         await keyring.table.start()
         await broker.start()
         erasure.start()
         state["reconciler"] = asyncio.create_task(reconcile_forever())
+        state["repairer"] = asyncio.create_task(repair_forever())
         state["ready"] = True
 
     async def stop() -> None:
         state["ready"] = False
-        task = state["reconciler"]
-        if isinstance(task, asyncio.Task):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for name in ("reconciler", "repairer"):
+            task = state[name]
+            if isinstance(task, asyncio.Task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await erasure.stop()
         await broker.stop()  # finishes the batch in hand and commits it (graceful_timeout)
         await keyring.table.stop()

@@ -8,6 +8,10 @@ Delivery: at-least-once from Kafka, made effectively-once by the store (see sche
      and the same records come again.
 A crash after 2 and before 3 redelivers the batch; step 2 then finds every event stored and inserts nothing.
 A rebalance mid-batch: the revoked partitions' offsets are not committed, the next owner redoes them, same.
+A crash *inside* 2 (raw part written, view part not) or a write that failed after the raw part: the
+redelivery finds the events stored, so the view is not fed again and the rollup is short. Every day with
+events found already stored is therefore marked suspect and repaired (reconciled from the raw table) within
+`repair_interval_seconds`, instead of waiting for the periodic reconcile.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class BatchWriter:
         # Inserts and reconcile never overlap in this process: reconcile must not see an insert half-applied
         # (raw part stored, view part not yet), which would look like drift and be "corrected" twice.
         self._lock = asyncio.Lock()
+        self._suspect_days: set[date] = set()
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -110,7 +115,7 @@ class BatchWriter:
             started = time.perf_counter()
             try:
                 async with self._lock:
-                    new = await asyncio.to_thread(self._store.insert_new, rows)
+                    inserted = await asyncio.to_thread(self._store.insert_new, rows)
             except Exception as exc:  # clickhouse-connect and chDB raise many types; all mean "not stored"
                 metrics.WRITE_FAILURES.inc()
                 if time.monotonic() + delay > deadline:
@@ -121,7 +126,25 @@ class BatchWriter:
                 delay = min(delay * 2, 5.0)
                 continue
             metrics.INSERT_SECONDS.observe(time.perf_counter() - started)
-            return new
+            self._suspect_days |= inserted.repeated_days
+            return inserted.new
+
+    async def repair(self, confirm_after: float = 0.0) -> int:
+        """Reconcile the days that saw redelivered events since the last call (see the module docstring).
+
+        Called every few seconds, not per batch: a partition replayed from offset 0 marks the same few days
+        again and again, and they are reconciled once per interval, not once per batch."""
+        days, self._suspect_days = sorted(self._suspect_days), set()
+        fixed = 0
+        while days:
+            try:
+                async with self._lock:
+                    fixed += await asyncio.to_thread(self._store.reconcile, days[0], days[0], confirm_after)
+            except BaseException:
+                self._suspect_days.update(days)  # this day and the rest are tried again next time
+                raise
+            days.pop(0)
+        return fixed
 
     async def reconcile(self, since: datetime, today: date, recent_days: int, confirm_after: float = 0.0) -> int:
         """Reconcile the last `recent_days` days plus every day that got events stored since `since`

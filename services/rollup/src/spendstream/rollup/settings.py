@@ -17,4 +17,6 @@ class RollupSettings(BaseServiceSettings):
     # How long a failing ClickHouse write is retried inside one batch before the batch is handed back.
     write_retry_seconds: float = Field(default=20.0, gt=0)
     reconcile_interval_seconds: float = Field(default=300.0, gt=0)
+    # How soon the days of redelivered events are reconciled (a view part lost in a crash, consumer.py).
+    repair_interval_seconds: float = Field(default=2.0, gt=0)
     reconcile_days: int = Field(default=2, ge=1)

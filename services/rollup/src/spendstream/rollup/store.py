@@ -56,6 +56,17 @@ def event_rows(batch: StoredBatch, prices: PriceTable) -> list[tuple[Any, ...]]:
     return rows
 
 
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    new: int  # rows stored by this call
+    repeated_days: frozenset[date]  # UTC days of rows that were stored before it (see Store.insert_new)
+
+
+def _utc_day(ts: datetime) -> date:
+    """The day ClickHouse's toDate(ts) gives for a UTC DateTime64 column (a naive value is UTC already)."""
+    return (ts.astimezone(UTC) if ts.tzinfo else ts).date()
+
+
 class Store:
     def __init__(self, client: Client, database: str) -> None:
         self._client = client
@@ -75,9 +86,15 @@ class Store:
             found.update((str(w), str(e)) for w, e in result.result_rows)
         return found
 
-    def insert_new(self, rows: list[tuple[Any, ...]]) -> int:
-        """Insert the rows whose (workspace_id, event_id) is not stored yet; returns how many were new."""
-        seen = self._existing([(r[0], r[1]) for r in rows])
+    def insert_new(self, rows: list[tuple[Any, ...]]) -> Inserted:
+        """Insert the rows whose (workspace_id, event_id) is not stored yet.
+
+        Rows found already stored are a redelivery (a crash, a rebalance, a retried write) or a re-send. Their
+        raw part is durable, but their view part may not be: a process killed between the two parts, or an
+        insert that failed after the raw part, leaves the rollup short, and this redelivery inserts nothing
+        that would trigger the view again. Their days are returned so the caller repairs them (reconcile)."""
+        stored = self._existing([(r[0], r[1]) for r in rows])
+        seen = set(stored)
         fresh: list[tuple[Any, ...]] = []
         for row in rows:
             if (row[0], row[1]) not in seen:
@@ -88,7 +105,8 @@ class Store:
             token = hashlib.sha256("\n".join(f"{r[0]}/{r[1]}" for r in fresh).encode()).hexdigest()
             self._client.insert(f"{self.db}.usage_events", fresh, column_names=EVENT_COLUMNS,
                                 settings={"insert_deduplication_token": token})
-        return len(fresh)
+        repeated = frozenset(_utc_day(r[2]) for r in rows if (r[0], r[1]) in stored)
+        return Inserted(new=len(fresh), repeated_days=repeated)
 
     def usage(self, workspace_id: str, start: date, end: date, group_by: Iterable[str],
               filters: Mapping[Any, str | Sequence[str]]) -> list[dict[str, Any]]:

@@ -63,6 +63,9 @@ start_kafka() {
       -c "$cfg" >/dev/null
   fi
   log "starting kafka on 127.0.0.1:$KAFKA_PORT"
+  # Every partition holds several open segment files; a test run creates thousands of partitions (each test
+  # deletes its own, but deletion is asynchronous), so give the broker the hard limit, not the soft default.
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   nohup "${java_cp[@]}" -Xms512m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     kafka.Kafka "$cfg" >"$STATE/kafka/broker.log" 2>&1 &
   echo $! >"$KAFKA_PID"

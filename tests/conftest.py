@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Isolation, PrivateKafka, Stack, new_isolation, provision
+from tests.support import Isolation, PrivateKafka, Stack, drop_topics, new_isolation, provision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +44,8 @@ async def iso(stack: Stack, tmp_path: Path) -> AsyncIterator[Isolation]:
     isolation = new_isolation(stack, tmp_path)
     await provision(isolation)
     yield isolation
+    # Thousands of tests x ~25 partitions would otherwise pile up in the shared broker (open files, memory).
+    await drop_topics(isolation)
 
 
 @pytest.fixture

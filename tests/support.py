@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
 
 from spendstream.common.kafka import make_broker, provision_topics
 from spendstream.common.service import Service, build_http_app
@@ -73,6 +76,21 @@ def new_isolation(stack: Stack, data_dir: Path) -> Isolation:
 
 async def provision(iso: Isolation) -> None:
     await provision_topics(iso.settings(BaseServiceSettings))
+
+
+async def drop_topics(iso: Isolation) -> None:
+    """Delete the isolation's topics. Best effort: a broker a test stopped on purpose must not fail teardown."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=iso.stack.kafka, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        names = [t for t in await admin.list_topics() if t.startswith(iso.prefix)]
+        if names:
+            await admin.delete_topics(names)
+    except Exception as exc:  # aiokafka raises many types; none may hide the test's own result
+        warnings.warn(f"could not delete the test topics {iso.prefix}*: {type(exc).__name__}", stacklevel=1)
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
 
 
 @asynccontextmanager

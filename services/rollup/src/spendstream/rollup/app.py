@@ -113,6 +113,8 @@ def create_service(settings: RollupSettings) -> Service:
             except Exception as exc:  # the suspect days stay marked; retried next interval
                 log.warning("repair failed", extra={"error": type(exc).__name__})
                 continue
+            if fixed:
+                log.warning("rollup repaired from the raw table after a redelivery", extra={"groups": fixed})
             metrics.CORRECTIONS.inc(fixed)
 
     async def start() -> None:

@@ -41,6 +41,9 @@ async def test_metrics_count_what_ingest_accepted_and_refused_and_what_rollup_st
         before = await scrape(client)
         answer = await client.post("/v1/events", json={"events": events}, headers=auth(ws["ingest"]))
         assert answer.status_code == 202, answer.text
+        assert (await client.post("/v1/events", json={"events": events}, headers=auth("nope"))).status_code == 401
+        assert (await client.post("/v1/events", json={"events": events},
+                                  headers=auth(ws["read"]))).status_code == 403
         assert answer.json()["accepted"] == 3
         refused = Counter(r["code"] for r in answer.json()["rejected"])
         assert sum(refused.values()) == 2 and len(refused) == 2, refused
@@ -60,6 +63,8 @@ async def test_metrics_count_what_ingest_accepted_and_refused_and_what_rollup_st
     for code, count in refused.items():
         assert delta("spendstream_ingest_events_refused_total", code=code) == count
     assert delta("spendstream_ingest_requests_total", status="202") == 1
+    assert delta("spendstream_ingest_requests_total", status="401") == 1
+    assert delta("spendstream_ingest_requests_total", status="403") == 1
     # One HTTP batch is one Kafka record: one publish, acknowledged once, of 3 events.
     assert delta("spendstream_ingest_publish_seconds_count") == 1
     assert 0 < delta("spendstream_ingest_publish_seconds_sum") < 10

@@ -4,10 +4,12 @@
 # parameters at definition time, where `auth` is a local of the router factory.
 
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from spendstream.common.events import MAX_EVENTS_PER_BATCH, UsageEvent
@@ -74,9 +76,26 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
+class _CountedRoute(APIRoute):
+    """Counts in the requests metric the answers that never reach the handler: 401 and 403 from the key check
+    (a client with a revoked key is exactly what an SRE wants to see in the request rates)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def counted(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                metrics.REQUESTS.labels(str(exc.status_code)).inc()
+                raise
+
+        return counted
+
+
 def build_router(settings: IngestSettings, acceptor: BatchAcceptor, workspaces: WorkspaceDirectory,
                  auth: Any) -> APIRouter:
-    router = APIRouter(tags=["ingest"])
+    router = APIRouter(tags=["ingest"], route_class=_CountedRoute)
     errors: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 413, 415, 429, 503)}
     errors.update(auth_error_responses())
     errors[422] = {"model": ErrorResponse | IngestResponse,

@@ -34,3 +34,19 @@ async def test_unreachable_redis_means_nothing_seen_and_marking_does_not_raise()
         await dedupe.mark("ws_a", ["e1"])
     finally:
         await redis.aclose()
+
+
+async def test_a_full_batch_is_checked_and_marked_in_one_call_each_with_every_key_in_its_workspace_slot(
+        iso: Isolation) -> None:
+    redis = aioredis.Redis.from_url(iso.stack.redis)
+    dedupe = Deduplicator(redis, iso.prefix, 3600)
+    ids = [f"e{i}" for i in range(500)]
+    try:
+        await dedupe.mark("ws_a", ids[::2])
+        assert await dedupe.seen("ws_a", ids) == set(ids[::2])
+        assert await dedupe.seen("ws_a", ids[1::2]) == set()
+        keys = {k.decode() async for k in redis.scan_iter(match=f"{iso.prefix}ingest:seen:*", count=1000)}
+        assert keys == {f"{iso.prefix}ingest:seen:{{ws_a}}:{e}" for e in ids[::2]}
+        assert 3500 < await redis.ttl(f"{iso.prefix}ingest:seen:{{ws_a}}:e498") <= 3600
+    finally:
+        await redis.aclose()

@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -18,6 +19,30 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger(__name__)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None, grace_seconds: float = 10.0) -> None:
+    """End a background loop: cancel it, and keep cancelling every 100 ms until it has ended.
+
+    One cancel() is not enough: a CancelledError can be swallowed on its way out (Python 3.11's
+    `asyncio.timeout` turns it into the TimeoutError of its own expiry when both land together, and the loop
+    then goes round again), and a bare `await task` after that waits forever: a service that never stops,
+    a pod held until SIGKILL. Re-delivering the cancellation ends the loop at its next await. After
+    `grace_seconds` the task is left behind with an error logged rather than holding shutdown hostage.
+    """
+    if task is None or task.done():
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_seconds
+    while not task.done():
+        if loop.time() >= deadline:
+            log.error("background task did not end on cancellation", extra={"task": task.get_name()})
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("background task had failed before it was stopped",
+                    extra={"task": task.get_name(), "error": type(task.exception()).__name__})
 
 
 async def _nothing() -> None:

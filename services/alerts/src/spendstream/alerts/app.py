@@ -45,7 +45,7 @@ from spendstream.common.erasure import DeletionCommand
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import make_broker, raw_body, tolerant_parser
 from spendstream.common.prices import load as load_prices
-from spendstream.common.service import Service
+from spendstream.common.service import Service, cancel_and_wait
 from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.common.topics import ALERTS_FIRED, DELETION_COMMANDS, USAGE_EVENTS, topic_name
 
@@ -171,11 +171,8 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
 
     async def stop() -> None:
         state["ready"] = False
-        task = state["sweeper"]
-        if isinstance(task, asyncio.Task):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        sweeper = state["sweeper"]
+        await cancel_and_wait(sweeper if isinstance(sweeper, asyncio.Task) else None)
         await broker.stop()
         await book.table.stop()
         await keyring.table.stop()

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -23,7 +22,7 @@ from pydantic import ValidationError
 from spendstream.common.erasure import DeletionReport, LifecycleEvent
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import make_broker, raw_body, tolerant_parser
-from spendstream.common.service import Service
+from spendstream.common.service import Service, cancel_and_wait
 from spendstream.common.tenants import KeyDirectory
 from spendstream.common.topics import DELETION_REPORTS, topic_name
 from spendstream.retention.api import build_router
@@ -119,10 +118,7 @@ def build(settings: RetentionSettings, clock: Clock | None = None) -> Retention:
     async def stop() -> None:
         state["ready"] = False
         ticker = state["ticker"]
-        if isinstance(ticker, asyncio.Task):
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+        await cancel_and_wait(ticker if isinstance(ticker, asyncio.Task) else None)
         await broker.stop()
         await coordinator.stop()
         await schedules.table.stop()

@@ -16,13 +16,13 @@ One coordinator (one replica) per installation: steps are serialised by one lock
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from faststream.kafka import KafkaBroker
 
 from spendstream.common.erasure import OWNERS, DeletionCommand, DeletionReport
 from spendstream.common.kafka import CompactedTable
+from spendstream.common.service import cancel_and_wait
 from spendstream.common.topics import AUDIT, DELETION_COMMANDS, DELETION_REQUESTS, topic_name
 from spendstream.retention import metrics
 from spendstream.retention.clock import Clock
@@ -78,10 +78,7 @@ class Coordinator:
             self._queue.put_nowait(request.request_id)
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await cancel_and_wait(self._worker)
         await self.table.stop()
 
     # -- reads ---------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +21,7 @@ from spendstream.common import prices as price_tables
 from spendstream.common.connections import clickhouse_client
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import make_broker, raw_body, tolerant_parser
-from spendstream.common.service import Service
+from spendstream.common.service import Service, cancel_and_wait
 from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.common.topics import DELETION_COMMANDS, USAGE_EVENTS, topic_name
 from spendstream.rollup import metrics
@@ -130,10 +129,7 @@ def create_service(settings: RollupSettings) -> Service:
         state["ready"] = False
         for name in ("reconciler", "repairer"):
             task = state[name]
-            if isinstance(task, asyncio.Task):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task if isinstance(task, asyncio.Task) else None)
         await erasure.stop()
         await broker.stop()  # finishes the batch in hand and commits it (graceful_timeout)
         await keyring.table.stop()

@@ -18,7 +18,6 @@ Verification queries name placeholders, never values: reports travel on Kafka an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -33,6 +32,7 @@ from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
 from spendstream.common.erasure import DeletionCommand, DeletionReport, ErasureScope, StoreCount, Verification
+from spendstream.common.service import cancel_and_wait
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import DELETION_REPORTS, USAGE_EVENTS, topic_name
 from spendstream.rollup.erased import ErasedSubjects
@@ -145,10 +145,7 @@ class RollupErasure:
                                              name="rollup:sweeper")
 
     async def stop(self) -> None:
-        if self._sweeping is not None:
-            self._sweeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeping
+        await cancel_and_wait(self._sweeping)
 
     async def handle(self, raw: bytes) -> None:
         """One command in, one report out (published before the command's offset is committed)."""

@@ -77,7 +77,8 @@ async def test_workspace_erasure_leaves_no_row_in_any_table_and_other_workspaces
 
 async def test_customer_erasure_removes_only_that_customer_and_leaves_exact_rollups(iso: Isolation) -> None:
     ws = await create_workspace(iso)
-    day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    # Yesterday noon: always in the past, whatever the hour the suite runs (today's noon is the future before it).
+    day = (datetime.now(UTC) - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
     async with serving([create_ingest(iso.settings(IngestSettings)),
                         create_rollup(iso.settings(RollupSettings))]) as client:
         await _stream(client, ws["ingest"], [

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import operator
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ _EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]{2,}")
 _PHONE = re.compile(r"^\+\d[\d\s().-]{5,20}\d$|^\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}$")
 _DIGIT_RUN = re.compile(r"(?:\d[ -]?){13,19}")
 _IP_CANDIDATE = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+_DIGIT = re.compile(r"\d")  # the same (Unicode) digits the patterns above match
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,16 +98,25 @@ def _looks_like_ip(value: str) -> bool:
 
 def pii_kind(value: str) -> str | None:
     """The kind of PII `value` looks like (email, phone, ip_address, card_number), or None."""
-    if _EMAIL.search(value):
+    # Each pattern runs only when the value has what any of its matches needs (an "@"; a digit and the minimum
+    # length; three dots or two colons), so ordinary tag values ("chat", "prod", "cust-42") skip most of them.
+    # The order of the checks, and so the kind reported, is unchanged.
+    if "@" in value and _EMAIL.search(value):
         return "email"
-    if _PHONE.match(value.strip()):
-        return "phone"
-    if _looks_like_ip(value):
+    length = len(value)
+    has_digit = length >= 8 and _DIGIT.search(value) is not None
+    if has_digit:
+        # A phone number is `+` and at least 7 more characters, or at least 12 (`415 555 0100`).
+        stripped = value.strip()
+        if (len(stripped) >= 12 or stripped[:1] == "+") and _PHONE.match(stripped):
+            return "phone"
+    if (value.count(".") >= 3 or value.count(":") >= 2) and _looks_like_ip(value):
         return "ip_address"
-    for run in _DIGIT_RUN.findall(value):
-        digits = re.sub(r"\D", "", run)
-        if 13 <= len(digits) <= 19 and _luhn_ok(digits):
-            return "card_number"
+    if has_digit and length >= 13:  # a card number has at least 13 digits
+        for run in _DIGIT_RUN.findall(value):
+            digits = re.sub(r"\D", "", run)
+            if 13 <= len(digits) <= 19 and _luhn_ok(digits):
+                return "card_number"
     return None
 
 
@@ -123,34 +133,62 @@ def path_segment(key: object) -> str:
 
 
 _CONTAINERS = (dict, list)  # a tuple: isinstance checks it faster than `dict | list`
+_FIELD = operator.attrgetter("field")
+
+# Key names already found not to be content keys, so a dict whose keys are all known (every event repeats the
+# same dozen) is checked with one C-level set comparison instead of a call per key. Only names the schema could
+# accept are learnt (lower-case identifiers, the tag-key pattern): they are field names, never data, and each is
+# its own path segment. Bounded: when full it starts over, so clients sending random names cannot grow it.
+_KNOWN_SAFE: set[str] = set()
+_KNOWN_SAFE_MAX = 4096
+_LEARNABLE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+
+
+def _learn(key: str) -> None:
+    if _LEARNABLE.fullmatch(key):
+        if len(_KNOWN_SAFE) >= _KNOWN_SAFE_MAX:
+            _KNOWN_SAFE.clear()
+        _KNOWN_SAFE.add(key)
 
 
 def _join(path: str, key: object) -> str:
-    segment = path_segment(key)
+    segment = key if type(key) is str and key in _KNOWN_SAFE else path_segment(key)
     return f"{path}.{segment}" if path else segment
 
 
-def _walk_keys(root: Any) -> Iterator[Violation]:
+def _walk_keys(root: Any) -> list[Violation]:
     # Iterative, not recursive: a client may nest as deep as the JSON parser allows (beyond Python's stack).
     # Paths are only built for containers and violations: scalars, the common case, cost one check each.
+    violations: list[Violation] = []
     stack: list[tuple[Any, str]] = [(root, "")]
     while stack:
         node, path = stack.pop()
         if isinstance(node, dict):
+            if _KNOWN_SAFE.issuperset(node):
+                for key, child in node.items():
+                    if isinstance(child, _CONTAINERS):
+                        stack.append((child, _join(path, key)))
+                continue
             for key, child in node.items():
                 if isinstance(key, str) and is_content_key(key):
                     # The path is the client's own key name, which is not content; the value is never shown.
-                    yield Violation(_join(path, key), "content_field", "fields that carry prompt or completion "
-                                    "content are refused; send metadata only")
-                elif isinstance(child, _CONTAINERS):
+                    violations.append(Violation(_join(path, key), "content_field", "fields that carry prompt or "
+                                                "completion content are refused; send metadata only"))
+                    continue
+                if type(key) is str and key not in _KNOWN_SAFE:
+                    _learn(key)
+                if isinstance(child, _CONTAINERS):
                     stack.append((child, _join(path, key)))
         elif isinstance(node, list):
             stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node) if isinstance(child, _CONTAINERS))
+    return violations
 
 
 def check_event(raw: Any) -> list[Violation]:
     """Every privacy violation in one decoded event: content keys at any depth, PII-looking tag values."""
-    violations = sorted(_walk_keys(raw), key=lambda v: v.field)
+    violations = _walk_keys(raw)
+    if len(violations) > 1:
+        violations.sort(key=_FIELD)  # stable, like sorted() over the walk before
     tags = raw.get("tags") if isinstance(raw, dict) else None
     if isinstance(tags, dict):
         for key, value in tags.items():

@@ -31,7 +31,9 @@ from spendstream.ingest.workspaces import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-KAFKA_LIBS = ROOT / ".stack" / "kafka" / "libs"
+# The same jar cache scripts/stack.sh fills (it honours the same variables).
+KAFKA_LIBS = Path(os.environ.get("SPENDSTREAM_KAFKA_LIBS")
+                  or Path(os.environ.get("SPENDSTREAM_STACK_DIR") or ROOT / ".stack") / "kafka" / "libs")
 
 
 def free_port() -> int:
@@ -46,6 +48,8 @@ def start_stack() -> None:
     With SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS / SPENDSTREAM_REDIS_URL set, those services are used as they are.
     """
     script = str(ROOT / "scripts" / "stack.sh")
+    # The limits run Kafka's own tools from the jars, even when the broker is someone else's.
+    subprocess.run([script, "fetch"], check=True, stdout=subprocess.DEVNULL)
     if "SPENDSTREAM_REDIS_URL" not in os.environ:
         subprocess.run([script, "start-redis"], check=True, stdout=subprocess.DEVNULL)
     if "SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS" not in os.environ:

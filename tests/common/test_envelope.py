@@ -1,15 +1,28 @@
-"""The batch envelope: events encrypted per workspace, bound to tenant and batch, readable only with the key."""
+"""The batch envelope: events encrypted per workspace, bound to tenant and batch, readable only with the key;
+a sealed plaintext decodes to exactly what validation gives, and anything else is an unreadable record."""
 
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, cast
 
+import orjson
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from spendstream.common.envelope import BatchEnvelope, open_envelope, seal
+from spendstream.common import crypto
+from spendstream.common.envelope import (
+    BatchEnvelope,
+    UnreadableRecord,
+    _aad,
+    decode_sealed,
+    open_envelope,
+    read_record,
+    seal,
+)
 from spendstream.common.events import EventBatch, UsageEvent
+from spendstream.common.tenants import KeyRing
 
 
 def _batch() -> EventBatch:
@@ -46,3 +59,101 @@ def test_an_envelope_relabelled_to_another_workspace_does_not_open() -> None:
     forged = _seal(key).model_copy(update={"workspace_id": "ws_b"})
     with pytest.raises(InvalidTag):
         open_envelope(forged, key)
+
+
+def _event(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {"event_id": "e1", "provider": "openai", "model": "gpt-4o", "input_tokens": 1000,
+                             "output_tokens": 200, "latency_ms": 420, "timestamp": "2026-11-01T12:00:00Z",
+                             "tags": {"feature": "chat"}}
+    event.update(overrides)
+    return event
+
+
+VARIED = [
+    _event(),
+    _event(event_id="e2", cost_usd="0.000123456789", cached_input_tokens=400, reasoning_tokens=50,
+           timestamp="2026-11-01T01:30:00.123456+05:00", tags={}),
+    _event(event_id="e3", cost_usd=0, timestamp="2026-02-28T23:59:59.999-08:00",
+           tags={"customer_id": "cust-1", "route": "/v1/x", "feature": "é ünïcode"}),
+    _event(event_id="e4", cost_usd="1000000", input_tokens=0, output_tokens=0, latency_ms=0),
+]
+
+
+def test_a_sealed_plaintext_decodes_to_exactly_what_validation_gives() -> None:
+    plaintext = EventBatch(events=[UsageEvent.model_validate(e) for e in VARIED]).model_dump_json().encode()
+    validated = EventBatch.model_validate_json(plaintext)
+    trusted = decode_sealed(plaintext)
+    assert trusted == validated
+    assert trusted.model_dump_json() == validated.model_dump_json()
+    for fast, slow in zip(trusted.events, validated.events, strict=True):
+        assert type(fast) is UsageEvent and fast.__dict__ == slow.__dict__
+        assert fast.model_fields_set == slow.model_fields_set
+        assert fast.timestamp.tzinfo is UTC and fast.timestamp == slow.timestamp
+        assert type(fast.cost_usd) is type(slow.cost_usd) and fast.cost_usd == slow.cost_usd
+        assert type(fast.input_tokens) is int and type(fast.tags) is dict
+        with pytest.raises(ValueError):
+            fast.provider = "x"  # type: ignore[misc]  # still frozen
+    assert trusted.events[2].timestamp == datetime(2026, 3, 1, 7, 59, 59, 999000, tzinfo=UTC)
+
+
+def test_a_plaintext_with_other_keys_is_validated_in_full() -> None:
+    older = {"events": [_event()]}  # without the keys of optional fields: their defaults apply
+    assert decode_sealed(orjson.dumps(older)).events[0] == UsageEvent.model_validate(_event())
+    with pytest.raises(ValueError):
+        decode_sealed(orjson.dumps({"events": [{**_event(), "prompt": "secret"}]}))
+
+
+def _full(**overrides: Any) -> dict[str, Any]:
+    return {**_event(cached_input_tokens=None, reasoning_tokens=None, cost_usd=None), **overrides}
+
+
+@pytest.mark.parametrize("plaintext", [
+    b"", b"not json", b"[]", b'{"events": {}}', b'{"events": [], "more": 1}', orjson.dumps({"events": [1]}),
+    orjson.dumps({"events": [_full(input_tokens="10")]}),
+    orjson.dumps({"events": [_full(output_tokens=True)]}),
+    orjson.dumps({"events": [_full(latency_ms=1.0)]}),
+    orjson.dumps({"events": [_full(cached_input_tokens="1")]}),
+    orjson.dumps({"events": [_full(event_id=None)]}),
+    orjson.dumps({"events": [_full(model=7)]}),
+    orjson.dumps({"events": [_full(timestamp="2026-11-01T12:00:00")]}),  # naive
+    orjson.dumps({"events": [_full(timestamp="yesterday")]}),
+    orjson.dumps({"events": [_full(timestamp=1700000000)]}),
+    orjson.dumps({"events": [_full(timestamp="0001-01-01T00:00:00+05:00")]}),  # before year 1 in UTC
+    orjson.dumps({"events": [_full(cost_usd="NaN")]}),
+    orjson.dumps({"events": [_full(cost_usd="a lot")]}),
+    orjson.dumps({"events": [_full(cost_usd=0.5)]}),
+    orjson.dumps({"events": [_full(tags=["a"])]}),
+    orjson.dumps({"events": [_full(tags={"feature": 1})]}),
+], ids=lambda p: str(len(p)))
+def test_a_structurally_broken_plaintext_is_refused(plaintext: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_sealed(plaintext)
+
+
+class _Keys:
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    async def data_key(self, workspace_id: str, version: int) -> bytes | None:
+        return self.key
+
+
+async def test_a_broken_plaintext_is_an_unreadable_record_without_its_content() -> None:
+    key = os.urandom(32)
+    secret = "model-name-that-must-not-leak"
+    plaintext = orjson.dumps({"events": [_full(model=secret, timestamp=f"{secret}Z")]})
+    envelope = BatchEnvelope(workspace_id="ws_a", batch_id="b1", key_version=1, ingested_at=datetime.now(UTC),
+                             event_count=1, ciphertext=crypto.encrypt(key, plaintext, _aad("ws_a", "b1", 1)))
+    with pytest.raises(UnreadableRecord) as caught:
+        await read_record(envelope.model_dump_json().encode(), cast(KeyRing, _Keys(key)))
+    assert (caught.value.reason, caught.value.workspace_id) == ("invalid_events", "ws_a")
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert secret not in str(caught.value) and secret not in repr(caught.value.args)
+
+
+async def test_read_record_opens_what_seal_wrote() -> None:
+    key = os.urandom(32)
+    at = datetime.now(timezone(timedelta(hours=2)))
+    envelope = seal(_batch(), workspace_id="ws_a", batch_id="b1", key=key, key_version=1, ingested_at=at)
+    opened, batch = await read_record(envelope.model_dump_json().encode(), cast(KeyRing, _Keys(key)))
+    assert opened == envelope and batch == _batch()

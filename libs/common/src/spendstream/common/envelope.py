@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from spendstream.common import crypto
-from spendstream.common.events import EventBatch
+from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.tenants import KeyRing
 
 
@@ -42,11 +44,82 @@ def seal(batch: EventBatch, *, workspace_id: str, batch_id: str, key: bytes, key
                          traceparent=traceparent)
 
 
+class BrokenPlaintext(ValueError):
+    """A decrypted plaintext that is not the JSON `seal` writes. Carries no content."""
+
+
+_FIELDS = frozenset(UsageEvent.model_fields)
+# The JSON types UsageEvent.model_dump_json writes for the fields read below (cost and timestamp are strings).
+_KINDS = (str, str, str, int, int, int, dict, str)
+_INT_OR_NULL = (int, type(None))
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _sealed_event(raw: Any) -> UsageEvent:
+    """One event of a sealed plaintext, built without UsageEvent's validators.
+
+    ingest validated it, and the GCM tag proves ingest sealed it, so the patterns, ranges, decimal places and
+    the privacy guard are not run again. Its shape still is checked (the keys, JSON types, an aware timestamp,
+    a finite cost), so a plaintext broken by a bug is refused here, not by ClickHouse on every redelivery.
+    The instance is assembled as `model_construct` does, without its per-field loop (slower than validation).
+    Any other set of keys (an older or newer UsageEvent) goes through the full validation instead.
+    """
+    if type(raw) is not dict:
+        raise BrokenPlaintext
+    if raw.keys() != _FIELDS:
+        return UsageEvent.model_validate(raw)
+    # type() is exact: a JSON true is a bool, never taken for an int.
+    tags = raw["tags"]
+    if ((type(raw["event_id"]), type(raw["provider"]), type(raw["model"]), type(raw["input_tokens"]),
+         type(raw["output_tokens"]), type(raw["latency_ms"]), type(tags), type(raw["timestamp"])) != _KINDS
+            or type(raw["cached_input_tokens"]) not in _INT_OR_NULL
+            or type(raw["reasoning_tokens"]) not in _INT_OR_NULL):
+        raise BrokenPlaintext
+    for value in tags.values():
+        if type(value) is not str:
+            raise BrokenPlaintext
+    try:
+        timestamp = datetime.fromisoformat(raw["timestamp"])
+        if timestamp.tzinfo is None:
+            raise BrokenPlaintext
+        raw["timestamp"] = timestamp.astimezone(UTC)  # OverflowError at the ends of the calendar
+    except (ValueError, OverflowError):
+        raise BrokenPlaintext from None
+    cost = raw["cost_usd"]
+    if cost is not None:
+        if type(cost) is not str:
+            raise BrokenPlaintext
+        try:
+            cost = raw["cost_usd"] = Decimal(cost)
+        except InvalidOperation:
+            raise BrokenPlaintext from None
+        if not cost.is_finite():
+            raise BrokenPlaintext
+    event = _new(UsageEvent)
+    _set(event, "__dict__", raw)
+    _set(event, "__pydantic_fields_set__", set(_FIELDS))
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event
+
+
+def decode_sealed(plaintext: bytes) -> EventBatch:
+    """The batch `seal` encrypted, trusted (see `_sealed_event`); raises ValueError on any other plaintext."""
+    try:
+        raw = orjson.loads(plaintext)
+    except orjson.JSONDecodeError:
+        raise BrokenPlaintext from None
+    if type(raw) is not dict or raw.keys() != {"events"} or type(raw["events"]) is not list:
+        raise BrokenPlaintext
+    return EventBatch.model_construct(events=[_sealed_event(e) for e in raw["events"]])
+
+
 def open_envelope(envelope: BatchEnvelope, key: bytes) -> EventBatch:
-    """Decrypt and parse; raises InvalidTag on a wrong key and ValidationError on a corrupt plaintext."""
+    """Decrypt and decode; raises InvalidTag on a wrong key and ValueError on a plaintext `seal` never wrote."""
     plain = crypto.decrypt(key, envelope.ciphertext,
                            _aad(envelope.workspace_id, envelope.batch_id, envelope.key_version))
-    return EventBatch.model_validate_json(plain)
+    return decode_sealed(plain)
 
 
 class UnreadableRecord(Exception):
@@ -72,5 +145,5 @@ async def read_record(value: bytes | None, keyring: KeyRing) -> tuple[BatchEnvel
         return envelope, open_envelope(envelope, key)
     except InvalidTag:
         raise UnreadableRecord("undecryptable", envelope.workspace_id) from None
-    except ValidationError:
+    except ValueError:  # messages of the decoder can quote the plaintext: only the reason code goes on
         raise UnreadableRecord("invalid_events", envelope.workspace_id) from None

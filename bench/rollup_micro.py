@@ -1,0 +1,116 @@
+"""`python -m bench.rollup_micro [--runs N] [--only seal,open,rows,insert]`: rollup's per-batch CPU, in-process.
+
+Times the steps of the Kafka -> ClickHouse path on 500-event envelopes sealed like ingest seals them (the
+events of bench/events.py): `seal` plus the wire JSON (ingest's side), reading a record as both consumers do
+(envelope JSON, decryption, decoding: `read_record`), `event_rows`, and `Store.insert_new` of fresh rows into
+a throwaway chDB directory. Prints the median and p90 of wall and process-CPU time per batch, and the wire
+size of one envelope (with what Kafka's lz4 makes of it). Nothing else is started; no broker is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import lz4.frame  # type: ignore[import-untyped]
+
+from bench.events import BodyTemplate
+from spendstream.common import crypto
+from spendstream.common.connections import clickhouse_client
+from spendstream.common.envelope import BatchEnvelope, _aad, read_record, seal
+from spendstream.common.events import EventBatch
+from spendstream.common.prices import bundled
+from spendstream.rollup.schema import migrate
+from spendstream.rollup.store import Store, StoredBatch, event_rows
+
+WORKSPACE = "ws_" + "0" * 32
+
+
+class _OneKey:
+    """The one data key of the benchmark's workspace, where read_record expects the KeyRing."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    async def data_key(self, workspace_id: str, version: int) -> bytes | None:
+        return self._key
+
+
+def _row(name: str, walls: list[float], cpus: list[float]) -> str:
+    def ms(values: list[float], q: int) -> str:
+        value = statistics.quantiles(values, n=10)[q - 1] if q else statistics.median(values)
+        return f"{value * 1e3:7.2f}"
+    return (f"{name:<24} wall median {ms(walls, 0)} ms  p90 {ms(walls, 9)} ms   cpu median {ms(cpus, 0)} ms"
+            f"  min {min(cpus) * 1e3:7.2f} ms")
+
+
+def _time(runs: int, step: Callable[[int], object]) -> tuple[list[float], list[float]]:
+    walls: list[float] = []
+    cpus: list[float] = []
+    for i in range(runs):
+        w, c = time.perf_counter(), time.process_time()
+        step(i)
+        cpus.append(time.process_time() - c)
+        walls.append(time.perf_counter() - w)
+    return walls, cpus
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.rollup_micro", description=__doc__)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--only", default="seal,open,rows,insert")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    runs: int = args.runs
+    key, now = os.urandom(32), datetime.now(UTC)
+    template = BodyTemplate()
+    batches = [EventBatch.model_validate_json(template.body(f"m{i}")) for i in range(runs)]
+
+    def wire(i: int) -> bytes:
+        return seal(batches[i], workspace_id=WORKSPACE, batch_id=f"b{i}", key=key, key_version=1,
+                    ingested_at=now).model_dump_json().encode()
+
+    values = [wire(i) for i in range(runs)]
+    keyring = _OneKey(key)
+    loop = asyncio.new_event_loop()
+
+    def decrypt(value: bytes) -> bytes:
+        envelope = BatchEnvelope.model_validate_json(value)
+        return crypto.decrypt(key, envelope.ciphertext, _aad(envelope.workspace_id, envelope.batch_id, 1))
+
+    def read(i: int) -> StoredBatch:
+        envelope, batch = loop.run_until_complete(read_record(values[i], keyring))  # type: ignore[arg-type]
+        return StoredBatch(envelope.workspace_id, envelope.batch_id, envelope.ingested_at, batch.events)
+
+    lines = [f"envelope: {len(values[0]):,} bytes on the wire, {len(lz4.frame.compress(values[0])):,} after "
+             f"Kafka's lz4; {len(batches[0].events)} events"]
+    if "seal" in only:
+        lines.append(_row("seal + wire JSON", *_time(runs, wire)))
+    if "open" in only:
+        lines.append(_row("envelope JSON + decrypt", *_time(runs, lambda i: decrypt(values[i]))))
+        lines.append(_row("read_record (all of it)", *_time(runs, read)))
+    stored = [read(i) for i in range(runs)]
+    prices = bundled()
+    if "rows" in only:
+        lines.append(_row("event_rows", *_time(runs, lambda i: event_rows(stored[i], prices))))
+    if "insert" in only:
+        rows = [event_rows(b, prices) for b in stored]
+        with tempfile.TemporaryDirectory(prefix="bench-rollup-micro-") as directory:
+            store = Store(clickhouse_client(f"chdb://{directory}"), "bench")
+            migrate(store._client, "bench", 12)
+            store.insert_new(event_rows(StoredBatch("ws_warm", "w", now, batches[0].events), prices))  # warm-up
+            lines.append(_row("insert_new", *_time(runs, lambda i: store.insert_new(rows[i]))))
+    loop.close()
+    print(f"per 500-event batch, {runs} runs")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

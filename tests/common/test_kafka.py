@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import UnknownTopicOrPartitionError
+from faststream import AckPolicy
 
 from spendstream.common.kafka import CompactedTable, make_broker, provision_topics
 from spendstream.common.settings import BaseServiceSettings
@@ -36,3 +39,25 @@ async def test_a_table_replays_history_follows_updates_and_drops_tombstoned_keys
             await table.stop()
     finally:
         await broker.stop()
+
+
+async def test_a_subscriber_on_a_missing_topic_fails_to_start_and_creates_nothing(iso: Isolation) -> None:
+    settings = iso.settings(BaseServiceSettings)
+    broker = make_broker(settings, "test")
+    missing = f"{settings.topic_prefix}usage.evnets.v1"  # a typo, as an operator would make it
+
+    @broker.subscriber(missing, group_id=f"{settings.topic_prefix}g", ack_policy=AckPolicy.NACK_ON_ERROR)
+    async def handle(body: bytes) -> None:
+        raise AssertionError("nothing can arrive on a topic that does not exist")
+
+    try:
+        with pytest.raises(UnknownTopicOrPartitionError):  # the service's start fails: the pod restarts, loudly
+            await broker.start()
+    finally:
+        await broker.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        assert missing not in await admin.list_topics()
+    finally:
+        await admin.close()

@@ -34,6 +34,10 @@ def make_broker(settings: BaseServiceSettings, client_id: str) -> KafkaBroker:
         max_request_size=8 * 1024 * 1024,
         request_timeout_ms=15_000,
         graceful_timeout=30.0,
+        # Topics come from `spendstream topics create` alone. FastStream would otherwise create a missing
+        # subscribed topic itself, with one partition and the broker's defaults (CreateTime, no retention of
+        # ours): a typo or a skipped provisioning step must not quietly become a topic.
+        allow_auto_create_topics=False,
         logger=logging.getLogger(f"spendstream.{client_id}.kafka"),
     )
 

@@ -26,14 +26,15 @@ from spendstream.common.guard import check_event
 from spendstream.ingest.dedupe import Deduplicator
 
 
-def _row(name: str, walls: list[float], cpus: list[float]) -> str:
+def row(name: str, walls: list[float], cpus: list[float], width: int = 22) -> str:
+    """One printed line: median and p90 wall time, median CPU time, in ms (bench.rollup_micro uses it too)."""
     def ms(values: list[float], q: int) -> str:
         value = statistics.quantiles(values, n=10)[q - 1] if q else statistics.median(values)
         return f"{value * 1e3:7.2f}"
-    return f"{name:<22} wall median {ms(walls, 0)} ms  p90 {ms(walls, 9)} ms   cpu median {ms(cpus, 0)} ms"
+    return f"{name:<{width}} wall median {ms(walls, 0)} ms  p90 {ms(walls, 9)} ms   cpu median {ms(cpus, 0)} ms"
 
 
-def _time_sync(runs: int, step: Callable[[int], object]) -> tuple[list[float], list[float]]:
+def time_sync(runs: int, step: Callable[[int], object]) -> tuple[list[float], list[float]]:
     walls: list[float] = []
     cpus: list[float] = []
     for i in range(runs):
@@ -71,7 +72,7 @@ async def _dedupe(runs: int, url: str, batches: list[list[Any]]) -> list[str]:
         seen = await _time_async(runs, lambda i: dedupe.seen("ws_bench", ids[i]))
         mark = await _time_async(runs, lambda i: dedupe.mark("ws_bench", ids[i]))
         again = await _time_async(runs, lambda i: dedupe.seen("ws_bench", ids[i]))
-        return [_row("dedupe.seen (new)", *seen), _row("dedupe.mark", *mark), _row("dedupe.seen (all seen)", *again)]
+        return [row("dedupe.seen (new)", *seen), row("dedupe.mark", *mark), row("dedupe.seen (all seen)", *again)]
     finally:
         async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
             await redis.delete(key)
@@ -89,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     now, max_age = datetime.now(UTC), timedelta(days=365)
     lines: list[str] = []
     if "guard" in only:
-        lines.append(_row("guard (check_event)", *_time_sync(
+        lines.append(row("guard (check_event)", *time_sync(
             args.runs, lambda i: [check_event(e) for e in batches[i]])))
     if "validate" in only:
-        lines.append(_row("validate_events", *_time_sync(
+        lines.append(row("validate_events", *time_sync(
             args.runs, lambda i: validate_events(batches[i], now, max_age))))
     if "dedupe" in only:
         lines.extend(asyncio.run(_dedupe(args.runs, args.redis, batches)))

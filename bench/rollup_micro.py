@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import lz4.frame  # type: ignore[import-untyped]
 
 from bench.events import BodyTemplate
+from bench.micro import row, time_sync
 from spendstream.common import crypto
 from spendstream.common.connections import clickhouse_client
 from spendstream.common.envelope import BatchEnvelope, _aad, read_record, seal
@@ -43,22 +41,7 @@ class _OneKey:
 
 
 def _row(name: str, walls: list[float], cpus: list[float]) -> str:
-    def ms(values: list[float], q: int) -> str:
-        value = statistics.quantiles(values, n=10)[q - 1] if q else statistics.median(values)
-        return f"{value * 1e3:7.2f}"
-    return (f"{name:<24} wall median {ms(walls, 0)} ms  p90 {ms(walls, 9)} ms   cpu median {ms(cpus, 0)} ms"
-            f"  min {min(cpus) * 1e3:7.2f} ms")
-
-
-def _time(runs: int, step: Callable[[int], object]) -> tuple[list[float], list[float]]:
-    walls: list[float] = []
-    cpus: list[float] = []
-    for i in range(runs):
-        w, c = time.perf_counter(), time.process_time()
-        step(i)
-        cpus.append(time.process_time() - c)
-        walls.append(time.perf_counter() - w)
-    return walls, cpus
+    return f"{row(name, walls, cpus, width=24)}  min {min(cpus) * 1e3:7.2f} ms"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,21 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"envelope: {len(values[0]):,} bytes on the wire, {len(lz4.frame.compress(values[0])):,} after "
              f"Kafka's lz4; {len(batches[0].events)} events"]
     if "seal" in only:
-        lines.append(_row("seal + wire JSON", *_time(runs, wire)))
+        lines.append(_row("seal + wire JSON", *time_sync(runs, wire)))
     if "open" in only:
-        lines.append(_row("envelope JSON + decrypt", *_time(runs, lambda i: decrypt(values[i]))))
-        lines.append(_row("read_record (all of it)", *_time(runs, read)))
+        lines.append(_row("envelope JSON + decrypt", *time_sync(runs, lambda i: decrypt(values[i]))))
+        lines.append(_row("read_record (all of it)", *time_sync(runs, read)))
     stored = [read(i) for i in range(runs)]
     prices = bundled()
     if "rows" in only:
-        lines.append(_row("event_rows", *_time(runs, lambda i: event_rows(stored[i], prices))))
+        lines.append(_row("event_rows", *time_sync(runs, lambda i: event_rows(stored[i], prices))))
     if "insert" in only:
         rows = [event_rows(b, prices) for b in stored]
         with tempfile.TemporaryDirectory(prefix="bench-rollup-micro-") as directory:
             store = Store(clickhouse_client(f"chdb://{directory}"), "bench")
             migrate(store._client, "bench", 12)
             store.insert_new(event_rows(StoredBatch("ws_warm", "w", now, batches[0].events), prices))  # warm-up
-            lines.append(_row("insert_new", *_time(runs, lambda i: store.insert_new(rows[i]))))
+            lines.append(_row("insert_new", *time_sync(runs, lambda i: store.insert_new(rows[i]))))
     loop.close()
     print(f"per 500-event batch, {runs} runs")
     print("\n".join(lines))

@@ -26,6 +26,7 @@ from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import USAGE_EVENTS, topic_name
 
 STORED = "spendstream_rollup_events_stored_total"
+BATCH_RECORDS = "spendstream_rollup_batch_records"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,10 +34,11 @@ class RollupFigures:
     throughput: Spread  # events/s
     events: int
     batch_events: int  # events per ClickHouse insert at most (rollup's batch_max_records x 500)
+    records_per_batch: Spread  # Kafka records (500 events each) per consumed batch, i.e. per insert, on average
 
 
 def _sizes(smoke: bool) -> dict[str, int]:
-    return {"reps": 1, "events": 5_000} if smoke else {"reps": 3, "events": 200_000}
+    return {"reps": 1, "events": 5_000} if smoke else {"reps": 3, "events": 1_000_000}
 
 
 async def prefill(bench: Bench, ns: Namespace, events: int) -> None:
@@ -75,7 +77,7 @@ async def prefill(bench: Bench, ns: Namespace, events: int) -> None:
         await producer.stop()
 
 
-async def _one(bench: Bench, ns: Namespace, rep: int, events: int) -> float:
+async def _one(bench: Bench, ns: Namespace, rep: int, events: int) -> tuple[float, float]:
     chdb = bench.workdir / f"ch-rollup-{rep}"
     env = bench.env(ns.prefix, free_port(), SPENDSTREAM_GROUP_ID=f"bench-rollup-{rep}",
                     SPENDSTREAM_CLICKHOUSE_URL=f"chdb://{chdb}")
@@ -84,8 +86,11 @@ async def _one(bench: Bench, ns: Namespace, rep: int, events: int) -> float:
     try:
         work = rate_until(svc, STORED, events, time.monotonic(), 120 if bench.smoke else 900)
         if rep == 0 and bench.profile:
-            return await profile_during(svc.pid, "rollup", work, bench, seconds=10)
-        return await work
+            rate = await profile_during(svc.pid, "rollup", work, bench, seconds=10)
+        else:
+            rate = await work
+        batches = await svc.metric(f"{BATCH_RECORDS}_count")
+        return rate, (await svc.metric(f"{BATCH_RECORDS}_sum")) / max(batches, 1.0)
     finally:
         await svc.stop()
         shutil.rmtree(chdb, ignore_errors=True)
@@ -95,8 +100,9 @@ async def measure(bench: Bench) -> RollupFigures:
     sizes = _sizes(bench.smoke)
     ns = await bench.namespace("rollup", workspaces=6)
     await prefill(bench, ns, sizes["events"])
-    rates = [await _one(bench, ns, rep, sizes["events"]) for rep in range(sizes["reps"])]
-    return RollupFigures(Spread.of(rates), sizes["events"], _batch_events())
+    runs = [await _one(bench, ns, rep, sizes["events"]) for rep in range(sizes["reps"])]
+    return RollupFigures(Spread.of([r for r, _ in runs]), sizes["events"], _batch_events(),
+                         Spread.of([b for _, b in runs]))
 
 
 def _batch_events() -> int:

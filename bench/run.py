@@ -62,7 +62,8 @@ async def _rollup(bench: Bench, meta: dict[str, Any]) -> list[Row]:
         "task": "insert-limit", "path": str(bench.workdir / f"ch-limit-{rep}"), "db": "bench",
         "events": figures.events, "batch_events": figures.batch_events}) for rep in range(_reps(bench))]
     limit = Spread.of([r["rows_per_s"] for r in runs])
-    meta["rollup"] = {"events": figures.events, "insert_rows": figures.batch_events, "insert_limit_runs": runs}
+    meta["rollup"] = {"events": figures.events, "insert_rows": figures.batch_events, "insert_limit_runs": runs,
+                      "records_per_batch": figures.records_per_batch.median}
     return [Row("rollup: events/s Kafka → ClickHouse, one process", "events/s", figures.throughput, "higher",
                 200_000, limit.median, f"raw clickhouse-connect inserts of the same rows, {figures.batch_events:,}"
                 " per insert (chDB)")]
@@ -199,6 +200,9 @@ def notes(rows: list[Row], meta: dict[str, Any]) -> list[str]:
         lines.append(f"ingest: envelope {m['envelope_bytes']:,} B per {BATCH} events; half load "
                      f"{m['half_load_events_per_s']:,.0f} events/s; the load generator used {m['loadgen_cpu_share']}"
                      " of a core")
+    if "rollup" in meta:
+        lines.append(f"rollup: {meta['rollup']['records_per_batch']:,.1f} records ({BATCH} events each) per "
+                     "consumed batch, i.e. per ClickHouse insert, on average (median over repetitions)")
     if "e2e" in meta:
         m = meta["e2e"]
         lines.append(f"e2e: offered {m['offered_events_per_s']:,.0f} events/s, ingest accepted "

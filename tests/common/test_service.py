@@ -1,10 +1,12 @@
-"""Stopping a service's background loops: a swallowed cancellation must not hold shutdown forever."""
+"""Stopping a service's background loops: a swallowed cancellation must not hold shutdown forever. And the
+collector tuning every served process gets."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 
-from spendstream.common.service import cancel_and_wait
+from spendstream.common.service import GC_GEN0_THRESHOLD, cancel_and_wait, tune_gc
 
 
 async def test_a_loop_that_swallows_one_cancellation_still_ends() -> None:
@@ -56,3 +58,14 @@ async def test_a_finished_or_missing_task_is_nothing_to_stop() -> None:
     await task
     await cancel_and_wait(task)
     await cancel_and_wait(None)
+
+
+def test_tune_gc_makes_young_collections_rare_and_freezes_what_is_alive() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold()[0] == GC_GEN0_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

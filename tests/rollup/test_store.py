@@ -104,3 +104,17 @@ def test_the_existence_check_is_per_workspace_and_works_across_chunks(iso: Isola
         {**shared, "event_id": a[0][1]})]), bundled())
     assert store.insert_new([*a, *b, *_rows("wsA", 2, cost_usd=1.0)]).new == 3
     assert _totals(store, "wsA")["requests"] == 6 and _totals(store, "wsB")["requests"] == 1
+
+
+def test_the_existence_check_finds_ids_that_need_escaping_as_well_as_plain_ones(iso: Isolation) -> None:
+    # Plain ids are inlined into the query; an id ingest would never let through (a quote, a backslash, a NUL)
+    # makes the whole chunk go through bound parameters instead, and must be found all the same.
+    _, store = _setup(iso)
+    plain = _rows("wsA", 2, cost_usd=1.0)
+    odd = [(*row[:1], event_id, *row[2:]) for row, event_id in zip(_rows("wsA", 3, cost_usd=1.0),
+                                                                   ["it's", "back\\slash", "nul\x00byte"],
+                                                                   strict=True)]
+    assert store.insert_new([*plain, *odd]).new == 5
+    assert store.insert_new(plain).new == 0
+    assert store.insert_new(odd).new == 0
+    assert _totals(store, "wsA")["requests"] == 5

@@ -70,13 +70,19 @@ class Price:
     tiers: tuple[tuple[int, Rates], ...] = field(default=())
     batch_input: Decimal | None = None
     batch_output: Decimal | None = None
+    _base: Rates = field(init=False, repr=False, compare=False)
+    _tiers_desc: tuple[tuple[int, Rates], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Computed once: rollup prices every event without a reported cost (frozen, hence object.__setattr__).
+        object.__setattr__(self, "_base", Rates(self.input, self.output, self.cache_read, self.reasoning))
+        object.__setattr__(self, "_tiers_desc", tuple(sorted(self.tiers, reverse=True)))
 
     def rates(self, input_tokens: int) -> Rates:
-        base = Rates(self.input, self.output, self.cache_read, self.reasoning)
-        for threshold, tier in sorted(self.tiers, reverse=True):
+        for threshold, tier in self._tiers_desc:
             if input_tokens > threshold:
                 return tier
-        return base
+        return self._base
 
     def cost_of(self, input_tokens: int, output_tokens: int, cached: int = 0, reasoning: int = 0,
                 tier_input: int | None = None) -> Decimal:

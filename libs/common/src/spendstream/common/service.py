@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -107,8 +108,27 @@ def build_http_app(services: Sequence[Service], title: str = "spendstream") -> F
     return app
 
 
+# Allocations between two young-generation collections (CPython's default is 700).
+GC_GEN0_THRESHOLD = 100_000
+
+
+def tune_gc() -> None:
+    """Make CPython's cycle collector cheap for batch work.
+
+    A batch of tens of thousands of events allocates millions of objects (dicts, Decimals, datetimes, row
+    tuples), almost none in reference cycles: reference counting frees them. With the default thresholds the
+    collector still ran every 700 allocations and kept walking the whole live batch, about a third of
+    rollup's decoding time (bench.rollup_micro-style timing of 66,500 events: 1,093-1,358 ms with the
+    defaults, 652-756 ms with this). What is alive after the imports is frozen out of every collection, and
+    young collections happen every GC_GEN0_THRESHOLD allocations; cycles are still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
+
+
 def serve(app: FastAPI, host: str, port: int, drain_seconds: int = 30) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests and stop the services."""
+    tune_gc()
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             timeout_graceful_shutdown=drain_seconds, lifespan="on")
     asyncio.run(uvicorn.Server(config).serve())

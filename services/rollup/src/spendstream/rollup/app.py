@@ -62,6 +62,7 @@ def create_service(settings: RollupSettings) -> Service:
         topic_name(USAGE_EVENTS, settings.topic_prefix),
         group_id=f"{settings.topic_prefix}{settings.group_id}",
         batch=True, max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
+        max_partition_fetch_bytes=settings.fetch_max_partition_bytes,
         auto_offset_reset="earliest", parser=tolerant_parser, decoder=raw_body,
         # Offsets are committed only after the handler returned, i.e. after ClickHouse stored the batch.
         ack_policy=AckPolicy.NACK_ON_ERROR,

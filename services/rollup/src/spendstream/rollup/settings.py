@@ -14,6 +14,10 @@ class RollupSettings(BaseServiceSettings):
     # Bounded batches: at most this many Kafka records (each a batch of up to 500 events) or this long.
     batch_max_records: int = Field(default=200, ge=1)
     batch_timeout_ms: int = Field(default=200, ge=1)
+    # Each ClickHouse insert has a fixed cost of tens of ms (a part per table and view), so inserts must be
+    # large; a fetch returns at most this much per partition, which is what caps a batch under a backlog
+    # (aiokafka's default, 1 MiB, is five 500-event envelopes).
+    fetch_max_partition_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
     # How long a failing ClickHouse write is retried inside one batch before the batch is handed back.
     write_retry_seconds: float = Field(default=20.0, gt=0)
     reconcile_interval_seconds: float = Field(default=300.0, gt=0)

@@ -3,6 +3,7 @@ a sealed plaintext decodes to exactly what validation gives, and anything else i
 
 from __future__ import annotations
 
+import base64
 import os
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
@@ -59,6 +60,36 @@ def test_an_envelope_relabelled_to_another_workspace_does_not_open() -> None:
     forged = _seal(key).model_copy(update={"workspace_id": "ws_b"})
     with pytest.raises(InvalidTag):
         open_envelope(forged, key)
+
+
+def test_seal_compresses_the_plaintext_before_encrypting_it() -> None:
+    key = os.urandom(32)
+    events = [_batch().events[0].model_copy(update={"event_id": f"e{i}"}) for i in range(500)]
+    envelope = seal(EventBatch(events=events), workspace_id="ws_a", batch_id="b1", key=key, key_version=1,
+                    ingested_at=datetime.now(UTC))
+    plaintext = EventBatch(events=events).model_dump_json().encode()
+    assert envelope.encoding == "json+lz4"
+    assert len(envelope.ciphertext) < len(plaintext) / 4  # repetitive metadata compresses; ciphertext cannot
+    assert open_envelope(envelope, key).events == events
+
+
+def test_an_envelope_of_the_first_encoding_still_opens() -> None:
+    # Records written before compression (no `encoding` field, plaintext JSON, the AAD without a suffix)
+    # stay on the topic for days: they must read exactly as before.
+    key = os.urandom(32)
+    plaintext = _batch().model_dump_json().encode()
+    old = {"v": 1, "workspace_id": "ws_a", "batch_id": "b1", "key_version": 1, "event_count": 1,
+           "ingested_at": "2026-11-01T12:00:00Z", "traceparent": None,
+           "ciphertext": base64.b64encode(crypto.encrypt(key, plaintext, b"ws_a|b1|1")).decode()}
+    envelope = BatchEnvelope.model_validate_json(orjson.dumps(old))
+    assert envelope.encoding == "json"
+    assert open_envelope(envelope, key) == _batch()
+
+
+def test_an_envelope_relabelled_to_another_encoding_does_not_open() -> None:
+    key = os.urandom(32)
+    with pytest.raises(InvalidTag):
+        open_envelope(_seal(key).model_copy(update={"encoding": "json"}), key)
 
 
 def _event(**overrides: Any) -> dict[str, Any]:
@@ -157,3 +188,14 @@ async def test_read_record_opens_what_seal_wrote() -> None:
     envelope = seal(_batch(), workspace_id="ws_a", batch_id="b1", key=key, key_version=1, ingested_at=at)
     opened, batch = await read_record(envelope.model_dump_json().encode(), cast(KeyRing, _Keys(key)))
     assert opened == envelope and batch == _batch()
+
+
+async def test_a_plaintext_that_is_no_lz4_frame_is_an_unreadable_record() -> None:
+    key = os.urandom(32)
+    not_a_frame = b'{"events": []}'
+    envelope = BatchEnvelope(workspace_id="ws_a", batch_id="b1", key_version=1, ingested_at=datetime.now(UTC),
+                             event_count=0, encoding="json+lz4",
+                             ciphertext=crypto.encrypt(key, not_a_frame, _aad("ws_a", "b1", 1, "json+lz4")))
+    with pytest.raises(UnreadableRecord) as caught:
+        await read_record(envelope.model_dump_json().encode(), cast(KeyRing, _Keys(key)))
+    assert caught.value.reason == "invalid_events"

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+import lz4.frame  # type: ignore[import-untyped]
 import orjson
 from cryptography.exceptions import InvalidTag
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -29,19 +30,29 @@ class BatchEnvelope(BaseModel):
     ciphertext: bytes
     # W3C traceparent of the request that produced the batch, so a trace can be followed to ClickHouse.
     traceparent: str | None = None
+    # The plaintext before encryption: the batch's JSON, LZ4-framed ("json+lz4", what `seal` writes) or bare
+    # ("json", what it wrote first; still read). Ciphertext does not compress, so the plaintext is compressed
+    # here and the record travels without Kafka compression (lz4 of the ciphertext was 21 % of ingest's CPU
+    # for nothing). The batch is one workspace's own events and nothing secret of anyone else's is mixed in,
+    # so the compressed size tells nobody more than the event count in clear does.
+    encoding: Literal["json", "json+lz4"] = "json"
 
 
-def _aad(workspace_id: str, batch_id: str, key_version: int) -> bytes:
+def _aad(workspace_id: str, batch_id: str, key_version: int, encoding: str = "json") -> bytes:
     # Binds the ciphertext to its tenant and batch: a record moved to another workspace fails to decrypt.
-    return f"{workspace_id}|{batch_id}|{key_version}".encode()
+    # The encoding is bound too (a relabelled one fails the tag), in a form that leaves "json" records' AAD
+    # as it always was.
+    aad = f"{workspace_id}|{batch_id}|{key_version}"
+    return (aad if encoding == "json" else f"{aad}|{encoding}").encode()
 
 
 def seal(batch: EventBatch, *, workspace_id: str, batch_id: str, key: bytes, key_version: int,
          ingested_at: datetime, traceparent: str | None = None) -> BatchEnvelope:
-    sealed = crypto.encrypt(key, batch.model_dump_json().encode(), _aad(workspace_id, batch_id, key_version))
+    plaintext = lz4.frame.compress(batch.model_dump_json().encode())
+    sealed = crypto.encrypt(key, plaintext, _aad(workspace_id, batch_id, key_version, "json+lz4"))
     return BatchEnvelope(workspace_id=workspace_id, batch_id=batch_id, key_version=key_version,
                          ingested_at=ingested_at, event_count=len(batch.events), ciphertext=sealed,
-                         traceparent=traceparent)
+                         traceparent=traceparent, encoding="json+lz4")
 
 
 class BrokenPlaintext(ValueError):
@@ -117,8 +128,13 @@ def decode_sealed(plaintext: bytes) -> EventBatch:
 
 def open_envelope(envelope: BatchEnvelope, key: bytes) -> EventBatch:
     """Decrypt and decode; raises InvalidTag on a wrong key and ValueError on a plaintext `seal` never wrote."""
-    plain = crypto.decrypt(key, envelope.ciphertext,
-                           _aad(envelope.workspace_id, envelope.batch_id, envelope.key_version))
+    plain = crypto.decrypt(key, envelope.ciphertext, _aad(envelope.workspace_id, envelope.batch_id,
+                                                          envelope.key_version, envelope.encoding))
+    if envelope.encoding == "json+lz4":
+        try:
+            plain = lz4.frame.decompress(plain)
+        except RuntimeError:  # lz4's error for a broken frame
+            raise BrokenPlaintext from None
     return decode_sealed(plain)
 
 

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -22,15 +22,18 @@ log = logging.getLogger(__name__)
 V = TypeVar("V")
 
 
-def make_broker(settings: BaseServiceSettings, client_id: str) -> KafkaBroker:
-    """A FastStream broker whose publishes wait for every in-sync replica (acks=all, idempotent producer)."""
+def make_broker(settings: BaseServiceSettings, client_id: str,
+                compression_type: Literal["lz4"] | None = "lz4") -> KafkaBroker:
+    """A FastStream broker whose publishes wait for every in-sync replica (acks=all, idempotent producer).
+
+    `compression_type=None` for a producer whose records are compressed already (ingest's envelopes)."""
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"{settings.topic_prefix}{client_id}",
         acks="all",
         enable_idempotence=True,
         linger_ms=2,
-        compression_type="lz4",
+        compression_type=compression_type,
         max_request_size=8 * 1024 * 1024,
         request_timeout_ms=15_000,
         graceful_timeout=30.0,

@@ -35,7 +35,8 @@ from spendstream.ingest.workspaces import ControlPlane, WorkspaceDirectory
 
 def create_service(settings: IngestSettings) -> Service:
     prefix = settings.topic_prefix
-    broker = make_broker(settings, "ingest")
+    # Envelopes carry compressed plaintext (envelope.py): Kafka compressing their ciphertext again only burnt CPU.
+    broker = make_broker(settings, "ingest", compression_type=None)
     redis = redis_client(settings)
     keys = KeyDirectory(settings)
     keyring = KeyRing(settings)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from spendstream.common import guard
 from spendstream.common.guard import check_event, is_content_key, pii_kind
 
 JSON = st.recursive(
@@ -90,3 +91,12 @@ def test_any_variant_of_a_content_word_is_refused(word: str, plural: str, before
     key = f"{before}{word}{plural}{after}"
     assert is_content_key(key)
     assert [v.code for v in check_event({key: "x"})] == ["content_field"]
+
+
+def test_only_tag_values_found_clean_are_remembered_never_personal_data() -> None:
+    email, clean = "remember-me-not@example.com", "feature-remembered"
+    violations = check_event({"tags": {"user": email, "feature": clean}})
+    assert [v.code for v in violations] == ["pii_value"]
+    assert email not in guard._CLEAN_VALUES and clean in guard._CLEAN_VALUES
+    # A remembered value gets the same verdict as a fresh one.
+    assert check_event({"tags": {"feature": clean}}) == []

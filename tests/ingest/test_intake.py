@@ -3,6 +3,7 @@ and poison records (bad bytes, bad key, huge, undecodable header) never stop the
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -13,6 +14,8 @@ from aiokafka import AIOKafkaProducer
 from spendstream.common.records import RejectionRecord
 from spendstream.common.topics import INGEST_RAW, INGEST_REJECTED, USAGE_EVENTS, topic_name
 from spendstream.ingest.app import create_service
+from spendstream.ingest.batches import PublishFailed
+from spendstream.ingest.intake import RawIntake
 from spendstream.ingest.settings import IngestSettings
 from tests.ingest.topics import read_all
 from tests.support import Isolation, create_workspace, eventually, serving, usage_event
@@ -72,7 +75,29 @@ async def test_raw_records_are_forwarded_or_rejected_and_poison_never_stops_the_
         (8, 0, "workspace_id", "forbidden_field", wid),
     }
     assert all(p.source_topic == raw_topic for p in parsed)
-    assert [orjson.loads(r.value)["event_count"] for r in forwarded] == [1, 2]
+    # Records of one batch are handled side by side, so their forwards may come in either order.
+    assert sorted(orjson.loads(r.value)["event_count"] for r in forwarded) == [1, 2]
     assert {r.key for r in forwarded} == {wid.encode()}
     for record in [*rejected, *forwarded]:
         assert secret.encode() not in record.value
+
+
+class _Probe(RawIntake):
+    """handle_batch's own behaviour: record n takes n*10 ms; record 0 is not acknowledged by Kafka."""
+
+    def __init__(self) -> None:
+        self.done: list[int] = []
+
+    async def handle(self, record: Any) -> None:
+        await asyncio.sleep(0.01 * record)
+        if record == 0:
+            raise PublishFailed("TimeoutError")
+        self.done.append(record)
+
+
+async def test_a_batch_fails_only_after_every_record_has_finished() -> None:
+    # The batch comes again as a whole; meanwhile no record may be left half-handled behind the failure.
+    probe = _Probe()
+    with pytest.raises(PublishFailed):
+        await probe.handle_batch([0, 1, 2, 3])
+    assert probe.done == [1, 2, 3]

@@ -58,12 +58,14 @@ def create_service(settings: IngestSettings) -> Service:
 
     @broker.subscriber(
         topic_name(INGEST_RAW, prefix), group_id=f"{prefix}{settings.raw_intake_group_id}",
+        batch=True, max_records=settings.raw_batch_max_records, batch_timeout_ms=settings.raw_batch_timeout_ms,
         auto_offset_reset="earliest", parser=tolerant_parser, decoder=raw_body,
-        # Committed only after the record was forwarded or rejected; a failed forward comes again.
+        # Committed only after every record of the batch was forwarded or rejected; a failed forward brings
+        # the batch again (intake.py: what that means for the records already forwarded).
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
-    async def on_raw_record(msg: KafkaMessage) -> None:
-        await intake.handle(msg.raw_message)
+    async def on_raw_records(msg: KafkaMessage) -> None:
+        await intake.handle_batch(msg.raw_message)
 
     @broker.subscriber(
         topic_name(DELETION_COMMANDS, prefix), group_id=f"{prefix}{ERASURE_GROUP}",

@@ -8,6 +8,12 @@ Per record:
   3. return -> the offset is committed (ack policy NACK_ON_ERROR). If Kafka does not acknowledge the forward
      (PublishFailed) the handler raises and the record comes again: nothing accepted is lost, and events
      without an event_id get one derived from the record's coordinates, so the redelivery counts once.
+Records come in small batches and are handled side by side (`handle_batch`): one record at a time spent most of
+its time waiting for the broker's acknowledgement of its forward (bench: 19,537 events/s that way, 25,842 side
+by side; HTTP with 16 requests in flight: 30,433). The batch commits when all of them are done; if one forward fails the whole batch
+comes again, and its records already forwarded are then duplicates (their ids were marked after the ack) while
+their rejections are published again (keyed by coordinates). Like concurrent HTTP requests, records handled
+side by side may be forwarded in another order than they were read.
 The raw topic has no rate limit: a consumer reads at its own pace, so Kafka itself is the buffer.
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +54,14 @@ class RawIntake:
         self._rejected_topic = topic_name(INGEST_REJECTED, topic_prefix)
         self._max_bytes = max_record_bytes
         self._retry_pause = retry_pause_seconds
+
+    async def handle_batch(self, records: Sequence[Any]) -> None:
+        """Handle records side by side; returns once every one is forwarded or rejected for good, and raises
+        (the batch comes again) when any was not, only after all of them have finished."""
+        outcomes = await asyncio.gather(*(self.handle(record) for record in records), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def handle(self, record: Any) -> None:
         """Process one aiokafka ConsumerRecord; returns once it is forwarded or rejected for good."""

@@ -19,4 +19,8 @@ class IngestSettings(BaseServiceSettings):
     raw_intake_group_id: str = "spendstream-ingest-raw"
     # A raw-intake record larger than this is rejected unread (the broker's own cap is usually 1 MiB).
     raw_max_record_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Raw records are taken this many at a time (or what has arrived within the timeout) and handled side by
+    # side, so the broker's acknowledgements of their forwards overlap instead of adding up.
+    raw_batch_max_records: int = Field(default=16, ge=1, le=500)
+    raw_batch_timeout_ms: int = Field(default=20, ge=1)
     default_plan: str = "free"

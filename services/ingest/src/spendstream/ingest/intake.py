@@ -10,10 +10,10 @@ Per record:
      without an event_id get one derived from the record's coordinates, so the redelivery counts once.
 Records come in small batches and are handled side by side (`handle_batch`): one record at a time spent most of
 its time waiting for the broker's acknowledgement of its forward (bench: 19,537 events/s that way, 25,842 side
-by side; HTTP with 16 requests in flight: 30,433). The batch commits when all of them are done; if one forward fails the whole batch
-comes again, and its records already forwarded are then duplicates (their ids were marked after the ack) while
-their rejections are published again (keyed by coordinates). Like concurrent HTTP requests, records handled
-side by side may be forwarded in another order than they were read.
+by side; HTTP with 16 requests in flight: 30,433). The batch commits when all of them are done; if one forward
+fails the whole batch comes again, and its records already forwarded are then duplicates (their ids were marked
+after the ack) while their rejections are published again (keyed by coordinates). Like concurrent HTTP
+requests, records handled side by side may be forwarded in another order than they were read.
 The raw topic has no rate limit: a consumer reads at its own pace, so Kafka itself is the buffer.
 """
 

@@ -99,8 +99,8 @@ class Store:
             ws_literal, ids_literal = _plain_array(workspaces), _plain_array(ids)
             if ws_literal is not None and ids_literal is not None:
                 # Inlined: clickhouse-connect escapes bound strings character by character in Python, which
-                # was two thirds of this check's time; plain ids need no escaping. A server takes bound
-                # parameters in the URL, so only the inlined form may exceed its default max_query_size.
+                # was two thirds of this check's time; plain ids need no escaping. The query text travels in
+                # the request body, but ClickHouse parses at most max_query_size of it (256 KiB by default).
                 result = self._client.query(sql.format(ws=ws_literal, ids=ids_literal),
                                             settings={"max_query_size": len(ids_literal) + 65_536})
             else:

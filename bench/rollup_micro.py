@@ -19,9 +19,8 @@ import lz4.frame  # type: ignore[import-untyped]
 
 from bench.events import BodyTemplate
 from bench.micro import row, time_sync
-from spendstream.common import crypto
 from spendstream.common.connections import clickhouse_client
-from spendstream.common.envelope import BatchEnvelope, _aad, read_record, seal
+from spendstream.common.envelope import BatchEnvelope, open_plaintext, read_record, seal
 from spendstream.common.events import EventBatch
 from spendstream.common.prices import bundled
 from spendstream.rollup.schema import migrate
@@ -64,10 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = asyncio.new_event_loop()
 
     def decrypt(value: bytes) -> bytes:
-        envelope = BatchEnvelope.model_validate_json(value)
-        plain = crypto.decrypt(key, envelope.ciphertext,
-                               _aad(envelope.workspace_id, envelope.batch_id, 1, envelope.encoding))
-        return bytes(lz4.frame.decompress(plain)) if envelope.encoding == "json+lz4" else plain
+        return open_plaintext(BatchEnvelope.model_validate_json(value), key)
 
     def read(i: int) -> StoredBatch:
         envelope, batch = loop.run_until_complete(read_record(values[i], keyring))  # type: ignore[arg-type]

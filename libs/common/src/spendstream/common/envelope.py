@@ -126,8 +126,9 @@ def decode_sealed(plaintext: bytes) -> EventBatch:
     return EventBatch.model_construct(events=[_sealed_event(e) for e in raw["events"]])
 
 
-def open_envelope(envelope: BatchEnvelope, key: bytes) -> EventBatch:
-    """Decrypt and decode; raises InvalidTag on a wrong key and ValueError on a plaintext `seal` never wrote."""
+def open_plaintext(envelope: BatchEnvelope, key: bytes) -> bytes:
+    """The batch's JSON: decrypted, and decompressed when `seal` compressed it. Raises InvalidTag on a wrong key
+    and BrokenPlaintext on a frame that does not decompress."""
     plain = crypto.decrypt(key, envelope.ciphertext, _aad(envelope.workspace_id, envelope.batch_id,
                                                           envelope.key_version, envelope.encoding))
     if envelope.encoding == "json+lz4":
@@ -135,7 +136,12 @@ def open_envelope(envelope: BatchEnvelope, key: bytes) -> EventBatch:
             plain = lz4.frame.decompress(plain)
         except RuntimeError:  # lz4's error for a broken frame
             raise BrokenPlaintext from None
-    return decode_sealed(plain)
+    return plain
+
+
+def open_envelope(envelope: BatchEnvelope, key: bytes) -> EventBatch:
+    """Decrypt and decode; raises InvalidTag on a wrong key and ValueError on a plaintext `seal` never wrote."""
+    return decode_sealed(open_plaintext(envelope, key))
 
 
 class UnreadableRecord(Exception):

@@ -144,11 +144,16 @@ _KNOWN_SAFE_MAX = 4096
 _LEARNABLE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
+def _remember(known: set[str], value: str, limit: int) -> None:
+    """Add to a bounded memo; a full one starts over, so what clients send cannot grow it."""
+    if len(known) >= limit:
+        known.clear()
+    known.add(value)
+
+
 def _learn(key: str) -> None:
     if _LEARNABLE.fullmatch(key):
-        if len(_KNOWN_SAFE) >= _KNOWN_SAFE_MAX:
-            _KNOWN_SAFE.clear()
-        _KNOWN_SAFE.add(key)
+        _remember(_KNOWN_SAFE, key, _KNOWN_SAFE_MAX)
 
 
 def _join(path: str, key: object) -> str:
@@ -196,9 +201,7 @@ def _pii_kind_remembering_clean(value: str) -> str | None:
         return None
     kind = pii_kind(value)
     if kind is None:
-        if len(_CLEAN_VALUES) >= _CLEAN_VALUES_MAX:
-            _CLEAN_VALUES.clear()
-        _CLEAN_VALUES.add(value)
+        _remember(_CLEAN_VALUES, value, _CLEAN_VALUES_MAX)
     return kind
 
 

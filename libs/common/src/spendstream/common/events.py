@@ -70,9 +70,6 @@ class UsageEvent(BaseModel):
             raise ValueError("reasoning_tokens is part of output_tokens and cannot exceed it")
         return self
 
-    def tag(self, key: str) -> str:
-        return self.tags.get(key, "")
-
 
 class EventBatch(BaseModel):
     """The plaintext of one envelope: validated events of one workspace, each with its event_id set."""

@@ -1,7 +1,7 @@
 """ClickHouse work that needs a chDB directory of its own, so it runs in its own process (one engine per process).
 
 `python -m bench.chtasks '<json>'` with `task`:
-  insert-limit    raw clickhouse-connect inserts of the rows rollup writes (same schema): rows/s
+  insert-limit    rollup's own insert (Store.insert_rows) of ready rows, no existence check (same schema): rows/s
   prefill         N synthetic rows over many workspaces via INSERT ... SELECT FROM numbers(): seconds
   delete          the bare deletion of one workspace (ALTER TABLE ... DELETE, synchronous) on both tables
   count           rows of one workspace in both tables (apply_deleted_mask=0: physically present rows)
@@ -24,7 +24,7 @@ from spendstream.common.connections import clickhouse_client
 from spendstream.common.events import validate_events
 from spendstream.common.prices import bundled
 from spendstream.rollup.schema import migrate
-from spendstream.rollup.store import EVENT_COLUMNS, StoredBatch, event_rows
+from spendstream.rollup.store import Store, StoredBatch, event_rows
 
 TABLES = ("usage_events", "usage_daily")
 
@@ -43,13 +43,14 @@ def insert_limit(config: dict[str, Any]) -> dict[str, Any]:
     now = datetime.now(UTC)
     raw = orjson.loads(BodyTemplate(BATCH).body("limit"))["events"]
     validated = validate_events(raw, now, timedelta(days=400)).accepted
-    template = event_rows(StoredBatch("ws_limit", "b", now, validated), bundled())
+    template = event_rows(StoredBatch.of("ws_limit", "b", now, validated), bundled())
+    store = Store(client, config["db"])
     inserted, spent = 0, 0.0
     while inserted < events:
         n = min(per_insert, events - inserted)
         rows = [(row[0], f"{inserted + i}", *row[2:]) for i, row in enumerate(template[j % BATCH] for j in range(n))]
         started = time.perf_counter()
-        client.insert(f"{config['db']}.usage_events", rows, column_names=EVENT_COLUMNS)
+        store.insert_rows(rows)
         spent += time.perf_counter() - started
         inserted += n
     return {"rows_per_s": inserted / spent, "rows": inserted, "seconds": spent}

@@ -249,7 +249,7 @@ async def test_the_periodic_reconcile_covers_back_dated_days_touched_since_its_l
                          topic_prefix=iso.prefix, retry_seconds=1)
     before = datetime.now(UTC) - timedelta(seconds=1)
     old = datetime.now(UTC) - timedelta(days=120)
-    store.insert_new(event_rows(StoredBatch("ws1", "b", datetime.now(UTC), [UsageEvent.model_validate(
+    store.insert_new(event_rows(StoredBatch.of("ws1", "b", datetime.now(UTC), [UsageEvent.model_validate(
         usage_event(timestamp=old.isoformat(), cost_usd=1.0)) for _ in range(2)]), bundled()))
     keys = ("workspace_id", "day", *DIMENSIONS, "cost_source")
     # The view part of that insert "lost": the rollup misses the back-dated day entirely.

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def _rows(workspace_id: str, n: int, **fields: Any) -> list[tuple[Any, ...]]:
-    batch = StoredBatch(workspace_id, "b1", datetime.now(UTC),
+    batch = StoredBatch.of(workspace_id, "b1", datetime.now(UTC),
                         [UsageEvent.model_validate(usage_event(**fields)) for _ in range(n)])
     return event_rows(batch, bundled())
 
@@ -100,7 +100,7 @@ def test_the_existence_check_is_per_workspace_and_works_across_chunks(iso: Isola
     a = _rows("wsA", 4, cost_usd=1.0)
     assert store.insert_new(a).new == 4
     # The same event_id in another workspace is a different event; a's rows again are not new.
-    b = event_rows(StoredBatch("wsB", "b", datetime.now(UTC), [UsageEvent.model_validate(
+    b = event_rows(StoredBatch.of("wsB", "b", datetime.now(UTC), [UsageEvent.model_validate(
         {**shared, "event_id": a[0][1]})]), bundled())
     assert store.insert_new([*a, *b, *_rows("wsA", 2, cost_usd=1.0)]).new == 3
     assert _totals(store, "wsA")["requests"] == 6 and _totals(store, "wsB")["requests"] == 1

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
+from itertools import chain
+from operator import attrgetter, is_not, itemgetter, methodcaller
 from typing import Any, Literal
 
 import lz4.frame  # type: ignore[import-untyped]
@@ -60,55 +64,83 @@ class BrokenPlaintext(ValueError):
 
 
 _FIELDS = frozenset(UsageEvent.model_fields)
-# The JSON types UsageEvent.model_dump_json writes for the fields read below (cost and timestamp are strings).
-_KINDS = (str, str, str, int, int, int, dict, str)
-_INT_OR_NULL = (int, type(None))
+# The JSON types UsageEvent.model_dump_json writes for each field (cost and timestamp as strings). type() is
+# exact: a JSON true is a bool, never taken for an int.
+_KINDS: dict[str, frozenset[type]] = {
+    "event_id": frozenset({str}), "provider": frozenset({str}), "model": frozenset({str}),
+    "input_tokens": frozenset({int}), "output_tokens": frozenset({int}), "latency_ms": frozenset({int}),
+    "cached_input_tokens": frozenset({int, type(None)}), "reasoning_tokens": frozenset({int, type(None)}),
+    "cost_usd": frozenset({str, type(None)}), "timestamp": frozenset({str}), "tags": frozenset({dict}),
+}
+_STR = frozenset({str})
+_get_tags, _get_stamp, _get_cost = itemgetter("tags"), itemgetter("timestamp"), itemgetter("cost_usd")
+_to_utc = methodcaller("astimezone", UTC)
+_not_none = partial(is_not, None)
 _new = object.__new__
 _set = object.__setattr__
 
 
-def _sealed_event(raw: Any) -> UsageEvent:
-    """One event of a sealed plaintext, built without UsageEvent's validators.
+def sealed_events(plaintext: bytes) -> list[dict[str, Any]]:
+    """The events of a plaintext `seal` wrote, as its decoded JSON (timestamp and cost still strings), trusted.
 
-    ingest validated it, and the GCM tag proves ingest sealed it, so the patterns, ranges, decimal places and
-    the privacy guard are not run again. Its shape still is checked (the keys, JSON types, an aware timestamp,
-    a finite cost), so a plaintext broken by a bug is refused here, not by ClickHouse on every redelivery.
-    The instance is assembled as `model_construct` does, without its per-field loop (slower than validation).
-    Any other set of keys (an older or newer UsageEvent) goes through the full validation instead.
+    ingest validated them, and the GCM tag proves ingest sealed them, so the patterns, ranges, decimal places
+    and the privacy guard are not run again. Their shape still is checked (the keys, JSON types, an aware
+    timestamp inside the calendar, a finite cost), so a plaintext broken by a bug is refused here, not by
+    ClickHouse on every redelivery. The checks run column by column over the batch (C-level `map` and set
+    comparisons, no Python code per field and event): rollup reads 100,000 events per batch through here.
+    An event with any other set of keys (an older or newer UsageEvent) is validated in full instead and comes
+    back in the same JSON form. Raises BrokenPlaintext (or pydantic's ValidationError) on anything else.
     """
-    if type(raw) is not dict:
-        raise BrokenPlaintext
-    if raw.keys() != _FIELDS:
-        return UsageEvent.model_validate(raw)
-    # type() is exact: a JSON true is a bool, never taken for an int.
-    tags = raw["tags"]
-    if ((type(raw["event_id"]), type(raw["provider"]), type(raw["model"]), type(raw["input_tokens"]),
-         type(raw["output_tokens"]), type(raw["latency_ms"]), type(tags), type(raw["timestamp"])) != _KINDS
-            or type(raw["cached_input_tokens"]) not in _INT_OR_NULL
-            or type(raw["reasoning_tokens"]) not in _INT_OR_NULL):
-        raise BrokenPlaintext
-    for value in tags.values():
-        if type(value) is not str:
-            raise BrokenPlaintext
     try:
-        timestamp = datetime.fromisoformat(raw["timestamp"])
-        if timestamp.tzinfo is None:
-            raise BrokenPlaintext
-        raw["timestamp"] = timestamp.astimezone(UTC)  # OverflowError at the ends of the calendar
-    except (ValueError, OverflowError):
+        raw = orjson.loads(plaintext)
+    except orjson.JSONDecodeError:
         raise BrokenPlaintext from None
-    cost = raw["cost_usd"]
-    if cost is not None:
-        if type(cost) is not str:
+    if type(raw) is not dict or raw.keys() != {"events"} or type(raw["events"]) is not list:
+        raise BrokenPlaintext
+    events: list[dict[str, Any]] = raw["events"]
+    if not set(map(type, events)) <= {dict}:
+        raise BrokenPlaintext
+    if set(map(len, events)) - {len(_FIELDS)} or not _have_fields(events):
+        events = [e if e.keys() == _FIELDS else UsageEvent.model_validate(e).model_dump(mode="json")
+                  for e in events]
+    for name, kinds in _KINDS.items():
+        if not set(map(type, map(itemgetter(name), events))) <= kinds:
             raise BrokenPlaintext
-        try:
-            cost = raw["cost_usd"] = Decimal(cost)
-        except InvalidOperation:
-            raise BrokenPlaintext from None
-        if not cost.is_finite():
+    if not set(map(type, chain.from_iterable(map(dict.values, map(_get_tags, events))))) <= _STR:
+        raise BrokenPlaintext
+    try:
+        stamps = list(map(datetime.fromisoformat, map(_get_stamp, events)))
+        if None in set(map(attrgetter("tzinfo"), stamps)):
             raise BrokenPlaintext
+        deque(map(_to_utc, stamps), maxlen=0)  # OverflowError at the ends of the calendar
+        costs = list(map(Decimal, filter(_not_none, map(_get_cost, events))))
+    except (ValueError, OverflowError, InvalidOperation):
+        raise BrokenPlaintext from None
+    if not all(map(Decimal.is_finite, costs)):
+        raise BrokenPlaintext
+    return events
+
+
+def _have_fields(events: list[dict[str, Any]]) -> bool:
+    """Whether every event (each with as many keys as UsageEvent has fields) has exactly its keys: any other
+    key takes the place of one of them, whose column then cannot be read."""
+    try:
+        for name in _FIELDS:
+            deque(map(itemgetter(name), events), maxlen=0)
+    except KeyError:
+        return False
+    return True
+
+
+def _sealed_event(raw: dict[str, Any]) -> UsageEvent:
+    """A UsageEvent from one event of `sealed_events`, assembled as `model_construct` does, without its
+    per-field loop (slower than validation)."""
+    values = dict(raw)
+    values["timestamp"] = datetime.fromisoformat(raw["timestamp"]).astimezone(UTC)
+    if raw["cost_usd"] is not None:
+        values["cost_usd"] = Decimal(raw["cost_usd"])
     event = _new(UsageEvent)
-    _set(event, "__dict__", raw)
+    _set(event, "__dict__", values)
     _set(event, "__pydantic_fields_set__", set(_FIELDS))
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
@@ -116,14 +148,8 @@ def _sealed_event(raw: Any) -> UsageEvent:
 
 
 def decode_sealed(plaintext: bytes) -> EventBatch:
-    """The batch `seal` encrypted, trusted (see `_sealed_event`); raises ValueError on any other plaintext."""
-    try:
-        raw = orjson.loads(plaintext)
-    except orjson.JSONDecodeError:
-        raise BrokenPlaintext from None
-    if type(raw) is not dict or raw.keys() != {"events"} or type(raw["events"]) is not list:
-        raise BrokenPlaintext
-    return EventBatch.model_construct(events=[_sealed_event(e) for e in raw["events"]])
+    """The batch `seal` encrypted, trusted (see `sealed_events`); raises ValueError on any other plaintext."""
+    return EventBatch.model_construct(events=[_sealed_event(e) for e in sealed_events(plaintext)])
 
 
 def open_plaintext(envelope: BatchEnvelope, key: bytes) -> bytes:
@@ -153,8 +179,9 @@ class UnreadableRecord(Exception):
         self.workspace_id = workspace_id
 
 
-async def read_record(value: bytes | None, keyring: KeyRing) -> tuple[BatchEnvelope, EventBatch]:
-    """Parse and decrypt one record; raises UnreadableRecord (unparsable, no key, undecryptable, invalid)."""
+async def read_sealed(value: bytes | None, keyring: KeyRing) -> tuple[BatchEnvelope, list[dict[str, Any]]]:
+    """Parse and decrypt one record into its envelope and `sealed_events` (JSON form, what rollup stores);
+    raises UnreadableRecord (unparsable, no key, undecryptable, invalid)."""
     try:
         envelope = BatchEnvelope.model_validate_json(value or b"")
     except ValidationError:
@@ -164,8 +191,14 @@ async def read_record(value: bytes | None, keyring: KeyRing) -> tuple[BatchEnvel
         # The workspace's key was shredded (erasure) or never existed: unreadable by design.
         raise UnreadableRecord("no_data_key", envelope.workspace_id)
     try:
-        return envelope, open_envelope(envelope, key)
+        return envelope, sealed_events(open_plaintext(envelope, key))
     except InvalidTag:
         raise UnreadableRecord("undecryptable", envelope.workspace_id) from None
     except ValueError:  # messages of the decoder can quote the plaintext: only the reason code goes on
         raise UnreadableRecord("invalid_events", envelope.workspace_id) from None
+
+
+async def read_record(value: bytes | None, keyring: KeyRing) -> tuple[BatchEnvelope, EventBatch]:
+    """`read_sealed`, with the events as UsageEvents (what alerts counts)."""
+    envelope, events = await read_sealed(value, keyring)
+    return envelope, EventBatch.model_construct(events=[_sealed_event(e) for e in events])

@@ -28,7 +28,7 @@ from faststream.kafka import KafkaBroker
 from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
-from spendstream.common.envelope import UnreadableRecord, read_record
+from spendstream.common.envelope import UnreadableRecord, read_sealed
 from spendstream.common.prices import PriceTable
 from spendstream.common.records import DeadLetter
 from spendstream.common.tenants import KeyRing
@@ -88,11 +88,11 @@ class BatchWriter:
 
     async def _decode(self, record: Any) -> StoredBatch | None:
         try:
-            envelope, batch = await read_record(record.value, self._keyring)
+            envelope, events = await read_sealed(record.value, self._keyring)
         except UnreadableRecord as exc:
             await self._dead_letter(record, exc.workspace_id, exc.reason)
             return None
-        return StoredBatch(envelope.workspace_id, envelope.batch_id, envelope.ingested_at, batch.events,
+        return StoredBatch(envelope.workspace_id, envelope.batch_id, envelope.ingested_at, events,
                            envelope.traceparent)
 
     async def _dead_letter(self, record: Any, workspace_id: str | None, reason: str) -> None:

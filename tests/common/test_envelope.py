@@ -15,12 +15,14 @@ from cryptography.exceptions import InvalidTag
 from spendstream.common import crypto
 from spendstream.common.envelope import (
     BatchEnvelope,
+    SealedEvent,
     UnreadableRecord,
     _aad,
     decode_sealed,
     open_envelope,
     read_record,
     seal,
+    sealed_events,
 )
 from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.tenants import KeyRing
@@ -134,6 +136,17 @@ def test_a_plaintext_with_other_keys_is_validated_in_full() -> None:
         decode_sealed(orjson.dumps({"events": [{**_event(), "prompt": "secret"}]}))
 
 
+def test_a_sealed_event_has_exactly_the_fields_of_a_usage_event() -> None:
+    assert set(SealedEvent.__struct_fields__) == set(UsageEvent.model_fields)
+
+
+def test_sealed_events_reads_what_seal_writes_in_one_pass() -> None:
+    events = [UsageEvent.model_validate(e) for e in VARIED]
+    sealed = sealed_events(EventBatch(events=events).model_dump_json().encode())
+    assert sealed == [SealedEvent.of(e) for e in events]
+    assert sealed[1].cost_usd == "0.000123456789" and sealed[1].timestamp == events[1].timestamp
+
+
 def _full(**overrides: Any) -> dict[str, Any]:
     return {**_event(cached_input_tokens=None, reasoning_tokens=None, cost_usd=None), **overrides}
 
@@ -155,6 +168,11 @@ def _full(**overrides: Any) -> dict[str, Any]:
     orjson.dumps({"events": [_full(cost_usd=0.5)]}),
     orjson.dumps({"events": [_full(tags=["a"])]}),
     orjson.dumps({"events": [_full(tags={"feature": 1})]}),
+    orjson.dumps({"events": [_full(cost_usd="")]}),
+    orjson.dumps({"events": [_full(input_tokens=-0.0)]}),
+    orjson.dumps({"events": [_full(), _full(latency_ms=None)]}),  # one broken event among good ones
+    # As many keys as seal writes, one of them another: validated in full, and refused.
+    orjson.dumps({"events": [{**{k: v for k, v in _full().items() if k != "tags"}, "prompt": "secret"}]}),
 ], ids=lambda p: str(len(p)))
 def test_a_structurally_broken_plaintext_is_refused(plaintext: bytes) -> None:
     with pytest.raises(ValueError):

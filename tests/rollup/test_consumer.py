@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
 
 from spendstream.common.connections import clickhouse_client
-from spendstream.common.events import UsageEvent
+from spendstream.common.envelope import seal
+from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.kafka import make_broker
 from spendstream.common.prices import bundled
 from spendstream.common.tenants import KeyRing
@@ -260,3 +262,70 @@ async def test_the_periodic_reconcile_covers_back_dated_days_touched_since_its_l
     assert await writer.reconcile(before, today, recent_days=2) == 1
     rows = store.usage("ws1", old.date(), old.date(), [], {})
     assert [(r["requests"], r["cost_usd"]) for r in rows] == [(2, Decimal("2"))]
+
+
+async def test_a_batch_written_in_chunks_counts_each_event_once_across_chunks(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    first = events(3, cost_usd=1.0)
+    async with publisher(iso) as pub:
+        await pub.batch(ws["workspace_id"], first)
+        for _ in range(4):
+            await pub.batch(ws["workspace_id"], events(2, cost_usd=1.0))
+        await pub.batch(ws["workspace_id"], [first[2]])  # a repeat that lands in a later chunk of the batch
+    async with serving([_rollup(iso, write_chunk_records=2)]) as client:
+        await _caught_up(iso)
+        body = await _total(client, ws["read"])
+    assert body["totals"]["requests"] == 11
+    assert raw_count(iso, ws["workspace_id"]) == 11
+    assert rollup_requests(iso, ws["workspace_id"]) == 11
+
+
+class _OneKey:
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    async def data_key(self, workspace_id: str, version: int) -> bytes | None:
+        return self.key
+
+
+class _FailingSecondWrite(Store):
+    """Stores the first chunk, then fails every write until told to recover."""
+
+    def __init__(self, client: Any, database: str) -> None:
+        super().__init__(client, database)
+        self.writes = 0
+        self.failing = True
+
+    def insert_new(self, rows: list[tuple[Any, ...]]) -> Any:
+        self.writes += 1
+        if self.failing and self.writes > 1:
+            raise ConnectionError("clickhouse went away")
+        return super().insert_new(rows)
+
+
+async def test_a_chunk_failing_fails_the_whole_batch_and_its_redelivery_stores_each_event_once(
+        iso: Isolation) -> None:
+    client = clickhouse_client(iso.stack.clickhouse)
+    migrate(client, iso.database, 12)
+    store = _FailingSecondWrite(client, iso.database)
+    key = bytes(range(32))
+    settings = iso.settings(RollupSettings)
+    writer = BatchWriter(store=store, keyring=cast(KeyRing, _OneKey(key)), prices=bundled(),
+                         broker=make_broker(settings, "t"), topic_prefix=iso.prefix, retry_seconds=0.01,
+                         chunk_records=2)
+    records = []
+    for i in range(5):  # chunks of 2, 2 and 1 records
+        batch = EventBatch(events=[UsageEvent.model_validate(e) for e in events(3, cost_usd=0.5)])
+        envelope = seal(batch, workspace_id="ws1", batch_id=f"b{i}", key=key, key_version=1,
+                        ingested_at=datetime.now(UTC))
+        records.append(SimpleNamespace(value=envelope.model_dump_json().encode(), topic="t", partition=0,
+                                       offset=i))
+    with pytest.raises(ConnectionError):
+        await writer.handle(records)
+    assert store.writes >= 2
+    assert store.usage("ws1", date.today() - timedelta(days=1), date.today() + timedelta(days=1), [], {})[0][
+        "requests"] == 6  # the first chunk is stored; the offsets were not committed
+    store.failing = False
+    await writer.handle(records)  # the redelivery
+    [totals] = store.usage("ws1", date.today() - timedelta(days=1), date.today() + timedelta(days=1), [], {})
+    assert (totals["requests"], totals["cost_usd"]) == (15, Decimal("7.5"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -118,3 +118,19 @@ def test_the_existence_check_finds_ids_that_need_escaping_as_well_as_plain_ones(
     assert store.insert_new(plain).new == 0
     assert store.insert_new(odd).new == 0
     assert _totals(store, "wsA")["requests"] == 5
+
+
+def test_what_is_stored_is_exactly_what_was_sealed_through_the_json_insert(iso: Isolation) -> None:
+    # The insert travels as JSON that ClickHouse parses: every kind of value must come back as it went in.
+    _, store = _setup(iso)
+    tags = {"feature": "it's \"quoted\" \\ back\tslash\nnewline", "route": "/v1/é/ü/日本", "customer_id": "c-1",
+            "team.name": "{'map': [1]}"}
+    at = datetime(2026, 11, 30, 23, 59, 59, 987654, tzinfo=timezone(timedelta(hours=-5)))
+    rows = _rows("ws1", 1, event_id="odd-1", timestamp=at.isoformat(), cost_usd="0.000123456789",
+                 cached_input_tokens=7, tags=tags)
+    assert store.insert_new(rows).new == 1
+    [stored] = store.events_page("ws1", "", 10)
+    assert stored["tags"] == tags and stored["feature"] == tags["feature"] and stored["route"] == tags["route"]
+    assert stored["ts"].replace(tzinfo=UTC) == datetime(2026, 12, 1, 4, 59, 59, 987000, tzinfo=UTC)  # ms, UTC
+    assert stored["cost_usd"] == Decimal("0.000123456")  # Decimal(18, 9) keeps nine places, as before
+    assert (stored["cached_input_tokens"], stored["reasoning_tokens"], stored["cost_source"]) == (7, 0, "reported")

@@ -56,7 +56,7 @@ def create_service(settings: RollupSettings) -> Service:
     erased = ErasedSubjects(writer_client, settings.clickhouse_database)
     writer = BatchWriter(store=writer_store, keyring=keyring, prices=prices, broker=broker,
                          topic_prefix=settings.topic_prefix, retry_seconds=settings.write_retry_seconds,
-                         erased=erased)
+                         erased=erased, chunk_records=settings.write_chunk_records)
 
     @broker.subscriber(
         topic_name(USAGE_EVENTS, settings.topic_prefix),

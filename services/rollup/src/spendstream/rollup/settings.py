@@ -18,6 +18,9 @@ class RollupSettings(BaseServiceSettings):
     # large; a fetch returns at most this much per partition, which is what caps a batch under a backlog
     # (aiokafka's default, 1 MiB, is five 500-event envelopes).
     fetch_max_partition_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
+    # A batch is written in chunks of at most this many records, the next decoded while the previous is written
+    # (consumer.py); each chunk is one insert, so chunks must stay large (its fixed cost, above).
+    write_chunk_records: int = Field(default=100, ge=1)
     # How long a failing ClickHouse write is retried inside one batch before the batch is handed back.
     write_retry_seconds: float = Field(default=20.0, gt=0)
     reconcile_interval_seconds: float = Field(default=300.0, gt=0)

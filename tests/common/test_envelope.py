@@ -11,6 +11,8 @@ from typing import Any, cast
 import orjson
 import pytest
 from cryptography.exceptions import InvalidTag
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from spendstream.common import crypto
 from spendstream.common.envelope import (
@@ -217,3 +219,30 @@ async def test_a_plaintext_that_is_no_lz4_frame_is_an_unreadable_record() -> Non
     with pytest.raises(UnreadableRecord) as caught:
         await read_record(envelope.model_dump_json().encode(), cast(KeyRing, _Keys(key)))
     assert caught.value.reason == "invalid_events"
+
+
+_ZONES = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
+_VALID = st.fixed_dictionaries({
+    "event_id": st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
+    "provider": st.from_regex(r"[a-z0-9._-]{1,64}", fullmatch=True),
+    "model": st.from_regex(r"[A-Za-z0-9._:/@-]{1,128}", fullmatch=True),
+    "input_tokens": st.integers(0, 10**9), "output_tokens": st.integers(0, 10**9),
+    "cached_input_tokens": st.none() | st.integers(0, 10**9), "reasoning_tokens": st.none() | st.integers(0, 10**9),
+    "latency_ms": st.integers(0, 3_600_000),
+    "cost_usd": st.none() | st.decimals(min_value=0, max_value=10**6, places=12, allow_nan=False),
+    "timestamp": st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2199, 1, 1), timezones=_ZONES),
+    "tags": st.dictionaries(st.from_regex(r"[a-z][a-z0-9_.-]{0,63}", fullmatch=True), st.text(max_size=120),
+                            max_size=24),
+})
+
+
+@given(st.lists(_VALID, min_size=1, max_size=5))
+def test_any_valid_batch_reads_back_through_sealed_events_as_it_was_validated(raws: list[dict[str, Any]]) -> None:
+    try:
+        events = [UsageEvent.model_validate(raw) for raw in raws]
+    except ValueError:  # cached above input and the like: not a valid batch, nothing to seal
+        assume(False)
+        return
+    plaintext = EventBatch(events=events).model_dump_json().encode()
+    assert sealed_events(plaintext) == [SealedEvent.of(e) for e in events]
+    assert [e.__dict__ for e in decode_sealed(plaintext).events] == [e.__dict__ for e in events]

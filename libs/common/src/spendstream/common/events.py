@@ -80,6 +80,15 @@ class EventBatch(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """An EventBatch already written as JSON: the very bytes `EventBatch.model_dump_json()` gives for the same
+    events, and how many there are (ingest's fast path writes them without building the models)."""
+
+    json: bytes
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """A refused event: its index in the request, the field path, a reason code, a content-free message."""
 

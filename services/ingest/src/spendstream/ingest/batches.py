@@ -147,6 +147,8 @@ def _modelled(events: list[UsageEvent]) -> EventBatch:
 
 def _unique(events: list[E]) -> list[E]:
     """The first occurrence of each event_id within one batch."""
+    if len({e.event_id for e in events}) == len(events):  # the usual case, without building a second list
+        return events
     seen: set[str] = set()
     out: list[E] = []
     for event in events:

@@ -1,11 +1,11 @@
 """The fast path: a batch accepted straight from the request bytes when every event in it is valid.
 
-It decides acceptance only. msgspec decodes and checks the body in C (STACK-FACTS §4: ~3x pydantic); one Python
-pass then does what msgspec cannot say (the time window, the token parts, the cost's decimal places, the privacy
-guard on tags). At the least doubt it answers None and the caller runs the reference path (orjson,
-`guard.check_event` and `UsageEvent` through `validate_events`), which explains every refusal with its index,
-field path, reason code and message, exactly as before. A batch with one bad event so costs both paths; a clean
-one costs only this. tests/ingest/test_fastpath.py holds the two to the same verdicts and the same bytes.
+It decides acceptance only. msgspec decodes and checks the body in C (STACK-FACTS §4: ~3x pydantic); the rest
+(patterns, the time window, the token parts, the cost's decimal places, the privacy guard on tags) is checked
+column by column over the whole batch. At the least doubt it answers None and the caller runs the reference
+path (orjson, `guard.check_event` and `UsageEvent` through `validate_events`), which explains every refusal with
+its index, field path, reason code and message, exactly as before. A batch with one bad event so costs both
+paths; a clean one costs only this. tests/ingest/test_fastpath.py holds the two to the same verdicts and bytes.
 
 Every rule below mirrors one of `spendstream.common.events.UsageEvent` (and of the guard); change them together.
 """

@@ -1,7 +1,8 @@
 """`python -m bench.micro [--runs N] [--redis URL]`: ingest's per-batch CPU, in-process, one step at a time.
 
 Times the steps the HTTP profile shows on 500-event batches built like bench/events.py builds them: the privacy
-guard, the whole validation (guard + schema), and the Redis dedupe check and mark. Prints the median and p90 of
+guard, the whole reference validation (guard + schema), the fast path (fastpath.check from the body bytes, then
+the sealed plaintext it writes), and the Redis dedupe check and mark. Prints the median and p90 of
 wall and process-CPU time per batch over `runs` batches; Redis' own CPU is not in the process figure.
 It uses the Redis at `--redis` under a throwaway key prefix it deletes afterwards; nothing else is started.
 """
@@ -23,6 +24,7 @@ import redis.asyncio as aioredis
 from bench.events import BodyTemplate
 from spendstream.common.events import validate_events
 from spendstream.common.guard import check_event
+from spendstream.ingest import fastpath
 from spendstream.ingest.dedupe import Deduplicator
 
 
@@ -56,9 +58,9 @@ async def _time_async(runs: int, step: Callable[[int], Awaitable[object]]) -> tu
     return walls, cpus
 
 
-def _batches(runs: int) -> list[list[Any]]:
+def _bodies(runs: int) -> list[bytes]:
     template = BodyTemplate()
-    return [orjson.loads(template.body(f"b{i}"))["events"] for i in range(runs)]
+    return [template.body(f"b{i}") for i in range(runs)]
 
 
 async def _dedupe(runs: int, url: str, batches: list[list[Any]]) -> list[str]:
@@ -83,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--only", default="guard,validate,dedupe")
+    parser.add_argument("--only", default="guard,validate,fast,dedupe")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
-    batches = _batches(args.runs)
+    bodies = _bodies(args.runs)
+    batches = [orjson.loads(body)["events"] for body in bodies]
     now, max_age = datetime.now(UTC), timedelta(days=365)
     lines: list[str] = []
     if "guard" in only:
@@ -95,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     if "validate" in only:
         lines.append(row("validate_events", *time_sync(
             args.runs, lambda i: validate_events(batches[i], now, max_age))))
+    if "fast" in only:
+        lines.append(row("fastpath.check", *time_sync(
+            args.runs, lambda i: fastpath.check(bodies[i], now, max_age, str))))
+        sealed = [c.events if c else [] for c in (fastpath.check(body, now, max_age, str) for body in bodies)]
+        lines.append(row("fastpath.encode", *time_sync(args.runs, lambda i: fastpath.encode(sealed[i]))))
     if "dedupe" in only:
         lines.extend(asyncio.run(_dedupe(args.runs, args.redis, batches)))
     print(f"per 500-event batch, {args.runs} runs")

@@ -50,3 +50,16 @@ async def test_a_full_batch_is_checked_and_marked_in_one_call_each_with_every_ke
         assert 3500 < await redis.ttl(f"{iso.prefix}ingest:seen:{{ws_a}}:e498") <= 3600
     finally:
         await redis.aclose()
+
+
+async def test_ids_travel_as_one_argument_and_one_that_could_not_be_split_back_is_refused(iso: Isolation) -> None:
+    redis = aioredis.Redis.from_url(iso.stack.redis)
+    dedupe = Deduplicator(redis, iso.prefix, 3600)
+    try:
+        await dedupe.mark("ws_a", ["raw-0-1-2", "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b", "x_y"])
+        assert await dedupe.seen("ws_a", ["x_y", "new", "raw-0-1-2"]) == {"x_y", "raw-0-1-2"}
+        for bad in (["a b"], ["a", ""]):
+            with pytest.raises(ValueError):
+                await dedupe.seen("ws_a", bad)
+    finally:
+        await redis.aclose()

@@ -54,6 +54,8 @@ def test_each_field_rule_has_its_reason_code() -> None:
     assert _codes(_at(tags={"feature": 3})) == [("tags.feature", "invalid_value")]
     assert _codes({k: v for k, v in _at().items() if k != "model"}) == [("model", "missing_field")]
     assert _codes("not an object") == [("", "invalid_event")]
+    assert _codes(_at(timestamp="0001-01-01T00:00:00+01:00")) == [("timestamp", "invalid_timestamp")]
+    assert _codes(_at(timestamp="9999-12-31T23:59:59-01:00")) == [("timestamp", "invalid_timestamp")]
 
 
 def test_boundaries_are_inclusive() -> None:

@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidTag
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from spendstream.common import crypto
-from spendstream.common.events import EventBatch, UsageEvent
+from spendstream.common.events import EncodedBatch, EventBatch, UsageEvent
 from spendstream.common.tenants import KeyRing
 
 
@@ -50,12 +50,15 @@ def _aad(workspace_id: str, batch_id: str, key_version: int, encoding: str = "js
     return (aad if encoding == "json" else f"{aad}|{encoding}").encode()
 
 
-def seal(batch: EventBatch, *, workspace_id: str, batch_id: str, key: bytes, key_version: int,
+def seal(batch: EventBatch | EncodedBatch, *, workspace_id: str, batch_id: str, key: bytes, key_version: int,
          ingested_at: datetime, traceparent: str | None = None) -> BatchEnvelope:
-    plaintext = lz4.frame.compress(batch.model_dump_json().encode())
+    # An EncodedBatch is the same JSON already written (ingest's fast path), so the plaintext is the same bytes.
+    encoded = EncodedBatch(batch.model_dump_json().encode(), len(batch.events)) \
+        if isinstance(batch, EventBatch) else batch
+    plaintext = lz4.frame.compress(encoded.json)
     sealed = crypto.encrypt(key, plaintext, _aad(workspace_id, batch_id, key_version, "json+lz4"))
     return BatchEnvelope(workspace_id=workspace_id, batch_id=batch_id, key_version=key_version,
-                         ingested_at=ingested_at, event_count=len(batch.events), ciphertext=sealed,
+                         ingested_at=ingested_at, event_count=encoded.count, ciphertext=sealed,
                          traceparent=traceparent, encoding="json+lz4")
 
 

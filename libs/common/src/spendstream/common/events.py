@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from spendstream.common.guard import Violation, check_event, path_segment
 
@@ -60,7 +61,10 @@ class UsageEvent(BaseModel):
     @field_validator("timestamp")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00, 9999-12-31T23:59-01:00: not a 500, an invalid timestamp
+            raise PydanticCustomError("datetime_out_of_range", "timestamp is outside the calendar in UTC") from None
 
     @model_validator(mode="after")
     def _token_parts_within_totals(self) -> UsageEvent:
@@ -77,6 +81,15 @@ class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     events: list[UsageEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """An EventBatch already written as JSON: the very bytes `EventBatch.model_dump_json()` gives for the same
+    events, and how many there are (ingest's fast path writes them without building the models)."""
+
+    json: bytes
+    count: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import uuid_utils
 from faststream.kafka import KafkaBroker
@@ -17,14 +18,16 @@ from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
 from spendstream.common.envelope import seal
-from spendstream.common.events import EventBatch, Rejection, UsageEvent, validate_events
+from spendstream.common.events import EncodedBatch, EventBatch, Rejection, UsageEvent, validate_events
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import USAGE_EVENTS, topic_name
-from spendstream.ingest import metrics
+from spendstream.ingest import fastpath, metrics
 from spendstream.ingest.dedupe import Deduplicator
+from spendstream.ingest.fastpath import CheckedBatch, SealedEvent
 from spendstream.ingest.limits import Limiter
 
 _TRACER = tracing.tracer("ingest")
+E = TypeVar("E", SealedEvent, UsageEvent)
 
 
 class PublishFailed(Exception):
@@ -53,12 +56,22 @@ class BatchAcceptor:
         self._max_age = max_age
         self._publish_timeout = publish_timeout
 
-    async def accept(self, workspace_id: str, raw_events: list[Any], source: str, *, quota: int,
+    def check_fast(self, body: bytes, name_absent: Callable[[int], str]) -> CheckedBatch | None:
+        """The request's batch when the fast path finds every event of it valid (fastpath.py), else None."""
+        return fastpath.check(body, datetime.now(UTC), self._max_age, name_absent)
+
+    async def accept(self, workspace_id: str, raw_events: list[Any] | CheckedBatch, source: str, *, quota: int,
                      rate_limited: bool = True, traceparent: str | None = None) -> BatchResult:
         """Validate and publish; returns once Kafka acknowledged the fresh events.
 
+        `raw_events` are the decoded events of a request, or a request the fast path found all valid.
         Raises LimitExceeded (nothing accepted, nothing counted) or PublishFailed (same; safe to retry).
         """
+        if isinstance(raw_events, CheckedBatch):
+            if rate_limited:
+                await self._limiter.take(workspace_id, len(raw_events.events))
+            return await self._take(workspace_id, raw_events.events, [], _encoded, source, quota, raw_events.now,
+                                    traceparent)
         now = datetime.now(UTC)
         if rate_limited:
             # Every event of the request costs a token, valid or not: validation is the work being limited.
@@ -66,9 +79,16 @@ class BatchAcceptor:
         validated = validate_events(raw_events, now, self._max_age)
         for rejection in validated.rejected:
             metrics.EVENTS_REFUSED.labels(rejection.code).inc()
-        result = BatchResult(rejected=validated.rejected)
-        fresh = _unique(validated.accepted)
-        result.duplicates = len(validated.accepted) - len(fresh)
+        return await self._take(workspace_id, validated.accepted, validated.rejected, _modelled, source, quota,
+                                now, traceparent)
+
+    async def _take(self, workspace_id: str, accepted: list[E], rejected: list[Rejection],
+                    as_batch: Callable[[list[E]], EncodedBatch | EventBatch], source: str, quota: int,
+                    now: datetime, traceparent: str | None) -> BatchResult:
+        """Drop repeats, reserve quota, publish the valid events, and only then mark their ids as seen."""
+        result = BatchResult(rejected=rejected)
+        fresh = _unique(accepted)
+        result.duplicates = len(accepted) - len(fresh)
         already = await self._dedupe.seen(workspace_id, [e.event_id or "" for e in fresh])
         if already:
             fresh = [e for e in fresh if e.event_id not in already]
@@ -76,7 +96,7 @@ class BatchAcceptor:
         if fresh:
             reservation = await self._limiter.reserve(workspace_id, len(fresh), quota, now)
             try:
-                await self._publish(workspace_id, fresh, now, traceparent)
+                await self._publish(workspace_id, as_batch(fresh), now, traceparent)
             except PublishFailed:
                 # Not accepted, so not counted: the client's retry must find its quota intact.
                 await self._limiter.release(reservation)
@@ -88,18 +108,19 @@ class BatchAcceptor:
         metrics.EVENTS_DUPLICATE.inc(result.duplicates)
         return result
 
-    async def _publish(self, workspace_id: str, events: list[UsageEvent], now: datetime,
+    async def _publish(self, workspace_id: str, batch: EncodedBatch | EventBatch, now: datetime,
                        traceparent: str | None) -> None:
         key_set = self._keyring.key_set(workspace_id)
         key = await self._keyring.data_key(workspace_id, key_set.current) if key_set else None
         if key_set is None or key is None:
             raise PublishFailed("the workspace has no data key")
         parent = tracing.context_from_headers({"traceparent": traceparent}) if traceparent else None
+        count = batch.count if isinstance(batch, EncodedBatch) else len(batch.events)
         with _TRACER.start_as_current_span("ingest.publish", context=parent, kind=SpanKind.PRODUCER,
-                                           attributes={"spendstream.events": len(events)}):
+                                           attributes={"spendstream.events": count}):
             # The publish span's own context travels on: in the envelope and in the record's headers.
             sent_traceparent = tracing.current_traceparent() or traceparent
-            envelope = seal(EventBatch(events=events), workspace_id=workspace_id,
+            envelope = seal(batch, workspace_id=workspace_id,
                             batch_id=str(uuid_utils.uuid7()), key=key, key_version=key_set.current,
                             ingested_at=now, traceparent=sent_traceparent)
             started = time.perf_counter()
@@ -113,13 +134,23 @@ class BatchAcceptor:
             except Exception as exc:  # any failure to get the broker's ack means "not accepted"
                 raise PublishFailed(type(exc).__name__) from exc
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        metrics.BATCH_EVENTS.observe(len(events))
+        metrics.BATCH_EVENTS.observe(count)
 
 
-def _unique(events: list[UsageEvent]) -> list[UsageEvent]:
+def _encoded(events: list[SealedEvent]) -> EncodedBatch:
+    return EncodedBatch(fastpath.encode(events), len(events))
+
+
+def _modelled(events: list[UsageEvent]) -> EventBatch:
+    return EventBatch(events=events)
+
+
+def _unique(events: list[E]) -> list[E]:
     """The first occurrence of each event_id within one batch."""
+    if len({e.event_id for e in events}) == len(events):  # the usual case, without building a second list
+        return events
     seen: set[str] = set()
-    out: list[UsageEvent] = []
+    out: list[E] = []
     for event in events:
         if event.event_id not in seen:
             seen.add(event.event_id or "")

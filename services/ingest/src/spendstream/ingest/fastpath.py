@@ -1,0 +1,242 @@
+"""The fast path: a batch accepted straight from the request bytes when every event in it is valid.
+
+It decides acceptance only. msgspec decodes and checks the body in C (STACK-FACTS §4: ~3x pydantic); the rest
+(patterns, the time window, the token parts, the cost's decimal places, the privacy guard on tags) is checked
+column by column over the whole batch. At the least doubt it answers None and the caller runs the reference
+path (orjson, `guard.check_event` and `UsageEvent` through `validate_events`), which explains every refusal with
+its index, field path, reason code and message, exactly as before. A batch with one bad event so costs both
+paths; a clean one costs only this. tests/ingest/test_fastpath.py holds the two to the same verdicts and bytes.
+
+Every rule below mirrors one of `spendstream.common.events.UsageEvent` (and of the guard); change them together.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import chain
+from typing import Annotated
+
+import msgspec
+from msgspec.structs import astuple
+from uuid_utils import uuid7
+
+from spendstream.common.events import MAX_EVENTS_PER_BATCH, MAX_FUTURE_SKEW, MAX_TAG_VALUE_LENGTH, MAX_TAGS, MAX_TOKENS
+from spendstream.common.guard import is_content_key, pii_kind
+
+# msgspec checks types, ranges and lengths while decoding. The patterns are checked afterwards, once per batch
+# over a column (or once per distinct provider and model): a regex call per value from msgspec was a third of the
+# decoding time, and even one regex over a joined column is slower than str methods in C.
+# `\Z`, not `$`: Python's `$` also matches before a final newline, pydantic's (Rust) regex does not.
+_PROVIDER = re.compile(r"[a-z0-9._-]{1,64}\Z")
+_MODEL = re.compile(r"[A-Za-z0-9._:/@-]{1,128}\Z")
+_TAG_KEY = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
+# Timestamps stay strings for msgspec and datetime.fromisoformat reads them: msgspec's own datetime rounds digits
+# past the microsecond where pydantic truncates them. Only the shapes both read alike are let through (digits
+# written as `d`): a `T` or a space, at most 6 fraction digits, `Z` or a ±hh:mm offset. fromisoformat then
+# refuses a leap second, 24:00 and an impossible date like pydantic; not an offset's minutes past 59, checked
+# apart (_OFFSET).
+_DIGITS = str.maketrans("0123456789", "dddddddddd")
+_STAMP_SHAPES = frozenset(f"dddd-dd-dd{sep}dd:dd:dd{fraction}{zone}" for sep in "T "
+                          for zone in ("Z", "+dd:dd", "-dd:dd")
+                          for fraction in ["", *("." + "d" * n for n in range(1, 7))])
+_OFFSET = re.compile(r"[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]\Z")
+_LAST_SIX = operator.itemgetter(slice(-6, None))
+
+# msgspec's own int is strict like UsageEvent's: a JSON true, 1.0 or 1e3 is refused.
+_Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+_Latency = Annotated[int, msgspec.Meta(ge=0, le=3_600_000)]
+_TagValue = Annotated[str, msgspec.Meta(max_length=MAX_TAG_VALUE_LENGTH)]
+_Tags = Annotated[dict[str, _TagValue], msgspec.Meta(max_length=MAX_TAGS)]
+
+
+# gc=False: the structs hold strings, numbers and the tags dict, never a reference back, so the cycle collector
+# need not track 500 more objects per request.
+class _WireEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
+    # UNSET when absent, None when null: the Kafka intake names the two differently (see `check`).
+    event_id: str | None | msgspec.UnsetType = msgspec.UNSET
+    provider: str
+    model: str
+    input_tokens: _Tokens
+    output_tokens: _Tokens
+    cached_input_tokens: _Tokens | None = None
+    reasoning_tokens: _Tokens | None = None
+    latency_ms: _Latency
+    # A JSON integer stays an int and a fraction a float, as orjson hands them to pydantic: Decimal(5) is "5",
+    # Decimal("5.0") is "5.0" in the sealed batch.
+    cost_usd: int | float | None = None
+    timestamp: str
+    tags: _Tags = {}
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True):
+    events: Annotated[list[_WireEvent], msgspec.Meta(min_length=1, max_length=MAX_EVENTS_PER_BATCH)]
+
+
+class SealedEvent(msgspec.Struct, gc=False):
+    """An accepted event as `UsageEvent.model_dump_json` writes it: same fields in the same order, the cost as
+    the text of its Decimal (pydantic writes a Decimal as a JSON string), the timestamp in UTC."""
+
+    event_id: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int | None
+    reasoning_tokens: int | None
+    latency_ms: int
+    cost_usd: str | None
+    timestamp: datetime
+    tags: dict[str, str]
+
+
+class _SealedBatch(msgspec.Struct):
+    events: list[SealedEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedBatch:
+    """Every event of a request, found valid at `now` (the time the acceptor must also stamp the batch with)."""
+
+    events: list[SealedEvent]
+    now: datetime
+
+
+class _Refused(Exception):
+    """Some rule is not met: the reference path will say which."""
+
+
+_DECODER = msgspec.json.Decoder(_Body)
+_ENCODER = msgspec.json.Encoder()
+_MAX_COST = Decimal(1_000_000)
+_TZINFO = operator.attrgetter("tzinfo")
+
+# Values already found acceptable: providers and models (their patterns), tag keys (the pattern, and not a content
+# key), tag values (not PII-looking). Clients repeat the same few, so a batch is usually checked with C-level set
+# comparisons. Only accepted values are kept (they are stored anyway); bounded, a full memo starts over, so what
+# clients send cannot grow it.
+_GOOD: dict[str, set[str]] = {"provider": set(), "model": set(), "zone": set(), "tag_key": set(), "tag_value": set()}
+_MEMO_MAX = 16_384
+
+
+def _learn(kind: str, candidates: set[str], ok: Callable[[str], object]) -> None:
+    memo = _GOOD[kind]
+    for value in candidates - memo:
+        if not ok(value):
+            raise _Refused
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo.add(value)
+
+
+def _is_tag_key(key: str) -> bool:
+    return _TAG_KEY.match(key) is not None and not is_content_key(key)
+
+
+def _is_clean(value: str) -> bool:
+    return pii_kind(value) is None
+
+
+def _is_zone(suffix: str) -> bool:
+    # The last six characters of a timestamp of an allowed shape: `±hh:mm`, or the end of one in `Z`.
+    return suffix[-1] == "Z" or _OFFSET.match(suffix) is not None
+
+
+def _joined(values: Sequence[str]) -> str:
+    """The values joined by newlines; raises _Refused when one holds a newline of its own (it would pass for
+    two values below)."""
+    joined = "\n".join(values)
+    if joined.count("\n") != len(values) - 1:
+        raise _Refused
+    return joined
+
+
+def _check_ids(ids: list[str]) -> None:
+    """Each matches [A-Za-z0-9_-]{1,64}."""
+    if max(map(len, ids)) > 64 or min(map(len, ids)) < 1:
+        raise _Refused
+    rest = _joined(ids).replace("\n", "").replace("-", "").replace("_", "")
+    if rest and not (rest.isascii() and rest.isalnum()):  # ASCII letters and digits
+        raise _Refused
+
+
+def _check_stamps(stamps: Sequence[str]) -> None:
+    """Each has an allowed shape and a valid offset."""
+    if not _STAMP_SHAPES.issuperset(_joined(stamps).translate(_DIGITS).split("\n")):
+        raise _Refused
+    _learn("zone", set(map(_LAST_SIX, stamps)), _is_zone)
+
+
+def _cost_text(value: int | float | None) -> str | None:
+    """The text of the Decimal pydantic makes of the number orjson read (from an int as is, from a float via its
+    repr); raises _Refused when UsageEvent would refuse it: outside 0 … 10⁶, or more than 12 decimal places."""
+    if value is None:
+        return None
+    if type(value) is float:
+        text = repr(value)
+        # In positional notation a float's repr is its Decimal's text too (-0.0 included).
+        if 0 <= value <= 1e6 and "e" not in text and len(text) - text.index(".") <= 13:
+            return text
+    elif 0 <= value <= 1_000_000:
+        return str(value)
+    cost = Decimal(repr(value))  # 1e-07 and the like
+    exponent = cost.as_tuple().exponent
+    # Pydantic counts places after normalising (trailing zeros do not count); this count without normalising only
+    # ever refuses more, and the reference path then has the last word.
+    if not 0 <= cost <= _MAX_COST or not isinstance(exponent, int) or exponent < -12:
+        raise _Refused
+    return str(cost)
+
+
+def check(body: bytes, now: datetime, max_age: timedelta, name_absent: Callable[[int], str]) -> CheckedBatch | None:
+    """The batch, when the reference path would accept every event of it unchanged; otherwise None.
+
+    An event without an `event_id` key is named `name_absent(index)`, one with `"event_id": null` a UUIDv7, as
+    the callers' reference paths do (HTTP names both with a UUIDv7; the Kafka intake the first by coordinates).
+    """
+    try:
+        wire = _DECODER.decode(body).events
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    # Column by column, each rule over the whole batch at once: C-level maps, set operations and str methods
+    # instead of a Python loop per event.
+    ids, providers, models, inputs, outputs, cached, reasoning, latencies, costs, stamps, tags = zip(
+        *map(astuple, wire), strict=True)
+    try:
+        named = [i for i in ids if type(i) is str]
+        if named:
+            _check_ids(named)
+        _learn("provider", set(providers), _PROVIDER.match)
+        _learn("model", set(models), _MODEL.match)
+        if cached.count(None) != len(cached) and any(
+                c is not None and c > t for c, t in zip(cached, inputs, strict=True)):
+            return None
+        if reasoning.count(None) != len(reasoning) and any(
+                r is not None and r > t for r, t in zip(reasoning, outputs, strict=True)):
+            return None
+        _check_stamps(stamps)
+        instants = list(map(datetime.fromisoformat, stamps))
+        if set(map(_TZINFO, instants)) != {UTC}:
+            instants = [t.astimezone(UTC) for t in instants]  # OverflowError at the ends of the calendar
+        if min(instants) < now - max_age or max(instants) > now + MAX_FUTURE_SKEW:
+            return None
+        cost_texts = list(map(_cost_text, costs))
+        _learn("tag_key", set().union(*tags), _is_tag_key)
+        _learn("tag_value", set(chain.from_iterable(map(dict.values, tags))), _is_clean)
+    except (_Refused, ValueError, OverflowError):  # ValueError: fromisoformat's calendar
+        return None
+    if len(named) != len(ids):
+        ids = tuple((str(uuid7()) if i is None else name_absent(index)) if type(i) is not str else i
+                    for index, i in enumerate(ids))
+    events = list(map(SealedEvent, ids, providers, models, inputs, outputs, cached, reasoning, latencies,
+                      cost_texts, instants, tags))
+    return CheckedBatch(events, now)
+
+
+def encode(events: list[SealedEvent]) -> bytes:
+    """The JSON `EventBatch(events=...).model_dump_json()` writes for the same events, byte for byte."""
+    return _ENCODER.encode(_SealedBatch(events))

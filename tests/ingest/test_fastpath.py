@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from spendstream.common.envelope import open_envelope, open_plaintext, seal
+from spendstream.common.envelope import SealedEvent, open_envelope, open_plaintext, seal
 from spendstream.common.events import MAX_EVENTS_PER_BATCH, EncodedBatch, EventBatch, UsageEvent, validate_events
 from spendstream.ingest import fastpath
 
@@ -285,7 +285,7 @@ def test_a_pii_looking_value_is_never_remembered_as_clean() -> None:
 
 
 def test_the_structs_mirror_the_usage_event_field_by_field_in_order() -> None:
-    assert fastpath.SealedEvent.__struct_fields__ == tuple(UsageEvent.model_fields)
+    assert SealedEvent.__struct_fields__ == tuple(UsageEvent.model_fields)
     assert fastpath._WireEvent.__struct_fields__ == tuple(UsageEvent.model_fields)
 
 

@@ -92,12 +92,14 @@ class SealedEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=Fa
                    None if event.cost_usd is None else str(event.cost_usd), event.timestamp, dict(event.tags))
 
 
-class _SealedBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class SealedBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A sealed plaintext: `{"events": [...]}` (ingest's fast path encodes it, rollup decodes it)."""
+
     events: list[SealedEvent]
 
 
 _FIELDS = frozenset(UsageEvent.model_fields)
-_DECODER = msgspec.json.Decoder(_SealedBatch)
+_DECODER = msgspec.json.Decoder(SealedBatch)
 _ONE = msgspec.json.Decoder(SealedEvent)
 _get_stamp, _get_cost = attrgetter("timestamp"), attrgetter("cost_usd")
 _to_utc = methodcaller("astimezone", UTC)

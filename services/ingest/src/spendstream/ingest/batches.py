@@ -17,13 +17,13 @@ from faststream.kafka import KafkaBroker
 from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
-from spendstream.common.envelope import seal
+from spendstream.common.envelope import SealedEvent, seal
 from spendstream.common.events import EncodedBatch, EventBatch, Rejection, UsageEvent, validate_events
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import USAGE_EVENTS, topic_name
 from spendstream.ingest import fastpath, metrics
 from spendstream.ingest.dedupe import Deduplicator
-from spendstream.ingest.fastpath import CheckedBatch, SealedEvent
+from spendstream.ingest.fastpath import CheckedBatch
 from spendstream.ingest.limits import Limiter
 
 _TRACER = tracing.tracer("ingest")

@@ -25,6 +25,9 @@ import msgspec
 from msgspec.structs import astuple
 from uuid_utils import uuid7
 
+# The form of an accepted event is the one rollup reads back: envelope.SealedEvent, field for field
+# UsageEvent.model_dump_json (the cost as its Decimal's text, the timestamp in UTC).
+from spendstream.common.envelope import SealedBatch, SealedEvent
 from spendstream.common.events import MAX_EVENTS_PER_BATCH, MAX_FUTURE_SKEW, MAX_TAG_VALUE_LENGTH, MAX_TAGS, MAX_TOKENS
 from spendstream.common.guard import is_content_key, pii_kind
 
@@ -75,27 +78,6 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=Fa
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
     events: Annotated[list[_WireEvent], msgspec.Meta(min_length=1, max_length=MAX_EVENTS_PER_BATCH)]
-
-
-class SealedEvent(msgspec.Struct, gc=False):
-    """An accepted event as `UsageEvent.model_dump_json` writes it: same fields in the same order, the cost as
-    the text of its Decimal (pydantic writes a Decimal as a JSON string), the timestamp in UTC."""
-
-    event_id: str
-    provider: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int | None
-    reasoning_tokens: int | None
-    latency_ms: int
-    cost_usd: str | None
-    timestamp: datetime
-    tags: dict[str, str]
-
-
-class _SealedBatch(msgspec.Struct):
-    events: list[SealedEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,4 +221,4 @@ def check(body: bytes, now: datetime, max_age: timedelta, name_absent: Callable[
 
 def encode(events: list[SealedEvent]) -> bytes:
     """The JSON `EventBatch(events=...).model_dump_json()` writes for the same events, byte for byte."""
-    return _ENCODER.encode(_SealedBatch(events))
+    return _ENCODER.encode(SealedBatch(events))

@@ -29,7 +29,7 @@ from uuid_utils import uuid7
 # UsageEvent.model_dump_json (the cost as its Decimal's text, the timestamp in UTC).
 from spendstream.common.envelope import SealedBatch, SealedEvent
 from spendstream.common.events import MAX_EVENTS_PER_BATCH, MAX_FUTURE_SKEW, MAX_TAG_VALUE_LENGTH, MAX_TAGS, MAX_TOKENS
-from spendstream.common.guard import is_content_key, pii_kind
+from spendstream.common.guard import all_clean, is_content_key, remember
 
 # msgspec checks types, ranges and lengths while decoding. The patterns are checked afterwards, once per batch
 # over a column (or once per distinct provider and model): a regex call per value from msgspec was a third of the
@@ -98,10 +98,10 @@ _MAX_COST = Decimal(1_000_000)
 _TZINFO = operator.attrgetter("tzinfo")
 
 # Values already found acceptable: providers and models (their patterns), tag keys (the pattern, and not a content
-# key), tag values (not PII-looking). Clients repeat the same few, so a batch is usually checked with C-level set
-# comparisons. Only accepted values are kept (they are stored anyway); bounded, a full memo starts over, so what
-# clients send cannot grow it.
-_GOOD: dict[str, set[str]] = {"provider": set(), "model": set(), "zone": set(), "tag_key": set(), "tag_value": set()}
+# key). Clients repeat the same few, so a batch is usually checked with C-level set comparisons. Only accepted
+# values are kept (they are stored anyway); bounded like the guard's memos (guard.remember). Tag values found
+# clean are the guard's own memo (guard.all_clean), shared with the reference path.
+_GOOD: dict[str, set[str]] = {"provider": set(), "model": set(), "zone": set(), "tag_key": set()}
 _MEMO_MAX = 16_384
 
 
@@ -110,17 +110,11 @@ def _learn(kind: str, candidates: set[str], ok: Callable[[str], object]) -> None
     for value in candidates - memo:
         if not ok(value):
             raise _Refused
-        if len(memo) >= _MEMO_MAX:
-            memo.clear()
-        memo.add(value)
+        remember(memo, value, _MEMO_MAX)
 
 
 def _is_tag_key(key: str) -> bool:
     return _TAG_KEY.match(key) is not None and not is_content_key(key)
-
-
-def _is_clean(value: str) -> bool:
-    return pii_kind(value) is None
 
 
 def _is_zone(suffix: str) -> bool:
@@ -208,7 +202,8 @@ def check(body: bytes, now: datetime, max_age: timedelta, name_absent: Callable[
             return None
         cost_texts = list(map(_cost_text, costs))
         _learn("tag_key", set().union(*tags), _is_tag_key)
-        _learn("tag_value", set(chain.from_iterable(map(dict.values, tags))), _is_clean)
+        if not all_clean(set(chain.from_iterable(map(dict.values, tags)))):
+            return None
     except (_Refused, ValueError, OverflowError):  # ValueError: fromisoformat's calendar
         return None
     if len(named) != len(ids):

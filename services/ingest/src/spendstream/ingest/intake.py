@@ -80,8 +80,10 @@ class RawIntake:
             return await self._poison(record, principal.workspace_id, "workspace_cancelled")
         # A record whose every event is valid is taken as it is; any other is read the reference way, which
         # explains each refusal (fastpath.py).
-        events: list[Any] | CheckedBatch | None = self._acceptor.check_fast(
-            value, lambda index: f"raw-{record.partition}-{record.offset}-{index}")
+        def raw_id(index: int) -> str:  # an event sent without an event_id is named by its coordinates
+            return f"raw-{record.partition}-{record.offset}-{index}"
+
+        events: list[Any] | CheckedBatch | None = self._acceptor.check_fast(value, raw_id)
         if events is None:
             try:
                 body = orjson.loads(value)
@@ -96,7 +98,7 @@ class RawIntake:
                 return await self._poison(record, principal.workspace_id, "too_many_events")
             for index, event in enumerate(raw_events):
                 if isinstance(event, dict) and "event_id" not in event:
-                    event["event_id"] = f"raw-{record.partition}-{record.offset}-{index}"
+                    event["event_id"] = raw_id(index)
             events = raw_events
         try:
             result = await self._acceptor.accept(principal.workspace_id, events, "kafka",

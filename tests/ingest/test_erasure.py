@@ -71,7 +71,7 @@ async def test_workspace_erasure_deletes_keys_data_key_and_redis_state_then_repo
                                       headers=auth(key))
                 assert r.status_code == 202
             ingest_keys = await _ingest_keys(redis, iso, wid)
-            assert len(ingest_keys) == 4  # two dedupe ids, the rate bucket, the month's quota counter
+            assert len(ingest_keys) == 3  # the dedupe set of the ids, the rate bucket, the month's quota counter
 
             await _command(iso, "req-1", ErasureScope(workspace_id=wid))
             (report,) = await _reports(iso, 1)
@@ -91,7 +91,7 @@ async def test_workspace_erasure_deletes_keys_data_key_and_redis_state_then_repo
         assert (report.request_id, report.owner, report.status, report.reason) == ("req-1", "ingest", "done", None)
         assert report.scope == ErasureScope(workspace_id=wid)
         assert _counts(report) == {"ingest.apikeys.v1": (3, 0), "ingest.datakeys.v1": (1, 0),
-                                   "ingest.workspaces.v1": (1, 0), "redis:ingest": (4, 0)}
+                                   "ingest.workspaces.v1": (1, 0), "redis:ingest": (3, 0)}
         assert [v.result for v in report.verifications] == [0, 0, 0, 0]
         assert repeat.status == "done"
         assert _counts(repeat) == {"ingest.apikeys.v1": (0, 0), "ingest.datakeys.v1": (0, 0),

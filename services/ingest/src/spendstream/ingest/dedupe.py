@@ -4,11 +4,25 @@ Ids are *checked* before publishing and *marked* only after Kafka acknowledged t
 never swallows the client's retry (openmeter #5118 claimed the key first and lost retried events).
 Redis is an optimisation here, not the guarantee: if it is down, events pass as new and rollup's
 ClickHouse-side dedupe still stores each (workspace, event_id) once.
+
+Layout: a workspace's ids live in Redis sets, one per time bucket of a quarter of the window
+(`<prefix>ingest:seen:{<workspace>}:<bucket number>`, 12 h for the default 48 h). An id is marked in the bucket of
+the moment it is marked; a check looks in the current bucket and the four before it, so any repeat inside the
+window is found, and one up to a quarter-window older may be too (48 to 60 h by default: stricter, never
+looser). Each set expires as a whole once no check can look at it again.
+
+Why sets and not a key per id with its own TTL (what this was first): per-id `SET … EX` and `EXISTS` from Lua
+cost Redis 2.5 ms of CPU per 500-event batch, which at 100k events/s is half of one of the machine's two cores,
+and 120 B per id; `SADD` and `SMISMEMBER` over the same ids cost a fraction (docs/benchmarks.md). A workspace
+also has a handful of keys instead of millions, so an erasure's SCAN no longer walks every id ever seen.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -17,59 +31,78 @@ from spendstream.common.redis_keys import tenant_key
 
 log = logging.getLogger(__name__)
 
-# One EVALSHA per step, and only two arguments each: the key of the first id (so the call carries the workspace's
-# hash tag and goes to its slot) and all the ids joined by spaces, which the script splits and turns back into
-# the same keys as before (`<prefix>ingest:seen:{<workspace>}:<event_id>`, one per id with its own TTL, so the
-# window and the erasure's SCAN are unchanged). 500 keys as 500 arguments cost redis-py ~11 % of ingest's CPU
-# to pack (bench profile, 1 December); one string costs nothing. Every key built shares KEYS[1]'s hash tag, so
-# it lives in the slot the call was routed to (Redis-Cluster-safe). Event ids never hold a space: the schema
-# allows [A-Za-z0-9_-], and server-made ids are UUIDs or `raw-<partition>-<offset>-<index>`.
-# The check answers only the (1-based) positions of ids already marked: usually an empty reply.
-_SEEN = """
-local base = string.sub(KEYS[1], 1, #KEYS[1] - tonumber(ARGV[2]))
-local found = {}
-local i = 0
-for id in string.gmatch(ARGV[1], '[^ ]+') do
-  i = i + 1
-  if redis.call('EXISTS', base .. id) == 1 then found[#found + 1] = i end
+BUCKETS_PER_WINDOW = 4
+
+# The ids travel as one argument, joined by spaces, which the scripts split: 500 ids as 500 arguments cost
+# redis-py ~11 % of ingest's CPU to pack (bench profile, 1 December); one string costs nothing. Event ids never
+# hold a space: the schema allows [A-Za-z0-9_-], and server-made ids are UUIDs or `raw-<partition>-<offset>-<i>`.
+# Every key is declared, and all share the workspace's hash tag, so a script runs on one Redis Cluster slot.
+# SMISMEMBER and SADD take the ids in slices: Lua's unpack() is bounded by its C stack (8,000 values).
+_SPLIT = """
+local ids = {}
+for id in string.gmatch(ARGV[1], '[^ ]+') do ids[#ids + 1] = id end
+local function sliced(command, key)
+  local out = {}
+  for first = 1, #ids, 1000 do
+    local reply = redis.call(command, key, unpack(ids, first, math.min(first + 999, #ids)))
+    if type(reply) == 'table' then for _, v in ipairs(reply) do out[#out + 1] = v end end
+  end
+  return out
+end
+"""
+
+# KEYS: the buckets the window covers. Answers the (1-based) positions of ids found in any: usually none.
+_SEEN = _SPLIT + """
+local found, hit = {}, {}
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    for i, member in ipairs(sliced('SMISMEMBER', key)) do
+      if member == 1 and not hit[i] then hit[i] = true; found[#found + 1] = i end
+    end
+  end
 end
 return found
 """
 
-_MARK = """
-local base = string.sub(KEYS[1], 1, #KEYS[1] - tonumber(ARGV[2]))
-local n = 0
-for id in string.gmatch(ARGV[1], '[^ ]+') do
-  redis.call('SET', base .. id, '1', 'EX', ARGV[3])
-  n = n + 1
-end
-return n
+# KEYS[1]: the current bucket; ARGV[2]: the unix time after which no check looks at it.
+_MARK = _SPLIT + """
+sliced('SADD', KEYS[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+return #ids
 """
 
 
 class Deduplicator:
-    def __init__(self, redis: aioredis.Redis, prefix: str, window_seconds: int) -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str, window_seconds: int,
+                 clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self._prefix = prefix
-        self._window = window_seconds
+        # Buckets of whole seconds; the five checked always span at least the window.
+        self._bucket = max(1, math.ceil(window_seconds / BUCKETS_PER_WINDOW))
+        self._clock = clock
         self._seen_script = redis.register_script(_SEEN)
         self._mark_script = redis.register_script(_MARK)
 
-    def _call(self, workspace_id: str, event_ids: list[str]) -> tuple[list[str], list[str | int]]:
-        # KEYS[1] is the first id's own key; the script strips that id (ARGV[2] characters) to get the base.
-        base = tenant_key(self._prefix, "ingest", "seen", workspace_id, "")
+    def bucket_keys(self, workspace_id: str) -> list[str]:
+        """The sets a check looks in now, oldest first; the last is the one a mark adds to."""
+        current = int(self._clock() // self._bucket)
+        return [tenant_key(self._prefix, "ingest", "seen", workspace_id, str(n))
+                for n in range(current - BUCKETS_PER_WINDOW, current + 1)]
+
+    @staticmethod
+    def _joined(event_ids: list[str]) -> str:
         joined = " ".join(event_ids)
         if joined.count(" ") != len(event_ids) - 1 or "" in event_ids:
             raise ValueError("event ids are validated: never empty, never with a space")
-        return [base + event_ids[0]], [joined, len(event_ids[0]), self._window]
+        return joined
 
     async def seen(self, workspace_id: str, event_ids: list[str]) -> set[str]:
         """The ids already marked; empty when Redis cannot answer (downstream dedupe takes over)."""
         if not event_ids:
             return set()
-        keys, args = self._call(workspace_id, event_ids)
+        joined = self._joined(event_ids)
         try:
-            found = await self._seen_script(keys=keys, args=args)
+            found = await self._seen_script(keys=self.bucket_keys(workspace_id), args=[joined])
         except (RedisError, OSError):
             log.warning("dedupe check skipped: redis unavailable")
             return set()
@@ -79,8 +112,12 @@ class Deduplicator:
         """Mark ids as seen for the window; called only after the broker acknowledged them."""
         if not event_ids:
             return
-        keys, args = self._call(workspace_id, event_ids)
+        joined = self._joined(event_ids)
+        current = int(self._clock() // self._bucket)
+        key = tenant_key(self._prefix, "ingest", "seen", workspace_id, str(current))
+        # The last check that looks at this bucket runs while bucket current+4 is the current one.
+        expires_at = (current + BUCKETS_PER_WINDOW + 1) * self._bucket
         try:
-            await self._mark_script(keys=keys, args=args)
+            await self._mark_script(keys=[key], args=[joined, expires_at])
         except (RedisError, OSError):
             log.warning("dedupe mark skipped: redis unavailable")

@@ -87,7 +87,9 @@ class Eraser:
         if record is not None and record.status != "deleted":
             await self._control.put_workspace(record.model_copy(update={"status": "deleted", "name": ""}))
         if redis_before:
-            await self._redis.delete(*redis_before)
+            # UNLINK: a busy workspace's dedupe sets hold millions of ids, which DEL would free while Redis
+            # serves nobody else; UNLINK removes the keys at once and frees their memory in the background.
+            await self._redis.unlink(*redis_before)
 
         await self._catch_up()
         keys_after = len(self._key_hashes(ws))

@@ -171,6 +171,10 @@ def _full(**overrides: Any) -> dict[str, Any]:
     orjson.dumps({"events": [_full(tags=["a"])]}),
     orjson.dumps({"events": [_full(tags={"feature": 1})]}),
     orjson.dumps({"events": [_full(cost_usd="")]}),
+    # Costs are checked over the joined column first: a separator inside one must not split it into two.
+    orjson.dumps({"events": [_full(cost_usd="1"), _full(cost_usd="1,2")]}),
+    orjson.dumps({"events": [_full(cost_usd="1"), _full(cost_usd="")]}),
+    orjson.dumps({"events": [_full(), _full(timestamp="9999-12-31T23:59:59-01:00")]}),  # after 9999 in UTC
     orjson.dumps({"events": [_full(input_tokens=-0.0)]}),
     orjson.dumps({"events": [_full(), _full(latency_ms=None)]}),  # one broken event among good ones
     # As many keys as seal writes, one of them another: validated in full, and refused.

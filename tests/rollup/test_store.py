@@ -45,6 +45,15 @@ def test_insert_new_skips_what_is_stored_and_repeats_inside_one_call(iso: Isolat
     assert _totals(store, "ws1") == {"requests": 6, "input_tokens": 6000, "cost_usd": Decimal("6")}
 
 
+def test_a_first_batch_stores_an_id_it_repeats_once_and_the_same_id_of_two_workspaces_in_each(
+        iso: Isolation) -> None:
+    _, store = _setup(iso)
+    rows = _rows("ws1", 3, cost_usd=1.0)
+    same_id_elsewhere = ("ws2", *rows[0][1:])
+    assert store.insert_new([*rows, rows[1], same_id_elsewhere]).new == 4
+    assert _totals(store, "ws1")["requests"] == 3 and _totals(store, "ws2")["requests"] == 1
+
+
 def test_insert_new_names_the_days_of_rows_already_stored_so_their_rollup_can_be_repaired(
         iso: Isolation) -> None:
     _, store = _setup(iso)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -101,7 +102,8 @@ class SealedBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 _FIELDS = frozenset(UsageEvent.model_fields)
 _DECODER = msgspec.json.Decoder(SealedBatch)
 _ONE = msgspec.json.Decoder(SealedEvent)
-_get_stamp, _get_cost = attrgetter("timestamp"), attrgetter("cost_usd")
+_get_stamp, _get_cost, _get_tz = attrgetter("timestamp"), attrgetter("cost_usd"), attrgetter("tzinfo")
+_PLAIN_DECIMALS = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:,[0-9]+(?:\.[0-9]+)?)*")
 _to_utc = methodcaller("astimezone", UTC)
 _not_none = partial(is_not, None)
 _new = object.__new__
@@ -125,13 +127,21 @@ def sealed_events(plaintext: bytes) -> list[SealedEvent]:
         events = _one_by_one(plaintext)
     except msgspec.DecodeError:
         raise BrokenPlaintext from None
+    stamps = list(map(_get_stamp, events))
+    costs = list(filter(_not_none, map(_get_cost, events)))
+    # seal writes UTC (both of ingest's paths); a UTC datetime is inside the calendar once decoded, so only
+    # other offsets are converted, to find one that leaves it (OverflowError at the ends of the calendar).
+    # Costs as seal writes them, plain digits with an optional fraction, are finite decimals: one regex over
+    # the joined column; any other form (1E+3, NaN, a stray character) is read by Decimal one by one.
+    joined = ",".join(costs)
+    plain = joined.count(",") == len(costs) - 1 and _PLAIN_DECIMALS.fullmatch(joined) is not None
     try:
-        deque(map(_to_utc, map(_get_stamp, events)), maxlen=0)  # OverflowError at the ends of the calendar
-        costs = list(map(Decimal, filter(_not_none, map(_get_cost, events))))
+        if set(map(_get_tz, stamps)) != {UTC}:
+            deque(map(_to_utc, stamps), maxlen=0)
+        if costs and not plain and not all(map(Decimal.is_finite, map(Decimal, costs))):
+            raise BrokenPlaintext
     except (OverflowError, InvalidOperation):
         raise BrokenPlaintext from None
-    if not all(map(Decimal.is_finite, costs)):
-        raise BrokenPlaintext
     return events
 
 

@@ -107,16 +107,16 @@ class Store:
         self._client = client
         self.db = database
 
-    def _existing(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which (workspace_id, event_id) pairs are stored: one query per EXISTS_CHUNK ids, whatever the
-        number of workspaces in the batch."""
+    def _existing(self, workspaces: set[str], ids: list[str]) -> set[tuple[str, str]]:
+        """Which (workspace_id, event_id) pairs of `workspaces` x `ids` are stored: one query per EXISTS_CHUNK
+        ids, whatever the number of workspaces in the batch."""
         found: set[tuple[str, str]] = set()
-        for i in range(0, len(pairs), EXISTS_CHUNK):
-            chunk = pairs[i:i + EXISTS_CHUNK]
-            workspaces, ids = sorted({w for w, _ in chunk}), [e for _, e in chunk]
+        ws_literal = _plain_array(sorted(workspaces))
+        for i in range(0, len(ids), EXISTS_CHUNK):
+            chunk = ids[i:i + EXISTS_CHUNK]
             sql = (f"SELECT workspace_id, event_id FROM {self.db}.usage_events "
                    "WHERE workspace_id IN {ws} AND event_id IN {ids}")
-            ws_literal, lines = _plain_array(workspaces), "\n".join(ids)
+            lines = "\n".join(chunk)
             if ws_literal is not None and _PLAIN_LINES.fullmatch(lines):
                 # Plain ids go inline, one per line of one string literal read by format(): ClickHouse's
                 # parser takes one long literal in a blink, where an array literal of 100,000 strings cost
@@ -128,8 +128,8 @@ class Store:
                                             settings={"max_query_size": len(lines) + 65_536})
             else:
                 result = self._client.query(sql.format(ws="{ws:Array(String)}", ids="{ids:Array(String)}"),
-                                            parameters={"ws": workspaces, "ids": ids})
-            # The IN pair over-selects across workspaces (same id elsewhere); keep exact pairs only.
+                                            parameters={"ws": sorted(workspaces), "ids": chunk})
+            # The IN pair over-selects across workspaces (same id elsewhere); the caller keeps exact pairs.
             found.update((str(w), str(e)) for w, e in result.result_rows)
         return found
 
@@ -140,16 +140,21 @@ class Store:
         raw part is durable, but their view part may not be: a process killed between the two parts, or an
         insert that failed after the raw part, leaves the rollup short, and this redelivery inserts nothing
         that would trigger the view again. Their days are returned so the caller repairs them (reconcile)."""
-        pairs = list(zip(map(_first, rows), map(_second, rows), strict=True))
-        stored = self._existing(pairs)
-        fresh = rows
-        if stored or len(set(pairs)) < len(pairs):  # else every row is new: no Python loop over 100,000
-            seen = set(stored)
-            fresh = []
-            for row, pair in zip(rows, pairs, strict=True):
-                if pair not in seen:
-                    seen.add(pair)  # the same id twice in one Kafka batch counts once too
-                    fresh.append(row)
+        workspaces, ids = set(map(_first, rows)), list(map(_second, rows))
+        stored = self._existing(workspaces, ids)
+        # The usual case, every row new and each once, costs no Python loop over the 100,000 rows: one id
+        # can repeat only across workspaces or within the batch, and a set of the ids tells both apart.
+        if not stored and (len(set(ids)) == len(ids)
+                           or len(set(zip(map(_first, rows), ids, strict=True))) == len(ids)):
+            self.insert_rows(rows)
+            return Inserted(new=len(rows), repeated_days=frozenset())
+        seen = set(stored)
+        fresh = []
+        for row in rows:
+            pair = (row[0], row[1])
+            if pair not in seen:
+                seen.add(pair)  # the same id twice in one Kafka batch counts once too
+                fresh.append(row)
         if fresh:
             self.insert_rows(fresh)
         repeated = frozenset(_utc_day(r[2]) for r in rows if (r[0], r[1]) in stored)
@@ -157,15 +162,21 @@ class Store:
 
     def insert_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """One insert of `rows` (event_rows) as they are; insert_new is the exact path that uses it."""
-        columns = list(zip(*rows, strict=True))
         # Derived from the rows: a retry of exactly these rows is discarded by ClickHouse, raw and rollup.
-        token = hashlib.sha256("\n".join(map("/".join, zip(columns[0], columns[1], strict=True))).encode()).hexdigest()
-        # As JSON columns, parsed by ClickHouse: orjson writes the whole batch in one call, where
-        # clickhouse-connect's Native serialisation ran Python per value (a fifth of rollup's time).
-        # optimize_on_insert=0: the only rows it would collapse (one key twice) were dropped by insert_new.
-        body = orjson.dumps(columns, default=str, option=orjson.OPT_NAIVE_UTC)
-        self._client.raw_insert(f"{self.db}.usage_events", EVENT_COLUMNS, body, fmt="JSONCompactColumns",
+        keys = map("/".join, zip(map(_first, rows), map(_second, rows), strict=True))
+        token = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+        # As JSON, parsed by ClickHouse: orjson writes the whole batch in one call, where clickhouse-connect's
+        # Native serialisation ran Python per value (a fifth of rollup's time). The rows go as they are, an
+        # array of arrays without its outer brackets, which JSONCompactEachRow reads as rows separated by
+        # commas: transposing them into JSONCompactColumns cost as much Python as writing them (per 100,000
+        # rows, 64-98 ms for this against 139-164 ms, for the same ClickHouse time; docs/benchmarks.md).
+        # input_format_parallel_parsing=0: the parse runs beside the consumer's own decoding, and the parallel
+        # one took more CPU and more wall time here. optimize_on_insert=0: the only rows it would collapse (one
+        # key twice) were dropped by insert_new.
+        body = orjson.dumps(rows, default=str, option=orjson.OPT_NAIVE_UTC)[1:-1]
+        self._client.raw_insert(f"{self.db}.usage_events", EVENT_COLUMNS, body, fmt="JSONCompactEachRow",
                                 settings={"insert_deduplication_token": token, "optimize_on_insert": 0,
+                                          "input_format_parallel_parsing": 0,
                                           "date_time_input_format": "best_effort"})
 
     def usage(self, workspace_id: str, start: date, end: date, group_by: Iterable[str],

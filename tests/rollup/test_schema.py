@@ -25,8 +25,10 @@ def test_migrations_apply_once_and_a_rerun_changes_nothing(iso: Isolation) -> No
     assert applied_versions(client, iso.database) == set(range(1, SCHEMA_VERSION + 1))
     rows = client.query(f"SELECT count() FROM {iso.database}.schema_migrations").result_rows
     assert rows[0][0] == SCHEMA_VERSION
+    engines = _engines(iso)
     assert {"usage_events", "usage_daily", "usage_daily_mv", "workspace_watermarks",
-            "workspace_watermarks_mv", "schema_migrations"} <= set(_engines(iso))
+            "workspace_watermarks_mv", "usage_events_in", "usage_events_in_mv", "schema_migrations"} <= set(engines)
+    assert engines["usage_events_in"].strip("`") == "Null"  # the entry table stores nothing: its view copies each block
 
 
 def test_a_half_applied_migration_is_completed_on_the_next_start(iso: Isolation) -> None:

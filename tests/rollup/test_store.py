@@ -54,6 +54,18 @@ def test_a_first_batch_stores_an_id_it_repeats_once_and_the_same_id_of_two_works
     assert _totals(store, "ws1")["requests"] == 3 and _totals(store, "ws2")["requests"] == 1
 
 
+def test_a_retried_insert_of_the_same_rows_is_discarded_in_the_raw_table_and_the_rollup(iso: Isolation) -> None:
+    # As after a timeout that did in fact succeed: the same rows again, the same content-derived token. Rows
+    # enter through the Null entry table; its view carries the token on to usage_events and usage_daily.
+    client, store = _setup(iso)
+    rows = _rows("ws1", 3, cost_usd=0.5)
+    for _ in range(3):
+        store.insert_rows(rows)
+    stored = client.query(f"SELECT count() FROM {iso.database}.usage_events WHERE workspace_id = 'ws1'")
+    assert stored.result_rows[0][0] == 3  # without FINAL: no second copy was written at all
+    assert _totals(store, "ws1") == {"requests": 3, "input_tokens": 3000, "cost_usd": Decimal("1.5")}
+
+
 def test_insert_new_names_the_days_of_rows_already_stored_so_their_rollup_can_be_repaired(
         iso: Isolation) -> None:
     _, store = _setup(iso)

@@ -17,13 +17,9 @@ from clickhouse_connect.driver.client import Client
 from spendstream.common.envelope import SealedEvent
 from spendstream.common.events import UsageEvent
 from spendstream.common.prices import PriceTable
-from spendstream.rollup.schema import DIMENSIONS, MEASURES
+from spendstream.rollup.schema import DIMENSIONS, INSERTED_COLUMNS, MEASURES
 
-EVENT_COLUMNS = (
-    "workspace_id", "event_id", "ts", "ingested_at", "batch_id", "provider", "model", "input_tokens",
-    "output_tokens", "cached_input_tokens", "reasoning_tokens", "latency_ms", "cost_usd", "cost_source",
-    "feature", "route", "task_type", "customer_plan", "customer_id", "environment", "tags",
-)
+EVENT_COLUMNS = INSERTED_COLUMNS
 GROUPABLE = ("day", *DIMENSIONS)
 # Ids per existence query: a batch's worth (up to 200 envelopes of 500). Each query has a fixed cost (~20 ms
 # here); 100,000 ids of ingest's length make a query text of 1-7 MB, which ClickHouse reads as one literal.
@@ -174,7 +170,7 @@ class Store:
         # one took more CPU and more wall time here. optimize_on_insert=0: the only rows it would collapse (one
         # key twice) were dropped by insert_new.
         body = orjson.dumps(rows, default=str, option=orjson.OPT_NAIVE_UTC)[1:-1]
-        self._client.raw_insert(f"{self.db}.usage_events", EVENT_COLUMNS, body, fmt="JSONCompactEachRow",
+        self._client.raw_insert(f"{self.db}.usage_events_in", EVENT_COLUMNS, body, fmt="JSONCompactEachRow",
                                 settings={"insert_deduplication_token": token, "optimize_on_insert": 0,
                                           "input_format_parallel_parsing": 0,
                                           "date_time_input_format": "best_effort"})

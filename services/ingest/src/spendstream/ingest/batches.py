@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import uuid_utils
@@ -27,6 +28,7 @@ from spendstream.ingest.fastpath import CheckedBatch
 from spendstream.ingest.limits import Limiter
 
 _TRACER = tracing.tracer("ingest")
+_event_id = attrgetter("event_id")
 E = TypeVar("E", SealedEvent, UsageEvent)
 
 
@@ -89,9 +91,11 @@ class BatchAcceptor:
         result = BatchResult(rejected=rejected)
         fresh = _unique(accepted)
         result.duplicates = len(accepted) - len(fresh)
-        already = await self._dedupe.seen(workspace_id, [e.event_id or "" for e in fresh])
+        ids: list[str] = list(map(_event_id, fresh))  # every accepted event has one (both paths name them)
+        already = await self._dedupe.seen(workspace_id, ids)
         if already:
             fresh = [e for e in fresh if e.event_id not in already]
+            ids = list(map(_event_id, fresh))
             result.duplicates += len(already)
         if fresh:
             reservation = await self._limiter.reserve(workspace_id, len(fresh), quota, now)
@@ -102,7 +106,7 @@ class BatchAcceptor:
                 await self._limiter.release(reservation)
                 raise
             # Marked only now: a crash before this line lets a retry through, and rollup's dedupe absorbs it.
-            await self._dedupe.mark(workspace_id, [e.event_id or "" for e in fresh])
+            await self._dedupe.mark(workspace_id, ids)
         result.accepted = len(fresh)
         metrics.EVENTS_ACCEPTED.labels(source).inc(result.accepted)
         metrics.EVENTS_DUPLICATE.inc(result.duplicates)
@@ -147,7 +151,7 @@ def _modelled(events: list[UsageEvent]) -> EventBatch:
 
 def _unique(events: list[E]) -> list[E]:
     """The first occurrence of each event_id within one batch."""
-    if len({e.event_id for e in events}) == len(events):  # the usual case, without building a second list
+    if len(set(map(_event_id, events))) == len(events):  # the usual case, without building a second list
         return events
     seen: set[str] = set()
     out: list[E] = []

@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Callable
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -32,15 +33,15 @@ from spendstream.common.redis_keys import tenant_key
 log = logging.getLogger(__name__)
 
 BUCKETS_PER_WINDOW = 4
+_ENCODE = msgspec.msgpack.encode
 
-# The ids travel as one argument, joined by spaces, which the scripts split: 500 ids as 500 arguments cost
-# redis-py ~11 % of ingest's CPU to pack (bench profile, 1 December); one string costs nothing. Event ids never
-# hold a space: the schema allows [A-Za-z0-9_-], and server-made ids are UUIDs or `raw-<partition>-<offset>-<i>`.
+# The ids travel as one argument, a MessagePack array that the scripts read with Redis' own cmsgpack (C): 500 ids
+# as 500 arguments cost redis-py ~11 % of ingest's CPU to pack (bench profile, 1 December), and splitting one
+# space-joined string in Lua cost Redis twice what cmsgpack.unpack does (0.20 against 0.11 ms per 500 ids).
 # Every key is declared, and all share the workspace's hash tag, so a script runs on one Redis Cluster slot.
 # SMISMEMBER and SADD take the ids in slices: Lua's unpack() is bounded by its C stack (8,000 values).
 _SPLIT = """
-local ids = {}
-for id in string.gmatch(ARGV[1], '[^ ]+') do ids[#ids + 1] = id end
+local ids = cmsgpack.unpack(ARGV[1])
 local function sliced(command, key)
   local out = {}
   for first = 1, #ids, 1000 do
@@ -89,20 +90,12 @@ class Deduplicator:
         return [tenant_key(self._prefix, "ingest", "seen", workspace_id, str(n))
                 for n in range(current - BUCKETS_PER_WINDOW, current + 1)]
 
-    @staticmethod
-    def _joined(event_ids: list[str]) -> str:
-        joined = " ".join(event_ids)
-        if joined.count(" ") != len(event_ids) - 1 or "" in event_ids:
-            raise ValueError("event ids are validated: never empty, never with a space")
-        return joined
-
     async def seen(self, workspace_id: str, event_ids: list[str]) -> set[str]:
         """The ids already marked; empty when Redis cannot answer (downstream dedupe takes over)."""
         if not event_ids:
             return set()
-        joined = self._joined(event_ids)
         try:
-            found = await self._seen_script(keys=self.bucket_keys(workspace_id), args=[joined])
+            found = await self._seen_script(keys=self.bucket_keys(workspace_id), args=[_ENCODE(event_ids)])
         except (RedisError, OSError):
             log.warning("dedupe check skipped: redis unavailable")
             return set()
@@ -112,12 +105,11 @@ class Deduplicator:
         """Mark ids as seen for the window; called only after the broker acknowledged them."""
         if not event_ids:
             return
-        joined = self._joined(event_ids)
         current = int(self._clock() // self._bucket)
         key = tenant_key(self._prefix, "ingest", "seen", workspace_id, str(current))
         # The last check that looks at this bucket runs while bucket current+4 is the current one.
         expires_at = (current + BUCKETS_PER_WINDOW + 1) * self._bucket
         try:
-            await self._mark_script(keys=[key], args=[joined, expires_at])
+            await self._mark_script(keys=[key], args=[_ENCODE(event_ids), expires_at])
         except (RedisError, OSError):
             log.warning("dedupe mark skipped: redis unavailable")

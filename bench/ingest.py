@@ -21,6 +21,7 @@ class IngestFigures:
     p50: Spread  # ms, open loop at half load
     p99: Spread
     loadgen_cpu_share: float  # the load generator's CPU seconds per wall second
+    ingest_cpu_share: float  # the ingest process's CPU seconds per wall second in the closed-loop runs
     records_per_s: float  # Kafka records (envelopes) per second at full load
 
 
@@ -39,19 +40,24 @@ async def measure(bench: Bench) -> IngestFigures:
     try:
         base = {"url": svc.url, "keys": keys, "warmup": sizes["warmup"], "duration": sizes["duration"]}
         full: list[dict[str, Any]] = []
+        ingest_cpu = 0.0
         for rep in range(sizes["reps"]):
             run = python_json("bench.loadgen", {**base, "mode": "closed", "concurrency": sizes["concurrency"]})
+            before = await svc.metric("process_cpu_seconds_total")
             if rep == 0 and bench.profile:
                 full.append(await profile_during(svc.pid, "ingest-http", run, bench))
             else:
                 full.append(await run)
+            ingest_cpu += await svc.metric("process_cpu_seconds_total") - before
         throughput = Spread.of([r["events_per_s"] for r in full])
         half = throughput.median / 2
         latency = [await python_json("bench.loadgen", {**base, "mode": "open", "rate": half})
                    for _ in range(sizes["reps"])]
     finally:
         await svc.stop()
-    cpu = sum(r["cpu_seconds"] for r in full) / sum(r["wall_seconds"] for r in full)
+    wall = sum(r["wall_seconds"] for r in full)
+    cpu = sum(r["cpu_seconds"] for r in full) / wall
     return IngestFigures(throughput=throughput, half_load=half, p50=Spread.of([r["p50_ms"] for r in latency]),
                          p99=Spread.of([r["p99_ms"] for r in latency]), loadgen_cpu_share=cpu,
+                         ingest_cpu_share=ingest_cpu / wall,
                          records_per_s=throughput.median / 500)

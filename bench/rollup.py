@@ -27,6 +27,7 @@ from spendstream.common.topics import USAGE_EVENTS, topic_name
 
 STORED = "spendstream_rollup_events_stored_total"
 BATCH_RECORDS = "spendstream_rollup_batch_records"
+CPU = "process_cpu_seconds_total"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,9 @@ class RollupFigures:
     events: int
     batch_events: int  # events per ClickHouse insert at most (rollup's batch_max_records x 500)
     records_per_batch: Spread  # Kafka records (500 events each) per consumed batch, i.e. per insert, on average
+    # The rollup process's CPU seconds (its Python and chDB's threads) per 100,000 events stored: less noisy than
+    # the rate on a shared 2-core machine, so a change's effect shows in it when the rate hides it.
+    cpu_per_100k: Spread
 
 
 def _sizes(smoke: bool) -> dict[str, int]:
@@ -78,20 +82,22 @@ async def prefill(bench: Bench, ns: Namespace, events: int) -> None:
         await producer.stop()
 
 
-async def _one(bench: Bench, ns: Namespace, rep: int, events: int) -> tuple[float, float]:
+async def _one(bench: Bench, ns: Namespace, rep: int, events: int) -> tuple[float, float, float]:
     chdb = bench.workdir / f"ch-rollup-{rep}"
     env = bench.env(ns.prefix, free_port(), SPENDSTREAM_GROUP_ID=f"bench-rollup-{rep}",
                     SPENDSTREAM_CLICKHOUSE_URL=f"chdb://{chdb}")
     svc = ServiceProcess("rollup", env, bench.workdir / "logs" / f"rollup-{rep}.log")
     await svc.start()
     try:
+        cpu_ready = await svc.metric(CPU)  # after start-up (imports, migrations); consuming may just have begun
         work = rate_until(svc, STORED, events, time.monotonic(), 120 if bench.smoke else 900)
         if rep == 0 and bench.profile:
             rate = await profile_during(svc.pid, "rollup", work, bench, seconds=10)
         else:
             rate = await work
+        cpu = (await svc.metric(CPU) - cpu_ready) / events * 100_000
         batches = await svc.metric(f"{BATCH_RECORDS}_count")
-        return rate, (await svc.metric(f"{BATCH_RECORDS}_sum")) / max(batches, 1.0)
+        return rate, (await svc.metric(f"{BATCH_RECORDS}_sum")) / max(batches, 1.0), cpu
     finally:
         await svc.stop()
         shutil.rmtree(chdb, ignore_errors=True)
@@ -102,8 +108,8 @@ async def measure(bench: Bench) -> RollupFigures:
     ns = await bench.namespace("rollup", workspaces=6)
     await prefill(bench, ns, sizes["events"])
     runs = [await _one(bench, ns, rep, sizes["events"]) for rep in range(sizes["reps"])]
-    return RollupFigures(Spread.of([r for r, _ in runs]), sizes["events"], _batch_events(),
-                         Spread.of([b for _, b in runs]))
+    return RollupFigures(Spread.of([r for r, _, _ in runs]), sizes["events"], _batch_events(),
+                         Spread.of([b for _, b, _ in runs]), Spread.of([c for _, _, c in runs]))
 
 
 def _batch_events() -> int:

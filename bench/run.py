@@ -43,6 +43,8 @@ async def _ingest(bench: Bench, meta: dict[str, Any]) -> list[Row]:
     at_half = await limits.producer_performance(bench, max(10, int(half_records * seconds)), size, half_records)
     meta["ingest"] = {"envelope_bytes": size, "half_load_events_per_s": figures.half_load,
                       "loadgen_cpu_share": round(figures.loadgen_cpu_share, 2),
+                      "ingest_cpu_share": round(figures.ingest_cpu_share, 2),
+                      "ingest_cpu_per_100k": round(figures.ingest_cpu_share / figures.throughput.median * 100_000, 3),
                       "producer_performance": limit["runs"], "producer_performance_at_half_load": at_half}
     source = f"Kafka ProducerPerformance, {size:,} B records x {BATCH} events"
     return [
@@ -63,7 +65,9 @@ async def _rollup(bench: Bench, meta: dict[str, Any]) -> list[Row]:
         "events": figures.events, "batch_events": figures.batch_events}) for rep in range(_reps(bench))]
     limit = Spread.of([r["rows_per_s"] for r in runs])
     meta["rollup"] = {"events": figures.events, "insert_rows": figures.batch_events, "insert_limit_runs": runs,
-                      "records_per_batch": figures.records_per_batch.median}
+                      "records_per_batch": figures.records_per_batch.median,
+                      "cpu_per_100k": round(figures.cpu_per_100k.median, 3),
+                      "cpu_per_100k_spread": [round(figures.cpu_per_100k.low, 3), round(figures.cpu_per_100k.high, 3)]}
     return [Row("rollup: events/s Kafka → ClickHouse, one process", "events/s", figures.throughput, "higher",
                 200_000, limit.median, f"rollup's own insert (Store.insert_rows) of the same rows ready, "
                 f"{figures.batch_events:,} per insert (chDB)")]
@@ -199,10 +203,14 @@ def notes(rows: list[Row], meta: dict[str, Any]) -> list[str]:
         m = meta["ingest"]
         lines.append(f"ingest: envelope {m['envelope_bytes']:,} B per {BATCH} events; half load "
                      f"{m['half_load_events_per_s']:,.0f} events/s; the load generator used {m['loadgen_cpu_share']}"
-                     " of a core")
+                     f" of a core; the ingest process {m['ingest_cpu_share']} of a core at full load, "
+                     f"{m['ingest_cpu_per_100k']} CPU-s per 100,000 events")
     if "rollup" in meta:
-        lines.append(f"rollup: {meta['rollup']['records_per_batch']:,.1f} records ({BATCH} events each) per "
-                     "consumed batch, i.e. per ClickHouse insert, on average (median over repetitions)")
+        m = meta["rollup"]
+        lines.append(f"rollup: {m['records_per_batch']:,.1f} records ({BATCH} events each) per "
+                     "consumed batch, i.e. per ClickHouse insert, on average (median over repetitions); the rollup "
+                     f"process used {m['cpu_per_100k']} CPU-s per 100,000 events ({m['cpu_per_100k_spread'][0]}–"
+                     f"{m['cpu_per_100k_spread'][1]}; its Python and chDB's threads)")
     if "e2e" in meta:
         m = meta["e2e"]
         lines.append(f"e2e: offered {m['offered_events_per_s']:,.0f} events/s, ingest accepted "

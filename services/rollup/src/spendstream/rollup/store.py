@@ -19,7 +19,7 @@ from spendstream.common.events import UsageEvent
 from spendstream.common.prices import PriceTable
 from spendstream.rollup.schema import DIMENSIONS, INSERTED_COLUMNS, MEASURES
 
-EVENT_COLUMNS = INSERTED_COLUMNS
+EVENT_COLUMNS = INSERTED_COLUMNS  # the row layout event_rows builds (its one definition is in schema.py)
 GROUPABLE = ("day", *DIMENSIONS)
 # Ids per existence query: a batch's worth (up to 200 envelopes of 500). Each query has a fixed cost (~20 ms
 # here); 100,000 ids of ingest's length make a query text of 1-7 MB, which ClickHouse reads as one literal.
@@ -107,7 +107,8 @@ class Store:
         """Which (workspace_id, event_id) pairs of `workspaces` x `ids` are stored: one query per EXISTS_CHUNK
         ids, whatever the number of workspaces in the batch."""
         found: set[tuple[str, str]] = set()
-        ws_literal = _plain_array(sorted(workspaces))
+        ordered = sorted(workspaces)
+        ws_literal = _plain_array(ordered)
         for i in range(0, len(ids), EXISTS_CHUNK):
             chunk = ids[i:i + EXISTS_CHUNK]
             sql = (f"SELECT workspace_id, event_id FROM {self.db}.usage_events "
@@ -124,7 +125,7 @@ class Store:
                                             settings={"max_query_size": len(lines) + 65_536})
             else:
                 result = self._client.query(sql.format(ws="{ws:Array(String)}", ids="{ids:Array(String)}"),
-                                            parameters={"ws": sorted(workspaces), "ids": chunk})
+                                            parameters={"ws": ordered, "ids": chunk})
             # The IN pair over-selects across workspaces (same id elsewhere); the caller keeps exact pairs.
             found.update((str(w), str(e)) for w, e in result.result_rows)
         return found

@@ -8,6 +8,7 @@ a table); once the file is gone, the table is attached again and the backlog dra
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +16,25 @@ from spendstream.rollup import __main__ as entry
 from spendstream.rollup.store import Inserted, Store
 
 OUTAGE = Path(os.environ["CHAOS_CLICKHOUSE_OUTAGE"])
-_insert_new = Store.insert_new
 _state = {"detached": False}
 
 
-def insert_new(self: Store, rows: list[tuple[Any, ...]]) -> Inserted:
-    client = self._client
-    if OUTAGE.exists() and not _state["detached"]:
-        client.command(f"DETACH TABLE {self.db}.usage_events")
-        _state["detached"] = True
-    elif not OUTAGE.exists() and _state["detached"]:
-        client.command(f"ATTACH TABLE {self.db}.usage_events")
-        _state["detached"] = False
-    return _insert_new(self, rows)
+def outage(insert: Callable[..., Inserted]) -> Callable[..., Inserted]:
+    """The write (rows or whole batches), failing while the outage file exists."""
+
+    def write(self: Store, *args: Any) -> Inserted:
+        client = self._client
+        if OUTAGE.exists() and not _state["detached"]:
+            client.command(f"DETACH TABLE {self.db}.usage_events")
+            _state["detached"] = True
+        elif not OUTAGE.exists() and _state["detached"]:
+            client.command(f"ATTACH TABLE {self.db}.usage_events")
+            _state["detached"] = False
+        return insert(self, *args)
+
+    return write
 
 
-Store.insert_new = insert_new  # type: ignore[method-assign]
+Store.insert_new = outage(Store.insert_new)  # type: ignore[method-assign]
+Store.insert_new_batches = outage(Store.insert_new_batches)  # type: ignore[method-assign]
 raise SystemExit(entry.main())

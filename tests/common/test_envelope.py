@@ -25,6 +25,7 @@ from spendstream.common.envelope import (
     read_record,
     seal,
     sealed_events,
+    stored_events,
 )
 from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.tenants import KeyRing
@@ -153,6 +154,26 @@ def _full(**overrides: Any) -> dict[str, Any]:
     return {**_event(cached_input_tokens=None, reasoning_tokens=None, cost_usd=None), **overrides}
 
 
+def test_stored_events_hands_on_the_array_of_events_exactly_as_seal_wrote_it() -> None:
+    events = [UsageEvent.model_validate(e) for e in VARIED]
+    plaintext = EventBatch(events=events).model_dump_json().encode()
+    sealed, events_json = stored_events(plaintext)
+    assert sealed == sealed_events(plaintext)
+    assert events_json == plaintext.removeprefix(b'{"events":').removesuffix(b"}")
+    assert orjson.loads(events_json or b"") == orjson.loads(plaintext)["events"]
+
+
+@pytest.mark.parametrize("plaintext", [
+    orjson.dumps({"events": [_event()]}),  # an older key set: its events are read in today's form, not handed on
+    b'{"events": ' + orjson.dumps([_full()]) + b"}",  # spacing no encoder of ingest writes
+    b' {"events":' + orjson.dumps([_full()]) + b"}",
+], ids=["older-keys", "spaced", "leading-space"])
+def test_stored_events_hands_on_no_array_that_is_not_seals_form(plaintext: bytes) -> None:
+    sealed, events_json = stored_events(plaintext)
+    assert events_json is None
+    assert [e.event_id for e in sealed] == ["e1"]
+
+
 @pytest.mark.parametrize("plaintext", [
     b"", b"not json", b"[]", b'{"events": {}}', b'{"events": [], "more": 1}', orjson.dumps({"events": [1]}),
     orjson.dumps({"events": [_full(input_tokens="10")]}),
@@ -250,3 +271,5 @@ def test_any_valid_batch_reads_back_through_sealed_events_as_it_was_validated(ra
     plaintext = EventBatch(events=events).model_dump_json().encode()
     assert sealed_events(plaintext) == [SealedEvent.of(e) for e in events]
     assert [e.__dict__ for e in decode_sealed(plaintext).events] == [e.__dict__ for e in events]
+    events_json = stored_events(plaintext)[1]
+    assert events_json is not None and orjson.loads(events_json) == orjson.loads(plaintext)["events"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +22,27 @@ from spendstream.rollup.schema import DIMENSIONS, MEASURES
 from spendstream.rollup.store import Inserted, Store
 
 FAULT = os.environ["ROLLUP_TEST_FAULT"]
-_insert_new = Store.insert_new
+def faulty(insert: Callable[..., Inserted]) -> Callable[..., Inserted]:
+    """The write (rows or whole batches) with the fault around it."""
+
+    def write(self: Store, *args: Any) -> Inserted:
+        if FAULT == "slow_batch":
+            Path(os.environ["ROLLUP_TEST_MARKER"]).touch()
+            time.sleep(3)
+        new = insert(self, *args)
+        if FAULT == "lose_view_part":
+            keys = ("workspace_id", "day", *DIMENSIONS, "cost_source")
+            self._client.command(
+                f"INSERT INTO {self.db}.usage_daily ({', '.join((*keys, *MEASURES))}) SELECT {', '.join(keys)}, "
+                f"{', '.join(f'-{m}' for m in MEASURES)} FROM {self.db}.usage_daily",
+                settings={"insert_deduplicate": 0})
+        if FAULT in ("kill_after_insert", "lose_view_part"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return new
+
+    return write
 
 
-def insert_new(self: Store, rows: list[tuple[Any, ...]]) -> Inserted:
-    if FAULT == "slow_batch":
-        Path(os.environ["ROLLUP_TEST_MARKER"]).touch()
-        time.sleep(3)
-    new = _insert_new(self, rows)
-    if FAULT == "lose_view_part":
-        keys = ("workspace_id", "day", *DIMENSIONS, "cost_source")
-        self._client.command(
-            f"INSERT INTO {self.db}.usage_daily ({', '.join((*keys, *MEASURES))}) SELECT {', '.join(keys)}, "
-            f"{', '.join(f'-{m}' for m in MEASURES)} FROM {self.db}.usage_daily", settings={"insert_deduplicate": 0})
-    if FAULT in ("kill_after_insert", "lose_view_part"):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return new
-
-
-Store.insert_new = insert_new  # type: ignore[method-assign]
+Store.insert_new = faulty(Store.insert_new)  # type: ignore[method-assign]
+Store.insert_new_batches = faulty(Store.insert_new_batches)  # type: ignore[method-assign]
 raise SystemExit(entry.main())

@@ -4,6 +4,7 @@ replays, poison records, back-dated events and a ClickHouse outage."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ from spendstream.common.connections import clickhouse_client
 from spendstream.common.envelope import seal
 from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.kafka import make_broker
-from spendstream.common.prices import bundled
+from spendstream.common.prices import PriceTable, bundled
 from spendstream.common.tenants import KeyRing
 from spendstream.rollup import metrics
 from spendstream.rollup.app import create_service
@@ -296,11 +297,18 @@ class _FailingSecondWrite(Store):
         self.writes = 0
         self.failing = True
 
-    def insert_new(self, rows: list[tuple[Any, ...]]) -> Any:
+    def _count(self) -> None:
         self.writes += 1
         if self.failing and self.writes > 1:
             raise ConnectionError("clickhouse went away")
-        return super().insert_new(rows)
+
+    def insert_new(self, rows: list[tuple[Any, ...]], encoded: bytes | None = None) -> Any:
+        self._count()
+        return super().insert_new(rows, encoded)
+
+    def insert_new_batches(self, batches: Sequence[StoredBatch], encoded: bytes, prices: PriceTable) -> Any:
+        self._count()
+        return super().insert_new_batches(batches, encoded, prices)
 
 
 async def test_a_chunk_failing_fails_the_whole_batch_and_its_redelivery_stores_each_event_once(

@@ -10,10 +10,11 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from spendstream.common.connections import clickhouse_client
-from spendstream.common.events import UsageEvent
+from spendstream.common.envelope import stored_events
+from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.prices import bundled
-from spendstream.rollup.schema import DIMENSIONS, MEASURES, migrate
-from spendstream.rollup.store import EVENT_COLUMNS, Store, StoredBatch, event_rows
+from spendstream.rollup.schema import BATCH_COLUMNS, DIMENSIONS, MEASURES, migrate
+from spendstream.rollup.store import EVENT_COLUMNS, Store, StoredBatch, encode_batches, event_rows
 from tests.support import Isolation, usage_event
 
 pytestmark = pytest.mark.integration
@@ -155,3 +156,64 @@ def test_what_is_stored_is_exactly_what_was_sealed_through_the_json_insert(iso: 
     assert stored["ts"].replace(tzinfo=UTC) == datetime(2026, 12, 1, 4, 59, 59, 987000, tzinfo=UTC)  # ms, UTC
     assert stored["cost_usd"] == Decimal("0.000123456")  # Decimal(18, 9) keeps nine places, as before
     assert (stored["cached_input_tokens"], stored["reasoning_tokens"], stored["cost_source"]) == (7, 0, "reported")
+
+
+def _sealed(workspace_id: str, raws: list[dict[str, Any]], batch_id: str = "b1") -> StoredBatch:
+    """A batch as the consumer reads it from a record: the events, and their JSON array as sealed."""
+    plaintext = EventBatch(events=[UsageEvent.model_validate(r) for r in raws]).model_dump_json().encode()
+    events, events_json = stored_events(plaintext)
+    assert events_json is not None
+    return StoredBatch(workspace_id, batch_id, datetime(2026, 12, 1, 10, 0, 0, 123456, tzinfo=UTC), events,
+                       None, events_json)
+
+
+_KINDS = [  # every kind of cost and value a batch can carry
+    usage_event(event_id="reported", cost_usd="0.000123456789", cached_input_tokens=7, reasoning_tokens=3,
+                timestamp=datetime(2026, 11, 30, 23, 59, 59, 987654,
+                                   tzinfo=timezone(timedelta(hours=-5))).isoformat(),
+                tags={"feature": "it's \"quoted\" \\ back\tslash\nnewline", "route": "/v1/é/日本",
+                      "customer_id": "c-1", "team.name": "{'map': [1]}"}),
+    usage_event(event_id="reported-zero", cost_usd=0, tags={}),
+    usage_event(event_id="big", cost_usd="1000000", input_tokens=0, output_tokens=0, latency_ms=0),
+    usage_event(event_id="computed", provider="openai", model="gpt-4o-mini-2024-07-18", input_tokens=10_000,
+                cached_input_tokens=4_000, output_tokens=2_000, cost_usd=None,
+                tags={"task_type": "t", "customer_plan": "free", "environment": "prod", "customer_id": "c-2"}),
+    usage_event(event_id="reasoning", provider="google", model="gemini-2.5-flash", input_tokens=1_000,
+                output_tokens=2_000, reasoning_tokens=1_500, cost_usd=None),
+    usage_event(event_id="unknown", provider="acme", model="no-such-model", cost_usd=None),
+]
+
+
+def test_whole_batches_are_stored_exactly_as_their_rows_would_be(iso: Isolation) -> None:
+    # The two ways into usage_events (schema.py): rows built in Python, or the events as sealed with rollup's
+    # prices beside them, spread by ClickHouse. Every column of every kind of event must come out the same.
+    _, store = _setup(iso)
+    prices = bundled()
+    as_rows, as_batch = _sealed("wsRows", _KINDS), _sealed("wsBatch", _KINDS)
+    assert store.insert_new(event_rows(as_rows, prices)).new == len(_KINDS)
+    assert store.insert_new_batches([as_batch], encode_batches([as_batch], prices), prices).new == len(_KINDS)
+    rows, batch = store.events_page("wsRows", "", 100), store.events_page("wsBatch", "", 100)
+    assert len(rows) == len(_KINDS) and rows == batch
+    by_id = {r["event_id"]: r for r in batch}
+    assert (by_id["computed"]["cost_usd"], by_id["computed"]["cost_source"]) == (Decimal("0.0024"), "computed")
+    assert (by_id["unknown"]["cost_usd"], by_id["unknown"]["cost_source"]) == (0, "unknown")
+    assert by_id["reported"]["cost_usd"] == Decimal("0.000123456") and by_id["reported"]["route"] == "/v1/é/日本"
+    assert by_id["computed"]["customer_plan"] == "free" and by_id["reported-zero"]["tags"] == {}
+    day = by_id["reported"]["ts"].date()
+    assert store.daily_rows("wsRows", day) == store.daily_rows("wsBatch", day)
+    assert store.watermark("wsRows") == store.watermark("wsBatch") == as_rows.ingested_at.replace(microsecond=123000)
+
+
+def test_a_retried_batch_insert_is_discarded_and_a_repeated_event_is_stored_once(iso: Isolation) -> None:
+    client, store = _setup(iso)
+    prices = bundled()
+    first = _sealed("ws1", [usage_event(event_id=f"e{i}", cost_usd=0.5) for i in range(3)])
+    for _ in range(3):  # as after a timeout that did in fact succeed: the same body, the same token
+        store._insert(f"{iso.database}.usage_batches_in", BATCH_COLUMNS, encode_batches([first], prices))
+    stored = client.query(f"SELECT count() FROM {iso.database}.usage_events WHERE workspace_id = 'ws1'")
+    assert stored.result_rows[0][0] == 3  # without FINAL: no second copy was written at all
+    # A redelivery with one new event and one repeated inside the batch: the row way, each stored once.
+    again = _sealed("ws1", [usage_event(event_id=f"e{i}", cost_usd=0.5) for i in (2, 3, 3)], batch_id="b2")
+    inserted = store.insert_new_batches([again], encode_batches([again], prices), prices)
+    assert inserted.new == 1 and inserted.repeated_days == {datetime.now(UTC).date()}
+    assert _totals(store, "ws1") == {"requests": 4, "input_tokens": 4000, "cost_usd": Decimal("2")}

@@ -103,6 +103,7 @@ _FIELDS = frozenset(UsageEvent.model_fields)
 _DECODER = msgspec.json.Decoder(SealedBatch)
 _ONE = msgspec.json.Decoder(SealedEvent)
 _get_stamp, _get_cost, _get_tz = attrgetter("timestamp"), attrgetter("cost_usd"), attrgetter("tzinfo")
+_HEAD = b'{"events":['  # how seal's plaintext begins (both of ingest's encoders write it without spaces)
 _PLAIN_DECIMALS = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:,[0-9]+(?:\.[0-9]+)?)*")
 _to_utc = methodcaller("astimezone", UTC)
 _not_none = partial(is_not, None)
@@ -121,10 +122,20 @@ def sealed_events(plaintext: bytes) -> list[SealedEvent]:
     A plaintext the strict decoder refuses is read again event by event (`_one_by_one`). Raises
     BrokenPlaintext (or pydantic's ValidationError) on anything `seal` never wrote.
     """
+    return stored_events(plaintext)[0]
+
+
+def stored_events(plaintext: bytes) -> tuple[list[SealedEvent], bytes | None]:
+    """`sealed_events`, and the plaintext's JSON array of events when it is exactly what today's `seal` writes:
+    `{"events":[...]}`, each event of today's key set, each checked as above. rollup hands that array to
+    ClickHouse as it is (store.py), so it is given only when the strict decoder read every event of it (a key
+    it does not know would be skipped by ClickHouse, not refused); None for any other form (an older key set,
+    other spacing), whose events are then written from the structs."""
+    strict = True
     try:
         events = _DECODER.decode(plaintext).events
     except msgspec.ValidationError:
-        events = _one_by_one(plaintext)
+        events, strict = _one_by_one(plaintext), False
     except msgspec.DecodeError:
         raise BrokenPlaintext from None
     stamps = list(map(_get_stamp, events))
@@ -142,7 +153,8 @@ def sealed_events(plaintext: bytes) -> list[SealedEvent]:
             raise BrokenPlaintext
     except (OverflowError, InvalidOperation):
         raise BrokenPlaintext from None
-    return events
+    whole = strict and plaintext.startswith(_HEAD) and plaintext.endswith(b"]}")
+    return events, plaintext[len(_HEAD) - 1:-1] if whole else None
 
 
 def _one_by_one(plaintext: bytes) -> list[SealedEvent]:
@@ -214,8 +226,14 @@ class UnreadableRecord(Exception):
 
 
 async def read_sealed(value: bytes | None, keyring: KeyRing) -> tuple[BatchEnvelope, list[SealedEvent]]:
-    """Parse and decrypt one record into its envelope and `sealed_events` (what rollup stores);
+    """Parse and decrypt one record into its envelope and `sealed_events`;
     raises UnreadableRecord (unparsable, no key, undecryptable, invalid)."""
+    envelope, events, _ = await read_stored(value, keyring)
+    return envelope, events
+
+
+async def read_stored(value: bytes | None, keyring: KeyRing) -> tuple[BatchEnvelope, list[SealedEvent], bytes | None]:
+    """`read_sealed`, with the JSON array of the events as `stored_events` gives it (what rollup stores)."""
     try:
         envelope = BatchEnvelope.model_validate_json(value or b"")
     except ValidationError:
@@ -225,7 +243,7 @@ async def read_sealed(value: bytes | None, keyring: KeyRing) -> tuple[BatchEnvel
         # The workspace's key was shredded (erasure) or never existed: unreadable by design.
         raise UnreadableRecord("no_data_key", envelope.workspace_id)
     try:
-        return envelope, sealed_events(open_plaintext(envelope, key))
+        return envelope, *stored_events(open_plaintext(envelope, key))
     except InvalidTag:
         raise UnreadableRecord("undecryptable", envelope.workspace_id) from None
     except ValueError:  # messages of the decoder can quote the plaintext: only the reason code goes on

@@ -22,22 +22,23 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from faststream.kafka import KafkaBroker
 from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
-from spendstream.common.envelope import UnreadableRecord, read_sealed
+from spendstream.common.envelope import UnreadableRecord, read_stored
 from spendstream.common.prices import PriceTable
 from spendstream.common.records import DeadLetter
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import ROLLUP_DEAD_LETTERS, topic_name
 from spendstream.rollup import metrics
 from spendstream.rollup.erased import ErasedSubjects
-from spendstream.rollup.store import Store, StoredBatch, event_rows
+from spendstream.rollup.store import Inserted, Store, StoredBatch, encode_batches, encode_rows, event_rows
 
 log = logging.getLogger(__name__)
 _TRACER = tracing.tracer("rollup")
@@ -70,12 +71,15 @@ class BatchWriter:
 
         Written in chunks of `chunk_records` records, and the next chunk is decoded (Python, this thread)
         while the previous one is written (ClickHouse, a worker thread that releases the GIL): under a
-        backlog a batch is 200 records of 500 events, and decoding and writing each take about half of it.
+        backlog a batch is 600 records of 500 events, three chunks: only the first chunk's decoding and the
+        last one's write are not overlapped (docs/benchmarks.md, rollup).
         The chunks are written one after the other, under the lock, and the offsets are committed only
         after the last; a failure anywhere fails the whole batch, which then comes again (chunks already
         written are found stored)."""
         metrics.BATCH_RECORDS.observe(len(records))
-        stored: list[StoredBatch] = []
+        # Only the envelopes' ingestion times outlive their chunk: a chunk's events and rows are freed once it
+        # is written, so a batch never holds more than two chunks' events at a time.
+        ingested: list[float] = []
         rows_total = new = 0
         writing: asyncio.Task[int] | None = None
         try:
@@ -85,47 +89,62 @@ class BatchWriter:
                     batch = await self._decode(record)
                     if batch is not None:
                         batches.append(batch)
-                rows = [row for batch in batches for row in event_rows(batch, self._prices)]
-                if self._erased is not None:
-                    rows = self._erased.admit(rows)  # replayed rows of erased customers stay erased
+                # Encoded here, while the previous chunk is still being written, so that the writing thread does
+                # ClickHouse's work only.
+                insert, count = self._encode(batches)
                 if writing is not None:
                     new += await writing
                     writing = None
-                if rows:
-                    writing = asyncio.create_task(self._write_traced(rows, batches))
+                if count:
+                    writing = asyncio.create_task(self._write_traced(insert, count, batches))
                     await asyncio.sleep(0)  # let it reach its worker thread before the next chunk is decoded
-                stored += batches
-                rows_total += len(rows)
+                ingested += [b.ingested_at.timestamp() for b in batches]
+                rows_total += count
             if writing is not None:
                 new += await writing
                 writing = None
         finally:
             if writing is not None:  # decoding failed while a chunk was being written: let the write end
                 await asyncio.gather(writing, return_exceptions=True)
-        if not stored:
+        if not ingested:
             return
         metrics.EVENTS_STORED.inc(new)
         metrics.EVENTS_DUPLICATE.inc(rows_total - new)
         now = time.time()
-        for batch in stored:
-            metrics.INGEST_TO_STORED_SECONDS.observe(max(0.0, now - batch.ingested_at.timestamp()))
-        metrics.LAST_STORED_INGESTED_AT.set(max(b.ingested_at.timestamp() for b in stored))
+        for at in ingested:
+            metrics.INGEST_TO_STORED_SECONDS.observe(max(0.0, now - at))
+        metrics.LAST_STORED_INGESTED_AT.set(max(ingested))
 
-    async def _write_traced(self, rows: list[tuple[Any, ...]], batches: list[StoredBatch]) -> int:
+    def _encode(self, batches: list[StoredBatch]) -> tuple[Callable[[], Inserted], int]:
+        """The write of a chunk (run in a worker thread) and its number of events.
+
+        Whole batches, as ingest sealed their events (store.encode_batches), unless one of them was not read
+        whole or the chunk concerns an erased customer's workspace: then rows, which `admit` filters."""
+        if all(b.events_json is not None for b in batches) and not (
+                self._erased is not None and self._erased.concern(b.workspace_id for b in batches)):
+            encoded = encode_batches(batches, self._prices)
+            return partial(self._store.insert_new_batches, batches, encoded, self._prices), sum(
+                len(b.events) for b in batches)
+        rows = [row for batch in batches for row in event_rows(batch, self._prices)]
+        if self._erased is not None:
+            rows = self._erased.admit(rows)  # replayed rows of erased customers stay erased
+        return partial(self._store.insert_new, rows, encode_rows(rows) if rows else None), len(rows)
+
+    async def _write_traced(self, insert: Callable[[], Inserted], count: int, batches: list[StoredBatch]) -> int:
         parent, links = tracing.parent_and_links([b.traceparent for b in batches])
         # One span per ClickHouse write: the child of the first request's trace, linked to every other one.
         with _TRACER.start_as_current_span("rollup.clickhouse_insert", context=parent, links=links,
-                                           kind=SpanKind.CLIENT, attributes={"spendstream.rows": len(rows)}):
-            return await self._write(rows)
+                                           kind=SpanKind.CLIENT, attributes={"spendstream.rows": count}):
+            return await self._write(insert)
 
     async def _decode(self, record: Any) -> StoredBatch | None:
         try:
-            envelope, events = await read_sealed(record.value, self._keyring)
+            envelope, events, events_json = await read_stored(record.value, self._keyring)
         except UnreadableRecord as exc:
             await self._dead_letter(record, exc.workspace_id, exc.reason)
             return None
         return StoredBatch(envelope.workspace_id, envelope.batch_id, envelope.ingested_at, events,
-                           envelope.traceparent)
+                           envelope.traceparent, events_json)
 
     async def _dead_letter(self, record: Any, workspace_id: str | None, reason: str) -> None:
         letter = DeadLetter(consumer="rollup", source_topic=record.topic, source_partition=record.partition,
@@ -139,7 +158,7 @@ class BatchWriter:
         log.warning("record dead-lettered", extra={"reason": reason, "partition": record.partition,
                                                    "offset": record.offset})
 
-    async def _write(self, rows: list[tuple[Any, ...]]) -> int:
+    async def _write(self, insert: Callable[[], Inserted]) -> int:
         """Insert with exponential back-off and jitter; after `retry_seconds` give the batch back to Kafka."""
         deadline = time.monotonic() + self._retry_seconds
         delay = 0.1
@@ -147,7 +166,7 @@ class BatchWriter:
             started = time.perf_counter()
             try:
                 async with self._lock:
-                    inserted = await asyncio.to_thread(self._store.insert_new, rows)
+                    inserted = await asyncio.to_thread(insert)
             except Exception as exc:  # clickhouse-connect and chDB raise many types; all mean "not stored"
                 metrics.WRITE_FAILURES.inc()
                 if time.monotonic() + delay > deadline:

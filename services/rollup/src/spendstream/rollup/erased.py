@@ -13,7 +13,7 @@ shredded, so nothing of it can be replayed anyway.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +44,7 @@ class ErasedSubjects:
         rows = client.query(f"SELECT workspace_id, subject_hash, max(erased_at) FROM {database}.erased_subjects "
                             "GROUP BY workspace_id, subject_hash").result_rows
         self._erased: dict[tuple[str, str], datetime] = {(ws, h): _utc(at) for ws, h, at in rows}
+        self._workspaces = {ws for ws, _ in self._erased}
 
     def add(self, workspace_id: str, customer_id: str, at: datetime) -> None:
         """Record before deleting: from here on, no replayed row of the subject is stored."""
@@ -51,6 +52,11 @@ class ErasedSubjects:
         self._client.insert(f"{self._db}.erased_subjects", [(workspace_id, key[1], at)],
                             column_names=("workspace_id", "subject_hash", "erased_at"))
         self._erased[key] = max(at, self._erased.get(key, at))
+        self._workspaces.add(workspace_id)
+
+    def concern(self, workspace_ids: Iterable[str]) -> bool:
+        """Whether any of these workspaces has an erased subject (its rows must then go through `admit`)."""
+        return not self._workspaces.isdisjoint(workspace_ids)
 
     def admit(self, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The rows that may be stored: all but those of an erased subject ingested before its erasure."""

@@ -20,7 +20,16 @@ value by value, and that was a third of the insert (per 100,000 rows in chDB, 28
 usage_events against 164-258 ms through the entry table, where the view converts whole columns). A block
 keeps its insert_deduplication_token through the view (deduplicate_blocks_in_dependent_materialized_views),
 so a retried insert is still discarded in usage_events and in usage_daily (tests/rollup/test_store.py). A
-column added to usage_events later must be added to the entry table and its view in the same migration.
+column added to usage_events later must be added to both entry tables and their views in the same migration.
+
+Whole batches enter through `usage_batches_in` (version 4): one row per envelope, its events as the JSON
+array ingest sealed (ClickHouse parses it; rollup's Python neither builds nor writes a row per event), plus
+rollup's price for each event that reports no cost; the view spreads the events into usage_events' columns
+(ARRAY JOIN). That takes a fifth to a quarter of the consumer thread's work away (per 50,000 events, 104-124 ms
+of Python against 78-80 ms; ClickHouse's insert took as long either way; docs/benchmarks.md). Both entry tables
+feed usage_events, hence the same views below it and the same exactness; the consumer takes this way only for
+batches whose plaintext the strict decoder read whole (envelope.stored_events), and the row way for anything
+else, or when the workspace has an erased customer (erased.py filters rows).
 
 `workspace_watermarks` (version 2) keeps max(ingested_at) per workspace through its own view. max() is
 idempotent, so a duplicate reaching it is harmless; and since ingest keys every batch by workspace, all of a
@@ -165,10 +174,39 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
             f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_events_in_mv TO {db}.usage_events AS
             SELECT {", ".join(INSERTED_COLUMNS)} FROM {db}.usage_events_in""",
         ],
+        4: [
+            # The entry table for whole batches (see the module docstring): `events` has the keys and types of
+            # the sealed events (envelope.SealedEvent), `computed_cost_usd` one value per event: rollup's
+            # price where the event reports none, NULL where it reports one or its model is not priced.
+            f"""CREATE TABLE IF NOT EXISTS {db}.usage_batches_in (
+                workspace_id String,
+                batch_id String,
+                ingested_at DateTime64(3, 'UTC'),
+                events Array(Tuple(
+                    event_id String, provider String, model String, input_tokens UInt64, output_tokens UInt64,
+                    cached_input_tokens Nullable(UInt64), reasoning_tokens Nullable(UInt64), latency_ms UInt32,
+                    cost_usd Nullable(Decimal(18, 9)), timestamp DateTime64(3, 'UTC'), tags Map(String, String))),
+                computed_cost_usd Array(Nullable(Decimal(18, 9)))
+            ) ENGINE = Null""",
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_batches_in_mv TO {db}.usage_events AS
+            SELECT workspace_id, e.event_id AS event_id, e.timestamp AS ts, ingested_at, batch_id,
+                   e.provider AS provider, e.model AS model, e.input_tokens AS input_tokens,
+                   e.output_tokens AS output_tokens, ifNull(e.cached_input_tokens, 0) AS cached_input_tokens,
+                   ifNull(e.reasoning_tokens, 0) AS reasoning_tokens, e.latency_ms AS latency_ms,
+                   coalesce(e.cost_usd, computed, toDecimal64(0, 9)) AS cost_usd,
+                   multiIf(e.cost_usd IS NOT NULL, 'reported', computed IS NOT NULL, 'computed', 'unknown')
+                       AS cost_source,
+                   e.tags['feature'] AS feature, e.tags['route'] AS route, e.tags['task_type'] AS task_type,
+                   e.tags['customer_plan'] AS customer_plan, e.tags['customer_id'] AS customer_id,
+                   e.tags['environment'] AS environment, e.tags AS tags
+            FROM {db}.usage_batches_in ARRAY JOIN events AS e, computed_cost_usd AS computed""",
+        ],
     }
 
 
 SCHEMA_VERSION = max(migrations("db", 12))
+# The columns of usage_batches_in, in the order store.encode_batches writes them.
+BATCH_COLUMNS = ("workspace_id", "batch_id", "ingested_at", "events", "computed_cost_usd")
 
 
 def applied_versions(client: Client, db: str) -> set[int]:

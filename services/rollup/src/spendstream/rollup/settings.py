@@ -12,7 +12,9 @@ class RollupSettings(BaseServiceSettings):
     group_id: str = "spendstream-rollup"
     clickhouse_database: str = Field(default="spendstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     # Bounded batches: at most this many Kafka records (each a batch of up to 500 events) or this long.
-    batch_max_records: int = Field(default=200, ge=1)
+    # 600 under a backlog (300,000 events): three write chunks, so that decoding and writing overlap for most
+    # of a batch (docs/benchmarks.md, rollup).
+    batch_max_records: int = Field(default=600, ge=1)
     batch_timeout_ms: int = Field(default=200, ge=1)
     # Each ClickHouse insert has a fixed cost of tens of ms (a part per table and view), so inserts must be
     # large; a fetch returns at most this much per partition, which is what caps a batch under a backlog
@@ -20,7 +22,7 @@ class RollupSettings(BaseServiceSettings):
     fetch_max_partition_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
     # A batch is written in chunks of at most this many records, the next decoded while the previous is written
     # (consumer.py); each chunk is one insert, so chunks must stay large (its fixed cost, above).
-    write_chunk_records: int = Field(default=100, ge=1)
+    write_chunk_records: int = Field(default=200, ge=1)
     # How long a failing ClickHouse write is retried inside one batch before the batch is handed back.
     write_retry_seconds: float = Field(default=20.0, gt=0)
     reconcile_interval_seconds: float = Field(default=300.0, gt=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from operator import itemgetter
@@ -16,13 +16,14 @@ from clickhouse_connect.driver.client import Client
 
 from spendstream.common.envelope import SealedEvent
 from spendstream.common.events import UsageEvent
-from spendstream.common.prices import PriceTable
-from spendstream.rollup.schema import DIMENSIONS, INSERTED_COLUMNS, MEASURES
+from spendstream.common.prices import Price, PriceTable
+from spendstream.rollup.schema import BATCH_COLUMNS, DIMENSIONS, INSERTED_COLUMNS, MEASURES
 
 EVENT_COLUMNS = INSERTED_COLUMNS  # the row layout event_rows builds (its one definition is in schema.py)
 GROUPABLE = ("day", *DIMENSIONS)
-# Ids per existence query: a batch's worth (up to 200 envelopes of 500). Each query has a fixed cost (~20 ms
-# here); 100,000 ids of ingest's length make a query text of 1-7 MB, which ClickHouse reads as one literal.
+# Ids per existence query: a write chunk's worth (200 envelopes of 500, write_chunk_records). Each query
+# has a fixed cost (~20 ms here); 100,000 ids of ingest's length make a query text of 1-7 MB, which ClickHouse
+# reads as one literal.
 EXISTS_CHUNK = 100_000
 # Identifiers that need no quoting inside a ClickHouse string literal, nor in a TSV line: what ingest's patterns
 # allow for event and workspace ids. NUL and newline are the join separators below, between ids only.
@@ -42,6 +43,8 @@ class StoredBatch:
     ingested_at: datetime
     events: Sequence[SealedEvent]
     traceparent: str | None = None  # the producing request's trace, continued by the ClickHouse write
+    # The plaintext's JSON array of the events, when envelope.stored_events vouches for it (encode_batches).
+    events_json: bytes | None = None
 
     @classmethod
     def of(cls, workspace_id: str, batch_id: str, ingested_at: datetime, events: Iterable[UsageEvent],
@@ -52,28 +55,56 @@ class StoredBatch:
 
 def event_rows(batch: StoredBatch, prices: PriceTable) -> list[tuple[Any, ...]]:
     """One row per event, in EVENT_COLUMNS order; a cost as the decimal string ClickHouse parses."""
-    rows = []
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
     workspace_id, batch_id, lookup = batch.workspace_id, batch.batch_id, prices.lookup
     # In the standard library's UTC (the envelope's has pydantic's TzInfo): orjson writes that one in C.
     ingested_at = batch.ingested_at.astimezone(UTC)
+    priced: dict[tuple[str, str], Price | None] = {}
     for e in batch.events:
         cost, cached, reasoning = e.cost_usd, e.cached_input_tokens or 0, e.reasoning_tokens or 0
         if cost is not None:
             source = "reported"
         else:
-            price = lookup(e.provider, e.model)
-            if price is None:
-                cost, source = "0", "unknown"
-            else:
-                cost, source = str(price.cost_of(e.input_tokens, e.output_tokens, cached, reasoning)), "computed"
+            cost = _computed_cost(e, lookup, priced)
+            cost, source = ("0", "unknown") if cost is None else (cost, "computed")
         tags = e.tags
         tag = tags.get
-        rows.append((
+        append((
             workspace_id, e.event_id, e.timestamp, ingested_at, batch_id, e.provider, e.model, e.input_tokens,
             e.output_tokens, cached, reasoning, e.latency_ms, cost, source, tag("feature", ""), tag("route", ""),
             tag("task_type", ""), tag("customer_plan", ""), tag("customer_id", ""), tag("environment", ""), tags,
         ))
     return rows
+
+
+def _computed_cost(event: SealedEvent, lookup: Callable[[str, str], Price | None],
+                   priced: dict[tuple[str, str], Price | None]) -> str | None:
+    """The price of an event that reports no cost, as decimal text; None when its model is not priced.
+
+    `priced` memoises the lookups of one batch, which uses a handful of models (PriceTable's own memo costs a
+    call and two tuples per event, a tenth of event_rows)."""
+    model = (event.provider, event.model)
+    price = priced[model] if model in priced else priced.setdefault(model, lookup(*model))
+    if price is None:
+        return None
+    return str(price.cost_of(event.input_tokens, event.output_tokens, event.cached_input_tokens or 0,
+                             event.reasoning_tokens or 0))
+
+
+def encode_batches(batches: Sequence[StoredBatch], prices: PriceTable) -> bytes:
+    """Whole batches as the body of one insert into usage_batches_in (Store.insert_new_batches; schema.py):
+    a line per batch, its events as the JSON array ingest sealed, with no Python per event but the price of
+    those that report no cost. Every batch must carry its `events_json`."""
+    lookup, priced = prices.lookup, dict[tuple[str, str], Price | None]()
+    lines = []
+    for batch in batches:
+        if batch.events_json is None:
+            raise ValueError("a batch without the JSON of its events goes the row way (event_rows)")
+        computed = [None if e.cost_usd is not None else _computed_cost(e, lookup, priced) for e in batch.events]
+        head = orjson.dumps([batch.workspace_id, batch.batch_id, batch.ingested_at.astimezone(UTC)])[:-1]
+        lines.append(b"".join((head, b",", batch.events_json, b",", orjson.dumps(computed), b"]")))
+    return b"\n".join(lines)
 
 
 def _plain_array(values: list[str]) -> str | None:
@@ -82,6 +113,25 @@ def _plain_array(values: list[str]) -> str | None:
     if not _PLAIN_IDS.fullmatch(joined):
         return None
     return "['" + joined.replace("\x00", "','") + "']"
+
+
+def _tsv_pairs(answer: bytes) -> list[tuple[str, str]]:
+    """(workspace_id, event_id) pairs of a TabSeparated answer whose values are plain ids (no escapes)."""
+    pairs = []
+    for line in answer.decode().splitlines():
+        workspace_id, _, event_id = line.partition("\t")
+        pairs.append((workspace_id, event_id))
+    return pairs
+
+
+def encode_rows(rows: list[tuple[Any, ...]]) -> bytes:
+    """`rows` (event_rows) as the body of one insert (Store.insert_encoded)."""
+    # As JSON, parsed by ClickHouse: orjson writes the whole batch in one call, where clickhouse-connect's
+    # Native serialisation ran Python per value (a fifth of rollup's time). The rows go as they are, an
+    # array of arrays without its outer brackets, which JSONCompactEachRow reads as rows separated by
+    # commas: transposing them into JSONCompactColumns cost as much Python as writing them (per 100,000
+    # rows, 64-98 ms for this against 139-164 ms, for the same ClickHouse time; docs/benchmarks.md).
+    return orjson.dumps(rows, default=str, option=orjson.OPT_NAIVE_UTC)[1:-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +146,12 @@ def _utc_day(ts: datetime) -> date:
 
 
 _first, _second = itemgetter(0), itemgetter(1)
+
+
+def _distinct(workspace_ids: list[str], ids: list[str]) -> bool:
+    """Whether every (workspace_id, event_id) pair is there once. The usual case costs no Python loop over the
+    100,000 pairs: one id can repeat only across workspaces or within the batch, and a set tells both apart."""
+    return len(set(ids)) == len(ids) or len(set(zip(workspace_ids, ids, strict=True))) == len(ids)
 
 
 class Store:
@@ -120,31 +176,50 @@ class Store:
                 # 0.6-0.8 s (and clickhouse-connect's binding escapes bound strings character by character in
                 # Python). The query text travels in the request body, but ClickHouse parses at most
                 # max_query_size of it (256 KiB by default).
+                # raw_query, not query: query() runs half a dozen regular expressions (comments, LIMIT, command
+                # or not) over the whole text in Python, holding the GIL, which took as long as ClickHouse's
+                # own work here (per 100,000 ids, 65 ms against 33 ms). The answer, plain pairs, is read as TSV.
                 table = f"(SELECT event_id FROM format(TSV, 'event_id String', '{lines}'))"
-                result = self._client.query(sql.format(ws=ws_literal, ids=table),
-                                            settings={"max_query_size": len(lines) + 65_536})
+                answer = self._client.raw_query(sql.format(ws=ws_literal, ids=table), fmt="TabSeparated",
+                                                settings={"max_query_size": len(lines) + 65_536})
+                found.update(_tsv_pairs(answer))
             else:
                 result = self._client.query(sql.format(ws="{ws:Array(String)}", ids="{ids:Array(String)}"),
                                             parameters={"ws": ordered, "ids": chunk})
+                found.update((str(w), str(e)) for w, e in result.result_rows)
             # The IN pair over-selects across workspaces (same id elsewhere); the caller keeps exact pairs.
-            found.update((str(w), str(e)) for w, e in result.result_rows)
         return found
 
-    def insert_new(self, rows: list[tuple[Any, ...]]) -> Inserted:
+    def insert_new(self, rows: list[tuple[Any, ...]], encoded: bytes | None = None) -> Inserted:
         """Insert the rows (event_rows) whose (workspace_id, event_id) is not stored yet.
+
+        `encoded` is encode_rows(rows) when the caller made it already (the consumer does, beside its decoding,
+        so that this thread does ClickHouse's work only); it is used when every row is new.
 
         Rows found already stored are a redelivery (a crash, a rebalance, a retried write) or a re-send. Their
         raw part is durable, but their view part may not be: a process killed between the two parts, or an
         insert that failed after the raw part, leaves the rollup short, and this redelivery inserts nothing
         that would trigger the view again. Their days are returned so the caller repairs them (reconcile)."""
-        workspaces, ids = set(map(_first, rows)), list(map(_second, rows))
-        stored = self._existing(workspaces, ids)
-        # The usual case, every row new and each once, costs no Python loop over the 100,000 rows: one id
-        # can repeat only across workspaces or within the batch, and a set of the ids tells both apart.
-        if not stored and (len(set(ids)) == len(ids)
-                           or len(set(zip(map(_first, rows), ids, strict=True))) == len(ids)):
-            self.insert_rows(rows)
+        workspace_ids, ids = list(map(_first, rows)), list(map(_second, rows))
+        stored = self._existing(set(workspace_ids), ids)
+        if not stored and _distinct(workspace_ids, ids):
+            self.insert_encoded(encoded if encoded is not None else encode_rows(rows))
             return Inserted(new=len(rows), repeated_days=frozenset())
+        return self._insert_fresh(rows, stored)
+
+    def insert_new_batches(self, batches: Sequence[StoredBatch], encoded: bytes, prices: PriceTable) -> Inserted:
+        """insert_new for whole batches, `encoded` by encode_batches: the events go as ingest sealed them when
+        none is stored yet (the usual case), else the fresh ones go the row way (insert_new's)."""
+        workspace_ids = [b.workspace_id for b in batches for _ in b.events]
+        ids = [e.event_id for b in batches for e in b.events]
+        stored = self._existing(set(workspace_ids), ids)
+        if not stored and _distinct(workspace_ids, ids):
+            self._insert(f"{self.db}.usage_batches_in", BATCH_COLUMNS, encoded)
+            return Inserted(new=len(ids), repeated_days=frozenset())
+        return self._insert_fresh([row for b in batches for row in event_rows(b, prices)], stored)
+
+    def _insert_fresh(self, rows: list[tuple[Any, ...]], stored: set[tuple[str, str]]) -> Inserted:
+        """Insert the rows not in `stored`, each (workspace_id, event_id) once; the days of the others."""
         seen = set(stored)
         fresh = []
         for row in rows:
@@ -159,19 +234,20 @@ class Store:
 
     def insert_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """One insert of `rows` (event_rows) as they are; insert_new is the exact path that uses it."""
-        # Derived from the rows: a retry of exactly these rows is discarded by ClickHouse, raw and rollup.
-        keys = map("/".join, zip(map(_first, rows), map(_second, rows), strict=True))
-        token = hashlib.sha256("\n".join(keys).encode()).hexdigest()
-        # As JSON, parsed by ClickHouse: orjson writes the whole batch in one call, where clickhouse-connect's
-        # Native serialisation ran Python per value (a fifth of rollup's time). The rows go as they are, an
-        # array of arrays without its outer brackets, which JSONCompactEachRow reads as rows separated by
-        # commas: transposing them into JSONCompactColumns cost as much Python as writing them (per 100,000
-        # rows, 64-98 ms for this against 139-164 ms, for the same ClickHouse time; docs/benchmarks.md).
+        self.insert_encoded(encode_rows(rows))
+
+    def insert_encoded(self, body: bytes) -> None:
+        """One insert of rows as encode_rows wrote them."""
+        self._insert(f"{self.db}.usage_events_in", EVENT_COLUMNS, body)
+
+    def _insert(self, table: str, columns: Sequence[str], body: bytes) -> None:
+        # Derived from the rows (their bytes; orjson writes the same rows the same way): a retry of exactly
+        # these rows is discarded by ClickHouse, raw and rollup. hashlib lets other threads run meanwhile.
+        token = hashlib.sha256(body).hexdigest()
         # input_format_parallel_parsing=0: the parse runs beside the consumer's own decoding, and the parallel
         # one took more CPU and more wall time here. optimize_on_insert=0: the only rows it would collapse (one
         # key twice) were dropped by insert_new.
-        body = orjson.dumps(rows, default=str, option=orjson.OPT_NAIVE_UTC)[1:-1]
-        self._client.raw_insert(f"{self.db}.usage_events_in", EVENT_COLUMNS, body, fmt="JSONCompactEachRow",
+        self._client.raw_insert(table, columns, body, fmt="JSONCompactEachRow",
                                 settings={"insert_deduplication_token": token, "optimize_on_insert": 0,
                                           "input_format_parallel_parsing": 0,
                                           "date_time_input_format": "best_effort"})

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from bench.harness import Bench, ServiceProcess, free_port, python_json
 from bench.profiling import profile_during
 from bench.stats import Spread
@@ -23,6 +25,9 @@ class IngestFigures:
     loadgen_cpu_share: float  # the load generator's CPU seconds per wall second
     ingest_cpu_share: float  # the ingest process's CPU seconds per wall second in the closed-loop runs
     records_per_s: float  # Kafka records (envelopes) per second at full load
+    # Per latency repetition: its p99 (ms) and how many AOF rewrites Redis started meanwhile. A rewrite forks
+    # Redis and writes every dedupe id the closed-loop runs left, on the same two cores (docs/benchmarks.md).
+    p99_and_rewrites: list[tuple[float, int]]
 
 
 def _sizes(smoke: bool) -> dict[str, Any]:
@@ -51,8 +56,11 @@ async def measure(bench: Bench) -> IngestFigures:
             ingest_cpu += await svc.metric("process_cpu_seconds_total") - before
         throughput = Spread.of([r["events_per_s"] for r in full])
         half = throughput.median / 2
-        latency = [await python_json("bench.loadgen", {**base, "mode": "open", "rate": half})
-                   for _ in range(sizes["reps"])]
+        latency, rewrites = [], []
+        for _ in range(sizes["reps"]):
+            before = await _aof_rewrites(bench)
+            latency.append(await python_json("bench.loadgen", {**base, "mode": "open", "rate": half}))
+            rewrites.append(await _aof_rewrites(bench) - before)
     finally:
         await svc.stop()
     wall = sum(r["wall_seconds"] for r in full)
@@ -60,4 +68,15 @@ async def measure(bench: Bench) -> IngestFigures:
     return IngestFigures(throughput=throughput, half_load=half, p50=Spread.of([r["p50_ms"] for r in latency]),
                          p99=Spread.of([r["p99_ms"] for r in latency]), loadgen_cpu_share=cpu,
                          ingest_cpu_share=ingest_cpu / wall,
-                         records_per_s=throughput.median / 500)
+                         records_per_s=throughput.median / 500,
+                         p99_and_rewrites=[(r["p99_ms"], n) for r, n in zip(latency, rewrites, strict=True)])
+
+
+async def _aof_rewrites(bench: Bench) -> int:
+    """AOF rewrites Redis has started so far (INFO persistence: the finished ones, plus one in progress)."""
+    client: aioredis.Redis = aioredis.Redis.from_url(bench.redis)
+    try:
+        info = await client.info("persistence")
+    finally:
+        await client.aclose()
+    return int(info.get("aof_rewrites", 0)) + int(info.get("aof_rewrite_in_progress", 0))

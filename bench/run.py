@@ -45,7 +45,8 @@ async def _ingest(bench: Bench, meta: dict[str, Any]) -> list[Row]:
                       "loadgen_cpu_share": round(figures.loadgen_cpu_share, 2),
                       "ingest_cpu_share": round(figures.ingest_cpu_share, 2),
                       "ingest_cpu_per_100k": round(figures.ingest_cpu_share / figures.throughput.median * 100_000, 3),
-                      "producer_performance": limit["runs"], "producer_performance_at_half_load": at_half}
+                      "producer_performance": limit["runs"], "producer_performance_at_half_load": at_half,
+                      "p99_ms_and_redis_aof_rewrites": figures.p99_and_rewrites}
     source = f"Kafka ProducerPerformance, {size:,} B records x {BATCH} events"
     return [
         Row("ingest HTTP: accepted events/s, 500-event batches", "events/s", figures.throughput, "higher",
@@ -205,6 +206,8 @@ def notes(rows: list[Row], meta: dict[str, Any]) -> list[str]:
                      f"{m['half_load_events_per_s']:,.0f} events/s; the load generator used {m['loadgen_cpu_share']}"
                      f" of a core; the ingest process {m['ingest_cpu_share']} of a core at full load, "
                      f"{m['ingest_cpu_per_100k']} CPU-s per 100,000 events")
+        lines.append("ingest latency repetitions (p99 ms, AOF rewrites Redis started during it): " + ", ".join(
+            f"{p99:.1f} ms ({n})" for p99, n in m["p99_ms_and_redis_aof_rewrites"]))
     if "rollup" in meta:
         m = meta["rollup"]
         lines.append(f"rollup: {m['records_per_batch']:,.1f} records ({BATCH} events each) per "

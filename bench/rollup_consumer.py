@@ -22,6 +22,7 @@ from typing import Any, cast
 from clickhouse_connect.driver.client import Client
 
 from bench.events import BATCH, BodyTemplate
+from bench.rollup_micro import OneKey
 from spendstream.common.connections import clickhouse_client
 from spendstream.common.envelope import seal
 from spendstream.common.events import EventBatch
@@ -32,16 +33,6 @@ from spendstream.rollup.consumer import BatchWriter
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
 from spendstream.rollup.store import Store
-
-
-class _OneKey:
-    """The one data key of every workspace here, where BatchWriter expects the KeyRing."""
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-
-    async def data_key(self, workspace_id: str, version: int) -> bytes | None:
-        return self._key
 
 
 def _records(events: int, key: bytes) -> list[Any]:
@@ -61,7 +52,7 @@ async def _run(client: Client, database: str, records: list[Any], key: bytes, ba
                chunk: int) -> tuple[float, float]:
     """(events/s, CPU seconds per 100,000 events) of one pass over `records` into a fresh database."""
     migrate(client, database, 12)
-    writer = BatchWriter(store=Store(client, database), keyring=cast(KeyRing, _OneKey(key)), prices=bundled(),
+    writer = BatchWriter(store=Store(client, database), keyring=cast(KeyRing, OneKey(key)), prices=bundled(),
                          broker=cast(Any, None), topic_prefix="bench.", retry_seconds=5.0, erased=None,
                          chunk_records=chunk)
     started, cpu = time.perf_counter(), time.process_time()

@@ -29,8 +29,9 @@ from spendstream.rollup.store import Store, StoredBatch, event_rows
 WORKSPACE = "ws_" + "0" * 32
 
 
-class _OneKey:
-    """The one data key of the benchmark's workspace, where read_sealed expects the KeyRing."""
+class OneKey:
+    """The one data key of every workspace of a benchmark, where the KeyRing is expected (bench.rollup_consumer
+    uses it too)."""
 
     def __init__(self, key: bytes) -> None:
         self._key = key
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                     ingested_at=now).model_dump_json().encode()
 
     values = [wire(i) for i in range(runs)]
-    keyring = _OneKey(key)
+    keyring = OneKey(key)
     loop = asyncio.new_event_loop()
 
     def decrypt(value: bytes) -> bytes:

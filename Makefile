@@ -21,7 +21,7 @@ stop:
 
 lint: install
 	uv run --frozen ruff check .
-	uv run --frozen ruff format --check . || true
+	uv run --frozen ruff format --check .
 
 typecheck: install
 	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests bench
@@ -30,6 +30,7 @@ pytest: install stack
 	uv run --frozen pytest $(PYTEST_ARGS)
 
 test: install stack
+	uv run --frozen ruff format --check .
 	uv run --frozen ruff check .
 	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests bench
 	uv run --frozen pytest $(PYTEST_ARGS)

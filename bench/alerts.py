@@ -56,8 +56,7 @@ class WebhookReceiver:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
                 now = time.perf_counter()
-                length = next((int(h.split(":", 1)[1]) for h in head[1:] if h.lower().startswith("content-length:")),
-                              0)
+                length = next((int(h.split(":", 1)[1]) for h in head[1:] if h.lower().startswith("content-length:")), 0)
                 if length:
                     await reader.readexactly(length)
                 self.arrivals.setdefault(head[0].split(" ")[1], now)
@@ -71,21 +70,41 @@ class WebhookReceiver:
 
 async def _budgets(client: httpx.AsyncClient, url: str, admin: str, hook: str, tags: list[str]) -> None:
     for tag in tags:
-        response = await client.post(f"{url}/v1/budgets", headers={"authorization": f"Bearer {admin}"}, json={
-            "name": f"bench {tag}", "amount_usd": "1", "scope": {"tag": "customer_id", "value": tag},
-            "thresholds": [100], "webhooks": [{"url": f"{hook}/{tag}"}], "forecast": False, "spike_multiple": None})
+        response = await client.post(
+            f"{url}/v1/budgets",
+            headers={"authorization": f"Bearer {admin}"},
+            json={
+                "name": f"bench {tag}",
+                "amount_usd": "1",
+                "scope": {"tag": "customer_id", "value": tag},
+                "thresholds": [100],
+                "webhooks": [{"url": f"{hook}/{tag}"}],
+                "forecast": False,
+                "spike_multiple": None,
+            },
+        )
         response.raise_for_status()
 
 
-async def _probes(client: httpx.AsyncClient, ingest_url: str, key: str, tags: list[str], every: float,
-                  receiver: WebhookReceiver) -> list[float]:
+async def _probes(
+    client: httpx.AsyncClient, ingest_url: str, key: str, tags: list[str], every: float, receiver: WebhookReceiver
+) -> list[float]:
     accepted: dict[str, float] = {}
     for tag in tags:
-        event = {"event_id": tag, "provider": "openai", "model": "gpt-4o-mini", "input_tokens": 10,
-                 "output_tokens": 5, "latency_ms": 100, "cost_usd": 2, "timestamp": datetime.now(UTC).isoformat(),
-                 "tags": {"customer_id": tag}}
-        response = await client.post(f"{ingest_url}/v1/events", json={"events": [event]},
-                                     headers={"authorization": f"Bearer {key}"})
+        event = {
+            "event_id": tag,
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "latency_ms": 100,
+            "cost_usd": 2,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "tags": {"customer_id": tag},
+        }
+        response = await client.post(
+            f"{ingest_url}/v1/events", json={"events": [event]}, headers={"authorization": f"Bearer {key}"}
+        )
         if response.status_code == 202:
             accepted[tag] = time.perf_counter()
         await asyncio.sleep(every)
@@ -107,9 +126,11 @@ async def measure(bench: Bench) -> AlertFigures:
     await receiver.start()
     hook = f"http://127.0.0.1:{receiver.port}/hook"
     ingest = ServiceProcess("ingest", bench.env(ns.prefix, free_port()), bench.workdir / "logs" / "alerts-ingest.log")
-    alerts = ServiceProcess("alerts", bench.env(ns.prefix, free_port(), SPENDSTREAM_WEBHOOK_ALLOW_PRIVATE="true",
-                                                SPENDSTREAM_ROLLUP_URL=""),
-                            bench.workdir / "logs" / "alerts.log")
+    alerts = ServiceProcess(
+        "alerts",
+        bench.env(ns.prefix, free_port(), SPENDSTREAM_WEBHOOK_ALLOW_PRIVATE="true", SPENDSTREAM_ROLLUP_URL=""),
+        bench.workdir / "logs" / "alerts.log",
+    )
     await start_all(ingest, alerts)
     per_rep = int(sizes["duration"] / sizes["probe_every"])
     p50s, p99s, achieved, probes = [], [], [], 0
@@ -119,9 +140,19 @@ async def measure(bench: Bench) -> AlertFigures:
             await _budgets(client, alerts.url, probe.admin, hook, [t for rep in tags for t in rep])
             await asyncio.sleep(1.0)  # budgets travel through their compacted topic before the first probe
             for rep in range(sizes["reps"]):
-                background = asyncio.create_task(python_json("bench.loadgen", {
-                    "url": ingest.url, "keys": [w.ingest for w in load], "mode": "open", "rate": sizes["rate"],
-                    "warmup": sizes["warmup"], "duration": sizes["duration"]}))
+                background = asyncio.create_task(
+                    python_json(
+                        "bench.loadgen",
+                        {
+                            "url": ingest.url,
+                            "keys": [w.ingest for w in load],
+                            "mode": "open",
+                            "rate": sizes["rate"],
+                            "warmup": sizes["warmup"],
+                            "duration": sizes["duration"],
+                        },
+                    )
+                )
                 await asyncio.sleep(sizes["warmup"])
                 latencies = await _probes(client, ingest.url, probe.ingest, tags[rep], sizes["probe_every"], receiver)
                 result = await background

@@ -74,7 +74,8 @@ def prefill(config: dict[str, Any]) -> dict[str, Any]:
         "'reported', ['chat','search','summarize'][number % 3 + 1], '', '', '', "
         "concat('cust-', toString(number % 1000)), 'prod', map('feature', 'chat') "
         f"FROM numbers({int(config['rows'])})",
-        settings={"max_insert_threads": 2})
+        settings={"max_insert_threads": 2},
+    )
     return {"seconds": time.perf_counter() - started, **count_all(client, config["db"])}
 
 
@@ -86,9 +87,13 @@ def count(config: dict[str, Any]) -> dict[str, Any]:
     client = _client(config)
     result = {}
     for table in TABLES:
-        result[table] = int(client.query(
-            f"SELECT count() FROM {config['db']}.{table} WHERE workspace_id = {{ws:String}}",
-            parameters={"ws": config["workspace"]}, settings={"apply_deleted_mask": 0}).result_rows[0][0])
+        result[table] = int(
+            client.query(
+                f"SELECT count() FROM {config['db']}.{table} WHERE workspace_id = {{ws:String}}",
+                parameters={"ws": config["workspace"]},
+                settings={"apply_deleted_mask": 0},
+            ).result_rows[0][0]
+        )
     return result
 
 
@@ -97,8 +102,11 @@ def delete(config: dict[str, Any]) -> dict[str, Any]:
     client = _client(config)
     started = time.perf_counter()
     for table in TABLES:
-        client.command(f"ALTER TABLE {config['db']}.{table} DELETE WHERE workspace_id = {{ws:String}}",
-                       parameters={"ws": config["workspace"]}, settings={"mutations_sync": 2})
+        client.command(
+            f"ALTER TABLE {config['db']}.{table} DELETE WHERE workspace_id = {{ws:String}}",
+            parameters={"ws": config["workspace"]},
+            settings={"mutations_sync": 2},
+        )
     seconds = time.perf_counter() - started
     left = count(config)
     return {"seconds": seconds, "left": sum(left.values())}

@@ -37,8 +37,9 @@ def _sizes(smoke: bool) -> dict[str, Any]:
     return {"reps": 3, "rate": 20_000.0, "warmup": 5.0, "duration": 20.0, "probe_every": 0.25}
 
 
-async def probe_latencies(ingest_url: str, rollup_url: str, ingest_key: str, read_key: str, seconds: float,
-                          every: float, tag: str) -> list[float]:
+async def probe_latencies(
+    ingest_url: str, rollup_url: str, ingest_key: str, read_key: str, seconds: float, every: float, tag: str
+) -> list[float]:
     """Send probes for `seconds`, then wait (at most 30 s) until every probe is visible; latencies in ms."""
     accepted: dict[str, float] = {}
     seen: dict[str, float] = {}
@@ -46,8 +47,11 @@ async def probe_latencies(ingest_url: str, rollup_url: str, ingest_key: str, rea
 
     async def poll(client: httpx.AsyncClient) -> None:
         while not done.is_set() or len(seen) < len(accepted):
-            response = await client.get(f"{rollup_url}/v1/usage", params={"group_by": "customer_id"},
-                                        headers={"authorization": f"Bearer {read_key}"})
+            response = await client.get(
+                f"{rollup_url}/v1/usage",
+                params={"group_by": "customer_id"},
+                headers={"authorization": f"Bearer {read_key}"},
+            )
             now = time.perf_counter()
             if response.status_code == 200:
                 for row in response.json()["rows"]:
@@ -62,11 +66,20 @@ async def probe_latencies(ingest_url: str, rollup_url: str, ingest_key: str, rea
         k = 0
         while time.perf_counter() < end:
             cid = f"probe-{tag}-{k}"
-            event = {"event_id": f"{tag}-{k}", "provider": "openai", "model": "gpt-4o-mini", "input_tokens": 10,
-                     "output_tokens": 5, "latency_ms": 100, "cost_usd": 0.001,
-                     "timestamp": datetime.now(UTC).isoformat(), "tags": {"customer_id": cid}}
-            response = await client.post(f"{ingest_url}/v1/events", json={"events": [event]},
-                                         headers={"authorization": f"Bearer {ingest_key}"})
+            event = {
+                "event_id": f"{tag}-{k}",
+                "provider": "openai",
+                "model": "gpt-4o-mini",
+                "input_tokens": 10,
+                "output_tokens": 5,
+                "latency_ms": 100,
+                "cost_usd": 0.001,
+                "timestamp": datetime.now(UTC).isoformat(),
+                "tags": {"customer_id": cid},
+            }
+            response = await client.post(
+                f"{ingest_url}/v1/events", json={"events": [event]}, headers={"authorization": f"Bearer {ingest_key}"}
+            )
             if response.status_code == 202:
                 accepted[cid] = time.perf_counter()
             k += 1
@@ -88,19 +101,32 @@ async def measure(bench: Bench) -> E2EFigures:
     ns = await bench.namespace("e2e", workspaces=7)
     load, probe = ns.workspaces[:6], ns.workspaces[6]
     ingest = ServiceProcess("ingest", bench.env(ns.prefix, free_port()), bench.workdir / "logs" / "e2e-ingest.log")
-    rollup = ServiceProcess("rollup", bench.env(ns.prefix, free_port(),
-                                                SPENDSTREAM_CLICKHOUSE_URL=f"chdb://{bench.workdir / 'ch-e2e'}"),
-                            bench.workdir / "logs" / "e2e-rollup.log")
+    rollup = ServiceProcess(
+        "rollup",
+        bench.env(ns.prefix, free_port(), SPENDSTREAM_CLICKHOUSE_URL=f"chdb://{bench.workdir / 'ch-e2e'}"),
+        bench.workdir / "logs" / "e2e-rollup.log",
+    )
     await start_all(ingest, rollup)
     p50s, p99s, achieved, probes = [], [], [], 0
     try:
         for rep in range(sizes["reps"]):
-            background = asyncio.create_task(python_json("bench.loadgen", {
-                "url": ingest.url, "keys": [w.ingest for w in load], "mode": "open", "rate": sizes["rate"],
-                "warmup": sizes["warmup"], "duration": sizes["duration"]}))
+            background = asyncio.create_task(
+                python_json(
+                    "bench.loadgen",
+                    {
+                        "url": ingest.url,
+                        "keys": [w.ingest for w in load],
+                        "mode": "open",
+                        "rate": sizes["rate"],
+                        "warmup": sizes["warmup"],
+                        "duration": sizes["duration"],
+                    },
+                )
+            )
             await asyncio.sleep(sizes["warmup"])
-            latencies = await probe_latencies(ingest.url, rollup.url, probe.ingest, probe.read, sizes["duration"],
-                                              sizes["probe_every"], f"r{rep}")
+            latencies = await probe_latencies(
+                ingest.url, rollup.url, probe.ingest, probe.read, sizes["duration"], sizes["probe_every"], f"r{rep}"
+            )
             result = await background
             achieved.append(result["events_per_s"])
             p50s.append(percentile(latencies, 50))

@@ -38,8 +38,9 @@ def _sizes(smoke: bool) -> dict[str, int]:
     return {"reps": 1, "rows": 100_000} if smoke else {"reps": 3, "rows": 10_000_000}
 
 
-async def _erase(client: httpx.AsyncClient, url: str, admin: str, receipts: AIOKafkaConsumer,
-                 timeout: float) -> tuple[float, dict[str, Any]]:
+async def _erase(
+    client: httpx.AsyncClient, url: str, admin: str, receipts: AIOKafkaConsumer, timeout: float
+) -> tuple[float, dict[str, Any]]:
     """POST the request, then wait for its receipt on the audit topic.
 
     The receipt is read from `audit.receipts.v1` rather than `GET /v1/deletions/{id}`: a whole-workspace erasure
@@ -65,25 +66,37 @@ async def measure(bench: Bench) -> ErasureFigures:
     reps = sizes["reps"]
     ns = await bench.namespace("erasure", workspaces=2 * reps + 1)
     # The first erasure is a warm-up (consumer groups joining, first queries planned): not counted.
-    warmup, ours, bare = ns.workspaces[0], ns.workspaces[1:reps + 1], ns.workspaces[reps + 1:]
+    warmup, ours, bare = ns.workspaces[0], ns.workspaces[1 : reps + 1], ns.workspaces[reps + 1 :]
     ids = [w.workspace_id for w in ns.workspaces]
     ids += [f"ws_synthetic_{i}" for i in range(WORKSPACES - len(ids))]
     chdb = bench.workdir / "ch-erasure"
     config = {"path": str(chdb), "db": "spendstream"}
-    prefill = await python_json("bench.chtasks", {**config, "task": "prefill", "rows": sizes["rows"],
-                                                  "workspaces": ids}, timeout=1800)
+    prefill = await python_json(
+        "bench.chtasks", {**config, "task": "prefill", "rows": sizes["rows"], "workspaces": ids}, timeout=1800
+    )
     port = {name: free_port() for name in ("ingest", "rollup", "alerts", "retention")}
-    extra = {"rollup": {"SPENDSTREAM_CLICKHOUSE_URL": f"chdb://{chdb}",
-                        "SPENDSTREAM_CLICKHOUSE_DATABASE": "spendstream"},
-             "alerts": {"SPENDSTREAM_ROLLUP_URL": f"http://127.0.0.1:{port['rollup']}"}}
-    services = [ServiceProcess(name, bench.env(ns.prefix, port[name], **extra.get(name, {})),
-                               bench.workdir / "logs" / f"erasure-{name}.log") for name in port]
+    extra = {
+        "rollup": {"SPENDSTREAM_CLICKHOUSE_URL": f"chdb://{chdb}", "SPENDSTREAM_CLICKHOUSE_DATABASE": "spendstream"},
+        "alerts": {"SPENDSTREAM_ROLLUP_URL": f"http://127.0.0.1:{port['rollup']}"},
+    }
+    services = [
+        ServiceProcess(
+            name,
+            bench.env(ns.prefix, port[name], **extra.get(name, {})),
+            bench.workdir / "logs" / f"erasure-{name}.log",
+        )
+        for name in port
+    ]
     seconds, receipts = [], []
     try:
         await start_all(*services)
         retention = services[-1]
-        audit = AIOKafkaConsumer(topic_name(AUDIT, ns.prefix), bootstrap_servers=bench.kafka,
-                                 auto_offset_reset="earliest", enable_auto_commit=False)
+        audit = AIOKafkaConsumer(
+            topic_name(AUDIT, ns.prefix),
+            bootstrap_servers=bench.kafka,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         await audit.start()
         try:
             async with httpx.AsyncClient(timeout=30.0) as client:
@@ -92,18 +105,37 @@ async def measure(bench: Bench) -> ErasureFigures:
                 for ws in ours:
                     took, receipt = await _erase(client, retention.url, ws.admin, audit, 600)
                     seconds.append(took)
-                    receipts.append({**{k: receipt[k] for k in ("rows_before", "rows_after", "status",
-                                                                 "requested_at", "completed_at")},
-                                     "owners": {o["owner"]: o["finished_at"] for o in receipt["owners"]}})
+                    receipts.append(
+                        {
+                            **{
+                                k: receipt[k]
+                                for k in ("rows_before", "rows_after", "status", "requested_at", "completed_at")
+                            },
+                            "owners": {o["owner"]: o["finished_at"] for o in receipt["owners"]},
+                        }
+                    )
         finally:
             await audit.stop()
     finally:
         for svc in reversed(services):
             await svc.stop()
-    done = await python_json("bench.chtasks", {**config, "task": "finish", "delete": [w.workspace_id for w in bare],
-                                                "erased": [w.workspace_id for w in ours]})
+    done = await python_json(
+        "bench.chtasks",
+        {
+            **config,
+            "task": "finish",
+            "delete": [w.workspace_id for w in bare],
+            "erased": [w.workspace_id for w in ours],
+        },
+    )
     if any(done["left"].values()):
         raise RuntimeError(f"rows left after a verified erasure: {done['left']}")
     limits = done["deletions"]
-    return ErasureFigures(Spread.of(seconds), Spread.of([r["seconds"] for r in limits]), prefill["rows"],
-                          sizes["rows"] // WORKSPACES, prefill["seconds"], receipts)
+    return ErasureFigures(
+        Spread.of(seconds),
+        Spread.of([r["seconds"] for r in limits]),
+        prefill["rows"],
+        sizes["rows"] // WORKSPACES,
+        prefill["seconds"],
+        receipts,
+    )

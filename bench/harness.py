@@ -32,8 +32,10 @@ from spendstream.ingest.workspaces import ControlPlane
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 # The same jar cache scripts/stack.sh fills (it honours the same variables).
-KAFKA_LIBS = Path(os.environ.get("SPENDSTREAM_KAFKA_LIBS")
-                  or Path(os.environ.get("SPENDSTREAM_STACK_DIR") or ROOT / ".stack") / "kafka" / "libs")
+KAFKA_LIBS = Path(
+    os.environ.get("SPENDSTREAM_KAFKA_LIBS")
+    or Path(os.environ.get("SPENDSTREAM_STACK_DIR") or ROOT / ".stack") / "kafka" / "libs"
+)
 
 
 def free_port() -> int:
@@ -86,9 +88,9 @@ class Bench:
         """`wanted` events/s, or 80 % of the slowest measured stage when that is lower."""
         known = [self.capacity[s] for s in stages if s in self.capacity]
         return max(100.0, min([wanted, *(0.8 * c for c in known)]))
+
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    kafka: str = field(default_factory=lambda: os.environ.get("SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS",
-                                                              "127.0.0.1:9092"))
+    kafka: str = field(default_factory=lambda: os.environ.get("SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     redis: str = field(default_factory=lambda: os.environ.get("SPENDSTREAM_REDIS_URL", "redis://127.0.0.1:6379/0"))
     kek: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
 
@@ -97,23 +99,34 @@ class Bench:
         return f"bench-{self.tag}-"
 
     def settings(self, prefix: str) -> BaseServiceSettings:
-        return BaseServiceSettings(kafka_bootstrap_servers=self.kafka, redis_url=self.redis, topic_prefix=prefix,
-                                   redis_prefix=f"{self.root_prefix}:", kek=self.kek,
-                                   data_dir=self.workdir / "data")
+        return BaseServiceSettings(
+            kafka_bootstrap_servers=self.kafka,
+            redis_url=self.redis,
+            topic_prefix=prefix,
+            redis_prefix=f"{self.root_prefix}:",
+            kek=self.kek,
+            data_dir=self.workdir / "data",
+        )
 
     def env(self, prefix: str, port: int, **extra: str) -> dict[str, str]:
         """Environment of a service process started for this run."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDSTREAM_")}
-        env.update({
-            "SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.kafka, "SPENDSTREAM_REDIS_URL": self.redis,
-            "SPENDSTREAM_TOPIC_PREFIX": prefix, "SPENDSTREAM_REDIS_PREFIX": f"{self.root_prefix}:",
-            "SPENDSTREAM_KEK": self.kek, "SPENDSTREAM_DATA_DIR": str(self.workdir / "data"),
-            "SPENDSTREAM_HTTP_HOST": "127.0.0.1", "SPENDSTREAM_HTTP_PORT": str(port),
-            "SPENDSTREAM_LOG_LEVEL": "WARNING",
-            # The bench measures capacity, not the per-workspace limiter: lift it far above any reachable rate.
-            "SPENDSTREAM_RATE_LIMIT_EVENTS_PER_SECOND": "1000000000",
-            "SPENDSTREAM_RATE_LIMIT_BURST_EVENTS": "1000000000",
-        })
+        env.update(
+            {
+                "SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.kafka,
+                "SPENDSTREAM_REDIS_URL": self.redis,
+                "SPENDSTREAM_TOPIC_PREFIX": prefix,
+                "SPENDSTREAM_REDIS_PREFIX": f"{self.root_prefix}:",
+                "SPENDSTREAM_KEK": self.kek,
+                "SPENDSTREAM_DATA_DIR": str(self.workdir / "data"),
+                "SPENDSTREAM_HTTP_HOST": "127.0.0.1",
+                "SPENDSTREAM_HTTP_PORT": str(port),
+                "SPENDSTREAM_LOG_LEVEL": "WARNING",
+                # The bench measures capacity, not the per-workspace limiter: lift it far above any reachable rate.
+                "SPENDSTREAM_RATE_LIMIT_EVENTS_PER_SECOND": "1000000000",
+                "SPENDSTREAM_RATE_LIMIT_BURST_EVENTS": "1000000000",
+            }
+        )
         env.update(extra)
         return env
 
@@ -182,8 +195,13 @@ class ServiceProcess:
     async def start(self, timeout: float = 120.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen([sys.executable, "-m", "spendstream.cli", "run", self.service],
-                                          env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "spendstream.cli", "run", self.service],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.monotonic() < deadline:
@@ -245,8 +263,9 @@ async def rate_until(svc: ServiceProcess, metric: str, total: int, ready: float,
 
 async def run_json(*argv: str, timeout: float = 900.0) -> Any:
     """Run a helper process (`python -m bench.xxx ...`) and parse the JSON it prints last."""
-    proc = await asyncio.create_subprocess_exec(*argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])} failed ({proc.returncode}): {err.decode()[-2000:]}")

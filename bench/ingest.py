@@ -65,11 +65,16 @@ async def measure(bench: Bench) -> IngestFigures:
         await svc.stop()
     wall = sum(r["wall_seconds"] for r in full)
     cpu = sum(r["cpu_seconds"] for r in full) / wall
-    return IngestFigures(throughput=throughput, half_load=half, p50=Spread.of([r["p50_ms"] for r in latency]),
-                         p99=Spread.of([r["p99_ms"] for r in latency]), loadgen_cpu_share=cpu,
-                         ingest_cpu_share=ingest_cpu / wall,
-                         records_per_s=throughput.median / 500,
-                         p99_and_rewrites=[(r["p99_ms"], n) for r, n in zip(latency, rewrites, strict=True)])
+    return IngestFigures(
+        throughput=throughput,
+        half_load=half,
+        p50=Spread.of([r["p50_ms"] for r in latency]),
+        p99=Spread.of([r["p99_ms"] for r in latency]),
+        loadgen_cpu_share=cpu,
+        ingest_cpu_share=ingest_cpu / wall,
+        records_per_s=throughput.median / 500,
+        p99_and_rewrites=[(r["p99_ms"], n) for r, n in zip(latency, rewrites, strict=True)],
+    )
 
 
 async def _aof_rewrites(bench: Bench) -> int:

@@ -39,15 +39,26 @@ async def measure(bench: Bench) -> IntakeFigures:
         # A fresh namespace per repetition: each ingest process reads its raw topic from the start.
         ns = await bench.namespace(f"intake{rep}", workspaces=6)
         template = BodyTemplate(BATCH)
-        producer = AIOKafkaProducer(bootstrap_servers=bench.kafka, acks="all", enable_idempotence=True,
-                                    linger_ms=5, compression_type="lz4", max_request_size=8 * 1024 * 1024)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bench.kafka,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            compression_type="lz4",
+            max_request_size=8 * 1024 * 1024,
+        )
         await producer.start()
         try:
             pending = []
             for b in range(sizes["events"] // BATCH):
                 ws = ns.workspaces[b % len(ns.workspaces)]
-                pending.append(await producer.send(topic_name(INGEST_RAW, ns.prefix), template.body(f"k{rep}x{b}"),
-                                                   headers=[("x-api-key", ws.ingest.encode())]))
+                pending.append(
+                    await producer.send(
+                        topic_name(INGEST_RAW, ns.prefix),
+                        template.body(f"k{rep}x{b}"),
+                        headers=[("x-api-key", ws.ingest.encode())],
+                    )
+                )
             await asyncio.gather(*pending)
         finally:
             await producer.stop()

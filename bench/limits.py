@@ -25,19 +25,35 @@ from bench.harness import KAFKA_LIBS, ROOT, Bench
 from spendstream.common.envelope import seal
 from spendstream.common.events import EventBatch, validate_events
 
-JAVA = ("java", "-cp", f"{KAFKA_LIBS}/*", f"-Dlog4j2.configurationFile={ROOT}/scripts/kafka/log4j2.properties",
-        "-Xmx512m")
+JAVA = (
+    "java",
+    "-cp",
+    f"{KAFKA_LIBS}/*",
+    f"-Dlog4j2.configurationFile={ROOT}/scripts/kafka/log4j2.properties",
+    "-Xmx512m",
+)
 # The producer settings of spendstream.common.kafka.make_broker, in the Java client's words.
-PRODUCER_PROPS = ("acks=all", "enable.idempotence=true", "compression.type=lz4", "linger.ms=2",
-                  "max.request.size=8388608")
+PRODUCER_PROPS = (
+    "acks=all",
+    "enable.idempotence=true",
+    "compression.type=lz4",
+    "linger.ms=2",
+    "max.request.size=8388608",
+)
 
 
 def envelope_bytes(events: int = BATCH) -> int:
     """The size of one record on usage.events.v1 carrying `events` events, sealed by the real code path."""
     raw = orjson.loads(BodyTemplate(events).body("size"))["events"]
     batch = validate_events(raw, datetime.now(UTC), timedelta(days=400))
-    envelope = seal(EventBatch(events=batch.accepted), workspace_id="ws_" + "0" * 32, batch_id=str(uuid.uuid4()),
-                    key=os.urandom(32), key_version=1, ingested_at=datetime.now(UTC))
+    envelope = seal(
+        EventBatch(events=batch.accepted),
+        workspace_id="ws_" + "0" * 32,
+        batch_id=str(uuid.uuid4()),
+        key=os.urandom(32),
+        key_version=1,
+        ingested_at=datetime.now(UTC),
+    )
     return len(envelope.model_dump_json().encode())
 
 
@@ -62,8 +78,9 @@ async def _topic(bench: Bench, name: str, partitions: int = 6) -> str:
 
 
 async def _java(*args: str, timeout: float = 600.0) -> str:
-    proc = await asyncio.create_subprocess_exec(*JAVA, *args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
+    proc = await asyncio.create_subprocess_exec(
+        *JAVA, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     text = out.decode()
     if proc.returncode != 0:
@@ -71,23 +88,41 @@ async def _java(*args: str, timeout: float = 600.0) -> str:
     return text
 
 
-_PERF = re.compile(r"(?P<n>\d+) records sent, (?P<rate>[\d.]+) records/sec \((?P<mb>[\d.]+) MB/sec\), "
-                   r"(?P<avg>[\d.]+) ms avg latency, (?P<max>[\d.]+) ms max latency, (?P<p50>\d+) ms 50th, "
-                   r"(?P<p95>\d+) ms 95th, (?P<p99>\d+) ms 99th")
+_PERF = re.compile(
+    r"(?P<n>\d+) records sent, (?P<rate>[\d.]+) records/sec \((?P<mb>[\d.]+) MB/sec\), "
+    r"(?P<avg>[\d.]+) ms avg latency, (?P<max>[\d.]+) ms max latency, (?P<p50>\d+) ms 50th, "
+    r"(?P<p95>\d+) ms 95th, (?P<p99>\d+) ms 99th"
+)
 
 
 async def producer_performance(bench: Bench, records: int, record_size: int, throughput: float = -1) -> dict[str, Any]:
     """org.apache.kafka.tools.ProducerPerformance: records/s and ack latency percentiles (ms)."""
     topic = await _topic(bench, "perf")
-    text = await _java("org.apache.kafka.tools.ProducerPerformance", "--topic", topic, "--num-records",
-                       str(records), "--record-size", str(record_size), "--throughput", str(int(throughput)),
-                       "--command-property", f"bootstrap.servers={bench.kafka}", *PRODUCER_PROPS)
+    text = await _java(
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--topic",
+        topic,
+        "--num-records",
+        str(records),
+        "--record-size",
+        str(record_size),
+        "--throughput",
+        str(int(throughput)),
+        "--command-property",
+        f"bootstrap.servers={bench.kafka}",
+        *PRODUCER_PROPS,
+    )
     matches = list(_PERF.finditer(text))
     if not matches:
         raise RuntimeError(f"unexpected ProducerPerformance output: {text[-500:]}")
     final = matches[-1]
-    return {"records_per_s": float(final["rate"]), "mb_per_s": float(final["mb"]), "p50_ms": float(final["p50"]),
-            "p99_ms": float(final["p99"]), "avg_ms": float(final["avg"])}
+    return {
+        "records_per_s": float(final["rate"]),
+        "mb_per_s": float(final["mb"]),
+        "p50_ms": float(final["p50"]),
+        "p99_ms": float(final["p99"]),
+        "avg_ms": float(final["avg"]),
+    }
 
 
 _E2E = re.compile(r"Percentiles: 50th = (?P<p50>[\d.]+), 99th = (?P<p99>[\d.]+), 99.9th = (?P<p999>[\d.]+)")
@@ -96,9 +131,19 @@ _E2E = re.compile(r"Percentiles: 50th = (?P<p50>[\d.]+), 99th = (?P<p99>[\d.]+),
 async def end_to_end_latency(bench: Bench, records: int, record_size: int) -> dict[str, float]:
     """org.apache.kafka.tools.EndToEndLatency: produce (acks=all) then consume, one record at a time (ms)."""
     topic = await _topic(bench, "e2e", partitions=1)
-    text = await _java("org.apache.kafka.tools.EndToEndLatency", "--bootstrap-server", bench.kafka, "--topic",
-                       topic, "--num-records", str(records), "--producer-acks", "all", "--record-size",
-                       str(record_size))
+    text = await _java(
+        "org.apache.kafka.tools.EndToEndLatency",
+        "--bootstrap-server",
+        bench.kafka,
+        "--topic",
+        topic,
+        "--num-records",
+        str(records),
+        "--producer-acks",
+        "all",
+        "--record-size",
+        str(record_size),
+    )
     match = _E2E.search(text)
     if not match:
         raise RuntimeError(f"unexpected EndToEndLatency output: {text[-500:]}")

@@ -64,7 +64,7 @@ class Connection:
         headers = (await self._reader.readuntil(b"\r\n\r\n")).lower()
         status = int(headers[9:12])
         at = headers.find(b"\r\ncontent-length:")
-        length = int(headers[at + 17:headers.index(b"\r\n", at + 2)]) if at >= 0 else 0
+        length = int(headers[at + 17 : headers.index(b"\r\n", at + 2)]) if at >= 0 else 0
         return status, await self._reader.readexactly(length), b"\r\nconnection: close" in headers
 
     def close(self) -> None:
@@ -81,8 +81,10 @@ class Client:
         self._idle: list[Connection] = []
 
     def head(self, path: str, key: str) -> bytes:
-        return (f"POST {path} HTTP/1.1\r\nhost: {self._authority}\r\ncontent-type: application/json\r\n"
-                f"authorization: Bearer {key}\r\n").encode()
+        return (
+            f"POST {path} HTTP/1.1\r\nhost: {self._authority}\r\ncontent-type: application/json\r\n"
+            f"authorization: Bearer {key}\r\n"
+        ).encode()
 
     async def post(self, head: bytes, body: bytes) -> tuple[str, bytes]:
         conn = self._idle.pop() if self._idle else None
@@ -125,13 +127,15 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
         began = time.perf_counter()
         rec = Recorder(began + float(config["warmup"]), began + float(config["warmup"]) + float(config["duration"]))
         if config["mode"] == "closed":
+
             async def worker(w: int) -> None:
                 seq = 0
                 while time.perf_counter() < rec.end:
                     seq += 1
                     sent = time.perf_counter()
-                    status, accepted = await _post(client, template, heads[(w + seq) % len(heads)],
-                                                   f"{run_id}{w}x{seq}")
+                    status, accepted = await _post(
+                        client, template, heads[(w + seq) % len(heads)], f"{run_id}{w}x{seq}"
+                    )
                     done = time.perf_counter()
                     rec.record(status, done - sent, accepted, done)
 
@@ -166,16 +170,21 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     window = rec.end - rec.start
     return {
-        "events_per_s": rec.accepted / window, "requests": len(rec.latencies),
-        "p50_ms": percentile(rec.latencies, 50), "p99_ms": percentile(rec.latencies, 99),
-        "max_ms": max(rec.latencies, default=float("nan")), "statuses": dict(rec.statuses),
-        "cpu_seconds": usage.ru_utime + usage.ru_stime, "wall_seconds": time.perf_counter() - began,
+        "events_per_s": rec.accepted / window,
+        "requests": len(rec.latencies),
+        "p50_ms": percentile(rec.latencies, 50),
+        "p99_ms": percentile(rec.latencies, 99),
+        "max_ms": max(rec.latencies, default=float("nan")),
+        "statuses": dict(rec.statuses),
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "wall_seconds": time.perf_counter() - began,
     }
 
 
 def main() -> None:
     try:
         import uvloop
+
         factory: Any = uvloop.new_event_loop
     except ImportError:
         factory = None

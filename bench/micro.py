@@ -30,9 +30,11 @@ from spendstream.ingest.dedupe import Deduplicator
 
 def row(name: str, walls: list[float], cpus: list[float], width: int = 22) -> str:
     """One printed line: median and p90 wall time, median CPU time, in ms (bench.rollup_micro uses it too)."""
+
     def ms(values: list[float], q: int) -> str:
         value = statistics.quantiles(values, n=10)[q - 1] if q else statistics.median(values)
         return f"{value * 1e3:7.2f}"
+
     return f"{name:<{width}} wall median {ms(walls, 0)} ms  p90 {ms(walls, 9)} ms   cpu median {ms(cpus, 0)} ms"
 
 
@@ -93,14 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     now, max_age = datetime.now(UTC), timedelta(days=365)
     lines: list[str] = []
     if "guard" in only:
-        lines.append(row("guard (check_event)", *time_sync(
-            args.runs, lambda i: [check_event(e) for e in batches[i]])))
+        lines.append(row("guard (check_event)", *time_sync(args.runs, lambda i: [check_event(e) for e in batches[i]])))
     if "validate" in only:
-        lines.append(row("validate_events", *time_sync(
-            args.runs, lambda i: validate_events(batches[i], now, max_age))))
+        lines.append(row("validate_events", *time_sync(args.runs, lambda i: validate_events(batches[i], now, max_age))))
     if "fast" in only:
-        lines.append(row("fastpath.check", *time_sync(
-            args.runs, lambda i: fastpath.check(bodies[i], now, max_age, str))))
+        lines.append(
+            row("fastpath.check", *time_sync(args.runs, lambda i: fastpath.check(bodies[i], now, max_age, str)))
+        )
         sealed = [c.events if c else [] for c in (fastpath.check(body, now, max_age, str) for body in bodies)]
         lines.append(row("fastpath.encode", *time_sync(args.runs, lambda i: fastpath.encode(sealed[i]))))
     if "dedupe" in only:

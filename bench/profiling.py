@@ -38,8 +38,22 @@ async def profile_during(pid: int, name: str, work: Awaitable[T], bench: Bench, 
     RESULTS.mkdir(parents=True, exist_ok=True)
     raw = RESULTS / f"profile-{name}.raw.txt"
     spy = await asyncio.create_subprocess_exec(
-        tool, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "97", "--format", "raw",
-        "--output", str(raw), "--nonblocking", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        tool,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(seconds),
+        "--rate",
+        "97",
+        "--format",
+        "raw",
+        "--output",
+        str(raw),
+        "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     result = await work
     await spy.wait()
     if raw.exists():

@@ -48,8 +48,17 @@ def _num(value: float | None) -> str:
     return f"{value:.3g}"
 
 
-HEADER = ("figure", "unit", "ours (median)", "min – max (reps)", "target", "met", "limit", "limit: what",
-          "share of limit")
+HEADER = (
+    "figure",
+    "unit",
+    "ours (median)",
+    "min – max (reps)",
+    "target",
+    "met",
+    "limit",
+    "limit: what",
+    "share of limit",
+)
 
 
 def render(rows: list[Row]) -> str:
@@ -59,13 +68,22 @@ def render(rows: list[Row]) -> str:
         target = "n/a" if row.target is None else ("≥ " if row.better == "higher" else "< ") + _num(row.target)
         met = {None: "n/a", True: "yes", False: "no"}[row.met]
         share = "n/a" if row.share is None else f"{row.share:.3f}"
-        cells = (row.figure, row.unit, _num(row.ours.median),
-                 f"{_num(row.ours.low)} – {_num(row.ours.high)} ({row.ours.n})", target, met, _num(row.limit),
-                 row.limit_source or "n/a", share)
+        cells = (
+            row.figure,
+            row.unit,
+            _num(row.ours.median),
+            f"{_num(row.ours.low)} – {_num(row.ours.high)} ({row.ours.n})",
+            target,
+            met,
+            _num(row.limit),
+            row.limit_source or "n/a",
+            share,
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def to_json(rows: list[Row], meta: dict[str, object]) -> str:
-    return json.dumps({"meta": meta, "rows": [{**asdict(r), "share": r.share, "met": r.met} for r in rows]},
-                      indent=2, default=str)
+    return json.dumps(
+        {"meta": meta, "rows": [{**asdict(r), "share": r.share, "met": r.met} for r in rows]}, indent=2, default=str
+    )

@@ -62,8 +62,14 @@ async def prefill(bench: Bench, ns: Namespace, events: int) -> None:
         await keyring.table.stop()
     template = BodyTemplate(BATCH)
     # Uncompressed records, as ingest publishes them (envelope.py: the plaintext is compressed before sealing).
-    producer = AIOKafkaProducer(bootstrap_servers=bench.kafka, acks="all", enable_idempotence=True, linger_ms=5,
-                                compression_type=None, max_request_size=8 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bench.kafka,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        compression_type=None,
+        max_request_size=8 * 1024 * 1024,
+    )
     await producer.start()
     try:
         pending = []
@@ -73,10 +79,14 @@ async def prefill(bench: Bench, ns: Namespace, events: int) -> None:
             version, key = keys[ws_id]
             # Parsed by the schema alone: the guard's verdict on these template events is known (ingest's job).
             batch = EventBatch.model_validate_json(template.body(f"r{b}"))
-            envelope = seal(batch, workspace_id=ws_id, batch_id=f"bench-{b}", key=key,
-                            key_version=version, ingested_at=now)
-            pending.append(await producer.send(topic_name(USAGE_EVENTS, ns.prefix),
-                                               envelope.model_dump_json().encode(), key=ws_id.encode()))
+            envelope = seal(
+                batch, workspace_id=ws_id, batch_id=f"bench-{b}", key=key, key_version=version, ingested_at=now
+            )
+            pending.append(
+                await producer.send(
+                    topic_name(USAGE_EVENTS, ns.prefix), envelope.model_dump_json().encode(), key=ws_id.encode()
+                )
+            )
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -84,8 +94,9 @@ async def prefill(bench: Bench, ns: Namespace, events: int) -> None:
 
 async def _one(bench: Bench, ns: Namespace, rep: int, events: int) -> tuple[float, float, float]:
     chdb = bench.workdir / f"ch-rollup-{rep}"
-    env = bench.env(ns.prefix, free_port(), SPENDSTREAM_GROUP_ID=f"bench-rollup-{rep}",
-                    SPENDSTREAM_CLICKHOUSE_URL=f"chdb://{chdb}")
+    env = bench.env(
+        ns.prefix, free_port(), SPENDSTREAM_GROUP_ID=f"bench-rollup-{rep}", SPENDSTREAM_CLICKHOUSE_URL=f"chdb://{chdb}"
+    )
     svc = ServiceProcess("rollup", env, bench.workdir / "logs" / f"rollup-{rep}.log")
     await svc.start()
     try:
@@ -108,8 +119,13 @@ async def measure(bench: Bench) -> RollupFigures:
     ns = await bench.namespace("rollup", workspaces=6)
     await prefill(bench, ns, sizes["events"])
     runs = [await _one(bench, ns, rep, sizes["events"]) for rep in range(sizes["reps"])]
-    return RollupFigures(Spread.of([r for r, _, _ in runs]), sizes["events"], _batch_events(),
-                         Spread.of([b for _, b, _ in runs]), Spread.of([c for _, _, c in runs]))
+    return RollupFigures(
+        Spread.of([r for r, _, _ in runs]),
+        sizes["events"],
+        _batch_events(),
+        Spread.of([b for _, b, _ in runs]),
+        Spread.of([c for _, _, c in runs]),
+    )
 
 
 def _batch_events() -> int:

@@ -41,23 +41,33 @@ def _records(events: int, key: bytes) -> list[Any]:
     records = []
     for i in range(events // BATCH):
         batch = EventBatch.model_validate_json(template.body(f"c{i}"))
-        envelope = seal(batch, workspace_id=f"ws_{i % 6:032d}", batch_id=f"b{i}", key=key, key_version=1,
-                        ingested_at=now)
-        records.append(SimpleNamespace(value=envelope.model_dump_json().encode(), topic="bench", partition=i % 6,
-                                       offset=i))
+        envelope = seal(
+            batch, workspace_id=f"ws_{i % 6:032d}", batch_id=f"b{i}", key=key, key_version=1, ingested_at=now
+        )
+        records.append(
+            SimpleNamespace(value=envelope.model_dump_json().encode(), topic="bench", partition=i % 6, offset=i)
+        )
     return records
 
 
-async def _run(client: Client, database: str, records: list[Any], key: bytes, batch: int,
-               chunk: int) -> tuple[float, float]:
+async def _run(
+    client: Client, database: str, records: list[Any], key: bytes, batch: int, chunk: int
+) -> tuple[float, float]:
     """(events/s, CPU seconds per 100,000 events) of one pass over `records` into a fresh database."""
     migrate(client, database, 12)
-    writer = BatchWriter(store=Store(client, database), keyring=cast(KeyRing, OneKey(key)), prices=bundled(),
-                         broker=cast(Any, None), topic_prefix="bench.", retry_seconds=5.0, erased=None,
-                         chunk_records=chunk)
+    writer = BatchWriter(
+        store=Store(client, database),
+        keyring=cast(KeyRing, OneKey(key)),
+        prices=bundled(),
+        broker=cast(Any, None),
+        topic_prefix="bench.",
+        retry_seconds=5.0,
+        erased=None,
+        chunk_records=chunk,
+    )
     started, cpu = time.perf_counter(), time.process_time()
     for first in range(0, len(records), batch):
-        await writer.handle(records[first:first + batch])
+        await writer.handle(records[first : first + batch])
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     stored = client.query(f"SELECT count() FROM {database}.usage_events").result_rows[0][0]
     client.command(f"DROP DATABASE {database} SYNC")
@@ -78,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     key = os.urandom(32)
     records = _records(args.events, key)
     tune_gc()  # as every served process does (service.serve)
-    print(f"{len(records) * BATCH:,} events in records of {BATCH}, batches of {args.batch} records, chunks of "
-          f"{args.chunk}")
+    print(
+        f"{len(records) * BATCH:,} events in records of {BATCH}, batches of {args.batch} records, chunks of "
+        f"{args.chunk}"
+    )
     # One chDB directory for the process (chDB opens one per process), a fresh database per run.
     with tempfile.TemporaryDirectory(prefix="bench-rollup-consumer-") as directory:
         client = clickhouse_client(f"chdb://{directory}")

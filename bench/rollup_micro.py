@@ -56,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     batches = [EventBatch.model_validate_json(template.body(f"m{i}")) for i in range(runs)]
 
     def wire(i: int) -> bytes:
-        return seal(batches[i], workspace_id=WORKSPACE, batch_id=f"b{i}", key=key, key_version=1,
-                    ingested_at=now).model_dump_json().encode()
+        return (
+            seal(batches[i], workspace_id=WORKSPACE, batch_id=f"b{i}", key=key, key_version=1, ingested_at=now)
+            .model_dump_json()
+            .encode()
+        )
 
     values = [wire(i) for i in range(runs)]
     keyring = OneKey(key)
@@ -70,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         envelope, events = loop.run_until_complete(read_sealed(values[i], keyring))  # type: ignore[arg-type]
         return StoredBatch(envelope.workspace_id, envelope.batch_id, envelope.ingested_at, events)
 
-    lines = [f"envelope: {len(values[0]):,} bytes on the wire, {len(lz4.frame.compress(values[0])):,} after "
-             f"Kafka's lz4; {len(batches[0].events)} events"]
+    lines = [
+        f"envelope: {len(values[0]):,} bytes on the wire, {len(lz4.frame.compress(values[0])):,} after "
+        f"Kafka's lz4; {len(batches[0].events)} events"
+    ]
     if "seal" in only:
         lines.append(_row("seal + wire JSON", *time_sync(runs, wire)))
     if "open" in only:

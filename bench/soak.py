@@ -68,9 +68,17 @@ async def lags(bootstrap: str, prefix: str) -> dict[str, int]:
 
 
 def _event(n: int) -> dict[str, Any]:
-    return {"event_id": f"soak-{uuid.uuid4().hex}", "provider": "openai", "model": "gpt-4o-mini",
-            "input_tokens": 800 + n % 400, "output_tokens": 150, "latency_ms": 400, "cost_usd": 0.0004,
-            "timestamp": datetime.now(UTC).isoformat(), "tags": {"feature": f"f{n % 7}", "customer_id": f"c{n % 50}"}}
+    return {
+        "event_id": f"soak-{uuid.uuid4().hex}",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "input_tokens": 800 + n % 400,
+        "output_tokens": 150,
+        "latency_ms": 400,
+        "cost_usd": 0.0004,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "tags": {"feature": f"f{n % 7}", "customer_id": f"c{n % 50}"},
+    }
 
 
 class Load:
@@ -118,8 +126,7 @@ async def soak(minutes: float, rate: float, keep: bool) -> int:
         for service in SERVICES:
             port = free_port()
             extra = {"SPENDSTREAM_DATA_DIR": str(bench.workdir / service)}
-            procs.append(ServiceProcess(service, bench.env(ns.prefix, port, **extra),
-                                        bench.workdir / f"{service}.log"))
+            procs.append(ServiceProcess(service, bench.env(ns.prefix, port, **extra), bench.workdir / f"{service}.log"))
         await asyncio.gather(*(p.start() for p in procs))
         load = Load(procs[0].url, [w.ingest for w in ns.workspaces], rate)
         started = time.monotonic()
@@ -127,16 +134,22 @@ async def soak(minutes: float, rate: float, keep: bool) -> int:
         sender = asyncio.create_task(load.run(until))
         samples: list[tuple[float, dict[str, float], dict[str, int]]] = []
         print(f"soak: {minutes:g} min at {rate:g} events/s; services {', '.join(SERVICES)}; prefix {ns.prefix}")
-        print(f"{'t (s)':>6}  " + "  ".join(f"{s + ' MiB':>14}" for s in SERVICES) + "   lag rollup  lag alerts"
-              "   accepted")
+        print(
+            f"{'t (s)':>6}  " + "  ".join(f"{s + ' MiB':>14}" for s in SERVICES) + "   lag rollup  lag alerts"
+            "   accepted"
+        )
         while True:
             await asyncio.sleep(min(SAMPLE_SECONDS, max(0.0, until - time.monotonic())) or SAMPLE_SECONDS)
             memory = {p.service: rss_mib(p.pid) for p in procs}
             lag = await lags(bench.kafka, ns.prefix)
             t = time.monotonic() - started
             samples.append((t, memory, lag))
-            print(f"{t:6.0f}  " + "  ".join(f"{memory[s]:14.1f}" for s in SERVICES) +
-                  f"   {lag['rollup']:10d}  {lag['alerts']:10d}   {load.accepted:8d}", flush=True)
+            print(
+                f"{t:6.0f}  "
+                + "  ".join(f"{memory[s]:14.1f}" for s in SERVICES)
+                + f"   {lag['rollup']:10d}  {lag['alerts']:10d}   {load.accepted:8d}",
+                flush=True,
+            )
             if time.monotonic() >= until:
                 break
         await sender
@@ -156,18 +169,27 @@ async def soak(minutes: float, rate: float, keep: bool) -> int:
         await bench.cleanup()
 
 
-def _summary(samples: list[tuple[float, dict[str, float], dict[str, int]]], final: dict[str, int],
-             drained_in: float | None, load: Load, minutes: float) -> None:
+def _summary(
+    samples: list[tuple[float, dict[str, float], dict[str, int]]],
+    final: dict[str, int],
+    drained_in: float | None,
+    load: Load,
+    minutes: float,
+) -> None:
     # The first sample is taken after 30 s of load (imports, table replays and first batches are done by then).
     first, last = samples[0], samples[-1]
     print("\nsummary")
-    print(f"  load: {load.accepted} events accepted in {minutes:g} min ({load.accepted / (minutes * 60):.0f}/s), "
-          f"{load.failed} requests failed")
+    print(
+        f"  load: {load.accepted} events accepted in {minutes:g} min ({load.accepted / (minutes * 60):.0f}/s), "
+        f"{load.failed} requests failed"
+    )
     for service in SERVICES:
         peak = max(s[1][service] for s in samples)
         growth = last[1][service] - first[1][service]
-        print(f"  {service:<9} RSS {first[1][service]:.1f} MiB at {first[0]:.0f}s -> {last[1][service]:.1f} MiB at "
-              f"{last[0]:.0f}s (growth {growth:+.1f} MiB, peak {peak:.1f} MiB)")
+        print(
+            f"  {service:<9} RSS {first[1][service]:.1f} MiB at {first[0]:.0f}s -> {last[1][service]:.1f} MiB at "
+            f"{last[0]:.0f}s (growth {growth:+.1f} MiB, peak {peak:.1f} MiB)"
+        )
     for group in ("rollup", "alerts"):
         print(f"  lag {group:<7} max {max(s[2][group] for s in samples)} records, final {final[group]}")
     drained = f"{drained_in:.1f} s after the load stopped" if drained_in is not None else "NOT within 120 s"
@@ -175,8 +197,9 @@ def _summary(samples: list[tuple[float, dict[str, float], dict[str, int]]], fina
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=10.0, help="duration of the load (default 10)")
     parser.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (service logs, chDB data)")

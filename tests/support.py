@@ -48,9 +48,13 @@ class Isolation:
 
     def settings(self, cls: type[S], **overrides: Any) -> S:
         values: dict[str, Any] = {
-            "kafka_bootstrap_servers": self.stack.kafka, "redis_url": self.stack.redis,
-            "clickhouse_url": self.stack.clickhouse, "topic_prefix": self.prefix,
-            "redis_prefix": f"{self.prefix}", "kek": self.kek, "data_dir": self.data_dir,
+            "kafka_bootstrap_servers": self.stack.kafka,
+            "redis_url": self.stack.redis,
+            "clickhouse_url": self.stack.clickhouse,
+            "topic_prefix": self.prefix,
+            "redis_prefix": f"{self.prefix}",
+            "kek": self.kek,
+            "data_dir": self.data_dir,
         }
         if "clickhouse_database" in cls.model_fields:
             values["clickhouse_database"] = self.database
@@ -60,9 +64,13 @@ class Isolation:
     def env(self, **overrides: str) -> dict[str, str]:
         """The same isolation as SPENDSTREAM_* variables, for services run as OS processes."""
         values = {
-            "KAFKA_BOOTSTRAP_SERVERS": self.stack.kafka, "REDIS_URL": self.stack.redis,
-            "TOPIC_PREFIX": self.prefix, "REDIS_PREFIX": self.prefix, "KEK": self.kek,
-            "CLICKHOUSE_DATABASE": self.database, "DATA_DIR": str(self.data_dir),
+            "KAFKA_BOOTSTRAP_SERVERS": self.stack.kafka,
+            "REDIS_URL": self.stack.redis,
+            "TOPIC_PREFIX": self.prefix,
+            "REDIS_PREFIX": self.prefix,
+            "KEK": self.kek,
+            "CLICKHOUSE_DATABASE": self.database,
+            "DATA_DIR": str(self.data_dir),
         }
         values.update(overrides)
         return {f"SPENDSTREAM_{k.upper()}": v for k, v in values.items()}
@@ -70,8 +78,13 @@ class Isolation:
 
 def new_isolation(stack: Stack, data_dir: Path) -> Isolation:
     tag = uuid.uuid4().hex[:10]
-    return Isolation(stack=stack, prefix=f"t{tag}.", database=f"t_{tag}",
-                     kek=base64.b64encode(os.urandom(32)).decode(), data_dir=data_dir)
+    return Isolation(
+        stack=stack,
+        prefix=f"t{tag}.",
+        database=f"t_{tag}",
+        kek=base64.b64encode(os.urandom(32)).decode(),
+        data_dir=data_dir,
+    )
 
 
 async def provision(iso: Isolation) -> None:
@@ -135,8 +148,7 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 15.0,
-                     interval: float = 0.1) -> T:
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 15.0, interval: float = 0.1) -> T:
     """Poll until `check` returns a truthy value; fail with the last value after `timeout` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout
     last: T | None = None
@@ -164,9 +176,13 @@ class PrivateKafka:
         root = Path(__file__).resolve().parents[1]
         self._script = str(root / "scripts" / "stack.sh")
         self.port = free_port()
-        self._env = {**os.environ, "SPENDSTREAM_STACK_DIR": str(state_dir), "KAFKA_PORT": str(self.port),
-                     "KAFKA_CONTROLLER_PORT": str(free_port()),
-                     "SPENDSTREAM_KAFKA_LIBS": str(root / ".stack" / "kafka" / "libs")}
+        self._env = {
+            **os.environ,
+            "SPENDSTREAM_STACK_DIR": str(state_dir),
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(free_port()),
+            "SPENDSTREAM_KAFKA_LIBS": str(root / ".stack" / "kafka" / "libs"),
+        }
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def _run(self, action: str, **env: str) -> None:
@@ -206,8 +222,22 @@ class PrivateRedis:
             raise RuntimeError("redis-server is not installed; run scripts/stack.sh start-redis once")
         self._dir.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self._dir), "--save", "",
-             "--appendonly", "yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self._dir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             with socket.socket() as s:
@@ -241,8 +271,9 @@ class ServiceProcess:
         import time
 
         log = self._log_path.open("ab")
-        self._proc = subprocess.Popen([sys.executable, "-m", self.module], env=self._env,
-                                      stdout=log, stderr=subprocess.STDOUT)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", self.module], env=self._env, stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()  # the child holds its own descriptor; ours would leak (ResourceWarning is an error here)
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:

@@ -33,8 +33,12 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 def alerts_settings(iso: Isolation, smtp: SmtpServer | None = None, **overrides: Any) -> AlertsSettings:
     """Fast sweeps and retries, deliveries to 127.0.0.1 allowed, reconciliation off unless asked for."""
     values: dict[str, Any] = {
-        "webhook_allow_private": True, "delivery_backoff_seconds": 0.1, "delivery_backoff_max_seconds": 0.5,
-        "sweep_interval_seconds": 0.5, "rollup_url": "", "smtp_starttls": False,
+        "webhook_allow_private": True,
+        "delivery_backoff_seconds": 0.1,
+        "delivery_backoff_max_seconds": 0.5,
+        "sweep_interval_seconds": 0.5,
+        "rollup_url": "",
+        "smtp_starttls": False,
     }
     if smtp is not None:
         values.update(smtp_host="127.0.0.1", smtp_port=smtp.port)
@@ -44,8 +48,13 @@ def alerts_settings(iso: Isolation, smtp: SmtpServer | None = None, **overrides:
 
 def budget_body(receiver: WebhookReceiver | None = None, **overrides: Any) -> dict[str, Any]:
     """A 100 USD monthly budget with default thresholds, no forecast or spike (exact counts of thresholds)."""
-    body: dict[str, Any] = {"name": "monthly", "amount_usd": "100", "forecast": False, "spike_multiple": None,
-                            "webhooks": [{"url": receiver.url, "secret": SECRET}] if receiver else [],
-                            "emails": ["finance@example.com"]}
+    body: dict[str, Any] = {
+        "name": "monthly",
+        "amount_usd": "100",
+        "forecast": False,
+        "spike_multiple": None,
+        "webhooks": [{"url": receiver.url, "secret": SECRET}] if receiver else [],
+        "emails": ["finance@example.com"],
+    }
     body.update(overrides)
     return body

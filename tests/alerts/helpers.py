@@ -26,21 +26,40 @@ from tests.support import Isolation
 _offsets = itertools.count()
 
 
-def budget(workspace_id: str = "ws1", amount: str = "100", thresholds: tuple[int, ...] = (75, 90, 100),
-           **overrides: Any) -> BudgetRecord:
+def budget(
+    workspace_id: str = "ws1", amount: str = "100", thresholds: tuple[int, ...] = (75, 90, 100), **overrides: Any
+) -> BudgetRecord:
     now = datetime.now(UTC)
     values: dict[str, Any] = {
-        "budget_id": f"bud_{uuid.uuid4().hex[:8]}", "workspace_id": workspace_id, "name": "b",
-        "amount_usd": Decimal(amount), "scope": None, "thresholds": thresholds, "webhooks": (), "emails": (),
-        "forecast": False, "spike_multiple": None, "revision": 1, "created_at": now, "updated_at": now}
+        "budget_id": f"bud_{uuid.uuid4().hex[:8]}",
+        "workspace_id": workspace_id,
+        "name": "b",
+        "amount_usd": Decimal(amount),
+        "scope": None,
+        "thresholds": thresholds,
+        "webhooks": (),
+        "emails": (),
+        "forecast": False,
+        "spike_multiple": None,
+        "revision": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
     values.update(overrides)
     return BudgetRecord(**values)
 
 
 def event(cost: str | None, at: datetime, **overrides: Any) -> UsageEvent:
-    values: dict[str, Any] = {"event_id": uuid.uuid4().hex, "provider": "openai", "model": "gpt-4o-mini",
-                              "input_tokens": 1000, "output_tokens": 1000, "latency_ms": 1,
-                              "cost_usd": Decimal(cost) if cost is not None else None, "timestamp": at}
+    values: dict[str, Any] = {
+        "event_id": uuid.uuid4().hex,
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "input_tokens": 1000,
+        "output_tokens": 1000,
+        "latency_ms": 1,
+        "cost_usd": Decimal(cost) if cost is not None else None,
+        "timestamp": at,
+    }
     values.update(overrides)
     return UsageEvent(**values)
 
@@ -82,8 +101,9 @@ async def rig(iso: Isolation, lease_seconds: float = 30.0, forecast_min_days: fl
             holder["rig"].crash_after_next_publish = False
             raise SystemError("killed after the broker acknowledged")
 
-    evaluator = Evaluator(redis, keys, counter, publish, lease_seconds=lease_seconds,
-                          forecast_min_days=forecast_min_days)
+    evaluator = Evaluator(
+        redis, keys, counter, publish, lease_seconds=lease_seconds, forecast_min_days=forecast_min_days
+    )
     holder["rig"] = Rig(redis, keys, counter, evaluator, published)
     try:
         yield holder["rig"]

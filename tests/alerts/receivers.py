@@ -72,8 +72,7 @@ class WebhookReceiver:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if
-                                                                     line)}
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             status = self.answer(Request(headers, body))
             if status != 200:
@@ -126,6 +125,7 @@ async def settled(iso: Isolation, group: str, topic: Topic) -> None:
     await consumer.start()
     await admin.start()
     try:
+
         async def known() -> set[int] | None:
             await consumer._client.force_metadata_update()
             found: set[int] | None = consumer.partitions_for_topic(name)
@@ -136,8 +136,7 @@ async def settled(iso: Isolation, group: str, topic: Topic) -> None:
 
         async def done() -> bool:
             committed = await admin.list_consumer_group_offsets(f"{iso.prefix}{group}")
-            return all(ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp])
-                       for tp in partitions)
+            return all(ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp]) for tp in partitions)
 
         await eventually(done, timeout=60, interval=0.2)
     finally:
@@ -149,8 +148,11 @@ async def settled(iso: Isolation, group: str, topic: Topic) -> None:
 async def listening(service: Service) -> AsyncIterator[str]:
     """Serve one service on a real 127.0.0.1 port (alerts reaches rollup over real HTTP)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_http_app([service]), host="127.0.0.1", port=port,
-                                           log_config=None, access_log=False, lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_http_app([service]), host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        )
+    )
     task = asyncio.create_task(server.serve())
     await eventually(lambda: _true(server.started), timeout=60)
     try:

@@ -17,9 +17,13 @@ async def test_budget_crud_shows_a_generated_secret_once_and_never_again(iso: Is
     other = await create_workspace(iso, name="other")
     async with serving([create_alerts(alerts_settings(iso))]) as client:
         admin = auth(ws["admin"])
-        body = {"name": "chat feature", "amount_usd": "250.50", "scope": {"tag": "feature", "value": "chat"},
-                "webhooks": [{"url": "http://127.0.0.1:9/a"}, {"url": "http://127.0.0.1:9/b", "secret": SECRET}],
-                "emails": ["ops@example.com"]}
+        body = {
+            "name": "chat feature",
+            "amount_usd": "250.50",
+            "scope": {"tag": "feature", "value": "chat"},
+            "webhooks": [{"url": "http://127.0.0.1:9/a"}, {"url": "http://127.0.0.1:9/b", "secret": SECRET}],
+            "emails": ["ops@example.com"],
+        }
         created = await client.post("/v1/budgets", json=body, headers=admin)
         assert created.status_code == 201, created.text
         budget = created.json()
@@ -33,11 +37,15 @@ async def test_budget_crud_shows_a_generated_secret_once_and_never_again(iso: Is
         assert [b["budget_id"] for b in listed] == [budget["budget_id"]]
         assert generated not in str(listed) and SECRET not in str(listed)
 
-        changed = await client.patch(f"/v1/budgets/{budget['budget_id']}", headers=admin, json={
-            "thresholds": [50, 100, 80], "webhooks": [{"url": "http://127.0.0.1:9/a"}]})
+        changed = await client.patch(
+            f"/v1/budgets/{budget['budget_id']}",
+            headers=admin,
+            json={"thresholds": [50, 100, 80], "webhooks": [{"url": "http://127.0.0.1:9/a"}]},
+        )
         assert changed.json()["thresholds"] == [50, 80, 100]
-        assert changed.json()["webhooks"] == [{"webhook_id": budget["webhooks"][0]["webhook_id"],
-                                               "url": "http://127.0.0.1:9/a", "secret": None}]
+        assert changed.json()["webhooks"] == [
+            {"webhook_id": budget["webhooks"][0]["webhook_id"], "url": "http://127.0.0.1:9/a", "secret": None}
+        ]
         assert changed.json()["revision"] == 2
 
         # Another workspace's admin key sees nothing of it; read and ingest keys are refused.
@@ -55,14 +63,19 @@ async def test_secrets_on_the_budget_topic_are_sealed(iso: Isolation) -> None:
 
     ws = await create_workspace(iso)
     async with serving([create_alerts(alerts_settings(iso))]) as client:
-        r = await client.post("/v1/budgets", headers=auth(ws["admin"]), json={
-            "name": "b", "amount_usd": "10", "webhooks": [{"url": "http://127.0.0.1:9/", "secret": SECRET}]})
+        r = await client.post(
+            "/v1/budgets",
+            headers=auth(ws["admin"]),
+            json={"name": "b", "amount_usd": "10", "webhooks": [{"url": "http://127.0.0.1:9/", "secret": SECRET}]},
+        )
         assert r.status_code == 201
-    consumer = AIOKafkaConsumer(topic_name(BUDGETS, iso.prefix), bootstrap_servers=iso.stack.kafka,
-                                auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic_name(BUDGETS, iso.prefix), bootstrap_servers=iso.stack.kafka, auto_offset_reset="earliest", group_id=None
+    )
     await consumer.start()
     values: list[bytes] = []
     try:
+
         async def read() -> bool:
             batches = await consumer.getmany(timeout_ms=500)
             values.extend(rec.value for recs in batches.values() for rec in recs)
@@ -78,10 +91,13 @@ async def test_secrets_on_the_budget_topic_are_sealed(iso: Isolation) -> None:
 async def test_invalid_budgets_are_refused_without_echoing_input(iso: Isolation) -> None:
     ws = await create_workspace(iso)
     async with serving([create_alerts(alerts_settings(iso))]) as client:
-        for body in ({"name": "x", "amount_usd": "-1"}, {"name": "x", "amount_usd": "1", "thresholds": []},
-                     {"name": "x", "amount_usd": "1", "scope": {"tag": "model", "value": "gpt"}},
-                     {"name": "x", "amount_usd": "1", "emails": ["not an address"]},
-                     {"name": "x", "amount_usd": "1", "prompt": "secret text"}):
+        for body in (
+            {"name": "x", "amount_usd": "-1"},
+            {"name": "x", "amount_usd": "1", "thresholds": []},
+            {"name": "x", "amount_usd": "1", "scope": {"tag": "model", "value": "gpt"}},
+            {"name": "x", "amount_usd": "1", "emails": ["not an address"]},
+            {"name": "x", "amount_usd": "1", "prompt": "secret text"},
+        ):
             r = await client.post("/v1/budgets", json=body, headers=auth(ws["admin"]))
             assert r.status_code == 422, body
             assert "secret text" not in r.text and "not an address" not in r.text

@@ -26,8 +26,9 @@ async def spend(client: httpx.AsyncClient, key: str, *amounts: float) -> None:
         assert r.status_code == 202, r.text
 
 
-async def all_settled(iso: Isolation, group: str = "spendstream-alerts",
-                      delivery_group: str = "spendstream-alerts-delivery") -> None:
+async def all_settled(
+    iso: Isolation, group: str = "spendstream-alerts", delivery_group: str = "spendstream-alerts-delivery"
+) -> None:
     await settled(iso, group, USAGE_EVENTS)
     await settled(iso, delivery_group, ALERTS_FIRED)
 
@@ -37,7 +38,8 @@ def thresholds(receiver: WebhookReceiver) -> list[int]:
 
 
 async def test_two_replicas_with_a_rebalance_deliver_each_threshold_once_and_a_replay_delivers_nothing(
-        iso: Isolation, receiver: WebhookReceiver, smtp: SmtpServer) -> None:
+    iso: Isolation, receiver: WebhookReceiver, smtp: SmtpServer
+) -> None:
     ws = await create_workspace(iso)
     async with AsyncExitStack() as stack:
         ingest = await stack.enter_async_context(serving([create_ingest(iso.settings(IngestSettings))]))
@@ -61,7 +63,8 @@ async def test_two_replicas_with_a_rebalance_deliver_each_threshold_once_and_a_r
         await eventually(lambda: _true(len(smtp.messages) == 3), timeout=60)
         assert [m["To"] for m in smtp.messages] == ["finance@example.com"] * 3
         assert sorted(str(m["X-Spendstream-Delivery"]) for m in smtp.messages) == sorted(
-            a["alert_id"] for a in receiver.accepted)
+            a["alert_id"] for a in receiver.accepted
+        )
 
         # A replay of the whole topic: a new consumer group (and delivery group) reads everything again.
         replay = alerts_settings(iso, smtp, group_id="replay", delivery_group_id="replay-delivery")
@@ -74,18 +77,16 @@ async def test_two_replicas_with_a_rebalance_deliver_each_threshold_once_and_a_r
 
 
 async def test_raising_the_budget_at_95_rearms_75_percent_only_until_150_is_crossed(
-        iso: Isolation, receiver: WebhookReceiver) -> None:
+    iso: Isolation, receiver: WebhookReceiver
+) -> None:
     ws = await create_workspace(iso)
-    async with (serving([create_ingest(iso.settings(IngestSettings)),
-                         create_alerts(alerts_settings(iso))]) as client):
-        created = await client.post("/v1/budgets", json=budget_body(receiver, emails=[]),
-                                    headers=auth(ws["admin"]))
+    async with serving([create_ingest(iso.settings(IngestSettings)), create_alerts(alerts_settings(iso))]) as client:
+        created = await client.post("/v1/budgets", json=budget_body(receiver, emails=[]), headers=auth(ws["admin"]))
         budget_id = created.json()["budget_id"]
         await spend(client, ws["ingest"], 75, 15, 5)  # 95 USD
         await eventually(lambda: _true(thresholds(receiver) == [75, 90]), timeout=60)
 
-        raised = await client.patch(f"/v1/budgets/{budget_id}", json={"amount_usd": "200"},
-                                    headers=auth(ws["admin"]))
+        raised = await client.patch(f"/v1/budgets/{budget_id}", json={"amount_usd": "200"}, headers=auth(ws["admin"]))
         assert raised.status_code == 200, raised.text
         assert raised.json()["revision"] == 2
         await spend(client, ws["ingest"], 50)  # 145 USD: below 75 % of 200

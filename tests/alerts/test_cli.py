@@ -16,8 +16,9 @@ from tests.support import Isolation, create_workspace
 pytestmark = pytest.mark.integration
 
 
-async def test_budgets_commands_create_update_list_and_delete(iso: Isolation,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+async def test_budgets_commands_create_update_list_and_delete(
+    iso: Isolation, capsys: pytest.CaptureFixture[str]
+) -> None:
     ws = await create_workspace(iso)
     async with listening(create_alerts(alerts_settings(iso))) as url:
         common = ["--url", url, "--key", ws["admin"]]
@@ -26,9 +27,24 @@ async def test_budgets_commands_create_update_list_and_delete(iso: Isolation,
             assert await asyncio.to_thread(main, ["budgets", *argv]) == 0
             return json.loads(capsys.readouterr().out)
 
-        created = await run("create", *common, "--name", "support bot", "--amount", "120", "--customer", "cust-9",
-                            "--threshold", "50", "--threshold", "100", "--webhook", "http://127.0.0.1:9/h",
-                            "--email", "ops@example.com")
+        created = await run(
+            "create",
+            *common,
+            "--name",
+            "support bot",
+            "--amount",
+            "120",
+            "--customer",
+            "cust-9",
+            "--threshold",
+            "50",
+            "--threshold",
+            "100",
+            "--webhook",
+            "http://127.0.0.1:9/h",
+            "--email",
+            "ops@example.com",
+        )
         assert isinstance(created, dict)
         assert created["scope"] == {"tag": "customer_id", "value": "cust-9"}
         assert created["thresholds"] == [50, 100] and created["webhooks"][0]["secret"]

@@ -31,10 +31,12 @@ async def _channels(client: httpx.AsyncClient, ws: dict[str, Any], budget_id: st
 
 
 async def test_receiver_verifies_the_signature_and_refuses_a_replayed_delivery(
-        iso: Isolation, receiver: WebhookReceiver, smtp: SmtpServer) -> None:
+    iso: Isolation, receiver: WebhookReceiver, smtp: SmtpServer
+) -> None:
     ws = await create_workspace(iso)
-    async with serving([create_ingest(iso.settings(IngestSettings)), create_alerts(alerts_settings(iso, smtp))]) \
-            as client:
+    async with serving(
+        [create_ingest(iso.settings(IngestSettings)), create_alerts(alerts_settings(iso, smtp))]
+    ) as client:
         r = await client.post("/v1/budgets", json=budget_body(receiver, thresholds=[50]), headers=auth(ws["admin"]))
         await _post(client, ws["ingest"], 60)
         await eventually(lambda: _len(receiver.accepted, 1), timeout=60)
@@ -44,10 +46,16 @@ async def test_receiver_verifies_the_signature_and_refuses_a_replayed_delivery(
     assert channels is not None
     delivered = receiver.raw[0]
     async with httpx.AsyncClient() as http:
-        replayed = await http.post(receiver.url, content=delivered.body, headers={
-            k: v for k, v in delivered.headers.items() if k.startswith("x-spendstream")})
-        tampered = await http.post(receiver.url, content=delivered.body.replace(b"60", b"10"), headers={
-            k: v for k, v in delivered.headers.items() if k.startswith("x-spendstream")})
+        replayed = await http.post(
+            receiver.url,
+            content=delivered.body,
+            headers={k: v for k, v in delivered.headers.items() if k.startswith("x-spendstream")},
+        )
+        tampered = await http.post(
+            receiver.url,
+            content=delivered.body.replace(b"60", b"10"),
+            headers={k: v for k, v in delivered.headers.items() if k.startswith("x-spendstream")},
+        )
     assert (replayed.status_code, tampered.status_code) == (409, 401)
     assert delivered.headers[SIGNATURE_HEADER.lower()].startswith("v1=")
     assert delivered.headers[TIMESTAMP_HEADER.lower()].isdigit()
@@ -64,17 +72,23 @@ async def test_receiver_verifies_the_signature_and_refuses_a_replayed_delivery(
 async def test_a_receiver_down_for_a_while_gets_the_alert_once_it_is_back(iso: Isolation) -> None:
     down = WebhookReceiver(secret=SECRET.encode())  # not started: connections are refused
     ws = await create_workspace(iso)
-    async with serving([create_ingest(iso.settings(IngestSettings)), create_alerts(alerts_settings(
-            iso, delivery_max_attempts=20, delivery_backoff_max_seconds=0.3))]) as client:
-        r = await client.post("/v1/budgets", json=budget_body(down, emails=[], thresholds=[50]),
-                              headers=auth(ws["admin"]))
+    async with serving(
+        [
+            create_ingest(iso.settings(IngestSettings)),
+            create_alerts(alerts_settings(iso, delivery_max_attempts=20, delivery_backoff_max_seconds=0.3)),
+        ]
+    ) as client:
+        r = await client.post(
+            "/v1/budgets", json=budget_body(down, emails=[], thresholds=[50]), headers=auth(ws["admin"])
+        )
         budget_id = r.json()["budget_id"]
         await _post(client, ws["ingest"], 60)
 
         async def retrying() -> bool:
             channels = await _channels(client, ws, budget_id)
-            return channels is not None and all(c["status"] == "retrying" and c["attempts"] >= 2
-                                                for c in channels.values())
+            return channels is not None and all(
+                c["status"] == "retrying" and c["attempts"] >= 2 for c in channels.values()
+            )
 
         await eventually(retrying, timeout=60)
         await down.start()
@@ -83,8 +97,7 @@ async def test_a_receiver_down_for_a_while_gets_the_alert_once_it_is_back(iso: I
 
             async def delivered() -> dict[str, Any] | None:
                 channels = await _channels(client, ws, budget_id)
-                return channels if channels and all(c["status"] == "delivered" for c in channels.values()) \
-                    else None
+                return channels if channels and all(c["status"] == "delivered" for c in channels.values()) else None
 
             channels = await eventually(delivered, timeout=60)
         finally:
@@ -97,17 +110,18 @@ async def test_a_receiver_down_for_a_while_gets_the_alert_once_it_is_back(iso: I
 async def test_a_receiver_that_never_answers_is_dead_lettered_after_the_bounded_attempts(iso: Isolation) -> None:
     never = WebhookReceiver(secret=SECRET.encode())
     ws = await create_workspace(iso)
-    async with serving([create_ingest(iso.settings(IngestSettings)), create_alerts(alerts_settings(
-            iso, delivery_max_attempts=3))]) as client:
-        r = await client.post("/v1/budgets", json=budget_body(never, emails=[], thresholds=[50]),
-                              headers=auth(ws["admin"]))
+    async with serving(
+        [create_ingest(iso.settings(IngestSettings)), create_alerts(alerts_settings(iso, delivery_max_attempts=3))]
+    ) as client:
+        r = await client.post(
+            "/v1/budgets", json=budget_body(never, emails=[], thresholds=[50]), headers=auth(ws["admin"])
+        )
         budget_id = r.json()["budget_id"]
         await _post(client, ws["ingest"], 60)
 
         async def dead() -> dict[str, Any] | None:
             channels = await _channels(client, ws, budget_id)
-            return channels if channels and all(c["status"] == "dead_lettered" for c in channels.values()) \
-                else None
+            return channels if channels and all(c["status"] == "dead_lettered" for c in channels.values()) else None
 
         channels = await eventually(dead, timeout=60)
     [state] = channels.values()
@@ -118,8 +132,9 @@ async def test_webhooks_to_private_addresses_are_refused_unless_allowed(iso: Iso
     ws = await create_workspace(iso)
     async with serving([create_alerts(alerts_settings(iso, webhook_allow_private=False))]) as client:
         for url in ("http://127.0.0.1:9/x", "http://10.1.2.3/x", "http://169.254.169.254/latest", "http://[::1]/"):
-            r = await client.post("/v1/budgets", json=budget_body(None, webhooks=[{"url": url}]),
-                                  headers=auth(ws["admin"]))
+            r = await client.post(
+                "/v1/budgets", json=budget_body(None, webhooks=[{"url": url}]), headers=auth(ws["admin"])
+            )
             assert r.status_code == 422, url
             assert r.json()["detail"]["code"] == "private_address"
 

@@ -28,18 +28,26 @@ async def _command(iso: Isolation, scope: ErasureScope, request_id: str) -> None
     await broker.connect()
     try:
         command = DeletionCommand(request_id=request_id, scope=scope, issued_at=datetime.now(UTC))
-        await broker.publish(command.model_dump_json().encode(), topic_name(DELETION_COMMANDS, iso.prefix),
-                             key=scope.workspace_id.encode())
+        await broker.publish(
+            command.model_dump_json().encode(),
+            topic_name(DELETION_COMMANDS, iso.prefix),
+            key=scope.workspace_id.encode(),
+        )
     finally:
         await broker.stop()
 
 
 async def _reports(iso: Isolation, count: int) -> list[DeletionReport]:
-    consumer = AIOKafkaConsumer(topic_name(DELETION_REPORTS, iso.prefix), bootstrap_servers=iso.stack.kafka,
-                                group_id=None, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        topic_name(DELETION_REPORTS, iso.prefix),
+        bootstrap_servers=iso.stack.kafka,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     found: list[DeletionReport] = []
     try:
+
         async def enough() -> bool:
             batches = await consumer.getmany(timeout_ms=200)
             reports = [DeletionReport.model_validate_json(r.value) for rs in batches.values() for r in rs]
@@ -58,24 +66,32 @@ async def _keys(redis: aioredis.Redis, iso: Isolation, workspace_id: str) -> lis
 
 
 async def test_customer_then_workspace_erasure_deletes_budgets_and_redis_keys_and_reports(
-        iso: Isolation, receiver: WebhookReceiver) -> None:
+    iso: Isolation, receiver: WebhookReceiver
+) -> None:
     ws = await create_workspace(iso)
     wid = ws["workspace_id"]
     redis = aioredis.Redis.from_url(iso.stack.redis)
     async with serving([create_alerts(alerts_settings(iso))]) as client:
         admin = auth(ws["admin"])
         ids = {}
-        for name, scope in (("all", None), ("c1", {"tag": "customer_id", "value": "cust-1"}),
-                            ("c2", {"tag": "customer_id", "value": "cust-2"})):
-            r = await client.post("/v1/budgets", headers=admin,
-                                  json=budget_body(receiver, emails=[], thresholds=[50], scope=scope, name=name))
+        for name, scope in (
+            ("all", None),
+            ("c1", {"tag": "customer_id", "value": "cust-1"}),
+            ("c2", {"tag": "customer_id", "value": "cust-2"}),
+        ):
+            r = await client.post(
+                "/v1/budgets",
+                headers=admin,
+                json=budget_body(receiver, emails=[], thresholds=[50], scope=scope, name=name),
+            )
             ids[name] = r.json()["budget_id"]
         # ingest only while spending: it is an erasure owner too, and would revoke the admin key used below.
         async with serving([create_ingest(iso.settings(IngestSettings))]) as ingest:
             for customer in ("cust-1", "cust-2"):
                 event = usage_event(cost_usd=60, tags={"customer_id": customer})
-                assert (await ingest.post("/v1/events", json={"events": [event]},
-                                          headers=auth(ws["ingest"]))).status_code == 202
+                assert (
+                    await ingest.post("/v1/events", json={"events": [event]}, headers=auth(ws["ingest"]))
+                ).status_code == 202
         await eventually(lambda: _true(len(receiver.accepted) == 3), timeout=60)
         keys_before = await _keys(redis, iso, wid)
 
@@ -105,5 +121,3 @@ async def test_customer_then_workspace_erasure_deletes_budgets_and_redis_keys_an
 
 async def _true(value: bool) -> bool:
     return value
-
-

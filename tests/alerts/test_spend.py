@@ -17,8 +17,10 @@ MONTH = NOW.strftime("%Y-%m")
 
 async def test_a_redelivered_or_replayed_record_counts_once(iso: Isolation) -> None:
     async with rig(iso) as r:
-        batch = [record("ws1", event("1.5", NOW), event("2.25", NOW), offset=10),
-                 record("ws1", event("4", NOW), offset=11)]
+        batch = [
+            record("ws1", event("1.5", NOW), event("2.25", NOW), offset=10),
+            record("ws1", event("4", NOW), offset=11),
+        ]
         assert await r.counter.count(batch, {}) == 2
         assert await r.counter.count(batch, {}) == 0  # redelivery of the whole batch
         assert await r.counter.count(batch[:1], {}) == 0  # a replay from an earlier offset
@@ -27,9 +29,17 @@ async def test_a_redelivered_or_replayed_record_counts_once(iso: Isolation) -> N
 
 async def test_partitions_and_workspaces_are_counted_independently(iso: Isolation) -> None:
     async with rig(iso) as r:
-        assert await r.counter.count([record("ws1", event("1", NOW), partition=0, offset=5),
-                                      record("ws1", event("1", NOW), partition=1, offset=5),
-                                      record("ws2", event("1", NOW), partition=0, offset=5)], {}) == 3
+        assert (
+            await r.counter.count(
+                [
+                    record("ws1", event("1", NOW), partition=0, offset=5),
+                    record("ws1", event("1", NOW), partition=1, offset=5),
+                    record("ws2", event("1", NOW), partition=0, offset=5),
+                ],
+                {},
+            )
+            == 3
+        )
         assert await r.counter.month_to_date("ws1", MONTH, ALL) == 2_000_000_000
         assert await r.counter.month_to_date("ws2", MONTH, ALL) == 1_000_000_000
 

@@ -41,7 +41,8 @@ async def test_one_threshold_never_silences_another(iso: Isolation) -> None:
 
 
 async def test_a_claim_whose_publish_failed_is_taken_over_after_the_lease_with_the_same_alert_id(
-        iso: Isolation) -> None:
+    iso: Isolation,
+) -> None:
     async with rig(iso, lease_seconds=30) as r:
         b = budget(thresholds=(50,))
         await r.spend("ws1", "60", NOW)
@@ -55,7 +56,8 @@ async def test_a_claim_whose_publish_failed_is_taken_over_after_the_lease_with_t
 
 
 async def test_an_alert_published_by_a_replica_that_died_is_marked_sent_by_the_delivery_consumer(
-        iso: Isolation) -> None:
+    iso: Isolation,
+) -> None:
     async with rig(iso, lease_seconds=30) as r:
         b = budget(thresholds=(50,))
         await r.spend("ws1", "60", NOW)
@@ -69,7 +71,8 @@ async def test_an_alert_published_by_a_replica_that_died_is_marked_sent_by_the_d
 
 
 async def test_raising_the_budget_rearms_only_thresholds_above_spend_and_stale_replicas_claim_nothing(
-        iso: Isolation) -> None:
+    iso: Isolation,
+) -> None:
     async with rig(iso) as r:
         old = budget()
         await r.spend("ws1", "95", NOW)
@@ -132,7 +135,6 @@ async def test_spike_fires_once_a_day_when_today_exceeds_the_multiple_of_the_tra
         assert await r.evaluator.evaluate(b, NOW) == []  # exactly 3x is not above 3x
         await r.spend("ws1", "1", NOW)
         [alert] = await r.evaluator.evaluate(b, NOW)
-        assert (alert.kind, alert.period, alert.trailing_mean_usd) == ("spike", NOW.date().isoformat(),
-                                                                 "10.000000000")
+        assert (alert.kind, alert.period, alert.trailing_mean_usd) == ("spike", NOW.date().isoformat(), "10.000000000")
         await r.spend("ws1", "100", NOW)
         assert await r.evaluator.evaluate(b, NOW) == []

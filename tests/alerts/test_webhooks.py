@@ -20,9 +20,20 @@ def test_signature_covers_timestamp_and_body_and_expires() -> None:
     assert not verify(b"k", "not-a-number", b'{"a":1}', sig)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1/", "http://localhost:8080/", "http://10.0.0.1/",
-                                 "http://192.168.1.1/", "http://169.254.169.254/", "http://[::1]/",
-                                 "http://[::ffff:127.0.0.1]/", "http://0.0.0.0/", "ftp://example.com/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://localhost:8080/",
+        "http://10.0.0.1/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0.0.0.0/",
+        "ftp://example.com/",
+    ],
+)
 async def test_private_loopback_and_non_http_targets_are_refused(url: str) -> None:
     with pytest.raises(Refused):
         await check_target(url, allow_private=False)

@@ -12,11 +12,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 NUMBER = re.compile(r"^[\d,]+(\.\d+)?$")
-EXPECTED_ROWS = ("ingest HTTP: accepted events/s", "ingest HTTP: p50 latency", "ingest HTTP: p99 latency",
-                 "rollup: events/s", "end to end: accepted → visible in /v1/usage, p50",
-                 "end to end: accepted → visible in /v1/usage, p99", "ingest Kafka-native intake: events/s",
-                 "alerts: accepted → webhook delivered, p50", "alerts: accepted → webhook delivered, p99",
-                 "erasure: one workspace among")
+EXPECTED_ROWS = (
+    "ingest HTTP: accepted events/s",
+    "ingest HTTP: p50 latency",
+    "ingest HTTP: p99 latency",
+    "rollup: events/s",
+    "end to end: accepted → visible in /v1/usage, p50",
+    "end to end: accepted → visible in /v1/usage, p99",
+    "ingest Kafka-native intake: events/s",
+    "alerts: accepted → webhook delivered, p50",
+    "alerts: accepted → webhook delivered, p99",
+    "erasure: one workspace among",
+)
 
 
 def _cells(line: str) -> list[str]:
@@ -27,8 +34,13 @@ def _cells(line: str) -> list[str]:
 @pytest.mark.timeout(600)
 def test_smoke_run_prints_every_row_with_numeric_figures_and_its_limit(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
-    result = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--json", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=590)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=590,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("|")]
     header, rows = _cells(lines[0]), [_cells(line) for line in lines[2:]]

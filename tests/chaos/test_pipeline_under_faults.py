@@ -73,8 +73,9 @@ class Pipeline:
     outage_marker: Path
 
 
-async def _send_until_answered(client: httpx.AsyncClient, url: str, key: str, batch: list[dict[str, Any]],
-                               ledger: Ledger, workspace_id: str) -> None:
+async def _send_until_answered(
+    client: httpx.AsyncClient, url: str, key: str, batch: list[dict[str, Any]], ledger: Ledger, workspace_id: str
+) -> None:
     """Retry the same batch (same event_ids) until the service answers 202 or 422, as a client should."""
     valid = {e["event_id"] for e in batch if "prompt" not in e}
     for _ in range(600):
@@ -97,8 +98,10 @@ async def _send_until_answered(client: httpx.AsyncClient, url: str, key: str, ba
 
 
 def _batch(round_no: int) -> list[dict[str, Any]]:
-    events = [usage_event(event_id=f"r{round_no}-{uuid.uuid4().hex[:12]}", cost_usd=float(COST))
-              for _ in range(EVENTS_PER_BATCH)]
+    events = [
+        usage_event(event_id=f"r{round_no}-{uuid.uuid4().hex[:12]}", cost_usd=float(COST))
+        for _ in range(EVENTS_PER_BATCH)
+    ]
     # One event per batch carries content and must be refused and stored nowhere.
     events.append(usage_event(event_id=f"r{round_no}-refused-{uuid.uuid4().hex[:8]}", prompt="do not store me"))
     return events
@@ -133,8 +136,13 @@ async def _poison(iso: Isolation) -> None:
 
 
 async def _fired_thresholds(iso: Isolation) -> list[tuple[str, int]]:
-    consumer = AIOKafkaConsumer(topic_name(ALERTS_FIRED, iso.prefix), bootstrap_servers=iso.stack.kafka,
-                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic_name(ALERTS_FIRED, iso.prefix),
+        bootstrap_servers=iso.stack.kafka,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         fired: list[tuple[str, int]] = []
@@ -162,9 +170,12 @@ async def _start_pipeline(tmp: Path, shared: Stack) -> Pipeline:
     token = uuid.uuid4().hex
     common = iso.env(INTERNAL_TOKEN=token)
     ingest = ServiceProcess("ingest", common, tmp / "ingest.log")
-    rollup = ServiceProcess("rollup", {**common, "SPENDSTREAM_DATA_DIR": str(tmp / "rollup-data"),
-                                       "CHAOS_CLICKHOUSE_OUTAGE": str(outage)},
-                            tmp / "rollup.log", module="tests.chaos.chaos_rollup")
+    rollup = ServiceProcess(
+        "rollup",
+        {**common, "SPENDSTREAM_DATA_DIR": str(tmp / "rollup-data"), "CHAOS_CLICKHOUSE_OUTAGE": str(outage)},
+        tmp / "rollup.log",
+        module="tests.chaos.chaos_rollup",
+    )
     alerts = ServiceProcess("alerts", {**common, "SPENDSTREAM_ROLLUP_URL": ""}, tmp / "alerts.log")
     for process in (ingest, rollup, alerts):
         process.start()
@@ -192,9 +203,14 @@ async def _scenario(tmp: Path, shared: Stack) -> None:
             for round_no in range(ROUNDS):
                 if round_no in faults:
                     await faults[round_no]()
-                await asyncio.gather(*(
-                    _send_until_answered(client, p.ingest.url, w["ingest"], _batch(round_no), ledger,
-                                         w["workspace_id"]) for w in workspaces))
+                await asyncio.gather(
+                    *(
+                        _send_until_answered(
+                            client, p.ingest.url, w["ingest"], _batch(round_no), ledger, w["workspace_id"]
+                        )
+                        for w in workspaces
+                    )
+                )
 
             await asyncio.gather(*_background)
             _background.clear()
@@ -210,13 +226,17 @@ async def _scenario(tmp: Path, shared: Stack) -> None:
                 try:
                     usage = await eventually(stored, timeout=120, interval=0.5)
                 finally:
-                    export = await client.get(f"{p.rollup.url}/v1/export", params={"format": "json"},
-                                              headers=auth(w["read"]), timeout=60)
+                    export = await client.get(
+                        f"{p.rollup.url}/v1/export", params={"format": "json"}, headers=auth(w["read"]), timeout=60
+                    )
                     ids = [e["event_id"] for e in export.json()["events"]]
                     missing = sorted(expected - set(ids))
                     # Ids start with their round, so a miss names the fault it happened under.
-                    print(f"{w['workspace_id']}: stored {len(ids)} of {len(expected)}; missing by round: "
-                          f"{sorted({m.split('-')[0] for m in missing})}", flush=True)
+                    print(
+                        f"{w['workspace_id']}: stored {len(ids)} of {len(expected)}; missing by round: "
+                        f"{sorted({m.split('-')[0] for m in missing})}",
+                        flush=True,
+                    )
                 assert usage["totals"]["requests"] == len(expected)
                 assert Decimal(usage["totals"]["cost_usd"]) == COST * len(expected)
                 assert len(ids) == len(set(ids)), "an event is stored twice"
@@ -240,8 +260,13 @@ async def _scenario(tmp: Path, shared: Stack) -> None:
 
 
 async def _create_budget(client: httpx.AsyncClient, url: str, admin_key: str) -> str | None:
-    body = {"name": "chaos", "amount_usd": str(BUDGET_USD), "thresholds": list(THRESHOLDS),
-            "forecast": False, "spike_multiple": None}
+    body = {
+        "name": "chaos",
+        "amount_usd": str(BUDGET_USD),
+        "thresholds": list(THRESHOLDS),
+        "forecast": False,
+        "spike_multiple": None,
+    }
     try:
         r = await client.post(f"{url}/v1/budgets", json=body, headers=auth(admin_key), timeout=10)
     except httpx.HTTPError:
@@ -253,7 +278,8 @@ async def _create_budget(client: httpx.AsyncClient, url: str, admin_key: str) ->
 
 
 async def test_accepted_events_are_stored_once_refused_nowhere_and_thresholds_fire_once_under_faults(
-        tmp_path: Path, stack: Stack) -> None:
+    tmp_path: Path, stack: Stack
+) -> None:
     for round_index in range(int(os.environ.get("CHAOS_ROUNDS", "1"))):
         started = datetime.now(UTC)
         await _scenario(tmp_path / f"round-{round_index}", stack)

@@ -32,14 +32,23 @@ from spendstream.common.tenants import KeyRing
 
 
 def _batch() -> EventBatch:
-    event = UsageEvent(event_id="e1", provider="openai", model="gpt-4o", input_tokens=10, output_tokens=2,
-                       latency_ms=5, timestamp=datetime(2026, 11, 1, tzinfo=UTC), tags={"feature": "chat"})
+    event = UsageEvent(
+        event_id="e1",
+        provider="openai",
+        model="gpt-4o",
+        input_tokens=10,
+        output_tokens=2,
+        latency_ms=5,
+        timestamp=datetime(2026, 11, 1, tzinfo=UTC),
+        tags={"feature": "chat"},
+    )
     return EventBatch(events=[event])
 
 
 def _seal(key: bytes, workspace_id: str = "ws_a") -> BatchEnvelope:
-    return seal(_batch(), workspace_id=workspace_id, batch_id="b1", key=key, key_version=1,
-                ingested_at=datetime.now(UTC))
+    return seal(
+        _batch(), workspace_id=workspace_id, batch_id="b1", key=key, key_version=1, ingested_at=datetime.now(UTC)
+    )
 
 
 def test_an_envelope_survives_json_and_opens_with_its_key() -> None:
@@ -70,8 +79,14 @@ def test_an_envelope_relabelled_to_another_workspace_does_not_open() -> None:
 def test_seal_compresses_the_plaintext_before_encrypting_it() -> None:
     key = os.urandom(32)
     events = [_batch().events[0].model_copy(update={"event_id": f"e{i}"}) for i in range(500)]
-    envelope = seal(EventBatch(events=events), workspace_id="ws_a", batch_id="b1", key=key, key_version=1,
-                    ingested_at=datetime.now(UTC))
+    envelope = seal(
+        EventBatch(events=events),
+        workspace_id="ws_a",
+        batch_id="b1",
+        key=key,
+        key_version=1,
+        ingested_at=datetime.now(UTC),
+    )
     plaintext = EventBatch(events=events).model_dump_json().encode()
     assert envelope.encoding == "json+lz4"
     assert len(envelope.ciphertext) < len(plaintext) / 4  # repetitive metadata compresses; ciphertext cannot
@@ -83,9 +98,16 @@ def test_an_envelope_of_the_first_encoding_still_opens() -> None:
     # stay on the topic for days: they must read exactly as before.
     key = os.urandom(32)
     plaintext = _batch().model_dump_json().encode()
-    old = {"v": 1, "workspace_id": "ws_a", "batch_id": "b1", "key_version": 1, "event_count": 1,
-           "ingested_at": "2026-11-01T12:00:00Z", "traceparent": None,
-           "ciphertext": base64.b64encode(crypto.encrypt(key, plaintext, b"ws_a|b1|1")).decode()}
+    old = {
+        "v": 1,
+        "workspace_id": "ws_a",
+        "batch_id": "b1",
+        "key_version": 1,
+        "event_count": 1,
+        "ingested_at": "2026-11-01T12:00:00Z",
+        "traceparent": None,
+        "ciphertext": base64.b64encode(crypto.encrypt(key, plaintext, b"ws_a|b1|1")).decode(),
+    }
     envelope = BatchEnvelope.model_validate_json(orjson.dumps(old))
     assert envelope.encoding == "json"
     assert open_envelope(envelope, key) == _batch()
@@ -98,19 +120,36 @@ def test_an_envelope_relabelled_to_another_encoding_does_not_open() -> None:
 
 
 def _event(**overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {"event_id": "e1", "provider": "openai", "model": "gpt-4o", "input_tokens": 1000,
-                             "output_tokens": 200, "latency_ms": 420, "timestamp": "2026-11-01T12:00:00Z",
-                             "tags": {"feature": "chat"}}
+    event: dict[str, Any] = {
+        "event_id": "e1",
+        "provider": "openai",
+        "model": "gpt-4o",
+        "input_tokens": 1000,
+        "output_tokens": 200,
+        "latency_ms": 420,
+        "timestamp": "2026-11-01T12:00:00Z",
+        "tags": {"feature": "chat"},
+    }
     event.update(overrides)
     return event
 
 
 VARIED = [
     _event(),
-    _event(event_id="e2", cost_usd="0.000123456789", cached_input_tokens=400, reasoning_tokens=50,
-           timestamp="2026-11-01T01:30:00.123456+05:00", tags={}),
-    _event(event_id="e3", cost_usd=0, timestamp="2026-02-28T23:59:59.999-08:00",
-           tags={"customer_id": "cust-1", "route": "/v1/x", "feature": "é ünïcode"}),
+    _event(
+        event_id="e2",
+        cost_usd="0.000123456789",
+        cached_input_tokens=400,
+        reasoning_tokens=50,
+        timestamp="2026-11-01T01:30:00.123456+05:00",
+        tags={},
+    ),
+    _event(
+        event_id="e3",
+        cost_usd=0,
+        timestamp="2026-02-28T23:59:59.999-08:00",
+        tags={"customer_id": "cust-1", "route": "/v1/x", "feature": "é ünïcode"},
+    ),
     _event(event_id="e4", cost_usd="1000000", input_tokens=0, output_tokens=0, latency_ms=0),
 ]
 
@@ -163,44 +202,57 @@ def test_stored_events_hands_on_the_array_of_events_exactly_as_seal_wrote_it() -
     assert orjson.loads(events_json or b"") == orjson.loads(plaintext)["events"]
 
 
-@pytest.mark.parametrize("plaintext", [
-    orjson.dumps({"events": [_event()]}),  # an older key set: its events are read in today's form, not handed on
-    b'{"events": ' + orjson.dumps([_full()]) + b"}",  # spacing no encoder of ingest writes
-    b' {"events":' + orjson.dumps([_full()]) + b"}",
-], ids=["older-keys", "spaced", "leading-space"])
+@pytest.mark.parametrize(
+    "plaintext",
+    [
+        orjson.dumps({"events": [_event()]}),  # an older key set: its events are read in today's form, not handed on
+        b'{"events": ' + orjson.dumps([_full()]) + b"}",  # spacing no encoder of ingest writes
+        b' {"events":' + orjson.dumps([_full()]) + b"}",
+    ],
+    ids=["older-keys", "spaced", "leading-space"],
+)
 def test_stored_events_hands_on_no_array_that_is_not_seals_form(plaintext: bytes) -> None:
     sealed, events_json = stored_events(plaintext)
     assert events_json is None
     assert [e.event_id for e in sealed] == ["e1"]
 
 
-@pytest.mark.parametrize("plaintext", [
-    b"", b"not json", b"[]", b'{"events": {}}', b'{"events": [], "more": 1}', orjson.dumps({"events": [1]}),
-    orjson.dumps({"events": [_full(input_tokens="10")]}),
-    orjson.dumps({"events": [_full(output_tokens=True)]}),
-    orjson.dumps({"events": [_full(latency_ms=1.0)]}),
-    orjson.dumps({"events": [_full(cached_input_tokens="1")]}),
-    orjson.dumps({"events": [_full(event_id=None)]}),
-    orjson.dumps({"events": [_full(model=7)]}),
-    orjson.dumps({"events": [_full(timestamp="2026-11-01T12:00:00")]}),  # naive
-    orjson.dumps({"events": [_full(timestamp="yesterday")]}),
-    orjson.dumps({"events": [_full(timestamp=1700000000)]}),
-    orjson.dumps({"events": [_full(timestamp="0001-01-01T00:00:00+05:00")]}),  # before year 1 in UTC
-    orjson.dumps({"events": [_full(cost_usd="NaN")]}),
-    orjson.dumps({"events": [_full(cost_usd="a lot")]}),
-    orjson.dumps({"events": [_full(cost_usd=0.5)]}),
-    orjson.dumps({"events": [_full(tags=["a"])]}),
-    orjson.dumps({"events": [_full(tags={"feature": 1})]}),
-    orjson.dumps({"events": [_full(cost_usd="")]}),
-    # Costs are checked over the joined column first: a separator inside one must not split it into two.
-    orjson.dumps({"events": [_full(cost_usd="1"), _full(cost_usd="1,2")]}),
-    orjson.dumps({"events": [_full(cost_usd="1"), _full(cost_usd="")]}),
-    orjson.dumps({"events": [_full(), _full(timestamp="9999-12-31T23:59:59-01:00")]}),  # after 9999 in UTC
-    orjson.dumps({"events": [_full(input_tokens=-0.0)]}),
-    orjson.dumps({"events": [_full(), _full(latency_ms=None)]}),  # one broken event among good ones
-    # As many keys as seal writes, one of them another: validated in full, and refused.
-    orjson.dumps({"events": [{**{k: v for k, v in _full().items() if k != "tags"}, "prompt": "secret"}]}),
-], ids=lambda p: str(len(p)))
+@pytest.mark.parametrize(
+    "plaintext",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"events": {}}',
+        b'{"events": [], "more": 1}',
+        orjson.dumps({"events": [1]}),
+        orjson.dumps({"events": [_full(input_tokens="10")]}),
+        orjson.dumps({"events": [_full(output_tokens=True)]}),
+        orjson.dumps({"events": [_full(latency_ms=1.0)]}),
+        orjson.dumps({"events": [_full(cached_input_tokens="1")]}),
+        orjson.dumps({"events": [_full(event_id=None)]}),
+        orjson.dumps({"events": [_full(model=7)]}),
+        orjson.dumps({"events": [_full(timestamp="2026-11-01T12:00:00")]}),  # naive
+        orjson.dumps({"events": [_full(timestamp="yesterday")]}),
+        orjson.dumps({"events": [_full(timestamp=1700000000)]}),
+        orjson.dumps({"events": [_full(timestamp="0001-01-01T00:00:00+05:00")]}),  # before year 1 in UTC
+        orjson.dumps({"events": [_full(cost_usd="NaN")]}),
+        orjson.dumps({"events": [_full(cost_usd="a lot")]}),
+        orjson.dumps({"events": [_full(cost_usd=0.5)]}),
+        orjson.dumps({"events": [_full(tags=["a"])]}),
+        orjson.dumps({"events": [_full(tags={"feature": 1})]}),
+        orjson.dumps({"events": [_full(cost_usd="")]}),
+        # Costs are checked over the joined column first: a separator inside one must not split it into two.
+        orjson.dumps({"events": [_full(cost_usd="1"), _full(cost_usd="1,2")]}),
+        orjson.dumps({"events": [_full(cost_usd="1"), _full(cost_usd="")]}),
+        orjson.dumps({"events": [_full(), _full(timestamp="9999-12-31T23:59:59-01:00")]}),  # after 9999 in UTC
+        orjson.dumps({"events": [_full(input_tokens=-0.0)]}),
+        orjson.dumps({"events": [_full(), _full(latency_ms=None)]}),  # one broken event among good ones
+        # As many keys as seal writes, one of them another: validated in full, and refused.
+        orjson.dumps({"events": [{**{k: v for k, v in _full().items() if k != "tags"}, "prompt": "secret"}]}),
+    ],
+    ids=lambda p: str(len(p)),
+)
 def test_a_structurally_broken_plaintext_is_refused(plaintext: bytes) -> None:
     with pytest.raises(ValueError):
         decode_sealed(plaintext)
@@ -218,8 +270,14 @@ async def test_a_broken_plaintext_is_an_unreadable_record_without_its_content() 
     key = os.urandom(32)
     secret = "model-name-that-must-not-leak"
     plaintext = orjson.dumps({"events": [_full(model=secret, timestamp=f"{secret}Z")]})
-    envelope = BatchEnvelope(workspace_id="ws_a", batch_id="b1", key_version=1, ingested_at=datetime.now(UTC),
-                             event_count=1, ciphertext=crypto.encrypt(key, plaintext, _aad("ws_a", "b1", 1)))
+    envelope = BatchEnvelope(
+        workspace_id="ws_a",
+        batch_id="b1",
+        key_version=1,
+        ingested_at=datetime.now(UTC),
+        event_count=1,
+        ciphertext=crypto.encrypt(key, plaintext, _aad("ws_a", "b1", 1)),
+    )
     with pytest.raises(UnreadableRecord) as caught:
         await read_record(envelope.model_dump_json().encode(), cast(KeyRing, _Keys(key)))
     assert (caught.value.reason, caught.value.workspace_id) == ("invalid_events", "ws_a")
@@ -238,27 +296,38 @@ async def test_read_record_opens_what_seal_wrote() -> None:
 async def test_a_plaintext_that_is_no_lz4_frame_is_an_unreadable_record() -> None:
     key = os.urandom(32)
     not_a_frame = b'{"events": []}'
-    envelope = BatchEnvelope(workspace_id="ws_a", batch_id="b1", key_version=1, ingested_at=datetime.now(UTC),
-                             event_count=0, encoding="json+lz4",
-                             ciphertext=crypto.encrypt(key, not_a_frame, _aad("ws_a", "b1", 1, "json+lz4")))
+    envelope = BatchEnvelope(
+        workspace_id="ws_a",
+        batch_id="b1",
+        key_version=1,
+        ingested_at=datetime.now(UTC),
+        event_count=0,
+        encoding="json+lz4",
+        ciphertext=crypto.encrypt(key, not_a_frame, _aad("ws_a", "b1", 1, "json+lz4")),
+    )
     with pytest.raises(UnreadableRecord) as caught:
         await read_record(envelope.model_dump_json().encode(), cast(KeyRing, _Keys(key)))
     assert caught.value.reason == "invalid_events"
 
 
 _ZONES = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
-_VALID = st.fixed_dictionaries({
-    "event_id": st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
-    "provider": st.from_regex(r"[a-z0-9._-]{1,64}", fullmatch=True),
-    "model": st.from_regex(r"[A-Za-z0-9._:/@-]{1,128}", fullmatch=True),
-    "input_tokens": st.integers(0, 10**9), "output_tokens": st.integers(0, 10**9),
-    "cached_input_tokens": st.none() | st.integers(0, 10**9), "reasoning_tokens": st.none() | st.integers(0, 10**9),
-    "latency_ms": st.integers(0, 3_600_000),
-    "cost_usd": st.none() | st.decimals(min_value=0, max_value=10**6, places=12, allow_nan=False),
-    "timestamp": st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2199, 1, 1), timezones=_ZONES),
-    "tags": st.dictionaries(st.from_regex(r"[a-z][a-z0-9_.-]{0,63}", fullmatch=True), st.text(max_size=120),
-                            max_size=24),
-})
+_VALID = st.fixed_dictionaries(
+    {
+        "event_id": st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
+        "provider": st.from_regex(r"[a-z0-9._-]{1,64}", fullmatch=True),
+        "model": st.from_regex(r"[A-Za-z0-9._:/@-]{1,128}", fullmatch=True),
+        "input_tokens": st.integers(0, 10**9),
+        "output_tokens": st.integers(0, 10**9),
+        "cached_input_tokens": st.none() | st.integers(0, 10**9),
+        "reasoning_tokens": st.none() | st.integers(0, 10**9),
+        "latency_ms": st.integers(0, 3_600_000),
+        "cost_usd": st.none() | st.decimals(min_value=0, max_value=10**6, places=12, allow_nan=False),
+        "timestamp": st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2199, 1, 1), timezones=_ZONES),
+        "tags": st.dictionaries(
+            st.from_regex(r"[a-z][a-z0-9_.-]{0,63}", fullmatch=True), st.text(max_size=120), max_size=24
+        ),
+    }
+)
 
 
 @given(st.lists(_VALID, min_size=1, max_size=5))

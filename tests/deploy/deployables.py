@@ -43,8 +43,12 @@ class Deployable:
         return f"spendstream-{self.name}"
 
 
-SERVICES = (Deployable("ingest", IngestSettings), Deployable("rollup", RollupSettings),
-            Deployable("alerts", AlertsSettings), Deployable("retention", RetentionSettings))
+SERVICES = (
+    Deployable("ingest", IngestSettings),
+    Deployable("rollup", RollupSettings),
+    Deployable("alerts", AlertsSettings),
+    Deployable("retention", RetentionSettings),
+)
 
 
 def env_names(settings: type[BaseSettings]) -> set[str]:
@@ -68,8 +72,13 @@ def kustomize_build(overlay: str) -> list[dict[str, Any]]:
     """Render an overlay with the real kustomize binary that `make install` (deploy/tools.sh) pins."""
     binary = str(KUSTOMIZE) if KUSTOMIZE.exists() else shutil.which("kustomize")
     assert binary, "kustomize is missing: run `make install` (deploy/tools.sh builds the pinned version)"
-    done = subprocess.run([binary, "build", str(ROOT / "deploy" / "k8s" / "overlays" / overlay)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [binary, "build", str(ROOT / "deploy" / "k8s" / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return load_yaml_documents(done.stdout)
 

@@ -35,8 +35,10 @@ def rules() -> list[dict[str, Any]]:
 
 def test_every_rule_has_an_expression_severity_and_runbook_that_exists() -> None:
     operations = (ROOT / "docs" / "operations.md").read_text()
-    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
-               for h in re.findall(r"^#+ (.+)$", operations, re.MULTILINE)}
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", operations, re.MULTILINE)
+    }
     for rule in rules():
         assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}

@@ -38,20 +38,24 @@ def test_compose_file_is_valid_against_the_compose_specification(compose: dict[s
 
 def test_the_schema_copy_catches_a_misspelt_key(compose: dict[str, Any]) -> None:
     schema = json.loads((SCHEMAS / "compose-spec.json").read_text())
-    broken = {**compose, "services": {**compose["services"], "redis": {**compose["services"]["redis"],
-                                                                       "helthcheck": {}}}}
+    broken = {
+        **compose,
+        "services": {**compose["services"], "redis": {**compose["services"]["redis"], "helthcheck": {}}},
+    }
     assert not jsonschema.Draft7Validator(schema).is_valid(broken)
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
 def test_each_service_is_built_from_its_dockerfile_and_waits_for_what_it_needs(
-        compose: dict[str, Any], service: Deployable) -> None:
+    compose: dict[str, Any], service: Deployable
+) -> None:
     spec = compose["services"][service.name]
     assert spec["build"] == {"context": ".", "dockerfile": f"services/{service.name}/Dockerfile"}
     assert (ROOT / spec["build"]["dockerfile"]).is_file()
     needs = {"kafka": "service_healthy", "topics": "service_completed_successfully"}
-    needs.update({"rollup": {"clickhouse": "service_healthy"}, "retention": {}}.get(service.name,
-                                                                              {"redis": "service_healthy"}))
+    needs.update(
+        {"rollup": {"clickhouse": "service_healthy"}, "retention": {}}.get(service.name, {"redis": "service_healthy"})
+    )
     assert {dep: cond["condition"] for dep, cond in spec["depends_on"].items()} == needs
     assert f"http://127.0.0.1:{service.port}/readyz" in " ".join(spec["healthcheck"]["test"])
     assert spec["ports"] == [f"{service.port}:{service.port}"]
@@ -60,7 +64,8 @@ def test_each_service_is_built_from_its_dockerfile_and_waits_for_what_it_needs(
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
 def test_services_use_only_configuration_variables_their_settings_read(
-        compose: dict[str, Any], service: Deployable) -> None:
+    compose: dict[str, Any], service: Deployable
+) -> None:
     names = set(compose["services"][service.name]["environment"])
     assert names <= env_names(service.settings), names - env_names(service.settings)
     shared = names & env_names(BaseServiceSettings)
@@ -134,7 +139,8 @@ def test_every_image_has_a_pinned_tag(compose: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
 def test_each_service_accepts_the_configuration_compose_gives_it(
-        compose: dict[str, Any], service: Deployable, monkeypatch: pytest.MonkeyPatch) -> None:
+    compose: dict[str, Any], service: Deployable, monkeypatch: pytest.MonkeyPatch
+) -> None:
     given = compose["services"][service.name]["environment"]
     env = {name: interpolate_compose(str(value)) for name, value in given.items()}
     for name in env_names(service.settings):

@@ -48,16 +48,16 @@ def hadolint() -> str:
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_hadolint_finds_nothing(path: Path) -> None:
-    done = subprocess.run([hadolint(), "--no-color", str(path)], capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        [hadolint(), "--no-color", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert (done.returncode, done.stdout) == (0, "")
 
 
 def test_hadolint_does_report_a_bad_dockerfile(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN cd /app && pip install flask\n")
-    done = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0 and "DL3007" in done.stdout
 
 
@@ -99,15 +99,30 @@ def test_the_image_install_step_gives_a_runnable_service_and_no_other(service: D
     venv = tmp_path / "venv"
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_NO_PROGRESS": "1"}
     env.pop("VIRTUAL_ENV", None)
-    sync = subprocess.run([uv, "sync", "--frozen", "--no-dev", "--no-editable", "--offline", "--quiet",
-                           "--package", service.package], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=240, check=False)
+    sync = subprocess.run(
+        [uv, "sync", "--frozen", "--no-dev", "--no-editable", "--offline", "--quiet", "--package", service.package],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert sync.returncode == 0, sync.stderr
     others = [s.name for s in SERVICES if s != service]
-    probe = (f"import importlib.util, spendstream.{service.name}.__main__, spendstream.{service.name}.app\n"
-             f"print([n for n in {others!r} if importlib.util.find_spec('spendstream.' + n)])")
-    run = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120, check=False, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    probe = (
+        f"import importlib.util, spendstream.{service.name}.__main__, spendstream.{service.name}.app\n"
+        f"print([n for n in {others!r} if importlib.util.find_spec('spendstream.' + n)])"
+    )
+    run = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
 

@@ -34,11 +34,21 @@ Obj = dict[str, Any]
 # write it, commit). terminationGracePeriodSeconds must exceed it or Kubernetes SIGKILLs a batch half-done.
 DRAIN_SECONDS = {"ingest": 5 + 30, "rollup": 5 + 30 + 30, "alerts": 5 + 30 + 30, "retention": 5 + 30}
 # The traffic each workload may open (egress ports besides DNS).
-EGRESS_PORTS = {"ingest": {9092, 6379}, "rollup": {9092, 8123}, "alerts": {9092, 6379, 8082, 443, 465, 587},
-                "retention": {9092}, "topics": {9092}, "admin": {9092}}
-SECRETS = {"spendstream-kek": {"kek", "kek-id"}, "spendstream-redis": {"password"},
-           "spendstream-clickhouse": {"username", "password"}, "spendstream-internal": {"token"},
-           "spendstream-smtp": {"host", "username", "password"}}
+EGRESS_PORTS = {
+    "ingest": {9092, 6379},
+    "rollup": {9092, 8123},
+    "alerts": {9092, 6379, 8082, 443, 465, 587},
+    "retention": {9092},
+    "topics": {9092},
+    "admin": {9092},
+}
+SECRETS = {
+    "spendstream-kek": {"kek", "kek-id"},
+    "spendstream-redis": {"password"},
+    "spendstream-clickhouse": {"username", "password"},
+    "spendstream-internal": {"token"},
+    "spendstream-smtp": {"host", "username", "password"},
+}
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -68,8 +78,11 @@ def strict(schema: Any) -> Any:
     """The CRD schema with unknown fields refused: the API server would silently prune them, hiding a typo."""
     if isinstance(schema, dict):
         out = {k: strict(v) for k, v in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             out["additionalProperties"] = False
         return out
     if isinstance(schema, list):
@@ -96,9 +109,18 @@ def test_every_object_is_valid_against_the_kubernetes_or_keda_schema(rendered: l
         except kubernetes_validate.ValidationError as exc:
             errors.append(f"{where}: {exc.message}")
     assert errors == []
-    assert {o["kind"] for o in rendered} >= {"Namespace", "ConfigMap", "ServiceAccount", "Deployment", "Service",
-                                             "PodDisruptionBudget", "NetworkPolicy", "Job", "ScaledObject",
-                                             "HorizontalPodAutoscaler"}
+    assert {o["kind"] for o in rendered} >= {
+        "Namespace",
+        "ConfigMap",
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Job",
+        "ScaledObject",
+        "HorizontalPodAutoscaler",
+    }
 
 
 def test_the_validators_refuse_a_broken_object(rendered: list[Obj]) -> None:
@@ -133,7 +155,8 @@ def test_each_deployment_has_probes_limits_and_a_locked_down_pod(rendered: list[
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
 def test_each_deployment_has_its_service_account_pdb_network_policy_and_service(
-        rendered: list[Obj], service: Deployable) -> None:
+    rendered: list[Obj], service: Deployable
+) -> None:
     deployment = find(rendered, "Deployment", service.name)
     pod = pod_spec(deployment)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -145,8 +168,13 @@ def test_each_deployment_has_its_service_account_pdb_network_policy_and_service(
 
     pdbs = [o for o in rendered if o["kind"] == "PodDisruptionBudget" and selects(o["spec"]["selector"])]
     assert len(pdbs) == 1
-    policies = [o for o in rendered if o["kind"] == "NetworkPolicy" and o["spec"]["podSelector"].get("matchLabels")
-                and selects(o["spec"]["podSelector"])]
+    policies = [
+        o
+        for o in rendered
+        if o["kind"] == "NetworkPolicy"
+        and o["spec"]["podSelector"].get("matchLabels")
+        and selects(o["spec"]["podSelector"])
+    ]
     assert [p["metadata"]["name"] for p in policies if "ingress" in p["spec"]] == [service.name]
     (policy,) = [p for p in policies if p["metadata"]["name"] == service.name]
     assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [service.port]
@@ -181,8 +209,9 @@ def test_secrets_are_referenced_never_inlined(rendered: list[Obj]) -> None:
 
 
 def test_only_the_services_that_decrypt_get_the_kek(rendered: list[Obj]) -> None:
-    holders = {workload for workload, c in containers(rendered)
-               for var in c.get("env", []) if var["name"] == "SPENDSTREAM_KEK"}
+    holders = {
+        workload for workload, c in containers(rendered) for var in c.get("env", []) if var["name"] == "SPENDSTREAM_KEK"
+    }
     assert holders == {"ingest", "rollup", "alerts"}
 
 
@@ -220,8 +249,12 @@ def test_retention_runs_one_coordinator_even_during_a_rollout(rendered: list[Obj
     deployment = find(rendered, "Deployment", "retention")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert not [o for o in rendered if o["kind"] in ("ScaledObject", "HorizontalPodAutoscaler")
-                and o["spec"]["scaleTargetRef"]["name"] == "retention"]
+    assert not [
+        o
+        for o in rendered
+        if o["kind"] in ("ScaledObject", "HorizontalPodAutoscaler")
+        and o["spec"]["scaleTargetRef"]["name"] == "retention"
+    ]
 
 
 def test_ingest_scales_on_cpu_with_an_hpa(rendered: list[Obj]) -> None:
@@ -238,12 +271,14 @@ def test_the_topic_job_provisions_with_the_cli_image(rendered: list[Obj]) -> Non
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
-@pytest.mark.parametrize(("overlay", "namespace", "tag"), [("dev", "spendstream-dev", "dev"),
-                                                          ("prod", "spendstream", "0.1.0")])
+@pytest.mark.parametrize(
+    ("overlay", "namespace", "tag"), [("dev", "spendstream-dev", "dev"), ("prod", "spendstream", "0.1.0")]
+)
 def test_overlays_set_namespace_and_image_tags(overlay: str, namespace: str, tag: str) -> None:
     objs = kustomize_build(overlay)
-    assert find(objs, "Namespace", namespace)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] \
-        == "restricted"
+    assert (
+        find(objs, "Namespace", namespace)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    )
     assert {o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"} == {namespace}
     images = {c["image"] for _, c in containers(objs)}
     assert images == {f"spendstream/{n}:{tag}" for n in ("ingest", "rollup", "alerts", "retention", "cli")}
@@ -263,7 +298,8 @@ def test_the_admin_pod_is_valid_locked_down_and_reaches_only_kafka(rendered: lis
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
 def test_each_service_accepts_the_configuration_its_deployment_gives_it(
-        rendered: list[Obj], service: Deployable, monkeypatch: pytest.MonkeyPatch) -> None:
+    rendered: list[Obj], service: Deployable, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The ConfigMap, then the container's env in order, `$(VAR)` expanded; secrets stand in as placeholders."""
     (container,) = pod_spec(find(rendered, "Deployment", service.name))["containers"]
     env: dict[str, str] = dict(find(rendered, "ConfigMap", "spendstream-config")["data"])

@@ -23,8 +23,11 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 async def scrape(client: httpx.AsyncClient) -> Samples:
     response = await client.get("/metrics")
     assert response.status_code == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -33,25 +36,31 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 async def test_metrics_count_what_ingest_accepted_and_refused_and_what_rollup_stored(iso: Isolation) -> None:
     ws = await create_workspace(iso)
-    events = [usage_event(), usage_event(), usage_event(),
-              {**usage_event(), "prompt": "never stored"},                       # a content field
-              usage_event(tags={"feature": "chat", "customer_id": "ann@example.com"})]  # PII in a tag
+    events = [
+        usage_event(),
+        usage_event(),
+        usage_event(),
+        {**usage_event(), "prompt": "never stored"},  # a content field
+        usage_event(tags={"feature": "chat", "customer_id": "ann@example.com"}),
+    ]  # PII in a tag
     services = [create_ingest(iso.settings(IngestSettings)), create_rollup(iso.settings(RollupSettings))]
     async with serving(services) as client:
         before = await scrape(client)
         answer = await client.post("/v1/events", json={"events": events}, headers=auth(ws["ingest"]))
         assert answer.status_code == 202, answer.text
         assert (await client.post("/v1/events", json={"events": events}, headers=auth("nope"))).status_code == 401
-        assert (await client.post("/v1/events", json={"events": events},
-                                  headers=auth(ws["read"]))).status_code == 403
+        assert (await client.post("/v1/events", json={"events": events}, headers=auth(ws["read"]))).status_code == 403
         assert answer.json()["accepted"] == 3
         refused = Counter(r["code"] for r in answer.json()["rejected"])
         assert sum(refused.values()) == 2 and len(refused) == 2, refused
 
         async def stored() -> Samples | None:
             now = await scrape(client)
-            done = value(now, "spendstream_rollup_events_stored_total") - \
-                value(before, "spendstream_rollup_events_stored_total") == 3
+            done = (
+                value(now, "spendstream_rollup_events_stored_total")
+                - value(before, "spendstream_rollup_events_stored_total")
+                == 3
+            )
             return now if done else None
 
         after = await eventually(stored, timeout=20)

@@ -35,8 +35,13 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 async def _record_headers(iso: Isolation) -> list[dict[str, bytes]]:
-    consumer = AIOKafkaConsumer(topic_name(USAGE_EVENTS, iso.prefix), bootstrap_servers=iso.stack.kafka,
-                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic_name(USAGE_EVENTS, iso.prefix),
+        bootstrap_servers=iso.stack.kafka,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         batches = await consumer.getmany(timeout_ms=3000)
@@ -46,7 +51,8 @@ async def _record_headers(iso: Isolation) -> list[dict[str, bytes]]:
 
 
 async def test_a_trace_id_follows_the_request_through_kafka_to_the_clickhouse_insert(
-        iso: Isolation, spans: InMemorySpanExporter) -> None:
+    iso: Isolation, spans: InMemorySpanExporter
+) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     ws = await create_workspace(iso)
     services = [create_ingest(iso.settings(IngestSettings)), create_rollup(iso.settings(RollupSettings))]

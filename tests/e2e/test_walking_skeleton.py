@@ -37,8 +37,13 @@ async def test_posted_events_are_visible_in_usage_with_exact_totals(iso: Isolati
 
         body = await eventually(usage, timeout=10)
     assert body["totals"] == {
-        "requests": 3, "input_tokens": 3000, "output_tokens": 1400, "cached_input_tokens": 0,
-        "reasoning_tokens": 0, "cost_usd": "0.126250000", "latency_ms_sum": 1260,
+        "requests": 3,
+        "input_tokens": 3000,
+        "output_tokens": 1400,
+        "cached_input_tokens": 0,
+        "reasoning_tokens": 0,
+        "cost_usd": "0.126250000",
+        "latency_ms_sum": 1260,
     }
     by_feature = {row["feature"]: row["cost_usd"] for row in body["rows"]}
     assert by_feature == {"chat": "0.125750000", "search": "0.000500000"}
@@ -53,13 +58,15 @@ async def test_restart_keeps_data_and_a_resent_batch_counts_nothing_twice(iso: I
         r = await client.get("/v1/usage", headers=auth(ws["read"]))
         return int(r.json()["totals"]["requests"])
 
-    async with serving([create_ingest(iso.settings(IngestSettings)),
-                        create_rollup(iso.settings(RollupSettings))]) as client:
+    async with serving(
+        [create_ingest(iso.settings(IngestSettings)), create_rollup(iso.settings(RollupSettings))]
+    ) as client:
         assert (await client.post("/v1/events", json=batch, headers=auth(ws["ingest"]))).status_code == 202
         await eventually(lambda: _equals(total_requests(client), 2))
 
-    async with serving([create_ingest(iso.settings(IngestSettings)),
-                        create_rollup(iso.settings(RollupSettings))]) as client:
+    async with serving(
+        [create_ingest(iso.settings(IngestSettings)), create_rollup(iso.settings(RollupSettings))]
+    ) as client:
         again = await client.post("/v1/events", json=batch, headers=auth(ws["ingest"]))
         assert again.json() == {"accepted": 0, "duplicates": 2, "rejected": []}
         r = await client.get("/v1/usage", headers=auth(ws["read"]))

@@ -144,8 +144,11 @@ def _walk_keys(root: Any) -> Iterator[Violation]:
             for key, child in node.items():
                 if isinstance(key, str) and is_content_key(key):
                     # The path is the client's own key name, which is not content; the value is never shown.
-                    yield Violation(_join(path, key), "content_field", "fields that carry prompt or completion "
-                                    "content are refused; send metadata only")
+                    yield Violation(
+                        _join(path, key),
+                        "content_field",
+                        "fields that carry prompt or completion content are refused; send metadata only",
+                    )
                 elif isinstance(child, _CONTAINERS):
                     stack.append((child, _join(path, key)))
         elif isinstance(node, list):
@@ -161,7 +164,11 @@ def check_event(raw: Any) -> list[Violation]:
             if isinstance(value, str):
                 kind = pii_kind(value)
                 if kind is not None:
-                    violations.append(Violation(f"tags.{path_segment(key)}", "pii_value",
-                                                f"tag value looks like personal data ({kind}); "
-                                                "send an opaque id instead"))
+                    violations.append(
+                        Violation(
+                            f"tags.{path_segment(key)}",
+                            "pii_value",
+                            f"tag value looks like personal data ({kind}); send an opaque id instead",
+                        )
+                    )
     return violations

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 
 async def test_issued_key_works_is_listed_without_secret_and_revocation_reaches_a_second_replica(
-        iso: Isolation) -> None:
+    iso: Isolation,
+) -> None:
     ws = await create_workspace(iso)
     settings = iso.settings(IngestSettings)
     async with serving([create_service(settings)]) as one, serving([create_service(settings)]) as two:
@@ -59,8 +60,9 @@ async def test_admin_routes_need_an_admin_key_of_the_same_workspace(iso: Isolati
         assert (await client.get("/v1/admin/keys", headers=auth(ws["ingest"]))).status_code == 403
         assert (await client.get("/v1/admin/keys")).status_code == 401
         theirs = (await client.get("/v1/admin/keys", headers=auth(other["admin"]))).json()
-        assert (await client.delete(f"/v1/admin/keys/{theirs[0]['key_id']}",
-                                    headers=auth(ws["admin"]))).status_code == 404
+        assert (
+            await client.delete(f"/v1/admin/keys/{theirs[0]['key_id']}", headers=auth(ws["admin"]))
+        ).status_code == 404
 
 
 async def test_rotated_data_key_seals_new_batches_with_the_new_version(iso: Isolation) -> None:
@@ -88,7 +90,9 @@ async def test_cancel_refuses_events_announces_it_and_reactivate_undoes_it(iso: 
     records = await read_all(iso.stack.kafka, topic_name(LIFECYCLE, iso.prefix))
     events = [LifecycleEvent.model_validate_json(r.value) for r in records]
     assert [(r.key.decode(), e.workspace_id, e.kind) for r, e in zip(records, events, strict=True)] == [
-        (ws["workspace_id"], ws["workspace_id"], "cancelled"), (ws["workspace_id"], ws["workspace_id"], "reactivated")]
+        (ws["workspace_id"], ws["workspace_id"], "cancelled"),
+        (ws["workspace_id"], ws["workspace_id"], "reactivated"),
+    ]
 
 
 async def test_keys_of_a_deleted_workspace_are_401(iso: Isolation) -> None:
@@ -104,7 +108,8 @@ async def test_keys_of_a_deleted_workspace_are_401(iso: Isolation) -> None:
         await broker.connect()
         try:
             await ControlPlane(settings, broker).put_workspace(
-                record.model_copy(update={"status": "deleted", "cancelled_at": datetime.now(UTC)}))
+                record.model_copy(update={"status": "deleted", "cancelled_at": datetime.now(UTC)})
+            )
         finally:
             await broker.stop()
 

@@ -18,24 +18,31 @@ pytestmark = pytest.mark.integration
 
 
 async def _post(running: Running, body: Any, **headers: str) -> Any:
-    return await running.client.post("/v1/events", json=body, headers={**auth(running.workspace["ingest"]),
-                                                                         **headers})
+    return await running.client.post("/v1/events", json=body, headers={**auth(running.workspace["ingest"]), **headers})
 
 
 REFUSED_EVENTS: list[tuple[str, dict[str, Any], str, str]] = [
     ("messages", usage_event(messages=[{"role": "user"}]), "messages", "content_field"),
     ("systemPrompt", usage_event(systemPrompt="x"), "systemPrompt", "content_field"),
     ("tags.prompt_text", usage_event(tags={"prompt_text": "x"}), "tags.prompt_text", "content_field"),
-    ("nested content", usage_event(extra={"deep": [{"completion_text": "x"}]}), "extra.deep[0].completion_text",
-     "content_field"),
+    (
+        "nested content",
+        usage_event(extra={"deep": [{"completion_text": "x"}]}),
+        "extra.deep[0].completion_text",
+        "content_field",
+    ),
     ("email in a tag", usage_event(tags={"user": "jane.doe@example.com"}), "tags.user", "pii_value"),
     ("phone in a tag", usage_event(tags={"caller": "+44 20 7946 0958"}), "tags.caller", "pii_value"),
     ("ip in a tag", usage_event(tags={"client": "203.0.113.7"}), "tags.client", "pii_value"),
     ("card in a tag", usage_event(tags={"ref": "4111 1111 1111 1111"}), "tags.ref", "pii_value"),
     ("25 tags", usage_event(tags={f"t{i}": "v" for i in range(25)}), "tags", "too_many_tags"),
     ("121-char value", usage_event(tags={"feature": "a" * 121}), "tags.feature", "too_long"),
-    ("next week", usage_event(timestamp=(datetime.now(UTC) + timedelta(days=7)).isoformat()), "timestamp",
-     "timestamp_in_future"),
+    (
+        "next week",
+        usage_event(timestamp=(datetime.now(UTC) + timedelta(days=7)).isoformat()),
+        "timestamp",
+        "timestamp_in_future",
+    ),
     ("forged workspace_id", usage_event(workspace_id="ws_someone_else"), "workspace_id", "forbidden_field"),
     ("unknown field", usage_event(colour="red"), "colour", "unknown_field"),
     ("bad tag key", usage_event(tags={"Bad Key": "x"}), "tags.?", "invalid_tag_key"),
@@ -47,7 +54,8 @@ REFUSED_EVENTS: list[tuple[str, dict[str, Any], str, str]] = [
 
 @pytest.mark.parametrize(("case", "event", "field", "code"), REFUSED_EVENTS, ids=[c[0] for c in REFUSED_EVENTS])
 async def test_refused_event_gets_422_with_index_field_and_reason_code(
-        running: Running, case: str, event: dict[str, Any], field: str, code: str) -> None:
+    running: Running, case: str, event: dict[str, Any], field: str, code: str
+) -> None:
     r = await _post(running, {"events": [event]})
     assert r.status_code == 422, r.text
     body = r.json()
@@ -75,28 +83,38 @@ async def test_batch_of_501_events_is_413_and_nothing_is_published(running: Runn
 async def test_6_mib_gzip_bomb_is_413_without_inflating_it(running: Running) -> None:
     bomb = gzip.compress(b'{"events": [' + b" " * (6 * 1024 * 1024) + b"]}")
     assert len(bomb) < 1024 * 1024
-    r = await running.client.post("/v1/events", content=bomb, headers={
-        **auth(running.workspace["ingest"]), "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    r = await running.client.post(
+        "/v1/events",
+        content=bomb,
+        headers={**auth(running.workspace["ingest"]), "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
     assert (r.status_code, r.json()["error"]) == (413, "payload_too_large")
 
 
 async def test_gzip_body_within_the_cap_is_accepted(running: Running) -> None:
     body = gzip.compress(orjson.dumps({"events": [usage_event()]}))
-    r = await running.client.post("/v1/events", content=body, headers={
-        **auth(running.workspace["ingest"]), "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    r = await running.client.post(
+        "/v1/events",
+        content=body,
+        headers={**auth(running.workspace["ingest"]), "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
     assert r.status_code == 202, r.text
     assert r.json()["accepted"] == 1
 
 
 async def test_body_over_1_mib_is_413(running: Running) -> None:
-    r = await running.client.post("/v1/events", content=b"[" + b" " * (1024 * 1024 + 1) + b"]", headers={
-        **auth(running.workspace["ingest"]), "Content-Type": "application/json"})
+    r = await running.client.post(
+        "/v1/events",
+        content=b"[" + b" " * (1024 * 1024 + 1) + b"]",
+        headers={**auth(running.workspace["ingest"]), "Content-Type": "application/json"},
+    )
     assert (r.status_code, r.json()["error"]) == (413, "payload_too_large")
 
 
 async def test_wrong_media_type_is_415(running: Running) -> None:
-    r = await running.client.post("/v1/events", content=b"events", headers={
-        **auth(running.workspace["ingest"]), "Content-Type": "text/plain"})
+    r = await running.client.post(
+        "/v1/events", content=b"events", headers={**auth(running.workspace["ingest"]), "Content-Type": "text/plain"}
+    )
     assert (r.status_code, r.json()["error"]) == (415, "unsupported_media_type")
 
 
@@ -109,8 +127,9 @@ async def test_missing_or_unknown_key_is_401(running: Running, key: str | None) 
 
 
 async def test_read_key_cannot_send_events(running: Running) -> None:
-    r = await running.client.post("/v1/events", json={"events": [usage_event()]},
-                                  headers=auth(running.workspace["read"]))
+    r = await running.client.post(
+        "/v1/events", json={"events": [usage_event()]}, headers=auth(running.workspace["read"])
+    )
     assert r.status_code == 403
 
 
@@ -122,10 +141,15 @@ async def test_batch_with_no_valid_event_is_422_and_nothing_is_published(running
     assert len(await read_all(running.iso.stack.kafka, topic)) == before
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ({"events": []}, "empty_batch"), ({"events": [], "workspace_id": "x"}, "unknown_field"),
-    ([usage_event()], "invalid_batch"), ({"events": "x"}, "invalid_batch"),
-])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"events": []}, "empty_batch"),
+        ({"events": [], "workspace_id": "x"}, "unknown_field"),
+        ([usage_event()], "invalid_batch"),
+        ({"events": "x"}, "invalid_batch"),
+    ],
+)
 async def test_malformed_batch_is_422_with_a_code(running: Running, body: Any, code: str) -> None:
     r = await _post(running, body)
     assert (r.status_code, r.json()["error"]) == (422, code)

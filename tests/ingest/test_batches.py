@@ -34,7 +34,8 @@ from tests.support import Isolation, PrivateKafka, auth, eventually, serving, us
 @pytest.mark.integration
 @pytest.mark.slow
 async def test_broker_down_gives_503_counts_nothing_and_a_resend_after_restart_stores_each_event_once(
-        iso: Isolation, private_kafka: PrivateKafka) -> None:
+    iso: Isolation, private_kafka: PrivateKafka
+) -> None:
     base = iso.settings(BaseServiceSettings, kafka_bootstrap_servers=private_kafka.bootstrap)
     await provision_topics(base)
     broker = make_broker(base, "tests")
@@ -46,8 +47,9 @@ async def test_broker_down_gives_503_counts_nothing_and_a_resend_after_restart_s
     key = {k.scope: k.key for k in keys}
     ws_id = workspace.workspace_id
     batch = {"events": [usage_event(cost_usd=1.25), usage_event(cost_usd=2.5)]}
-    ingest = create_ingest(iso.settings(IngestSettings, kafka_bootstrap_servers=private_kafka.bootstrap,
-                                        publish_timeout_seconds=3))
+    ingest = create_ingest(
+        iso.settings(IngestSettings, kafka_bootstrap_servers=private_kafka.bootstrap, publish_timeout_seconds=3)
+    )
     rollup = create_rollup(iso.settings(RollupSettings, kafka_bootstrap_servers=private_kafka.bootstrap))
     redis = aioredis.Redis.from_url(iso.stack.redis)
     try:
@@ -101,13 +103,18 @@ class _Keys:
 
 
 def _acceptor(broker: KafkaBroker, redis: aioredis.Redis, prefix: str, keys: _Keys) -> BatchAcceptor:
-    return BatchAcceptor(broker=broker, keyring=cast(KeyRing, keys), dedupe=Deduplicator(redis, prefix, 3600),
-                         limiter=Limiter(redis, prefix, 1000, 1000), topic_prefix=prefix,
-                         max_age=timedelta(days=30), publish_timeout=5)
+    return BatchAcceptor(
+        broker=broker,
+        keyring=cast(KeyRing, keys),
+        dedupe=Deduplicator(redis, prefix, 3600),
+        limiter=Limiter(redis, prefix, 1000, 1000),
+        topic_prefix=prefix,
+        max_age=timedelta(days=30),
+        publish_timeout=5,
+    )
 
 
-async def test_in_memory_accepted_batch_is_one_envelope_and_its_ids_are_marked_after_the_ack(
-        iso: Isolation) -> None:
+async def test_in_memory_accepted_batch_is_one_envelope_and_its_ids_are_marked_after_the_ack(iso: Isolation) -> None:
     broker = KafkaBroker()
     envelopes: list[bytes] = []
 

@@ -20,9 +20,14 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def env(iso: Isolation, monkeypatch: pytest.MonkeyPatch) -> Isolation:
-    for name, value in {"KAFKA_BOOTSTRAP_SERVERS": iso.stack.kafka, "REDIS_URL": iso.stack.redis,
-                        "TOPIC_PREFIX": iso.prefix, "REDIS_PREFIX": iso.prefix, "KEK": iso.kek,
-                        "DATA_DIR": str(iso.data_dir)}.items():
+    for name, value in {
+        "KAFKA_BOOTSTRAP_SERVERS": iso.stack.kafka,
+        "REDIS_URL": iso.stack.redis,
+        "TOPIC_PREFIX": iso.prefix,
+        "REDIS_PREFIX": iso.prefix,
+        "KEK": iso.kek,
+        "DATA_DIR": str(iso.data_dir),
+    }.items():
         monkeypatch.setenv(f"SPENDSTREAM_{name}", value)
     return iso
 
@@ -48,8 +53,10 @@ def test_keys_and_tenant_commands_manage_a_workspace(env: Isolation, capsys: pyt
     assert _run(capsys, "tenant", "cancel", ws)["status"] == "cancelled"
     shown = _run(capsys, "tenant", "reactivate", ws)
     assert (shown["status"], shown["data_key_version"]) == ("active", 1)
-    kinds = [LifecycleEvent.model_validate_json(r.value).kind
-             for r in asyncio.run(read_all(env.stack.kafka, topic_name(LIFECYCLE, env.prefix)))]
+    kinds = [
+        LifecycleEvent.model_validate_json(r.value).kind
+        for r in asyncio.run(read_all(env.stack.kafka, topic_name(LIFECYCLE, env.prefix)))
+    ]
     assert kinds == ["cancelled", "reactivated"]
 
 

@@ -43,7 +43,8 @@ async def test_ids_are_seen_only_after_marking_and_per_workspace(iso: Isolation)
 
 @pytest.mark.parametrize("marked_at", [0.0, 899.0, 900.0, 1799.5])  # a bucket is 15 minutes of a 1 h window
 async def test_a_repeat_anywhere_inside_the_window_is_seen_and_an_id_is_forgotten_within_a_quarter_window_after(
-        iso: Isolation, marked_at: float) -> None:
+    iso: Isolation, marked_at: float
+) -> None:
     redis = aioredis.Redis.from_url(iso.stack.redis)
     clock = Clock(_bucket_start() + marked_at)
     dedupe = Deduplicator(redis, iso.prefix, HOUR, clock=clock)
@@ -72,8 +73,7 @@ async def test_unreachable_redis_means_nothing_seen_and_marking_does_not_raise()
         await redis.aclose()
 
 
-async def test_a_workspace_holds_one_set_per_bucket_in_its_own_slot_however_many_ids_it_marks(
-        iso: Isolation) -> None:
+async def test_a_workspace_holds_one_set_per_bucket_in_its_own_slot_however_many_ids_it_marks(iso: Isolation) -> None:
     redis = aioredis.Redis.from_url(iso.stack.redis)
     clock = Clock(_bucket_start())
     dedupe = Deduplicator(redis, iso.prefix, HOUR, clock=clock)

@@ -29,8 +29,9 @@ async def _command(iso: Isolation, request_id: str, scope: ErasureScope) -> None
     await broker.connect()
     try:
         command = DeletionCommand(request_id=request_id, scope=scope, issued_at=datetime.now(UTC))
-        await broker.publish(command.model_dump_json().encode(), topic_name(DELETION_COMMANDS, iso.prefix),
-                             key=request_id.encode())
+        await broker.publish(
+            command.model_dump_json().encode(), topic_name(DELETION_COMMANDS, iso.prefix), key=request_id.encode()
+        )
     finally:
         await broker.stop()
 
@@ -49,12 +50,15 @@ async def _ingest_keys(redis: aioredis.Redis, iso: Isolation, workspace_id: str)
 
 
 def _counts(report: DeletionReport) -> dict[str, tuple[int, int]]:
-    return {c.store.split(".", 1)[-1] if c.store.startswith("kafka:") else c.store: (c.before, c.after)
-            for c in report.counts}
+    return {
+        c.store.split(".", 1)[-1] if c.store.startswith("kafka:") else c.store: (c.before, c.after)
+        for c in report.counts
+    }
 
 
 async def test_workspace_erasure_deletes_keys_data_key_and_redis_state_then_reports(
-        iso: Isolation, own_redis: tuple[str, Any]) -> None:
+    iso: Isolation, own_redis: tuple[str, Any]
+) -> None:
     ws, other = await create_workspace(iso), await create_workspace(iso, "other")
     wid = ws["workspace_id"]
     # A Redis of the test's own: the shared one holds every other test's keys, which a SCAN would wade through.
@@ -63,12 +67,12 @@ async def test_workspace_erasure_deletes_keys_data_key_and_redis_state_then_repo
     try:
         await redis.set(foreign, b"1")
         # A slow bucket keeps its Redis key for minutes (a full bucket expires: it equals no bucket).
-        settings = iso.settings(IngestSettings, rate_limit_events_per_second=1, rate_limit_burst_events=500,
-                                redis_url=own_redis[0])
+        settings = iso.settings(
+            IngestSettings, rate_limit_events_per_second=1, rate_limit_burst_events=500, redis_url=own_redis[0]
+        )
         async with serving([create_service(settings)]) as client:
             for key in (ws["ingest"], other["ingest"]):
-                r = await client.post("/v1/events", json={"events": [usage_event(), usage_event()]},
-                                      headers=auth(key))
+                r = await client.post("/v1/events", json={"events": [usage_event(), usage_event()]}, headers=auth(key))
                 assert r.status_code == 202
             ingest_keys = await _ingest_keys(redis, iso, wid)
             assert len(ingest_keys) == 3  # the dedupe set of the ids, the rate bucket, the month's quota counter
@@ -90,12 +94,20 @@ async def test_workspace_erasure_deletes_keys_data_key_and_redis_state_then_repo
 
         assert (report.request_id, report.owner, report.status, report.reason) == ("req-1", "ingest", "done", None)
         assert report.scope == ErasureScope(workspace_id=wid)
-        assert _counts(report) == {"ingest.apikeys.v1": (3, 0), "ingest.datakeys.v1": (1, 0),
-                                   "ingest.workspaces.v1": (1, 0), "redis:ingest": (3, 0)}
+        assert _counts(report) == {
+            "ingest.apikeys.v1": (3, 0),
+            "ingest.datakeys.v1": (1, 0),
+            "ingest.workspaces.v1": (1, 0),
+            "redis:ingest": (3, 0),
+        }
         assert [v.result for v in report.verifications] == [0, 0, 0, 0]
         assert repeat.status == "done"
-        assert _counts(repeat) == {"ingest.apikeys.v1": (0, 0), "ingest.datakeys.v1": (0, 0),
-                                   "ingest.workspaces.v1": (0, 0), "redis:ingest": (0, 0)}
+        assert _counts(repeat) == {
+            "ingest.apikeys.v1": (0, 0),
+            "ingest.datakeys.v1": (0, 0),
+            "ingest.workspaces.v1": (0, 0),
+            "redis:ingest": (0, 0),
+        }
 
         assert await _ingest_keys(redis, iso, wid) == []
         assert await redis.exists(foreign) == 1
@@ -119,7 +131,8 @@ async def test_workspace_erasure_deletes_keys_data_key_and_redis_state_then_repo
 
 
 async def test_customer_erasure_reports_that_ingest_holds_nothing_per_customer(
-        iso: Isolation, own_redis: tuple[str, Any]) -> None:
+    iso: Isolation, own_redis: tuple[str, Any]
+) -> None:
     ws = await create_workspace(iso)
     async with serving([create_service(iso.settings(IngestSettings, redis_url=own_redis[0]))]) as client:
         await _command(iso, "req-c", ErasureScope(workspace_id=ws["workspace_id"], customer_id="cust-1"))
@@ -132,7 +145,8 @@ async def test_customer_erasure_reports_that_ingest_holds_nothing_per_customer(
 
 
 async def test_an_unparsable_command_is_skipped_and_the_next_one_is_carried_out(
-        iso: Isolation, own_redis: tuple[str, Any]) -> None:
+    iso: Isolation, own_redis: tuple[str, Any]
+) -> None:
     ws = await create_workspace(iso)
     settings = iso.settings(BaseServiceSettings)
     broker = make_broker(settings, "tests")

@@ -48,8 +48,7 @@ def test_each_field_rule_has_its_reason_code() -> None:
     assert _codes(_at(event_id="has space")) == [("event_id", "invalid_format")]
     assert _codes(_at(output_tokens=5, reasoning_tokens=6)) == [("", "inconsistent_tokens")]
     assert _codes(_at(timestamp=(NOW - timedelta(days=400)).isoformat())) == [("timestamp", "timestamp_too_old")]
-    assert _codes(_at(timestamp=(NOW + timedelta(minutes=6)).isoformat())) == [("timestamp",
-                                                                                 "timestamp_in_future")]
+    assert _codes(_at(timestamp=(NOW + timedelta(minutes=6)).isoformat())) == [("timestamp", "timestamp_in_future")]
     assert _codes(_at(tags={f"t{i}": "v" for i in range(MAX_TAGS + 1)})) == [("tags", "too_many_tags")]
     assert _codes(_at(tags={"feature": 3})) == [("tags.feature", "invalid_value")]
     assert _codes({k: v for k, v in _at().items() if k != "model"}) == [("model", "missing_field")]
@@ -59,9 +58,18 @@ def test_each_field_rule_has_its_reason_code() -> None:
 
 
 def test_boundaries_are_inclusive() -> None:
-    ok = validate_event(0, _at(input_tokens=10**9, latency_ms=3_600_000, cost_usd=1_000_000,
-                               tags={f"t{i}": "v" * 120 for i in range(MAX_TAGS)},
-                               timestamp=(NOW + timedelta(minutes=5)).isoformat()), NOW, MAX_AGE)
+    ok = validate_event(
+        0,
+        _at(
+            input_tokens=10**9,
+            latency_ms=3_600_000,
+            cost_usd=1_000_000,
+            tags={f"t{i}": "v" * 120 for i in range(MAX_TAGS)},
+            timestamp=(NOW + timedelta(minutes=5)).isoformat(),
+        ),
+        NOW,
+        MAX_AGE,
+    )
     assert isinstance(ok, UsageEvent)
 
 
@@ -74,8 +82,22 @@ def test_one_bad_event_never_spoils_the_others() -> None:
 # field name such as "output", so only marked ones are searched for).
 MARKED = st.text(max_size=30).map(lambda t: f"\u039e{t}")
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40) | MARKED
-FIELDS = st.sampled_from(["event_id", "provider", "model", "input_tokens", "output_tokens", "cached_input_tokens",
-                          "reasoning_tokens", "latency_ms", "cost_usd", "timestamp", "tags", "extra"])
+FIELDS = st.sampled_from(
+    [
+        "event_id",
+        "provider",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "reasoning_tokens",
+        "latency_ms",
+        "cost_usd",
+        "timestamp",
+        "tags",
+        "extra",
+    ]
+)
 
 
 @settings(max_examples=300)

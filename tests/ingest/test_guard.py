@@ -20,28 +20,72 @@ JSON = st.recursive(
 )
 
 
-@pytest.mark.parametrize("key", [
-    "prompt", "prompts", "completion", "messages", "message", "content", "attachment", "response", "input",
-    "text", "body", "output", "system_prompt", "systemPrompt", "SystemPrompt", "completion_text",
-    "responseContent", "prompt_text", "user-message", "inputs", "promptId", "chat.messages", "RESPONSE_BODY",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "prompt",
+        "prompts",
+        "completion",
+        "messages",
+        "message",
+        "content",
+        "attachment",
+        "response",
+        "input",
+        "text",
+        "body",
+        "output",
+        "system_prompt",
+        "systemPrompt",
+        "SystemPrompt",
+        "completion_text",
+        "responseContent",
+        "prompt_text",
+        "user-message",
+        "inputs",
+        "promptId",
+        "chat.messages",
+        "RESPONSE_BODY",
+    ],
+)
 def test_content_keys_are_recognised_in_any_spelling(key: str) -> None:
     assert is_content_key(key)
 
 
-@pytest.mark.parametrize("key", [
-    "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "feature", "route", "model",
-    "provider", "context_window", "customer_id", "latency_ms", "task_type", "outputTokens",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "reasoning_tokens",
+        "feature",
+        "route",
+        "model",
+        "provider",
+        "context_window",
+        "customer_id",
+        "latency_ms",
+        "task_type",
+        "outputTokens",
+    ],
+)
 def test_metadata_keys_and_numeric_fields_pass(key: str) -> None:
     assert not is_content_key(key)
 
 
-@pytest.mark.parametrize(("value", "kind"), [
-    ("jane.doe@example.com", "email"), ("+1 415 555 0100", "phone"), ("(415) 555-0100", "phone"),
-    ("10.0.0.12", "ip_address"), ("2001:db8::1", "ip_address"), ("4111 1111 1111 1111", "card_number"),
-    ("5500-0000-0000-0004", "card_number"),
-])
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("jane.doe@example.com", "email"),
+        ("+1 415 555 0100", "phone"),
+        ("(415) 555-0100", "phone"),
+        ("10.0.0.12", "ip_address"),
+        ("2001:db8::1", "ip_address"),
+        ("4111 1111 1111 1111", "card_number"),
+        ("5500-0000-0000-0004", "card_number"),
+    ],
+)
 def test_pii_looking_values_are_recognised(value: str, kind: str) -> None:
     assert pii_kind(value) == kind
 
@@ -53,8 +97,10 @@ def test_ordinary_tag_values_pass(value: str) -> None:
 
 def test_content_key_deep_inside_lists_is_refused_with_its_path() -> None:
     violations = check_event({"extra": [{"a": {"messages": []}}], "tags": {"prompt_text": "x"}})
-    assert [(v.field, v.code) for v in violations] == [("extra[0].a.messages", "content_field"),
-                                                       ("tags.prompt_text", "content_field")]
+    assert [(v.field, v.code) for v in violations] == [
+        ("extra[0].a.messages", "content_field"),
+        ("tags.prompt_text", "content_field"),
+    ]
 
 
 def test_a_key_that_carries_data_is_never_echoed_in_the_path() -> None:
@@ -84,9 +130,12 @@ def test_violations_never_contain_a_tag_value(tags: dict[str, str]) -> None:
                 assert value not in rendered
 
 
-@given(st.sampled_from(["prompt", "message", "completion", "content", "response"]),
-       st.sampled_from(["", "s"]), st.sampled_from(["", "system_", "user", "raw-"]),
-       st.sampled_from(["", "_text", "Body", "_v2"]))
+@given(
+    st.sampled_from(["prompt", "message", "completion", "content", "response"]),
+    st.sampled_from(["", "s"]),
+    st.sampled_from(["", "system_", "user", "raw-"]),
+    st.sampled_from(["", "_text", "Body", "_v2"]),
+)
 def test_any_variant_of_a_content_word_is_refused(word: str, plural: str, before: str, after: str) -> None:
     key = f"{before}{word}{plural}{after}"
     assert is_content_key(key)

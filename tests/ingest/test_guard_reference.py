@@ -11,20 +11,51 @@ from hypothesis import strategies as st
 from spendstream.common import guard
 from tests.ingest import guard_reference as reference
 
-KEYS = st.sampled_from(["provider", "model", "tags", "feature", "input_tokens", "outputTokens", "prompt", "x",
-                        "systemPrompt", "messages", "bob@example.com", "Feature", "a b", "tags\n", "é"]) | st.text(
-    max_size=12)
+KEYS = st.sampled_from(
+    [
+        "provider",
+        "model",
+        "tags",
+        "feature",
+        "input_tokens",
+        "outputTokens",
+        "prompt",
+        "x",
+        "systemPrompt",
+        "messages",
+        "bob@example.com",
+        "Feature",
+        "a b",
+        "tags\n",
+        "é",
+    ]
+) | st.text(max_size=12)
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=5),
     max_leaves=30,
 )
 # Values near every pattern: emails, phones, IPv4/IPv6, card numbers (valid Luhn or not), Unicode digits.
-EDGY = st.text(alphabet="0123456789 +-().:@abcdefABCDEF\u0663\u00a0\n", max_size=30) | st.sampled_from([
-    "+1 415 555 0100", "(415) 555-0100", "+1234567", "415.555.0100", "10.0.0.12", "2001:db8::1", "face::b00c",
-    "::1", "fe80::1%eth0", "4111 1111 1111 1111", "5500-0000-0000-0004", "4111111111111112", "a@b.cc",
-    "1.2.3", "\u0664\u0661\u0661\u0661" * 4, " +1 415 555 0100 ",
-])
+EDGY = st.text(alphabet="0123456789 +-().:@abcdefABCDEF\u0663\u00a0\n", max_size=30) | st.sampled_from(
+    [
+        "+1 415 555 0100",
+        "(415) 555-0100",
+        "+1234567",
+        "415.555.0100",
+        "10.0.0.12",
+        "2001:db8::1",
+        "face::b00c",
+        "::1",
+        "fe80::1%eth0",
+        "4111 1111 1111 1111",
+        "5500-0000-0000-0004",
+        "4111111111111112",
+        "a@b.cc",
+        "1.2.3",
+        "\u0664\u0661\u0661\u0661" * 4,
+        " +1 415 555 0100 ",
+    ]
+)
 
 
 def _decisions(violations: list[Any]) -> list[tuple[str, str, str]]:

@@ -29,16 +29,16 @@ async def test_raw_records_are_forwarded_or_rejected_and_poison_never_stops_the_
     secret = f"raw-secret-{uuid.uuid4().hex}"
     key = [("x-api-key", ws["ingest"].encode())]
     records: list[tuple[bytes, list[tuple[str, bytes]]]] = [
-        (orjson.dumps({"events": [usage_event(), usage_event(prompt=secret)]}), key),        # 0: 1 ok, 1 refused
-        (b"\xff\xfe not json " + secret.encode(), key),                                       # 1: bad bytes
+        (orjson.dumps({"events": [usage_event(), usage_event(prompt=secret)]}), key),  # 0: 1 ok, 1 refused
+        (b"\xff\xfe not json " + secret.encode(), key),  # 1: bad bytes
         (orjson.dumps({"events": [usage_event()]}), [("x-api-key", b"ssk_ingest_forged")]),  # 2: unknown key
-        (orjson.dumps({"events": [usage_event()]}), []),                                     # 3: no key
-        (orjson.dumps({"events": [usage_event()]}), [("x-api-key", b"\xff\xfe\xfd")]),       # 4: non-UTF-8 header
-        (b'{"events": [' + b" " * 300_000 + b"]}", key),                                     # 5: too big
+        (orjson.dumps({"events": [usage_event()]}), []),  # 3: no key
+        (orjson.dumps({"events": [usage_event()]}), [("x-api-key", b"\xff\xfe\xfd")]),  # 4: non-UTF-8 header
+        (b'{"events": [' + b" " * 300_000 + b"]}", key),  # 5: too big
         (orjson.dumps({"events": [usage_event()]}), [("x-api-key", other["read"].encode())]),  # 6: wrong scope
-        (orjson.dumps({"events": [usage_event() for _ in range(501)]}), key),                # 7: too many events
+        (orjson.dumps({"events": [usage_event() for _ in range(501)]}), key),  # 7: too many events
         (orjson.dumps({"events": [usage_event(workspace_id=other["workspace_id"])]}), key),  # 8: forged workspace
-        (orjson.dumps({"events": [usage_event(), usage_event()]}), key),                      # 9: all ok
+        (orjson.dumps({"events": [usage_event(), usage_event()]}), key),  # 9: all ok
     ]
     raw_topic = topic_name(INGEST_RAW, iso.prefix)
     settings = iso.settings(IngestSettings, raw_max_record_bytes=200_000)
@@ -68,10 +68,14 @@ async def test_raw_records_are_forwarded_or_rejected_and_poison_never_stops_the_
     by_offset = {(p.source_offset, p.index, p.field, p.code, p.workspace_id) for p in parsed}
     wid = ws["workspace_id"]
     assert by_offset == {
-        (0, 1, "prompt", "content_field", wid), (1, None, "", "invalid_json", wid),
-        (2, None, "", "unauthorized", None), (3, None, "", "unauthorized", None),
-        (4, None, "", "unauthorized", None), (5, None, "", "payload_too_large", None),
-        (6, None, "", "unauthorized", None), (7, None, "", "too_many_events", wid),
+        (0, 1, "prompt", "content_field", wid),
+        (1, None, "", "invalid_json", wid),
+        (2, None, "", "unauthorized", None),
+        (3, None, "", "unauthorized", None),
+        (4, None, "", "unauthorized", None),
+        (5, None, "", "payload_too_large", None),
+        (6, None, "", "unauthorized", None),
+        (7, None, "", "too_many_events", wid),
         (8, 0, "workspace_id", "forbidden_field", wid),
     }
     assert all(p.source_topic == raw_topic for p in parsed)

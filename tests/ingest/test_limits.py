@@ -41,11 +41,13 @@ async def test_monthly_quota_answers_429_with_retry_after_and_counts_only_accept
     ws = await create_workspace(iso)
     await _set_quota(iso, ws["workspace_id"], 3)
     async with serving([create_service(iso.settings(IngestSettings))]) as client:
-        first = await client.post("/v1/events", json={"events": [usage_event(), usage_event()]},
-                                  headers=auth(ws["ingest"]))
+        first = await client.post(
+            "/v1/events", json={"events": [usage_event(), usage_event()]}, headers=auth(ws["ingest"])
+        )
         assert first.status_code == 202
-        over = await client.post("/v1/events", json={"events": [usage_event(), usage_event()]},
-                                 headers=auth(ws["ingest"]))
+        over = await client.post(
+            "/v1/events", json={"events": [usage_event(), usage_event()]}, headers=auth(ws["ingest"])
+        )
         assert (over.status_code, over.json()["error"]) == (429, "quota_exceeded")
         assert int(over.headers["Retry-After"]) >= 1
         last = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(ws["ingest"]))
@@ -64,8 +66,9 @@ async def test_token_bucket_answers_429_with_retry_after_once_the_burst_is_spent
     ws = await create_workspace(iso)
     settings = iso.settings(IngestSettings, rate_limit_events_per_second=0.01, rate_limit_burst_events=500)
     async with serving([create_service(settings)]) as client:
-        burst = await client.post("/v1/events", json={"events": [usage_event() for _ in range(500)]},
-                                  headers=auth(ws["ingest"]))
+        burst = await client.post(
+            "/v1/events", json={"events": [usage_event() for _ in range(500)]}, headers=auth(ws["ingest"])
+        )
         assert burst.status_code == 202 and burst.json()["accepted"] == 500
         limited = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(ws["ingest"]))
         assert (limited.status_code, limited.json()["error"]) == (429, "rate_limited")
@@ -77,7 +80,8 @@ async def test_token_bucket_answers_429_with_retry_after_once_the_burst_is_spent
 
 
 async def test_redis_outage_fails_open_and_every_accepted_event_reaches_kafka(
-        iso: Isolation, own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
+    iso: Isolation, own_redis: tuple[str, subprocess.Popen[bytes]]
+) -> None:
     url, proc = own_redis
     ws = await create_workspace(iso)
     async with serving([create_service(iso.settings(IngestSettings, redis_url=url))]) as client:
@@ -85,8 +89,9 @@ async def test_redis_outage_fails_open_and_every_accepted_event_reaches_kafka(
         assert before.status_code == 202
         proc.kill()
         proc.wait()
-        during = await client.post("/v1/events", json={"events": [usage_event(), usage_event()]},
-                                   headers=auth(ws["ingest"]))
+        during = await client.post(
+            "/v1/events", json={"events": [usage_event(), usage_event()]}, headers=auth(ws["ingest"])
+        )
         assert during.status_code == 202 and during.json()["accepted"] == 2
         metrics = (await client.get("/metrics")).text
     assert 'spendstream_ingest_limiter_unavailable_total{limit="rate"}' in metrics

@@ -31,8 +31,9 @@ def live_ingest(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     workspace = asyncio.run(create_workspace(iso))
     app = build_http_app([create_service(iso.settings(IngestSettings))])
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                           lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    )
     thread = threading.Thread(target=server.run, name="ingest-under-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -49,7 +50,6 @@ def api_schema(live_ingest: tuple[str, dict[str, Any]]) -> Any:
     return schemathesis.openapi.from_url(f"{live_ingest[0]}/openapi.json")
 
 
-
 def test_openapi_documents_post_events_with_its_answers(live_ingest: tuple[str, dict[str, Any]]) -> None:
     import httpx
 
@@ -60,14 +60,12 @@ def test_openapi_documents_post_events_with_its_answers(live_ingest: tuple[str, 
     assert body["required"] == ["events"] and body["properties"]["events"]["maxItems"] == 500
     event = body["properties"]["events"]["items"]
     assert event["additionalProperties"] is False
-    assert set(event["required"]) == {"provider", "model", "input_tokens", "output_tokens", "latency_ms",
-                                      "timestamp"}
+    assert set(event["required"]) == {"provider", "model", "input_tokens", "output_tokens", "latency_ms", "timestamp"}
 
 
 # schemathesis' own strategies use `random` internally, which this hypothesis version warns about.
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
-def test_no_generated_request_yields_a_server_error(api_schema: Any,
-                                                   live_ingest: tuple[str, dict[str, Any]]) -> None:
+def test_no_generated_request_yields_a_server_error(api_schema: Any, live_ingest: tuple[str, dict[str, Any]]) -> None:
     url, workspace = live_ingest
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert "POST /v1/events" in {f"{op.method.upper()} {op.path}" for op in operations}
@@ -85,7 +83,8 @@ def _fuzz(operation: Any, url: str, key: str) -> None:
     def check(case: Any) -> None:
         # Every other check runs; schema-valid data may still be refused by rules JSON Schema cannot state
         # (the time window, the privacy guard's content words and PII values), so that heuristic is off.
-        case.call_and_validate(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                               excluded_checks=[positive_data_acceptance])
+        case.call_and_validate(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, excluded_checks=[positive_data_acceptance]
+        )
 
     check()

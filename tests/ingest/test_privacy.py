@@ -58,14 +58,16 @@ def _poisoned(secret: str) -> list[dict[str, Any]]:
 
 
 async def test_a_secret_in_refused_fields_is_nowhere_in_logs_metrics_topics_or_clickhouse(
-        iso: Isolation, json_log: io.StringIO, caplog: pytest.LogCaptureFixture) -> None:
+    iso: Isolation, json_log: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="spendstream")
     secret = f"s3cr3t{uuid.uuid4().hex}"
     ws = await create_workspace(iso)
     services = [create_ingest(iso.settings(IngestSettings)), create_rollup(iso.settings(RollupSettings))]
     async with serving(services) as client:
-        r = await client.post("/v1/events", json={"events": [usage_event(), *_poisoned(secret)]},
-                              headers=auth(ws["ingest"]))
+        r = await client.post(
+            "/v1/events", json={"events": [usage_event(), *_poisoned(secret)]}, headers=auth(ws["ingest"])
+        )
         assert r.status_code == 202
         assert (r.json()["accepted"], len(r.json()["rejected"])) == (1, 8)
         assert secret not in r.text
@@ -77,8 +79,9 @@ async def test_a_secret_in_refused_fields_is_nowhere_in_logs_metrics_topics_or_c
         try:
             raw = topic_name(INGEST_RAW, iso.prefix)
             headers = [("x-api-key", ws["ingest"].encode())]
-            await producer.send_and_wait(raw, orjson.dumps({"events": [usage_event(), *_poisoned(secret)]}),
-                                         headers=headers)
+            await producer.send_and_wait(
+                raw, orjson.dumps({"events": [usage_event(), *_poisoned(secret)]}), headers=headers
+            )
             await producer.send_and_wait(raw, f"not json {secret}".encode(), headers=headers)
         finally:
             await producer.stop()
@@ -116,8 +119,12 @@ async def test_a_secret_in_refused_fields_is_nowhere_in_logs_metrics_topics_or_c
     assert searched > 0
 
     ch = clickhouse_client(iso.stack.clickhouse)
-    tables = [row[0] for row in ch.query("SELECT name FROM system.tables WHERE database = {db:String}",
-                                         parameters={"db": iso.database}).result_rows]
+    tables = [
+        row[0]
+        for row in ch.query(
+            "SELECT name FROM system.tables WHERE database = {db:String}", parameters={"db": iso.database}
+        ).result_rows
+    ]
     assert "usage_events" in tables
     for table in tables:
         rows = ch.query(f"SELECT * FROM {iso.database}.`{table}`").result_rows

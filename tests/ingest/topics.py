@@ -19,8 +19,9 @@ async def topic_names(bootstrap: str, prefix: str) -> list[str]:
 
 async def read_all(bootstrap: str, topic: str) -> list[Any]:
     """Every record on `topic` up to its current end (aiokafka ConsumerRecords)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]

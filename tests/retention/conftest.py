@@ -35,27 +35,39 @@ class Product:
 
     async def settled(self, request_id: str, timeout: float = 60) -> DeletionRequest:
         """The request once verified or failed."""
+
         async def check() -> DeletionRequest | None:
             request = self.retention.coordinator.get(request_id)
             return request if request is not None and request.terminal else None
+
         return await eventually(check, timeout=timeout)
 
 
 @asynccontextmanager
-async def product(iso: Isolation, clock: Clock | None = None, *, owners: bool = True,
-                  **retention: Any) -> AsyncIterator[Product]:
+async def product(
+    iso: Isolation, clock: Clock | None = None, *, owners: bool = True, **retention: Any
+) -> AsyncIterator[Product]:
     """ingest, rollup, alerts (unless owners=False) and retention, serving one ASGI app."""
     # Short command timeout only matters when a test moves the clock; the ticker itself stays out of the way.
     settings = iso.settings(RetentionSettings, tick_seconds=3600, **retention)
     running = build(settings, clock)
-    services = [create_ingest(iso.settings(IngestSettings)), create_rollup(iso.settings(RollupSettings)),
-                create_alerts(iso.settings(AlertsSettings, rollup_url=""))] if owners else []
+    services = (
+        [
+            create_ingest(iso.settings(IngestSettings)),
+            create_rollup(iso.settings(RollupSettings)),
+            create_alerts(iso.settings(AlertsSettings, rollup_url="")),
+        ]
+        if owners
+        else []
+    )
     async with serving([*services, running.service]) as client:
         yield Product(client, running)
 
 
 async def stored(iso: Isolation, workspace_id: str, n: int) -> None:
     """Wait until rollup stored exactly n events of the workspace."""
+
     async def check() -> bool:
         return raw_count(iso, "usage_events", "workspace_id = {ws:String}", {"ws": workspace_id}) == n
+
     await eventually(check, timeout=30)

@@ -27,8 +27,11 @@ async def publish(iso: Isolation, topic: Topic, key: str, value: bytes | None) -
 
 
 async def send_command(iso: Isolation, request_id: str, workspace_id: str, customer_id: str | None = None) -> None:
-    command = DeletionCommand(request_id=request_id, issued_at=datetime.now(UTC),
-                              scope=ErasureScope(workspace_id=workspace_id, customer_id=customer_id))
+    command = DeletionCommand(
+        request_id=request_id,
+        issued_at=datetime.now(UTC),
+        scope=ErasureScope(workspace_id=workspace_id, customer_id=customer_id),
+    )
     await publish(iso, DELETION_COMMANDS, request_id, command.model_dump_json().encode())
 
 
@@ -58,8 +61,9 @@ async def replay(iso: Isolation, topic: Topic) -> list[tuple[bytes | None, bytes
         await consumer.stop()
 
 
-async def reports(iso: Isolation, request_id: str, owner: str, at_least: int = 1,
-                  timeout: float = 60) -> list[DeletionReport]:
+async def reports(
+    iso: Isolation, request_id: str, owner: str, at_least: int = 1, timeout: float = 60
+) -> list[DeletionReport]:
     """The reports one owner published for a request, in order (waits until there are `at_least`)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -75,16 +79,22 @@ async def reports(iso: Isolation, request_id: str, owner: str, at_least: int = 1
 def raw_count(iso: Isolation, table: str, where: str, params: dict[str, Any]) -> int:
     """Rows physically present, masked or not (apply_deleted_mask = 0)."""
     client = clickhouse_client(iso.stack.clickhouse)
-    result = client.query(f"SELECT count() FROM {iso.database}.{table} WHERE {where}", parameters=params,
-                          settings={"apply_deleted_mask": 0})
+    result = client.query(
+        f"SELECT count() FROM {iso.database}.{table} WHERE {where}",
+        parameters=params,
+        settings={"apply_deleted_mask": 0},
+    )
     return int(result.result_rows[0][0])
 
 
 def rows_of_table_with(iso: Isolation, column: str) -> list[str]:
     client = clickhouse_client(iso.stack.clickhouse)
-    result = client.query("SELECT table FROM system.columns WHERE database = {db:String} AND name = {c:String} "
-                          "AND table IN (SELECT name FROM system.tables WHERE database = {db:String} "
-                          "AND engine LIKE '%MergeTree')", parameters={"db": iso.database, "c": column})
+    result = client.query(
+        "SELECT table FROM system.columns WHERE database = {db:String} AND name = {c:String} "
+        "AND table IN (SELECT name FROM system.tables WHERE database = {db:String} "
+        "AND engine LIKE '%MergeTree')",
+        parameters={"db": iso.database, "c": column},
+    )
     return sorted(r[0] for r in result.result_rows)
 
 
@@ -94,11 +104,15 @@ def figures(iso: Isolation, workspace_id: str) -> dict[str, Any]:
     raw = client.query(
         f"SELECT customer_id, count(), sum(cost_usd), sum(input_tokens), sum(output_tokens) "
         f"FROM {iso.database}.usage_events FINAL WHERE workspace_id = {{ws:String}} GROUP BY customer_id "
-        "ORDER BY customer_id", parameters={"ws": workspace_id}).result_rows
+        "ORDER BY customer_id",
+        parameters={"ws": workspace_id},
+    ).result_rows
     daily = client.query(
         f"SELECT day, customer_id, feature, sum(requests), sum(cost_usd), sum(input_tokens) "
         f"FROM {iso.database}.usage_daily WHERE workspace_id = {{ws:String}} GROUP BY day, customer_id, feature "
-        "HAVING sum(requests) != 0 ORDER BY day, customer_id, feature", parameters={"ws": workspace_id}).result_rows
+        "HAVING sum(requests) != 0 ORDER BY day, customer_id, feature",
+        parameters={"ws": workspace_id},
+    ).result_rows
     return {"raw": [tuple(_text(v) for v in r) for r in raw], "daily": [tuple(_text(v) for v in r) for r in daily]}
 
 

@@ -18,26 +18,32 @@ async def test_deletion_requests_need_an_admin_key_and_see_only_their_workspace(
         assert (await c.post("/v1/deletions", json={})).status_code == 401
         assert (await c.post("/v1/deletions", json={}, headers=auth(mine["read"]))).status_code == 403
         assert (await c.post("/v1/deletions", json={}, headers=auth(mine["ingest"]))).status_code == 403
-        refused = await c.post("/v1/deletions", json={"customer_id": "x", "workspace_id": theirs["workspace_id"]},
-                               headers=auth(mine["admin"]))
+        refused = await c.post(
+            "/v1/deletions",
+            json={"customer_id": "x", "workspace_id": theirs["workspace_id"]},
+            headers=auth(mine["admin"]),
+        )
         # The workspace is never taken from the body: a field naming one is refused, and not echoed.
         assert refused.status_code == 422 and theirs["workspace_id"] not in refused.text
 
-        first = await c.post("/v1/deletions", json={"customer_id": "cust-7", "request_id": "r-1"},
-                             headers=auth(mine["admin"]))
+        first = await c.post(
+            "/v1/deletions", json={"customer_id": "cust-7", "request_id": "r-1"}, headers=auth(mine["admin"])
+        )
         assert first.status_code == 202
         body = first.json()
         assert body["workspace_id"] == mine["workspace_id"] and body["subject"] == "customer"
         assert body["requested_by"].startswith("key_") and "cust-7" not in first.text
         assert mine["admin"] not in first.text
 
-        again = await c.post("/v1/deletions", json={"customer_id": "cust-7", "request_id": "r-1"},
-                             headers=auth(mine["admin"]))
+        again = await c.post(
+            "/v1/deletions", json={"customer_id": "cust-7", "request_id": "r-1"}, headers=auth(mine["admin"])
+        )
         assert again.status_code == 200 and again.json()["requested_at"] == body["requested_at"]
         other_scope = await c.post("/v1/deletions", json={"request_id": "r-1"}, headers=auth(mine["admin"]))
         assert other_scope.status_code == 409
-        assert (await c.post("/v1/deletions", json={"request_id": "r-1"},
-                             headers=auth(theirs["admin"]))).status_code == 409
+        assert (
+            await c.post("/v1/deletions", json={"request_id": "r-1"}, headers=auth(theirs["admin"]))
+        ).status_code == 409
 
         status = await c.get("/v1/deletions/r-1", headers=auth(mine["admin"]))
         assert status.status_code == 200 and status.json()["state"] in ("requested", "executing")

@@ -17,13 +17,25 @@ pytestmark = [pytest.mark.integration]
 
 
 async def test_cli_request_is_picked_up_and_its_status_shows_the_hash_not_the_customer(
-        iso: Isolation, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    iso: Isolation, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for name, value in iso.env().items():
         monkeypatch.setenv(name, value)
     ws = await create_workspace(iso)
     async with product(iso, owners=False) as p:
-        code = await asyncio.to_thread(main, ["deletion", "request", "--workspace", ws["workspace_id"],
-                                              "--customer-id", "cust-5", "--request-id", "cli-1"])
+        code = await asyncio.to_thread(
+            main,
+            [
+                "deletion",
+                "request",
+                "--workspace",
+                ws["workspace_id"],
+                "--customer-id",
+                "cust-5",
+                "--request-id",
+                "cli-1",
+            ],
+        )
         assert code == 0
         printed = json.loads(capsys.readouterr().out)
         assert printed["request_id"] == "cli-1" and printed["subject"] == "customer"
@@ -31,12 +43,14 @@ async def test_cli_request_is_picked_up_and_its_status_shows_the_hash_not_the_cu
         async def executing() -> DeletionRequest | None:
             request = p.retention.coordinator.get("cli-1")
             return request if request is not None and request.state == "executing" else None
+
         request = await eventually(executing)
         assert request.origin == "cli" and request.requested_by == "cli"
 
         assert await asyncio.to_thread(main, ["deletion", "status", "cli-1"]) == 0
         status = capsys.readouterr().out
         assert "cust-5" not in status
-        assert json.loads(status)["customer_hash"] == subject_hash(p.retention.settings.kek_bytes(),
-                                                                   ws["workspace_id"], "cust-5")
+        assert json.loads(status)["customer_hash"] == subject_hash(
+            p.retention.settings.kek_bytes(), ws["workspace_id"], "cust-5"
+        )
         assert await asyncio.to_thread(main, ["deletion", "status", "missing"]) == 1

@@ -36,8 +36,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
 def _events(n: int, cost: float, customers: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [usage_event(cost_usd=cost, tags={"feature": "chat", "customer_id": customers[i % len(customers)]})
-            for i in range(n)]
+    return [
+        usage_event(cost_usd=cost, tags={"feature": "chat", "customer_id": customers[i % len(customers)]})
+        for i in range(n)
+    ]
 
 
 async def _redis_keys(iso: Isolation, workspace_id: str, lasting: bool = False) -> list[bytes]:
@@ -112,21 +114,36 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
         assert gone["admin"].encode() not in text and b"cust-gone" not in text
 
         # Replaying the request (a compliance tool writing it again) is a no-op with the same receipt.
-        commands = len([v for _, v in await replay(iso, DELETION_COMMANDS)
-                        if DeletionCommand.model_validate_json(v or b"").request_id == "erase-gone"])
-        again = DeletionRequest(request_id="erase-gone", workspace_id=a, requested_by="tool",
-                                requested_at=datetime.now(UTC))
+        commands = len(
+            [
+                v
+                for _, v in await replay(iso, DELETION_COMMANDS)
+                if DeletionCommand.model_validate_json(v or b"").request_id == "erase-gone"
+            ]
+        )
+        again = DeletionRequest(
+            request_id="erase-gone", workspace_id=a, requested_by="tool", requested_at=datetime.now(UTC)
+        )
         await publish(iso, DELETION_REQUESTS, "erase-gone", again.model_dump_json().encode())
 
         async def restored() -> DeletionRequest | None:
             latest = _latest(await replay(iso, DELETION_REQUESTS)).get(b"erase-gone")
             record = DeletionRequest.model_validate_json(latest or b"")
             return record if record.revision > done.revision else None
+
         record = await eventually(restored)
         assert record.state == "verified" and record.receipt == done.receipt and record.customer_id is None
         assert p.retention.coordinator.get("erase-gone") == record
-        assert len([v for _, v in await replay(iso, DELETION_COMMANDS)
-                    if DeletionCommand.model_validate_json(v or b"").request_id == "erase-gone"]) == commands
+        assert (
+            len(
+                [
+                    v
+                    for _, v in await replay(iso, DELETION_COMMANDS)
+                    if DeletionCommand.model_validate_json(v or b"").request_id == "erase-gone"
+                ]
+            )
+            == commands
+        )
 
     # Kafka: whatever is left of the tenant is unreadable. A reader replaying usage.events.v1 from offset 0
     # cannot decrypt one of its envelopes; the other workspace's all open.
@@ -159,14 +176,19 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
 
     # And a brand-new consumer replaying from offset 0 skips its records cleanly, storing only the other's.
     replay_db = f"{iso.database}_replay"
-    async with serving([create_rollup(iso.settings(RollupSettings, group_id="replay-from-zero",
-                                                   clickhouse_database=replay_db))]):
+    async with serving(
+        [create_rollup(iso.settings(RollupSettings, group_id="replay-from-zero", clickhouse_database=replay_db))]
+    ):
         client = clickhouse_client(iso.stack.clickhouse)
 
         async def replayed() -> list[Any] | None:
-            rows = list(client.query(f"SELECT workspace_id, count(), sum(cost_usd) FROM {replay_db}.usage_events "
-                                     "GROUP BY workspace_id").result_rows)
+            rows = list(
+                client.query(
+                    f"SELECT workspace_id, count(), sum(cost_usd) FROM {replay_db}.usage_events GROUP BY workspace_id"
+                ).result_rows
+            )
             return rows if rows and rows[0][1] == 5 else None
+
         rows = await eventually(replayed, timeout=30)
     assert [(ws, n, str(cost)) for ws, n, cost in rows] == [(b, 5, "5.650000000")]
 
@@ -174,11 +196,15 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
 async def test_customer_erasure_removes_that_customer_only_and_the_rest_stays_exact(iso: Isolation) -> None:
     ws = await create_workspace(iso)
     async with product(iso) as p:
-        await p.stream(ws["ingest"], [
-            usage_event(cost_usd=0.5, tags={"feature": "chat", "customer_id": "cust-a"}),
-            usage_event(cost_usd=0.25, tags={"feature": "chat", "customer_id": "cust-b"}),
-            usage_event(cost_usd=1.0, tags={"feature": "search", "customer_id": "cust-a"}),
-            usage_event(cost_usd=2.125, tags={"feature": "search", "customer_id": "cust-c"})])
+        await p.stream(
+            ws["ingest"],
+            [
+                usage_event(cost_usd=0.5, tags={"feature": "chat", "customer_id": "cust-a"}),
+                usage_event(cost_usd=0.25, tags={"feature": "chat", "customer_id": "cust-b"}),
+                usage_event(cost_usd=1.0, tags={"feature": "search", "customer_id": "cust-a"}),
+                usage_event(cost_usd=2.125, tags={"feature": "search", "customer_id": "cust-c"}),
+            ],
+        )
         await stored(iso, ws["workspace_id"], 4)
 
         asked = await p.client.post("/v1/deletions", json={"customer_id": "cust-a"}, headers=auth(ws["admin"]))
@@ -193,13 +219,15 @@ async def test_customer_erasure_removes_that_customer_only_and_the_rest_stays_ex
         assert "cust-a" not in status.text and status.json()["customer_hash"].startswith("hmac-sha256:")
         # Asking again with the same id: nothing runs again, the answer carries the same receipt.
         commands = len(await replay(iso, DELETION_COMMANDS))
-        repeated = await p.client.post("/v1/deletions", json={"customer_id": "cust-a", "request_id": request_id},
-                                       headers=auth(ws["admin"]))
+        repeated = await p.client.post(
+            "/v1/deletions", json={"customer_id": "cust-a", "request_id": request_id}, headers=auth(ws["admin"])
+        )
         assert repeated.status_code == 200 and repeated.json() == status.json()
         assert repeated.json()["receipt"]["status"] == "verified"
         assert len(await replay(iso, DELETION_COMMANDS)) == commands
-        usage = (await p.client.get("/v1/usage", params={"group_by": "customer_id,feature"},
-                                    headers=auth(ws["read"]))).json()
+        usage = (
+            await p.client.get("/v1/usage", params={"group_by": "customer_id,feature"}, headers=auth(ws["read"]))
+        ).json()
 
     for table in rows_of_table_with(iso, "customer_id"):
         assert raw_count(iso, table, "customer_id = {c:String}", {"c": "cust-a"}) == 0, table
@@ -210,7 +238,9 @@ async def test_customer_erasure_removes_that_customer_only_and_the_rest_stays_ex
     }
     assert usage["totals"]["requests"] == 2 and usage["totals"]["cost_usd"] == "2.375000000"
     assert [(r["customer_id"], r["feature"], r["cost_usd"]) for r in usage["rows"]] == [
-        ("cust-b", "chat", "0.250000000"), ("cust-c", "search", "2.125000000")]
+        ("cust-b", "chat", "0.250000000"),
+        ("cust-c", "search", "2.125000000"),
+    ]
     # The permanent records name the customer only by its keyed hash.
     for topic in (AUDIT, DELETION_REQUESTS):
         latest = _latest(await replay(iso, topic))[request_id.encode()] or b""

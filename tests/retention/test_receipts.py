@@ -19,10 +19,15 @@ def test_subject_hash_is_keyed_and_bound_to_the_workspace() -> None:
 
 
 def _report(query: str, after: int = 0, result: int = 0) -> DeletionReport:
-    return DeletionReport(request_id="r", owner="alerts", scope=ErasureScope(workspace_id="ws", customer_id="c-9"),
-                          status="done", counts=[StoreCount(store="redis:alerts", before=4, after=after)],
-                          verifications=[Verification(store="redis:alerts", query=query, result=result)],
-                          finished_at=datetime.now(UTC))
+    return DeletionReport(
+        request_id="r",
+        owner="alerts",
+        scope=ErasureScope(workspace_id="ws", customer_id="c-9"),
+        status="done",
+        counts=[StoreCount(store="redis:alerts", before=4, after=after)],
+        verifications=[Verification(store="redis:alerts", query=query, result=result)],
+        finished_at=datetime.now(UTC),
+    )
 
 
 def test_a_raw_customer_id_in_an_owners_query_is_replaced_by_its_hash() -> None:

@@ -21,8 +21,13 @@ pytestmark = [pytest.mark.integration]
 
 
 async def _commands(iso: Isolation, request_id: str) -> int:
-    return len([1 for _, v in await replay(iso, DELETION_COMMANDS)
-                if DeletionCommand.model_validate_json(v or b"").request_id == request_id])
+    return len(
+        [
+            1
+            for _, v in await replay(iso, DELETION_COMMANDS)
+            if DeletionCommand.model_validate_json(v or b"").request_id == request_id
+        ]
+    )
 
 
 async def _latest(iso: Isolation, request_id: str) -> DeletionRequest:
@@ -32,11 +37,13 @@ async def _latest(iso: Isolation, request_id: str) -> DeletionRequest:
 
 @pytest.mark.e2e
 async def test_retention_killed_after_the_commands_went_out_ends_verified_after_restart(
-        iso: Isolation, tmp_path: Path) -> None:
+    iso: Isolation, tmp_path: Path
+) -> None:
     ws = await create_workspace(iso)
     async with product(iso) as p:
-        await p.stream(ws["ingest"], [usage_event(cost_usd=0.5), usage_event(cost_usd=0.25),
-                                      usage_event(cost_usd=0.125)])
+        await p.stream(
+            ws["ingest"], [usage_event(cost_usd=0.5), usage_event(cost_usd=0.25), usage_event(cost_usd=0.125)]
+        )
         await stored(iso, ws["workspace_id"], 3)
 
     # retention as a real process, with every owner down: the command goes out and nobody answers yet.
@@ -49,6 +56,7 @@ async def test_retention_killed_after_the_commands_went_out_ends_verified_after_
 
         async def commanded() -> bool:
             return await _commands(iso, "killed-1") >= 1
+
         await eventually(commanded, timeout=30)
     finally:
         process.kill()  # SIGKILL: no shutdown hook runs
@@ -66,8 +74,7 @@ async def test_retention_killed_after_the_commands_went_out_ends_verified_after_
     assert raw_count(iso, "usage_events", "workspace_id = {ws:String}", {"ws": ws["workspace_id"]}) == 0
 
 
-async def test_silent_owners_get_the_command_again_and_then_the_request_fails_naming_them(
-        iso: Isolation) -> None:
+async def test_silent_owners_get_the_command_again_and_then_the_request_fails_naming_them(iso: Isolation) -> None:
     ws = await create_workspace(iso)
     clock = ManualClock()
     async with product(iso, clock, owners=False, command_timeout_seconds=60, max_attempts=2) as p:
@@ -77,6 +84,7 @@ async def test_silent_owners_get_the_command_again_and_then_the_request_fails_na
         async def executing() -> DeletionRequest | None:
             request = p.retention.coordinator.get("silent-1")
             return request if request is not None and request.state == "executing" else None
+
         await eventually(executing)
         assert await _commands(iso, "silent-1") == 1
 

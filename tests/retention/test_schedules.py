@@ -23,12 +23,13 @@ async def _lifecycle(iso: Isolation, event: LifecycleEvent) -> None:
 
 
 def _rows(iso: Isolation, workspace_id: str) -> dict[str, int]:
-    return {t: raw_count(iso, t, "workspace_id = {ws:String}", {"ws": workspace_id})
-            for t in rows_of_table_with(iso, "workspace_id")}
+    return {
+        t: raw_count(iso, t, "workspace_id = {ws:String}", {"ws": workspace_id})
+        for t in rows_of_table_with(iso, "workspace_id")
+    }
 
 
-async def test_cancelled_workspace_is_kept_29_days_erased_on_day_30_and_reactivation_keeps_it(
-        iso: Isolation) -> None:
+async def test_cancelled_workspace_is_kept_29_days_erased_on_day_30_and_reactivation_keeps_it(iso: Isolation) -> None:
     leaving, returning = await create_workspace(iso, "leaving"), await create_workspace(iso, "returning")
     day0 = datetime.now(UTC)
     clock = ManualClock(day0)
@@ -45,12 +46,15 @@ async def test_cancelled_workspace_is_kept_29_days_erased_on_day_30_and_reactiva
         await _lifecycle(iso, LifecycleEvent(workspace_id=returning["workspace_id"], kind="cancelled", at=day0))
         assert await p.retention.tick() == []
         schedules = {s.workspace_id: s.due_at for s in p.retention.schedules.all()}
-        assert schedules == {leaving["workspace_id"]: day0 + timedelta(days=30),
-                             returning["workspace_id"]: day0 + timedelta(days=30)}
+        assert schedules == {
+            leaving["workspace_id"]: day0 + timedelta(days=30),
+            returning["workspace_id"]: day0 + timedelta(days=30),
+        }
 
         clock.set(day0 + timedelta(days=10))
-        await _lifecycle(iso, LifecycleEvent(workspace_id=returning["workspace_id"], kind="reactivated",
-                                             at=clock.now()))
+        await _lifecycle(
+            iso, LifecycleEvent(workspace_id=returning["workspace_id"], kind="reactivated", at=clock.now())
+        )
         assert await p.retention.tick() == []
 
         clock.set(day0 + timedelta(days=29, hours=23, minutes=59))
@@ -87,12 +91,13 @@ async def test_a_deleted_workspace_is_erased_at_once_without_waiting_for_a_tick(
         await stored(iso, ws["workspace_id"], 1)
         deleted = LifecycleEvent(workspace_id=ws["workspace_id"], kind="deleted", at=clock.now())
         await _lifecycle(iso, deleted)
+
         # No tick is called: the lifecycle record itself triggers the due schedule.
         async def submitted() -> DeletionRequest | None:
             return p.retention.coordinator.get(lifecycle_request_id(deleted))
+
         request = await eventually(submitted, timeout=30)
         assert request.requested_by == "lifecycle:deleted"
         done = await p.settled(request.request_id)
         assert done.state == "verified", done.reason
     assert set(_rows(iso, ws["workspace_id"]).values()) == {0}
-

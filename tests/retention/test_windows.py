@@ -18,13 +18,21 @@ async def test_provisioned_topics_pass_and_a_topic_kept_too_long_is_reported(iso
     await admin.start()
     try:
         name = topic_name(USAGE_EVENTS, iso.prefix)
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, {
-            **USAGE_EVENTS.configs(), "retention.ms": str(90 * 24 * 3600 * 1000)})])
+        await admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    name,
+                    {**USAGE_EVENTS.configs(), "retention.ms": str(90 * 24 * 3600 * 1000)},
+                )
+            ]
+        )
     finally:
         await admin.close()
 
     async def drift() -> list[str]:  # an altered config reaches describe_configs a moment later
         return await check_topics(settings)
+
     assert await eventually(drift) == [f"{name}: retention.ms is '7776000000', declared '604800000'"]
 
 

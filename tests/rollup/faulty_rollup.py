@@ -22,6 +22,8 @@ from spendstream.rollup.schema import DIMENSIONS, MEASURES
 from spendstream.rollup.store import Inserted, Store
 
 FAULT = os.environ["ROLLUP_TEST_FAULT"]
+
+
 def faulty(insert: Callable[..., Inserted]) -> Callable[..., Inserted]:
     """The write (rows or whole batches) with the fault around it."""
 
@@ -35,7 +37,8 @@ def faulty(insert: Callable[..., Inserted]) -> Callable[..., Inserted]:
             self._client.command(
                 f"INSERT INTO {self.db}.usage_daily ({', '.join((*keys, *MEASURES))}) SELECT {', '.join(keys)}, "
                 f"{', '.join(f'-{m}' for m in MEASURES)} FROM {self.db}.usage_daily",
-                settings={"insert_deduplicate": 0})
+                settings={"insert_deduplicate": 0},
+            )
         if FAULT in ("kill_after_insert", "lose_view_part"):
             os.kill(os.getpid(), signal.SIGKILL)
         return new

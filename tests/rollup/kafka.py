@@ -30,11 +30,17 @@ class Publisher:
         self.settings = iso.settings(BaseServiceSettings)
         self.topic = topic_name(USAGE_EVENTS, iso.prefix)
         self.keyring = KeyRing(self.settings)
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers, acks="all",
-                                         enable_idempotence=True)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+        )
 
-    async def envelope(self, workspace_id: str, events: list[dict[str, Any]],
-                       ingested_at: datetime | None = None, key: bytes | None = None) -> bytes:
+    async def envelope(
+        self,
+        workspace_id: str,
+        events: list[dict[str, Any]],
+        ingested_at: datetime | None = None,
+        key: bytes | None = None,
+    ) -> bytes:
         key_set = self.keyring.key_set(workspace_id)
         if key is None:
             await self.keyring.table.catch_up()
@@ -43,8 +49,14 @@ class Publisher:
             key = await self.keyring.data_key(workspace_id, key_set.current)
             assert key is not None
         batch = EventBatch(events=[UsageEvent.model_validate(e) for e in events])
-        env = seal(batch, workspace_id=workspace_id, batch_id=uuid.uuid4().hex, key=key,
-                   key_version=key_set.current if key_set else 1, ingested_at=ingested_at or datetime.now(UTC))
+        env = seal(
+            batch,
+            workspace_id=workspace_id,
+            batch_id=uuid.uuid4().hex,
+            key=key,
+            key_version=key_set.current if key_set else 1,
+            ingested_at=ingested_at or datetime.now(UTC),
+        )
         return env.model_dump_json().encode()
 
     async def invalid_plaintext(self, workspace_id: str, plaintext: bytes) -> bytes:
@@ -56,11 +68,22 @@ class Publisher:
         assert key is not None
         batch_id = uuid.uuid4().hex
         sealed = crypto.encrypt(key, plaintext, _aad(workspace_id, batch_id, key_set.current))
-        return BatchEnvelope(workspace_id=workspace_id, batch_id=batch_id, key_version=key_set.current,
-                             ingested_at=datetime.now(UTC), event_count=1, ciphertext=sealed).model_dump_json().encode()
+        return (
+            BatchEnvelope(
+                workspace_id=workspace_id,
+                batch_id=batch_id,
+                key_version=key_set.current,
+                ingested_at=datetime.now(UTC),
+                event_count=1,
+                ciphertext=sealed,
+            )
+            .model_dump_json()
+            .encode()
+        )
 
-    async def batch(self, workspace_id: str, events: list[dict[str, Any]], partition: int = 0,
-                    ingested_at: datetime | None = None) -> None:
+    async def batch(
+        self, workspace_id: str, events: list[dict[str, Any]], partition: int = 0, ingested_at: datetime | None = None
+    ) -> None:
         value = await self.envelope(workspace_id, events, ingested_at)
         await self.producer.send_and_wait(self.topic, value, key=workspace_id.encode(), partition=partition)
 
@@ -69,8 +92,9 @@ class Publisher:
 
     async def shred(self, workspace_id: str) -> None:
         """A tombstone on the data-keys topic: the workspace's key is gone (crypto-shredding)."""
-        await self.producer.send_and_wait(topic_name(DATA_KEYS, self.settings.topic_prefix), None,
-                                          key=workspace_id.encode())
+        await self.producer.send_and_wait(
+            topic_name(DATA_KEYS, self.settings.topic_prefix), None, key=workspace_id.encode()
+        )
 
 
 @asynccontextmanager
@@ -143,12 +167,14 @@ def raw_count(iso: Isolation, workspace_id: str) -> int:
     """Physical rows in usage_events (no FINAL): a duplicate that slipped through shows here."""
     result = clickhouse_client(iso.stack.clickhouse).query(
         f"SELECT count() FROM {iso.database}.usage_events WHERE workspace_id = {{ws:String}}",
-        parameters={"ws": workspace_id})
+        parameters={"ws": workspace_id},
+    )
     return int(result.result_rows[0][0])
 
 
 def rollup_requests(iso: Isolation, workspace_id: str) -> int:
     result = clickhouse_client(iso.stack.clickhouse).query(
         f"SELECT sum(requests) FROM {iso.database}.usage_daily WHERE workspace_id = {{ws:String}}",
-        parameters={"ws": workspace_id})
+        parameters={"ws": workspace_id},
+    )
     return int(result.result_rows[0][0] or 0)

@@ -47,25 +47,59 @@ async def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Async
     a, b = await create_workspace(iso, "a"), await create_workspace(iso, "b")
     async with publisher(iso) as pub:
         # wrong tier: gpt-4o classifying, 1000 in / 50 out.
-        await pub.batch(a["workspace_id"], _computed(100, model="gpt-4o", input_tokens=1000, output_tokens=50,
-                                                      tags={"feature": "triage", "task_type": "classification"}))
+        await pub.batch(
+            a["workspace_id"],
+            _computed(
+                100,
+                model="gpt-4o",
+                input_tokens=1000,
+                output_tokens=50,
+                tags={"feature": "triage", "task_type": "classification"},
+            ),
+        )
         # free-tier subsidy: one free customer, 1 USD reported.
-        await pub.batch(a["workspace_id"], [usage_event(provider="acme", model="acme-x", input_tokens=10,
-                                                        output_tokens=10, cost_usd=1.0, tags={
-                                                            "feature": "chat", "customer_plan": "free",
-                                                            "customer_id": "cust-free"})])
+        await pub.batch(
+            a["workspace_id"],
+            [
+                usage_event(
+                    provider="acme",
+                    model="acme-x",
+                    input_tokens=10,
+                    output_tokens=10,
+                    cost_usd=1.0,
+                    tags={"feature": "chat", "customer_plan": "free", "customer_id": "cust-free"},
+                )
+            ],
+        )
         # RAG bloat: 20000 in / 100 out on a model with no cheaper sibling.
-        await pub.batch(a["workspace_id"], _computed(10, provider="anthropic", model="claude-haiku-4-5",
-                                                      input_tokens=20_000, output_tokens=100,
-                                                      tags={"feature": "docs-qa", "route": "/ask"}))
+        await pub.batch(
+            a["workspace_id"],
+            _computed(
+                10,
+                provider="anthropic",
+                model="claude-haiku-4-5",
+                input_tokens=20_000,
+                output_tokens=100,
+                tags={"feature": "docs-qa", "route": "/ask"},
+            ),
+        )
         # batchable: evaluations through the synchronous API.
-        await pub.batch(a["workspace_id"], _computed(100, model="gpt-4o-mini", input_tokens=10_000,
-                                                      output_tokens=1000, tags={"feature": "evals",
-                                                                                "task_type": "evaluation"}))
+        await pub.batch(
+            a["workspace_id"],
+            _computed(
+                100,
+                model="gpt-4o-mini",
+                input_tokens=10_000,
+                output_tokens=1000,
+                tags={"feature": "evals", "task_type": "evaluation"},
+            ),
+        )
         await pub.batch(b["workspace_id"], [usage_event(cost_usd=9.0, tags={"feature": "b-only"})])
     async with serving([create_service(iso.settings(RollupSettings, batch_timeout_ms=50))]) as client:
+
         async def drained() -> bool:
             return await lag(iso) == 0
+
         await eventually(drained, timeout=30)
         yield World(client, a, b)
 
@@ -80,12 +114,14 @@ async def test_usage_refuses_missing_ingest_only_and_unknown_keys(world: World) 
 
 
 async def test_a_workspace_sees_only_its_own_data_everywhere(world: World) -> None:
-    b_usage = (await world.client.get("/v1/usage", params={"group_by": "feature"}, headers=auth(world.b["read"])))
+    b_usage = await world.client.get("/v1/usage", params={"group_by": "feature"}, headers=auth(world.b["read"]))
     assert [(r["feature"], r["requests"]) for r in b_usage.json()["rows"]] == [("b-only", 1)]
     # Naming the other workspace changes nothing: the workspace comes from the key alone.
-    a_usage = await world.client.get("/v1/usage", params={"group_by": "feature",
-                                                          "workspace_id": world.b["workspace_id"]},
-                                     headers=auth(world.a["read"]))
+    a_usage = await world.client.get(
+        "/v1/usage",
+        params={"group_by": "feature", "workspace_id": world.b["workspace_id"]},
+        headers=auth(world.a["read"]),
+    )
     assert sorted(r["feature"] for r in a_usage.json()["rows"]) == ["chat", "docs-qa", "evals", "triage"]
     a_export = await world.client.get("/v1/export", params={"format": "json"}, headers=auth(world.a["admin"]))
     assert world.b["workspace_id"] not in a_export.text and "b-only" not in a_export.text
@@ -94,12 +130,15 @@ async def test_a_workspace_sees_only_its_own_data_everywhere(world: World) -> No
 
 
 async def test_usage_filters_with_several_values_and_groups_by_several_dimensions(world: World) -> None:
-    r = await world.client.get("/v1/usage", params=[("group_by", "model,task_type"), ("feature", "triage"),
-                                                    ("feature", "evals")], headers=auth(world.a["read"]))
+    r = await world.client.get(
+        "/v1/usage",
+        params=[("group_by", "model,task_type"), ("feature", "triage"), ("feature", "evals")],
+        headers=auth(world.a["read"]),
+    )
     body = r.json()
     assert [(x["model"], x["task_type"], x["requests"], x["cost_usd"]) for x in body["rows"]] == [
-        ("gpt-4o", "classification", 100, "0.300000000"),     # 100 * (1000*2.5e-6 + 50*1e-5)
-        ("gpt-4o-mini", "evaluation", 100, "0.210000000"),    # 100 * (10000*1.5e-7 + 1000*6e-7)
+        ("gpt-4o", "classification", 100, "0.300000000"),  # 100 * (1000*2.5e-6 + 50*1e-5)
+        ("gpt-4o-mini", "evaluation", 100, "0.210000000"),  # 100 * (10000*1.5e-7 + 1000*6e-7)
     ]
     assert body["totals"]["requests"] == 200 and body["totals"]["cost_usd"] == "0.510000000"
     assert datetime.fromisoformat(body["watermark"]) > datetime.now(UTC) - timedelta(minutes=5)
@@ -120,8 +159,9 @@ async def test_export_streams_every_event_and_rollup_row_as_csv_and_json(world: 
     assert doc["workspace_id"] == world.a["workspace_id"]
     assert (len(doc["events"]), len(doc["daily"])) == (211, 4)
     assert {e["event_id"] for e in doc["events"]} == {row["event_id"] for row in rows if row["event_id"]}
-    assert (await world.client.get("/v1/export", params={"format": "xml"},
-                                   headers=auth(world.a["read"]))).status_code == 422
+    assert (
+        await world.client.get("/v1/export", params={"format": "xml"}, headers=auth(world.a["read"]))
+    ).status_code == 422
 
 
 async def test_findings_name_each_kind_of_waste_with_its_evidence_and_monthly_saving(world: World) -> None:
@@ -131,10 +171,10 @@ async def test_findings_name_each_kind_of_waste_with_its_evidence_and_monthly_sa
     assert body["observed_days"] == 1  # all usage is from today: the window's savings are scaled by 30
     got = [(f["kind"], f["estimated_monthly_saving_usd"]) for f in body["findings"]]
     assert got == [
-        ("free_tier_subsidy", "25.00"),   # 1 USD in 1 day = 30 USD/month, minus the 5 USD allowance
-        ("wrong_model_tier", "8.46"),     # (0.30 - 100*(1000*1.5e-7 + 50*6e-7)) * 30 = (0.30 - 0.018) * 30
-        ("batchable_workload", "3.15"),   # (0.21 - 100*(10000*7.5e-8 + 1000*3e-7)) * 30 = 0.105 * 30
-        ("rag_bloat", "3.00"),            # half of 10*20000 uncached tokens * 1e-6, * 30
+        ("free_tier_subsidy", "25.00"),  # 1 USD in 1 day = 30 USD/month, minus the 5 USD allowance
+        ("wrong_model_tier", "8.46"),  # (0.30 - 100*(1000*1.5e-7 + 50*6e-7)) * 30 = (0.30 - 0.018) * 30
+        ("batchable_workload", "3.15"),  # (0.21 - 100*(10000*7.5e-8 + 1000*3e-7)) * 30 = 0.105 * 30
+        ("rag_bloat", "3.00"),  # half of 10*20000 uncached tokens * 1e-6, * 30
     ]
     assert body["total_estimated_monthly_saving_usd"] == "39.61"
     by_kind = {f["kind"]: f["evidence"] for f in body["findings"]}

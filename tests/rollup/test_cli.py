@@ -13,11 +13,13 @@ from spendstream.cli.__main__ import main
 from tests.support import free_port
 
 
-def test_prices_refresh_installs_a_valid_table_where_rollup_reads_it_first(tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prices_refresh_installs_a_valid_table_where_rollup_reads_it_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = tmp_path / "new.json"
-    with resources.as_file(resources.files("spendstream.common").joinpath("data",
-                                                                          "litellm_model_prices.json")) as shipped:
+    with resources.as_file(
+        resources.files("spendstream.common").joinpath("data", "litellm_model_prices.json")
+    ) as shipped:
         shutil.copyfile(shipped, source)
     monkeypatch.setenv("SPENDSTREAM_DATA_DIR", str(tmp_path / "data"))
     assert main(["prices", "refresh", "--from", str(source)]) == 0
@@ -40,6 +42,21 @@ def test_prices_refresh_refuses_a_truncated_table_and_keeps_the_old_one(tmp_path
 
 def test_export_that_cannot_reach_the_server_fails_and_leaves_no_file(tmp_path: Path) -> None:
     out = tmp_path / "export.csv"
-    assert main(["export", "--format", "csv", "-o", str(out), "--key", "k", "--quiet",
-                 "--url", f"http://127.0.0.1:{free_port()}"]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--format",
+                "csv",
+                "-o",
+                str(out),
+                "--key",
+                "k",
+                "--quiet",
+                "--url",
+                f"http://127.0.0.1:{free_port()}",
+            ]
+        )
+        == 2
+    )
     assert list(tmp_path.iterdir()) == []

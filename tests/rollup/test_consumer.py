@@ -38,6 +38,7 @@ def _rollup(iso: Isolation, **overrides: Any) -> Any:
 async def _caught_up(iso: Isolation, group: str = "spendstream-rollup") -> None:
     async def done() -> bool:
         return await lag(iso, group) == 0
+
     await eventually(done, timeout=30)
 
 
@@ -85,22 +86,23 @@ async def test_replaying_the_topic_from_offset_zero_stores_nothing_twice(iso: Is
     assert rollup_requests(iso, ws["workspace_id"]) == 15
 
 
-async def test_poison_records_are_dead_lettered_without_content_and_the_partition_keeps_flowing(
-        iso: Isolation) -> None:
+async def test_poison_records_are_dead_lettered_without_content_and_the_partition_keeps_flowing(iso: Isolation) -> None:
     ws = await create_workspace(iso)
     shredded = await create_workspace(iso, name="shredded")
     good = events(4, model="gpt-4o-mini", cost_usd=0.25)
     secret_model = "model-name-that-must-not-leak"
     async with publisher(iso) as pub:
         await pub.raw(b"\x00\xff this is not an envelope", partition=0)
-        wrong_key = await pub.envelope(ws["workspace_id"], [usage_event(model=secret_model)],
-                                       key=bytes(32))  # sealed with a key that is not the workspace's
+        wrong_key = await pub.envelope(
+            ws["workspace_id"], [usage_event(model=secret_model)], key=bytes(32)
+        )  # sealed with a key that is not the workspace's
         await pub.raw(wrong_key, partition=0, key=ws["workspace_id"].encode())
         doomed = await pub.envelope(shredded["workspace_id"], [usage_event(model=secret_model)])
         await pub.shred(shredded["workspace_id"])
         await pub.raw(doomed, partition=0, key=shredded["workspace_id"].encode())
-        invalid = await pub.invalid_plaintext(ws["workspace_id"], b'{"events": [{"prompt": "' + secret_model.encode()
-                                              + b'"}]}')
+        invalid = await pub.invalid_plaintext(
+            ws["workspace_id"], b'{"events": [{"prompt": "' + secret_model.encode() + b'"}]}'
+        )
         await pub.raw(invalid, partition=0, key=ws["workspace_id"].encode())
         await pub.batch(ws["workspace_id"], good, partition=0)  # behind the poison, same partition
     async with serving([_rollup(iso)]) as client:
@@ -111,11 +113,21 @@ async def test_poison_records_are_dead_lettered_without_content_and_the_partitio
     assert len(letters) == 4
     parsed = [json.loads(v) for v in letters]
     assert [(d["reason"], d["source_offset"], d["workspace_id"]) for d in parsed] == [
-        ("unparsable_envelope", 0, None), ("undecryptable", 1, ws["workspace_id"]),
-        ("no_data_key", 2, shredded["workspace_id"]), ("invalid_events", 3, ws["workspace_id"])]
+        ("unparsable_envelope", 0, None),
+        ("undecryptable", 1, ws["workspace_id"]),
+        ("no_data_key", 2, shredded["workspace_id"]),
+        ("invalid_events", 3, ws["workspace_id"]),
+    ]
     for letter, raw in zip(parsed, letters, strict=True):
-        assert set(letter) == {"consumer", "source_topic", "source_partition", "source_offset", "workspace_id",
-                               "reason", "at"}
+        assert set(letter) == {
+            "consumer",
+            "source_topic",
+            "source_partition",
+            "source_offset",
+            "workspace_id",
+            "reason",
+            "at",
+        }
         assert secret_model.encode() not in raw and b"this is not" not in raw and b"ciphertext" not in raw
         assert b"prompt" not in raw
 
@@ -128,14 +140,21 @@ async def test_late_and_back_dated_events_land_in_their_own_days(iso: Isolation)
     # 01:30 at +05:00 is 20:30 UTC the day before: the UTC day counts.
     local = datetime.combine(now.date() - timedelta(days=3), datetime.min.time()).replace(hour=1, minute=30)
     offset_ts = local.isoformat() + "+05:00"
-    batch = [usage_event(timestamp=day_40.isoformat(), cost_usd=1), usage_event(timestamp=day_200.isoformat(),
-             cost_usd=2), usage_event(timestamp=offset_ts, cost_usd=3), usage_event(cost_usd=4)]
+    batch = [
+        usage_event(timestamp=day_40.isoformat(), cost_usd=1),
+        usage_event(timestamp=day_200.isoformat(), cost_usd=2),
+        usage_event(timestamp=offset_ts, cost_usd=3),
+        usage_event(cost_usd=4),
+    ]
     async with publisher(iso) as pub, serving([_rollup(iso)]) as client:
         await pub.batch(ws["workspace_id"], batch[3:])  # today's event first,
         await pub.batch(ws["workspace_id"], batch[:3])  # the late ones arrive afterwards
         await _caught_up(iso)
-        r = await client.get("/v1/usage", params={"from": (now - timedelta(days=365)).date().isoformat(),
-                                                  "group_by": "day"}, headers=auth(ws["read"]))
+        r = await client.get(
+            "/v1/usage",
+            params={"from": (now - timedelta(days=365)).date().isoformat(), "group_by": "day"},
+            headers=auth(ws["read"]),
+        )
     days = {row["day"]: (row["requests"], row["cost_usd"]) for row in r.json()["rows"]}
     assert days == {
         day_200.date().isoformat(): (1, "2.000000000"),
@@ -162,6 +181,7 @@ async def test_clickhouse_failing_for_a_while_grows_lag_then_catches_up_exactly(
 
             async def failing_repeatedly() -> bool:
                 return bool(metrics.WRITE_FAILURES._value.get() - failures_before >= 5)
+
             await eventually(failing_repeatedly, timeout=30)
             assert await lag(iso) == 3
         finally:
@@ -184,9 +204,15 @@ async def test_rows_record_whether_their_cost_was_reported_computed_or_unknown(i
         await pub.batch(ws["workspace_id"], [priced, unpriced, usage_event(cost_usd=0.5)])
         await _caught_up(iso)
         body = await _total(client, ws["read"])
-    rows = clickhouse_client(iso.stack.clickhouse).query(
-        f"SELECT cost_source, toString(sum(cost_usd)) FROM {iso.database}.usage_events "
-        "WHERE workspace_id = {ws:String} GROUP BY cost_source", parameters={"ws": ws["workspace_id"]}).result_rows
+    rows = (
+        clickhouse_client(iso.stack.clickhouse)
+        .query(
+            f"SELECT cost_source, toString(sum(cost_usd)) FROM {iso.database}.usage_events "
+            "WHERE workspace_id = {ws:String} GROUP BY cost_source",
+            parameters={"ws": ws["workspace_id"]},
+        )
+        .result_rows
+    )
     sources = {str(source): str(cost) for source, cost in rows}
     assert sources == {"reported": "0.5", "computed": "0.00075", "unknown": "0"}
     assert body["unknown_models"] == [{"provider": "acme", "model": "acme-large-1", "requests": 1}]
@@ -220,11 +246,13 @@ async def test_two_replicas_joining_and_leaving_the_group_store_every_event_exac
     ws = await create_workspace(iso)
     sent = 0
     async with publisher(iso) as pub:
+
         async def burst() -> None:
             nonlocal sent
             for partition in range(6):
                 await pub.batch(ws["workspace_id"], events(5, cost_usd=0.01), partition=partition)
                 sent += 5
+
         await burst()
         async with serving([_rollup(iso)]) as a_client:
             await burst()
@@ -237,9 +265,14 @@ async def test_two_replicas_joining_and_leaving_the_group_store_every_event_exac
     store(iso).reconcile(today, today)
     assert sent == 120
     assert rollup_requests(iso, ws["workspace_id"]) == 120
-    final = clickhouse_client(iso.stack.clickhouse).query(
-        f"SELECT count() FROM {iso.database}.usage_events FINAL WHERE workspace_id = {{ws:String}}",
-        parameters={"ws": ws["workspace_id"]}).result_rows[0][0]
+    final = (
+        clickhouse_client(iso.stack.clickhouse)
+        .query(
+            f"SELECT count() FROM {iso.database}.usage_events FINAL WHERE workspace_id = {{ws:String}}",
+            parameters={"ws": ws["workspace_id"]},
+        )
+        .result_rows[0][0]
+    )
     assert final == 120
 
 
@@ -248,17 +281,34 @@ async def test_the_periodic_reconcile_covers_back_dated_days_touched_since_its_l
     migrate(client, iso.database, 12)
     store = Store(client, iso.database)
     settings = iso.settings(RollupSettings)
-    writer = BatchWriter(store=store, keyring=KeyRing(settings), prices=bundled(), broker=make_broker(settings, "t"),
-                         topic_prefix=iso.prefix, retry_seconds=1)
+    writer = BatchWriter(
+        store=store,
+        keyring=KeyRing(settings),
+        prices=bundled(),
+        broker=make_broker(settings, "t"),
+        topic_prefix=iso.prefix,
+        retry_seconds=1,
+    )
     before = datetime.now(UTC) - timedelta(seconds=1)
     old = datetime.now(UTC) - timedelta(days=120)
-    store.insert_new(event_rows(StoredBatch.of("ws1", "b", datetime.now(UTC), [UsageEvent.model_validate(
-        usage_event(timestamp=old.isoformat(), cost_usd=1.0)) for _ in range(2)]), bundled()))
+    store.insert_new(
+        event_rows(
+            StoredBatch.of(
+                "ws1",
+                "b",
+                datetime.now(UTC),
+                [UsageEvent.model_validate(usage_event(timestamp=old.isoformat(), cost_usd=1.0)) for _ in range(2)],
+            ),
+            bundled(),
+        )
+    )
     keys = ("workspace_id", "day", *DIMENSIONS, "cost_source")
     # The view part of that insert "lost": the rollup misses the back-dated day entirely.
-    client.command(f"INSERT INTO {iso.database}.usage_daily ({', '.join((*keys, *MEASURES))}) "
-                   f"SELECT {', '.join(keys)}, {', '.join(f'-{m}' for m in MEASURES)} FROM {iso.database}.usage_daily",
-                   settings={"insert_deduplicate": 0})
+    client.command(
+        f"INSERT INTO {iso.database}.usage_daily ({', '.join((*keys, *MEASURES))}) "
+        f"SELECT {', '.join(keys)}, {', '.join(f'-{m}' for m in MEASURES)} FROM {iso.database}.usage_daily",
+        settings={"insert_deduplicate": 0},
+    )
     today = datetime.now(UTC).date()
     assert await writer.reconcile(before, today, recent_days=2) == 1
     rows = store.usage("ws1", old.date(), old.date(), [], {})
@@ -311,28 +361,35 @@ class _FailingSecondWrite(Store):
         return super().insert_new_batches(batches, encoded, prices)
 
 
-async def test_a_chunk_failing_fails_the_whole_batch_and_its_redelivery_stores_each_event_once(
-        iso: Isolation) -> None:
+async def test_a_chunk_failing_fails_the_whole_batch_and_its_redelivery_stores_each_event_once(iso: Isolation) -> None:
     client = clickhouse_client(iso.stack.clickhouse)
     migrate(client, iso.database, 12)
     store = _FailingSecondWrite(client, iso.database)
     key = bytes(range(32))
     settings = iso.settings(RollupSettings)
-    writer = BatchWriter(store=store, keyring=cast(KeyRing, _OneKey(key)), prices=bundled(),
-                         broker=make_broker(settings, "t"), topic_prefix=iso.prefix, retry_seconds=0.01,
-                         chunk_records=2)
+    writer = BatchWriter(
+        store=store,
+        keyring=cast(KeyRing, _OneKey(key)),
+        prices=bundled(),
+        broker=make_broker(settings, "t"),
+        topic_prefix=iso.prefix,
+        retry_seconds=0.01,
+        chunk_records=2,
+    )
     records = []
     for i in range(5):  # chunks of 2, 2 and 1 records
         batch = EventBatch(events=[UsageEvent.model_validate(e) for e in events(3, cost_usd=0.5)])
-        envelope = seal(batch, workspace_id="ws1", batch_id=f"b{i}", key=key, key_version=1,
-                        ingested_at=datetime.now(UTC))
-        records.append(SimpleNamespace(value=envelope.model_dump_json().encode(), topic="t", partition=0,
-                                       offset=i))
+        envelope = seal(
+            batch, workspace_id="ws1", batch_id=f"b{i}", key=key, key_version=1, ingested_at=datetime.now(UTC)
+        )
+        records.append(SimpleNamespace(value=envelope.model_dump_json().encode(), topic="t", partition=0, offset=i))
     with pytest.raises(ConnectionError):
         await writer.handle(records)
     assert store.writes >= 2
-    assert store.usage("ws1", date.today() - timedelta(days=1), date.today() + timedelta(days=1), [], {})[0][
-        "requests"] == 6  # the first chunk is stored; the offsets were not committed
+    assert (
+        store.usage("ws1", date.today() - timedelta(days=1), date.today() + timedelta(days=1), [], {})[0]["requests"]
+        == 6
+    )  # the first chunk is stored; the offsets were not committed
     store.failing = False
     await writer.handle(records)  # the redelivery
     [totals] = store.usage("ws1", date.today() - timedelta(days=1), date.today() + timedelta(days=1), [], {})

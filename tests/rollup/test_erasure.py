@@ -32,20 +32,32 @@ async def _stream(client: Any, key: str, events: list[dict[str, Any]]) -> None:
 async def _stored(iso: Isolation, workspace_id: str, n: int) -> None:
     async def check() -> bool:
         return raw_count(iso, "usage_events", "workspace_id = {ws:String}", {"ws": workspace_id}) == n
+
     await eventually(check, timeout=20)
 
 
 async def test_workspace_erasure_leaves_no_row_in_any_table_and_other_workspaces_exact(iso: Isolation) -> None:
     gone, kept = await create_workspace(iso, "gone"), await create_workspace(iso, "kept")
-    async with serving([create_ingest(iso.settings(IngestSettings)),
-                        create_rollup(iso.settings(RollupSettings))]) as client:
-        await _stream(client, gone["ingest"], [
-            usage_event(cost_usd=0.5, tags={"feature": "chat", "customer_id": "c1"}),
-            usage_event(cost_usd=0.25, tags={"feature": "chat", "customer_id": "c2"}),
-            usage_event(cost_usd=1.125, tags={"feature": "search", "customer_id": "c1"})])
-        await _stream(client, kept["ingest"], [
-            usage_event(cost_usd=0.01, tags={"feature": "chat", "customer_id": "c1"}),
-            usage_event(cost_usd=2.5, tags={"feature": "search", "customer_id": "c9"})])
+    async with serving(
+        [create_ingest(iso.settings(IngestSettings)), create_rollup(iso.settings(RollupSettings))]
+    ) as client:
+        await _stream(
+            client,
+            gone["ingest"],
+            [
+                usage_event(cost_usd=0.5, tags={"feature": "chat", "customer_id": "c1"}),
+                usage_event(cost_usd=0.25, tags={"feature": "chat", "customer_id": "c2"}),
+                usage_event(cost_usd=1.125, tags={"feature": "search", "customer_id": "c1"}),
+            ],
+        )
+        await _stream(
+            client,
+            kept["ingest"],
+            [
+                usage_event(cost_usd=0.01, tags={"feature": "chat", "customer_id": "c1"}),
+                usage_event(cost_usd=2.5, tags={"feature": "search", "customer_id": "c9"}),
+            ],
+        )
         await _stored(iso, gone["workspace_id"], 3)
         await _stored(iso, kept["workspace_id"], 2)
         kept_before = figures(iso, kept["workspace_id"])
@@ -79,13 +91,19 @@ async def test_customer_erasure_removes_only_that_customer_and_leaves_exact_roll
     ws = await create_workspace(iso)
     # Yesterday noon: always in the past, whatever the hour the suite runs (today's noon is the future before it).
     day = (datetime.now(UTC) - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
-    async with serving([create_ingest(iso.settings(IngestSettings)),
-                        create_rollup(iso.settings(RollupSettings))]) as client:
-        await _stream(client, ws["ingest"], [
-            usage_event(cost_usd=0.5, timestamp=day.isoformat(), tags={"feature": "chat", "customer_id": "c1"}),
-            usage_event(cost_usd=0.75, timestamp=day.isoformat(), tags={"feature": "chat", "customer_id": "c2"}),
-            usage_event(cost_usd=0.125, timestamp=day.isoformat(), tags={"feature": "search", "customer_id": "c1"}),
-            usage_event(cost_usd=3.0, timestamp=day.isoformat(), tags={"feature": "search", "customer_id": "c3"})])
+    async with serving(
+        [create_ingest(iso.settings(IngestSettings)), create_rollup(iso.settings(RollupSettings))]
+    ) as client:
+        await _stream(
+            client,
+            ws["ingest"],
+            [
+                usage_event(cost_usd=0.5, timestamp=day.isoformat(), tags={"feature": "chat", "customer_id": "c1"}),
+                usage_event(cost_usd=0.75, timestamp=day.isoformat(), tags={"feature": "chat", "customer_id": "c2"}),
+                usage_event(cost_usd=0.125, timestamp=day.isoformat(), tags={"feature": "search", "customer_id": "c1"}),
+                usage_event(cost_usd=3.0, timestamp=day.isoformat(), tags={"feature": "search", "customer_id": "c3"}),
+            ],
+        )
         await _stored(iso, ws["workspace_id"], 4)
 
         await send_command(iso, "req-cust-1", ws["workspace_id"], customer_id="c1")
@@ -113,16 +131,58 @@ def test_sweeper_drops_what_the_ttl_has_not_yet_removed_by_the_injected_clock(is
     real = datetime.now(UTC)
     old, young = real - timedelta(days=200), real - timedelta(days=30)
     now = real + timedelta(days=200)
-    columns = ("workspace_id", "event_id", "ts", "ingested_at", "batch_id", "provider", "model", "input_tokens",
-               "output_tokens", "cached_input_tokens", "reasoning_tokens", "latency_ms", "cost_usd",
-               "cost_source", "feature", "route", "task_type", "customer_plan", "customer_id", "environment", "tags")
+    columns = (
+        "workspace_id",
+        "event_id",
+        "ts",
+        "ingested_at",
+        "batch_id",
+        "provider",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "reasoning_tokens",
+        "latency_ms",
+        "cost_usd",
+        "cost_source",
+        "feature",
+        "route",
+        "task_type",
+        "customer_plan",
+        "customer_id",
+        "environment",
+        "tags",
+    )
 
     def row(event_id: str, at: datetime) -> tuple[Any, ...]:
-        return ("ws_sweep", event_id, at, at, "b", "openai", "m", 1, 1, 0, 0, 1, 0.5, "reported", "f", "", "", "",
-                "c", "", {})
+        return (
+            "ws_sweep",
+            event_id,
+            at,
+            at,
+            "b",
+            "openai",
+            "m",
+            1,
+            1,
+            0,
+            0,
+            1,
+            0.5,
+            "reported",
+            "f",
+            "",
+            "",
+            "",
+            "c",
+            "",
+            {},
+        )
 
-    client.insert(f"{iso.database}.usage_events", [row("old1", old), row("old2", old), row("young", young)],
-                  column_names=columns)
+    client.insert(
+        f"{iso.database}.usage_events", [row("old1", old), row("old2", old), row("young", young)], column_names=columns
+    )
     # TTL would remove the old rows only when ClickHouse merges, by its own clock; the sweeper does it now.
     sweeper = Sweeper(client, iso.database)
     counts = {c.store: (c.before, c.after) for c in sweeper.sweep(now)}
@@ -148,8 +208,9 @@ async def test_workspace_erasure_waits_for_the_shredded_key_and_reports_failed_w
     await broker.connect()
     try:
         erasure = RollupErasure(client=client, settings=settings, keyring=keyring, broker=broker, wait_seconds=0.5)
-        command = DeletionCommand(request_id="early", issued_at=datetime.now(UTC),
-                                  scope=ErasureScope(workspace_id=ws["workspace_id"]))
+        command = DeletionCommand(
+            request_id="early", issued_at=datetime.now(UTC), scope=ErasureScope(workspace_id=ws["workspace_id"])
+        )
         # The data key still exists: rows deleted now could be stored again from Kafka, so nothing is done.
         report = await erasure.erase(command)
         assert (report.status, report.reason, report.counts) == ("failed", "data_key_not_shredded", [])
@@ -161,16 +222,21 @@ async def test_workspace_erasure_waits_for_the_shredded_key_and_reports_failed_w
         await keyring.table.stop()
 
 
-async def test_a_replay_of_the_topic_after_a_customer_erasure_does_not_bring_the_customer_back(
-        iso: Isolation) -> None:
+async def test_a_replay_of_the_topic_after_a_customer_erasure_does_not_bring_the_customer_back(iso: Isolation) -> None:
     """The envelopes stay on Kafka (readable with the workspace key) for the topic's retention; a consumer
     group reading them again must not store the erased customer's older events, and must store new ones."""
     ws = await create_workspace(iso)
-    async with serving([create_ingest(iso.settings(IngestSettings)),
-                        create_rollup(iso.settings(RollupSettings))]) as client:
-        await _stream(client, ws["ingest"], [
-            usage_event(cost_usd=0.5, tags={"customer_id": "c1"}),
-            usage_event(cost_usd=0.25, tags={"customer_id": "c2"})])
+    async with serving(
+        [create_ingest(iso.settings(IngestSettings)), create_rollup(iso.settings(RollupSettings))]
+    ) as client:
+        await _stream(
+            client,
+            ws["ingest"],
+            [
+                usage_event(cost_usd=0.5, tags={"customer_id": "c1"}),
+                usage_event(cost_usd=0.25, tags={"customer_id": "c2"}),
+            ],
+        )
         await _stored(iso, ws["workspace_id"], 2)
         await send_command(iso, "req-replay-1", ws["workspace_id"], customer_id="c1")
         (report,) = await reports(iso, "req-replay-1", "rollup")
@@ -182,8 +248,10 @@ async def test_a_replay_of_the_topic_after_a_customer_erasure_does_not_bring_the
     replayer = iso.settings(RollupSettings, group_id="spendstream-rollup-replay")
     async with serving([create_rollup(replayer)]):
         await eventually(lambda: _caught_up(iso, "spendstream-rollup-replay"), timeout=30)
-    assert figures(iso, ws["workspace_id"])["raw"] == [("c1", "1", "2", "1000", "200"),
-                                                       ("c2", "1", "0.25", "1000", "200")]
+    assert figures(iso, ws["workspace_id"])["raw"] == [
+        ("c1", "1", "2", "1000", "200"),
+        ("c2", "1", "0.25", "1000", "200"),
+    ]
 
 
 async def _caught_up(iso: Isolation, group: str) -> bool:

@@ -26,7 +26,7 @@ def filled(iso: Isolation) -> Store:
     migrate(client, iso.database, 12)
     store = Store(client, iso.database)
     for ws, n in (("ws1", 23), ("ws2", 5)):
-        evs = [UsageEvent.model_validate(usage_event(tags={"feature": "f,\"quoted\"\nline"})) for _ in range(n)]
+        evs = [UsageEvent.model_validate(usage_event(tags={"feature": 'f,"quoted"\nline'})) for _ in range(n)]
         store.insert_new(event_rows(StoredBatch.of(ws, "b", datetime.now(UTC), evs), bundled()))
     return store
 

@@ -10,10 +10,22 @@ from spendstream.rollup import findings
 
 
 def _row(**fields: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {"provider": "openai", "model": "gpt-4o", "feature": "f", "task_type": "", "route": "",
-                           "customer_plan": "", "customer_id": "", "requests": 100, "input_tokens": 100_000,
-                           "output_tokens": 5_000, "cached_input_tokens": 0, "reasoning_tokens": 0,
-                           "cost_usd": Decimal("0.30"), "latency_ms_sum": 100_000}
+    row: dict[str, Any] = {
+        "provider": "openai",
+        "model": "gpt-4o",
+        "feature": "f",
+        "task_type": "",
+        "route": "",
+        "customer_plan": "",
+        "customer_id": "",
+        "requests": 100,
+        "input_tokens": 100_000,
+        "output_tokens": 5_000,
+        "cached_input_tokens": 0,
+        "reasoning_tokens": 0,
+        "cost_usd": Decimal("0.30"),
+        "latency_ms_sum": 100_000,
+    }
     row.update(fields)
     return row
 
@@ -27,8 +39,12 @@ def test_a_premium_model_doing_long_open_ended_work_is_not_a_wrong_tier() -> Non
 
 
 def test_an_economy_model_is_never_told_to_go_cheaper() -> None:
-    assert findings.wrong_model_tier([_row(model="gpt-4o-mini", task_type="classification",
-                                           cost_usd=Decimal("100"))], bundled(), MONTH) == []
+    assert (
+        findings.wrong_model_tier(
+            [_row(model="gpt-4o-mini", task_type="classification", cost_usd=Decimal("100"))], bundled(), MONTH
+        )
+        == []
+    )
 
 
 def test_wrong_tier_saving_is_cost_minus_the_sibling_price_of_the_same_tokens() -> None:
@@ -46,14 +62,21 @@ def test_a_new_workspace_has_its_savings_scaled_to_a_month() -> None:
 
 
 def test_paid_customers_and_anonymous_free_usage_are_not_subsidy_findings() -> None:
-    rows = [_row(customer_plan="team", customer_id="c1", cost_usd=Decimal("500")),
-            _row(customer_plan="free", customer_id="", cost_usd=Decimal("500"))]
+    rows = [
+        _row(customer_plan="team", customer_id="c1", cost_usd=Decimal("500")),
+        _row(customer_plan="free", customer_id="", cost_usd=Decimal("500")),
+    ]
     assert findings.free_tier_subsidy(rows, MONTH) == []
 
 
 def test_big_contexts_with_big_answers_are_not_rag_bloat() -> None:
-    row = _row(provider="anthropic", model="claude-haiku-4-5", input_tokens=100 * 20_000,
-               output_tokens=100 * 2_000, cost_usd=Decimal("3"))
+    row = _row(
+        provider="anthropic",
+        model="claude-haiku-4-5",
+        input_tokens=100 * 20_000,
+        output_tokens=100 * 2_000,
+        cost_usd=Decimal("3"),
+    )
     assert findings.rag_bloat([row], bundled(), MONTH) == []
 
 

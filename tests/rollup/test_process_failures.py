@@ -24,15 +24,18 @@ pytestmark = pytest.mark.integration
 
 def _stored(iso: Isolation, workspace_id: str) -> tuple[int, int]:
     """(raw rows, rollup requests) in the exited process's chDB directory, read from another process."""
-    code = ("import sys, clickhouse_connect\n"
-            "c = clickhouse_connect.get_client(dsn=sys.argv[1])\n"
-            "ws, db = sys.argv[2], sys.argv[3]\n"
-            "raw = c.query(f\"SELECT count() FROM {db}.usage_events WHERE workspace_id = '{ws}'\").result_rows\n"
-            "agg = c.query(f\"SELECT sum(requests) FROM {db}.usage_daily WHERE workspace_id = '{ws}'\").result_rows\n"
-            "print(raw[0][0], agg[0][0])\n")
+    code = (
+        "import sys, clickhouse_connect\n"
+        "c = clickhouse_connect.get_client(dsn=sys.argv[1])\n"
+        "ws, db = sys.argv[2], sys.argv[3]\n"
+        "raw = c.query(f\"SELECT count() FROM {db}.usage_events WHERE workspace_id = '{ws}'\").result_rows\n"
+        "agg = c.query(f\"SELECT sum(requests) FROM {db}.usage_daily WHERE workspace_id = '{ws}'\").result_rows\n"
+        "print(raw[0][0], agg[0][0])\n"
+    )
     url = f"chdb://{(iso.data_dir / 'clickhouse').resolve()}"
-    out = subprocess.run([sys.executable, "-c", code, url, workspace_id, iso.database], check=True,
-                         capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code, url, workspace_id, iso.database], check=True, capture_output=True, text=True
+    ).stdout.split()
     return int(out[0]), int(out[1])
 
 
@@ -43,11 +46,13 @@ def _metric(text: str, name: str) -> float:
 async def _caught_up(iso: Isolation) -> None:
     async def done() -> bool:
         return await lag(iso) == 0
+
     await eventually(done, timeout=30)
 
 
 async def test_sigkill_between_insert_and_commit_redelivers_and_stores_nothing_twice(
-        iso: Isolation, tmp_path: Path) -> None:
+    iso: Isolation, tmp_path: Path
+) -> None:
     ws = await create_workspace(iso)
     env = {**iso.env(), "ROLLUP_TEST_FAULT": "kill_after_insert"}
     faulty = ServiceProcess("rollup", env, tmp_path / "faulty.log", module="tests.rollup.faulty_rollup")
@@ -87,7 +92,8 @@ async def test_sigkill_between_insert_and_commit_redelivers_and_stores_nothing_t
 
 
 async def test_a_view_part_lost_in_a_crash_is_repaired_from_the_redelivery_within_seconds(
-        iso: Isolation, tmp_path: Path) -> None:
+    iso: Isolation, tmp_path: Path
+) -> None:
     ws = await create_workspace(iso)
     env = {**iso.env(), "ROLLUP_TEST_FAULT": "lose_view_part"}
     faulty = ServiceProcess("rollup", env, tmp_path / "faulty.log", module="tests.rollup.faulty_rollup")
@@ -100,14 +106,17 @@ async def test_a_view_part_lost_in_a_crash_is_repaired_from_the_redelivery_withi
     assert _stored(iso, ws["workspace_id"]) == (10, 0)
 
     # The periodic reconcile is an hour away: only the repair of redelivered days can fix the rollup.
-    again = ServiceProcess("rollup", {**iso.env(), "SPENDSTREAM_RECONCILE_INTERVAL_SECONDS": "3600"},
-                           tmp_path / "rollup.log")
+    again = ServiceProcess(
+        "rollup", {**iso.env(), "SPENDSTREAM_RECONCILE_INTERVAL_SECONDS": "3600"}, tmp_path / "rollup.log"
+    )
     again.start()
     try:
         async with httpx.AsyncClient(base_url=again.url) as client:
+
             async def repaired() -> dict[str, Any] | None:
                 totals: dict[str, Any] = (await client.get("/v1/usage", headers=auth(ws["read"]))).json()["totals"]
                 return totals if totals["requests"] == 10 else None
+
             totals = await eventually(repaired, timeout=30)
             assert totals["cost_usd"] == "2.000000000"
             assert _metric((await client.get("/metrics")).text, "spendstream_rollup_reconcile_corrections_total") == 1
@@ -116,8 +125,7 @@ async def test_a_view_part_lost_in_a_crash_is_repaired_from_the_redelivery_withi
     assert _stored(iso, ws["workspace_id"]) == (10, 10)
 
 
-async def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits_cleanly(
-        iso: Isolation, tmp_path: Path) -> None:
+async def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits_cleanly(iso: Isolation, tmp_path: Path) -> None:
     ws = await create_workspace(iso)
     marker = tmp_path / "batch-started"
     env = {**iso.env(), "ROLLUP_TEST_FAULT": "slow_batch", "ROLLUP_TEST_MARKER": str(marker)}
@@ -128,6 +136,7 @@ async def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits_cleanly(
 
     async def started() -> bool:
         return marker.exists()
+
     await eventually(started, timeout=30)
     # uvicorn shuts down gracefully, then re-raises the signal it caught, so the exit status says "SIGTERM".
     assert proc.terminate() == -signal.SIGTERM

@@ -12,9 +12,13 @@ pytestmark = pytest.mark.integration
 
 
 def _engines(iso: Isolation) -> dict[str, str]:
-    rows = clickhouse_client(iso.stack.clickhouse).query(
-        "SELECT name, engine_full FROM system.tables WHERE database = {db:String}",
-        parameters={"db": iso.database}).result_rows
+    rows = (
+        clickhouse_client(iso.stack.clickhouse)
+        .query(
+            "SELECT name, engine_full FROM system.tables WHERE database = {db:String}", parameters={"db": iso.database}
+        )
+        .result_rows
+    )
     return {str(n): str(e) for n, e in rows}
 
 
@@ -26,9 +30,18 @@ def test_migrations_apply_once_and_a_rerun_changes_nothing(iso: Isolation) -> No
     rows = client.query(f"SELECT count() FROM {iso.database}.schema_migrations").result_rows
     assert rows[0][0] == SCHEMA_VERSION
     engines = _engines(iso)
-    assert {"usage_events", "usage_daily", "usage_daily_mv", "workspace_watermarks",
-            "workspace_watermarks_mv", "usage_events_in", "usage_events_in_mv", "usage_batches_in",
-            "usage_batches_in_mv", "schema_migrations"} <= set(engines)
+    assert {
+        "usage_events",
+        "usage_daily",
+        "usage_daily_mv",
+        "workspace_watermarks",
+        "workspace_watermarks_mv",
+        "usage_events_in",
+        "usage_events_in_mv",
+        "usage_batches_in",
+        "usage_batches_in_mv",
+        "schema_migrations",
+    } <= set(engines)
     # The entry tables store nothing: their views copy each block into usage_events.
     assert engines["usage_events_in"].strip("`") == engines["usage_batches_in"].strip("`") == "Null"
 
@@ -45,8 +58,11 @@ def test_a_half_applied_migration_is_completed_on_the_next_start(iso: Isolation)
 def test_ttls_follow_the_retention_setting(iso: Isolation) -> None:
     client = clickhouse_client(iso.stack.clickhouse)
     migrate(client, iso.database, 12)
-    assert all("toIntervalMonth(12)" in e for n, e in _engines(iso).items()
-               if n in ("usage_events", "usage_daily", "workspace_watermarks"))
+    assert all(
+        "toIntervalMonth(12)" in e
+        for n, e in _engines(iso).items()
+        if n in ("usage_events", "usage_daily", "workspace_watermarks")
+    )
     migrate(client, iso.database, 13)
     engines = _engines(iso)
     assert "TTL toDateTime(ingested_at) + toIntervalMonth(13)" in engines["usage_events"]

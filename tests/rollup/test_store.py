@@ -21,8 +21,9 @@ pytestmark = pytest.mark.integration
 
 
 def _rows(workspace_id: str, n: int, **fields: Any) -> list[tuple[Any, ...]]:
-    batch = StoredBatch.of(workspace_id, "b1", datetime.now(UTC),
-                        [UsageEvent.model_validate(usage_event(**fields)) for _ in range(n)])
+    batch = StoredBatch.of(
+        workspace_id, "b1", datetime.now(UTC), [UsageEvent.model_validate(usage_event(**fields)) for _ in range(n)]
+    )
     return event_rows(batch, bundled())
 
 
@@ -46,8 +47,7 @@ def test_insert_new_skips_what_is_stored_and_repeats_inside_one_call(iso: Isolat
     assert _totals(store, "ws1") == {"requests": 6, "input_tokens": 6000, "cost_usd": Decimal("6")}
 
 
-def test_a_first_batch_stores_an_id_it_repeats_once_and_the_same_id_of_two_workspaces_in_each(
-        iso: Isolation) -> None:
+def test_a_first_batch_stores_an_id_it_repeats_once_and_the_same_id_of_two_workspaces_in_each(iso: Isolation) -> None:
     _, store = _setup(iso)
     rows = _rows("ws1", 3, cost_usd=1.0)
     same_id_elsewhere = ("ws2", *rows[0][1:])
@@ -67,8 +67,7 @@ def test_a_retried_insert_of_the_same_rows_is_discarded_in_the_raw_table_and_the
     assert _totals(store, "ws1") == {"requests": 3, "input_tokens": 3000, "cost_usd": Decimal("1.5")}
 
 
-def test_insert_new_names_the_days_of_rows_already_stored_so_their_rollup_can_be_repaired(
-        iso: Isolation) -> None:
+def test_insert_new_names_the_days_of_rows_already_stored_so_their_rollup_can_be_repaired(iso: Isolation) -> None:
     _, store = _setup(iso)
     old = (datetime.now(UTC) - timedelta(days=40)).replace(microsecond=0)
     back_dated = _rows("ws1", 2, timestamp=old.isoformat())
@@ -84,15 +83,19 @@ def test_reconcile_repairs_a_double_counted_and_a_missing_rollup_exactly(iso: Is
     store.insert_new(rows)
     # Drift 1: two consumers raced through the existence check; the raw table holds a row twice (FINAL
     # deduplicates it), the view counted it twice.
-    client.insert(f"{iso.database}.usage_events", rows[:1], column_names=EVENT_COLUMNS,
-                  settings={"insert_deduplicate": 0})
+    client.insert(
+        f"{iso.database}.usage_events", rows[:1], column_names=EVENT_COLUMNS, settings={"insert_deduplicate": 0}
+    )
     # Drift 2: a view part lost (killed between the raw part and the view part) for another workspace.
     other = _rows("ws2", 3, cost_usd=2.0)
     store.insert_new(other)
     keys = ("workspace_id", "day", *DIMENSIONS, "cost_source")
-    client.command(f"INSERT INTO {iso.database}.usage_daily ({', '.join((*keys, *MEASURES))}) "
-                   f"SELECT {', '.join(keys)}, {', '.join(f'-{m}' for m in MEASURES)} FROM {iso.database}.usage_daily "
-                   "WHERE workspace_id = 'ws2'", settings={"insert_deduplicate": 0})
+    client.command(
+        f"INSERT INTO {iso.database}.usage_daily ({', '.join((*keys, *MEASURES))}) "
+        f"SELECT {', '.join(keys)}, {', '.join(f'-{m}' for m in MEASURES)} FROM {iso.database}.usage_daily "
+        "WHERE workspace_id = 'ws2'",
+        settings={"insert_deduplicate": 0},
+    )
     assert _totals(store, "ws1") == {"requests": 5, "input_tokens": 5000, "cost_usd": Decimal("2.5")}
     assert _totals(store, "ws2") == {}
 
@@ -113,17 +116,19 @@ def test_days_stored_since_names_back_dated_days_for_reconcile(iso: Isolation) -
     assert store.days_stored_since(before) == [old.date()]
 
 
-
-def test_the_existence_check_is_per_workspace_and_works_across_chunks(iso: Isolation,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_existence_check_is_per_workspace_and_works_across_chunks(
+    iso: Isolation, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, store = _setup(iso)
     monkeypatch.setattr("spendstream.rollup.store.EXISTS_CHUNK", 3)
     shared = usage_event(cost_usd=1.0)
     a = _rows("wsA", 4, cost_usd=1.0)
     assert store.insert_new(a).new == 4
     # The same event_id in another workspace is a different event; a's rows again are not new.
-    b = event_rows(StoredBatch.of("wsB", "b", datetime.now(UTC), [UsageEvent.model_validate(
-        {**shared, "event_id": a[0][1]})]), bundled())
+    b = event_rows(
+        StoredBatch.of("wsB", "b", datetime.now(UTC), [UsageEvent.model_validate({**shared, "event_id": a[0][1]})]),
+        bundled(),
+    )
     assert store.insert_new([*a, *b, *_rows("wsA", 2, cost_usd=1.0)]).new == 3
     assert _totals(store, "wsA")["requests"] == 6 and _totals(store, "wsB")["requests"] == 1
 
@@ -133,9 +138,10 @@ def test_the_existence_check_finds_ids_that_need_escaping_as_well_as_plain_ones(
     # makes the whole chunk go through bound parameters instead, and must be found all the same.
     _, store = _setup(iso)
     plain = _rows("wsA", 2, cost_usd=1.0)
-    odd = [(*row[:1], event_id, *row[2:]) for row, event_id in zip(_rows("wsA", 3, cost_usd=1.0),
-                                                                   ["it's", "back\\slash", "nul\x00byte"],
-                                                                   strict=True)]
+    odd = [
+        (*row[:1], event_id, *row[2:])
+        for row, event_id in zip(_rows("wsA", 3, cost_usd=1.0), ["it's", "back\\slash", "nul\x00byte"], strict=True)
+    ]
     assert store.insert_new([*plain, *odd]).new == 5
     assert store.insert_new(plain).new == 0
     assert store.insert_new(odd).new == 0
@@ -145,11 +151,22 @@ def test_the_existence_check_finds_ids_that_need_escaping_as_well_as_plain_ones(
 def test_what_is_stored_is_exactly_what_was_sealed_through_the_json_insert(iso: Isolation) -> None:
     # The insert travels as JSON that ClickHouse parses: every kind of value must come back as it went in.
     _, store = _setup(iso)
-    tags = {"feature": "it's \"quoted\" \\ back\tslash\nnewline", "route": "/v1/é/ü/日本", "customer_id": "c-1",
-            "team.name": "{'map': [1]}"}
+    tags = {
+        "feature": 'it\'s "quoted" \\ back\tslash\nnewline',
+        "route": "/v1/é/ü/日本",
+        "customer_id": "c-1",
+        "team.name": "{'map': [1]}",
+    }
     at = datetime(2026, 11, 30, 23, 59, 59, 987654, tzinfo=timezone(timedelta(hours=-5)))
-    rows = _rows("ws1", 1, event_id="odd-1", timestamp=at.isoformat(), cost_usd="0.000123456789",
-                 cached_input_tokens=7, tags=tags)
+    rows = _rows(
+        "ws1",
+        1,
+        event_id="odd-1",
+        timestamp=at.isoformat(),
+        cost_usd="0.000123456789",
+        cached_input_tokens=7,
+        tags=tags,
+    )
     assert store.insert_new(rows).new == 1
     [stored] = store.events_page("ws1", "", 10)
     assert stored["tags"] == tags and stored["feature"] == tags["feature"] and stored["route"] == tags["route"]
@@ -163,23 +180,46 @@ def _sealed(workspace_id: str, raws: list[dict[str, Any]], batch_id: str = "b1")
     plaintext = EventBatch(events=[UsageEvent.model_validate(r) for r in raws]).model_dump_json().encode()
     events, events_json = stored_events(plaintext)
     assert events_json is not None
-    return StoredBatch(workspace_id, batch_id, datetime(2026, 12, 1, 10, 0, 0, 123456, tzinfo=UTC), events,
-                       None, events_json)
+    return StoredBatch(
+        workspace_id, batch_id, datetime(2026, 12, 1, 10, 0, 0, 123456, tzinfo=UTC), events, None, events_json
+    )
 
 
 _KINDS = [  # every kind of cost and value a batch can carry
-    usage_event(event_id="reported", cost_usd="0.000123456789", cached_input_tokens=7, reasoning_tokens=3,
-                timestamp=datetime(2026, 11, 30, 23, 59, 59, 987654,
-                                   tzinfo=timezone(timedelta(hours=-5))).isoformat(),
-                tags={"feature": "it's \"quoted\" \\ back\tslash\nnewline", "route": "/v1/é/日本",
-                      "customer_id": "c-1", "team.name": "{'map': [1]}"}),
+    usage_event(
+        event_id="reported",
+        cost_usd="0.000123456789",
+        cached_input_tokens=7,
+        reasoning_tokens=3,
+        timestamp=datetime(2026, 11, 30, 23, 59, 59, 987654, tzinfo=timezone(timedelta(hours=-5))).isoformat(),
+        tags={
+            "feature": 'it\'s "quoted" \\ back\tslash\nnewline',
+            "route": "/v1/é/日本",
+            "customer_id": "c-1",
+            "team.name": "{'map': [1]}",
+        },
+    ),
     usage_event(event_id="reported-zero", cost_usd=0, tags={}),
     usage_event(event_id="big", cost_usd="1000000", input_tokens=0, output_tokens=0, latency_ms=0),
-    usage_event(event_id="computed", provider="openai", model="gpt-4o-mini-2024-07-18", input_tokens=10_000,
-                cached_input_tokens=4_000, output_tokens=2_000, cost_usd=None,
-                tags={"task_type": "t", "customer_plan": "free", "environment": "prod", "customer_id": "c-2"}),
-    usage_event(event_id="reasoning", provider="google", model="gemini-2.5-flash", input_tokens=1_000,
-                output_tokens=2_000, reasoning_tokens=1_500, cost_usd=None),
+    usage_event(
+        event_id="computed",
+        provider="openai",
+        model="gpt-4o-mini-2024-07-18",
+        input_tokens=10_000,
+        cached_input_tokens=4_000,
+        output_tokens=2_000,
+        cost_usd=None,
+        tags={"task_type": "t", "customer_plan": "free", "environment": "prod", "customer_id": "c-2"},
+    ),
+    usage_event(
+        event_id="reasoning",
+        provider="google",
+        model="gemini-2.5-flash",
+        input_tokens=1_000,
+        output_tokens=2_000,
+        reasoning_tokens=1_500,
+        cost_usd=None,
+    ),
     usage_event(event_id="unknown", provider="acme", model="no-such-model", cost_usd=None),
 ]
 

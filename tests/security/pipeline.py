@@ -90,7 +90,7 @@ def concrete(path: str) -> str:
     out = path
     while "{" in out:
         start, end = out.index("{"), out.index("}")
-        out = out[:start] + "id_0123456789" + out[end + 1:]
+        out = out[:start] + "id_0123456789" + out[end + 1 :]
     return out
 
 
@@ -127,8 +127,9 @@ def live(iso: Isolation) -> Iterator[tuple[str, FastAPI]]:
     """The four services behind a real uvicorn (its own thread and event loop): for CLIs and raw sockets."""
     app = build_http_app(services(iso)[0])
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                           lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    )
     thread = threading.Thread(target=server.run, name="spendstream-under-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 90

@@ -60,8 +60,9 @@ def server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 def _healthy(server: Server) -> None:
     assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
-    r = httpx.post(f"{server.url}/v1/events", json={"events": [usage_event()]}, headers=auth(server.ws["ingest"]),
-                   timeout=30)
+    r = httpx.post(
+        f"{server.url}/v1/events", json={"events": [usage_event()]}, headers=auth(server.ws["ingest"]), timeout=30
+    )
     assert r.status_code == 202, r.text
 
 
@@ -91,8 +92,7 @@ def test_malformed_oversized_and_deeply_nested_bodies_never_yield_a_server_error
             key = server.ws["ingest"] if path == "/v1/events" else server.ws["admin"]
             for name, body in _bodies():
                 for media in ("application/json", "text/plain"):
-                    r = http.request(method, concrete(path), content=body,
-                                     headers={**auth(key), "Content-Type": media})
+                    r = http.request(method, concrete(path), content=body, headers={**auth(key), "Content-Type": media})
                     assert r.status_code < 500, (method, path, name, media, r.status_code, r.text[:200])
     _healthy(server)
 
@@ -101,8 +101,11 @@ def test_webhook_urls_that_do_not_parse_are_refused_with_422(server: Server) -> 
     # Found by schemathesis: urlsplit raised ValueError on a bad IPv6 bracket, a 500.
     with httpx.Client(base_url=server.url, timeout=30) as http:
         for url in ("http://n]\u00cef\u00d1t", "http://[::1", "http://a:99999/x", "http://x/\x00"):
-            r = http.post("/v1/budgets", json={"name": "w", "amount_usd": "1", "webhooks": [{"url": url}]},
-                          headers=auth(server.ws["admin"]))
+            r = http.post(
+                "/v1/budgets",
+                json={"name": "w", "amount_usd": "1", "webhooks": [{"url": url}]},
+                headers=auth(server.ws["admin"]),
+            )
             assert r.status_code == 422 and r.json()["detail"]["code"] == "invalid_url", (url, r.text)
 
 
@@ -132,8 +135,9 @@ def _status(answer: bytes) -> int:
 def test_header_injection_huge_and_duplicated_headers_are_refused_cleanly(server: Server) -> None:
     key = server.ws["ingest"].encode()
     body = b'{"events": []}'
-    head = (b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n" % len(body))
+    head = b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % len(
+        body
+    )
     cases = {
         "bare CR in a value": head + b"Authorization: Bearer " + key + b"\rX-Injected: 1\r\n\r\n" + body,
         "bare LF in a value": head + b"Authorization: Bearer " + key + b"\nX-Injected: 1\r\n\r\n" + body,
@@ -143,8 +147,13 @@ def test_header_injection_huge_and_duplicated_headers_are_refused_cleanly(server
         "non-ascii key": head + b"Authorization: Bearer \xff\xfe\xfd\r\n\r\n" + body,
         "two keys": head + b"Authorization: Bearer " + key + b"\r\nAuthorization: Bearer forged\r\n\r\n" + body,
         "forged then real": head + b"Authorization: Bearer forged\r\nAuthorization: Bearer " + key + b"\r\n\r\n" + body,
-        "key in both headers": head + b"Authorization: Bearer " + key + b"\r\nX-API-Key: " +
-        server.doomed["ingest"].encode() + b"\r\n\r\n" + body,
+        "key in both headers": head
+        + b"Authorization: Bearer "
+        + key
+        + b"\r\nX-API-Key: "
+        + server.doomed["ingest"].encode()
+        + b"\r\n\r\n"
+        + body,
     }
     for name, request in cases.items():
         status = _status(_raw(server.port, request))
@@ -156,8 +165,11 @@ def test_header_injection_huge_and_duplicated_headers_are_refused_cleanly(server
 
 def test_slow_clients_hold_no_worker(server: Server) -> None:
     body = b'{"events": [' + b" " * 2000 + b"]}"
-    head = (b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer "
-            + server.ws["ingest"].encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+    head = (
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer "
+        + server.ws["ingest"].encode()
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
     slow = []
     try:
         for _ in range(40):
@@ -167,7 +179,7 @@ def test_slow_clients_hold_no_worker(server: Server) -> None:
         # One header-only client too: it never sends its body.
         for round_no in range(10):
             for sock in slow:
-                sock.sendall(body[10 + round_no:11 + round_no])
+                sock.sendall(body[10 + round_no : 11 + round_no])
             _healthy(server)  # served while 40 bodies are still trickling in
     finally:
         for sock in slow:
@@ -183,8 +195,14 @@ def test_schemathesis_finds_no_server_error_in_rollup_alerts_and_retention(serve
     # ingest's own operations are fuzzed by tests/ingest/test_openapi.py.
     mine = [op for op in operations if not op.path.startswith(("/v1/events", "/v1/admin"))]
     assert {f"{op.method.upper()} {op.path}" for op in mine} >= {
-        "GET /v1/usage", "GET /v1/export", "GET /v1/findings", "POST /v1/budgets", "PATCH /v1/budgets/{budget_id}",
-        "POST /v1/deletions", "GET /v1/deletions/{request_id}"}
+        "GET /v1/usage",
+        "GET /v1/export",
+        "GET /v1/findings",
+        "POST /v1/budgets",
+        "PATCH /v1/budgets/{budget_id}",
+        "POST /v1/deletions",
+        "GET /v1/deletions/{request_id}",
+    }
     # Erasure last, with a workspace of its own: a generated {} erases the caller's whole workspace.
     mine.sort(key=lambda op: op.path.startswith("/v1/deletions"))
     for operation in mine:

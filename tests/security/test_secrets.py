@@ -61,7 +61,8 @@ def _kek_forms(kek: str) -> list[str]:
 
 
 async def test_keys_are_compared_in_constant_time_and_stored_only_as_hashes(
-        iso: Isolation, monkeypatch: pytest.MonkeyPatch, captured_logs: io.StringIO) -> None:
+    iso: Isolation, monkeypatch: pytest.MonkeyPatch, captured_logs: io.StringIO
+) -> None:
     calls: list[int] = []
     real = hmac.compare_digest
 
@@ -72,12 +73,17 @@ async def test_keys_are_compared_in_constant_time_and_stored_only_as_hashes(
     monkeypatch.setattr(hmac, "compare_digest", counting)
     ws = await create_workspace(iso)
     async with running(iso) as p:
+
         async def answered(path: str, key: str, status: int) -> bool:
             return (await p.client.get(path, headers=auth(key))).status_code == status
 
         # One authenticated route per service: each answer must have gone through compare_digest.
-        for path, key, status in (("/v1/admin/workspace", ws["admin"], 200), ("/v1/usage", ws["read"], 200),
-                                  ("/v1/budgets", ws["admin"], 200), ("/v1/deletions/nope", ws["admin"], 404)):
+        for path, key, status in (
+            ("/v1/admin/workspace", ws["admin"], 200),
+            ("/v1/usage", ws["read"], 200),
+            ("/v1/budgets", ws["admin"], 200),
+            ("/v1/deletions/nope", ws["admin"], 404),
+        ):
             await eventually(partial(answered, path, key, status))
             before = len(calls)
             assert await answered(path, key, status)
@@ -89,17 +95,23 @@ async def test_keys_are_compared_in_constant_time_and_stored_only_as_hashes(
     for scope in ("ingest", "read", "admin"):
         assert ws[scope].encode() not in blob, f"the {scope} key is in clear on a topic"
     key_records = await read_all(iso.stack.kafka, topic_name(API_KEYS, iso.prefix))
-    assert {r.key.decode() for r in key_records} >= {hashlib.sha256(ws[s].encode()).hexdigest()
-                                                     for s in ("ingest", "read", "admin")}
+    assert {r.key.decode() for r in key_records} >= {
+        hashlib.sha256(ws[s].encode()).hexdigest() for s in ("ingest", "read", "admin")
+    }
     assert not [s for s in ("ingest", "read", "admin") if ws[s] in captured_logs.getvalue()]
 
 
 async def test_a_webhook_secret_is_shown_once_and_sealed_on_its_topic(iso: Isolation) -> None:
     ws = await create_workspace(iso)
     async with running(iso) as p:
-        body = {"name": "b", "amount_usd": "100", "webhooks": [{"url": "http://127.0.0.1:9/hook"},
-                                                               {"url": "http://127.0.0.1:9/own",
-                                                                "secret": "my-own-secret-0123456789"}]}
+        body = {
+            "name": "b",
+            "amount_usd": "100",
+            "webhooks": [
+                {"url": "http://127.0.0.1:9/hook"},
+                {"url": "http://127.0.0.1:9/own", "secret": "my-own-secret-0123456789"},
+            ],
+        }
 
         async def created() -> dict[str, object] | None:
             r = await p.client.post("/v1/budgets", json=body, headers=auth(ws["admin"]))
@@ -139,16 +151,18 @@ async def test_client_ips_are_recorded_nowhere(iso: Isolation, captured_logs: io
         headers = {**auth(ws["ingest"]), "X-Forwarded-For": FORWARDED_IP, "X-Real-IP": FORWARDED_IP}
 
         async def sent() -> bool:
-            r = await p.client.post("/v1/events", json={"events": [usage_event(), usage_event(prompt="x")]},
-                                    headers=headers)
+            r = await p.client.post(
+                "/v1/events", json={"events": [usage_event(), usage_event(prompt="x")]}, headers=headers
+            )
             return r.status_code == 202
 
         await eventually(sent)
         bad_bodies: list[object] = [{"events": []}, {"events": "x"}, [1]]
         for bad in bad_bodies:  # refusals log too
             await p.client.post("/v1/events", json=bad, headers=headers)
-        await p.client.post("/v1/events", json={"events": []}, headers={"Authorization": "Bearer nope",
-                                                                          "X-Forwarded-For": FORWARDED_IP})
+        await p.client.post(
+            "/v1/events", json={"events": []}, headers={"Authorization": "Bearer nope", "X-Forwarded-For": FORWARDED_IP}
+        )
         metrics = (await p.client.get("/metrics")).text
     logs = captured_logs.getvalue()
     assert logs  # the services did log (startup, refusals): the check below looked at something
@@ -160,15 +174,25 @@ async def test_client_ips_are_recorded_nowhere(iso: Isolation, captured_logs: io
 def test_the_kek_is_never_printed_or_logged(iso: Isolation, tmp_path: Path) -> None:
     env = {**os.environ, **iso.env(LOG_LEVEL="DEBUG")}
     outputs: list[str] = []
-    for argv in (["up", "--check"], ["run", "ingest", "--check"], ["workspace", "create", "kek-test"],
-                 ["topics", "list"]):
-        done = subprocess.run([sys.executable, "-m", "spendstream.cli", *argv], env=env, capture_output=True,
-                              text=True, timeout=120)
+    for argv in (
+        ["up", "--check"],
+        ["run", "ingest", "--check"],
+        ["workspace", "create", "kek-test"],
+        ["topics", "list"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "spendstream.cli", *argv], env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, (argv, done.stderr)
         outputs.append(done.stdout + done.stderr)
     for service in ("ingest", "retention"):
-        done = subprocess.run([sys.executable, "-m", f"spendstream.{service}", "--check"], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", f"spendstream.{service}", "--check"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         outputs.append(done.stdout + done.stderr)
     # A service started at DEBUG, asked something, then stopped: its whole log.
     log = tmp_path / "ingest.log"

@@ -48,8 +48,16 @@ class World:
 
     def b_secrets(self) -> list[str]:
         """Identifiers of B that no answer to A may contain."""
-        return [self.b["workspace_id"], self.b_budget, self.b_request, *self.b_key_ids, *self.b_event_ids,
-                self.b["ingest"], self.b["read"], self.b["admin"]]
+        return [
+            self.b["workspace_id"],
+            self.b_budget,
+            self.b_request,
+            *self.b_key_ids,
+            *self.b_event_ids,
+            self.b["ingest"],
+            self.b["read"],
+            self.b["admin"],
+        ]
 
 
 def until(call: Any, ok: Any, timeout: float = 30.0) -> httpx.Response:
@@ -69,24 +77,34 @@ def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
     a, b, c, d = (asyncio.run(create_workspace(iso, name)) for name in ("a", "b", "c", "d"))
     with live(iso) as (url, app), httpx.Client(base_url=url, timeout=30) as http:
         events = [usage_event() for _ in range(B_EVENTS)]
-        r = until(lambda: http.post("/v1/events", json={"events": events}, headers=auth(b["ingest"])),
-                  lambda r: r.status_code != 401)
+        r = until(
+            lambda: http.post("/v1/events", json={"events": events}, headers=auth(b["ingest"])),
+            lambda r: r.status_code != 401,
+        )
         assert r.status_code == 202, r.text
-        r = until(lambda: http.post("/v1/budgets", json={"name": "b", "amount_usd": "10"}, headers=auth(b["admin"])),
-                  lambda r: r.status_code != 401)
+        r = until(
+            lambda: http.post("/v1/budgets", json={"name": "b", "amount_usd": "10"}, headers=auth(b["admin"])),
+            lambda r: r.status_code != 401,
+        )
         assert r.status_code == 201, r.text
         budget = r.json()["budget_id"]
         keys = http.get("/v1/admin/keys", headers=auth(b["admin"])).json()
-        r = until(lambda: http.post("/v1/deletions", json={"customer_id": "cust-b"}, headers=auth(b["admin"])),
-                  lambda r: r.status_code != 401)
+        r = until(
+            lambda: http.post("/v1/deletions", json={"customer_id": "cust-b"}, headers=auth(b["admin"])),
+            lambda r: r.status_code != 401,
+        )
         assert r.status_code == 202, r.text
         request = r.json()["request_id"]
-        r = until(lambda: http.get("/v1/usage", headers=auth(b["read"])),
-                  lambda r: r.status_code == 200 and r.json()["totals"]["requests"] == B_EVENTS, timeout=60)
+        r = until(
+            lambda: http.get("/v1/usage", headers=auth(b["read"])),
+            lambda r: r.status_code == 200 and r.json()["totals"]["requests"] == B_EVENTS,
+            timeout=60,
+        )
         assert r.json()["totals"]["requests"] == B_EVENTS
         until(lambda: http.get("/v1/usage", headers=auth(a["read"])), lambda r: r.status_code == 200)
-        yield World(url, app, iso, a, b, c, d, budget, request, [k["key_id"] for k in keys],
-                    [e["event_id"] for e in events])
+        yield World(
+            url, app, iso, a, b, c, d, budget, request, [k["key_id"] for k in keys], [e["event_id"] for e in events]
+        )
 
 
 def _calls(app: FastAPI) -> list[tuple[str, str]]:
@@ -96,11 +114,27 @@ def _calls(app: FastAPI) -> list[tuple[str, str]]:
 def test_every_route_refuses_requests_without_a_valid_key(world: World) -> None:
     calls = _calls(world.app)
     paths = {path for _, path in calls}
-    assert {"/v1/events", "/v1/usage", "/v1/export", "/v1/findings", "/v1/budgets", "/v1/budgets/{budget_id}",
-            "/v1/deletions", "/v1/deletions/{request_id}", "/v1/admin/keys", "/v1/admin/keys/{key_id}",
-            "/v1/admin/workspace", "/internal/v1/spend"} <= paths
-    forged = [{}, {"Authorization": "Bearer ssk_admin_forged"}, {"X-API-Key": "ssk_read_forged"},
-              {"Authorization": "Basic " + world.a["admin"]}, {"Authorization": "Bearer"}]
+    assert {
+        "/v1/events",
+        "/v1/usage",
+        "/v1/export",
+        "/v1/findings",
+        "/v1/budgets",
+        "/v1/budgets/{budget_id}",
+        "/v1/deletions",
+        "/v1/deletions/{request_id}",
+        "/v1/admin/keys",
+        "/v1/admin/keys/{key_id}",
+        "/v1/admin/workspace",
+        "/internal/v1/spend",
+    } <= paths
+    forged = [
+        {},
+        {"Authorization": "Bearer ssk_admin_forged"},
+        {"X-API-Key": "ssk_read_forged"},
+        {"Authorization": "Basic " + world.a["admin"]},
+        {"Authorization": "Bearer"},
+    ]
     with httpx.Client(base_url=world.url, timeout=30) as http:
         for method, path in calls:
             for headers in forged:
@@ -109,8 +143,12 @@ def test_every_route_refuses_requests_without_a_valid_key(world: World) -> None:
             # Tenant keys never open service-to-service routes, not even an admin key.
             if path.startswith("/internal/"):
                 for scope in ("ingest", "read", "admin"):
-                    r = http.request(method, path, params={"workspace_id": world.a["workspace_id"]},
-                                     headers={**auth(world.a[scope]), "X-Internal-Token": world.a[scope]})
+                    r = http.request(
+                        method,
+                        path,
+                        params={"workspace_id": world.a["workspace_id"]},
+                        headers={**auth(world.a[scope]), "X-Internal-Token": world.a[scope]},
+                    )
                     assert r.status_code == 401, (method, path, scope, r.text)
 
 
@@ -124,8 +162,13 @@ def test_keys_of_a_reach_nothing_of_b_on_any_route(world: World) -> None:
                 body: dict[str, Any] = {"workspace_id": b_ws}
                 if template == "/v1/events":
                     body = {"events": [usage_event(workspace_id=b_ws)]}
-                r = http.request(method, path, headers=auth(world.a[scope]), json=body,
-                                 params={"workspace_id": b_ws, "workspace": b_ws})
+                r = http.request(
+                    method,
+                    path,
+                    headers=auth(world.a[scope]),
+                    json=body,
+                    params={"workspace_id": b_ws, "workspace": b_ws},
+                )
                 assert r.status_code < 500, (method, path, scope, r.text)
                 leaked = [s for s in world.b_secrets() if s in r.text]
                 assert not leaked, (method, path, scope, r.status_code)
@@ -143,16 +186,25 @@ def test_keys_of_a_reach_nothing_of_b_on_any_route(world: World) -> None:
         assert usage["totals"]["requests"] == B_EVENTS
 
 
-def test_clis_with_a_key_of_a_see_and_change_nothing_of_b(world: World, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_clis_with_a_key_of_a_see_and_change_nothing_of_b(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     common = ["--key", world.a["admin"], "--url", world.url]
-    for argv in (["budgets", "show", world.b_budget], ["budgets", "alerts", world.b_budget],
-                 ["budgets", "update", world.b_budget, "--amount", "1"], ["budgets", "delete", world.b_budget]):
+    for argv in (
+        ["budgets", "show", world.b_budget],
+        ["budgets", "alerts", world.b_budget],
+        ["budgets", "update", world.b_budget, "--amount", "1"],
+        ["budgets", "delete", world.b_budget],
+    ):
         assert cli([*argv, *common]) == 1, argv
     assert cli(["budgets", "list", *common]) == 0
     exported = tmp_path / "a.json"
-    assert cli(["export", "--format", "json", "-o", str(exported), "--key", world.a["read"], "--url", world.url,
-                "--quiet"]) == 0
+    assert (
+        cli(
+            ["export", "--format", "json", "-o", str(exported), "--key", world.a["read"], "--url", world.url, "--quiet"]
+        )
+        == 0
+    )
     printed = capsys.readouterr()
     text = printed.out + printed.err + exported.read_text()
     assert not [s for s in world.b_secrets() if s in text]
@@ -176,6 +228,7 @@ async def test_raw_intake_takes_the_workspace_from_the_key_never_from_the_payloa
     finally:
         await producer.stop()
     async with httpx.AsyncClient(base_url=world.url, timeout=30) as http:
+
         async def exported(key: str) -> list[str]:
             return [e["event_id"] for e in (await http.get("/v1/export", headers=auth(key))).json()["events"]]
 
@@ -192,12 +245,14 @@ async def test_raw_intake_takes_the_workspace_from_the_key_never_from_the_payloa
 def test_an_erased_workspaces_keys_stop_working_at_once(world: World) -> None:
     c = world.c
     with httpx.Client(base_url=world.url, timeout=30) as http:
-        r = until(lambda: http.post("/v1/deletions", json={}, headers=auth(c["admin"])),
-                  lambda r: r.status_code != 401)
+        r = until(lambda: http.post("/v1/deletions", json={}, headers=auth(c["admin"])), lambda r: r.status_code != 401)
         assert r.status_code == 202, r.text
         # The first refusal by ingest is the moment its erasure handler has tombstoned the keys.
-        r = until(lambda: http.get("/v1/admin/workspace", headers=auth(c["admin"])),
-                  lambda r: r.status_code == 401, timeout=120)
+        r = until(
+            lambda: http.get("/v1/admin/workspace", headers=auth(c["admin"])),
+            lambda r: r.status_code == 401,
+            timeout=120,
+        )
         assert r.status_code == 401
         ingest_calls = [(m, p) for m, p in _calls(world.app) if p.startswith(("/v1/events", "/v1/admin"))]
         for method, path in ingest_calls:

@@ -36,14 +36,29 @@ from tests.support import Isolation, auth, create_workspace, eventually, usage_e
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-CONSUMED: tuple[Topic, ...] = (USAGE_EVENTS, INGEST_RAW, DELETION_COMMANDS, DELETION_REPORTS, LIFECYCLE,
-                               DELETION_REQUESTS, BUDGETS, ALERTS_FIRED, WORKSPACES, API_KEYS, DATA_KEYS)
+CONSUMED: tuple[Topic, ...] = (
+    USAGE_EVENTS,
+    INGEST_RAW,
+    DELETION_COMMANDS,
+    DELETION_REPORTS,
+    LIFECYCLE,
+    DELETION_REQUESTS,
+    BUDGETS,
+    ALERTS_FIRED,
+    WORKSPACES,
+    API_KEYS,
+    DATA_KEYS,
+)
 # (group suffix, topic): every consumer group of the four services.
 GROUPS: tuple[tuple[str, Topic], ...] = (
-    ("spendstream-ingest-raw", INGEST_RAW), ("spendstream-ingest-erasure", DELETION_COMMANDS),
-    ("spendstream-rollup", USAGE_EVENTS), ("spendstream-rollup-erasure", DELETION_COMMANDS),
-    ("spendstream-alerts", USAGE_EVENTS), ("spendstream-alerts-delivery", ALERTS_FIRED),
-    ("spendstream-alerts-erasure", DELETION_COMMANDS), ("spendstream-retention", DELETION_REPORTS),
+    ("spendstream-ingest-raw", INGEST_RAW),
+    ("spendstream-ingest-erasure", DELETION_COMMANDS),
+    ("spendstream-rollup", USAGE_EVENTS),
+    ("spendstream-rollup-erasure", DELETION_COMMANDS),
+    ("spendstream-alerts", USAGE_EVENTS),
+    ("spendstream-alerts-delivery", ALERTS_FIRED),
+    ("spendstream-alerts-erasure", DELETION_COMMANDS),
+    ("spendstream-retention", DELETION_REPORTS),
 )
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -53,10 +68,18 @@ def hypothesis_records(count: int) -> list[Record]:
     drawn: list[Record] = []
 
     @settings(max_examples=count, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-    @given(value=st.one_of(st.none(), st.binary(max_size=4096)), key=st.one_of(st.none(), st.binary(max_size=80)),
-           headers=st.lists(st.tuples(st.sampled_from(["x-api-key", "content-type", "traceparent", "correlation_id",
-                                                       "reply_to"]) | st.text(min_size=1, max_size=12),
-                                      st.binary(max_size=64)), max_size=3))
+    @given(
+        value=st.one_of(st.none(), st.binary(max_size=4096)),
+        key=st.one_of(st.none(), st.binary(max_size=80)),
+        headers=st.lists(
+            st.tuples(
+                st.sampled_from(["x-api-key", "content-type", "traceparent", "correlation_id", "reply_to"])
+                | st.text(min_size=1, max_size=12),
+                st.binary(max_size=64),
+            ),
+            max_size=3,
+        ),
+    )
     def collect(value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         drawn.append((key, value, headers))
 
@@ -76,8 +99,12 @@ def crafted_records() -> list[Record]:
         (None, os.urandom(4096), [("content-type", b"application/json")]),
         (b"k", b"", []),
         (b"tombstone-of-nothing", None, []),
-        (b"k", b"null", []), (b"k", b"[]", []), (b"k", b'"str"', []), (b"k", b"1e999999", []),
-        (b"k", deep, []), (b"k", b'{"a":' * 50_000, []),
+        (b"k", b"null", []),
+        (b"k", b"[]", []),
+        (b"k", b'"str"', []),
+        (b"k", b"1e999999", []),
+        (b"k", deep, []),
+        (b"k", b'{"a":' * 50_000, []),
         (b"k", b'{"v": 1, "workspace_id": "ws_nobody", "events": "AAAA"}', []),
         (b"k", b'{"request_id": "r1", "scope": {"workspace_id": 7}}', []),
         (b"k", b'{"workspace_id": "ws_x", "kind": "deleted", "at": "not a date"}', []),
@@ -98,11 +125,15 @@ async def flood(bootstrap: str, prefix: str, records: list[Record]) -> int:
             name = topic_name(topic, prefix)
             for key, value, headers in records:
                 # Kafka itself refuses a record with neither key nor value.
-                sent.append(await producer.send(name, value if value is not None or key is not None else b"",
-                                                key=key, headers=headers))
+                sent.append(
+                    await producer.send(
+                        name, value if value is not None or key is not None else b"", key=key, headers=headers
+                    )
+                )
             for _ in range(20):
-                sent.append(await producer.send(name, os.urandom(int.from_bytes(os.urandom(2)) % 8192),
-                                                key=os.urandom(8)))
+                sent.append(
+                    await producer.send(name, os.urandom(int.from_bytes(os.urandom(2)) % 8192), key=os.urandom(8))
+                )
         outcomes = await asyncio.gather(*sent, return_exceptions=True)
     finally:
         await producer.stop()
@@ -122,8 +153,7 @@ async def test_garbage_on_every_consumed_topic_then_valid_records_are_still_proc
         ids = {"http": uuid.uuid4().hex, "raw": uuid.uuid4().hex, "after": uuid.uuid4().hex}
 
         async def accepted(key: str, event_id: str) -> bool:
-            r = await p.client.post("/v1/events", json={"events": [usage_event(event_id=event_id)]},
-                                    headers=auth(key))
+            r = await p.client.post("/v1/events", json={"events": [usage_event(event_id=event_id)]}, headers=auth(key))
             assert r.status_code in (202, 401), r.text  # 401 only while the new key replays
             return r.status_code == 202
 
@@ -135,8 +165,9 @@ async def test_garbage_on_every_consumed_topic_then_valid_records_are_still_proc
         await producer.start()
         try:
             body = json.dumps({"events": [usage_event(event_id=ids["raw"])]}).encode()
-            await producer.send_and_wait(topic_name(INGEST_RAW, iso.prefix), body,
-                                         headers=[("x-api-key", before["ingest"].encode())])
+            await producer.send_and_wait(
+                topic_name(INGEST_RAW, iso.prefix), body, headers=[("x-api-key", before["ingest"].encode())]
+            )
         finally:
             await producer.stop()
 
@@ -181,8 +212,10 @@ async def test_garbage_on_every_consumed_topic_then_valid_records_are_still_proc
 
         # No stuck partition: every group has committed past everything on its topic, garbage included.
         async def lags() -> dict[str, int]:
-            return {group: await lag(iso.stack.kafka, f"{iso.prefix}{group}", topic_name(topic, iso.prefix))
-                    for group, topic in GROUPS}
+            return {
+                group: await lag(iso.stack.kafka, f"{iso.prefix}{group}", topic_name(topic, iso.prefix))
+                for group, topic in GROUPS
+            }
 
         async def caught_up() -> bool:
             return not any((await lags()).values())

@@ -1,9 +1,9 @@
 """The `spendstream` command: provisioning, tenants, and running the services.
 
-  spendstream topics create              create every declared topic (auto-creation is off)
-  spendstream workspace create NAME      create a workspace; prints its id and keys (shown once) as JSON
-  spendstream up                         all four services in one process on one port (monolithic mode)
-  spendstream run SERVICE                one service alone, on its own port, in its own consumer group
+spendstream topics create              create every declared topic (auto-creation is off)
+spendstream workspace create NAME      create a workspace; prints its id and keys (shown once) as JSON
+spendstream up                         all four services in one process on one port (monolithic mode)
+spendstream run SERVICE                one service alone, on its own port, in its own consumer group
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spendstream", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="spendstream", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     topics = sub.add_parser("topics", help="Kafka topic provisioning").add_subparsers(dest="action", required=True)
     topics.add_parser("create", help="create every declared topic that is missing")
     topics.add_parser("list", help="print the topic registry")
 
-    workspace = sub.add_parser("workspace", help="workspaces and keys").add_subparsers(dest="action",
-                                                                                         required=True)
+    workspace = sub.add_parser("workspace", help="workspaces and keys").add_subparsers(dest="action", required=True)
     create = workspace.add_parser("create", help="create a workspace and print its keys once")
     create.add_argument("name")
     create.add_argument("--plan", default="free")

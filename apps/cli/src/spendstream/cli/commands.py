@@ -41,9 +41,13 @@ async def create_workspace(name: str, plan: str) -> dict[str, Any]:
         workspace, keys = await ControlPlane(settings, broker).create_workspace(name, plan)
     finally:
         await broker.stop()
-    return {"workspace_id": workspace.workspace_id, "name": workspace.name, "plan": workspace.plan,
-            "keys": {k.scope: k.key for k in keys},
-            "note": "keys are shown once and stored only as SHA-256 hashes"}
+    return {
+        "workspace_id": workspace.workspace_id,
+        "name": workspace.name,
+        "plan": workspace.plan,
+        "keys": {k.scope: k.key for k in keys},
+        "note": "keys are shown once and stored only as SHA-256 hashes",
+    }
 
 
 def _services(names: tuple[str, ...]) -> list[Service]:
@@ -61,8 +65,12 @@ def _monolith(settings: BaseServiceSettings) -> list[Service]:
     token is configured, a random one joins them (nothing outside the process needs it)."""
     token = settings.internal_token.get_secret_value() or secrets.token_urlsafe(32)
     alerts = AlertsSettings(internal_token=token, rollup_url=f"http://127.0.0.1:{settings.http_port}")
-    return [create_ingest(IngestSettings()), create_rollup(RollupSettings(internal_token=token)),
-            create_alerts(alerts), create_retention(RetentionSettings())]
+    return [
+        create_ingest(IngestSettings()),
+        create_rollup(RollupSettings(internal_token=token)),
+        create_alerts(alerts),
+        create_retention(RetentionSettings()),
+    ]
 
 
 def up(check: bool = False) -> int:
@@ -76,6 +84,7 @@ def up(check: bool = False) -> int:
         return 0
     logs.configure(settings.log_level)
     import asyncio
+
     asyncio.run(provision_topics(settings))  # the embedded default provisions itself
     serve(build_http_app(_monolith(settings)), settings.http_host, settings.http_port)
     return 0
@@ -83,8 +92,12 @@ def up(check: bool = False) -> int:
 
 def run(name: str, check: bool = False) -> int:
     """Microservices mode: one service on its own port with its own consumer group."""
-    settings_cls = {"ingest": IngestSettings, "rollup": RollupSettings, "alerts": AlertsSettings,
-                    "retention": RetentionSettings}[name]
+    settings_cls = {
+        "ingest": IngestSettings,
+        "rollup": RollupSettings,
+        "alerts": AlertsSettings,
+        "retention": RetentionSettings,
+    }[name]
     settings = settings_cls()
     settings.kek_bytes()
     if check:

@@ -15,7 +15,8 @@ from spendstream.common.settings import BaseServiceSettings
 def redis_client(settings: BaseServiceSettings) -> aioredis.Redis:
     # Short timeouts: a Redis outage must degrade a request, not hang it.
     client: aioredis.Redis = aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=10)
+        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=10
+    )
     return client
 
 

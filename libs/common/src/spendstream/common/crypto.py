@@ -57,8 +57,9 @@ def _wrap(kek: bytes, kek_id: str, workspace_id: str, version: int, dek: bytes) 
 
 def new_key_set(workspace_id: str, kek: bytes, kek_id: str) -> WrappedKeySet:
     dek = AESGCM.generate_key(bit_length=256)
-    return WrappedKeySet(workspace_id=workspace_id, kek_id=kek_id, current=1,
-                         keys=(_wrap(kek, kek_id, workspace_id, 1, dek),))
+    return WrappedKeySet(
+        workspace_id=workspace_id, kek_id=kek_id, current=1, keys=(_wrap(kek, kek_id, workspace_id, 1, dek),)
+    )
 
 
 def rotate(key_set: WrappedKeySet, kek: bytes) -> WrappedKeySet:

@@ -51,16 +51,32 @@ def _aad(workspace_id: str, batch_id: str, key_version: int, encoding: str = "js
     return (aad if encoding == "json" else f"{aad}|{encoding}").encode()
 
 
-def seal(batch: EventBatch | EncodedBatch, *, workspace_id: str, batch_id: str, key: bytes, key_version: int,
-         ingested_at: datetime, traceparent: str | None = None) -> BatchEnvelope:
+def seal(
+    batch: EventBatch | EncodedBatch,
+    *,
+    workspace_id: str,
+    batch_id: str,
+    key: bytes,
+    key_version: int,
+    ingested_at: datetime,
+    traceparent: str | None = None,
+) -> BatchEnvelope:
     # An EncodedBatch is the same JSON already written (ingest's fast path), so the plaintext is the same bytes.
-    encoded = EncodedBatch(batch.model_dump_json().encode(), len(batch.events)) \
-        if isinstance(batch, EventBatch) else batch
+    encoded = (
+        EncodedBatch(batch.model_dump_json().encode(), len(batch.events)) if isinstance(batch, EventBatch) else batch
+    )
     plaintext = lz4.frame.compress(encoded.json)
     sealed = crypto.encrypt(key, plaintext, _aad(workspace_id, batch_id, key_version, "json+lz4"))
-    return BatchEnvelope(workspace_id=workspace_id, batch_id=batch_id, key_version=key_version,
-                         ingested_at=ingested_at, event_count=encoded.count, ciphertext=sealed,
-                         traceparent=traceparent, encoding="json+lz4")
+    return BatchEnvelope(
+        workspace_id=workspace_id,
+        batch_id=batch_id,
+        key_version=key_version,
+        ingested_at=ingested_at,
+        event_count=encoded.count,
+        ciphertext=sealed,
+        traceparent=traceparent,
+        encoding="json+lz4",
+    )
 
 
 class BrokenPlaintext(ValueError):
@@ -88,9 +104,19 @@ class SealedEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=Fa
     @classmethod
     def of(cls, event: UsageEvent) -> SealedEvent:
         """What sealing and reading back `event` gives."""
-        return cls(event.event_id or "", event.provider, event.model, event.input_tokens, event.output_tokens,
-                   event.cached_input_tokens, event.reasoning_tokens, event.latency_ms,
-                   None if event.cost_usd is None else str(event.cost_usd), event.timestamp, dict(event.tags))
+        return cls(
+            event.event_id or "",
+            event.provider,
+            event.model,
+            event.input_tokens,
+            event.output_tokens,
+            event.cached_input_tokens,
+            event.reasoning_tokens,
+            event.latency_ms,
+            None if event.cost_usd is None else str(event.cost_usd),
+            event.timestamp,
+            dict(event.tags),
+        )
 
 
 class SealedBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -154,7 +180,7 @@ def stored_events(plaintext: bytes) -> tuple[list[SealedEvent], bytes | None]:
     except (OverflowError, InvalidOperation):
         raise BrokenPlaintext from None
     whole = strict and plaintext.startswith(_HEAD) and plaintext.endswith(b"]}")
-    return events, plaintext[len(_HEAD) - 1:-1] if whole else None
+    return events, plaintext[len(_HEAD) - 1 : -1] if whole else None
 
 
 def _one_by_one(plaintext: bytes) -> list[SealedEvent]:
@@ -201,8 +227,11 @@ def decode_sealed(plaintext: bytes) -> EventBatch:
 def open_plaintext(envelope: BatchEnvelope, key: bytes) -> bytes:
     """The batch's JSON: decrypted, and decompressed when `seal` compressed it. Raises InvalidTag on a wrong key
     and BrokenPlaintext on a frame that does not decompress."""
-    plain = crypto.decrypt(key, envelope.ciphertext, _aad(envelope.workspace_id, envelope.batch_id,
-                                                          envelope.key_version, envelope.encoding))
+    plain = crypto.decrypt(
+        key,
+        envelope.ciphertext,
+        _aad(envelope.workspace_id, envelope.batch_id, envelope.key_version, envelope.encoding),
+    )
     if envelope.encoding == "json+lz4":
         try:
             plain = lz4.frame.decompress(plain)

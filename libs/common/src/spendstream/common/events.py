@@ -158,8 +158,11 @@ def validate_event(index: int, raw: Any, now: datetime, max_age: timedelta) -> U
     if not isinstance(raw, dict):
         return [Rejection(index, "", "invalid_event", "each event must be a JSON object")]
     if "workspace_id" in raw:
-        return [Rejection(index, "workspace_id", "forbidden_field",
-                          "the workspace comes from the API key, never from the payload")]
+        return [
+            Rejection(
+                index, "workspace_id", "forbidden_field", "the workspace comes from the API key, never from the payload"
+            )
+        ]
     violations: list[Violation] = check_event(raw)
     if violations:
         return [Rejection(index, v.field, v.code, v.message) for v in violations]
@@ -168,8 +171,7 @@ def validate_event(index: int, raw: Any, now: datetime, max_age: timedelta) -> U
     except ValidationError as exc:
         return [_rejection_from_pydantic(index, e) for e in exc.errors(include_input=False, include_url=False)]
     if event.timestamp > now + MAX_FUTURE_SKEW:
-        return [Rejection(index, "timestamp", "timestamp_in_future",
-                          "timestamp is more than 5 minutes in the future")]
+        return [Rejection(index, "timestamp", "timestamp_in_future", "timestamp is more than 5 minutes in the future")]
     if event.timestamp < now - max_age:
         return [Rejection(index, "timestamp", "timestamp_too_old", "timestamp is older than the retention window")]
     if event.event_id is None:

@@ -178,8 +178,13 @@ def _walk_keys(root: Any) -> list[Violation]:
             for key, child in node.items():
                 if isinstance(key, str) and is_content_key(key):
                     # The path is the client's own key name, which is not content; the value is never shown.
-                    violations.append(Violation(_join(path, key), "content_field", "fields that carry prompt or "
-                                                "completion content are refused; send metadata only"))
+                    violations.append(
+                        Violation(
+                            _join(path, key),
+                            "content_field",
+                            "fields that carry prompt or completion content are refused; send metadata only",
+                        )
+                    )
                     continue
                 if type(key) is str and key not in _KNOWN_SAFE:
                     _learn(key)
@@ -227,7 +232,11 @@ def check_event(raw: Any) -> list[Violation]:
             if isinstance(value, str):
                 kind = _pii_kind_remembering_clean(value)
                 if kind is not None:
-                    violations.append(Violation(f"tags.{path_segment(key)}", "pii_value",
-                                                f"tag value looks like personal data ({kind}); "
-                                                "send an opaque id instead"))
+                    violations.append(
+                        Violation(
+                            f"tags.{path_segment(key)}",
+                            "pii_value",
+                            f"tag value looks like personal data ({kind}); send an opaque id instead",
+                        )
+                    )
     return violations

@@ -22,11 +22,16 @@ def require_scope(directory: KeyDirectory, *scopes: Scope) -> Callable[..., Prin
             key = authorization[7:].strip()
         principal = directory.authenticate(key) if key else None
         if principal is None:
-            raise HTTPException(401, detail={"error": "unauthorized", "message": "missing, unknown or revoked "
-                                              "API key"}, headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                detail={"error": "unauthorized", "message": "missing, unknown or revoked API key"},
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if principal.scope not in scopes:
-            raise HTTPException(403, detail={"error": "forbidden",
-                                             "message": f"this route needs a key with scope {' or '.join(scopes)}"})
+            raise HTTPException(
+                403,
+                detail={"error": "forbidden", "message": f"this route needs a key with scope {' or '.join(scopes)}"},
+            )
         return principal
 
     return dependency

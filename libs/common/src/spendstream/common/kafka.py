@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 V = TypeVar("V")
 
 
-def make_broker(settings: BaseServiceSettings, client_id: str,
-                compression_type: Literal["lz4"] | None = "lz4") -> KafkaBroker:
+def make_broker(
+    settings: BaseServiceSettings, client_id: str, compression_type: Literal["lz4"] | None = "lz4"
+) -> KafkaBroker:
     """A FastStream broker whose publishes wait for every in-sync replica (acks=all, idempotent producer).
 
     `compression_type=None` for a producer whose records are compressed already (ingest's envelopes)."""
@@ -87,13 +88,18 @@ async def raw_body(message: StreamMessage[Any]) -> Any:
 
 
 def make_producer(settings: BaseServiceSettings, client_id: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                            client_id=f"{settings.topic_prefix}{client_id}", acks="all",
-                            enable_idempotence=True, request_timeout_ms=15_000)
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"{settings.topic_prefix}{client_id}",
+        acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=15_000,
+    )
 
 
-async def provision_topics(settings: BaseServiceSettings, topics: tuple[Topic, ...] = ALL_TOPICS,
-                           replication_factor: int | None = None) -> list[str]:
+async def provision_topics(
+    settings: BaseServiceSettings, topics: tuple[Topic, ...] = ALL_TOPICS, replication_factor: int | None = None
+) -> list[str]:
     """Create every missing topic with its declared configuration; returns the names it created."""
     replication_factor = replication_factor or settings.topic_replication_factor
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
@@ -103,8 +109,10 @@ async def provision_topics(settings: BaseServiceSettings, topics: tuple[Topic, .
         wanted = [t for t in topics if topic_name(t, settings.topic_prefix) not in existing]
         if not wanted:
             return []
-        new = [NewTopic(topic_name(t, settings.topic_prefix), t.partitions, replication_factor,
-                        topic_configs=t.configs()) for t in wanted]
+        new = [
+            NewTopic(topic_name(t, settings.topic_prefix), t.partitions, replication_factor, topic_configs=t.configs())
+            for t in wanted
+        ]
         response = await admin.create_topics(new)
         created = []
         for name, code, *_ in response.topic_errors:
@@ -129,8 +137,13 @@ class CompactedTable(Generic[V]):
     reach all of them within one poll. `get` after `catch_up()` sees every record acknowledged before the call.
     """
 
-    def __init__(self, settings: BaseServiceSettings, topic: Topic, parse: Callable[[bytes], V],
-                 on_change: Callable[[str, V | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: BaseServiceSettings,
+        topic: Topic,
+        parse: Callable[[bytes], V],
+        on_change: Callable[[str, V | None], None] | None = None,
+    ) -> None:
         self._bootstrap = settings.kafka_bootstrap_servers
         self._topic = topic_name(topic, settings.topic_prefix)
         self._parse = parse
@@ -148,8 +161,9 @@ class CompactedTable(Generic[V]):
         return list(self._values.values())
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
-                                          enable_auto_commit=False, auto_offset_reset="earliest")
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
         await self._consumer.start()
         partitions = self._consumer.partitions_for_topic(self._topic)
         for _ in range(50):

@@ -42,11 +42,22 @@ _RESOURCE_PATH = re.compile(r"^(?:projects/[^/]+/locations/[^/]+/)?publishers/[^
 _TIER = re.compile(r"^(input_cost_per_token|output_cost_per_token|cache_read_input_token_cost)_above_(\d+)k_tokens$")
 # Where the table files a provider's models, most specific first; "" is the bare name.
 NAMESPACES: dict[str, tuple[str, ...]] = {
-    "openai": ("", "openai/"), "anthropic": ("", "anthropic/"), "azure": ("azure/", ""),
-    "google": ("gemini/", "", "vertex_ai/"), "gemini": ("gemini/", ""), "vertex_ai": ("vertex_ai/", ""),
-    "vertex": ("vertex_ai/", ""), "bedrock": ("", "bedrock/", "bedrock/converse/"), "mistral": ("mistral/", ""),
-    "deepseek": ("deepseek/", ""), "xai": ("xai/", ""), "groq": ("groq/", ""), "cohere": ("cohere/", ""),
-    "together": ("together_ai/", ""), "fireworks": ("fireworks_ai/", ""), "perplexity": ("perplexity/", ""),
+    "openai": ("", "openai/"),
+    "anthropic": ("", "anthropic/"),
+    "azure": ("azure/", ""),
+    "google": ("gemini/", "", "vertex_ai/"),
+    "gemini": ("gemini/", ""),
+    "vertex_ai": ("vertex_ai/", ""),
+    "vertex": ("vertex_ai/", ""),
+    "bedrock": ("", "bedrock/", "bedrock/converse/"),
+    "mistral": ("mistral/", ""),
+    "deepseek": ("deepseek/", ""),
+    "xai": ("xai/", ""),
+    "groq": ("groq/", ""),
+    "cohere": ("cohere/", ""),
+    "together": ("together_ai/", ""),
+    "fireworks": ("fireworks_ai/", ""),
+    "perplexity": ("perplexity/", ""),
 }
 
 
@@ -84,8 +95,9 @@ class Price:
                 return tier
         return self._base
 
-    def cost_of(self, input_tokens: int, output_tokens: int, cached: int = 0, reasoning: int = 0,
-                tier_input: int | None = None) -> Decimal:
+    def cost_of(
+        self, input_tokens: int, output_tokens: int, cached: int = 0, reasoning: int = 0, tier_input: int | None = None
+    ) -> Decimal:
         """Cost of one call. `input_tokens` includes cached ones and `output_tokens` includes reasoning.
 
         For a sum of calls pass the size of a typical single call as `tier_input` (tiers are per request)."""
@@ -99,8 +111,9 @@ class Price:
         return cost.quantize(NANO)
 
     def cost(self, event: UsageEvent) -> Decimal:
-        return self.cost_of(event.input_tokens, event.output_tokens, event.cached_input_tokens or 0,
-                            event.reasoning_tokens or 0)
+        return self.cost_of(
+            event.input_tokens, event.output_tokens, event.cached_input_tokens or 0, event.reasoning_tokens or 0
+        )
 
 
 def _dec(value: Any) -> Decimal | None:
@@ -121,11 +134,26 @@ def _price(entry: dict[str, Any]) -> Price | None:
         if match and number is not None:
             thresholds.setdefault(int(match.group(2)) * 1000, {})[match.group(1)] = number
     tiers = tuple(
-        (t, Rates(v.get("input_cost_per_token", inp), v.get("output_cost_per_token", out),
-                  v.get("cache_read_input_token_cost", cache_read), reasoning))
-        for t, v in sorted(thresholds.items()))
-    return Price(inp, out, cache_read, reasoning, tiers, _dec(entry.get("input_cost_per_token_batches")),
-                 _dec(entry.get("output_cost_per_token_batches")))
+        (
+            t,
+            Rates(
+                v.get("input_cost_per_token", inp),
+                v.get("output_cost_per_token", out),
+                v.get("cache_read_input_token_cost", cache_read),
+                reasoning,
+            ),
+        )
+        for t, v in sorted(thresholds.items())
+    )
+    return Price(
+        inp,
+        out,
+        cache_read,
+        reasoning,
+        tiers,
+        _dec(entry.get("input_cost_per_token_batches")),
+        _dec(entry.get("output_cost_per_token_batches")),
+    )
 
 
 def _strip_once(name: str) -> str | None:

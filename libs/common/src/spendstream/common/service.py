@@ -42,8 +42,10 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None, grace_seconds: float =
         task.cancel()
         await asyncio.wait({task}, timeout=0.1)
     if not task.cancelled() and task.exception() is not None:
-        log.warning("background task had failed before it was stopped",
-                    extra={"task": task.get_name(), "error": type(task.exception()).__name__})
+        log.warning(
+            "background task had failed before it was stopped",
+            extra={"task": task.get_name(), "error": type(task.exception()).__name__},
+        )
 
 
 async def _nothing() -> None:
@@ -129,8 +131,15 @@ def tune_gc() -> None:
 def serve(app: FastAPI, host: str, port: int, drain_seconds: int = 30) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests and stop the services."""
     tune_gc()
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=drain_seconds, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=drain_seconds,
+        lifespan="on",
+    )
     # uvloop when it is installed (ingest depends on it, with httptools, which uvicorn then picks by itself):
     # asyncio's own loop and h11 were a third of ingest's CPU at full load. Server.serve, unlike Server.run,
     # leaves the choice of loop to the caller.

@@ -18,8 +18,9 @@ def main(argv: list[str] | None = None) -> int:
         print("alerts configuration is valid")
         return 0
     logs.configure(settings.log_level)
-    serve(build_http_app([create_service(settings)], title="spendstream alerts"), settings.http_host,
-          settings.http_port)
+    serve(
+        build_http_app([create_service(settings)], title="spendstream alerts"), settings.http_host, settings.http_port
+    )
     return 0
 
 

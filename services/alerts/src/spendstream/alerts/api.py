@@ -28,23 +28,36 @@ async def _check_urls(urls: list[str], allow_private: bool) -> None:
         try:
             await check_target(url, allow_private)
         except (Refused, Failed) as exc:
-            raise HTTPException(422, detail={"error": "invalid_webhook", "field": f"webhooks[{index}].url",
-                                             "code": exc.code}) from None
+            raise HTTPException(
+                422, detail={"error": "invalid_webhook", "field": f"webhooks[{index}].url", "code": exc.code}
+            ) from None
 
 
-def build_router(book: BudgetBook, deliveries: DeliveryLog, auth: Any, *, allow_private: bool,
-                 rearm: Callable[[BudgetRecord, datetime], Awaitable[int]],
-                 forget: Callable[[BudgetRecord], Awaitable[None]]) -> APIRouter:
+def build_router(
+    book: BudgetBook,
+    deliveries: DeliveryLog,
+    auth: Any,
+    *,
+    allow_private: bool,
+    rearm: Callable[[BudgetRecord, datetime], Awaitable[int]],
+    forget: Callable[[BudgetRecord], Awaitable[None]],
+) -> APIRouter:
     router = APIRouter(tags=["budgets"])
     Admin = Annotated[Principal, Depends(auth)]
 
-    @router.post("/v1/budgets", status_code=201, response_model=BudgetOut,
-                 summary="Create a monthly USD budget; generated webhook secrets are shown in this answer only")
+    @router.post(
+        "/v1/budgets",
+        status_code=201,
+        response_model=BudgetOut,
+        summary="Create a monthly USD budget; generated webhook secrets are shown in this answer only",
+    )
     async def create(body: BudgetIn, principal: Admin) -> BudgetOut:
         ws = principal.workspace_id
         if len(book.of_workspace(ws)) >= MAX_BUDGETS_PER_WORKSPACE:
-            raise HTTPException(409, detail={"error": "too_many_budgets",
-                                             "message": f"at most {MAX_BUDGETS_PER_WORKSPACE} per workspace"})
+            raise HTTPException(
+                409,
+                detail={"error": "too_many_budgets", "message": f"at most {MAX_BUDGETS_PER_WORKSPACE} per workspace"},
+            )
         await _check_urls([w.url for w in body.webhooks], allow_private)
         record, shown = book.new_record(ws, body)
         await book.put(record)
@@ -62,8 +75,11 @@ def build_router(book: BudgetBook, deliveries: DeliveryLog, auth: Any, *, allow_
             raise _not_found()
         return public_view(record)
 
-    @router.patch("/v1/budgets/{budget_id}", response_model=BudgetOut,
-                  summary="Change a budget; thresholds whose new level is above current spend are re-armed")
+    @router.patch(
+        "/v1/budgets/{budget_id}",
+        response_model=BudgetOut,
+        summary="Change a budget; thresholds whose new level is above current spend are re-armed",
+    )
     async def change(budget_id: str, patch: BudgetPatch, principal: Admin) -> BudgetOut:
         record = book.get(principal.workspace_id, budget_id)
         if record is None:
@@ -86,8 +102,10 @@ def build_router(book: BudgetBook, deliveries: DeliveryLog, auth: Any, *, allow_
         await forget(record)
         return Response(status_code=204)
 
-    @router.get("/v1/budgets/{budget_id}/alerts", summary="The budget's alerts of the last 30 days and their "
-                "delivery log (attempts and status per channel)")
+    @router.get(
+        "/v1/budgets/{budget_id}/alerts",
+        summary="The budget's alerts of the last 30 days and their delivery log (attempts and status per channel)",
+    )
     async def alerts(budget_id: str, principal: Admin) -> dict[str, Any]:
         if book.get(principal.workspace_id, budget_id) is None:
             raise _not_found()

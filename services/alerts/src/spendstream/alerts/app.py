@@ -82,20 +82,38 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
         await broker.publish(alert.model_dump_json().encode(), fired_topic, key=alert.budget_id.encode())
         metrics.ALERTS_FIRED.labels(alert.kind).inc()
 
-    evaluator = Evaluator(redis, keys, counter, publish, lease_seconds=settings.claim_lease_seconds,
-                          forecast_min_days=settings.forecast_min_days)
+    evaluator = Evaluator(
+        redis,
+        keys,
+        counter,
+        publish,
+        lease_seconds=settings.claim_lease_seconds,
+        forecast_min_days=settings.forecast_min_days,
+    )
     tracker = SpendTracker(keyring, counter, evaluator, book, clock)
     delivery_log = DeliveryLog(redis, keys, settings.delivery_log_days)
-    dispatcher = Dispatcher(settings, redis, keys, book, delivery_log,
-                            WebhookSender(http, settings.webhook_allow_private), MailSender(settings),
-                            acknowledge=lambda alert: evaluator.mark_sent(alert, clock()))
+    dispatcher = Dispatcher(
+        settings,
+        redis,
+        keys,
+        book,
+        delivery_log,
+        WebhookSender(http, settings.webhook_allow_private),
+        MailSender(settings),
+        acknowledge=lambda alert: evaluator.mark_sent(alert, clock()),
+    )
     reconciler = Reconciler(http, settings.rollup_url, settings.internal_token.get_secret_value(), keys, counter)
     eraser = Eraser(redis, keys, book, broker, prefix)
 
     @broker.subscriber(
-        topic_name(USAGE_EVENTS, prefix), group_id=f"{prefix}{settings.group_id}",
-        batch=True, max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
-        auto_offset_reset="earliest", parser=tolerant_parser, decoder=raw_body,
+        topic_name(USAGE_EVENTS, prefix),
+        group_id=f"{prefix}{settings.group_id}",
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        auto_offset_reset="earliest",
+        parser=tolerant_parser,
+        decoder=raw_body,
         # Offsets are committed after counting and publishing; a failure seeks back (counting is idempotent).
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
@@ -103,11 +121,16 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
         await tracker.handle(msg.raw_message)
 
     @broker.subscriber(
-        fired_topic, group_id=f"{prefix}{settings.delivery_group_id}", auto_offset_reset="earliest",
-        parser=tolerant_parser, decoder=raw_body,
+        fired_topic,
+        group_id=f"{prefix}{settings.delivery_group_id}",
+        auto_offset_reset="earliest",
+        parser=tolerant_parser,
+        decoder=raw_body,
         # Committed once every channel is delivered or dead-lettered; retries may take minutes. One worker per
         # partition: a receiver that is down holds back only the alerts behind it on its own partition.
-        ack_policy=AckPolicy.NACK_ON_ERROR, max_poll_interval_ms=900_000, max_workers=ALERTS_FIRED.partitions,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_poll_interval_ms=900_000,
+        max_workers=ALERTS_FIRED.partitions,
     )
     async def on_fired(msg: KafkaMessage) -> None:
         try:
@@ -118,8 +141,12 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
         await dispatcher.handle(alert)
 
     @broker.subscriber(
-        topic_name(DELETION_COMMANDS, prefix), group_id=f"{prefix}{settings.erasure_group_id}",
-        auto_offset_reset="earliest", parser=tolerant_parser, decoder=raw_body, ack_policy=AckPolicy.NACK_ON_ERROR,
+        topic_name(DELETION_COMMANDS, prefix),
+        group_id=f"{prefix}{settings.erasure_group_id}",
+        auto_offset_reset="earliest",
+        parser=tolerant_parser,
+        decoder=raw_body,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
     )
     async def on_deletion_command(msg: KafkaMessage) -> None:
         try:
@@ -131,8 +158,12 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
 
     async def forget(budget: BudgetRecord) -> None:
         """A deleted budget's markers and delivery log go with it."""
-        found = [k async for k in redis.scan_iter(match=keys.budget_pattern(budget.workspace_id,
-                                                                             budget.budget_id), count=10_000)]
+        found = [
+            k
+            async for k in redis.scan_iter(
+                match=keys.budget_pattern(budget.workspace_id, budget.budget_id), count=10_000
+            )
+        ]
         if found:
             await redis.delete(*found)
 
@@ -180,6 +211,12 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
         await http.aclose()
         await redis.aclose()
 
-    router = build_router(book, delivery_log, require_scope(api_keys, "admin"),
-                          allow_private=settings.webhook_allow_private, rearm=evaluator.rearm, forget=forget)
+    router = build_router(
+        book,
+        delivery_log,
+        require_scope(api_keys, "admin"),
+        allow_private=settings.webhook_allow_private,
+        rearm=evaluator.rearm,
+        forget=forget,
+    )
     return Service("alerts", routers=[router], start=start, stop=stop, ready=lambda: bool(state["ready"]))

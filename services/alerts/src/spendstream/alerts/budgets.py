@@ -91,8 +91,9 @@ class BudgetIn(BaseModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=120)]
     amount_usd: Annotated[Decimal, Field(gt=0, le=1_000_000_000, allow_inf_nan=False, decimal_places=9)]
     scope: Scope | None = None
-    thresholds: list[Annotated[int, Field(ge=1, le=1000)]] = Field(default_factory=lambda: [*DEFAULT_THRESHOLDS],
-                                                                   max_length=20)
+    thresholds: list[Annotated[int, Field(ge=1, le=1000)]] = Field(
+        default_factory=lambda: [*DEFAULT_THRESHOLDS], max_length=20
+    )
     webhooks: list[WebhookIn] = Field(default_factory=list, max_length=10)
     emails: list[Email] = Field(default_factory=list, max_length=20)
     forecast: bool = True
@@ -107,8 +108,7 @@ class BudgetPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=120)] | None = None
-    amount_usd: Annotated[Decimal, Field(gt=0, le=1_000_000_000, allow_inf_nan=False, decimal_places=9)] | None \
-        = None
+    amount_usd: Annotated[Decimal, Field(gt=0, le=1_000_000_000, allow_inf_nan=False, decimal_places=9)] | None = None
     thresholds: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(default=None, max_length=20)
     webhooks: list[WebhookIn] | None = Field(default=None, max_length=10)
     emails: list[Email] | None = Field(default=None, max_length=20)
@@ -144,13 +144,21 @@ def public_view(record: BudgetRecord, new_secrets: dict[str, str] | None = None)
     """What the API shows: never a secret, except those generated or set by the request that answers."""
     shown = new_secrets or {}
     return BudgetOut(
-        budget_id=record.budget_id, name=record.name, amount_usd=format(record.amount_usd, "f"),
-        scope=record.scope, thresholds=list(record.thresholds),
-        webhooks=[WebhookOut(webhook_id=w.webhook_id, url=w.url, secret=shown.get(w.webhook_id))
-                  for w in record.webhooks],
-        emails=list(record.emails), forecast=record.forecast,
+        budget_id=record.budget_id,
+        name=record.name,
+        amount_usd=format(record.amount_usd, "f"),
+        scope=record.scope,
+        thresholds=list(record.thresholds),
+        webhooks=[
+            WebhookOut(webhook_id=w.webhook_id, url=w.url, secret=shown.get(w.webhook_id)) for w in record.webhooks
+        ],
+        emails=list(record.emails),
+        forecast=record.forecast,
         spike_multiple=format(record.spike_multiple, "f") if record.spike_multiple is not None else None,
-        revision=record.revision, created_at=record.created_at, updated_at=record.updated_at)
+        revision=record.revision,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
 
 
 class SecretBox:
@@ -165,13 +173,17 @@ class SecretBox:
         return f"alerts.webhook|{kek_id}|{workspace_id}|{budget_id}|{webhook_id}".encode()
 
     def seal(self, workspace_id: str, budget_id: str, webhook_id: str, url: str, secret: str) -> SealedWebhook:
-        sealed = crypto.encrypt(self._kek, secret.encode(), self._aad(self._kek_id, workspace_id, budget_id,
-                                                                      webhook_id))
+        sealed = crypto.encrypt(
+            self._kek, secret.encode(), self._aad(self._kek_id, workspace_id, budget_id, webhook_id)
+        )
         return SealedWebhook(webhook_id=webhook_id, url=url, kek_id=self._kek_id, sealed_secret=sealed)
 
     def open(self, record: BudgetRecord, webhook: SealedWebhook) -> bytes:
-        return crypto.decrypt(self._kek, webhook.sealed_secret,
-                              self._aad(webhook.kek_id, record.workspace_id, record.budget_id, webhook.webhook_id))
+        return crypto.decrypt(
+            self._kek,
+            webhook.sealed_secret,
+            self._aad(webhook.kek_id, record.workspace_id, record.budget_id, webhook.webhook_id),
+        )
 
 
 def new_id(prefix: str) -> str:
@@ -181,15 +193,20 @@ def new_id(prefix: str) -> str:
 class BudgetBook:
     """The replayed budget table plus the writes to it. Writes return once the broker acknowledged them."""
 
-    def __init__(self, settings: AlertsSettings, broker: KafkaBroker,
-                 on_change: Callable[[str, BudgetRecord | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: AlertsSettings,
+        broker: KafkaBroker,
+        on_change: Callable[[str, BudgetRecord | None], None] | None = None,
+    ) -> None:
         self.box = SecretBox(settings.kek_bytes(), settings.kek_id)
         self._listener = on_change
         # Budgets by workspace, kept in step with the table: the consumer looks them up per Kafka batch.
         self._by_workspace: dict[str, dict[str, BudgetRecord]] = {}
         self._workspace_of: dict[str, str] = {}
         self.table: CompactedTable[BudgetRecord] = CompactedTable(
-            settings, BUDGETS, BudgetRecord.model_validate_json, on_change=self._changed)
+            settings, BUDGETS, BudgetRecord.model_validate_json, on_change=self._changed
+        )
         self._broker = broker
         self._topic = topic_name(BUDGETS, settings.topic_prefix)
 
@@ -224,8 +241,9 @@ class BudgetBook:
         await self._broker.publish(None, self._topic, key=budget_id.encode())
         await self.table.catch_up()
 
-    def _webhooks(self, workspace_id: str, budget_id: str, wanted: list[WebhookIn],
-                  existing: tuple[SealedWebhook, ...]) -> tuple[tuple[SealedWebhook, ...], dict[str, str]]:
+    def _webhooks(
+        self, workspace_id: str, budget_id: str, wanted: list[WebhookIn], existing: tuple[SealedWebhook, ...]
+    ) -> tuple[tuple[SealedWebhook, ...], dict[str, str]]:
         """Seal new webhooks; one whose URL is kept without a new secret keeps its sealed secret."""
         by_url = {w.url: w for w in existing}
         sealed: list[SealedWebhook] = []
@@ -246,18 +264,29 @@ class BudgetBook:
         hooks, shown = self._webhooks(workspace_id, budget_id, body.webhooks, ())
         now = datetime.now(UTC)
         record = BudgetRecord(
-            budget_id=budget_id, workspace_id=workspace_id, name=body.name, amount_usd=body.amount_usd,
-            scope=body.scope, thresholds=tuple(body.thresholds), webhooks=hooks, emails=tuple(body.emails),
-            forecast=body.forecast, spike_multiple=body.spike_multiple, revision=1, created_at=now,
-            updated_at=now)
+            budget_id=budget_id,
+            workspace_id=workspace_id,
+            name=body.name,
+            amount_usd=body.amount_usd,
+            scope=body.scope,
+            thresholds=tuple(body.thresholds),
+            webhooks=hooks,
+            emails=tuple(body.emails),
+            forecast=body.forecast,
+            spike_multiple=body.spike_multiple,
+            revision=1,
+            created_at=now,
+            updated_at=now,
+        )
         return record, shown
 
     def changed_record(self, record: BudgetRecord, patch: BudgetPatch) -> tuple[BudgetRecord, dict[str, str]]:
         update: dict[str, object] = {"revision": record.revision + 1, "updated_at": datetime.now(UTC)}
         shown: dict[str, str] = {}
         if patch.webhooks is not None:
-            update["webhooks"], shown = self._webhooks(record.workspace_id, record.budget_id, patch.webhooks,
-                                                       record.webhooks)
+            update["webhooks"], shown = self._webhooks(
+                record.workspace_id, record.budget_id, patch.webhooks, record.webhooks
+            )
         for name in ("name", "amount_usd", "forecast", "spike_multiple"):
             value = getattr(patch, name)
             if value is not None:

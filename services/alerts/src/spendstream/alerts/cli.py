@@ -58,8 +58,12 @@ def _channels(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _create(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"name": args.name, "amount_usd": args.amount, "forecast": not args.no_forecast,
-                            **_channels(args)}
+    body: dict[str, Any] = {
+        "name": args.name,
+        "amount_usd": args.amount,
+        "forecast": not args.no_forecast,
+        **_channels(args),
+    }
     if args.feature and args.customer:
         raise ValueError("a budget is scoped to one tag: --feature or --customer, not both")
     if args.feature:
@@ -109,7 +113,8 @@ def _channel_options(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     """Add `budgets` to the spendstream command (see apps/cli: each parser sets `handler`)."""
     budgets = subparsers.add_parser("budgets", help="monthly budgets and their alerts").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     create = budgets.add_parser("create", help="create a budget")
     _common(create)
     _channel_options(create)
@@ -129,8 +134,11 @@ def register(subparsers: Any) -> None:
     update.add_argument("--amount")
     update.set_defaults(handler=_update)
 
-    for name, handler, text in (("show", _show, "one budget"), ("alerts", _alerts, "alerts and deliveries"),
-                                ("delete", _delete, "delete a budget")):
+    for name, handler, text in (
+        ("show", _show, "one budget"),
+        ("alerts", _alerts, "alerts and deliveries"),
+        ("delete", _delete, "delete a budget"),
+    ):
         parser = budgets.add_parser(name, help=text)
         _common(parser)
         parser.add_argument("budget_id")

@@ -22,8 +22,14 @@ from spendstream.common.tenants import KeyRing
 
 
 class SpendTracker:
-    def __init__(self, keyring: KeyRing, counter: SpendCounter, evaluator: Evaluator, book: BudgetBook,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        keyring: KeyRing,
+        counter: SpendCounter,
+        evaluator: Evaluator,
+        book: BudgetBook,
+        clock: Callable[[], datetime],
+    ) -> None:
         self._keyring = keyring
         self._counter = counter
         self._evaluator = evaluator
@@ -40,16 +46,19 @@ class SpendTracker:
             except UnreadableRecord as exc:
                 metrics.RECORDS_UNREADABLE.labels(exc.reason).inc()
                 continue
-            counted.append(CountedRecord(envelope.workspace_id, record.topic, record.partition, record.offset,
-                                         batch.events))
-            ingested[envelope.workspace_id] = max(ingested.get(envelope.workspace_id, 0.0),
-                                                  envelope.ingested_at.timestamp())
+            counted.append(
+                CountedRecord(envelope.workspace_id, record.topic, record.partition, record.offset, batch.events)
+            )
+            ingested[envelope.workspace_id] = max(
+                ingested.get(envelope.workspace_id, 0.0), envelope.ingested_at.timestamp()
+            )
         if not counted:
             return
         workspaces = {c.workspace_id for c in counted}
         scopes: dict[str, set[tuple[str, str]]] = {
             ws: {(b.scope.tag, b.scope.value) for b in self._book.of_workspace(ws) if b.scope is not None}
-            for ws in workspaces}
+            for ws in workspaces
+        }
         new = await self._counter.count(counted, scopes)
         metrics.RECORDS_COUNTED.inc(new)
         metrics.RECORDS_SKIPPED.inc(len(counted) - new)

@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 
 def describe(alert: FiredAlert, budget: BudgetRecord) -> dict[str, object]:
     """The webhook body: the alert record plus the budget's name and scope, looked up now."""
-    return {**alert.model_dump(mode="json"),
-            "budget": {"name": budget.name, "scope": budget.scope.model_dump() if budget.scope else None}}
+    return {
+        **alert.model_dump(mode="json"),
+        "budget": {"name": budget.name, "scope": budget.scope.model_dump() if budget.scope else None},
+    }
 
 
 def subject(alert: FiredAlert, budget: BudgetRecord) -> str:
@@ -51,10 +53,18 @@ def subject(alert: FiredAlert, budget: BudgetRecord) -> str:
 
 
 class Dispatcher:
-    def __init__(self, settings: AlertsSettings, redis: aioredis.Redis, keys: KeySpace, book: BudgetBook,
-                 delivery_log: DeliveryLog, webhooks: WebhookSender, mail: MailSender,
-                 acknowledge: Callable[[FiredAlert], Awaitable[object]],
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        settings: AlertsSettings,
+        redis: aioredis.Redis,
+        keys: KeySpace,
+        book: BudgetBook,
+        delivery_log: DeliveryLog,
+        webhooks: WebhookSender,
+        mail: MailSender,
+        acknowledge: Callable[[FiredAlert], Awaitable[object]],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._settings = settings
         self._redis = redis
         self._keys = keys
@@ -96,15 +106,14 @@ class Dispatcher:
 
     def _backoff(self, attempt: int) -> float:
         """Exponential with full jitter: spreads retries of many alerts to one receiver that came back."""
-        ceiling = min(self._settings.delivery_backoff_max_seconds,
-                      self._settings.delivery_backoff_seconds * 2 ** (attempt - 1))
+        ceiling = min(
+            self._settings.delivery_backoff_max_seconds, self._settings.delivery_backoff_seconds * 2 ** (attempt - 1)
+        )
         return random.uniform(ceiling / 2, ceiling)
 
-    async def _deliver(self, alert: FiredAlert, channel: str, kind: str,
-                       send: Callable[[], Awaitable[object]]) -> None:
+    async def _deliver(self, alert: FiredAlert, channel: str, kind: str, send: Callable[[], Awaitable[object]]) -> None:
         lock = self._keys.delivery_lock(alert.workspace_id, alert.alert_id, channel)
-        lock_seconds = int(self._settings.webhook_timeout_seconds + self._settings.delivery_backoff_max_seconds
-                           + 30)
+        lock_seconds = int(self._settings.webhook_timeout_seconds + self._settings.delivery_backoff_max_seconds + 30)
         if not await self._redis.set(lock, b"1", nx=True, ex=lock_seconds):
             return  # another replica is on it; the record's redelivery finds the result in the log
         try:
@@ -125,8 +134,7 @@ class Dispatcher:
                     if attempts >= self._settings.delivery_max_attempts:
                         await self._final(alert, channel, kind, "dead_lettered", attempts, exc.code)
                         return
-                    await self._log.record(alert, channel, ChannelState("retrying", attempts, exc.code,
-                                                                        time.time()))
+                    await self._log.record(alert, channel, ChannelState("retrying", attempts, exc.code, time.time()))
                     await self._sleep(self._backoff(attempts))
                     continue
                 await self._final(alert, channel, kind, "delivered", attempts, None)
@@ -134,11 +142,17 @@ class Dispatcher:
         finally:
             await self._redis.delete(lock)
 
-    async def _final(self, alert: FiredAlert, channel: str, kind: str, status: str, attempts: int,
-                     code: str | None) -> None:
-        await self._log.record(alert, channel, ChannelState("delivered" if status == "delivered" else
-                                                            "dead_lettered", attempts, code, time.time()))
+    async def _final(
+        self, alert: FiredAlert, channel: str, kind: str, status: str, attempts: int, code: str | None
+    ) -> None:
+        await self._log.record(
+            alert,
+            channel,
+            ChannelState("delivered" if status == "delivered" else "dead_lettered", attempts, code, time.time()),
+        )
         metrics.DELIVERIES.labels(kind, status).inc()
         if status != "delivered":
-            log.warning("delivery dead-lettered", extra={"alert_id": alert.alert_id, "channel": channel,
-                                                         "attempts": attempts, "code": code})
+            log.warning(
+                "delivery dead-lettered",
+                extra={"alert_id": alert.alert_id, "channel": channel, "attempts": attempts, "code": code},
+            )

@@ -40,8 +40,12 @@ class DeliveryLog:
     async def open(self, alert: FiredAlert) -> None:
         key = self._keys.delivery_log(alert.workspace_id, alert.budget_id, alert.alert_id)
         index = self._keys.delivery_index(alert.workspace_id, alert.budget_id)
-        summary = {"kind": alert.kind, "period": alert.period, "threshold_pct": alert.threshold_pct,
-                   "fired_at": alert.fired_at.isoformat()}
+        summary = {
+            "kind": alert.kind,
+            "period": alert.period,
+            "threshold_pct": alert.threshold_pct,
+            "fired_at": alert.fired_at.isoformat(),
+        }
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "alert", json.dumps(summary))
             pipe.expire(key, self._keep)
@@ -51,8 +55,9 @@ class DeliveryLog:
             await pipe.execute()
 
     async def state(self, alert: FiredAlert, channel: str) -> ChannelState | None:
-        raw = await self._redis.hget(self._keys.delivery_log(alert.workspace_id, alert.budget_id, alert.alert_id),
-                                     channel)
+        raw = await self._redis.hget(
+            self._keys.delivery_log(alert.workspace_id, alert.budget_id, alert.alert_id), channel
+        )
         if raw is None:
             return None
         doc = json.loads(raw)
@@ -60,8 +65,7 @@ class DeliveryLog:
 
     async def record(self, alert: FiredAlert, channel: str, state: ChannelState) -> None:
         key = self._keys.delivery_log(alert.workspace_id, alert.budget_id, alert.alert_id)
-        doc = {"status": state.status, "attempts": state.attempts, "code": state.code,
-               "updated_at": state.updated_at}
+        doc = {"status": state.status, "attempts": state.attempts, "code": state.code, "updated_at": state.updated_at}
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, channel, json.dumps(doc))
             pipe.expire(key, self._keep)

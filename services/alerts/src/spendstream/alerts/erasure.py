@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class Eraser:
-    def __init__(self, redis: aioredis.Redis, keys: KeySpace, book: BudgetBook, broker: KafkaBroker,
-                 topic_prefix: str) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: KeySpace, book: BudgetBook, broker: KafkaBroker, topic_prefix: str
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._book = book
@@ -39,8 +40,11 @@ class Eraser:
         budgets = self._book.of_workspace(scope.workspace_id)
         if scope.customer_id is None:
             return budgets
-        return [b for b in budgets if b.scope is not None and b.scope.tag == "customer_id"
-                and b.scope.value == scope.customer_id]
+        return [
+            b
+            for b in budgets
+            if b.scope is not None and b.scope.tag == "customer_id" and b.scope.value == scope.customer_id
+        ]
 
     def _patterns(self, command: DeletionCommand, budgets: list[BudgetRecord]) -> list[str]:
         ws = command.scope.workspace_id
@@ -65,25 +69,36 @@ class Eraser:
         for budget in budgets:
             await self._book.delete(budget.budget_id)
         for start in range(0, len(redis_before), 500):
-            await self._redis.delete(*redis_before[start:start + 500])
+            await self._redis.delete(*redis_before[start : start + 500])
         budgets_after = self._budgets(command)
         redis_after = await self._scan(patterns)
         status = "done" if not budgets_after and not redis_after else "failed"
         target = "customer" if command.scope.customer_id is not None else "workspace"
         report = DeletionReport(
-            request_id=command.request_id, owner="alerts", scope=command.scope, status=status,
-            counts=[StoreCount(store=f"kafka:{BUDGETS.name}", before=len(budgets), after=len(budgets_after)),
-                    StoreCount(store="redis:alerts", before=len(redis_before), after=len(redis_after))],
+            request_id=command.request_id,
+            owner="alerts",
+            scope=command.scope,
+            status=status,
+            counts=[
+                StoreCount(store=f"kafka:{BUDGETS.name}", before=len(budgets), after=len(budgets_after)),
+                StoreCount(store="redis:alerts", before=len(redis_before), after=len(redis_after)),
+            ],
             verifications=[
-                Verification(store=f"kafka:{BUDGETS.name}",
-                             query=f"budgets of the {target} in the replayed table after catch-up",
-                             result=len(budgets_after)),
-                Verification(store="redis:alerts",
-                             query=f"SCAN alerts keys of the {target} (workspace hash tag"
-                                   f"{'; customer by keyed hash' if target == 'customer' else ''})",
-                             result=len(redis_after))],
-            reason=None if status == "done" else "leftovers_found", finished_at=datetime.now(UTC))
-        await self._broker.publish(report.model_dump_json().encode(), self._reports,
-                                   key=command.request_id.encode())
+                Verification(
+                    store=f"kafka:{BUDGETS.name}",
+                    query=f"budgets of the {target} in the replayed table after catch-up",
+                    result=len(budgets_after),
+                ),
+                Verification(
+                    store="redis:alerts",
+                    query=f"SCAN alerts keys of the {target} (workspace hash tag"
+                    f"{'; customer by keyed hash' if target == 'customer' else ''})",
+                    result=len(redis_after),
+                ),
+            ],
+            reason=None if status == "done" else "leftovers_found",
+            finished_at=datetime.now(UTC),
+        )
+        await self._broker.publish(report.model_dump_json().encode(), self._reports, key=command.request_id.encode())
         log.info("erasure done", extra={"request_id": command.request_id, "status": status})
         return report

@@ -67,5 +67,4 @@ class KeySpace:
 
 
 def _glob_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]").replace("*", "\\*").replace(
-        "?", "\\?")
+    return value.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]").replace("*", "\\*").replace("?", "\\?")

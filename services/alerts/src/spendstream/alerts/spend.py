@@ -92,15 +92,16 @@ class SpendCounter:
             month = month_id(event.timestamp)
             day: date = event.timestamp.date()
             month_expiry = int((month_end(event.timestamp) + MONTH_KEEP).timestamp())
-            day_expiry = int((datetime(day.year, day.month, day.day, tzinfo=UTC)
-                              + DAY_KEEP).timestamp())
+            day_expiry = int((datetime(day.year, day.month, day.day, tzinfo=UTC) + DAY_KEEP).timestamp())
             scopes_of_event = [ALL]
             for tag, value in event.tags.items():
                 if (tag, value) in tracked:
                     scopes_of_event.append(self._keys.scope(ws, tag, value))
             for scope in scopes_of_event:
-                for key, exp in ((self._keys.month_spend(ws, month, scope), month_expiry),
-                                 (self._keys.day_spend(ws, day, scope), day_expiry)):
+                for key, exp in (
+                    (self._keys.month_spend(ws, month, scope), month_expiry),
+                    (self._keys.day_spend(ws, day, scope), day_expiry),
+                ):
                     sums[key] += cost
                     expiry[key] = exp
         return {k: (v, expiry[k]) for k, v in sums.items()}
@@ -115,8 +116,7 @@ class SpendCounter:
         async with self._redis.pipeline(transaction=False) as pipe:
             for record in records:
                 increments = self._increments(record, scopes.get(record.workspace_id, set()))
-                keys = [self._keys.counted_offset(record.workspace_id, record.topic, record.partition),
-                        *increments]
+                keys = [self._keys.counted_offset(record.workspace_id, record.topic, record.partition), *increments]
                 args: list[int] = [record.offset, self._offsets_ttl]
                 for amount, expire_at in increments.values():
                     args += [amount, expire_at]

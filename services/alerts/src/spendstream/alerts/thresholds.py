@@ -88,9 +88,16 @@ def level(amount_usd: Decimal, pct: int) -> int:
 
 
 class Evaluator:
-    def __init__(self, redis: aioredis.Redis, keys: KeySpace, spend: SpendCounter,
-                 publish: Callable[[FiredAlert], Awaitable[None]], *, lease_seconds: float,
-                 forecast_min_days: float) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: KeySpace,
+        spend: SpendCounter,
+        publish: Callable[[FiredAlert], Awaitable[None]],
+        *,
+        lease_seconds: float,
+        forecast_min_days: float,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._spend = spend
@@ -112,18 +119,31 @@ class Evaluator:
         amount = to_nanos(budget.amount_usd)
         month_expiry = month_end(now) + GRACE
         fired: list[FiredAlert] = []
-        base = {"workspace_id": ws, "budget_id": budget.budget_id, "budget_revision": budget.revision,
-                "amount_usd": format(budget.amount_usd, "f"), "spend_usd": format(from_nanos(spent), "f")}
+        base = {
+            "workspace_id": ws,
+            "budget_id": budget.budget_id,
+            "budget_revision": budget.revision,
+            "amount_usd": format(budget.amount_usd, "f"),
+            "spend_usd": format(from_nanos(spent), "f"),
+        }
         for pct in budget.thresholds:
             if spent >= level(budget.amount_usd, pct):
-                alert = await self._fire(budget, month, threshold_marker(pct), month_expiry, now, "threshold",
-                                         {**base, "threshold_pct": pct})
+                alert = await self._fire(
+                    budget, month, threshold_marker(pct), month_expiry, now, "threshold", {**base, "threshold_pct": pct}
+                )
                 if alert is not None:
                     fired.append(alert)
         if budget.forecast and self._forecast_due(now, spent, amount):
             projected = int(spent / elapsed_fraction(now))
-            alert = await self._fire(budget, month, "forecast", month_expiry, now, "forecast",
-                                     {**base, "projected_usd": format(from_nanos(projected), "f")})
+            alert = await self._fire(
+                budget,
+                month,
+                "forecast",
+                month_expiry,
+                now,
+                "forecast",
+                {**base, "projected_usd": format(from_nanos(projected), "f")},
+            )
             if alert is not None:
                 fired.append(alert)
         if budget.spike_multiple is not None:
@@ -131,10 +151,20 @@ class Evaluator:
             history = await self._spend.days(ws, [*trailing_days(today), today], scope)
             mean = sum(history[:-1]) / 7
             if mean > 0 and history[-1] > mean * float(budget.spike_multiple):
-                alert = await self._fire(budget, day_id(today), "spike", now.replace(
-                    hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1) + GRACE, now, "spike",
-                    {**base, "period": day_id(today), "spend_usd": format(from_nanos(history[-1]), "f"),
-                     "trailing_mean_usd": format(from_nanos(int(mean)), "f")})
+                alert = await self._fire(
+                    budget,
+                    day_id(today),
+                    "spike",
+                    now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1) + GRACE,
+                    now,
+                    "spike",
+                    {
+                        **base,
+                        "period": day_id(today),
+                        "spend_usd": format(from_nanos(history[-1]), "f"),
+                        "trailing_mean_usd": format(from_nanos(int(mean)), "f"),
+                    },
+                )
                 if alert is not None:
                     fired.append(alert)
         return fired
@@ -146,18 +176,28 @@ class Evaluator:
             return False
         return spent / elapsed_fraction(now) > amount
 
-    async def _fire(self, budget: BudgetRecord, period: str, marker: str, expires: datetime, now: datetime,
-                    kind: Kind, fields: dict[str, object]) -> FiredAlert | None:
+    async def _fire(
+        self,
+        budget: BudgetRecord,
+        period: str,
+        marker: str,
+        expires: datetime,
+        now: datetime,
+        kind: Kind,
+        fields: dict[str, object],
+    ) -> FiredAlert | None:
         key = self._keys.marker(budget.workspace_id, budget.budget_id, period, marker)
         candidate = alert_id(budget.budget_id, budget.revision, period, marker)
         claimed = await self._claim(
             keys=[key, self._keys.revision(budget.workspace_id, budget.budget_id)],
-            args=[budget.revision, f"{now.timestamp():.3f}", self._lease, int(expires.timestamp()), candidate])
+            args=[budget.revision, f"{now.timestamp():.3f}", self._lease, int(expires.timestamp()), candidate],
+        )
         if not claimed:
             return None
         the_id = claimed.decode() if isinstance(claimed, bytes) else str(claimed)
-        alert = FiredAlert.model_validate({"period": period, **fields, "alert_id": the_id, "kind": kind,
-                                           "fired_at": now})
+        alert = FiredAlert.model_validate(
+            {"period": period, **fields, "alert_id": the_id, "kind": kind, "fired_at": now}
+        )
         # Published (and acknowledged) before the marker says sent: a crash in between leaves a lease another
         # replica takes over, never a marker that claims an alert nobody sent. The delivery consumer also marks
         # it sent when the record arrives, so a takeover re-publishes only if that consumer lags the lease.
@@ -176,9 +216,12 @@ class Evaluator:
         month = month_id(now)
         markers = [(threshold_marker(p), level(budget.amount_usd, p)) for p in budget.thresholds]
         markers.append(("forecast", to_nanos(budget.amount_usd)))
-        keys = [self._keys.revision(budget.workspace_id, budget.budget_id),
-                self._keys.month_spend(budget.workspace_id, month, self.scope_of(budget)),
-                *(self._keys.marker(budget.workspace_id, budget.budget_id, month, m) for m, _ in markers)]
-        result = await self._rearm(keys=keys, args=[budget.revision, REVISION_KEEP_SECONDS,
-                                                    *(lvl for _, lvl in markers)])
+        keys = [
+            self._keys.revision(budget.workspace_id, budget.budget_id),
+            self._keys.month_spend(budget.workspace_id, month, self.scope_of(budget)),
+            *(self._keys.marker(budget.workspace_id, budget.budget_id, month, m) for m, _ in markers),
+        ]
+        result = await self._rearm(
+            keys=keys, args=[budget.revision, REVISION_KEEP_SECONDS, *(lvl for _, lvl in markers)]
+        )
         return int(result)

@@ -42,8 +42,15 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     return "v1=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def verify(secret: bytes, timestamp: str, body: bytes, received: str, *, now: float | None = None,
-           tolerance: int = DEFAULT_TOLERANCE_SECONDS) -> bool:
+def verify(
+    secret: bytes,
+    timestamp: str,
+    body: bytes,
+    received: str,
+    *,
+    now: float | None = None,
+    tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+) -> bool:
     """For receivers: the signature matches and the timestamp is fresh (replays must also be remembered)."""
     try:
         sent_at = int(timestamp)
@@ -58,8 +65,7 @@ def _forbidden(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
-            or ip.is_unspecified)
+    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
 
 
 async def check_target(url: str, allow_private: bool) -> None:
@@ -95,8 +101,13 @@ class WebhookSender:
         # Checked at every attempt, not only when the budget was saved: DNS can change in between.
         await check_target(url, self._allow_private)
         timestamp = str(int(time.time()))
-        headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp, DELIVERY_HEADER: alert_id,
-                   SIGNATURE_HEADER: signature(secret, timestamp, body), "User-Agent": "spendstream-alerts/1"}
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: timestamp,
+            DELIVERY_HEADER: alert_id,
+            SIGNATURE_HEADER: signature(secret, timestamp, body),
+            "User-Agent": "spendstream-alerts/1",
+        }
         try:
             response = await self._client.post(url, content=body, headers=headers)
         except httpx.TimeoutException:

@@ -47,8 +47,9 @@ class WorkspaceInfo(BaseModel):
 
 
 class Admin:
-    def __init__(self, control: ControlPlane, keys: KeyDirectory, keyring: KeyRing,
-                 workspaces: WorkspaceDirectory) -> None:
+    def __init__(
+        self, control: ControlPlane, keys: KeyDirectory, keyring: KeyRing, workspaces: WorkspaceDirectory
+    ) -> None:
         self._control = control
         self._keys = keys
         self._keyring = keyring
@@ -63,16 +64,23 @@ class Admin:
     def workspace(self, workspace_id: str) -> WorkspaceInfo:
         record = self._workspace(workspace_id)
         key_set = self._keyring.key_set(workspace_id)
-        return WorkspaceInfo(workspace_id=record.workspace_id, name=record.name, plan=record.plan,
-                             monthly_event_quota=record.monthly_event_quota, status=record.status,
-                             cancelled_at=record.cancelled_at,
-                             data_key_version=key_set.current if key_set else None)
+        return WorkspaceInfo(
+            workspace_id=record.workspace_id,
+            name=record.name,
+            plan=record.plan,
+            monthly_event_quota=record.monthly_event_quota,
+            status=record.status,
+            cancelled_at=record.cancelled_at,
+            data_key_version=key_set.current if key_set else None,
+        )
 
     def list_keys(self, workspace_id: str) -> list[KeyInfo]:
         self._workspace(workspace_id)
         records = [r for r in self._keys.table.values() if r.workspace_id == workspace_id]
-        return [KeyInfo(key_id=r.key_id, scope=r.scope, created_at=r.created_at, revoked_at=r.revoked_at)
-                for r in sorted(records, key=lambda r: r.created_at)]
+        return [
+            KeyInfo(key_id=r.key_id, scope=r.scope, created_at=r.created_at, revoked_at=r.revoked_at)
+            for r in sorted(records, key=lambda r: r.created_at)
+        ]
 
     async def issue_key(self, workspace_id: str, scope: Scope) -> IssuedKey:
         self._workspace(workspace_id)
@@ -90,8 +98,9 @@ class Admin:
             await self._control.revoke_key(record)
             await self._keys.table.catch_up()
         revoked = self._keys.table.get(record.key_hash) or record
-        return KeyInfo(key_id=revoked.key_id, scope=revoked.scope, created_at=revoked.created_at,
-                       revoked_at=revoked.revoked_at)
+        return KeyInfo(
+            key_id=revoked.key_id, scope=revoked.scope, created_at=revoked.created_at, revoked_at=revoked.revoked_at
+        )
 
     async def rotate_data_key(self, workspace_id: str) -> int:
         """A new current data-key version; older versions keep decrypting what they protect."""
@@ -119,7 +128,8 @@ class Admin:
         record = self._workspace(workspace_id)
         if record.status == "cancelled":
             await self._control.put_workspace(record.model_copy(update={"status": "active", "cancelled_at": None}))
-            await self._control.announce(LifecycleEvent(workspace_id=workspace_id, kind="reactivated",
-                                                        at=datetime.now(UTC)))
+            await self._control.announce(
+                LifecycleEvent(workspace_id=workspace_id, kind="reactivated", at=datetime.now(UTC))
+            )
             await self._workspaces.table.catch_up()
         return self.workspace(workspace_id)

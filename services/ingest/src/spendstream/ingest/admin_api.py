@@ -53,8 +53,13 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         except AdminError as exc:
             return refused(exc)
 
-    @router.post("/keys", status_code=201, response_model=IssuedKeyResponse, responses=errors,
-                 summary="Issue a new API key (shown once)")
+    @router.post(
+        "/keys",
+        status_code=201,
+        response_model=IssuedKeyResponse,
+        responses=errors,
+        summary="Issue a new API key (shown once)",
+    )
     async def issue_key(body: IssueKeyRequest, caller: Caller) -> Any:
         try:
             issued = await admin.issue_key(caller.workspace_id, body.scope)
@@ -62,32 +67,48 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
             return refused(exc)
         return IssuedKeyResponse(key=issued.key, key_id=issued.key_id, scope=issued.scope)
 
-    @router.delete("/keys/{key_id}", response_model=KeyInfo, responses=errors,
-                   summary="Revoke an API key (every replica refuses it within seconds)")
+    @router.delete(
+        "/keys/{key_id}",
+        response_model=KeyInfo,
+        responses=errors,
+        summary="Revoke an API key (every replica refuses it within seconds)",
+    )
     async def revoke_key(key_id: str, caller: Caller) -> Any:
         try:
             return await admin.revoke_key(caller.workspace_id, key_id)
         except AdminError as exc:
             return refused(exc)
 
-    @router.post("/data-key/rotate", response_model=DataKeyResponse, responses=errors,
-                 summary="Rotate the workspace's data key; older versions still decrypt")
+    @router.post(
+        "/data-key/rotate",
+        response_model=DataKeyResponse,
+        responses=errors,
+        summary="Rotate the workspace's data key; older versions still decrypt",
+    )
     async def rotate_data_key(caller: Caller) -> Any:
         try:
             return DataKeyResponse(current_version=await admin.rotate_data_key(caller.workspace_id))
         except AdminError as exc:
             return refused(exc)
 
-    @router.post("/workspace/cancel", response_model=WorkspaceInfo, responses=errors,
-                 summary="Cancel the workspace: its data is deleted 30 days later unless reactivated")
+    @router.post(
+        "/workspace/cancel",
+        response_model=WorkspaceInfo,
+        responses=errors,
+        summary="Cancel the workspace: its data is deleted 30 days later unless reactivated",
+    )
     async def cancel(caller: Caller) -> Any:
         try:
             return await admin.cancel(caller.workspace_id)
         except AdminError as exc:
             return refused(exc)
 
-    @router.post("/workspace/reactivate", response_model=WorkspaceInfo, responses=errors,
-                 summary="Reactivate a cancelled workspace")
+    @router.post(
+        "/workspace/reactivate",
+        response_model=WorkspaceInfo,
+        responses=errors,
+        summary="Reactivate a cancelled workspace",
+    )
     async def reactivate(caller: Caller) -> Any:
         try:
             return await admin.reactivate(caller.workspace_id)

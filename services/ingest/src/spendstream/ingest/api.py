@@ -99,18 +99,25 @@ class _CountedRoute(APIRoute):
         return counted
 
 
-def build_router(settings: IngestSettings, acceptor: BatchAcceptor, workspaces: WorkspaceDirectory,
-                 auth: Any) -> APIRouter:
+def build_router(
+    settings: IngestSettings, acceptor: BatchAcceptor, workspaces: WorkspaceDirectory, auth: Any
+) -> APIRouter:
     router = APIRouter(tags=["ingest"], route_class=_CountedRoute)
     errors: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 413, 415, 429, 503)}
     errors.update(auth_error_responses())
-    errors[422] = {"model": ErrorResponse | IngestResponse,
-                   "description": "no valid event in the batch (per-event reasons), or a malformed batch"}
+    errors[422] = {
+        "model": ErrorResponse | IngestResponse,
+        "description": "no valid event in the batch (per-event reasons), or a malformed batch",
+    }
 
     @router.post(
-        "/v1/events", status_code=202, response_model=IngestResponse, responses=errors,
-        openapi_extra={"requestBody": {"required": True, "content": {
-            "application/json": {"schema": events_request_schema()}}}},
+        "/v1/events",
+        status_code=202,
+        response_model=IngestResponse,
+        responses=errors,
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": events_request_schema()}}}
+        },
         summary="Send a batch of usage events (metadata only)",
     )
     async def post_events(request: Request, principal: Annotated[Principal, Depends(auth)]) -> JSONResponse:
@@ -130,8 +137,9 @@ def build_router(settings: IngestSettings, acceptor: BatchAcceptor, workspaces: 
                 return _error(422, "invalid_batch", 'the body must be {"events": [ ... ]}')
             extra = sorted(set(body) - {"events"})
             if extra:
-                return _error(422, "unknown_field", f"unknown top-level field(s): {len(extra)}; only 'events' "
-                              "is allowed")
+                return _error(
+                    422, "unknown_field", f"unknown top-level field(s): {len(extra)}; only 'events' is allowed"
+                )
             raw_events: list[Any] = body["events"]
             if len(raw_events) > MAX_EVENTS_PER_BATCH:
                 return _error(413, "too_many_events", f"at most {MAX_EVENTS_PER_BATCH} events per request")
@@ -141,18 +149,22 @@ def build_router(settings: IngestSettings, acceptor: BatchAcceptor, workspaces: 
         workspace = workspaces.get(principal.workspace_id)
         quota = workspace.monthly_event_quota if workspace is not None else -1
         try:
-            result = await acceptor.accept(principal.workspace_id, events, "http", quota=quota,
-                                           traceparent=request.headers.get("traceparent"))
+            result = await acceptor.accept(
+                principal.workspace_id, events, "http", quota=quota, traceparent=request.headers.get("traceparent")
+            )
         except LimitExceeded as exc:
             metrics.LIMITED.labels(exc.code).inc()
             return _error(429, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after)})
         except PublishFailed:
             log.warning("batch not acknowledged by kafka", extra={"workspace_id": principal.workspace_id})
-            return _error(503, "unavailable", "the event log cannot take the batch now; nothing was accepted, "
-                          "retry with the same event_ids", headers={"Retry-After": "1"})
+            return _error(
+                503,
+                "unavailable",
+                "the event log cannot take the batch now; nothing was accepted, retry with the same event_ids",
+                headers={"Retry-After": "1"},
+            )
         status = 202 if result.accepted or result.duplicates else 422
         metrics.REQUESTS.labels(str(status)).inc()
         return JSONResponse(result.as_dict(), status_code=status)
 
     return router
-

@@ -43,23 +43,44 @@ def create_service(settings: IngestSettings) -> Service:
     workspaces = WorkspaceDirectory(settings)
     control = ControlPlane(settings, broker)
     acceptor = BatchAcceptor(
-        broker=broker, keyring=keyring,
+        broker=broker,
+        keyring=keyring,
         dedupe=Deduplicator(redis, settings.redis_prefix, settings.dedupe_window_hours * 3600),
-        limiter=Limiter(redis, settings.redis_prefix, settings.rate_limit_events_per_second,
-                        settings.rate_limit_burst_events),
+        limiter=Limiter(
+            redis, settings.redis_prefix, settings.rate_limit_events_per_second, settings.rate_limit_burst_events
+        ),
         topic_prefix=prefix,
         max_age=timedelta(days=31 * settings.retention_months),
         publish_timeout=settings.publish_timeout_seconds,
     )
-    intake = RawIntake(acceptor=acceptor, keys=keys, workspaces=workspaces, broker=broker, topic_prefix=prefix,
-                       max_record_bytes=settings.raw_max_record_bytes)
-    eraser = Eraser(control=control, keys=keys, keyring=keyring, workspaces=workspaces, redis=redis,
-                    redis_prefix=settings.redis_prefix, broker=broker, topic_prefix=prefix)
+    intake = RawIntake(
+        acceptor=acceptor,
+        keys=keys,
+        workspaces=workspaces,
+        broker=broker,
+        topic_prefix=prefix,
+        max_record_bytes=settings.raw_max_record_bytes,
+    )
+    eraser = Eraser(
+        control=control,
+        keys=keys,
+        keyring=keyring,
+        workspaces=workspaces,
+        redis=redis,
+        redis_prefix=settings.redis_prefix,
+        broker=broker,
+        topic_prefix=prefix,
+    )
 
     @broker.subscriber(
-        topic_name(INGEST_RAW, prefix), group_id=f"{prefix}{settings.raw_intake_group_id}",
-        batch=True, max_records=settings.raw_batch_max_records, batch_timeout_ms=settings.raw_batch_timeout_ms,
-        auto_offset_reset="earliest", parser=tolerant_parser, decoder=raw_body,
+        topic_name(INGEST_RAW, prefix),
+        group_id=f"{prefix}{settings.raw_intake_group_id}",
+        batch=True,
+        max_records=settings.raw_batch_max_records,
+        batch_timeout_ms=settings.raw_batch_timeout_ms,
+        auto_offset_reset="earliest",
+        parser=tolerant_parser,
+        decoder=raw_body,
         # Committed only after every record of the batch was forwarded or rejected; a failed forward brings
         # the batch again (intake.py: what that means for the records already forwarded).
         ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -68,8 +89,11 @@ def create_service(settings: IngestSettings) -> Service:
         await intake.handle_batch(msg.raw_message)
 
     @broker.subscriber(
-        topic_name(DELETION_COMMANDS, prefix), group_id=f"{prefix}{ERASURE_GROUP}",
-        auto_offset_reset="earliest", parser=tolerant_parser, decoder=raw_body,
+        topic_name(DELETION_COMMANDS, prefix),
+        group_id=f"{prefix}{ERASURE_GROUP}",
+        auto_offset_reset="earliest",
+        parser=tolerant_parser,
+        decoder=raw_body,
         # Committed only after the report is out: a crash mid-erasure resumes it (every step is idempotent).
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )

@@ -39,8 +39,9 @@ async def resolve(keys: KeyDirectory, workspaces: WorkspaceDirectory, key: str |
     return principal
 
 
-def require(keys: KeyDirectory, workspaces: WorkspaceDirectory, *scopes: Scope,
-            allow_cancelled: bool = False) -> Callable[..., Awaitable[Principal]]:
+def require(
+    keys: KeyDirectory, workspaces: WorkspaceDirectory, *scopes: Scope, allow_cancelled: bool = False
+) -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency: the caller's principal, or 401 / 403 with a content-free error."""
 
     async def dependency(
@@ -51,12 +52,19 @@ def require(keys: KeyDirectory, workspaces: WorkspaceDirectory, *scopes: Scope,
         if principal is None:
             raise HTTPException(401, detail=UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
         if principal.scope not in scopes:
-            raise HTTPException(403, detail={"error": "forbidden",
-                                             "message": f"this route needs a key with scope {' or '.join(scopes)}"})
+            raise HTTPException(
+                403,
+                detail={"error": "forbidden", "message": f"this route needs a key with scope {' or '.join(scopes)}"},
+            )
         workspace = workspaces.get(principal.workspace_id)
         if not allow_cancelled and workspace is not None and workspace.status == "cancelled":
-            raise HTTPException(403, detail={"error": "workspace_cancelled",
-                                             "message": "the workspace is cancelled; reactivate it to send events"})
+            raise HTTPException(
+                403,
+                detail={
+                    "error": "workspace_cancelled",
+                    "message": "the workspace is cancelled; reactivate it to send events",
+                },
+            )
         return principal
 
     return dependency
@@ -64,8 +72,18 @@ def require(keys: KeyDirectory, workspaces: WorkspaceDirectory, *scopes: Scope,
 
 def auth_error_responses() -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the errors the dependency raises (FastAPI wraps them in `detail`)."""
-    schema = {"type": "object", "required": ["detail"], "properties": {"detail": {
-        "type": "object", "required": ["error", "message"],
-        "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}}}
-    return {s: {"description": d, "content": {"application/json": {"schema": schema}}}
-            for s, d in ((401, "missing, unknown or revoked key"), (403, "wrong scope or cancelled workspace"))}
+    schema = {
+        "type": "object",
+        "required": ["detail"],
+        "properties": {
+            "detail": {
+                "type": "object",
+                "required": ["error", "message"],
+                "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    }
+    return {
+        s: {"description": d, "content": {"application/json": {"schema": schema}}}
+        for s, d in ((401, "missing, unknown or revoked key"), (403, "wrong scope or cancelled workspace"))
+    }

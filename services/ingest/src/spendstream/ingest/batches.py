@@ -43,13 +43,25 @@ class BatchResult:
     rejected: list[Rejection] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates,
-                "rejected": [r.as_dict() for r in self.rejected]}
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": [r.as_dict() for r in self.rejected],
+        }
 
 
 class BatchAcceptor:
-    def __init__(self, *, broker: KafkaBroker, keyring: KeyRing, dedupe: Deduplicator, limiter: Limiter,
-                 topic_prefix: str, max_age: timedelta, publish_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        broker: KafkaBroker,
+        keyring: KeyRing,
+        dedupe: Deduplicator,
+        limiter: Limiter,
+        topic_prefix: str,
+        max_age: timedelta,
+        publish_timeout: float,
+    ) -> None:
         self._broker = broker
         self._keyring = keyring
         self._dedupe = dedupe
@@ -62,8 +74,16 @@ class BatchAcceptor:
         """The request's batch when the fast path finds every event of it valid (fastpath.py), else None."""
         return fastpath.check(body, datetime.now(UTC), self._max_age, name_absent)
 
-    async def accept(self, workspace_id: str, raw_events: list[Any] | CheckedBatch, source: str, *, quota: int,
-                     rate_limited: bool = True, traceparent: str | None = None) -> BatchResult:
+    async def accept(
+        self,
+        workspace_id: str,
+        raw_events: list[Any] | CheckedBatch,
+        source: str,
+        *,
+        quota: int,
+        rate_limited: bool = True,
+        traceparent: str | None = None,
+    ) -> BatchResult:
         """Validate and publish; returns once Kafka acknowledged the fresh events.
 
         `raw_events` are the decoded events of a request, or a request the fast path found all valid.
@@ -72,8 +92,9 @@ class BatchAcceptor:
         if isinstance(raw_events, CheckedBatch):
             if rate_limited:
                 await self._limiter.take(workspace_id, len(raw_events.events))
-            return await self._take(workspace_id, raw_events.events, [], _encoded, source, quota, raw_events.now,
-                                    traceparent)
+            return await self._take(
+                workspace_id, raw_events.events, [], _encoded, source, quota, raw_events.now, traceparent
+            )
         now = datetime.now(UTC)
         if rate_limited:
             # Every event of the request costs a token, valid or not: validation is the work being limited.
@@ -81,12 +102,21 @@ class BatchAcceptor:
         validated = validate_events(raw_events, now, self._max_age)
         for rejection in validated.rejected:
             metrics.EVENTS_REFUSED.labels(rejection.code).inc()
-        return await self._take(workspace_id, validated.accepted, validated.rejected, _modelled, source, quota,
-                                now, traceparent)
+        return await self._take(
+            workspace_id, validated.accepted, validated.rejected, _modelled, source, quota, now, traceparent
+        )
 
-    async def _take(self, workspace_id: str, accepted: list[E], rejected: list[Rejection],
-                    as_batch: Callable[[list[E]], EncodedBatch | EventBatch], source: str, quota: int,
-                    now: datetime, traceparent: str | None) -> BatchResult:
+    async def _take(
+        self,
+        workspace_id: str,
+        accepted: list[E],
+        rejected: list[Rejection],
+        as_batch: Callable[[list[E]], EncodedBatch | EventBatch],
+        source: str,
+        quota: int,
+        now: datetime,
+        traceparent: str | None,
+    ) -> BatchResult:
         """Drop repeats, reserve quota, publish the valid events, and only then mark their ids as seen."""
         result = BatchResult(rejected=rejected)
         fresh = _unique(accepted)
@@ -112,29 +142,41 @@ class BatchAcceptor:
         metrics.EVENTS_DUPLICATE.inc(result.duplicates)
         return result
 
-    async def _publish(self, workspace_id: str, batch: EncodedBatch | EventBatch, now: datetime,
-                       traceparent: str | None) -> None:
+    async def _publish(
+        self, workspace_id: str, batch: EncodedBatch | EventBatch, now: datetime, traceparent: str | None
+    ) -> None:
         key_set = self._keyring.key_set(workspace_id)
         key = await self._keyring.data_key(workspace_id, key_set.current) if key_set else None
         if key_set is None or key is None:
             raise PublishFailed("the workspace has no data key")
         parent = tracing.context_from_headers({"traceparent": traceparent}) if traceparent else None
         count = batch.count if isinstance(batch, EncodedBatch) else len(batch.events)
-        with _TRACER.start_as_current_span("ingest.publish", context=parent, kind=SpanKind.PRODUCER,
-                                           attributes={"spendstream.events": count}):
+        with _TRACER.start_as_current_span(
+            "ingest.publish", context=parent, kind=SpanKind.PRODUCER, attributes={"spendstream.events": count}
+        ):
             # The publish span's own context travels on: in the envelope and in the record's headers.
             sent_traceparent = tracing.current_traceparent() or traceparent
-            envelope = seal(batch, workspace_id=workspace_id,
-                            batch_id=str(uuid_utils.uuid7()), key=key, key_version=key_set.current,
-                            ingested_at=now, traceparent=sent_traceparent)
+            envelope = seal(
+                batch,
+                workspace_id=workspace_id,
+                batch_id=str(uuid_utils.uuid7()),
+                key=key,
+                key_version=key_set.current,
+                ingested_at=now,
+                traceparent=sent_traceparent,
+            )
             started = time.perf_counter()
             try:
                 # One record per batch, keyed by workspace: a workspace's batches stay ordered on one partition.
                 await asyncio.wait_for(
-                    self._broker.publish(envelope.model_dump_json().encode(), self._topic,
-                                         key=workspace_id.encode(),
-                                         headers={"traceparent": sent_traceparent} if sent_traceparent else None),
-                    timeout=self._publish_timeout)
+                    self._broker.publish(
+                        envelope.model_dump_json().encode(),
+                        self._topic,
+                        key=workspace_id.encode(),
+                        headers={"traceparent": sent_traceparent} if sent_traceparent else None,
+                    ),
+                    timeout=self._publish_timeout,
+                )
             except Exception as exc:  # any failure to get the broker's ack means "not accepted"
                 raise PublishFailed(type(exc).__name__) from exc
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)

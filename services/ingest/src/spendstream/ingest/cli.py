@@ -1,9 +1,9 @@
 """ingest's subcommands of `spendstream` (registered by the CLI through `register`).
 
-  spendstream keys list WORKSPACE_ID
-  spendstream keys issue WORKSPACE_ID --scope ingest|read|admin     prints the new key once
-  spendstream keys revoke WORKSPACE_ID KEY_ID
-  spendstream tenant show|cancel|reactivate|rotate-data-key WORKSPACE_ID
+spendstream keys list WORKSPACE_ID
+spendstream keys issue WORKSPACE_ID --scope ingest|read|admin     prints the new key once
+spendstream keys revoke WORKSPACE_ID KEY_ID
+spendstream tenant show|cancel|reactivate|rotate-data-key WORKSPACE_ID
 """
 
 from __future__ import annotations
@@ -69,8 +69,12 @@ async def _list(admin: Admin, args: argparse.Namespace) -> Any:
 
 async def _issue(admin: Admin, args: argparse.Namespace) -> Any:
     issued = await admin.issue_key(args.workspace_id, args.scope)
-    return {"key": issued.key, "key_id": issued.key_id, "scope": issued.scope,
-            "note": "the key is shown once and stored only as a SHA-256 hash"}
+    return {
+        "key": issued.key,
+        "key_id": issued.key_id,
+        "scope": issued.scope,
+        "note": "the key is shown once and stored only as a SHA-256 hash",
+    }
 
 
 async def _revoke(admin: Admin, args: argparse.Namespace) -> Any:
@@ -109,7 +113,8 @@ def register(subparsers: Any) -> None:
     revoke.set_defaults(handler=_handler(_revoke))
 
     tenant = subparsers.add_parser("tenant", help="workspace lifecycle and data key").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     for name, action, text in (
         ("show", _show, "print the workspace's plan, status and data-key version"),
         ("cancel", _cancel, "cancel the workspace (deleted 30 days later unless reactivated)"),

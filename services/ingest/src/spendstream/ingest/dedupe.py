@@ -53,7 +53,9 @@ end
 """
 
 # KEYS: the buckets the window covers. Answers the (1-based) positions of ids found in any: usually none.
-_SEEN = _IDS + """
+_SEEN = (
+    _IDS
+    + """
 local found, hit = {}, {}
 for _, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
@@ -64,18 +66,23 @@ for _, key in ipairs(KEYS) do
 end
 return found
 """
+)
 
 # KEYS[1]: the current bucket; ARGV[2]: the unix time after which no check looks at it.
-_MARK = _IDS + """
+_MARK = (
+    _IDS
+    + """
 sliced('SADD', KEYS[1])
 redis.call('EXPIREAT', KEYS[1], ARGV[2])
 return #ids
 """
+)
 
 
 class Deduplicator:
-    def __init__(self, redis: aioredis.Redis, prefix: str, window_seconds: int,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str, window_seconds: int, clock: Callable[[], float] = time.time
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         # Buckets of whole seconds; the five checked always span at least the window.

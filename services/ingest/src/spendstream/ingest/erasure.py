@@ -37,9 +37,18 @@ ERASURE_GROUP = "spendstream-ingest-erasure"
 
 
 class Eraser:
-    def __init__(self, *, control: ControlPlane, keys: KeyDirectory, keyring: KeyRing,
-                 workspaces: WorkspaceDirectory, redis: aioredis.Redis, redis_prefix: str, broker: KafkaBroker,
-                 topic_prefix: str) -> None:
+    def __init__(
+        self,
+        *,
+        control: ControlPlane,
+        keys: KeyDirectory,
+        keyring: KeyRing,
+        workspaces: WorkspaceDirectory,
+        redis: aioredis.Redis,
+        redis_prefix: str,
+        broker: KafkaBroker,
+        topic_prefix: str,
+    ) -> None:
         self._control = control
         self._keys = keys
         self._keyring = keyring
@@ -57,21 +66,36 @@ class Eraser:
             log.error("skipping an unparsable deletion command")
             return
         report = await self.erase(command)
-        await self._broker.publish(report.model_dump_json().encode(),
-                                   topic_name(DELETION_REPORTS, self._topic_prefix),
-                                   key=command.request_id.encode())
+        await self._broker.publish(
+            report.model_dump_json().encode(),
+            topic_name(DELETION_REPORTS, self._topic_prefix),
+            key=command.request_id.encode(),
+        )
         scope = "customer" if command.scope.customer_id is not None else "workspace"
         metrics.ERASURES.labels(scope, report.status).inc()
-        log.info("deletion command carried out", extra={"request_id": command.request_id,
-                                                        "workspace_id": command.scope.workspace_id,
-                                                        "status": report.status})
+        log.info(
+            "deletion command carried out",
+            extra={
+                "request_id": command.request_id,
+                "workspace_id": command.scope.workspace_id,
+                "status": report.status,
+            },
+        )
 
     async def erase(self, command: DeletionCommand) -> DeletionReport:
         """Delete (if anything is left) and verify; a repeated command finds zero before and reports again."""
         if command.scope.customer_id is not None:
-            return self._report(command, [StoreCount(store="ingest", before=0, after=0)], [Verification(
-                store="ingest", query="per-customer state kept by ingest (none: tags travel only encrypted)",
-                result=0)])
+            return self._report(
+                command,
+                [StoreCount(store="ingest", before=0, after=0)],
+                [
+                    Verification(
+                        store="ingest",
+                        query="per-customer state kept by ingest (none: tags travel only encrypted)",
+                        result=0,
+                    )
+                ],
+            )
         ws = command.scope.workspace_id
         await self._catch_up()
         keys_before = self._key_hashes(ws)
@@ -105,23 +129,39 @@ class Eraser:
             StoreCount(store="redis:ingest", before=len(redis_before), after=redis_after),
         ]
         verifications = [
-            Verification(store=f"kafka:{names[API_KEYS.name]}", query="replayed key records of the workspace",
-                         result=keys_after),
-            Verification(store=f"kafka:{names[DATA_KEYS.name]}", query="replayed data-key set of the workspace",
-                         result=datakeys_after),
-            Verification(store=f"kafka:{names[WORKSPACES.name]}", query="workspace records not marked deleted",
-                         result=workspace_after),
-            Verification(store="redis:ingest", query="SCAN MATCH <prefix>ingest:*{<workspace_id>}*",
-                         result=redis_after),
+            Verification(
+                store=f"kafka:{names[API_KEYS.name]}", query="replayed key records of the workspace", result=keys_after
+            ),
+            Verification(
+                store=f"kafka:{names[DATA_KEYS.name]}",
+                query="replayed data-key set of the workspace",
+                result=datakeys_after,
+            ),
+            Verification(
+                store=f"kafka:{names[WORKSPACES.name]}",
+                query="workspace records not marked deleted",
+                result=workspace_after,
+            ),
+            Verification(
+                store="redis:ingest", query="SCAN MATCH <prefix>ingest:*{<workspace_id>}*", result=redis_after
+            ),
         ]
         return self._report(command, counts, verifications)
 
-    def _report(self, command: DeletionCommand, counts: list[StoreCount],
-                verifications: list[Verification]) -> DeletionReport:
+    def _report(
+        self, command: DeletionCommand, counts: list[StoreCount], verifications: list[Verification]
+    ) -> DeletionReport:
         left = any(v.result for v in verifications)
-        return DeletionReport(request_id=command.request_id, owner="ingest", scope=command.scope,
-                              status="failed" if left else "done", counts=counts, verifications=verifications,
-                              reason="data_left_after_delete" if left else None, finished_at=datetime.now(UTC))
+        return DeletionReport(
+            request_id=command.request_id,
+            owner="ingest",
+            scope=command.scope,
+            status="failed" if left else "done",
+            counts=counts,
+            verifications=verifications,
+            reason="data_left_after_delete" if left else None,
+            finished_at=datetime.now(UTC),
+        )
 
     async def _catch_up(self) -> None:
         await self._keys.table.catch_up()

@@ -44,9 +44,12 @@ _TAG_KEY = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
 # refuses a leap second, 24:00 and an impossible date like pydantic; not an offset's minutes past 59, checked
 # apart (_OFFSET).
 _DIGITS = str.maketrans("0123456789", "dddddddddd")
-_STAMP_SHAPES = frozenset(f"dddd-dd-dd{sep}dd:dd:dd{fraction}{zone}" for sep in "T "
-                          for zone in ("Z", "+dd:dd", "-dd:dd")
-                          for fraction in ["", *("." + "d" * n for n in range(1, 7))])
+_STAMP_SHAPES = frozenset(
+    f"dddd-dd-dd{sep}dd:dd:dd{fraction}{zone}"
+    for sep in "T "
+    for zone in ("Z", "+dd:dd", "-dd:dd")
+    for fraction in ["", *("." + "d" * n for n in range(1, 7))]
+)
 _OFFSET = re.compile(r"[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]\Z")
 _LAST_SIX = operator.itemgetter(slice(-6, None))
 
@@ -181,7 +184,8 @@ def check(body: bytes, now: datetime, max_age: timedelta, name_absent: Callable[
     # Column by column, each rule over the whole batch at once: C-level maps, set operations and str methods
     # instead of a Python loop per event.
     ids, providers, models, inputs, outputs, cached, reasoning, latencies, costs, stamps, tags = zip(
-        *map(astuple, wire), strict=True)
+        *map(astuple, wire), strict=True
+    )
     try:
         named = [i for i in ids if type(i) is str]
         if named:
@@ -189,10 +193,12 @@ def check(body: bytes, now: datetime, max_age: timedelta, name_absent: Callable[
         _learn("provider", set(providers), _PROVIDER.match)
         _learn("model", set(models), _MODEL.match)
         if cached.count(None) != len(cached) and any(
-                c is not None and c > t for c, t in zip(cached, inputs, strict=True)):
+            c is not None and c > t for c, t in zip(cached, inputs, strict=True)
+        ):
             return None
         if reasoning.count(None) != len(reasoning) and any(
-                r is not None and r > t for r, t in zip(reasoning, outputs, strict=True)):
+            r is not None and r > t for r, t in zip(reasoning, outputs, strict=True)
+        ):
             return None
         _check_stamps(stamps)
         instants = list(map(datetime.fromisoformat, stamps))
@@ -207,10 +213,26 @@ def check(body: bytes, now: datetime, max_age: timedelta, name_absent: Callable[
     except (_Refused, ValueError, OverflowError):  # ValueError: fromisoformat's calendar
         return None
     if len(named) != len(ids):
-        ids = tuple((str(uuid7()) if i is None else name_absent(index)) if type(i) is not str else i
-                    for index, i in enumerate(ids))
-    events = list(map(SealedEvent, ids, providers, models, inputs, outputs, cached, reasoning, latencies,
-                      cost_texts, instants, tags))
+        ids = tuple(
+            (str(uuid7()) if i is None else name_absent(index)) if type(i) is not str else i
+            for index, i in enumerate(ids)
+        )
+    events = list(
+        map(
+            SealedEvent,
+            ids,
+            providers,
+            models,
+            inputs,
+            outputs,
+            cached,
+            reasoning,
+            latencies,
+            cost_texts,
+            instants,
+            tags,
+        )
+    )
     return CheckedBatch(events, now)
 
 

@@ -45,9 +45,17 @@ API_KEY_HEADER = "x-api-key"
 
 
 class RawIntake:
-    def __init__(self, *, acceptor: BatchAcceptor, keys: KeyDirectory, workspaces: WorkspaceDirectory,
-                 broker: KafkaBroker, topic_prefix: str, max_record_bytes: int,
-                 retry_pause_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        acceptor: BatchAcceptor,
+        keys: KeyDirectory,
+        workspaces: WorkspaceDirectory,
+        broker: KafkaBroker,
+        topic_prefix: str,
+        max_record_bytes: int,
+        retry_pause_seconds: float = 1.0,
+    ) -> None:
         self._acceptor = acceptor
         self._keys = keys
         self._workspaces = workspaces
@@ -78,6 +86,7 @@ class RawIntake:
         workspace = self._workspaces.get(principal.workspace_id)
         if workspace is None or workspace.status != "active":
             return await self._poison(record, principal.workspace_id, "workspace_cancelled")
+
         # A record whose every event is valid is taken as it is; any other is read the reference way, which
         # explains each refusal (fastpath.py).
         def raw_id(index: int) -> str:  # an event sent without an event_id is named by its coordinates
@@ -101,14 +110,17 @@ class RawIntake:
                     event["event_id"] = raw_id(index)
             events = raw_events
         try:
-            result = await self._acceptor.accept(principal.workspace_id, events, "kafka",
-                                                 quota=workspace.monthly_event_quota, rate_limited=False)
+            result = await self._acceptor.accept(
+                principal.workspace_id, events, "kafka", quota=workspace.monthly_event_quota, rate_limited=False
+            )
         except LimitExceeded as exc:
             return await self._poison(record, principal.workspace_id, exc.code)
         except PublishFailed:
             metrics.INTAKE_RECORDS.labels("retried").inc()
-            log.warning("raw record not forwarded, kafka did not acknowledge; it will be redelivered",
-                        extra={"partition": record.partition, "offset": record.offset})
+            log.warning(
+                "raw record not forwarded, kafka did not acknowledge; it will be redelivered",
+                extra={"partition": record.partition, "offset": record.offset},
+            )
             await asyncio.sleep(self._retry_pause)  # no hot loop against a broker that is down
             raise
         for rejection in result.rejected:
@@ -120,15 +132,24 @@ class RawIntake:
         log.info("raw record rejected", extra={"code": code, "partition": record.partition, "offset": record.offset})
         await self._reject(record, workspace_id, None, "", code)
 
-    async def _reject(self, record: Any, workspace_id: str | None, index: int | None, field: str,
-                      code: str) -> None:
-        rejection = RejectionRecord(workspace_id=workspace_id, source_topic=record.topic,
-                                    source_partition=record.partition, source_offset=record.offset,
-                                    index=index, field=field, code=code, at=datetime.now(UTC))
+    async def _reject(self, record: Any, workspace_id: str | None, index: int | None, field: str, code: str) -> None:
+        rejection = RejectionRecord(
+            workspace_id=workspace_id,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            index=index,
+            field=field,
+            code=code,
+            at=datetime.now(UTC),
+        )
         # Published before the offset commits: a crash here redelivers the record and rejects it again
         # (at-least-once rejections, keyed by coordinates so duplicates are recognisable).
-        await self._broker.publish(rejection.model_dump_json().encode(), self._rejected_topic,
-                                   key=f"{record.topic}/{record.partition}/{record.offset}".encode())
+        await self._broker.publish(
+            rejection.model_dump_json().encode(),
+            self._rejected_topic,
+            key=f"{record.topic}/{record.partition}/{record.offset}".encode(),
+        )
 
 
 def _header(record: Any, name: str) -> str | None:

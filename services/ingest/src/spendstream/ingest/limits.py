@@ -100,8 +100,9 @@ class Limiter:
     async def take(self, workspace_id: str, events: int) -> None:
         """Take `events` tokens from the workspace's bucket, or raise LimitExceeded."""
         try:
-            ok, left = await self._bucket_script(keys=[self.bucket_key(workspace_id)],
-                                                 args=[self._burst, self._rate, events])
+            ok, left = await self._bucket_script(
+                keys=[self.bucket_key(workspace_id)], args=[self._burst, self._rate, events]
+            )
             tokens = float(left)
         except (RedisError, OSError):
             metrics.LIMITER_UNAVAILABLE.labels("rate").inc()

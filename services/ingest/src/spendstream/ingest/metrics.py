@@ -6,14 +6,21 @@ EVENTS_ACCEPTED = Counter("spendstream_ingest_events_accepted_total", "Events ac
 EVENTS_DUPLICATE = Counter("spendstream_ingest_events_duplicate_total", "Events dropped as repeated event_id")
 EVENTS_REFUSED = Counter("spendstream_ingest_events_refused_total", "Events refused, by reason code", ["code"])
 REQUESTS = Counter("spendstream_ingest_requests_total", "HTTP ingest requests by status", ["status"])
-PUBLISH_SECONDS = Histogram("spendstream_ingest_publish_seconds", "Time for Kafka to acknowledge one batch",
-                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-BATCH_EVENTS = Histogram("spendstream_ingest_batch_events", "Events per published batch",
-                         buckets=(1, 10, 50, 100, 250, 500))
+PUBLISH_SECONDS = Histogram(
+    "spendstream_ingest_publish_seconds",
+    "Time for Kafka to acknowledge one batch",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_EVENTS = Histogram(
+    "spendstream_ingest_batch_events", "Events per published batch", buckets=(1, 10, 50, 100, 250, 500)
+)
 LIMITED = Counter("spendstream_ingest_limited_total", "Requests refused by a limit, by reason code", ["code"])
-LIMITER_UNAVAILABLE = Counter("spendstream_ingest_limiter_unavailable_total",
-                              "Limit checks done without Redis (failed open), by limit", ["limit"])
-INTAKE_RECORDS = Counter("spendstream_ingest_intake_records_total",
-                         "Records read from the raw Kafka intake, by outcome", ["outcome"])
-ERASURES = Counter("spendstream_ingest_erasures_total", "Deletion commands carried out, by scope and status",
-                   ["scope", "status"])
+LIMITER_UNAVAILABLE = Counter(
+    "spendstream_ingest_limiter_unavailable_total", "Limit checks done without Redis (failed open), by limit", ["limit"]
+)
+INTAKE_RECORDS = Counter(
+    "spendstream_ingest_intake_records_total", "Records read from the raw Kafka intake, by outcome", ["outcome"]
+)
+ERASURES = Counter(
+    "spendstream_ingest_erasures_total", "Deletion commands carried out, by scope and status", ["scope", "status"]
+)

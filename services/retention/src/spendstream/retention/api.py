@@ -27,22 +27,34 @@ class DeletionBody(BaseModel):
 def build_router(coordinator: Coordinator, clock: Clock, auth: Any) -> APIRouter:
     router = APIRouter(tags=["retention"])
 
-    @router.post("/v1/deletions", status_code=202, response_model=RequestView,
-                 summary="Erase the key's workspace, or one customer_id inside it, and prove it")
+    @router.post(
+        "/v1/deletions",
+        status_code=202,
+        response_model=RequestView,
+        summary="Erase the key's workspace, or one customer_id inside it, and prove it",
+    )
     async def request_deletion(body: DeletionBody, principal: Annotated[Principal, Depends(auth)]) -> JSONResponse:
         request = DeletionRequest(
-            request_id=body.request_id or new_request_id(), workspace_id=principal.workspace_id,
-            customer_id=body.customer_id, origin="http", requested_by=principal.key_id,
-            requested_at=clock.now())
+            request_id=body.request_id or new_request_id(),
+            workspace_id=principal.workspace_id,
+            customer_id=body.customer_id,
+            origin="http",
+            requested_by=principal.key_id,
+            requested_at=clock.now(),
+        )
         try:
             stored, created = await coordinator.submit(request)
         except RequestConflict:
-            raise HTTPException(409, detail={"error": "request_id_in_use",
-                                             "message": "this request_id names a different request"}) from None
+            raise HTTPException(
+                409, detail={"error": "request_id_in_use", "message": "this request_id names a different request"}
+            ) from None
         return JSONResponse(RequestView.of(stored).model_dump(mode="json"), status_code=202 if created else 200)
 
-    @router.get("/v1/deletions/{request_id}", response_model=RequestView,
-                summary="State of a deletion request: requested, executing, verified or failed; with its receipt")
+    @router.get(
+        "/v1/deletions/{request_id}",
+        response_model=RequestView,
+        summary="State of a deletion request: requested, executing, verified or failed; with its receipt",
+    )
     async def deletion_status(request_id: str, principal: Annotated[Principal, Depends(auth)]) -> RequestView:
         request = coordinator.get(request_id)
         # Another workspace's request is indistinguishable from a missing one.

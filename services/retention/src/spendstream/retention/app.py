@@ -54,9 +54,13 @@ class Retention:
             for schedule in self.schedules.due(self.clock.now()):
                 if self.coordinator.get(schedule.request_id) is not None:
                     continue
-                request = DeletionRequest(request_id=schedule.request_id, workspace_id=schedule.workspace_id,
-                                          origin="lifecycle", requested_by=f"lifecycle:{schedule.cause}",
-                                          requested_at=self.clock.now())
+                request = DeletionRequest(
+                    request_id=schedule.request_id,
+                    workspace_id=schedule.workspace_id,
+                    origin="lifecycle",
+                    requested_by=f"lifecycle:{schedule.cause}",
+                    requested_at=self.clock.now(),
+                )
                 _, created = await self.coordinator.submit(request)
                 if created:
                     submitted.append(schedule.request_id)
@@ -88,8 +92,11 @@ def build(settings: RetentionSettings, clock: Clock | None = None) -> Retention:
     schedules = Schedules(settings, on_change=lifecycle_changed)
 
     @broker.subscriber(
-        topic_name(DELETION_REPORTS, settings.topic_prefix), group_id=f"{settings.topic_prefix}{settings.group_id}",
-        auto_offset_reset="earliest", parser=tolerant_parser, decoder=raw_body,
+        topic_name(DELETION_REPORTS, settings.topic_prefix),
+        group_id=f"{settings.topic_prefix}{settings.group_id}",
+        auto_offset_reset="earliest",
+        parser=tolerant_parser,
+        decoder=raw_body,
         # The offset is committed only after the report is written into its request (on_report returned).
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
@@ -126,8 +133,7 @@ def build(settings: RetentionSettings, clock: Clock | None = None) -> Retention:
 
     router = build_router(coordinator, clock, require_scope(keys, "admin"))
     service = Service("retention", routers=[router], start=start, stop=stop, ready=lambda: bool(state["ready"]))
-    retention = Retention(settings=settings, clock=clock, coordinator=coordinator, schedules=schedules,
-                          service=service)
+    retention = Retention(settings=settings, clock=clock, coordinator=coordinator, schedules=schedules, service=service)
     return retention
 
 

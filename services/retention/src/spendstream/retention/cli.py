@@ -38,8 +38,13 @@ def register(subparsers: Any) -> None:
     request.add_argument("--workspace", required=True)
     request.add_argument("--customer-id", default=None)
     request.add_argument("--request-id", default=None, help="idempotency key (default: a new id)")
-    request.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                         help="wait up to this long for verified/failed and print the receipt")
+    request.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for verified/failed and print the receipt",
+    )
     request.set_defaults(handler=_request)
 
     status = actions.add_parser("status", help="state and receipt of a deletion request")
@@ -54,8 +59,9 @@ def register(subparsers: Any) -> None:
     schedules = actions.add_parser("schedules", help="workspaces scheduled for deletion, from the lifecycle")
     schedules.set_defaults(handler=_schedules)
 
-    retention = subparsers.add_parser("retention", help="retention windows").add_subparsers(dest="action",
-                                                                                          required=True)
+    retention = subparsers.add_parser("retention", help="retention windows").add_subparsers(
+        dest="action", required=True
+    )
     check = retention.add_parser("check", help="compare live topic retention with the registry; exit 1 on drift")
     check.set_defaults(handler=_check)
 
@@ -65,8 +71,9 @@ def _print(value: object) -> None:
 
 
 async def _read(settings: RetentionSettings, request_id: str) -> DeletionRequest | None:
-    table: CompactedTable[DeletionRequest] = CompactedTable(settings, DELETION_REQUESTS,
-                                                            DeletionRequest.model_validate_json)
+    table: CompactedTable[DeletionRequest] = CompactedTable(
+        settings, DELETION_REQUESTS, DeletionRequest.model_validate_json
+    )
     await table.start()
     try:
         return table.get(request_id)
@@ -88,10 +95,20 @@ async def _submit(args: argparse.Namespace) -> int:
     request_id = args.request_id or new_request_id()
     existing = await _read(settings, request_id)
     if existing is None:
-        request = DeletionRequest(request_id=request_id, workspace_id=args.workspace, customer_id=args.customer_id,
-                                  origin="cli", requested_by="cli", requested_at=datetime.now(UTC))
-        await _publish(settings, topic_name(DELETION_REQUESTS, settings.topic_prefix), request_id,
-                       request.model_dump_json().encode())
+        request = DeletionRequest(
+            request_id=request_id,
+            workspace_id=args.workspace,
+            customer_id=args.customer_id,
+            origin="cli",
+            requested_by="cli",
+            requested_at=datetime.now(UTC),
+        )
+        await _publish(
+            settings,
+            topic_name(DELETION_REQUESTS, settings.topic_prefix),
+            request_id,
+            request.model_dump_json().encode(),
+        )
         current: DeletionRequest | None = request
     else:
         current = existing  # a replayed request id: nothing new is asked, the known state is shown
@@ -121,9 +138,13 @@ def _status(args: argparse.Namespace) -> int:
 
 def _subject_hash(args: argparse.Namespace) -> int:
     settings = RetentionSettings()
-    _print({"workspace_id": args.workspace, "customer_hash": subject_hash(settings.kek_bytes(), args.workspace,
-                                                                           args.customer_id),
-            "subject_key_id": settings.kek_id})
+    _print(
+        {
+            "workspace_id": args.workspace,
+            "customer_hash": subject_hash(settings.kek_bytes(), args.workspace, args.customer_id),
+            "subject_key_id": settings.kek_id,
+        }
+    )
     return 0
 
 
@@ -132,8 +153,15 @@ def _schedules(_: argparse.Namespace) -> int:
         schedules = Schedules(RetentionSettings())
         await schedules.table.start()
         try:
-            return [{"workspace_id": s.workspace_id, "due_at": s.due_at.isoformat(), "cause": s.cause,
-                     "request_id": s.request_id} for s in sorted(schedules.all(), key=lambda s: s.due_at)]
+            return [
+                {
+                    "workspace_id": s.workspace_id,
+                    "due_at": s.due_at.isoformat(),
+                    "cause": s.cause,
+                    "request_id": s.request_id,
+                }
+                for s in sorted(schedules.all(), key=lambda s: s.due_at)
+            ]
         finally:
             await schedules.table.stop()
 

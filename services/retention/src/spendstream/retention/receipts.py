@@ -72,12 +72,24 @@ def _scrub(text: str, customer_id: str | None, replacement: str | None) -> str:
 
 
 def owner_receipt(report: DeletionReport, customer_id: str | None, customer_hash: str | None) -> OwnerReceipt:
-    verifications = [v.model_copy(update={"query": _scrub(v.query, customer_id, customer_hash),
-                                          "store": _scrub(v.store, customer_id, customer_hash)})
-                     for v in report.verifications]
+    verifications = [
+        v.model_copy(
+            update={
+                "query": _scrub(v.query, customer_id, customer_hash),
+                "store": _scrub(v.store, customer_id, customer_hash),
+            }
+        )
+        for v in report.verifications
+    ]
     counts = [c.model_copy(update={"store": _scrub(c.store, customer_id, customer_hash)}) for c in report.counts]
-    return OwnerReceipt(owner=report.owner, status=report.status, counts=counts, verifications=verifications,
-                        reason=report.reason, finished_at=report.finished_at)
+    return OwnerReceipt(
+        owner=report.owner,
+        status=report.status,
+        counts=counts,
+        verifications=verifications,
+        reason=report.reason,
+        finished_at=report.finished_at,
+    )
 
 
 def residue(report: DeletionReport) -> list[str]:

@@ -83,11 +83,23 @@ class RequestView(BaseModel):
     @classmethod
     def of(cls, request: DeletionRequest) -> RequestView:
         customer = request.customer_id is not None or request.customer_hash is not None
-        reported = sorted(request.receipt.owner_names() if request.receipt else
-                          [o for o, r in request.reports.items() if r.status == "done"])
-        return cls(request_id=request.request_id, workspace_id=request.workspace_id,
-                   subject="customer" if customer else "workspace", customer_hash=request.customer_hash,
-                   state=request.state, reason=request.reason, origin=request.origin,
-                   requested_by=request.requested_by, requested_at=request.requested_at,
-                   updated_at=request.updated_at, attempts=request.attempts, reported=reported,
-                   receipt=request.receipt)
+        reported = sorted(
+            request.receipt.owner_names()
+            if request.receipt
+            else [o for o, r in request.reports.items() if r.status == "done"]
+        )
+        return cls(
+            request_id=request.request_id,
+            workspace_id=request.workspace_id,
+            subject="customer" if customer else "workspace",
+            customer_hash=request.customer_hash,
+            state=request.state,
+            reason=request.reason,
+            origin=request.origin,
+            requested_by=request.requested_by,
+            requested_at=request.requested_at,
+            updated_at=request.updated_at,
+            attempts=request.attempts,
+            reported=reported,
+            receipt=request.receipt,
+        )

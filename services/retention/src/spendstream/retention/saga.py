@@ -50,7 +50,8 @@ class Coordinator:
         # table is the literal log, whose latest record a duplicate submission may have overwritten.
         self._state: dict[str, DeletionRequest] = {}
         self.table: CompactedTable[DeletionRequest] = CompactedTable(
-            settings, DELETION_REQUESTS, DeletionRequest.model_validate_json, on_change=self._observed)
+            settings, DELETION_REQUESTS, DeletionRequest.model_validate_json, on_change=self._observed
+        )
         self._lock = asyncio.Lock()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -97,13 +98,21 @@ class Coordinator:
             existing = self._state.get(request.request_id)
             if existing is not None:
                 if existing.workspace_id != request.workspace_id or (
-                        existing.customer_hash != self._hash(request.workspace_id, request.customer_id)):
+                    existing.customer_hash != self._hash(request.workspace_id, request.customer_id)
+                ):
                     raise RequestConflict(request.request_id)
                 return existing, False
-            fresh = request.model_copy(update={
-                "state": "requested", "revision": 1, "attempts": 0, "reports": {}, "receipt": None,
-                "customer_hash": self._hash(request.workspace_id, request.customer_id),
-                "updated_at": self._clock.now()})
+            fresh = request.model_copy(
+                update={
+                    "state": "requested",
+                    "revision": 1,
+                    "attempts": 0,
+                    "reports": {},
+                    "receipt": None,
+                    "customer_hash": self._hash(request.workspace_id, request.customer_id),
+                    "updated_at": self._clock.now(),
+                }
+            )
             await self._write(fresh)
         self._queue.put_nowait(fresh.request_id)
         return fresh, True
@@ -119,8 +128,9 @@ class Coordinator:
         if known is None or value.revision > known.revision:
             if value.revision == 0:
                 # Submitted straight to the topic by a compliance tool: hash the subject now.
-                value = value.model_copy(update={
-                    "state": "requested", "customer_hash": self._hash(value.workspace_id, value.customer_id)})
+                value = value.model_copy(
+                    update={"state": "requested", "customer_hash": self._hash(value.workspace_id, value.customer_id)}
+                )
             self._state[request_id] = value
             if self._started and not value.terminal:
                 self._queue.put_nowait(request_id)
@@ -151,18 +161,22 @@ class Coordinator:
             return
         if request.state == "requested":
             await self._command(request)
-            request = await self._write(request.model_copy(update={
-                "state": "executing", "attempts": 1, "commanded_at": self._clock.now()}))
+            request = await self._write(
+                request.model_copy(update={"state": "executing", "attempts": 1, "commanded_at": self._clock.now()})
+            )
         await self._conclude_if_complete(request)
 
     async def _command(self, request: DeletionRequest) -> None:
-        command = DeletionCommand(request_id=request.request_id, scope=request.scope(),
-                                  issued_at=request.commanded_at or self._clock.now())
-        await self._broker.publish(command.model_dump_json().encode(), self._commands_topic,
-                                   key=request.request_id.encode())
+        command = DeletionCommand(
+            request_id=request.request_id, scope=request.scope(), issued_at=request.commanded_at or self._clock.now()
+        )
+        await self._broker.publish(
+            command.model_dump_json().encode(), self._commands_topic, key=request.request_id.encode()
+        )
         metrics.COMMANDS.inc()
-        log.info("deletion command sent", extra={"request_id": request.request_id,
-                                                 "workspace_id": request.workspace_id})
+        log.info(
+            "deletion command sent", extra={"request_id": request.request_id, "workspace_id": request.workspace_id}
+        )
 
     async def on_report(self, report: DeletionReport) -> None:
         """Store an owner's report in its request (durably, before the caller commits the offset)."""
@@ -171,8 +185,10 @@ class Coordinator:
             if request is None or request.terminal:
                 return  # a late repeat for a finished request, or another installation's: nothing to do
             if report.scope != request.scope():
-                log.warning("report scope does not match its request", extra={"request_id": request.request_id,
-                                                                              "owner": report.owner})
+                log.warning(
+                    "report scope does not match its request",
+                    extra={"request_id": request.request_id, "owner": report.owner},
+                )
                 return
             previous = request.reports.get(report.owner)
             if previous is not None and previous.status == "done":
@@ -201,46 +217,67 @@ class Coordinator:
                     continue
                 pending = [o for o in OWNERS if o not in request.reports or request.reports[o].status != "done"]
                 if request.attempts >= self._settings.max_attempts:
-                    reasons = [f"{o}:{request.reports[o].reason or 'failed'}" if o in request.reports
-                               else f"{o}:no_report" for o in pending]
+                    reasons = [
+                        f"{o}:{request.reports[o].reason or 'failed'}" if o in request.reports else f"{o}:no_report"
+                        for o in pending
+                    ]
                     await self._finish(request, "failed", "owners_incomplete:" + ",".join(reasons))
                     continue
                 await self._command(request)
-                await self._write(request.model_copy(update={"attempts": request.attempts + 1,
-                                                             "commanded_at": now}))
+                await self._write(request.model_copy(update={"attempts": request.attempts + 1, "commanded_at": now}))
 
     async def _finish(self, request: DeletionRequest, status: str, reason: str | None) -> None:
-        owners = [owner_receipt(request.reports[o], request.customer_id, request.customer_hash)
-                  for o in OWNERS if o in request.reports]
+        owners = [
+            owner_receipt(request.reports[o], request.customer_id, request.customer_hash)
+            for o in OWNERS
+            if o in request.reports
+        ]
         finished = [r.finished_at for r in request.reports.values()]
         receipt = Receipt(
-            request_id=request.request_id, workspace_id=request.workspace_id,
+            request_id=request.request_id,
+            workspace_id=request.workspace_id,
             subject="customer" if request.customer_id is not None else "workspace",
             customer_hash=request.customer_hash,
             subject_key_id=self._settings.kek_id if request.customer_hash else None,
-            origin=request.origin, requested_by=request.requested_by, requested_at=request.requested_at,
+            origin=request.origin,
+            requested_by=request.requested_by,
+            requested_at=request.requested_at,
             # Derived from the stored reports, not from "now": a crash before the final record rebuilds
             # exactly the same receipt.
             completed_at=max(finished) if finished else request.commanded_at or request.requested_at,
-            status="verified" if status == "verified" else "failed", reason=reason,
+            status="verified" if status == "verified" else "failed",
+            reason=reason,
             rows_before=sum(c.before for o in owners for c in o.counts),
             rows_after=sum(c.after for o in owners for c in o.counts),
-            owners=owners)
-        await self._broker.publish(receipt.model_dump_json().encode(), self._audit_topic,
-                                   key=request.request_id.encode())
+            owners=owners,
+        )
+        await self._broker.publish(
+            receipt.model_dump_json().encode(), self._audit_topic, key=request.request_id.encode()
+        )
         # The final record forgets the raw customer id and the owners' raw reports (which name it).
-        await self._write(request.model_copy(update={
-            "state": receipt.status, "reason": reason, "receipt": receipt, "customer_id": None, "reports": {}}))
+        await self._write(
+            request.model_copy(
+                update={
+                    "state": receipt.status,
+                    "reason": reason,
+                    "receipt": receipt,
+                    "customer_id": None,
+                    "reports": {},
+                }
+            )
+        )
         metrics.FINISHED.labels(receipt.subject, receipt.status).inc()
         metrics.SECONDS_TO_FINISH.observe(max(0.0, (self._clock.now() - request.requested_at).total_seconds()))
-        log.info("deletion finished", extra={"request_id": request.request_id, "status": receipt.status,
-                                             "reason": reason})
+        log.info(
+            "deletion finished", extra={"request_id": request.request_id, "status": receipt.status, "reason": reason}
+        )
 
     async def _write(self, request: DeletionRequest) -> DeletionRequest:
         known = self._state.get(request.request_id)
         revision = max(request.revision, (known.revision + 1) if known is not None else 1)
         stored = request.model_copy(update={"revision": revision, "updated_at": self._clock.now()})
-        await self._broker.publish(stored.model_dump_json().encode(), self._requests_topic,
-                                   key=stored.request_id.encode())
+        await self._broker.publish(
+            stored.model_dump_json().encode(), self._requests_topic, key=stored.request_id.encode()
+        )
         self._state[stored.request_id] = stored
         return stored

@@ -32,8 +32,11 @@ def expected(topic: Topic) -> dict[str, str]:
 
 def policy_problems(topics: tuple[Topic, ...]) -> list[str]:
     """Declared append-only topics that would keep data longer than 30 days."""
-    return [f"{t.name}: declared retention exceeds 30 days" for t in topics
-            if t.cleanup == "delete" and (t.retention_ms is None or t.retention_ms > MAX_DELETE_TOPIC_RETENTION_MS)]
+    return [
+        f"{t.name}: declared retention exceeds 30 days"
+        for t in topics
+        if t.cleanup == "delete" and (t.retention_ms is None or t.retention_ms > MAX_DELETE_TOPIC_RETENTION_MS)
+    ]
 
 
 async def check_topics(settings: BaseServiceSettings, topics: tuple[Topic, ...] = ALL_TOPICS) -> list[str]:

@@ -83,17 +83,23 @@ class FindingsResponse(BaseModel):
 def build_router(store: Store, auth: Any, prices: PriceTable) -> APIRouter:
     router = APIRouter(tags=["usage"])
 
-    @router.get("/v1/usage", response_model=UsageResponse,
-                summary="Spend and tokens over a UTC day range, grouped and filtered by rollup dimensions")
+    @router.get(
+        "/v1/usage",
+        response_model=UsageResponse,
+        summary="Spend and tokens over a UTC day range, grouped and filtered by rollup dimensions",
+    )
     async def usage(
         principal: Annotated[Principal, Depends(auth)],
-        start: Annotated[date | None, Query(alias="from", description="first UTC day (default: 30 days ago)")]
-        = None,
-        end: Annotated[date | None, Query(alias="to", description="last UTC day, inclusive (default: today)")]
-        = None,
+        start: Annotated[date | None, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
+        end: Annotated[date | None, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
         group_by: Annotated[str, Query(description=f"comma-separated: {', '.join(GROUPABLE)}")] = "",
-        provider: Filter = None, model: Filter = None, feature: Filter = None, route: Filter = None,
-        task_type: Filter = None, customer_plan: Filter = None, customer_id: Filter = None,
+        provider: Filter = None,
+        model: Filter = None,
+        feature: Filter = None,
+        route: Filter = None,
+        task_type: Filter = None,
+        customer_plan: Filter = None,
+        customer_id: Filter = None,
     ) -> dict[str, Any]:
         today = datetime.now(UTC).date()
         end = end or today
@@ -101,15 +107,24 @@ def build_router(store: Store, auth: Any, prices: PriceTable) -> APIRouter:
         if start > end:
             raise HTTPException(422, detail={"error": "invalid_range", "message": "'from' is after 'to'"})
         if (end - start).days > MAX_RANGE_DAYS:
-            raise HTTPException(422, detail={"error": "invalid_range",
-                                             "message": f"at most {MAX_RANGE_DAYS} days per query"})
+            raise HTTPException(
+                422, detail={"error": "invalid_range", "message": f"at most {MAX_RANGE_DAYS} days per query"}
+            )
         groups = [g.strip() for g in group_by.split(",") if g.strip()]
         unknown = [g for g in groups if g not in GROUPABLE]
         if unknown:
-            raise HTTPException(422, detail={"error": "invalid_group_by",
-                                             "message": f"group_by accepts {', '.join(GROUPABLE)}"})
-        values = {"provider": provider, "model": model, "feature": feature, "route": route,
-                  "task_type": task_type, "customer_plan": customer_plan, "customer_id": customer_id}
+            raise HTTPException(
+                422, detail={"error": "invalid_group_by", "message": f"group_by accepts {', '.join(GROUPABLE)}"}
+            )
+        values = {
+            "provider": provider,
+            "model": model,
+            "feature": feature,
+            "route": route,
+            "task_type": task_type,
+            "customer_plan": customer_plan,
+            "customer_id": customer_id,
+        }
         filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
         ws = principal.workspace_id
         rows = await asyncio.to_thread(store.usage, ws, start, end, groups, filters)
@@ -119,12 +134,22 @@ def build_router(store: Store, auth: Any, prices: PriceTable) -> APIRouter:
                 totals[m] += row[m]
         unknown_models = await asyncio.to_thread(store.unknown_models, ws, start, end)
         watermark = await asyncio.to_thread(store.watermark, ws)
-        return {"workspace_id": ws, "start": start, "end": end, "group_by": groups,
-                "rows": [_jsonable(r) for r in rows], "totals": _jsonable(totals),
-                "unknown_models": unknown_models, "watermark": watermark}
+        return {
+            "workspace_id": ws,
+            "start": start,
+            "end": end,
+            "group_by": groups,
+            "rows": [_jsonable(r) for r in rows],
+            "totals": _jsonable(totals),
+            "unknown_models": unknown_models,
+            "watermark": watermark,
+        }
 
-    @router.get("/v1/export", summary="Every stored event and daily rollup row of the workspace, streamed",
-                response_class=StreamingResponse)
+    @router.get(
+        "/v1/export",
+        summary="Every stored event and daily rollup row of the workspace, streamed",
+        response_class=StreamingResponse,
+    )
     async def export_data(
         principal: Annotated[Principal, Depends(auth)],
         fmt: Annotated[export.Format, Query(alias="format")] = "json",
@@ -132,12 +157,20 @@ def build_router(store: Store, auth: Any, prices: PriceTable) -> APIRouter:
         ws = principal.workspace_id
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
-        return StreamingResponse(export.stream(store, ws, fmt), media_type=media, headers={
-            "Content-Disposition": f'attachment; filename="spendstream-{ws}-{stamp}.{fmt}"',
-            "Cache-Control": "no-store"})
+        return StreamingResponse(
+            export.stream(store, ws, fmt),
+            media_type=media,
+            headers={
+                "Content-Disposition": f'attachment; filename="spendstream-{ws}-{stamp}.{fmt}"',
+                "Cache-Control": "no-store",
+            },
+        )
 
-    @router.get("/v1/findings", response_model=FindingsResponse,
-                summary="Waste findings over the last 30 days, each with evidence and a monthly saving in USD")
+    @router.get(
+        "/v1/findings",
+        response_model=FindingsResponse,
+        summary="Waste findings over the last 30 days, each with evidence and a monthly saving in USD",
+    )
     async def waste_findings(principal: Annotated[Principal, Depends(auth)]) -> dict[str, Any]:
         today = datetime.now(UTC).date()
         return await asyncio.to_thread(findings.find, store, prices, principal.workspace_id, today)

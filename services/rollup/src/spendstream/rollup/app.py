@@ -54,16 +54,27 @@ def create_service(settings: RollupSettings) -> Service:
     prices = price_tables.load(settings.data_dir)
     log.info("price table loaded", extra={"source": prices.source, "models": len(prices)})
     erased = ErasedSubjects(writer_client, settings.clickhouse_database)
-    writer = BatchWriter(store=writer_store, keyring=keyring, prices=prices, broker=broker,
-                         topic_prefix=settings.topic_prefix, retry_seconds=settings.write_retry_seconds,
-                         erased=erased, chunk_records=settings.write_chunk_records)
+    writer = BatchWriter(
+        store=writer_store,
+        keyring=keyring,
+        prices=prices,
+        broker=broker,
+        topic_prefix=settings.topic_prefix,
+        retry_seconds=settings.write_retry_seconds,
+        erased=erased,
+        chunk_records=settings.write_chunk_records,
+    )
 
     @broker.subscriber(
         topic_name(USAGE_EVENTS, settings.topic_prefix),
         group_id=f"{settings.topic_prefix}{settings.group_id}",
-        batch=True, max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
         max_partition_fetch_bytes=settings.fetch_max_partition_bytes,
-        auto_offset_reset="earliest", parser=tolerant_parser, decoder=raw_body,
+        auto_offset_reset="earliest",
+        parser=tolerant_parser,
+        decoder=raw_body,
         # Offsets are committed only after the handler returned, i.e. after ClickHouse stored the batch.
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_poll_interval_ms=120_000,
@@ -72,15 +83,19 @@ def create_service(settings: RollupSettings) -> Service:
         await writer.handle(msg.raw_message)
         await metrics.observe_lag(msg.consumer)
 
-    erasure = RollupErasure(client=writer_client, settings=settings, keyring=keyring, broker=broker,
-                            writer_lock=writer.lock, erased=erased)
+    erasure = RollupErasure(
+        client=writer_client, settings=settings, keyring=keyring, broker=broker, writer_lock=writer.lock, erased=erased
+    )
 
     @broker.subscriber(
         topic_name(DELETION_COMMANDS, settings.topic_prefix),
-        group_id=f"{settings.topic_prefix}spendstream-rollup-erasure", auto_offset_reset="earliest",
-        parser=tolerant_parser, decoder=raw_body,
+        group_id=f"{settings.topic_prefix}spendstream-rollup-erasure",
+        auto_offset_reset="earliest",
+        parser=tolerant_parser,
+        decoder=raw_body,
         # Committed after the report is published: a crash in between repeats the (idempotent) command.
-        ack_policy=AckPolicy.NACK_ON_ERROR, max_poll_interval_ms=600_000,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_poll_interval_ms=600_000,
     )
     async def on_deletion_command(msg: KafkaMessage) -> None:
         await erasure.handle(msg.body)
@@ -140,5 +155,4 @@ def create_service(settings: RollupSettings) -> Service:
 
     router = build_router(reader_store, require_scope(keys, "read", "admin"), prices)
     internal = build_internal_router(reader_store, settings.internal_token)
-    return Service("rollup", routers=[router, internal], start=start, stop=stop,
-                   ready=lambda: bool(state["ready"]))
+    return Service("rollup", routers=[router, internal], start=start, stop=stop, ready=lambda: bool(state["ready"]))

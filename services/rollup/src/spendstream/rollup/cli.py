@@ -1,7 +1,7 @@
 """rollup's subcommands of the `spendstream` CLI.
 
-  spendstream prices refresh --from FILE|URL [--to PATH]   install a newer LiteLLM price table
-  spendstream export --format csv|json --output FILE      download the workspace's data, with a progress bar
+spendstream prices refresh --from FILE|URL [--to PATH]   install a newer LiteLLM price table
+spendstream export --format csv|json --output FILE      download the workspace's data, with a progress bar
 """
 
 from __future__ import annotations
@@ -30,18 +30,26 @@ def register(subparsers: Any) -> None:
     actions = prices.add_subparsers(dest="action", required=True)
     refresh = actions.add_parser("refresh", help="validate a newer price table and install it")
     refresh.add_argument("--from", dest="source", required=True, help="a file path or an http(s) URL")
-    refresh.add_argument("--to", dest="target", type=Path, default=None,
-                         help="where to write it (default: <SPENDSTREAM_DATA_DIR>/prices/, which rollup reads "
-                              "first at start)")
+    refresh.add_argument(
+        "--to",
+        dest="target",
+        type=Path,
+        default=None,
+        help="where to write it (default: <SPENDSTREAM_DATA_DIR>/prices/, which rollup reads first at start)",
+    )
     refresh.set_defaults(handler=refresh_prices)
 
     export = subparsers.add_parser("export", help="download every event and rollup row of a workspace")
     export.add_argument("--format", choices=("csv", "json"), default="json")
     export.add_argument("--output", "-o", type=Path, required=True)
-    export.add_argument("--url", default=os.environ.get("SPENDSTREAM_URL", "http://127.0.0.1:8080"),
-                        help="rollup's (or `spendstream up`'s) base URL (env SPENDSTREAM_URL)")
-    export.add_argument("--key", default=os.environ.get("SPENDSTREAM_API_KEY", ""),
-                        help="a read or admin key (env SPENDSTREAM_API_KEY)")
+    export.add_argument(
+        "--url",
+        default=os.environ.get("SPENDSTREAM_URL", "http://127.0.0.1:8080"),
+        help="rollup's (or `spendstream up`'s) base URL (env SPENDSTREAM_URL)",
+    )
+    export.add_argument(
+        "--key", default=os.environ.get("SPENDSTREAM_API_KEY", ""), help="a read or admin key (env SPENDSTREAM_API_KEY)"
+    )
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=export_data)
 
@@ -79,13 +87,22 @@ def refresh_prices(args: argparse.Namespace) -> int:
         print("spendstream: the source is not a LiteLLM price table (JSON object of models)", file=sys.stderr)
         return 2
     if len(table) < MIN_PRICED_MODELS:
-        print(f"spendstream: the source prices {len(table)} models per token; refusing (< {MIN_PRICED_MODELS})",
-              file=sys.stderr)
+        print(
+            f"spendstream: the source prices {len(table)} models per token; refusing (< {MIN_PRICED_MODELS})",
+            file=sys.stderr,
+        )
         return 2
     target: Path = args.target or local_path(RollupSettings().data_dir)
     _write_atomically(target, data)
-    print(json.dumps({"installed": str(target), "priced_models": len(table),
-                      "note": "running rollup processes pick it up at their next start"}))
+    print(
+        json.dumps(
+            {
+                "installed": str(target),
+                "priced_models": len(table),
+                "note": "running rollup processes pick it up at their next start",
+            }
+        )
+    )
     return 0
 
 
@@ -93,14 +110,17 @@ def export_data(args: argparse.Namespace) -> int:
     if not args.key:
         print("spendstream: export needs a read key (--key or SPENDSTREAM_API_KEY)", file=sys.stderr)
         return 2
-    request = urllib.request.Request(f"{args.url.rstrip('/')}/v1/export?format={args.format}",
-                                     headers={"Authorization": f"Bearer {args.key}"})
+    request = urllib.request.Request(
+        f"{args.url.rstrip('/')}/v1/export?format={args.format}", headers={"Authorization": f"Bearer {args.key}"}
+    )
     target: Path = args.output
     partial = target.with_name(target.name + ".partial")
     try:
-        with urllib.request.urlopen(request, timeout=60) as response, partial.open("wb") as out, \
-                tqdm(unit="B", unit_scale=True, desc=f"export {target.name}", disable=args.quiet,
-                     file=sys.stderr) as bar:
+        with (
+            urllib.request.urlopen(request, timeout=60) as response,
+            partial.open("wb") as out,
+            tqdm(unit="B", unit_scale=True, desc=f"export {target.name}", disable=args.quiet, file=sys.stderr) as bar,
+        ):
             while chunk := response.read(256 * 1024):
                 out.write(chunk)
                 bar.update(len(chunk))

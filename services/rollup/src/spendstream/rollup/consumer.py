@@ -45,9 +45,18 @@ _TRACER = tracing.tracer("rollup")
 
 
 class BatchWriter:
-    def __init__(self, *, store: Store, keyring: KeyRing, prices: PriceTable, broker: KafkaBroker,
-                 topic_prefix: str, retry_seconds: float, erased: ErasedSubjects | None = None,
-                 chunk_records: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        keyring: KeyRing,
+        prices: PriceTable,
+        broker: KafkaBroker,
+        topic_prefix: str,
+        retry_seconds: float,
+        erased: ErasedSubjects | None = None,
+        chunk_records: int = 100,
+    ) -> None:
         self._store = store
         self._chunk_records = chunk_records
         self._erased = erased
@@ -85,7 +94,7 @@ class BatchWriter:
         try:
             for first in range(0, len(records), self._chunk_records):
                 batches = []
-                for record in records[first:first + self._chunk_records]:
+                for record in records[first : first + self._chunk_records]:
                     batch = await self._decode(record)
                     if batch is not None:
                         batches.append(batch)
@@ -121,10 +130,12 @@ class BatchWriter:
         Whole batches, as ingest sealed their events (store.encode_batches), unless one of them was not read
         whole or the chunk concerns an erased customer's workspace: then rows, which `admit` filters."""
         if all(b.events_json is not None for b in batches) and not (
-                self._erased is not None and self._erased.concern(b.workspace_id for b in batches)):
+            self._erased is not None and self._erased.concern(b.workspace_id for b in batches)
+        ):
             encoded = encode_batches(batches, self._prices)
             return partial(self._store.insert_new_batches, batches, encoded, self._prices), sum(
-                len(b.events) for b in batches)
+                len(b.events) for b in batches
+            )
         rows = [row for batch in batches for row in event_rows(batch, self._prices)]
         if self._erased is not None:
             rows = self._erased.admit(rows)  # replayed rows of erased customers stay erased
@@ -133,8 +144,13 @@ class BatchWriter:
     async def _write_traced(self, insert: Callable[[], Inserted], count: int, batches: list[StoredBatch]) -> int:
         parent, links = tracing.parent_and_links([b.traceparent for b in batches])
         # One span per ClickHouse write: the child of the first request's trace, linked to every other one.
-        with _TRACER.start_as_current_span("rollup.clickhouse_insert", context=parent, links=links,
-                                           kind=SpanKind.CLIENT, attributes={"spendstream.rows": count}):
+        with _TRACER.start_as_current_span(
+            "rollup.clickhouse_insert",
+            context=parent,
+            links=links,
+            kind=SpanKind.CLIENT,
+            attributes={"spendstream.rows": count},
+        ):
             return await self._write(insert)
 
     async def _decode(self, record: Any) -> StoredBatch | None:
@@ -143,20 +159,31 @@ class BatchWriter:
         except UnreadableRecord as exc:
             await self._dead_letter(record, exc.workspace_id, exc.reason)
             return None
-        return StoredBatch(envelope.workspace_id, envelope.batch_id, envelope.ingested_at, events,
-                           envelope.traceparent, events_json)
+        return StoredBatch(
+            envelope.workspace_id, envelope.batch_id, envelope.ingested_at, events, envelope.traceparent, events_json
+        )
 
     async def _dead_letter(self, record: Any, workspace_id: str | None, reason: str) -> None:
-        letter = DeadLetter(consumer="rollup", source_topic=record.topic, source_partition=record.partition,
-                            source_offset=record.offset, workspace_id=workspace_id, reason=reason,
-                            at=datetime.now(UTC))
+        letter = DeadLetter(
+            consumer="rollup",
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            workspace_id=workspace_id,
+            reason=reason,
+            at=datetime.now(UTC),
+        )
         # Published before the batch commits: a crash here redelivers the record and dead-letters it again
         # (at-least-once dead letters, keyed by coordinates so duplicates are recognisable).
-        await self._broker.publish(letter.model_dump_json().encode(), self._dead_letter_topic,
-                                   key=f"{record.topic}/{record.partition}/{record.offset}".encode())
+        await self._broker.publish(
+            letter.model_dump_json().encode(),
+            self._dead_letter_topic,
+            key=f"{record.topic}/{record.partition}/{record.offset}".encode(),
+        )
         metrics.DEAD_LETTERS.labels(reason).inc()
-        log.warning("record dead-lettered", extra={"reason": reason, "partition": record.partition,
-                                                   "offset": record.offset})
+        log.warning(
+            "record dead-lettered", extra={"reason": reason, "partition": record.partition, "offset": record.offset}
+        )
 
     async def _write(self, insert: Callable[[], Inserted]) -> int:
         """Insert with exponential back-off and jitter; after `retry_seconds` give the batch back to Kafka."""
@@ -171,8 +198,10 @@ class BatchWriter:
                 metrics.WRITE_FAILURES.inc()
                 if time.monotonic() + delay > deadline:
                     raise
-                log.warning("clickhouse write failed; retrying", extra={"error": type(exc).__name__,
-                                                                        "retry_in_s": round(delay, 2)})
+                log.warning(
+                    "clickhouse write failed; retrying",
+                    extra={"error": type(exc).__name__, "retry_in_s": round(delay, 2)},
+                )
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 5.0)
                 continue

@@ -41,16 +41,21 @@ class ErasedSubjects:
         client.command(f"""CREATE TABLE IF NOT EXISTS {database}.erased_subjects (
             workspace_id LowCardinality(String), subject_hash String, erased_at DateTime64(3, 'UTC'))
             ENGINE = ReplacingMergeTree(erased_at) ORDER BY (workspace_id, subject_hash)""")
-        rows = client.query(f"SELECT workspace_id, subject_hash, max(erased_at) FROM {database}.erased_subjects "
-                            "GROUP BY workspace_id, subject_hash").result_rows
+        rows = client.query(
+            f"SELECT workspace_id, subject_hash, max(erased_at) FROM {database}.erased_subjects "
+            "GROUP BY workspace_id, subject_hash"
+        ).result_rows
         self._erased: dict[tuple[str, str], datetime] = {(ws, h): _utc(at) for ws, h, at in rows}
         self._workspaces = {ws for ws, _ in self._erased}
 
     def add(self, workspace_id: str, customer_id: str, at: datetime) -> None:
         """Record before deleting: from here on, no replayed row of the subject is stored."""
         key = (workspace_id, subject_hash(workspace_id, customer_id))
-        self._client.insert(f"{self._db}.erased_subjects", [(workspace_id, key[1], at)],
-                            column_names=("workspace_id", "subject_hash", "erased_at"))
+        self._client.insert(
+            f"{self._db}.erased_subjects",
+            [(workspace_id, key[1], at)],
+            column_names=("workspace_id", "subject_hash", "erased_at"),
+        )
         self._erased[key] = max(at, self._erased.get(key, at))
         self._workspaces.add(workspace_id)
 

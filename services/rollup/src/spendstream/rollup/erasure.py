@@ -51,8 +51,10 @@ class EraseFailed(Exception):
 def _where(scope: ErasureScope) -> tuple[str, dict[str, str]]:
     if scope.customer_id is None:
         return "workspace_id = {workspace_id:String}", {"workspace_id": scope.workspace_id}
-    return ("workspace_id = {workspace_id:String} AND customer_id = {customer_id:String}",
-            {"workspace_id": scope.workspace_id, "customer_id": scope.customer_id})
+    return (
+        "workspace_id = {workspace_id:String} AND customer_id = {customer_id:String}",
+        {"workspace_id": scope.workspace_id, "customer_id": scope.customer_id},
+    )
 
 
 class ClickHouseEraser:
@@ -72,19 +74,25 @@ class ClickHouseEraser:
         rows = self._client.query(
             "SELECT t.name, groupArray(c.name) FROM system.tables AS t INNER JOIN system.columns AS c "
             "ON c.database = t.database AND c.table = t.name WHERE t.database = {db:String} "
-            "AND t.engine LIKE '%MergeTree' GROUP BY t.name ORDER BY t.name", parameters={"db": self.db}).result_rows
+            "AND t.engine LIKE '%MergeTree' GROUP BY t.name ORDER BY t.name",
+            parameters={"db": self.db},
+        ).result_rows
         return [name for name, columns in rows if needed <= set(columns)]
 
     def count(self, table: str, scope: ErasureScope) -> int:
         where, params = _where(scope)
-        result = self._client.query(f"SELECT count() FROM {self.db}.{table} WHERE {where}", parameters=params,
-                                    settings={"apply_deleted_mask": 0})
+        result = self._client.query(
+            f"SELECT count() FROM {self.db}.{table} WHERE {where}",
+            parameters=params,
+            settings={"apply_deleted_mask": 0},
+        )
         return int(result.result_rows[0][0])
 
     def delete(self, table: str, scope: ErasureScope) -> None:
         where, params = _where(scope)
-        self._client.command(f"ALTER TABLE {self.db}.{table} DELETE WHERE {where}", parameters=params,
-                             settings={"mutations_sync": 2})
+        self._client.command(
+            f"ALTER TABLE {self.db}.{table} DELETE WHERE {where}", parameters=params, settings={"mutations_sync": 2}
+        )
 
     def erase(self, scope: ErasureScope) -> tuple[list[StoreCount], list[Verification]]:
         tables = self.tables(scope)
@@ -98,31 +106,47 @@ class ClickHouseEraser:
                 break
         where, _ = _where(scope)
         counts = [StoreCount(store=f"clickhouse:{t}", before=before[t], after=after[t]) for t in tables]
-        checks = [Verification(store=f"clickhouse:{t}",
-                               query=f"SELECT count() FROM {t} WHERE {where} SETTINGS apply_deleted_mask = 0",
-                               result=after[t]) for t in tables]
+        checks = [
+            Verification(
+                store=f"clickhouse:{t}",
+                query=f"SELECT count() FROM {t} WHERE {where} SETTINGS apply_deleted_mask = 0",
+                result=after[t],
+            )
+            for t in tables
+        ]
         return counts, checks
 
     def recorded(self, request_id: str) -> dict[str, Any] | None:
-        rows = self._client.query(f"SELECT report FROM {self.db}.erasure_log FINAL WHERE request_id = {{id:String}}",
-                                  parameters={"id": request_id}).result_rows
+        rows = self._client.query(
+            f"SELECT report FROM {self.db}.erasure_log FINAL WHERE request_id = {{id:String}}",
+            parameters={"id": request_id},
+        ).result_rows
         if not rows:
             return None
         loaded: dict[str, Any] = json.loads(rows[0][0])
         return loaded
 
     def record(self, request_id: str, document: dict[str, Any]) -> None:
-        self._client.insert(f"{self.db}.erasure_log", [(request_id, json.dumps(document))],
-                            column_names=("request_id", "report"))
+        self._client.insert(
+            f"{self.db}.erasure_log", [(request_id, json.dumps(document))], column_names=("request_id", "report")
+        )
 
 
 class RollupErasure:
     """Answers deletion commands for rollup's ClickHouse data and sweeps rows past their retention."""
 
-    def __init__(self, *, client: Client, settings: RollupSettings, keyring: KeyRing, broker: KafkaBroker,
-                 writer_lock: asyncio.Lock | None = None, wait_seconds: float = 60.0,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 erased: ErasedSubjects | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        client: Client,
+        settings: RollupSettings,
+        keyring: KeyRing,
+        broker: KafkaBroker,
+        writer_lock: asyncio.Lock | None = None,
+        wait_seconds: float = 60.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        erased: ErasedSubjects | None = None,
+    ) -> None:
         self._erased = erased
         self.clickhouse = ClickHouseEraser(client, settings.clickhouse_database)
         self.sweeper = Sweeper(client, settings.clickhouse_database)
@@ -141,8 +165,9 @@ class RollupErasure:
         self._sweeping: asyncio.Task[None] | None = None
 
     def start(self, sweep_every: timedelta = timedelta(hours=1)) -> None:
-        self._sweeping = asyncio.create_task(sweep_forever(self.sweeper, sweep_every, self._now, self._writer_lock),
-                                             name="rollup:sweeper")
+        self._sweeping = asyncio.create_task(
+            sweep_forever(self.sweeper, sweep_every, self._now, self._writer_lock), name="rollup:sweeper"
+        )
 
     async def stop(self) -> None:
         await cancel_and_wait(self._sweeping)
@@ -155,24 +180,33 @@ class RollupErasure:
             log.error("skipping unparsable deletion command")
             return
         report = await self.erase(command)
-        await self._broker.publish(report.model_dump_json().encode(), self._reports_topic,
-                                   key=command.request_id.encode())
+        await self._broker.publish(
+            report.model_dump_json().encode(), self._reports_topic, key=command.request_id.encode()
+        )
 
     async def erase(self, command: DeletionCommand) -> DeletionReport:
         async with self._lock:  # one mutation at a time: they queue in ClickHouse anyway
             stored = await asyncio.to_thread(self.clickhouse.recorded, command.request_id)
             if stored is not None:
-                return DeletionReport.model_validate({**stored, "request_id": command.request_id,
-                                                      "owner": "rollup", "scope": command.scope})
+                return DeletionReport.model_validate(
+                    {**stored, "request_id": command.request_id, "owner": "rollup", "scope": command.scope}
+                )
             try:
                 if command.scope.customer_id is None:
                     await self._await_shredded(command.scope.workspace_id)
                 await self._await_drained()
             except EraseFailed as exc:
                 log.warning("erasure postponed", extra={"request_id": command.request_id, "reason": exc.reason})
-                return DeletionReport(request_id=command.request_id, owner="rollup", scope=command.scope,
-                                      status="failed", counts=[], verifications=[], reason=exc.reason,
-                                      finished_at=self._now())
+                return DeletionReport(
+                    request_id=command.request_id,
+                    owner="rollup",
+                    scope=command.scope,
+                    status="failed",
+                    counts=[],
+                    verifications=[],
+                    reason=exc.reason,
+                    finished_at=self._now(),
+                )
             # Not held while waiting above: the consumer must keep storing (and committing) to drain.
             async with self._writer_lock:
                 customer = command.scope.customer_id
@@ -180,14 +214,18 @@ class RollupErasure:
                     # Before the delete: a replay of the customer's older records must not bring them back.
                     await asyncio.to_thread(self._erased.add, command.scope.workspace_id, customer, self._now())
                 counts, checks = await asyncio.to_thread(self.clickhouse.erase, command.scope)
-            document = {"status": "done", "counts": [c.model_dump() for c in counts],
-                        "verifications": [v.model_dump() for v in checks], "reason": None,
-                        "finished_at": self._now().isoformat()}
+            document = {
+                "status": "done",
+                "counts": [c.model_dump() for c in counts],
+                "verifications": [v.model_dump() for v in checks],
+                "reason": None,
+                "finished_at": self._now().isoformat(),
+            }
             await asyncio.to_thread(self.clickhouse.record, command.request_id, document)
-            log.info("erased", extra={"request_id": command.request_id,
-                                      "rows": sum(c.before for c in counts)})
-            return DeletionReport.model_validate({**document, "request_id": command.request_id,
-                                                  "owner": "rollup", "scope": command.scope})
+            log.info("erased", extra={"request_id": command.request_id, "rows": sum(c.before for c in counts)})
+            return DeletionReport.model_validate(
+                {**document, "request_id": command.request_id, "owner": "rollup", "scope": command.scope}
+            )
 
     async def _await_shredded(self, workspace_id: str) -> None:
         deadline = asyncio.get_running_loop().time() + self._wait
@@ -201,8 +239,9 @@ class RollupErasure:
 
     async def _await_drained(self) -> None:
         """Return once the usage consumer group has committed every record present on the topic now."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
+        )
         admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap_servers)
         await consumer.start()
         await admin.start()
@@ -212,8 +251,9 @@ class RollupErasure:
             deadline = asyncio.get_running_loop().time() + self._wait
             while True:
                 committed = await admin.list_consumer_group_offsets(self._usage_group, partitions=partitions)
-                behind = [tp for tp, end in ends.items()
-                          if end > 0 and (tp not in committed or committed[tp].offset < end)]
+                behind = [
+                    tp for tp, end in ends.items() if end > 0 and (tp not in committed or committed[tp].offset < end)
+                ]
                 if not behind:
                     return
                 if asyncio.get_running_loop().time() > deadline:
@@ -241,8 +281,10 @@ class Sweeper:
         self.db = database
 
     def ttl_expressions(self) -> dict[str, str]:
-        rows = self._client.query("SELECT name, engine_full FROM system.tables WHERE database = {db:String} "
-                                  "AND engine LIKE '%MergeTree'", parameters={"db": self.db}).result_rows
+        rows = self._client.query(
+            "SELECT name, engine_full FROM system.tables WHERE database = {db:String} AND engine LIKE '%MergeTree'",
+            parameters={"db": self.db},
+        ).result_rows
         found = {}
         for name, engine_full in rows:
             match = _TTL.search(engine_full)
@@ -258,24 +300,33 @@ class Sweeper:
             expired = f"({ttl}) <= toDateTime({{now:String}}, 'UTC')"
             parts = self._client.query(
                 f"SELECT _partition_id, countIf({expired}), count() FROM {self.db}.{table} GROUP BY _partition_id",
-                parameters=params, settings={"apply_deleted_mask": 0}).result_rows
+                parameters=params,
+                settings={"apply_deleted_mask": 0},
+            ).result_rows
             before = sum(int(p[1]) for p in parts)
             for partition, old, total in parts:
                 if old and old == total:
-                    self._client.command(f"ALTER TABLE {self.db}.{table} DROP PARTITION ID {{p:String}}",
-                                         parameters={"p": partition})
+                    self._client.command(
+                        f"ALTER TABLE {self.db}.{table} DROP PARTITION ID {{p:String}}", parameters={"p": partition}
+                    )
                 elif old:
                     self._client.command(
                         f"ALTER TABLE {self.db}.{table} DELETE IN PARTITION ID {{p:String}} WHERE {expired}",
-                        parameters={**params, "p": partition}, settings={"mutations_sync": 2})
-            after = int(self._client.query(f"SELECT countIf({expired}) FROM {self.db}.{table}", parameters=params,
-                                           settings={"apply_deleted_mask": 0}).result_rows[0][0])
+                        parameters={**params, "p": partition},
+                        settings={"mutations_sync": 2},
+                    )
+            after = int(
+                self._client.query(
+                    f"SELECT countIf({expired}) FROM {self.db}.{table}",
+                    parameters=params,
+                    settings={"apply_deleted_mask": 0},
+                ).result_rows[0][0]
+            )
             counts.append(StoreCount(store=f"clickhouse:{table}", before=before, after=after))
         return counts
 
 
-async def sweep_forever(sweeper: Sweeper, interval: timedelta, now: Callable[[], datetime],
-                        lock: asyncio.Lock) -> None:
+async def sweep_forever(sweeper: Sweeper, interval: timedelta, now: Callable[[], datetime], lock: asyncio.Lock) -> None:
     """Sweep once per interval (the first right away, so a restarted service catches up at once)."""
     while True:
         try:

@@ -24,9 +24,28 @@ Format = Literal["csv", "json"]
 PAGE_ROWS = 5000
 CHUNK_BYTES = 64 * 1024
 COLUMNS = (
-    "record_type", "event_id", "timestamp", "day", "ingested_at", "provider", "model", "feature", "route",
-    "task_type", "customer_plan", "customer_id", "environment", "cost_source", "requests", "input_tokens",
-    "output_tokens", "cached_input_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "tags",
+    "record_type",
+    "event_id",
+    "timestamp",
+    "day",
+    "ingested_at",
+    "provider",
+    "model",
+    "feature",
+    "route",
+    "task_type",
+    "customer_plan",
+    "customer_id",
+    "environment",
+    "cost_source",
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "latency_ms",
+    "tags",
 )
 
 
@@ -36,25 +55,58 @@ def _utc(value: datetime) -> str:
 
 
 def _event(row: dict[str, Any]) -> dict[str, Any]:
-    return {"record_type": "event", "event_id": row["event_id"], "timestamp": _utc(row["ts"]),
-            "day": _utc(row["ts"])[:10], "ingested_at": _utc(row["ingested_at"]), "provider": row["provider"],
-            "model": row["model"], "feature": row["feature"], "route": row["route"], "task_type": row["task_type"],
-            "customer_plan": row["customer_plan"], "customer_id": row["customer_id"],
-            "environment": row["environment"], "cost_source": row["cost_source"], "requests": 1,
-            "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
-            "cached_input_tokens": row["cached_input_tokens"], "reasoning_tokens": row["reasoning_tokens"],
-            "cost_usd": format(row["cost_usd"], "f"), "latency_ms": row["latency_ms"], "tags": dict(row["tags"])}
+    return {
+        "record_type": "event",
+        "event_id": row["event_id"],
+        "timestamp": _utc(row["ts"]),
+        "day": _utc(row["ts"])[:10],
+        "ingested_at": _utc(row["ingested_at"]),
+        "provider": row["provider"],
+        "model": row["model"],
+        "feature": row["feature"],
+        "route": row["route"],
+        "task_type": row["task_type"],
+        "customer_plan": row["customer_plan"],
+        "customer_id": row["customer_id"],
+        "environment": row["environment"],
+        "cost_source": row["cost_source"],
+        "requests": 1,
+        "input_tokens": row["input_tokens"],
+        "output_tokens": row["output_tokens"],
+        "cached_input_tokens": row["cached_input_tokens"],
+        "reasoning_tokens": row["reasoning_tokens"],
+        "cost_usd": format(row["cost_usd"], "f"),
+        "latency_ms": row["latency_ms"],
+        "tags": dict(row["tags"]),
+    }
 
 
 def _daily(row: dict[str, Any]) -> dict[str, Any]:
     day: date = row["day"]
-    return {"record_type": "daily", "event_id": "", "timestamp": "", "day": day.isoformat(), "ingested_at": "",
-            "provider": row["provider"], "model": row["model"], "feature": row["feature"], "route": row["route"],
-            "task_type": row["task_type"], "customer_plan": row["customer_plan"], "customer_id": row["customer_id"],
-            "environment": "", "cost_source": row["cost_source"], "requests": row["requests"],
-            "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
-            "cached_input_tokens": row["cached_input_tokens"], "reasoning_tokens": row["reasoning_tokens"],
-            "cost_usd": format(Decimal(row["cost_usd"]), "f"), "latency_ms": row["latency_ms_sum"], "tags": {}}
+    return {
+        "record_type": "daily",
+        "event_id": "",
+        "timestamp": "",
+        "day": day.isoformat(),
+        "ingested_at": "",
+        "provider": row["provider"],
+        "model": row["model"],
+        "feature": row["feature"],
+        "route": row["route"],
+        "task_type": row["task_type"],
+        "customer_plan": row["customer_plan"],
+        "customer_id": row["customer_id"],
+        "environment": "",
+        "cost_source": row["cost_source"],
+        "requests": row["requests"],
+        "input_tokens": row["input_tokens"],
+        "output_tokens": row["output_tokens"],
+        "cached_input_tokens": row["cached_input_tokens"],
+        "reasoning_tokens": row["reasoning_tokens"],
+        "cost_usd": format(Decimal(row["cost_usd"]), "f"),
+        "latency_ms": row["latency_ms_sum"],
+        "tags": {},
+    }
 
 
 async def events(store: Store, workspace_id: str, page_rows: int = PAGE_ROWS) -> AsyncIterator[dict[str, Any]]:

@@ -46,9 +46,27 @@ WINDOW_DAYS = 30
 MIN_MONTHLY_SAVING_USD = Decimal("0.50")
 CENT = Decimal("0.01")
 
-SIMPLE_TASKS = frozenset({"classification", "classify", "extraction", "extract", "tagging", "routing", "intent",
-                          "moderation", "sentiment", "translation", "formatting", "autocomplete", "ner",
-                          "spellcheck", "spell_check", "keyword_extraction", "labeling"})
+SIMPLE_TASKS = frozenset(
+    {
+        "classification",
+        "classify",
+        "extraction",
+        "extract",
+        "tagging",
+        "routing",
+        "intent",
+        "moderation",
+        "sentiment",
+        "translation",
+        "formatting",
+        "autocomplete",
+        "ner",
+        "spellcheck",
+        "spell_check",
+        "keyword_extraction",
+        "labeling",
+    }
+)
 SHORT_OUTPUT_TOKENS = 300
 SHORT_INPUT_TOKENS = 3000
 # (providers, premium-model pattern, economy sibling as the provider names it).
@@ -60,11 +78,17 @@ CHEAPER: tuple[tuple[frozenset[str], re.Pattern[str], str], ...] = (
     (frozenset({"openai"}), re.compile(r"^(openai/)?gpt-4(-turbo)?(-\d{4}(-\d{2}-\d{2})?)?$"), "gpt-4o-mini"),
     (frozenset({"azure"}), re.compile(r"^(azure/)?gpt-4o(-\d{4}-\d{2}-\d{2})?$"), "gpt-4o-mini"),
     (frozenset({"anthropic"}), re.compile(r"^(anthropic/)?claude-(3-|3-5-|3-7-)?(opus|sonnet)"), "claude-haiku-4-5"),
-    (frozenset({"bedrock"}), re.compile(r"^([a-z-]+\.)?anthropic\.claude-.*(opus|sonnet)"),
-     "anthropic.claude-haiku-4-5-20251001-v1:0"),
+    (
+        frozenset({"bedrock"}),
+        re.compile(r"^([a-z-]+\.)?anthropic\.claude-.*(opus|sonnet)"),
+        "anthropic.claude-haiku-4-5-20251001-v1:0",
+    ),
     (frozenset({"vertex_ai", "vertex"}), re.compile(r"^claude-.*(opus|sonnet)"), "claude-haiku-4-5@20251001"),
-    (frozenset({"google", "gemini", "vertex_ai", "vertex"}), re.compile(r"^(gemini/|vertex_ai/)?gemini-[\d.]+-pro"),
-     "gemini-2.5-flash"),
+    (
+        frozenset({"google", "gemini", "vertex_ai", "vertex"}),
+        re.compile(r"^(gemini/|vertex_ai/)?gemini-[\d.]+-pro"),
+        "gemini-2.5-flash",
+    ),
     (frozenset({"mistral"}), re.compile(r"^(mistral/)?mistral-large"), "mistral-small-latest"),
 )
 
@@ -74,11 +98,33 @@ FREE_ALLOWANCE_USD = Decimal("5.00")
 RAG_MIN_INPUT_TOKENS = 8000
 RAG_MIN_RATIO = 40
 
-BATCH_TASKS = frozenset({"batch", "backfill", "back-fill", "offline", "evaluation", "eval", "evals", "report",
-                         "reporting", "etl", "enrichment", "embedding", "indexing", "analytics", "nightly",
-                         "scheduled", "bulk", "data_labeling", "dataset_generation", "async"})
-BATCH_API_PROVIDERS = frozenset({"openai", "anthropic", "azure", "google", "gemini", "vertex_ai", "vertex",
-                                 "bedrock", "mistral"})
+BATCH_TASKS = frozenset(
+    {
+        "batch",
+        "backfill",
+        "back-fill",
+        "offline",
+        "evaluation",
+        "eval",
+        "evals",
+        "report",
+        "reporting",
+        "etl",
+        "enrichment",
+        "embedding",
+        "indexing",
+        "analytics",
+        "nightly",
+        "scheduled",
+        "bulk",
+        "data_labeling",
+        "dataset_generation",
+        "async",
+    }
+)
+BATCH_API_PROVIDERS = frozenset(
+    {"openai", "anthropic", "azure", "google", "gemini", "vertex_ai", "vertex", "bedrock", "mistral"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +135,12 @@ class Finding:
     estimated_monthly_saving_usd: Decimal
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "title": self.title, "evidence": _plain(self.evidence),
-                "estimated_monthly_saving_usd": format(self.estimated_monthly_saving_usd, "f")}
+        return {
+            "kind": self.kind,
+            "title": self.title,
+            "evidence": _plain(self.evidence),
+            "estimated_monthly_saving_usd": format(self.estimated_monthly_saving_usd, "f"),
+        }
 
 
 def _plain(evidence: dict[str, Any]) -> dict[str, Any]:
@@ -103,8 +153,13 @@ def _avg(total: int, count: int) -> int:
 
 def _usage_evidence(row: dict[str, Any]) -> dict[str, Any]:
     n = int(row["requests"])
-    return {"requests": n, "cost_usd_30d": Decimal(row["cost_usd"]), "avg_input_tokens": _avg(row["input_tokens"], n),
-            "avg_output_tokens": _avg(row["output_tokens"], n), "avg_latency_ms": _avg(row["latency_ms_sum"], n)}
+    return {
+        "requests": n,
+        "cost_usd_30d": Decimal(row["cost_usd"]),
+        "avg_input_tokens": _avg(row["input_tokens"], n),
+        "avg_output_tokens": _avg(row["output_tokens"], n),
+        "avg_latency_ms": _avg(row["latency_ms_sum"], n),
+    }
 
 
 class Scale:
@@ -120,8 +175,13 @@ class Scale:
 def _cost_at(row: dict[str, Any], price: Price) -> Decimal:
     # Rollup rows are sums; the long-context tier depends on a single request's size, so use the average one.
     typical = int(row["input_tokens"]) // max(1, int(row["requests"]))
-    return price.cost_of(int(row["input_tokens"]), int(row["output_tokens"]), int(row["cached_input_tokens"]),
-                         int(row["reasoning_tokens"]), tier_input=typical)
+    return price.cost_of(
+        int(row["input_tokens"]),
+        int(row["output_tokens"]),
+        int(row["cached_input_tokens"]),
+        int(row["reasoning_tokens"]),
+        tier_input=typical,
+    )
 
 
 def wrong_model_tier(rows: list[dict[str, Any]], prices: PriceTable, scale: Scale) -> list[Finding]:
@@ -130,13 +190,16 @@ def wrong_model_tier(rows: list[dict[str, Any]], prices: PriceTable, scale: Scal
     for row in rows:
         n = int(row["requests"])
         simple = row["task_type"] in SIMPLE_TASKS
-        short = (_avg(row["output_tokens"], n) <= SHORT_OUTPUT_TOKENS
-                 and _avg(row["input_tokens"], n) <= SHORT_INPUT_TOKENS)
+        short = (
+            _avg(row["output_tokens"], n) <= SHORT_OUTPUT_TOKENS and _avg(row["input_tokens"], n) <= SHORT_INPUT_TOKENS
+        )
         if not (simple or short):
             continue
         model = str(row["model"]).lower()
-        sibling = next((cheap for providers, pattern, cheap in CHEAPER
-                        if row["provider"] in providers and pattern.search(model)), None)
+        sibling = next(
+            (cheap for providers, pattern, cheap in CHEAPER if row["provider"] in providers and pattern.search(model)),
+            None,
+        )
         cheap_price = prices.lookup(row["provider"], sibling) if sibling else None
         if sibling is None or cheap_price is None:
             continue
@@ -145,13 +208,22 @@ def wrong_model_tier(rows: list[dict[str, Any]], prices: PriceTable, scale: Scal
         if saving < MIN_MONTHLY_SAVING_USD:
             continue
         reason = f"task_type '{row['task_type']}' is a simple task" if simple else "requests are short"
-        findings.append(Finding(
-            "wrong_model_tier",
-            f"{row['model']} for {row['feature'] or 'untagged'} work: {reason}; {sibling} would likely do",
-            {"provider": row["provider"], "model": row["model"], "feature": row["feature"],
-             "task_type": row["task_type"], "suggested_model": sibling, **_usage_evidence(row),
-             "cost_usd_30d_at_suggested_model": cheaper_cost.quantize(Decimal("0.000001"))},
-            saving))
+        findings.append(
+            Finding(
+                "wrong_model_tier",
+                f"{row['model']} for {row['feature'] or 'untagged'} work: {reason}; {sibling} would likely do",
+                {
+                    "provider": row["provider"],
+                    "model": row["model"],
+                    "feature": row["feature"],
+                    "task_type": row["task_type"],
+                    "suggested_model": sibling,
+                    **_usage_evidence(row),
+                    "cost_usd_30d_at_suggested_model": cheaper_cost.quantize(Decimal("0.000001")),
+                },
+                saving,
+            )
+        )
     return findings
 
 
@@ -165,12 +237,20 @@ def free_tier_subsidy(rows: list[dict[str, Any]], scale: Scale) -> list[Finding]
         saving = monthly_cost - FREE_ALLOWANCE_USD
         if saving < MIN_MONTHLY_SAVING_USD:
             continue
-        findings.append(Finding(
-            "free_tier_subsidy",
-            f"free-plan customer {row['customer_id']} costs {monthly_cost} USD a month",
-            {"customer_id": row["customer_id"], "customer_plan": row["customer_plan"],
-             "monthly_cost_usd": monthly_cost, "free_allowance_usd": FREE_ALLOWANCE_USD, **_usage_evidence(row)},
-            saving))
+        findings.append(
+            Finding(
+                "free_tier_subsidy",
+                f"free-plan customer {row['customer_id']} costs {monthly_cost} USD a month",
+                {
+                    "customer_id": row["customer_id"],
+                    "customer_plan": row["customer_plan"],
+                    "monthly_cost_usd": monthly_cost,
+                    "free_allowance_usd": FREE_ALLOWANCE_USD,
+                    **_usage_evidence(row),
+                },
+                saving,
+            )
+        )
     return sorted(findings, key=lambda f: f.estimated_monthly_saving_usd, reverse=True)
 
 
@@ -190,15 +270,23 @@ def rag_bloat(rows: list[dict[str, Any]], prices: PriceTable, scale: Scale) -> l
         saving = scale.monthly(uncached * rate / 2)
         if saving < MIN_MONTHLY_SAVING_USD:
             continue
-        findings.append(Finding(
-            "rag_bloat",
-            f"{row['feature'] or row['route'] or 'untagged'} sends {_avg(uncached, n)} uncached input tokens "
-            f"per request for {_avg(output, n)} out",
-            {"provider": row["provider"], "model": row["model"], "feature": row["feature"], "route": row["route"],
-             "input_output_ratio": round(uncached / max(1, output), 1),
-             "cached_input_share": round(int(row["cached_input_tokens"]) / max(1, int(row["input_tokens"])), 3),
-             **_usage_evidence(row)},
-            saving))
+        findings.append(
+            Finding(
+                "rag_bloat",
+                f"{row['feature'] or row['route'] or 'untagged'} sends {_avg(uncached, n)} uncached input tokens "
+                f"per request for {_avg(output, n)} out",
+                {
+                    "provider": row["provider"],
+                    "model": row["model"],
+                    "feature": row["feature"],
+                    "route": row["route"],
+                    "input_output_ratio": round(uncached / max(1, output), 1),
+                    "cached_input_share": round(int(row["cached_input_tokens"]) / max(1, int(row["input_tokens"])), 3),
+                    **_usage_evidence(row),
+                },
+                saving,
+            )
+        )
     return findings
 
 
@@ -224,12 +312,21 @@ def batchable(rows: list[dict[str, Any]], prices: PriceTable, scale: Scale) -> l
         saving = scale.monthly(window_saving)
         if saving < MIN_MONTHLY_SAVING_USD:
             continue
-        findings.append(Finding(
-            "batchable_workload",
-            f"'{row['task_type']}' work on {row['model']} runs synchronously; a batch API would cost less",
-            {"provider": row["provider"], "model": row["model"], "feature": row["feature"],
-             "task_type": row["task_type"], "saving_basis": basis, **_usage_evidence(row)},
-            saving))
+        findings.append(
+            Finding(
+                "batchable_workload",
+                f"'{row['task_type']}' work on {row['model']} runs synchronously; a batch API would cost less",
+                {
+                    "provider": row["provider"],
+                    "model": row["model"],
+                    "feature": row["feature"],
+                    "task_type": row["task_type"],
+                    "saving_basis": basis,
+                    **_usage_evidence(row),
+                },
+                saving,
+            )
+        )
     return findings
 
 
@@ -238,15 +335,30 @@ def find(store: Store, prices: PriceTable, workspace_id: str, today: date) -> di
     start = today - timedelta(days=WINDOW_DAYS - 1)
     first = store.first_day(workspace_id, start, today)
     if first is None:
-        return {"workspace_id": workspace_id, "start": start, "end": today, "findings": [],
-                "total_estimated_monthly_saving_usd": "0.00"}
+        return {
+            "workspace_id": workspace_id,
+            "start": start,
+            "end": today,
+            "findings": [],
+            "total_estimated_monthly_saving_usd": "0.00",
+        }
     scale = Scale((today - first).days + 1)
     by_model_task = store.groups(workspace_id, start, today, ("provider", "model", "feature", "task_type"))
     by_customer = store.groups(workspace_id, start, today, ("customer_plan", "customer_id"))
     by_route = store.groups(workspace_id, start, today, ("provider", "model", "feature", "route"))
-    findings = [*wrong_model_tier(by_model_task, prices, scale), *free_tier_subsidy(by_customer, scale),
-                *rag_bloat(by_route, prices, scale), *batchable(by_model_task, prices, scale)]
+    findings = [
+        *wrong_model_tier(by_model_task, prices, scale),
+        *free_tier_subsidy(by_customer, scale),
+        *rag_bloat(by_route, prices, scale),
+        *batchable(by_model_task, prices, scale),
+    ]
     findings.sort(key=lambda f: (-f.estimated_monthly_saving_usd, f.kind, f.title))
     total = sum((f.estimated_monthly_saving_usd for f in findings), Decimal("0.00"))
-    return {"workspace_id": workspace_id, "start": start, "end": today, "observed_days": (today - first).days + 1,
-            "findings": [f.as_dict() for f in findings], "total_estimated_monthly_saving_usd": format(total, "f")}
+    return {
+        "workspace_id": workspace_id,
+        "start": start,
+        "end": today,
+        "observed_days": (today - first).days + 1,
+        "findings": [f.as_dict() for f in findings],
+        "total_estimated_monthly_saving_usd": format(total, "f"),
+    }

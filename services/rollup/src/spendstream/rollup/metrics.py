@@ -6,19 +6,30 @@ from prometheus_client import Counter, Gauge, Histogram
 EVENTS_STORED = Counter("spendstream_rollup_events_stored_total", "Events newly stored in ClickHouse")
 EVENTS_DUPLICATE = Counter("spendstream_rollup_events_duplicate_total", "Events skipped as already stored")
 DEAD_LETTERS = Counter("spendstream_rollup_dead_letters_total", "Records dead-lettered, by reason", ["reason"])
-BATCH_RECORDS = Histogram("spendstream_rollup_batch_records", "Kafka records per consumed batch",
-                          buckets=(1, 5, 10, 25, 50, 100, 200, 500, 1000))
-INSERT_SECONDS = Histogram("spendstream_rollup_insert_seconds", "ClickHouse insert time per batch",
-                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+BATCH_RECORDS = Histogram(
+    "spendstream_rollup_batch_records",
+    "Kafka records per consumed batch",
+    buckets=(1, 5, 10, 25, 50, 100, 200, 500, 1000),
+)
+INSERT_SECONDS = Histogram(
+    "spendstream_rollup_insert_seconds",
+    "ClickHouse insert time per batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 INGEST_TO_STORED_SECONDS = Histogram(
-    "spendstream_rollup_ingest_to_stored_seconds", "Delay from ingest's acceptance to the ClickHouse write",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+    "spendstream_rollup_ingest_to_stored_seconds",
+    "Delay from ingest's acceptance to the ClickHouse write",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
 WRITE_FAILURES = Counter("spendstream_rollup_write_failures_total", "Failed ClickHouse write attempts")
 CORRECTIONS = Counter("spendstream_rollup_reconcile_corrections_total", "Rollup groups corrected by reconcile")
-LAST_STORED_INGESTED_AT = Gauge("spendstream_rollup_last_stored_ingested_at_seconds",
-                                "Ingestion time of the newest stored batch (unix seconds)")
-CONSUMER_LAG = Gauge("spendstream_rollup_consumer_lag_records",
-                     "usage.events.v1 records not consumed yet on the partitions this replica owns")
+LAST_STORED_INGESTED_AT = Gauge(
+    "spendstream_rollup_last_stored_ingested_at_seconds", "Ingestion time of the newest stored batch (unix seconds)"
+)
+CONSUMER_LAG = Gauge(
+    "spendstream_rollup_consumer_lag_records",
+    "usage.events.v1 records not consumed yet on the partitions this replica owns",
+)
 
 
 async def observe_lag(consumer: object) -> None:

@@ -47,21 +47,48 @@ from __future__ import annotations
 from clickhouse_connect.driver.client import Client
 
 DIMENSIONS = ("provider", "model", "feature", "route", "task_type", "customer_plan", "customer_id")
-MEASURES = ("requests", "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
-            "cost_usd", "latency_ms_sum")
+MEASURES = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "latency_ms_sum",
+)
 TABLES = ("usage_events", "usage_daily", "workspace_watermarks")
 # What rollup writes per event (into usage_events_in, version 3); stored_at is usage_events' own default.
 INSERTED_COLUMNS = (
-    "workspace_id", "event_id", "ts", "ingested_at", "batch_id", "provider", "model", "input_tokens",
-    "output_tokens", "cached_input_tokens", "reasoning_tokens", "latency_ms", "cost_usd", "cost_source",
-    "feature", "route", "task_type", "customer_plan", "customer_id", "environment", "tags",
+    "workspace_id",
+    "event_id",
+    "ts",
+    "ingested_at",
+    "batch_id",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "latency_ms",
+    "cost_usd",
+    "cost_source",
+    "feature",
+    "route",
+    "task_type",
+    "customer_plan",
+    "customer_id",
+    "environment",
+    "tags",
 )
 
 
 def _ttls(retention_months: int) -> dict[str, str]:
-    return {"usage_events": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH",
-            "usage_daily": f"day + INTERVAL {retention_months} MONTH",
-            "workspace_watermarks": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH"}
+    return {
+        "usage_events": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH",
+        "usage_daily": f"day + INTERVAL {retention_months} MONTH",
+        "workspace_watermarks": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH",
+    }
 
 
 def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
@@ -235,8 +262,9 @@ def migrate(client: Client, db: str, retention_months: int) -> list[int]:
 
 def _align_ttls(client: Client, db: str, retention_months: int) -> None:
     """MODIFY TTL only where the configured retention differs: the ALTER rewrites TTL info on every part."""
-    rows = client.query("SELECT name, engine_full FROM system.tables WHERE database = {db:String}",
-                        parameters={"db": db}).result_rows
+    rows = client.query(
+        "SELECT name, engine_full FROM system.tables WHERE database = {db:String}", parameters={"db": db}
+    ).result_rows
     engines = {str(name): str(engine) for name, engine in rows}
     for table, expression in _ttls(retention_months).items():
         if table in engines and f"toIntervalMonth({retention_months})" not in engines[table]:

@@ -30,9 +30,25 @@ EXISTS_CHUNK = 100_000
 _PLAIN_IDS = re.compile(r"[A-Za-z0-9_\-\x00]*")
 _PLAIN_LINES = re.compile(r"[A-Za-z0-9_\-\n]*")
 EXPORT_EVENT_COLUMNS = (
-    "event_id", "ts", "ingested_at", "provider", "model", "input_tokens", "output_tokens", "cached_input_tokens",
-    "reasoning_tokens", "latency_ms", "cost_usd", "cost_source", "feature", "route", "task_type",
-    "customer_plan", "customer_id", "environment", "tags",
+    "event_id",
+    "ts",
+    "ingested_at",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "latency_ms",
+    "cost_usd",
+    "cost_source",
+    "feature",
+    "route",
+    "task_type",
+    "customer_plan",
+    "customer_id",
+    "environment",
+    "tags",
 )
 
 
@@ -47,8 +63,14 @@ class StoredBatch:
     events_json: bytes | None = None
 
     @classmethod
-    def of(cls, workspace_id: str, batch_id: str, ingested_at: datetime, events: Iterable[UsageEvent],
-           traceparent: str | None = None) -> StoredBatch:
+    def of(
+        cls,
+        workspace_id: str,
+        batch_id: str,
+        ingested_at: datetime,
+        events: Iterable[UsageEvent],
+        traceparent: str | None = None,
+    ) -> StoredBatch:
         """A batch of validated events (tests, tools), as rollup reads them from a sealed plaintext."""
         return cls(workspace_id, batch_id, ingested_at, [SealedEvent.of(e) for e in events], traceparent)
 
@@ -70,16 +92,37 @@ def event_rows(batch: StoredBatch, prices: PriceTable) -> list[tuple[Any, ...]]:
             cost, source = ("0", "unknown") if cost is None else (cost, "computed")
         tags = e.tags
         tag = tags.get
-        append((
-            workspace_id, e.event_id, e.timestamp, ingested_at, batch_id, e.provider, e.model, e.input_tokens,
-            e.output_tokens, cached, reasoning, e.latency_ms, cost, source, tag("feature", ""), tag("route", ""),
-            tag("task_type", ""), tag("customer_plan", ""), tag("customer_id", ""), tag("environment", ""), tags,
-        ))
+        append(
+            (
+                workspace_id,
+                e.event_id,
+                e.timestamp,
+                ingested_at,
+                batch_id,
+                e.provider,
+                e.model,
+                e.input_tokens,
+                e.output_tokens,
+                cached,
+                reasoning,
+                e.latency_ms,
+                cost,
+                source,
+                tag("feature", ""),
+                tag("route", ""),
+                tag("task_type", ""),
+                tag("customer_plan", ""),
+                tag("customer_id", ""),
+                tag("environment", ""),
+                tags,
+            )
+        )
     return rows
 
 
-def _computed_cost(event: SealedEvent, lookup: Callable[[str, str], Price | None],
-                   priced: dict[tuple[str, str], Price | None]) -> str | None:
+def _computed_cost(
+    event: SealedEvent, lookup: Callable[[str, str], Price | None], priced: dict[tuple[str, str], Price | None]
+) -> str | None:
     """The price of an event that reports no cost, as decimal text; None when its model is not priced.
 
     `priced` memoises the lookups of one batch, which uses a handful of models (PriceTable's own memo costs a
@@ -88,8 +131,11 @@ def _computed_cost(event: SealedEvent, lookup: Callable[[str, str], Price | None
     price = priced[model] if model in priced else priced.setdefault(model, lookup(*model))
     if price is None:
         return None
-    return str(price.cost_of(event.input_tokens, event.output_tokens, event.cached_input_tokens or 0,
-                             event.reasoning_tokens or 0))
+    return str(
+        price.cost_of(
+            event.input_tokens, event.output_tokens, event.cached_input_tokens or 0, event.reasoning_tokens or 0
+        )
+    )
 
 
 def encode_batches(batches: Sequence[StoredBatch], prices: PriceTable) -> bytes:
@@ -166,9 +212,11 @@ class Store:
         ordered = sorted(workspaces)
         ws_literal = _plain_array(ordered)
         for i in range(0, len(ids), EXISTS_CHUNK):
-            chunk = ids[i:i + EXISTS_CHUNK]
-            sql = (f"SELECT workspace_id, event_id FROM {self.db}.usage_events "
-                   "WHERE workspace_id IN {ws} AND event_id IN {ids}")
+            chunk = ids[i : i + EXISTS_CHUNK]
+            sql = (
+                f"SELECT workspace_id, event_id FROM {self.db}.usage_events "
+                "WHERE workspace_id IN {ws} AND event_id IN {ids}"
+            )
             lines = "\n".join(chunk)
             if ws_literal is not None and _PLAIN_LINES.fullmatch(lines):
                 # Plain ids go inline, one per line of one string literal read by format(): ClickHouse's
@@ -180,12 +228,17 @@ class Store:
                 # or not) over the whole text in Python, holding the GIL, which took as long as ClickHouse's
                 # own work here (per 100,000 ids, 65 ms against 33 ms). The answer, plain pairs, is read as TSV.
                 table = f"(SELECT event_id FROM format(TSV, 'event_id String', '{lines}'))"
-                answer = self._client.raw_query(sql.format(ws=ws_literal, ids=table), fmt="TabSeparated",
-                                                settings={"max_query_size": len(lines) + 65_536})
+                answer = self._client.raw_query(
+                    sql.format(ws=ws_literal, ids=table),
+                    fmt="TabSeparated",
+                    settings={"max_query_size": len(lines) + 65_536},
+                )
                 found.update(_tsv_pairs(answer))
             else:
-                result = self._client.query(sql.format(ws="{ws:Array(String)}", ids="{ids:Array(String)}"),
-                                            parameters={"ws": ordered, "ids": chunk})
+                result = self._client.query(
+                    sql.format(ws="{ws:Array(String)}", ids="{ids:Array(String)}"),
+                    parameters={"ws": ordered, "ids": chunk},
+                )
                 found.update((str(w), str(e)) for w, e in result.result_rows)
             # The IN pair over-selects across workspaces (same id elsewhere); the caller keeps exact pairs.
         return found
@@ -247,13 +300,27 @@ class Store:
         # input_format_parallel_parsing=0: the parse runs beside the consumer's own decoding, and the parallel
         # one took more CPU and more wall time here. optimize_on_insert=0: the only rows it would collapse (one
         # key twice) were dropped by insert_new.
-        self._client.raw_insert(table, columns, body, fmt="JSONCompactEachRow",
-                                settings={"insert_deduplication_token": token, "optimize_on_insert": 0,
-                                          "input_format_parallel_parsing": 0,
-                                          "date_time_input_format": "best_effort"})
+        self._client.raw_insert(
+            table,
+            columns,
+            body,
+            fmt="JSONCompactEachRow",
+            settings={
+                "insert_deduplication_token": token,
+                "optimize_on_insert": 0,
+                "input_format_parallel_parsing": 0,
+                "date_time_input_format": "best_effort",
+            },
+        )
 
-    def usage(self, workspace_id: str, start: date, end: date, group_by: Iterable[str],
-              filters: Mapping[Any, str | Sequence[str]]) -> list[dict[str, Any]]:
+    def usage(
+        self,
+        workspace_id: str,
+        start: date,
+        end: date,
+        group_by: Iterable[str],
+        filters: Mapping[Any, str | Sequence[str]],
+    ) -> list[dict[str, Any]]:
         """Totals per group over [start, end] (UTC days, inclusive), from the daily rollup.
 
         `filters` maps a dimension to the values it may take (several values: any of them)."""
@@ -266,8 +333,9 @@ class Store:
             where.append(f"{column} IN {{f{i}:Array(String)}}")
             params[f"f{i}"] = [values] if isinstance(values, str) else list(values)
         select = [*groups, *(f"sum({m}) AS {m}" for m in MEASURES)]
-        sql = (f"SELECT {', '.join(select)} FROM {self.db}.usage_daily WHERE {' AND '.join(where)}"
-               + (f" GROUP BY {', '.join(groups)} ORDER BY {', '.join(groups)}" if groups else ""))
+        sql = f"SELECT {', '.join(select)} FROM {self.db}.usage_daily WHERE {' AND '.join(where)}" + (
+            f" GROUP BY {', '.join(groups)} ORDER BY {', '.join(groups)}" if groups else ""
+        )
         result = self._client.query(sql, parameters=params)
         rows = []
         for record in result.result_rows:
@@ -286,7 +354,8 @@ class Store:
             f"SELECT provider, model, sum(requests) FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} "
             "AND day >= {start:Date} AND day <= {end:Date} AND cost_source = 'unknown' "
             "GROUP BY provider, model HAVING sum(requests) > 0 ORDER BY provider, model",
-            parameters={"ws": workspace_id, "start": start, "end": end})
+            parameters={"ws": workspace_id, "start": start, "end": end},
+        )
         return [{"provider": p, "model": m, "requests": n} for p, m, n in result.result_rows]
 
     def watermark(self, workspace_id: str) -> datetime | None:
@@ -295,7 +364,8 @@ class Store:
         ingest keys batches by workspace, so they are consumed in order from one partition (schema.py)."""
         result = self._client.query(
             f"SELECT max(ingested_at), count() FROM {self.db}.workspace_watermarks WHERE workspace_id = {{ws:String}}",
-            parameters={"ws": workspace_id})
+            parameters={"ws": workspace_id},
+        )
         newest, count = result.result_rows[0]
         if not count:
             return None
@@ -308,13 +378,15 @@ class Store:
         result = self._client.query(
             f"SELECT {', '.join(EXPORT_EVENT_COLUMNS)} FROM {self.db}.usage_events FINAL "
             "WHERE workspace_id = {ws:String} AND event_id > {after:String} ORDER BY event_id LIMIT {n:UInt32}",
-            parameters={"ws": workspace_id, "after": after, "n": limit})
+            parameters={"ws": workspace_id, "after": after, "n": limit},
+        )
         return [dict(zip(result.column_names, values, strict=True)) for values in result.result_rows]
 
     def daily_days(self, workspace_id: str) -> list[date]:
         result = self._client.query(
             f"SELECT DISTINCT day FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} ORDER BY day",
-            parameters={"ws": workspace_id})
+            parameters={"ws": workspace_id},
+        )
         return [r[0] for r in result.result_rows]
 
     def daily_rows(self, workspace_id: str, day: date) -> list[dict[str, Any]]:
@@ -324,7 +396,8 @@ class Store:
             f"SELECT {keys}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)} FROM {self.db}.usage_daily "
             f"WHERE workspace_id = {{ws:String}} AND day = {{day:Date}} GROUP BY {keys} "
             f"HAVING requests != 0 ORDER BY {keys}",
-            parameters={"ws": workspace_id, "day": day})
+            parameters={"ws": workspace_id, "day": day},
+        )
         return [dict(zip(result.column_names, values, strict=True)) for values in result.result_rows]
 
     def groups(self, workspace_id: str, start: date, end: date, keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -335,42 +408,50 @@ class Store:
             "uniqExact(day) AS days "
             f"FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} AND day >= {{start:Date}} "
             f"AND day <= {{end:Date}} GROUP BY {', '.join(cols)} HAVING requests > 0 ORDER BY {', '.join(cols)}",
-            parameters={"ws": workspace_id, "start": start, "end": end})
+            parameters={"ws": workspace_id, "start": start, "end": end},
+        )
         return [dict(zip(result.column_names, values, strict=True)) for values in result.result_rows]
 
     def first_day(self, workspace_id: str, start: date, end: date) -> date | None:
         result = self._client.query(
             f"SELECT min(day), count() FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} "
             "AND day >= {start:Date} AND day <= {end:Date}",
-            parameters={"ws": workspace_id, "start": start, "end": end})
+            parameters={"ws": workspace_id, "start": start, "end": end},
+        )
         first, count = result.result_rows[0]
         return first if count else None
 
     def days_stored_since(self, since: datetime) -> list[date]:
         """Event days that received rows stored at or after `since` (what reconcile must look at)."""
         result = self._client.query(
-            f"SELECT DISTINCT toDate(ts) FROM {self.db}.usage_events "
-            "WHERE stored_at >= {since:DateTime64(3, 'UTC')}",
+            f"SELECT DISTINCT toDate(ts) FROM {self.db}.usage_events WHERE stored_at >= {{since:DateTime64(3, 'UTC')}}",
             # A zone-less string read as UTC: portable whatever the server's (or chDB host's) time zone.
-            parameters={"since": since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]})
+            parameters={"since": since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]},
+        )
         return sorted(r[0] for r in result.result_rows)
 
     def drift(self, start: date, end: date) -> list[tuple[Any, ...]]:
         """Rows that would make the rollup equal the deduplicated raw events over [start, end] (UTC days)."""
         keys = ", ".join(("workspace_id", "day", *DIMENSIONS, "cost_source"))
-        raw = (f"SELECT workspace_id, toDate(ts) AS day, {', '.join(DIMENSIONS)}, cost_source, "
-               "toInt64(count()) AS requests, toInt64(sum(input_tokens)) AS input_tokens, "
-               "toInt64(sum(output_tokens)) AS output_tokens, toInt64(sum(cached_input_tokens)) AS "
-               "cached_input_tokens, toInt64(sum(reasoning_tokens)) AS reasoning_tokens, "
-               "toDecimal128(sum(cost_usd), 9) AS cost_usd, toInt64(sum(latency_ms)) AS latency_ms_sum "
-               f"FROM {self.db}.usage_events FINAL WHERE toDate(ts) >= {{start:Date}} AND toDate(ts) <= "
-               f"{{end:Date}} GROUP BY {keys}")
-        rolled = (f"SELECT {keys}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)} FROM {self.db}.usage_daily "
-                  f"WHERE day >= {{start:Date}} AND day <= {{end:Date}} GROUP BY {keys}")
-        diff = (f"SELECT {keys}, {', '.join(f'r.{m} - d.{m}' for m in MEASURES)} FROM ({raw}) AS r "
-                f"FULL OUTER JOIN ({rolled}) AS d USING ({keys}) "
-                f"WHERE {' OR '.join(f'r.{m} != d.{m}' for m in MEASURES)} "
-                f"ORDER BY {keys} SETTINGS join_use_nulls = 0")
+        raw = (
+            f"SELECT workspace_id, toDate(ts) AS day, {', '.join(DIMENSIONS)}, cost_source, "
+            "toInt64(count()) AS requests, toInt64(sum(input_tokens)) AS input_tokens, "
+            "toInt64(sum(output_tokens)) AS output_tokens, toInt64(sum(cached_input_tokens)) AS "
+            "cached_input_tokens, toInt64(sum(reasoning_tokens)) AS reasoning_tokens, "
+            "toDecimal128(sum(cost_usd), 9) AS cost_usd, toInt64(sum(latency_ms)) AS latency_ms_sum "
+            f"FROM {self.db}.usage_events FINAL WHERE toDate(ts) >= {{start:Date}} AND toDate(ts) <= "
+            f"{{end:Date}} GROUP BY {keys}"
+        )
+        rolled = (
+            f"SELECT {keys}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)} FROM {self.db}.usage_daily "
+            f"WHERE day >= {{start:Date}} AND day <= {{end:Date}} GROUP BY {keys}"
+        )
+        diff = (
+            f"SELECT {keys}, {', '.join(f'r.{m} - d.{m}' for m in MEASURES)} FROM ({raw}) AS r "
+            f"FULL OUTER JOIN ({rolled}) AS d USING ({keys}) "
+            f"WHERE {' OR '.join(f'r.{m} != d.{m}' for m in MEASURES)} "
+            f"ORDER BY {keys} SETTINGS join_use_nulls = 0"
+        )
         return [tuple(r) for r in self._client.query(diff, parameters={"start": start, "end": end}).result_rows]
 
     def reconcile(self, start: date, end: date, confirm_after: float = 0.0) -> int:
@@ -386,8 +467,11 @@ class Store:
             again = set(self.drift(start, end))
             corrections = [c for c in corrections if c in again]
         if corrections:
-            self._client.insert(f"{self.db}.usage_daily", corrections,
-                                column_names=("workspace_id", "day", *DIMENSIONS, "cost_source", *MEASURES),
-                                # A correction may equal an earlier one byte for byte; it must still apply.
-                                settings={"insert_deduplicate": 0})
+            self._client.insert(
+                f"{self.db}.usage_daily",
+                corrections,
+                column_names=("workspace_id", "day", *DIMENSIONS, "cost_source", *MEASURES),
+                # A correction may equal an earlier one byte for byte; it must still apply.
+                settings={"insert_deduplicate": 0},
+            )
         return len(corrections)

@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 
 from bench.events import BATCH, BodyTemplate
-from spendstream.common.connections import clickhouse_client
 from spendstream.common.events import validate_events
 from spendstream.common.prices import bundled
+from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.store import Store, StoredBatch, event_rows
 

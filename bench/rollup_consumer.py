@@ -23,12 +23,12 @@ from clickhouse_connect.driver.client import Client
 
 from bench.events import BATCH, BodyTemplate
 from bench.rollup_micro import OneKey
-from spendstream.common.connections import clickhouse_client
 from spendstream.common.envelope import seal
 from spendstream.common.events import EventBatch
 from spendstream.common.prices import bundled
 from spendstream.common.service import tune_gc
 from spendstream.common.tenants import KeyRing
+from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.consumer import BatchWriter
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings

@@ -19,10 +19,10 @@ import lz4.frame  # type: ignore[import-untyped]
 
 from bench.events import BodyTemplate
 from bench.micro import row, time_sync
-from spendstream.common.connections import clickhouse_client
 from spendstream.common.envelope import BatchEnvelope, open_plaintext, read_sealed, seal
 from spendstream.common.events import EventBatch
 from spendstream.common.prices import bundled
+from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.store import Store, StoredBatch, event_rows
 

@@ -13,12 +13,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from spendstream.common.connections import clickhouse_client
 from spendstream.common.logs import JsonFormatter
 from spendstream.common.topics import INGEST_RAW, INGEST_REJECTED, topic_name
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.rollup.app import create_service as create_rollup
+from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.settings import RollupSettings
 from tests.ingest.topics import read_all, topic_names
 from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event

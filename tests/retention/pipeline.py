@@ -9,11 +9,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from spendstream.common.connections import clickhouse_client
 from spendstream.common.erasure import DeletionCommand, DeletionReport, ErasureScope
 from spendstream.common.kafka import make_broker
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import DATA_KEYS, DELETION_COMMANDS, DELETION_REPORTS, Topic, topic_name
+from spendstream.rollup.clickhouse import clickhouse_client
 from tests.support import Isolation
 
 

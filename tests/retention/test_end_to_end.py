@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
-from spendstream.common.connections import clickhouse_client, redis_client
 from spendstream.common.envelope import UnreadableRecord, read_record
 from spendstream.common.erasure import OWNERS, DeletionCommand
 from spendstream.common.redis_keys import tenant_pattern
@@ -27,6 +27,7 @@ from spendstream.common.topics import (
 from spendstream.retention.receipts import Receipt
 from spendstream.retention.requests import DeletionRequest
 from spendstream.rollup.app import create_service as create_rollup
+from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.settings import RollupSettings
 from tests.retention.conftest import product, stored
 from tests.retention.pipeline import figures, publish, raw_count, replay, rows_of_table_with
@@ -45,7 +46,7 @@ def _events(n: int, cost: float, customers: tuple[str, ...]) -> list[dict[str, A
 async def _redis_keys(iso: Isolation, workspace_id: str, lasting: bool = False) -> list[bytes]:
     """The tenant's Redis keys; `lasting`: only those that cannot expire by themselves within a minute (the
     rate limiter's bucket lives a few seconds, so on a slow run it may be gone for reasons of its own)."""
-    redis = redis_client(iso.settings(BaseServiceSettings))
+    redis = aioredis.Redis.from_url(iso.stack.redis)
     try:
         keys = [bytes(k) async for k in redis.scan_iter(match=tenant_pattern(iso.prefix, workspace_id), count=1000)]
         if lasting:

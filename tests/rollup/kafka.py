@@ -13,12 +13,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from spendstream.common import crypto
-from spendstream.common.connections import clickhouse_client
 from spendstream.common.envelope import BatchEnvelope, _aad, seal
 from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import DATA_KEYS, ROLLUP_DEAD_LETTERS, USAGE_EVENTS, topic_name
+from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.store import Store
 from tests.support import Isolation, usage_event
 

@@ -13,7 +13,6 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from spendstream.common.connections import clickhouse_client
 from spendstream.common.envelope import seal
 from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.kafka import make_broker
@@ -21,6 +20,7 @@ from spendstream.common.prices import PriceTable, bundled
 from spendstream.common.tenants import KeyRing
 from spendstream.rollup import metrics
 from spendstream.rollup.app import create_service
+from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.consumer import BatchWriter
 from spendstream.rollup.schema import DIMENSIONS, MEASURES, migrate
 from spendstream.rollup.settings import RollupSettings

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from spendstream.common.connections import clickhouse_client
 from spendstream.common.erasure import DeletionCommand, ErasureScope
 from spendstream.common.kafka import make_broker
 from spendstream.common.tenants import KeyRing
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.rollup.app import create_service as create_rollup
+from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.erasure import RollupErasure, Sweeper
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings

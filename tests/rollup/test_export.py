@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from spendstream.common.connections import clickhouse_client
 from spendstream.common.events import UsageEvent
 from spendstream.common.prices import bundled
 from spendstream.rollup import export
+from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.store import Store, StoredBatch, event_rows
 from tests.support import Isolation, usage_event

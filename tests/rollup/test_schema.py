@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spendstream.common.connections import clickhouse_client
+from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.schema import SCHEMA_VERSION, applied_versions, migrate
 from tests.support import Isolation
 

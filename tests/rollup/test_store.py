@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from spendstream.common.connections import clickhouse_client
 from spendstream.common.envelope import stored_events
 from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.prices import bundled
+from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.schema import BATCH_COLUMNS, DIMENSIONS, MEASURES, migrate
 from spendstream.rollup.store import EVENT_COLUMNS, Store, StoredBatch, encode_batches, event_rows
 from tests.support import Isolation, usage_event

@@ -36,11 +36,11 @@ from spendstream.alerts.fired import FiredAlert
 from spendstream.alerts.keyspace import KeySpace
 from spendstream.alerts.mail import MailSender
 from spendstream.alerts.reconcile import Reconciler
+from spendstream.alerts.redis_client import redis_client
 from spendstream.alerts.settings import AlertsSettings
 from spendstream.alerts.spend import SpendCounter
 from spendstream.alerts.thresholds import Evaluator
 from spendstream.alerts.webhooks import WebhookSender
-from spendstream.common.connections import redis_client
 from spendstream.common.erasure import DeletionCommand
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import make_broker, raw_body, tolerant_parser

@@ -15,7 +15,6 @@ from datetime import timedelta
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 
-from spendstream.common.connections import redis_client
 from spendstream.common.kafka import make_broker, raw_body, tolerant_parser
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
@@ -29,6 +28,7 @@ from spendstream.ingest.dedupe import Deduplicator
 from spendstream.ingest.erasure import ERASURE_GROUP, Eraser
 from spendstream.ingest.intake import RawIntake
 from spendstream.ingest.limits import Limiter
+from spendstream.ingest.redis_client import redis_client
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import ControlPlane, WorkspaceDirectory
 

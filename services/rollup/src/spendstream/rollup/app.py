@@ -18,7 +18,6 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 
 from spendstream.common import prices as price_tables
-from spendstream.common.connections import clickhouse_client
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import make_broker, raw_body, tolerant_parser
 from spendstream.common.service import Service, cancel_and_wait
@@ -26,6 +25,7 @@ from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.common.topics import DELETION_COMMANDS, USAGE_EVENTS, topic_name
 from spendstream.rollup import metrics
 from spendstream.rollup.api import build_router
+from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.consumer import BatchWriter
 from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.erasure import RollupErasure

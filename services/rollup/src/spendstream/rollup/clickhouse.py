@@ -1,23 +1,12 @@
-"""Connection factories for Redis and ClickHouse, so every service connects the same way."""
+"""The ClickHouse client factory: rollup is the one service that opens ClickHouse."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import clickhouse_connect
-import redis.asyncio as aioredis
 from clickhouse_connect.driver import options as clickhouse_options
 from clickhouse_connect.driver.client import Client
-
-from spendstream.common.settings import BaseServiceSettings
-
-
-def redis_client(settings: BaseServiceSettings) -> aioredis.Redis:
-    # Short timeouts: a Redis outage must degrade a request, not hang it.
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=10
-    )
-    return client
 
 
 def clickhouse_client(url: str, database: str = "default", **settings: Any) -> Client:

@@ -90,17 +90,23 @@ def test_service_image_installs_only_its_package_and_runs_it(service: Deployable
     assert f"http://127.0.0.1:{service.port}/healthz" in final["HEALTHCHECK"]
 
 
-@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
-def test_the_image_install_step_gives_a_runnable_service_and_no_other(service: Deployable, tmp_path: Path) -> None:
+def _workspace_packages() -> list[str]:
+    members = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
+    return [tomllib.loads((ROOT / m / "pyproject.toml").read_text())["project"]["name"] for m in members]
+
+
+def installed(package: str, tmp_path: Path, probe: str) -> str:
     """The Dockerfile's `uv sync --frozen --no-dev --no-editable --package X`, replayed offline from uv's cache
-    into an empty environment: the service imports (so it declares everything it uses) and no sibling does."""
+    into an empty environment; then `probe` run there. Its output."""
     uv = os.environ.get("UV") or shutil.which("uv")
     assert uv, "uv is needed"
     venv = tmp_path / "venv"
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_NO_PROGRESS": "1"}
     env.pop("VIRTUAL_ENV", None)
+    # uv caches a built workspace member by its pyproject.toml alone: rebuilt, so the probe sees these sources.
+    rebuild = [arg for name in _workspace_packages() for arg in ("--reinstall-package", name)]
     sync = subprocess.run(
-        [uv, "sync", "--frozen", "--no-dev", "--no-editable", "--offline", "--quiet", "--package", service.package],
+        [uv, "sync", "--frozen", "--no-dev", "--no-editable", "--offline", "--quiet", "--package", package, *rebuild],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -109,11 +115,6 @@ def test_the_image_install_step_gives_a_runnable_service_and_no_other(service: D
         check=False,
     )
     assert sync.returncode == 0, sync.stderr
-    others = [s.name for s in SERVICES if s != service]
-    probe = (
-        f"import importlib.util, spendstream.{service.name}.__main__, spendstream.{service.name}.app\n"
-        f"print([n for n in {others!r} if importlib.util.find_spec('spendstream.' + n)])"
-    )
     run = subprocess.run(
         [str(venv / "bin" / "python"), "-c", probe],
         cwd=tmp_path,
@@ -124,7 +125,32 @@ def test_the_image_install_step_gives_a_runnable_service_and_no_other(service: D
         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "[]"
+    return run.stdout.strip()
+
+
+# Imports every module of a package (an undeclared import anywhere fails), then prints what the probe asks.
+_IMPORT_ALL = (
+    "import importlib, importlib.util, pkgutil\n"
+    "package = importlib.import_module({package!r})\n"
+    "for info in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
+    "    importlib.import_module(info.name)\n"
+    "print([n for n in {absent!r} if importlib.util.find_spec(n)])"
+)
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_the_image_install_step_gives_a_runnable_service_and_no_other(service: Deployable, tmp_path: Path) -> None:
+    """The service installed as its image installs it: every module imports (so it declares everything it
+    uses) and no sibling service is there."""
+    others = ["spendstream." + s.name for s in SERVICES if s != service]
+    probe = _IMPORT_ALL.format(package=f"spendstream.{service.name}", absent=others)
+    assert installed(service.package, tmp_path, probe) == "[]"
+
+
+def test_libs_common_installs_alone_without_database_clients(tmp_path: Path) -> None:
+    """Contracts only: common installed alone imports every module, and brings no Redis or ClickHouse client."""
+    probe = _IMPORT_ALL.format(package="spendstream.common", absent=["redis", "clickhouse_connect", "chdb"])
+    assert installed("spendstream-common", tmp_path, probe) == "[]"
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))

@@ -1,4 +1,5 @@
-"""Fixtures of the alerts tests: a real SMTP server, a real webhook receiver, alerts settings for a test."""
+"""Fixtures of the alerts tests: the counters' backend, a real SMTP server, a real webhook receiver, alerts
+settings for a test."""
 
 from __future__ import annotations
 
@@ -12,6 +13,16 @@ from tests.alerts.receivers import SmtpServer, WebhookReceiver
 from tests.support import Isolation
 
 SECRET = "test-signing-secret-0123456789"
+
+
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.integration), "memory"])
+def backend(request: pytest.FixtureRequest) -> Isolation | None:
+    """Where alerts' counters and markers live: the real Redis of an isolated test, or (None) the in-memory
+    stand-in, so each decision is checked on both and the stand-in is held to the scripts' semantics."""
+    if request.param == "redis":
+        iso: Isolation = request.getfixturevalue("iso")
+        return iso
+    return None
 
 
 @pytest.fixture

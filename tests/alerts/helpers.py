@@ -1,11 +1,12 @@
-"""Building blocks for tests of alerts' modules on the real Redis: budgets, events, counted records."""
+"""Building blocks for tests of alerts' modules, on the real Redis or its in-memory stand-in: budgets, events,
+counted records."""
 
 from __future__ import annotations
 
 import base64
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,13 +18,17 @@ import redis.asyncio as aioredis
 from spendstream.alerts.budgets import BudgetRecord, Scope
 from spendstream.alerts.fired import FiredAlert
 from spendstream.alerts.keyspace import KeySpace
-from spendstream.alerts.spend import CountedRecord, SpendCounter
-from spendstream.alerts.thresholds import Evaluator
+from spendstream.alerts.spend import CountedRecord, RedisSpendStore, SpendCounter, SpendStore
+from spendstream.alerts.thresholds import Evaluator, MarkerStore, RedisMarkerStore
 from spendstream.common.events import UsageEvent
 from spendstream.common.prices import bundled
+from tests.alerts.memory import MemoryStore
 from tests.support import Isolation
 
 _offsets = itertools.count()
+MEMORY_PREFIX = "mem:"
+MEMORY_KEK = bytes(32)
+KeyLister = Callable[[], Awaitable[list[str]]]
 
 
 def budget(
@@ -70,10 +75,10 @@ def record(workspace_id: str, *events: UsageEvent, partition: int = 0, offset: i
 
 @dataclass
 class Rig:
-    redis: aioredis.Redis
     keys: KeySpace
     counter: SpendCounter
     evaluator: Evaluator
+    stored_keys: KeyLister
     published: list[FiredAlert] = field(default_factory=list)
     fail_next_publish: bool = False
     crash_after_next_publish: bool = False
@@ -85,27 +90,48 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(iso: Isolation, lease_seconds: float = 30.0, forecast_min_days: float = 3.0) -> AsyncIterator[Rig]:
-    redis = aioredis.Redis.from_url(iso.stack.redis)
-    keys = KeySpace(iso.prefix, base64.b64decode(iso.kek))
-    counter = SpendCounter(redis, keys, bundled(), 35 * 24 * 3600)
-    published: list[FiredAlert] = []
-    holder: dict[str, Rig] = {}
+async def stores(backend: Isolation | None) -> AsyncIterator[tuple[SpendStore, MarkerStore, KeySpace, KeyLister]]:
+    """The Redis stores of an isolated test (`backend`), or with None the in-memory stand-in."""
+    if backend is None:
+        memory = MemoryStore()
 
-    async def publish(alert: FiredAlert) -> None:
-        if holder["rig"].fail_next_publish:
-            holder["rig"].fail_next_publish = False
-            raise ConnectionError("broker gone")
-        published.append(alert)
-        if holder["rig"].crash_after_next_publish:
-            holder["rig"].crash_after_next_publish = False
-            raise SystemError("killed after the broker acknowledged")
+        async def memory_keys() -> list[str]:
+            return memory.keys()
 
-    evaluator = Evaluator(
-        redis, keys, counter, publish, lease_seconds=lease_seconds, forecast_min_days=forecast_min_days
-    )
-    holder["rig"] = Rig(redis, keys, counter, evaluator, published)
+        yield memory, memory, KeySpace(MEMORY_PREFIX, MEMORY_KEK), memory_keys
+        return
+    redis = aioredis.Redis.from_url(backend.stack.redis)
+
+    async def redis_keys() -> list[str]:
+        return [k.decode() async for k in redis.scan_iter(match=f"{backend.prefix}*", count=10_000)]
+
     try:
-        yield holder["rig"]
+        keys = KeySpace(backend.prefix, base64.b64decode(backend.kek))
+        yield RedisSpendStore(redis), RedisMarkerStore(redis), keys, redis_keys
     finally:
         await redis.aclose()
+
+
+@asynccontextmanager
+async def rig(
+    backend: Isolation | None, lease_seconds: float = 30.0, forecast_min_days: float = 3.0
+) -> AsyncIterator[Rig]:
+    async with stores(backend) as (spend_store, marker_store, keys, stored_keys):
+        counter = SpendCounter(spend_store, keys, bundled(), 35 * 24 * 3600)
+        published: list[FiredAlert] = []
+        holder: dict[str, Rig] = {}
+
+        async def publish(alert: FiredAlert) -> None:
+            if holder["rig"].fail_next_publish:
+                holder["rig"].fail_next_publish = False
+                raise ConnectionError("broker gone")
+            published.append(alert)
+            if holder["rig"].crash_after_next_publish:
+                holder["rig"].crash_after_next_publish = False
+                raise SystemError("killed after the broker acknowledged")
+
+        evaluator = Evaluator(
+            marker_store, keys, counter, publish, lease_seconds=lease_seconds, forecast_min_days=forecast_min_days
+        )
+        holder["rig"] = Rig(keys, counter, evaluator, stored_keys, published)
+        yield holder["rig"]

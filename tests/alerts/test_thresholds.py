@@ -1,4 +1,5 @@
-"""What fires, on the real Redis: each threshold once per budget and period, whatever evaluates it how often."""
+"""What fires, on the real Redis and on its in-memory stand-in: each threshold once per budget and period,
+whatever evaluates it how often."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from spendstream.alerts.periods import month_end, month_start
 from tests.alerts.helpers import budget, rig
 from tests.support import Isolation
 
-pytestmark = pytest.mark.integration
 # The real clock: counters expire relative to it, so a fixed date would age out of Redis as the calendar moves.
 NOW = datetime.now(UTC)
 
 
-async def test_a_jump_over_several_thresholds_fires_each_once_however_many_evaluate_at_once(iso: Isolation) -> None:
-    async with rig(iso) as r:
+async def test_a_jump_over_several_thresholds_fires_each_once_however_many_evaluate_at_once(
+    backend: Isolation | None,
+) -> None:
+    async with rig(backend) as r:
         b = budget()
         await r.spend("ws1", "80", NOW)
         await asyncio.gather(*(r.evaluator.evaluate(b, NOW) for _ in range(10)))
@@ -30,8 +32,8 @@ async def test_a_jump_over_several_thresholds_fires_each_once_however_many_evalu
         assert len({a.alert_id for a in r.published}) == 3
 
 
-async def test_one_threshold_never_silences_another(iso: Isolation) -> None:
-    async with rig(iso) as r:
+async def test_one_threshold_never_silences_another(backend: Isolation | None) -> None:
+    async with rig(backend) as r:
         b = budget(thresholds=(85, 95))
         await r.spend("ws1", "86", NOW)
         await r.evaluator.evaluate(b, NOW)
@@ -41,9 +43,9 @@ async def test_one_threshold_never_silences_another(iso: Isolation) -> None:
 
 
 async def test_a_claim_whose_publish_failed_is_taken_over_after_the_lease_with_the_same_alert_id(
-    iso: Isolation,
+    backend: Isolation | None,
 ) -> None:
-    async with rig(iso, lease_seconds=30) as r:
+    async with rig(backend, lease_seconds=30) as r:
         b = budget(thresholds=(50,))
         await r.spend("ws1", "60", NOW)
         r.fail_next_publish = True
@@ -56,9 +58,9 @@ async def test_a_claim_whose_publish_failed_is_taken_over_after_the_lease_with_t
 
 
 async def test_an_alert_published_by_a_replica_that_died_is_marked_sent_by_the_delivery_consumer(
-    iso: Isolation,
+    backend: Isolation | None,
 ) -> None:
-    async with rig(iso, lease_seconds=30) as r:
+    async with rig(backend, lease_seconds=30) as r:
         b = budget(thresholds=(50,))
         await r.spend("ws1", "60", NOW)
         r.crash_after_next_publish = True
@@ -71,9 +73,9 @@ async def test_an_alert_published_by_a_replica_that_died_is_marked_sent_by_the_d
 
 
 async def test_raising_the_budget_rearms_only_thresholds_above_spend_and_stale_replicas_claim_nothing(
-    iso: Isolation,
+    backend: Isolation | None,
 ) -> None:
-    async with rig(iso) as r:
+    async with rig(backend) as r:
         old = budget()
         await r.spend("ws1", "95", NOW)
         await r.evaluator.evaluate(old, NOW)
@@ -87,8 +89,8 @@ async def test_raising_the_budget_rearms_only_thresholds_above_spend_and_stale_r
         assert [a.threshold_pct for a in r.published] == [75, 90, 90]
 
 
-async def test_a_new_month_starts_clean(iso: Isolation) -> None:
-    async with rig(iso) as r:
+async def test_a_new_month_starts_clean(backend: Isolation | None) -> None:
+    async with rig(backend) as r:
         b = budget(thresholds=(50,))
         await r.spend("ws1", "60", NOW)
         await r.evaluator.evaluate(b, NOW)
@@ -100,8 +102,8 @@ async def test_a_new_month_starts_clean(iso: Isolation) -> None:
         assert [a.period for a in r.published] == [NOW.strftime("%Y-%m"), following.strftime("%Y-%m")]
 
 
-async def test_scoped_budgets_count_only_their_tag_value(iso: Isolation) -> None:
-    async with rig(iso) as r:
+async def test_scoped_budgets_count_only_their_tag_value(backend: Isolation | None) -> None:
+    async with rig(backend) as r:
         chat = budget(thresholds=(100,), scope=Scope(tag="feature", value="chat"))
         await r.spend("ws1", "90", NOW, Scope(tag="feature", value="search"))
         await r.spend("ws1", "60", NOW, Scope(tag="feature", value="chat"))
@@ -111,8 +113,8 @@ async def test_scoped_budgets_count_only_their_tag_value(iso: Isolation) -> None
         assert alert.spend_usd == "100.000000000"
 
 
-async def test_forecast_fires_once_when_the_month_end_projection_exceeds_the_budget(iso: Isolation) -> None:
-    async with rig(iso, forecast_min_days=3) as r:
+async def test_forecast_fires_once_when_the_month_end_projection_exceeds_the_budget(backend: Isolation | None) -> None:
+    async with rig(backend, forecast_min_days=3) as r:
         b = budget(thresholds=(100,), forecast=True)
         start = month_start(NOW)
         days = (month_end(NOW) - start).days
@@ -126,8 +128,10 @@ async def test_forecast_fires_once_when_the_month_end_projection_exceeds_the_bud
         assert await r.evaluator.evaluate(b, day_ten + timedelta(days=1)) == []
 
 
-async def test_spike_fires_once_a_day_when_today_exceeds_the_multiple_of_the_trailing_mean(iso: Isolation) -> None:
-    async with rig(iso) as r:
+async def test_spike_fires_once_a_day_when_today_exceeds_the_multiple_of_the_trailing_mean(
+    backend: Isolation | None,
+) -> None:
+    async with rig(backend) as r:
         b = budget(amount="100000", thresholds=(100,), spike_multiple=Decimal(3))
         for back in range(1, 8):
             await r.spend("ws1", "10", NOW - timedelta(days=back))

@@ -38,8 +38,8 @@ from spendstream.alerts.mail import MailSender
 from spendstream.alerts.reconcile import Reconciler
 from spendstream.alerts.redis_client import redis_client
 from spendstream.alerts.settings import AlertsSettings
-from spendstream.alerts.spend import SpendCounter
-from spendstream.alerts.thresholds import Evaluator
+from spendstream.alerts.spend import RedisSpendStore, SpendCounter
+from spendstream.alerts.thresholds import Evaluator, RedisMarkerStore
 from spendstream.alerts.webhooks import WebhookSender
 from spendstream.common.erasure import DeletionCommand
 from spendstream.common.http_auth import require_scope
@@ -75,7 +75,9 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
 
     book = BudgetBook(settings, broker, on_change=budget_changed)
     # The same table rollup prices with (a refreshed copy under data_dir first), so both agree on computed costs.
-    counter = SpendCounter(redis, keys, load_prices(settings.data_dir), settings.counted_offsets_ttl_days * 86400)
+    counter = SpendCounter(
+        RedisSpendStore(redis), keys, load_prices(settings.data_dir), settings.counted_offsets_ttl_days * 86400
+    )
 
     async def publish(alert: FiredAlert) -> None:
         # Keyed by budget: one budget's alerts stay in order for the delivery consumer.
@@ -83,7 +85,7 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
         metrics.ALERTS_FIRED.labels(alert.kind).inc()
 
     evaluator = Evaluator(
-        redis,
+        RedisMarkerStore(redis),
         keys,
         counter,
         publish,

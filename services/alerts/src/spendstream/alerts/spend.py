@@ -10,6 +10,8 @@ atomic step on the workspace's Redis slot. Hence:
 The mark outlives the topic's retention (7 days), so no record older than it can come back. Costs are integer
 nano-dollars. Events without `cost_usd` are priced from the shared LiteLLM table; an unpriced model counts 0
 here as it does in rollup.
+SpendCounter decides what a record adds where; a SpendStore applies it atomically: RedisSpendStore with the
+Lua scripts below, and the in-memory stand-in of the tests with the same semantics.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
@@ -70,17 +73,69 @@ def event_cost(event: UsageEvent, prices: PriceTable) -> int:
     return to_nanos(price.cost(event)) if price is not None else 0
 
 
-class SpendCounter:
-    def __init__(self, redis: aioredis.Redis, keys: KeySpace, prices: PriceTable, offsets_ttl_seconds: int) -> None:
+@dataclass(frozen=True, slots=True)
+class Increments:
+    """What one record adds, unless its offset is at or below `mark` (the highest offset already counted)."""
+
+    mark: str
+    offset: int
+    mark_ttl_seconds: int
+    # counter key -> (nanos to add, expire-at unix time)
+    counters: Mapping[str, tuple[int, int]]
+
+
+class SpendStore(Protocol):
+    """The counters and marks; each call is atomic per record, as one Lua script run is on one Redis slot."""
+
+    async def add_once(self, increments: Sequence[Increments]) -> int:
+        """In order, per record: if its offset is above its mark, add its counters and move the mark there.
+        Returns how many records were added."""
+        ...
+
+    async def values(self, keys: Sequence[str]) -> list[int]:
+        """The counters' values, 0 for a missing (or expired) one."""
+        ...
+
+    async def raise_to(self, key: str, nanos: int, expire_at: int) -> bool:
+        """Set the counter to `nanos` (expiring at `expire_at`) if it is below; True when it was raised."""
+        ...
+
+
+class RedisSpendStore:
+    def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
+        self._count = redis.register_script(_COUNT)
+        self._raise = redis.register_script(_RAISE)
+
+    async def add_once(self, increments: Sequence[Increments]) -> int:
+        if not increments:
+            return 0
+        # One round trip for the whole Kafka batch.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for one in increments:
+                args: list[int] = [one.offset, one.mark_ttl_seconds]
+                for amount, expire_at in one.counters.values():
+                    args += [amount, expire_at]
+                await self._count(keys=[one.mark, *one.counters], args=args, client=pipe)
+            results = await pipe.execute()
+        return sum(int(r) for r in results)
+
+    async def values(self, keys: Sequence[str]) -> list[int]:
+        found = await self._redis.mget(list(keys))
+        return [int(v or 0) for v in found]
+
+    async def raise_to(self, key: str, nanos: int, expire_at: int) -> bool:
+        return bool(await self._raise(keys=[key], args=[nanos, expire_at]))
+
+
+class SpendCounter:
+    def __init__(self, store: SpendStore, keys: KeySpace, prices: PriceTable, offsets_ttl_seconds: int) -> None:
+        self._store = store
         self._keys = keys
         self._prices = prices
         self._offsets_ttl = offsets_ttl_seconds
-        self._script = redis.register_script(_COUNT)
-        self._raise = redis.register_script(_RAISE)
 
-    def _increments(self, record: CountedRecord, scopes: Iterable[tuple[str, str]]) -> dict[str, tuple[int, int]]:
-        """Counter key -> (nanos to add, expire-at unix time)."""
+    def _increments(self, record: CountedRecord, scopes: Iterable[tuple[str, str]]) -> Increments:
         tracked = set(scopes)
         sums: dict[str, int] = defaultdict(int)
         expiry: dict[str, int] = {}
@@ -104,35 +159,23 @@ class SpendCounter:
                 ):
                     sums[key] += cost
                     expiry[key] = exp
-        return {k: (v, expiry[k]) for k, v in sums.items()}
+        mark = self._keys.counted_offset(ws, record.topic, record.partition)
+        return Increments(mark, record.offset, self._offsets_ttl, {k: (v, expiry[k]) for k, v in sums.items()})
 
     async def count(self, records: Sequence[CountedRecord], scopes: Mapping[str, Set[tuple[str, str]]]) -> int:
         """Add each record not counted before; `scopes` names the tag scopes budgeted per workspace.
 
-        Returns how many records were new. One round trip for the whole Kafka batch.
+        Returns how many records were new.
         """
-        if not records:
-            return 0
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for record in records:
-                increments = self._increments(record, scopes.get(record.workspace_id, set()))
-                keys = [self._keys.counted_offset(record.workspace_id, record.topic, record.partition), *increments]
-                args: list[int] = [record.offset, self._offsets_ttl]
-                for amount, expire_at in increments.values():
-                    args += [amount, expire_at]
-                await self._script(keys=keys, args=args, client=pipe)
-            results = await pipe.execute()
-        return sum(int(r) for r in results)
+        return await self._store.add_once([self._increments(r, scopes.get(r.workspace_id, set())) for r in records])
 
     async def month_to_date(self, workspace_id: str, month: str, scope: str) -> int:
-        value = await self._redis.get(self._keys.month_spend(workspace_id, month, scope))
-        return int(value or 0)
+        [value] = await self._store.values([self._keys.month_spend(workspace_id, month, scope)])
+        return value
 
     async def days(self, workspace_id: str, days: Sequence[date], scope: str) -> list[int]:
-        values = await self._redis.mget([self._keys.day_spend(workspace_id, d, scope) for d in days])
-        return [int(v or 0) for v in values]
+        return await self._store.values([self._keys.day_spend(workspace_id, d, scope) for d in days])
 
     async def raise_to(self, key: str, nanos: int, expire_at: int) -> bool:
         """Reconciliation: lift a counter to `nanos` if it is below (never lowers: rollup may lag behind)."""
-        raised = await self._raise(keys=[key], args=[nanos, expire_at])
-        return bool(raised)
+        return await self._store.raise_to(key, nanos, expire_at)

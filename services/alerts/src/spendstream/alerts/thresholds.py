@@ -12,14 +12,17 @@ Levels compare current spend, not the step that crossed them, so a jump over sev
 and an evaluation missed for any reason is made up by the next one.
 Changing a budget bumps its revision in Redis and, in the same script, deletes the markers of thresholds whose
 new level is above current spend (re-arming them); a replica still holding the older revision claims nothing.
+Evaluator decides what to claim; a MarkerStore keeps the markers atomically: RedisMarkerStore with the Lua
+scripts below, and the in-memory stand-in of the tests with the same semantics.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
@@ -87,10 +90,59 @@ def level(amount_usd: Decimal, pct: int) -> int:
     return to_nanos(amount_usd * pct / 100)
 
 
+class MarkerStore(Protocol):
+    """Markers and budget revisions; each call is atomic, as one Lua script run is on one Redis slot."""
+
+    async def claim(
+        self, marker: str, revision_key: str, revision: int, now: float, lease: float, expire_at: int, candidate: str
+    ) -> str | None:
+        """The alert id to publish, or None. Refused when `revision` is older than the recorded one, or the
+        marker is `sent`, or it is `pending` and younger than `lease`; a missing marker is claimed with
+        `candidate`, an expired lease with the id it holds. The claim is `pending` at `now` until `expire_at`."""
+        ...
+
+    async def mark_sent(self, marker: str, alert_id: str, now: float) -> bool:
+        """A `pending` marker holding `alert_id` becomes `sent` (its expiry kept); False for anything else."""
+        ...
+
+    async def rearm(
+        self, revision_key: str, revision: int, keep_seconds: int, spend_key: str, markers: Sequence[tuple[str, int]]
+    ) -> int:
+        """Record the revision; delete each (marker, level) whose level is above the spend counter's value.
+        Returns how many markers were deleted."""
+        ...
+
+
+class RedisMarkerStore:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._claim = redis.register_script(_CLAIM)
+        self._sent = redis.register_script(_SENT)
+        self._rearm = redis.register_script(_REARM)
+
+    async def claim(
+        self, marker: str, revision_key: str, revision: int, now: float, lease: float, expire_at: int, candidate: str
+    ) -> str | None:
+        claimed = await self._claim(
+            keys=[marker, revision_key], args=[revision, f"{now:.3f}", lease, expire_at, candidate]
+        )
+        if not claimed:
+            return None
+        return claimed.decode() if isinstance(claimed, bytes) else str(claimed)
+
+    async def mark_sent(self, marker: str, alert_id: str, now: float) -> bool:
+        return bool(await self._sent(keys=[marker], args=[alert_id, f"{now:.3f}"]))
+
+    async def rearm(
+        self, revision_key: str, revision: int, keep_seconds: int, spend_key: str, markers: Sequence[tuple[str, int]]
+    ) -> int:
+        keys = [revision_key, spend_key, *(m for m, _ in markers)]
+        return int(await self._rearm(keys=keys, args=[revision, keep_seconds, *(lvl for _, lvl in markers)]))
+
+
 class Evaluator:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        markers: MarkerStore,
         keys: KeySpace,
         spend: SpendCounter,
         publish: Callable[[FiredAlert], Awaitable[None]],
@@ -98,15 +150,12 @@ class Evaluator:
         lease_seconds: float,
         forecast_min_days: float,
     ) -> None:
-        self._redis = redis
+        self._markers = markers
         self._keys = keys
         self._spend = spend
         self._publish = publish
         self._lease = lease_seconds
         self._forecast_min_days = forecast_min_days
-        self._claim = redis.register_script(_CLAIM)
-        self._sent = redis.register_script(_SENT)
-        self._rearm = redis.register_script(_REARM)
 
     def scope_of(self, budget: BudgetRecord) -> str:
         scope = budget.scope
@@ -188,13 +237,17 @@ class Evaluator:
     ) -> FiredAlert | None:
         key = self._keys.marker(budget.workspace_id, budget.budget_id, period, marker)
         candidate = alert_id(budget.budget_id, budget.revision, period, marker)
-        claimed = await self._claim(
-            keys=[key, self._keys.revision(budget.workspace_id, budget.budget_id)],
-            args=[budget.revision, f"{now.timestamp():.3f}", self._lease, int(expires.timestamp()), candidate],
+        the_id = await self._markers.claim(
+            key,
+            self._keys.revision(budget.workspace_id, budget.budget_id),
+            budget.revision,
+            now.timestamp(),
+            self._lease,
+            int(expires.timestamp()),
+            candidate,
         )
-        if not claimed:
+        if the_id is None:
             return None
-        the_id = claimed.decode() if isinstance(claimed, bytes) else str(claimed)
         alert = FiredAlert.model_validate(
             {"period": period, **fields, "alert_id": the_id, "kind": kind, "fired_at": now}
         )
@@ -209,19 +262,17 @@ class Evaluator:
     async def mark_sent(self, alert: FiredAlert, now: datetime) -> bool:
         """Turn this alert's pending claim into `sent` (a no-op for any other state or alert id)."""
         key = self._keys.marker(alert.workspace_id, alert.budget_id, alert.period, marker_of(alert))
-        return bool(await self._sent(keys=[key], args=[alert.alert_id, f"{now.timestamp():.3f}"]))
+        return await self._markers.mark_sent(key, alert.alert_id, now.timestamp())
 
     async def rearm(self, budget: BudgetRecord, now: datetime) -> int:
         """Record the budget's new revision and re-arm the markers whose new level is above current spend."""
         month = month_id(now)
         markers = [(threshold_marker(p), level(budget.amount_usd, p)) for p in budget.thresholds]
         markers.append(("forecast", to_nanos(budget.amount_usd)))
-        keys = [
+        return await self._markers.rearm(
             self._keys.revision(budget.workspace_id, budget.budget_id),
+            budget.revision,
+            REVISION_KEEP_SECONDS,
             self._keys.month_spend(budget.workspace_id, month, self.scope_of(budget)),
-            *(self._keys.marker(budget.workspace_id, budget.budget_id, month, m) for m, _ in markers),
-        ]
-        result = await self._rearm(
-            keys=keys, args=[budget.revision, REVISION_KEEP_SECONDS, *(lvl for _, lvl in markers)]
+            [(self._keys.marker(budget.workspace_id, budget.budget_id, month, m), lvl) for m, lvl in markers],
         )
-        return int(result)

@@ -11,14 +11,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from spendstream.alerts import metrics
-from spendstream.alerts.budgets import BudgetBook
+from spendstream.alerts.budgets import BudgetRecord
 from spendstream.alerts.spend import CountedRecord, SpendCounter
 from spendstream.alerts.thresholds import Evaluator
 from spendstream.common.envelope import UnreadableRecord, read_record
 from spendstream.common.tenants import KeyRing
+
+
+class Budgets(Protocol):
+    """The budgets of a workspace (BudgetBook, replayed from alerts.budgets.v1)."""
+
+    def of_workspace(self, workspace_id: str) -> list[BudgetRecord]: ...
 
 
 class SpendTracker:
@@ -27,7 +33,7 @@ class SpendTracker:
         keyring: KeyRing,
         counter: SpendCounter,
         evaluator: Evaluator,
-        book: BudgetBook,
+        book: Budgets,
         clock: Callable[[], datetime],
     ) -> None:
         self._keyring = keyring

@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from spendstream.common.prices import PriceTable
 from spendstream.common.tenants import Principal
 from spendstream.rollup import export, findings
+from spendstream.rollup.queries import GROUPABLE, UsageQueries
 from spendstream.rollup.schema import DIMENSIONS, MEASURES
-from spendstream.rollup.store import GROUPABLE, Store
 
 MAX_RANGE_DAYS = 400
 # A dimension filter; repeat the parameter for several values (`model=a&model=b` means a or b).
@@ -80,7 +80,7 @@ class FindingsResponse(BaseModel):
     total_estimated_monthly_saving_usd: str
 
 
-def build_router(store: Store, auth: Any, prices: PriceTable) -> APIRouter:
+def build_router(store: UsageQueries, auth: Any, prices: PriceTable) -> APIRouter:
     router = APIRouter(tags=["usage"])
 
     @router.get(

@@ -40,7 +40,7 @@ from decimal import Decimal
 from typing import Any
 
 from spendstream.common.prices import Price, PriceTable
-from spendstream.rollup.store import Store
+from spendstream.rollup.queries import UsageQueries
 
 WINDOW_DAYS = 30
 MIN_MONTHLY_SAVING_USD = Decimal("0.50")
@@ -330,7 +330,7 @@ def batchable(rows: list[dict[str, Any]], prices: PriceTable, scale: Scale) -> l
     return findings
 
 
-def find(store: Store, prices: PriceTable, workspace_id: str, today: date) -> dict[str, Any]:
+def find(store: UsageQueries, prices: PriceTable, workspace_id: str, today: date) -> dict[str, Any]:
     """Every finding for a workspace over the 30 days ending `today`, largest saving first."""
     start = today - timedelta(days=WINDOW_DAYS - 1)
     first = store.first_day(workspace_id, start, today)

@@ -15,12 +15,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, HTTPException, Query
 from pydantic import SecretStr
 
-from spendstream.rollup.store import Store
+from spendstream.rollup.queries import UsageQueries
 
 MAX_DAYS = 62
 
 
-def build_internal_router(store: Store, token: SecretStr) -> APIRouter:
+def build_internal_router(store: UsageQueries, token: SecretStr) -> APIRouter:
     router = APIRouter(tags=["internal"], include_in_schema=False)
 
     @router.get("/internal/v1/spend")

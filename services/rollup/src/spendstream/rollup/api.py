@@ -80,7 +80,7 @@ class FindingsResponse(BaseModel):
     total_estimated_monthly_saving_usd: str
 
 
-def build_router(store: UsageQueries, auth: Any, prices: PriceTable) -> APIRouter:
+def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRouter:
     router = APIRouter(tags=["usage"])
 
     @router.get(
@@ -127,13 +127,13 @@ def build_router(store: UsageQueries, auth: Any, prices: PriceTable) -> APIRoute
         }
         filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
         ws = principal.workspace_id
-        rows = await asyncio.to_thread(store.usage, ws, start, end, groups, filters)
+        rows = await asyncio.to_thread(queries.usage, ws, start, end, groups, filters)
         totals = _zero()
         for row in rows:
             for m in MEASURES:
                 totals[m] += row[m]
-        unknown_models = await asyncio.to_thread(store.unknown_models, ws, start, end)
-        watermark = await asyncio.to_thread(store.watermark, ws)
+        unknown_models = await asyncio.to_thread(queries.unknown_models, ws, start, end)
+        watermark = await asyncio.to_thread(queries.watermark, ws)
         return {
             "workspace_id": ws,
             "start": start,
@@ -158,7 +158,7 @@ def build_router(store: UsageQueries, auth: Any, prices: PriceTable) -> APIRoute
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
         return StreamingResponse(
-            export.stream(store, ws, fmt),
+            export.stream(queries, ws, fmt),
             media_type=media,
             headers={
                 "Content-Disposition": f'attachment; filename="spendstream-{ws}-{stamp}.{fmt}"',
@@ -173,6 +173,6 @@ def build_router(store: UsageQueries, auth: Any, prices: PriceTable) -> APIRoute
     )
     async def waste_findings(principal: Annotated[Principal, Depends(auth)]) -> dict[str, Any]:
         today = datetime.now(UTC).date()
-        return await asyncio.to_thread(findings.find, store, prices, principal.workspace_id, today)
+        return await asyncio.to_thread(findings.find, queries, prices, principal.workspace_id, today)
 
     return router

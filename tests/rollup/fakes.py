@@ -39,7 +39,7 @@ class MemoryStore:
         return Inserted(new=len(self.events) - len(before), repeated_days=frozenset(repeated))
 
     def days_stored_since(self, since: datetime) -> list[date]:
-        return sorted(set(self.events.values()))
+        return sorted(set(self.events.values()))  # no storage times kept: every day with events
 
     def reconcile(self, start: date, end: date, confirm_after: float = 0.0) -> int:
         self.reconciled.append(start)

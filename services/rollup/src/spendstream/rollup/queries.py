@@ -8,30 +8,11 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from spendstream.rollup.schema import DIMENSIONS, MEASURES
+from spendstream.rollup.schema import DIMENSIONS, EVENT_COLUMNS, MEASURES
 
 GROUPABLE = ("day", *DIMENSIONS)
-EXPORT_EVENT_COLUMNS = (
-    "event_id",
-    "ts",
-    "ingested_at",
-    "provider",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "reasoning_tokens",
-    "latency_ms",
-    "cost_usd",
-    "cost_source",
-    "feature",
-    "route",
-    "task_type",
-    "customer_plan",
-    "customer_id",
-    "environment",
-    "tags",
-)
+# An exported event: the columns of a stored event but its workspace and its batch.
+EXPORT_EVENT_COLUMNS = tuple(c for c in EVENT_COLUMNS if c not in ("workspace_id", "batch_id"))
 
 
 class UsageQueries:

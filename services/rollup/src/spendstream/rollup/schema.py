@@ -54,8 +54,8 @@ MEASURES = (
     "latency_ms_sum",
 )
 TABLES = ("usage_events", "usage_daily", "workspace_watermarks")
-# The columns of version 3's entry table of single rows (dropped by version 5).
-INSERTED_COLUMNS = (
+# usage_events' columns but stored_at (its own default): what each event fills in (version 3's view wrote them).
+EVENT_COLUMNS = (
     "workspace_id",
     "event_id",
     "ts",
@@ -196,7 +196,7 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
                 tags Map(String, String)
             ) ENGINE = Null""",
             f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_events_in_mv TO {db}.usage_events AS
-            SELECT {", ".join(INSERTED_COLUMNS)} FROM {db}.usage_events_in""",
+            SELECT {", ".join(EVENT_COLUMNS)} FROM {db}.usage_events_in""",
         ],
         4: [
             # The entry table for whole batches (see the module docstring): `events` has the keys and types of

@@ -16,6 +16,7 @@ from typing import Any, cast
 import msgspec
 import pytest
 from clickhouse_connect.driver.client import Client
+from prometheus_client import REGISTRY
 
 from spendstream.common.envelope import read_stored, seal
 from spendstream.common.events import EncodedBatch, EventBatch, UsageEvent
@@ -28,6 +29,7 @@ from spendstream.rollup.writes import StoredBatch, encode_batches, fresh
 from tests.rollup.fakes import Keys, MemoryStore, Published
 from tests.support import usage_event
 
+_COUNTED = ("stored", "duplicate")
 KEY, WRONG_KEY = bytes(range(32)), bytes(range(1, 33))
 NOW = datetime.now(UTC)
 BACK = NOW - timedelta(days=3)  # a back-dated event's time, and an ingestion before the erasure below
@@ -61,6 +63,7 @@ class Case:
     stored: dict[str, int]  # events stored per workspace
     dead: list[tuple[int, str | None, str]] = field(default_factory=list)  # (offset, workspace_id, reason)
     repaired: list[date] = field(default_factory=list)  # days reconciled after a redelivery
+    duplicates: int = 0  # events handed to the store that it found stored (the duplicate metric)
     failures: int = 0  # inserts the store fails before it recovers
     raises: bool = False  # the last delivery fails (so FastStream does not commit its offsets)
     chunk_records: int = 100
@@ -68,19 +71,26 @@ class Case:
 
 CASES = [
     Case("one batch", [[rec("ws1", "a b c")]], {"ws1": 3}),
-    Case("an id twice in a record and again in the next one", [[rec("ws1", "a a b"), rec("ws1", "b c")]], {"ws1": 3}),
+    Case(
+        "an id twice in a record and again in the next one",
+        [[rec("ws1", "a a b"), rec("ws1", "b c")]],
+        {"ws1": 3},
+        duplicates=2,
+    ),
     Case("one id in two workspaces is two events", [[rec("ws1", "a"), rec("ws2", "a")]], {"ws1": 1, "ws2": 1}),
     Case(
         "a redelivered batch stores nothing twice and its days are repaired",
         [[rec("ws1", "a b", at=BACK), rec("ws1", "c")]] * 2,
         {"ws1": 3},
         repaired=[BACK.date(), NOW.date()],
+        duplicates=3,
     ),
     Case(
         "a repeat in a later chunk of the batch is found stored",
         [[rec("ws1", "a b"), rec("ws1", "c"), rec("ws1", "a")]],
         {"ws1": 3},
         repaired=[NOW.date()],
+        duplicates=1,
         chunk_records=1,
     ),
     Case("a store failing twice is retried", [[rec("ws1", "a b")]], {"ws1": 2}, failures=2),
@@ -141,6 +151,8 @@ async def test_batch_writer(case: Case, monkeypatch: pytest.MonkeyPatch) -> None
         erased=erased,
         chunk_records=case.chunk_records,
     )
+    counted = REGISTRY.get_sample_value
+    stored_before, duplicates_before = (counted(f"spendstream_rollup_events_{m}_total") or 0 for m in _COUNTED)
     for n, values in enumerate(case.deliveries, start=1):
         records = [SimpleNamespace(value=v, topic="usage", partition=0, offset=i) for i, v in enumerate(values)]
         if case.raises and n == len(case.deliveries):
@@ -154,6 +166,8 @@ async def test_batch_writer(case: Case, monkeypatch: pytest.MonkeyPatch) -> None
         per_workspace[workspace_id] = per_workspace.get(workspace_id, 0) + requests
     assert per_workspace == case.stored
     assert sorted(store.reconciled) == sorted(case.repaired)
+    assert counted("spendstream_rollup_events_stored_total") == stored_before + sum(case.stored.values())
+    assert counted("spendstream_rollup_events_duplicate_total") == duplicates_before + case.duplicates
     if case.failures:  # retried until it stored the batch, or for as long as retry_seconds allows
         assert store.inserts > 2 if case.raises else store.inserts == case.failures + 1
     letters = [(DeadLetter.model_validate_json(m), topic, key) for m, topic, key in broker.messages]

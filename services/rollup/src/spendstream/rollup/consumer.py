@@ -91,10 +91,10 @@ class BatchWriter:
         after the last; a failure anywhere fails the whole batch, which then comes again (chunks already
         written are found stored)."""
         metrics.BATCH_RECORDS.observe(len(records))
-        # Only the envelopes' ingestion times outlive their chunk: a chunk's events and rows are freed once it
+        # Only the envelopes' ingestion times outlive their chunk: a chunk's events and its body are freed once it
         # is written, so a batch never holds more than two chunks' events at a time.
         ingested: list[float] = []
-        rows_total = new = 0
+        events_total = new = 0
         writing: asyncio.Task[int] | None = None
         try:
             for first in range(0, len(records), self._chunk_records):
@@ -113,7 +113,7 @@ class BatchWriter:
                     writing = asyncio.create_task(self._write_traced(insert, count, batches))
                     await asyncio.sleep(0)  # let it reach its worker thread before the next chunk is decoded
                 ingested += [b.ingested_at.timestamp() for b in batches]
-                rows_total += count
+                events_total += count
             if writing is not None:
                 new += await writing
                 writing = None
@@ -123,7 +123,7 @@ class BatchWriter:
         if not ingested:
             return
         metrics.EVENTS_STORED.inc(new)
-        metrics.EVENTS_DUPLICATE.inc(rows_total - new)
+        metrics.EVENTS_DUPLICATE.inc(events_total - new)
         now = time.time()
         for at in ingested:
             metrics.INGEST_TO_STORED_SECONDS.observe(max(0.0, now - at))

@@ -1,7 +1,7 @@
 """ClickHouse work that needs a chDB directory of its own, so it runs in its own process (one engine per process).
 
 `python -m bench.chtasks '<json>'` with `task`:
-  insert-limit    rollup's own insert (Store.insert_rows) of ready rows, no existence check (same schema): rows/s
+  insert-limit    rollup's own insert (ClickHouseWriter.insert) of encoded batches, no existence check: rows/s
   prefill         N synthetic rows over many workspaces via INSERT ... SELECT FROM numbers(): seconds
   delete          the bare deletion of one workspace (ALTER TABLE ... DELETE, synchronous) on both tables
   count           rows of one workspace in both tables (apply_deleted_mask=0: physically present rows)
@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from bench.events import BATCH, BodyTemplate
@@ -24,7 +25,7 @@ from spendstream.common.events import validate_events
 from spendstream.common.prices import bundled
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.schema import migrate
-from spendstream.rollup.store import Store, StoredBatch, event_rows
+from spendstream.rollup.writes import ClickHouseWriter, StoredBatch
 
 TABLES = ("usage_events", "usage_daily")
 
@@ -43,14 +44,17 @@ def insert_limit(config: dict[str, Any]) -> dict[str, Any]:
     now = datetime.now(UTC)
     raw = orjson.loads(BodyTemplate(BATCH).body("limit"))["events"]
     validated = validate_events(raw, now, timedelta(days=400)).accepted
-    template = event_rows(StoredBatch.of("ws_limit", "b", now, validated), bundled())
-    store = Store(client, config["db"])
+    template = StoredBatch.of("ws_limit", "b", now, validated).events
+    writer = ClickHouseWriter(client, config["db"], bundled())
     inserted, spent = 0, 0.0
     while inserted < events:
         n = min(per_insert, events - inserted)
-        rows = [(row[0], f"{inserted + i}", *row[2:]) for i, row in enumerate(template[j % BATCH] for j in range(n))]
+        fresh = [msgspec.structs.replace(template[j % BATCH], event_id=f"{inserted + j}") for j in range(n)]
+        body = writer.encode(
+            [StoredBatch("ws_limit", f"b{inserted + i}", now, fresh[i : i + BATCH]) for i in range(0, n, BATCH)]
+        )
         started = time.perf_counter()
-        store.insert_rows(rows)
+        writer.insert(body)
         spent += time.perf_counter() - started
         inserted += n
     return {"rows_per_s": inserted / spent, "rows": inserted, "seconds": spent}

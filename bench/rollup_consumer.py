@@ -1,6 +1,6 @@
 """`python -m bench.rollup_consumer [--events N] [--batch B] [--chunk C] [--runs R]`: rollup's consumer, in-process.
 
-Runs `BatchWriter.handle` (decoding, both ways into ClickHouse, the existence check, the writes in chunks) over
+Runs `BatchWriter.handle` (decoding, the existence check, the writes into ClickHouse in chunks) over
 N events sealed like ingest seals them (500 per record, six workspaces), handed over in batches of B records,
 into a fresh database per run: what `python -m bench --only rollup` measures, without the broker, the
 fetches and FastStream. On this shared 2-core machine its figure moves far less from run to run than the Kafka
@@ -30,9 +30,10 @@ from spendstream.common.service import tune_gc
 from spendstream.common.tenants import KeyRing
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.consumer import BatchWriter
+from spendstream.rollup.reconcile import Reconciler
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
-from spendstream.rollup.store import Store
+from spendstream.rollup.writes import ClickHouseWriter
 
 
 def _records(events: int, key: bytes) -> list[Any]:
@@ -56,9 +57,9 @@ async def _run(
     """(events/s, CPU seconds per 100,000 events) of one pass over `records` into a fresh database."""
     migrate(client, database, 12)
     writer = BatchWriter(
-        store=Store(client, database),
+        writer=ClickHouseWriter(client, database, bundled()),
+        repairs=Reconciler(client, database),
         keyring=cast(KeyRing, OneKey(key)),
-        prices=bundled(),
         broker=cast(Any, None),
         topic_prefix="bench.",
         retry_seconds=5.0,

@@ -1,10 +1,11 @@
-"""`python -m bench.rollup_micro [--runs N] [--only seal,open,rows,insert]`: rollup's per-batch CPU, in-process.
+"""`python -m bench.rollup_micro [--runs N] [--only seal,open,encode,insert]`: rollup's per-batch CPU, in-process.
 
 Times the steps of the Kafka -> ClickHouse path on 500-event envelopes sealed like ingest seals them (the
 events of bench/events.py): `seal` plus the wire JSON (ingest's side), reading a record as both consumers do
-(envelope JSON, decryption, decoding: `read_sealed`), `event_rows`, and `Store.insert_new` of fresh rows into
-a throwaway chDB directory. Prints the median and p90 of wall and process-CPU time per batch, and the wire
-size of one envelope (with what Kafka's lz4 makes of it). Nothing else is started; no broker is needed.
+(envelope JSON, decryption, decoding: `read_stored`), encoding a batch for the insert (`encode_batches`), and
+`ClickHouseWriter.insert_new` of a fresh batch into a throwaway chDB directory. Prints the median and p90 of
+wall and process-CPU time per batch, and the wire size of one envelope (with what Kafka's lz4 makes of it).
+Nothing else is started; no broker is needed.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import lz4.frame  # type: ignore[import-untyped]
 
 from bench.events import BodyTemplate
 from bench.micro import row, time_sync
-from spendstream.common.envelope import BatchEnvelope, open_plaintext, read_sealed, seal
+from spendstream.common.envelope import BatchEnvelope, open_plaintext, read_stored, seal
 from spendstream.common.events import EventBatch
 from spendstream.common.prices import bundled
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.schema import migrate
-from spendstream.rollup.store import Store, StoredBatch, event_rows
+from spendstream.rollup.writes import ClickHouseWriter, StoredBatch, encode_batches
 
 WORKSPACE = "ws_" + "0" * 32
 
@@ -47,7 +48,7 @@ def _row(name: str, walls: list[float], cpus: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rollup_micro", description=__doc__)
     parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--only", default="seal,open,rows,insert")
+    parser.add_argument("--only", default="seal,open,encode,insert")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     runs: int = args.runs
@@ -70,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         return open_plaintext(BatchEnvelope.model_validate_json(value), key)
 
     def read(i: int) -> StoredBatch:
-        envelope, events = loop.run_until_complete(read_sealed(values[i], keyring))  # type: ignore[arg-type]
-        return StoredBatch(envelope.workspace_id, envelope.batch_id, envelope.ingested_at, events)
+        envelope, events, events_json = loop.run_until_complete(read_stored(values[i], keyring))  # type: ignore[arg-type]
+        return StoredBatch(
+            envelope.workspace_id, envelope.batch_id, envelope.ingested_at, events, envelope.traceparent, events_json
+        )
 
     lines = [
         f"envelope: {len(values[0]):,} bytes on the wire, {len(lz4.frame.compress(values[0])):,} after "
@@ -81,18 +84,20 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(_row("seal + wire JSON", *time_sync(runs, wire)))
     if "open" in only:
         lines.append(_row("envelope + decrypt + lz4", *time_sync(runs, lambda i: decrypt(values[i]))))
-        lines.append(_row("read_sealed (all of it)", *time_sync(runs, read)))
+        lines.append(_row("read_stored (all of it)", *time_sync(runs, read)))
     stored = [read(i) for i in range(runs)]
     prices = bundled()
-    if "rows" in only:
-        lines.append(_row("event_rows", *time_sync(runs, lambda i: event_rows(stored[i], prices))))
+    if "encode" in only:
+        lines.append(_row("encode_batches", *time_sync(runs, lambda i: encode_batches([stored[i]], prices))))
     if "insert" in only:
-        rows = [event_rows(b, prices) for b in stored]
         with tempfile.TemporaryDirectory(prefix="bench-rollup-micro-") as directory:
-            store = Store(clickhouse_client(f"chdb://{directory}"), "bench")
-            migrate(store._client, "bench", 12)
-            store.insert_new(event_rows(StoredBatch.of("ws_warm", "w", now, batches[0].events), prices))  # warm-up
-            lines.append(_row("insert_new", *time_sync(runs, lambda i: store.insert_new(rows[i]))))
+            client = clickhouse_client(f"chdb://{directory}")
+            migrate(client, "bench", 12)
+            writer = ClickHouseWriter(client, "bench", prices)
+            bodies = [writer.encode([b]) for b in stored]
+            warm = [StoredBatch.of("ws_warm", "w", now, batches[0].events)]
+            writer.insert_new(warm, writer.encode(warm))
+            lines.append(_row("insert_new", *time_sync(runs, lambda i: writer.insert_new([stored[i]], bodies[i]))))
     loop.close()
     print(f"per 500-event batch, {runs} runs")
     print("\n".join(lines))

@@ -116,7 +116,7 @@ async def _rollup(bench: Bench, meta: dict[str, Any]) -> list[Row]:
             "higher",
             200_000,
             limit.median,
-            f"rollup's own insert (Store.insert_rows) of the same rows ready, "
+            f"rollup's own insert (ClickHouseWriter.insert) of the same events ready, "
             f"{figures.batch_events:,} per insert (chDB)",
         )
     ]

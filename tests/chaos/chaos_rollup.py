@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from spendstream.rollup import __main__ as entry
-from spendstream.rollup.store import Inserted, Store
+from spendstream.rollup.writes import ClickHouseWriter, Inserted
 
 OUTAGE = Path(os.environ["CHAOS_CLICKHOUSE_OUTAGE"])
 _state = {"detached": False}
 
 
 def outage(insert: Callable[..., Inserted]) -> Callable[..., Inserted]:
-    """The write (rows or whole batches), failing while the outage file exists."""
+    """The write, failing while the outage file exists."""
 
-    def write(self: Store, *args: Any) -> Inserted:
+    def write(self: ClickHouseWriter, *args: Any) -> Inserted:
         client = self._client
         if OUTAGE.exists() and not _state["detached"]:
             client.command(f"DETACH TABLE {self.db}.usage_events")
@@ -35,6 +35,5 @@ def outage(insert: Callable[..., Inserted]) -> Callable[..., Inserted]:
     return write
 
 
-Store.insert_new = outage(Store.insert_new)  # type: ignore[method-assign]
-Store.insert_new_batches = outage(Store.insert_new_batches)  # type: ignore[method-assign]
+ClickHouseWriter.insert_new = outage(ClickHouseWriter.insert_new)  # type: ignore[method-assign]
 raise SystemExit(entry.main())

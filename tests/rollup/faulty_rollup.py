@@ -19,15 +19,15 @@ from typing import Any
 
 from spendstream.rollup import __main__ as entry
 from spendstream.rollup.schema import DIMENSIONS, MEASURES
-from spendstream.rollup.store import Inserted, Store
+from spendstream.rollup.writes import ClickHouseWriter, Inserted
 
 FAULT = os.environ["ROLLUP_TEST_FAULT"]
 
 
 def faulty(insert: Callable[..., Inserted]) -> Callable[..., Inserted]:
-    """The write (rows or whole batches) with the fault around it."""
+    """The write with the fault around it."""
 
-    def write(self: Store, *args: Any) -> Inserted:
+    def write(self: ClickHouseWriter, *args: Any) -> Inserted:
         if FAULT == "slow_batch":
             Path(os.environ["ROLLUP_TEST_MARKER"]).touch()
             time.sleep(3)
@@ -46,6 +46,5 @@ def faulty(insert: Callable[..., Inserted]) -> Callable[..., Inserted]:
     return write
 
 
-Store.insert_new = faulty(Store.insert_new)  # type: ignore[method-assign]
-Store.insert_new_batches = faulty(Store.insert_new_batches)  # type: ignore[method-assign]
+ClickHouseWriter.insert_new = faulty(ClickHouseWriter.insert_new)  # type: ignore[method-assign]
 raise SystemExit(entry.main())

@@ -19,7 +19,7 @@ from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import DATA_KEYS, ROLLUP_DEAD_LETTERS, USAGE_EVENTS, topic_name
 from spendstream.rollup.clickhouse import clickhouse_client
-from spendstream.rollup.store import Store
+from spendstream.rollup.reconcile import Reconciler
 from tests.support import Isolation, usage_event
 
 
@@ -155,8 +155,8 @@ async def dead_letters(iso: Isolation, expected: int, timeout_ms: int = 15_000) 
         await consumer.stop()
 
 
-def store(iso: Isolation) -> Store:
-    return Store(clickhouse_client(iso.stack.clickhouse), iso.database)
+def reconciler(iso: Isolation) -> Reconciler:
+    return Reconciler(clickhouse_client(iso.stack.clickhouse), iso.database)
 
 
 def scalar(iso: Isolation, sql: str, **parameters: Any) -> Any:

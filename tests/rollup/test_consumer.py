@@ -16,16 +16,18 @@ import pytest
 from spendstream.common.envelope import seal
 from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.kafka import make_broker
-from spendstream.common.prices import PriceTable, bundled
+from spendstream.common.prices import bundled
 from spendstream.common.tenants import KeyRing
 from spendstream.rollup import metrics
 from spendstream.rollup.app import create_service
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.consumer import BatchWriter
+from spendstream.rollup.queries import UsageQueries
+from spendstream.rollup.reconcile import Reconciler
 from spendstream.rollup.schema import DIMENSIONS, MEASURES, migrate
 from spendstream.rollup.settings import RollupSettings
-from spendstream.rollup.store import Store, StoredBatch, event_rows
-from tests.rollup.kafka import dead_letters, events, lag, publisher, raw_count, rollup_requests, store
+from spendstream.rollup.writes import ClickHouseWriter, Inserted, StoredBatch
+from tests.rollup.kafka import dead_letters, events, lag, publisher, raw_count, reconciler, rollup_requests
 from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
 
 pytestmark = pytest.mark.integration
@@ -262,7 +264,7 @@ async def test_two_replicas_joining_and_leaving_the_group_store_every_event_exac
             await burst()
             await _caught_up(iso)
     today = datetime.now(UTC).date()
-    store(iso).reconcile(today, today)
+    reconciler(iso).reconcile(today, today)
     assert sent == 120
     assert rollup_requests(iso, ws["workspace_id"]) == 120
     final = (
@@ -279,29 +281,27 @@ async def test_two_replicas_joining_and_leaving_the_group_store_every_event_exac
 async def test_the_periodic_reconcile_covers_back_dated_days_touched_since_its_last_pass(iso: Isolation) -> None:
     client = clickhouse_client(iso.stack.clickhouse)
     migrate(client, iso.database, 12)
-    store = Store(client, iso.database)
+    events_writer = ClickHouseWriter(client, iso.database, bundled())
     settings = iso.settings(RollupSettings)
     writer = BatchWriter(
-        store=store,
+        writer=events_writer,
+        repairs=Reconciler(client, iso.database),
         keyring=KeyRing(settings),
-        prices=bundled(),
         broker=make_broker(settings, "t"),
         topic_prefix=iso.prefix,
         retry_seconds=1,
     )
     before = datetime.now(UTC) - timedelta(seconds=1)
     old = datetime.now(UTC) - timedelta(days=120)
-    store.insert_new(
-        event_rows(
-            StoredBatch.of(
-                "ws1",
-                "b",
-                datetime.now(UTC),
-                [UsageEvent.model_validate(usage_event(timestamp=old.isoformat(), cost_usd=1.0)) for _ in range(2)],
-            ),
-            bundled(),
+    back_dated = [
+        StoredBatch.of(
+            "ws1",
+            "b",
+            datetime.now(UTC),
+            [UsageEvent.model_validate(usage_event(timestamp=old.isoformat(), cost_usd=1.0)) for _ in range(2)],
         )
-    )
+    ]
+    events_writer.insert_new(back_dated, events_writer.encode(back_dated))
     keys = ("workspace_id", "day", *DIMENSIONS, "cost_source")
     # The view part of that insert "lost": the rollup misses the back-dated day entirely.
     client.command(
@@ -311,7 +311,7 @@ async def test_the_periodic_reconcile_covers_back_dated_days_touched_since_its_l
     )
     today = datetime.now(UTC).date()
     assert await writer.reconcile(before, today, recent_days=2) == 1
-    rows = store.usage("ws1", old.date(), old.date(), [], {})
+    rows = UsageQueries(client, iso.database).usage("ws1", old.date(), old.date(), [], {})
     assert [(r["requests"], r["cost_usd"]) for r in rows] == [(2, Decimal("2"))]
 
 
@@ -339,38 +339,32 @@ class _OneKey:
         return self.key
 
 
-class _FailingSecondWrite(Store):
+class _FailingSecondWrite(ClickHouseWriter):
     """Stores the first chunk, then fails every write until told to recover."""
 
     def __init__(self, client: Any, database: str) -> None:
-        super().__init__(client, database)
+        super().__init__(client, database, bundled())
         self.writes = 0
         self.failing = True
 
-    def _count(self) -> None:
+    def insert_new(self, batches: Sequence[StoredBatch], body: bytes) -> Inserted:
         self.writes += 1
         if self.failing and self.writes > 1:
             raise ConnectionError("clickhouse went away")
-
-    def insert_new(self, rows: list[tuple[Any, ...]], encoded: bytes | None = None) -> Any:
-        self._count()
-        return super().insert_new(rows, encoded)
-
-    def insert_new_batches(self, batches: Sequence[StoredBatch], encoded: bytes, prices: PriceTable) -> Any:
-        self._count()
-        return super().insert_new_batches(batches, encoded, prices)
+        return super().insert_new(batches, body)
 
 
 async def test_a_chunk_failing_fails_the_whole_batch_and_its_redelivery_stores_each_event_once(iso: Isolation) -> None:
     client = clickhouse_client(iso.stack.clickhouse)
     migrate(client, iso.database, 12)
     store = _FailingSecondWrite(client, iso.database)
+    queries = UsageQueries(client, iso.database)
     key = bytes(range(32))
     settings = iso.settings(RollupSettings)
     writer = BatchWriter(
-        store=store,
+        writer=store,
+        repairs=Reconciler(client, iso.database),
         keyring=cast(KeyRing, _OneKey(key)),
-        prices=bundled(),
         broker=make_broker(settings, "t"),
         topic_prefix=iso.prefix,
         retry_seconds=0.01,
@@ -387,10 +381,10 @@ async def test_a_chunk_failing_fails_the_whole_batch_and_its_redelivery_stores_e
         await writer.handle(records)
     assert store.writes >= 2
     assert (
-        store.usage("ws1", date.today() - timedelta(days=1), date.today() + timedelta(days=1), [], {})[0]["requests"]
+        queries.usage("ws1", date.today() - timedelta(days=1), date.today() + timedelta(days=1), [], {})[0]["requests"]
         == 6
     )  # the first chunk is stored; the offsets were not committed
     store.failing = False
     await writer.handle(records)  # the redelivery
-    [totals] = store.usage("ws1", date.today() - timedelta(days=1), date.today() + timedelta(days=1), [], {})
+    [totals] = queries.usage("ws1", date.today() - timedelta(days=1), date.today() + timedelta(days=1), [], {})
     assert (totals["requests"], totals["cost_usd"]) == (15, Decimal("7.5"))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from clickhouse_connect.driver.client import Client
 
@@ -13,144 +16,163 @@ from spendstream.common.envelope import stored_events
 from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.prices import bundled
 from spendstream.rollup.clickhouse import clickhouse_client
-from spendstream.rollup.schema import BATCH_COLUMNS, DIMENSIONS, MEASURES, migrate
-from spendstream.rollup.store import EVENT_COLUMNS, Store, StoredBatch, encode_batches, event_rows
+from spendstream.rollup.queries import UsageQueries
+from spendstream.rollup.reconcile import Reconciler
+from spendstream.rollup.schema import DIMENSIONS, MEASURES, migrate
+from spendstream.rollup.writes import ClickHouseWriter, Inserted, StoredBatch
 from tests.support import Isolation, usage_event
 
 pytestmark = pytest.mark.integration
 
 
-def _rows(workspace_id: str, n: int, **fields: Any) -> list[tuple[Any, ...]]:
-    batch = StoredBatch.of(
-        workspace_id, "b1", datetime.now(UTC), [UsageEvent.model_validate(usage_event(**fields)) for _ in range(n)]
-    )
-    return event_rows(batch, bundled())
+def _batch(workspace_id: str, n: int, batch_id: str = "b1", **fields: Any) -> StoredBatch:
+    events = [UsageEvent.model_validate(usage_event(**fields)) for _ in range(n)]
+    return StoredBatch.of(workspace_id, batch_id, datetime.now(UTC), events)
 
 
-def _setup(iso: Isolation) -> tuple[Client, Store]:
+@dataclass
+class _Db:
+    client: Client
+    writer: ClickHouseWriter
+    queries: UsageQueries
+    reconciler: Reconciler
+
+    def insert(self, *batches: StoredBatch) -> Inserted:
+        """What the consumer does with one chunk: encode it, then insert what is not stored yet."""
+        return self.writer.insert_new(batches, self.writer.encode(batches))
+
+
+def _setup(iso: Isolation) -> _Db:
     client = clickhouse_client(iso.stack.clickhouse)
     migrate(client, iso.database, 12)
-    return client, Store(client, iso.database)
+    return _Db(
+        client,
+        ClickHouseWriter(client, iso.database, bundled()),
+        UsageQueries(client, iso.database),
+        Reconciler(client, iso.database),
+    )
 
 
-def _totals(store: Store, workspace_id: str) -> dict[str, Any]:
+def _totals(db: _Db, workspace_id: str) -> dict[str, Any]:
     today = datetime.now(UTC).date()
-    rows = store.usage(workspace_id, today - timedelta(days=1), today, [], {})
+    rows = db.queries.usage(workspace_id, today - timedelta(days=1), today, [], {})
     return {m: rows[0][m] for m in ("requests", "input_tokens", "cost_usd")} if rows else {}
 
 
 def test_insert_new_skips_what_is_stored_and_repeats_inside_one_call(iso: Isolation) -> None:
-    _, store = _setup(iso)
-    rows = _rows("ws1", 5, cost_usd=1.0)
-    assert store.insert_new(rows).new == 5
-    assert store.insert_new([*rows[2:], *_rows("ws1", 1, cost_usd=1.0), rows[0]]).new == 1
-    assert _totals(store, "ws1") == {"requests": 6, "input_tokens": 6000, "cost_usd": Decimal("6")}
+    db = _setup(iso)
+    first = _batch("ws1", 5, cost_usd=1.0)
+    assert db.insert(first).new == 5
+    again = first.keeping([*first.events[2:], *_batch("ws1", 1, cost_usd=1.0).events, first.events[0]])
+    assert db.insert(again).new == 1
+    assert _totals(db, "ws1") == {"requests": 6, "input_tokens": 6000, "cost_usd": Decimal("6")}
 
 
 def test_a_first_batch_stores_an_id_it_repeats_once_and_the_same_id_of_two_workspaces_in_each(iso: Isolation) -> None:
-    _, store = _setup(iso)
-    rows = _rows("ws1", 3, cost_usd=1.0)
-    same_id_elsewhere = ("ws2", *rows[0][1:])
-    assert store.insert_new([*rows, rows[1], same_id_elsewhere]).new == 4
-    assert _totals(store, "ws1")["requests"] == 3 and _totals(store, "ws2")["requests"] == 1
+    db = _setup(iso)
+    batch = _batch("ws1", 3, cost_usd=1.0)
+    same_id_elsewhere = dataclasses.replace(batch, workspace_id="ws2", batch_id="b2", events=batch.events[:1])
+    assert db.insert(batch.keeping([*batch.events, batch.events[1]]), same_id_elsewhere).new == 4
+    assert _totals(db, "ws1")["requests"] == 3 and _totals(db, "ws2")["requests"] == 1
 
 
-def test_a_retried_insert_of_the_same_rows_is_discarded_in_the_raw_table_and_the_rollup(iso: Isolation) -> None:
-    # As after a timeout that did in fact succeed: the same rows again, the same content-derived token. Rows
+def test_a_retried_insert_of_the_same_events_is_discarded_in_the_raw_table_and_the_rollup(iso: Isolation) -> None:
+    # As after a timeout that did in fact succeed: the same body again, the same content-derived token. Events
     # enter through the Null entry table; its view carries the token on to usage_events and usage_daily.
-    client, store = _setup(iso)
-    rows = _rows("ws1", 3, cost_usd=0.5)
+    db = _setup(iso)
+    body = db.writer.encode([_batch("ws1", 3, cost_usd=0.5)])
     for _ in range(3):
-        store.insert_rows(rows)
-    stored = client.query(f"SELECT count() FROM {iso.database}.usage_events WHERE workspace_id = 'ws1'")
+        db.writer.insert(body)
+    stored = db.client.query(f"SELECT count() FROM {iso.database}.usage_events WHERE workspace_id = 'ws1'")
     assert stored.result_rows[0][0] == 3  # without FINAL: no second copy was written at all
-    assert _totals(store, "ws1") == {"requests": 3, "input_tokens": 3000, "cost_usd": Decimal("1.5")}
+    assert _totals(db, "ws1") == {"requests": 3, "input_tokens": 3000, "cost_usd": Decimal("1.5")}
 
 
-def test_insert_new_names_the_days_of_rows_already_stored_so_their_rollup_can_be_repaired(iso: Isolation) -> None:
-    _, store = _setup(iso)
+def test_insert_new_names_the_days_of_events_already_stored_so_their_rollup_can_be_repaired(iso: Isolation) -> None:
+    db = _setup(iso)
     old = (datetime.now(UTC) - timedelta(days=40)).replace(microsecond=0)
-    back_dated = _rows("ws1", 2, timestamp=old.isoformat())
-    today_rows = _rows("ws1", 2)
-    assert store.insert_new(back_dated).repeated_days == frozenset()
-    again = store.insert_new([*back_dated, *today_rows])
+    back_dated = _batch("ws1", 2, timestamp=old.isoformat())
+    assert db.insert(back_dated).repeated_days == frozenset()
+    again = db.insert(back_dated, _batch("ws1", 2, batch_id="b2"))
     assert again.new == 2 and again.repeated_days == frozenset({old.date()})
 
 
 def test_reconcile_repairs_a_double_counted_and_a_missing_rollup_exactly(iso: Isolation) -> None:
-    client, store = _setup(iso)
-    rows = _rows("ws1", 4, cost_usd=0.5)
-    store.insert_new(rows)
+    db = _setup(iso)
+    db.insert(_batch("ws1", 4, cost_usd=0.5))
     # Drift 1: two consumers raced through the existence check; the raw table holds a row twice (FINAL
     # deduplicates it), the view counted it twice.
-    client.insert(
-        f"{iso.database}.usage_events", rows[:1], column_names=EVENT_COLUMNS, settings={"insert_deduplicate": 0}
+    db.client.command(
+        f"INSERT INTO {iso.database}.usage_events SELECT * FROM {iso.database}.usage_events "
+        "WHERE workspace_id = 'ws1' LIMIT 1",
+        settings={"insert_deduplicate": 0},
     )
     # Drift 2: a view part lost (killed between the raw part and the view part) for another workspace.
-    other = _rows("ws2", 3, cost_usd=2.0)
-    store.insert_new(other)
+    db.insert(_batch("ws2", 3, cost_usd=2.0))
     keys = ("workspace_id", "day", *DIMENSIONS, "cost_source")
-    client.command(
+    db.client.command(
         f"INSERT INTO {iso.database}.usage_daily ({', '.join((*keys, *MEASURES))}) "
         f"SELECT {', '.join(keys)}, {', '.join(f'-{m}' for m in MEASURES)} FROM {iso.database}.usage_daily "
         "WHERE workspace_id = 'ws2'",
         settings={"insert_deduplicate": 0},
     )
-    assert _totals(store, "ws1") == {"requests": 5, "input_tokens": 5000, "cost_usd": Decimal("2.5")}
-    assert _totals(store, "ws2") == {}
+    assert _totals(db, "ws1") == {"requests": 5, "input_tokens": 5000, "cost_usd": Decimal("2.5")}
+    assert _totals(db, "ws2") == {}
 
     today = datetime.now(UTC).date()
-    assert store.reconcile(today, today) == 2
-    assert _totals(store, "ws1") == {"requests": 4, "input_tokens": 4000, "cost_usd": Decimal("2")}
-    assert _totals(store, "ws2") == {"requests": 3, "input_tokens": 3000, "cost_usd": Decimal("6")}
+    assert db.reconciler.reconcile(today, today) == 2
+    assert _totals(db, "ws1") == {"requests": 4, "input_tokens": 4000, "cost_usd": Decimal("2")}
+    assert _totals(db, "ws2") == {"requests": 3, "input_tokens": 3000, "cost_usd": Decimal("6")}
     # Exact means a second pass finds nothing, and a confirmed pass agrees.
-    assert store.reconcile(today, today) == 0
-    assert store.reconcile(today, today, confirm_after=0.01) == 0
+    assert db.reconciler.reconcile(today, today) == 0
+    assert db.reconciler.reconcile(today, today, confirm_after=0.01) == 0
 
 
 def test_days_stored_since_names_back_dated_days_for_reconcile(iso: Isolation) -> None:
-    _, store = _setup(iso)
+    db = _setup(iso)
     before = datetime.now(UTC) - timedelta(seconds=1)
     old = (datetime.now(UTC) - timedelta(days=90)).replace(microsecond=0)
-    store.insert_new(_rows("ws1", 1, timestamp=old.isoformat()))
-    assert store.days_stored_since(before) == [old.date()]
+    db.insert(_batch("ws1", 1, timestamp=old.isoformat()))
+    assert db.reconciler.days_stored_since(before) == [old.date()]
 
 
 def test_the_existence_check_is_per_workspace_and_works_across_chunks(
     iso: Isolation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, store = _setup(iso)
-    monkeypatch.setattr("spendstream.rollup.store.EXISTS_CHUNK", 3)
+    db = _setup(iso)
+    monkeypatch.setattr("spendstream.rollup.writes.EXISTS_CHUNK", 3)
     shared = usage_event(cost_usd=1.0)
-    a = _rows("wsA", 4, cost_usd=1.0)
-    assert store.insert_new(a).new == 4
-    # The same event_id in another workspace is a different event; a's rows again are not new.
-    b = event_rows(
-        StoredBatch.of("wsB", "b", datetime.now(UTC), [UsageEvent.model_validate({**shared, "event_id": a[0][1]})]),
-        bundled(),
+    a = _batch("wsA", 4, cost_usd=1.0)
+    assert db.insert(a).new == 4
+    # The same event_id in another workspace is a different event; a's events again are not new.
+    b = StoredBatch.of(
+        "wsB", "b", datetime.now(UTC), [UsageEvent.model_validate({**shared, "event_id": a.events[0].event_id})]
     )
-    assert store.insert_new([*a, *b, *_rows("wsA", 2, cost_usd=1.0)]).new == 3
-    assert _totals(store, "wsA")["requests"] == 6 and _totals(store, "wsB")["requests"] == 1
+    assert db.insert(a, b, _batch("wsA", 2, batch_id="b2", cost_usd=1.0)).new == 3
+    assert _totals(db, "wsA")["requests"] == 6 and _totals(db, "wsB")["requests"] == 1
 
 
 def test_the_existence_check_finds_ids_that_need_escaping_as_well_as_plain_ones(iso: Isolation) -> None:
     # Plain ids are inlined into the query; an id ingest would never let through (a quote, a backslash, a NUL)
     # makes the whole chunk go through bound parameters instead, and must be found all the same.
-    _, store = _setup(iso)
-    plain = _rows("wsA", 2, cost_usd=1.0)
-    odd = [
-        (*row[:1], event_id, *row[2:])
-        for row, event_id in zip(_rows("wsA", 3, cost_usd=1.0), ["it's", "back\\slash", "nul\x00byte"], strict=True)
-    ]
-    assert store.insert_new([*plain, *odd]).new == 5
-    assert store.insert_new(plain).new == 0
-    assert store.insert_new(odd).new == 0
-    assert _totals(store, "wsA")["requests"] == 5
+    db = _setup(iso)
+    plain = _batch("wsA", 2, cost_usd=1.0)
+    three = _batch("wsA", 3, batch_id="b2", cost_usd=1.0)
+    odd = three.keeping(
+        [
+            msgspec.structs.replace(event, event_id=event_id)
+            for event, event_id in zip(three.events, ["it's", "back\\slash", "nul\x00byte"], strict=True)
+        ]
+    )
+    assert db.insert(plain, odd).new == 5
+    assert db.insert(plain).new == 0
+    assert db.insert(odd).new == 0
+    assert _totals(db, "wsA")["requests"] == 5
 
 
 def test_what_is_stored_is_exactly_what_was_sealed_through_the_json_insert(iso: Isolation) -> None:
     # The insert travels as JSON that ClickHouse parses: every kind of value must come back as it went in.
-    _, store = _setup(iso)
+    db = _setup(iso)
     tags = {
         "feature": 'it\'s "quoted" \\ back\tslash\nnewline',
         "route": "/v1/é/ü/日本",
@@ -158,7 +180,7 @@ def test_what_is_stored_is_exactly_what_was_sealed_through_the_json_insert(iso: 
         "team.name": "{'map': [1]}",
     }
     at = datetime(2026, 11, 30, 23, 59, 59, 987654, tzinfo=timezone(timedelta(hours=-5)))
-    rows = _rows(
+    batch = _batch(
         "ws1",
         1,
         event_id="odd-1",
@@ -167,8 +189,8 @@ def test_what_is_stored_is_exactly_what_was_sealed_through_the_json_insert(iso: 
         cached_input_tokens=7,
         tags=tags,
     )
-    assert store.insert_new(rows).new == 1
-    [stored] = store.events_page("ws1", "", 10)
+    assert db.insert(batch).new == 1
+    [stored] = db.queries.events_page("ws1", "", 10)
     assert stored["tags"] == tags and stored["feature"] == tags["feature"] and stored["route"] == tags["route"]
     assert stored["ts"].replace(tzinfo=UTC) == datetime(2026, 12, 1, 4, 59, 59, 987000, tzinfo=UTC)  # ms, UTC
     assert stored["cost_usd"] == Decimal("0.000123456")  # Decimal(18, 9) keeps nine places, as before
@@ -224,36 +246,42 @@ _KINDS = [  # every kind of cost and value a batch can carry
 ]
 
 
-def test_whole_batches_are_stored_exactly_as_their_rows_would_be(iso: Isolation) -> None:
-    # The two ways into usage_events (schema.py): rows built in Python, or the events as sealed with rollup's
-    # prices beside them, spread by ClickHouse. Every column of every kind of event must come out the same.
-    _, store = _setup(iso)
-    prices = bundled()
-    as_rows, as_batch = _sealed("wsRows", _KINDS), _sealed("wsBatch", _KINDS)
-    assert store.insert_new(event_rows(as_rows, prices)).new == len(_KINDS)
-    assert store.insert_new_batches([as_batch], encode_batches([as_batch], prices), prices).new == len(_KINDS)
-    rows, batch = store.events_page("wsRows", "", 100), store.events_page("wsBatch", "", 100)
-    assert len(rows) == len(_KINDS) and rows == batch
-    by_id = {r["event_id"]: r for r in batch}
+def test_a_batch_is_stored_alike_from_its_sealed_json_and_encoded_again_from_its_events(iso: Isolation) -> None:
+    # The one way into usage_events (schema.py) takes a batch's events as ingest sealed them, or, where some were
+    # left out, encoded again from the structs: the bodies are the same bytes and every column comes out alike.
+    db = _setup(iso)
+    as_sealed = _sealed("wsSealed", _KINDS)
+    as_structs = dataclasses.replace(as_sealed, workspace_id="wsStructs", events_json=None)
+    assert db.writer.encode([as_structs]) == db.writer.encode(
+        [dataclasses.replace(as_sealed, workspace_id="wsStructs")]
+    )
+    assert db.insert(as_sealed).new == len(_KINDS)
+    assert db.insert(as_structs).new == len(_KINDS)
+    sealed, structs = db.queries.events_page("wsSealed", "", 100), db.queries.events_page("wsStructs", "", 100)
+    assert len(sealed) == len(_KINDS) and sealed == structs
+    by_id = {r["event_id"]: r for r in sealed}
     assert (by_id["computed"]["cost_usd"], by_id["computed"]["cost_source"]) == (Decimal("0.0024"), "computed")
     assert (by_id["unknown"]["cost_usd"], by_id["unknown"]["cost_source"]) == (0, "unknown")
     assert by_id["reported"]["cost_usd"] == Decimal("0.000123456") and by_id["reported"]["route"] == "/v1/é/日本"
     assert by_id["computed"]["customer_plan"] == "free" and by_id["reported-zero"]["tags"] == {}
     day = by_id["reported"]["ts"].date()
-    assert store.daily_rows("wsRows", day) == store.daily_rows("wsBatch", day)
-    assert store.watermark("wsRows") == store.watermark("wsBatch") == as_rows.ingested_at.replace(microsecond=123000)
+    assert db.queries.daily_rows("wsSealed", day) == db.queries.daily_rows("wsStructs", day)
+    assert (
+        db.queries.watermark("wsSealed")
+        == db.queries.watermark("wsStructs")
+        == as_sealed.ingested_at.replace(microsecond=123000)
+    )
 
 
 def test_a_retried_batch_insert_is_discarded_and_a_repeated_event_is_stored_once(iso: Isolation) -> None:
-    client, store = _setup(iso)
-    prices = bundled()
+    db = _setup(iso)
     first = _sealed("ws1", [usage_event(event_id=f"e{i}", cost_usd=0.5) for i in range(3)])
     for _ in range(3):  # as after a timeout that did in fact succeed: the same body, the same token
-        store._insert(f"{iso.database}.usage_batches_in", BATCH_COLUMNS, encode_batches([first], prices))
-    stored = client.query(f"SELECT count() FROM {iso.database}.usage_events WHERE workspace_id = 'ws1'")
+        db.writer.insert(db.writer.encode([first]))
+    stored = db.client.query(f"SELECT count() FROM {iso.database}.usage_events WHERE workspace_id = 'ws1'")
     assert stored.result_rows[0][0] == 3  # without FINAL: no second copy was written at all
-    # A redelivery with one new event and one repeated inside the batch: the row way, each stored once.
+    # A redelivery with one new event and one repeated inside the batch: the kept event alone, stored once.
     again = _sealed("ws1", [usage_event(event_id=f"e{i}", cost_usd=0.5) for i in (2, 3, 3)], batch_id="b2")
-    inserted = store.insert_new_batches([again], encode_batches([again], prices), prices)
+    inserted = db.insert(again)
     assert inserted.new == 1 and inserted.repeated_days == {datetime.now(UTC).date()}
-    assert _totals(store, "ws1") == {"requests": 4, "input_tokens": 4000, "cost_usd": Decimal("2")}
+    assert _totals(db, "ws1") == {"requests": 4, "input_tokens": 4000, "cost_usd": Decimal("2")}

@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from spendstream.common.prices import PriceTable
 from spendstream.common.tenants import Principal
 from spendstream.rollup import export, findings
+from spendstream.rollup.queries import GROUPABLE, UsageQueries
 from spendstream.rollup.schema import DIMENSIONS, MEASURES
-from spendstream.rollup.store import GROUPABLE, Store
 
 MAX_RANGE_DAYS = 400
 # A dimension filter; repeat the parameter for several values (`model=a&model=b` means a or b).
@@ -80,7 +80,7 @@ class FindingsResponse(BaseModel):
     total_estimated_monthly_saving_usd: str
 
 
-def build_router(store: Store, auth: Any, prices: PriceTable) -> APIRouter:
+def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRouter:
     router = APIRouter(tags=["usage"])
 
     @router.get(
@@ -127,13 +127,13 @@ def build_router(store: Store, auth: Any, prices: PriceTable) -> APIRouter:
         }
         filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
         ws = principal.workspace_id
-        rows = await asyncio.to_thread(store.usage, ws, start, end, groups, filters)
+        rows = await asyncio.to_thread(queries.usage, ws, start, end, groups, filters)
         totals = _zero()
         for row in rows:
             for m in MEASURES:
                 totals[m] += row[m]
-        unknown_models = await asyncio.to_thread(store.unknown_models, ws, start, end)
-        watermark = await asyncio.to_thread(store.watermark, ws)
+        unknown_models = await asyncio.to_thread(queries.unknown_models, ws, start, end)
+        watermark = await asyncio.to_thread(queries.watermark, ws)
         return {
             "workspace_id": ws,
             "start": start,
@@ -158,7 +158,7 @@ def build_router(store: Store, auth: Any, prices: PriceTable) -> APIRouter:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
         return StreamingResponse(
-            export.stream(store, ws, fmt),
+            export.stream(queries, ws, fmt),
             media_type=media,
             headers={
                 "Content-Disposition": f'attachment; filename="spendstream-{ws}-{stamp}.{fmt}"',
@@ -173,6 +173,6 @@ def build_router(store: Store, auth: Any, prices: PriceTable) -> APIRouter:
     )
     async def waste_findings(principal: Annotated[Principal, Depends(auth)]) -> dict[str, Any]:
         today = datetime.now(UTC).date()
-        return await asyncio.to_thread(findings.find, store, prices, principal.workspace_id, today)
+        return await asyncio.to_thread(findings.find, queries, prices, principal.workspace_id, today)
 
     return router

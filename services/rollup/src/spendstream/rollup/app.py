@@ -30,9 +30,11 @@ from spendstream.rollup.consumer import BatchWriter
 from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.erasure import RollupErasure
 from spendstream.rollup.internal_api import build_internal_router
+from spendstream.rollup.queries import UsageQueries
+from spendstream.rollup.reconcile import Reconciler
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
-from spendstream.rollup.store import Store
+from spendstream.rollup.writes import ClickHouseWriter
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,7 @@ def create_service(settings: RollupSettings) -> Service:
     writer_client = clickhouse_client(url)
     reader_client = clickhouse_client(url)
     migrate(writer_client, settings.clickhouse_database, settings.retention_months)
-    writer_store = Store(writer_client, settings.clickhouse_database)
-    reader_store = Store(reader_client, settings.clickhouse_database)
+    queries = UsageQueries(reader_client, settings.clickhouse_database)
 
     broker = make_broker(settings, "rollup")
     keys = KeyDirectory(settings)
@@ -55,9 +56,9 @@ def create_service(settings: RollupSettings) -> Service:
     log.info("price table loaded", extra={"source": prices.source, "models": len(prices)})
     erased = ErasedSubjects(writer_client, settings.clickhouse_database)
     writer = BatchWriter(
-        store=writer_store,
+        writer=ClickHouseWriter(writer_client, settings.clickhouse_database, prices),
+        repairs=Reconciler(writer_client, settings.clickhouse_database),
         keyring=keyring,
-        prices=prices,
         broker=broker,
         topic_prefix=settings.topic_prefix,
         retry_seconds=settings.write_retry_seconds,
@@ -103,7 +104,7 @@ def create_service(settings: RollupSettings) -> Service:
     state: dict[str, object] = {"ready": False, "reconciler": None, "repairer": None}
 
     # Only one process can open a chDB directory, so no other writer can be mid-insert there; on a server,
-    # other replicas can, and drift is corrected only once seen twice (store.reconcile).
+    # other replicas can, and drift is corrected only once seen twice (reconcile.py).
     confirm_after = 0.0 if url.startswith("chdb://") else 2.0
 
     async def reconcile_forever() -> None:
@@ -153,6 +154,6 @@ def create_service(settings: RollupSettings) -> Service:
         writer_client.close()
         reader_client.close()
 
-    router = build_router(reader_store, require_scope(keys, "read", "admin"), prices)
-    internal = build_internal_router(reader_store, settings.internal_token)
+    router = build_router(queries, require_scope(keys, "read", "admin"), prices)
+    internal = build_internal_router(queries, settings.internal_token)
     return Service("rollup", routers=[router, internal], start=start, stop=stop, ready=lambda: bool(state["ready"]))

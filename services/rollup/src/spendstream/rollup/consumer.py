@@ -25,43 +25,48 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
-from faststream.kafka import KafkaBroker
 from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
 from spendstream.common.envelope import UnreadableRecord, read_stored
-from spendstream.common.prices import PriceTable
 from spendstream.common.records import DeadLetter
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import ROLLUP_DEAD_LETTERS, topic_name
 from spendstream.rollup import metrics
 from spendstream.rollup.erased import ErasedSubjects
-from spendstream.rollup.store import Inserted, Store, StoredBatch, encode_batches, encode_rows, event_rows
+from spendstream.rollup.reconcile import Repairs
+from spendstream.rollup.writes import EventWriter, Inserted, StoredBatch
 
 log = logging.getLogger(__name__)
 _TRACER = tracing.tracer("rollup")
+
+
+class Publisher(Protocol):
+    """Where dead letters go (a KafkaBroker)."""
+
+    async def publish(self, message: bytes, topic: str, *, key: bytes) -> Any: ...
 
 
 class BatchWriter:
     def __init__(
         self,
         *,
-        store: Store,
+        writer: EventWriter,
+        repairs: Repairs,
         keyring: KeyRing,
-        prices: PriceTable,
-        broker: KafkaBroker,
+        broker: Publisher,
         topic_prefix: str,
         retry_seconds: float,
         erased: ErasedSubjects | None = None,
         chunk_records: int = 100,
     ) -> None:
-        self._store = store
+        self._writer = writer
+        self._repairs = repairs
         self._chunk_records = chunk_records
         self._erased = erased
         self._keyring = keyring
-        self._prices = prices
         self._broker = broker
         self._dead_letter_topic = topic_name(ROLLUP_DEAD_LETTERS, topic_prefix)
         self._retry_seconds = retry_seconds
@@ -86,10 +91,10 @@ class BatchWriter:
         after the last; a failure anywhere fails the whole batch, which then comes again (chunks already
         written are found stored)."""
         metrics.BATCH_RECORDS.observe(len(records))
-        # Only the envelopes' ingestion times outlive their chunk: a chunk's events and rows are freed once it
+        # Only the envelopes' ingestion times outlive their chunk: a chunk's events and its body are freed once it
         # is written, so a batch never holds more than two chunks' events at a time.
         ingested: list[float] = []
-        rows_total = new = 0
+        events_total = new = 0
         writing: asyncio.Task[int] | None = None
         try:
             for first in range(0, len(records), self._chunk_records):
@@ -108,7 +113,7 @@ class BatchWriter:
                     writing = asyncio.create_task(self._write_traced(insert, count, batches))
                     await asyncio.sleep(0)  # let it reach its worker thread before the next chunk is decoded
                 ingested += [b.ingested_at.timestamp() for b in batches]
-                rows_total += count
+                events_total += count
             if writing is not None:
                 new += await writing
                 writing = None
@@ -118,28 +123,19 @@ class BatchWriter:
         if not ingested:
             return
         metrics.EVENTS_STORED.inc(new)
-        metrics.EVENTS_DUPLICATE.inc(rows_total - new)
+        metrics.EVENTS_DUPLICATE.inc(events_total - new)
         now = time.time()
         for at in ingested:
             metrics.INGEST_TO_STORED_SECONDS.observe(max(0.0, now - at))
         metrics.LAST_STORED_INGESTED_AT.set(max(ingested))
 
     def _encode(self, batches: list[StoredBatch]) -> tuple[Callable[[], Inserted], int]:
-        """The write of a chunk (run in a worker thread) and its number of events.
-
-        Whole batches, as ingest sealed their events (store.encode_batches), unless one of them was not read
-        whole or the chunk concerns an erased customer's workspace: then rows, which `admit` filters."""
-        if all(b.events_json is not None for b in batches) and not (
-            self._erased is not None and self._erased.concern(b.workspace_id for b in batches)
-        ):
-            encoded = encode_batches(batches, self._prices)
-            return partial(self._store.insert_new_batches, batches, encoded, self._prices), sum(
-                len(b.events) for b in batches
-            )
-        rows = [row for batch in batches for row in event_rows(batch, self._prices)]
-        if self._erased is not None:
-            rows = self._erased.admit(rows)  # replayed rows of erased customers stay erased
-        return partial(self._store.insert_new, rows, encode_rows(rows) if rows else None), len(rows)
+        """The write of a chunk (run in a worker thread) and its number of events. A workspace with an erased
+        customer has its batches filtered by `admit` first (replayed events of erased customers stay erased)."""
+        if self._erased is not None and self._erased.concern(b.workspace_id for b in batches):
+            batches = [kept for kept in map(self._erased.admit, batches) if kept.events]
+        count = sum(len(b.events) for b in batches)
+        return partial(self._writer.insert_new, batches, self._writer.encode(batches)), count
 
     async def _write_traced(self, insert: Callable[[], Inserted], count: int, batches: list[StoredBatch]) -> int:
         parent, links = tracing.parent_and_links([b.traceparent for b in batches])
@@ -219,7 +215,7 @@ class BatchWriter:
         while days:
             try:
                 async with self._lock:
-                    fixed += await asyncio.to_thread(self._store.reconcile, days[0], days[0], confirm_after)
+                    fixed += await asyncio.to_thread(self._repairs.reconcile, days[0], days[0], confirm_after)
             except BaseException:
                 self._suspect_days.update(days)  # this day and the rest are tried again next time
                 raise
@@ -229,10 +225,10 @@ class BatchWriter:
     async def reconcile(self, since: datetime, today: date, recent_days: int, confirm_after: float = 0.0) -> int:
         """Reconcile the last `recent_days` days plus every day that got events stored since `since`
         (back-dated events included), one day per lock hold so the consumer is never stalled for long."""
-        touched = await asyncio.to_thread(self._store.days_stored_since, since)
+        touched = await asyncio.to_thread(self._repairs.days_stored_since, since)
         days = sorted({today - timedelta(days=i) for i in range(recent_days + 1)} | set(touched))
         fixed = 0
         for day in days:
             async with self._lock:
-                fixed += await asyncio.to_thread(self._store.reconcile, day, day, confirm_after)
+                fixed += await asyncio.to_thread(self._repairs.reconcile, day, day, confirm_after)
         return fixed

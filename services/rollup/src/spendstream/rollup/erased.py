@@ -3,7 +3,7 @@
 A customer-level erasure deletes the customer's rows, but `usage.events.v1` still holds their envelopes for
 the topic's retention (days), readable with the workspace's data key (a customer has no key of its own to
 shred). A consumer that replays the topic — a reset group, a new replica, a restore — would store them again.
-So the erasure first records the subject here, and the consumer drops any row of a recorded subject that was
+So the erasure first records the subject here, and the consumer drops any event of a recorded subject that was
 *ingested before* its erasure: events the customer sends afterwards are new data and are stored as usual.
 Subjects are kept as SHA-256 of workspace and customer id, never the id itself; a workspace erasure removes
 its markers together with everything else (the table leads with workspace_id), and by then its data key is
@@ -13,17 +13,12 @@ shredded, so nothing of it can be replayed anyway.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from spendstream.rollup.store import EVENT_COLUMNS
-
-_WORKSPACE = EVENT_COLUMNS.index("workspace_id")
-_CUSTOMER = EVENT_COLUMNS.index("customer_id")
-_INGESTED = EVENT_COLUMNS.index("ingested_at")
+from spendstream.rollup.writes import StoredBatch
 
 
 def subject_hash(workspace_id: str, customer_id: str) -> str:
@@ -49,7 +44,7 @@ class ErasedSubjects:
         self._workspaces = {ws for ws, _ in self._erased}
 
     def add(self, workspace_id: str, customer_id: str, at: datetime) -> None:
-        """Record before deleting: from here on, no replayed row of the subject is stored."""
+        """Record before deleting: from here on, no replayed event of the subject is stored."""
         key = (workspace_id, subject_hash(workspace_id, customer_id))
         self._client.insert(
             f"{self._db}.erased_subjects",
@@ -60,19 +55,19 @@ class ErasedSubjects:
         self._workspaces.add(workspace_id)
 
     def concern(self, workspace_ids: Iterable[str]) -> bool:
-        """Whether any of these workspaces has an erased subject (its rows must then go through `admit`)."""
+        """Whether any of these workspaces has an erased subject (its batches must then go through `admit`)."""
         return not self._workspaces.isdisjoint(workspace_ids)
 
-    def admit(self, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """The rows that may be stored: all but those of an erased subject ingested before its erasure."""
-        if not self._erased:
-            return list(rows)
+    def admit(self, batch: StoredBatch) -> StoredBatch:
+        """The batch with the events that may be stored: all but those of an erased subject, since the batch was
+        ingested before its erasure."""
+        workspace_id, ingested_at = batch.workspace_id, _utc(batch.ingested_at)
         kept = []
-        for row in rows:
-            customer = row[_CUSTOMER]
+        for event in batch.events:
+            customer = event.tags.get("customer_id", "")
             if customer:
-                erased_at = self._erased.get((row[_WORKSPACE], subject_hash(row[_WORKSPACE], customer)))
-                if erased_at is not None and _utc(row[_INGESTED]) <= erased_at:
+                erased_at = self._erased.get((workspace_id, subject_hash(workspace_id, customer)))
+                if erased_at is not None and ingested_at <= erased_at:
                     continue
-            kept.append(row)
-        return kept
+            kept.append(event)
+        return batch if len(kept) == len(batch.events) else batch.keeping(kept)

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from spendstream.rollup.store import Store
+from spendstream.rollup.queries import UsageQueries
 
 Format = Literal["csv", "json"]
 PAGE_ROWS = 5000
@@ -109,10 +109,10 @@ def _daily(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def events(store: Store, workspace_id: str, page_rows: int = PAGE_ROWS) -> AsyncIterator[dict[str, Any]]:
+async def events(queries: UsageQueries, workspace_id: str, page_rows: int = PAGE_ROWS) -> AsyncIterator[dict[str, Any]]:
     after = ""
     while True:
-        page = await asyncio.to_thread(store.events_page, workspace_id, after, page_rows)
+        page = await asyncio.to_thread(queries.events_page, workspace_id, after, page_rows)
         for row in page:
             yield _event(row)
         if len(page) < page_rows:
@@ -120,17 +120,17 @@ async def events(store: Store, workspace_id: str, page_rows: int = PAGE_ROWS) ->
         after = page[-1]["event_id"]
 
 
-async def daily(store: Store, workspace_id: str) -> AsyncIterator[dict[str, Any]]:
-    for day in await asyncio.to_thread(store.daily_days, workspace_id):
-        for row in await asyncio.to_thread(store.daily_rows, workspace_id, day):
+async def daily(queries: UsageQueries, workspace_id: str) -> AsyncIterator[dict[str, Any]]:
+    for day in await asyncio.to_thread(queries.daily_days, workspace_id):
+        for row in await asyncio.to_thread(queries.daily_rows, workspace_id, day):
             yield _daily(row)
 
 
-async def csv_stream(store: Store, workspace_id: str, page_rows: int = PAGE_ROWS) -> AsyncIterator[bytes]:
+async def csv_stream(queries: UsageQueries, workspace_id: str, page_rows: int = PAGE_ROWS) -> AsyncIterator[bytes]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for source in (events(store, workspace_id, page_rows), daily(store, workspace_id)):
+    for source in (events(queries, workspace_id, page_rows), daily(queries, workspace_id)):
         async for record in source:
             writer.writerow({**record, "tags": json.dumps(record["tags"], sort_keys=True) if record["tags"] else ""})
             if buffer.tell() >= CHUNK_BYTES:
@@ -140,11 +140,11 @@ async def csv_stream(store: Store, workspace_id: str, page_rows: int = PAGE_ROWS
     yield buffer.getvalue().encode()
 
 
-async def json_stream(store: Store, workspace_id: str, page_rows: int = PAGE_ROWS) -> AsyncIterator[bytes]:
+async def json_stream(queries: UsageQueries, workspace_id: str, page_rows: int = PAGE_ROWS) -> AsyncIterator[bytes]:
     head = {"workspace_id": workspace_id, "exported_at": datetime.now(UTC).isoformat()}
     parts: list[str] = [json.dumps(head)[:-1] + ', "events": [']
     size = 0
-    for name, source in (("events", events(store, workspace_id, page_rows)), ("daily", daily(store, workspace_id))):
+    for name, source in (("events", events(queries, workspace_id, page_rows)), ("daily", daily(queries, workspace_id))):
         if name == "daily":
             parts.append('\n], "daily": [')
         first = True
@@ -160,5 +160,5 @@ async def json_stream(store: Store, workspace_id: str, page_rows: int = PAGE_ROW
     yield "".join(parts).encode()
 
 
-def stream(store: Store, workspace_id: str, fmt: Format) -> AsyncIterator[bytes]:
-    return csv_stream(store, workspace_id) if fmt == "csv" else json_stream(store, workspace_id)
+def stream(queries: UsageQueries, workspace_id: str, fmt: Format) -> AsyncIterator[bytes]:
+    return csv_stream(queries, workspace_id) if fmt == "csv" else json_stream(queries, workspace_id)

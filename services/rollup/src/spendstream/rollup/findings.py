@@ -40,7 +40,7 @@ from decimal import Decimal
 from typing import Any
 
 from spendstream.common.prices import Price, PriceTable
-from spendstream.rollup.store import Store
+from spendstream.rollup.queries import UsageQueries
 
 WINDOW_DAYS = 30
 MIN_MONTHLY_SAVING_USD = Decimal("0.50")
@@ -330,10 +330,10 @@ def batchable(rows: list[dict[str, Any]], prices: PriceTable, scale: Scale) -> l
     return findings
 
 
-def find(store: Store, prices: PriceTable, workspace_id: str, today: date) -> dict[str, Any]:
+def find(queries: UsageQueries, prices: PriceTable, workspace_id: str, today: date) -> dict[str, Any]:
     """Every finding for a workspace over the 30 days ending `today`, largest saving first."""
     start = today - timedelta(days=WINDOW_DAYS - 1)
-    first = store.first_day(workspace_id, start, today)
+    first = queries.first_day(workspace_id, start, today)
     if first is None:
         return {
             "workspace_id": workspace_id,
@@ -343,9 +343,9 @@ def find(store: Store, prices: PriceTable, workspace_id: str, today: date) -> di
             "total_estimated_monthly_saving_usd": "0.00",
         }
     scale = Scale((today - first).days + 1)
-    by_model_task = store.groups(workspace_id, start, today, ("provider", "model", "feature", "task_type"))
-    by_customer = store.groups(workspace_id, start, today, ("customer_plan", "customer_id"))
-    by_route = store.groups(workspace_id, start, today, ("provider", "model", "feature", "route"))
+    by_model_task = queries.groups(workspace_id, start, today, ("provider", "model", "feature", "task_type"))
+    by_customer = queries.groups(workspace_id, start, today, ("customer_plan", "customer_id"))
+    by_route = queries.groups(workspace_id, start, today, ("provider", "model", "feature", "route"))
     findings = [
         *wrong_model_tier(by_model_task, prices, scale),
         *free_tier_subsidy(by_customer, scale),

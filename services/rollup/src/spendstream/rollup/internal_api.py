@@ -15,12 +15,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, HTTPException, Query
 from pydantic import SecretStr
 
-from spendstream.rollup.store import Store
+from spendstream.rollup.queries import UsageQueries
 
 MAX_DAYS = 62
 
 
-def build_internal_router(store: Store, token: SecretStr) -> APIRouter:
+def build_internal_router(queries: UsageQueries, token: SecretStr) -> APIRouter:
     router = APIRouter(tags=["internal"], include_in_schema=False)
 
     @router.get("/internal/v1/spend")
@@ -43,7 +43,7 @@ def build_internal_router(store: Store, token: SecretStr) -> APIRouter:
         if (tag is None) != (value is None):
             raise HTTPException(422, detail={"error": "invalid_scope"})
         filters = {tag: value} if tag is not None and value is not None else {}
-        rows = await asyncio.to_thread(store.usage, workspace_id, start, end, ["day"], filters)
+        rows = await asyncio.to_thread(queries.usage, workspace_id, start, end, ["day"], filters)
         days = {row["day"]: format(Decimal(row["cost_usd"]), "f") for row in rows}
         return {"workspace_id": workspace_id, "days": days}
 

@@ -2,34 +2,31 @@
 
 Why the design is exact (each (workspace, event_id) counted once) although a materialized view feeds a
 SummingMergeTree, which would count a duplicate twice:
-  1. `usage_events` (raw) is the source of truth, ordered by (workspace_id, event_id). Before a batch is
-     inserted, `store.insert_batch` asks which of its ids are already stored and drops them, so a replayed
-     partition, a redelivered batch or an event re-sent days later never reaches the view a second time.
-  2. The insert carries an `insert_deduplication_token` derived from the rows themselves, and both tables
-     keep a deduplication window: a retried insert of the same rows (a timeout that did in fact succeed)
-     is discarded by ClickHouse in the raw table *and* in the view's target.
+  1. `usage_events` (raw) is the source of truth, ordered by (workspace_id, event_id). Before a chunk of
+     batches is inserted, `writes.ClickHouseWriter.insert_new` asks which of its ids are already stored and
+     drops them, so a replayed partition, a redelivered batch or an event re-sent days later never reaches the
+     view a second time.
+  2. The insert carries an `insert_deduplication_token` derived from its body, and both tables keep a
+     deduplication window: a retried insert of the same events (a timeout that did in fact succeed) is
+     discarded by ClickHouse in the raw table *and* in the view's target.
   3. What 1 and 2 cannot exclude (two consumers racing during a rebalance, a process killed between the raw
-     part and the view part) is repaired by `store.reconcile`: it recomputes recent days from the raw table
-     (deduplicated with FINAL) and writes the difference into the rollup, so drift cannot accumulate.
+     part and the view part) is repaired by `reconcile.Reconciler.reconcile`: it recomputes recent days from
+     the raw table (deduplicated with FINAL) and writes the difference into the rollup, so drift cannot
+     accumulate.
 Deletion is cheap because both tables lead with workspace_id (tenant erasure touches one key range) and
 partition by month (expiry drops whole partitions through TTL).
 
-Rows enter through `usage_events_in` (version 3), a Null table with usage_events' columns in plain String
-types, whose view copies each block into usage_events: ClickHouse's JSON reader fills a LowCardinality column
-value by value, and that was a third of the insert (per 100,000 rows in chDB, 289-432 ms straight into
-usage_events against 164-258 ms through the entry table, where the view converts whole columns). A block
-keeps its insert_deduplication_token through the view (deduplicate_blocks_in_dependent_materialized_views),
-so a retried insert is still discarded in usage_events and in usage_daily (tests/rollup/test_store.py). A
-column added to usage_events later must be added to both entry tables and their views in the same migration.
-
-Whole batches enter through `usage_batches_in` (version 4): one row per envelope, its events as the JSON
-array ingest sealed (ClickHouse parses it; rollup's Python neither builds nor writes a row per event), plus
-rollup's price for each event that reports no cost; the view spreads the events into usage_events' columns
-(ARRAY JOIN). That takes a fifth to a quarter of the consumer thread's work away (per 50,000 events, 104-124 ms
-of Python against 78-80 ms; ClickHouse's insert took as long either way; docs/benchmarks.md). Both entry tables
-feed usage_events, hence the same views below it and the same exactness; the consumer takes this way only for
-batches whose plaintext the strict decoder read whole (envelope.stored_events), and the row way for anything
-else, or when the workspace has an erased customer (erased.py filters rows).
+Events enter through one table, `usage_batches_in` (version 4), of Null engine (it stores nothing): one row per
+envelope, its events as the JSON array ingest sealed (ClickHouse parses it; rollup's Python neither builds nor
+writes a row per event), plus rollup's price for each event that reports no cost; its view spreads the events
+into usage_events' columns (ARRAY JOIN). Where some events of a batch must be left out (already stored, an
+erased customer's, a repeat) or its plaintext was not read whole, the kept events are encoded into the same
+array (msgspec writes the sealed events as ingest does). ClickHouse's JSON reader fills a LowCardinality column
+value by value, so the entry table has plain String types and the view converts whole columns. A block keeps
+its insert_deduplication_token through the view (deduplicate_blocks_in_dependent_materialized_views), so a
+retried insert is still discarded in usage_events and in usage_daily (tests/rollup/test_store.py). A column
+added to usage_events later must be added to the entry table and its view in the same migration.
+Version 3's entry table of single rows, `usage_events_in`, is dropped by version 5.
 
 `workspace_watermarks` (version 2) keeps max(ingested_at) per workspace through its own view. max() is
 idempotent, so a duplicate reaching it is harmless; and since ingest keys every batch by workspace, all of a
@@ -57,8 +54,8 @@ MEASURES = (
     "latency_ms_sum",
 )
 TABLES = ("usage_events", "usage_daily", "workspace_watermarks")
-# What rollup writes per event (into usage_events_in, version 3); stored_at is usage_events' own default.
-INSERTED_COLUMNS = (
+# usage_events' columns but stored_at (its own default): what each event fills in (version 3's view wrote them).
+EVENT_COLUMNS = (
     "workspace_id",
     "event_id",
     "ts",
@@ -199,7 +196,7 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
                 tags Map(String, String)
             ) ENGINE = Null""",
             f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_events_in_mv TO {db}.usage_events AS
-            SELECT {", ".join(INSERTED_COLUMNS)} FROM {db}.usage_events_in""",
+            SELECT {", ".join(EVENT_COLUMNS)} FROM {db}.usage_events_in""",
         ],
         4: [
             # The entry table for whole batches (see the module docstring): `events` has the keys and types of
@@ -228,11 +225,16 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
                    e.tags['environment'] AS environment, e.tags AS tags
             FROM {db}.usage_batches_in ARRAY JOIN events AS e, computed_cost_usd AS computed""",
         ],
+        5: [
+            # One way in (see the module docstring): the entry table of single rows goes, its view first.
+            f"DROP VIEW IF EXISTS {db}.usage_events_in_mv SYNC",
+            f"DROP TABLE IF EXISTS {db}.usage_events_in SYNC",
+        ],
     }
 
 
 SCHEMA_VERSION = max(migrations("db", 12))
-# The columns of usage_batches_in, in the order store.encode_batches writes them.
+# The columns of usage_batches_in, in the order writes.encode_batches writes them.
 BATCH_COLUMNS = ("workspace_id", "batch_id", "ingested_at", "events", "computed_cost_usd")
 
 

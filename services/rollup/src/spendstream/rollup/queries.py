@@ -1,0 +1,131 @@
+"""rollup's reads of ClickHouse: what the usage API, the export, the findings and the internal API serve."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from spendstream.rollup.schema import DIMENSIONS, EVENT_COLUMNS, MEASURES
+
+GROUPABLE = ("day", *DIMENSIONS)
+# An exported event: the columns of a stored event but its workspace and its batch.
+EXPORT_EVENT_COLUMNS = tuple(c for c in EVENT_COLUMNS if c not in ("workspace_id", "batch_id"))
+
+
+class UsageQueries:
+    """Reads of usage_daily, usage_events and workspace_watermarks for one database."""
+
+    def __init__(self, client: Client, database: str) -> None:
+        self._client = client
+        self.db = database
+
+    def usage(
+        self,
+        workspace_id: str,
+        start: date,
+        end: date,
+        group_by: Iterable[str],
+        filters: Mapping[Any, str | Sequence[str]],
+    ) -> list[dict[str, Any]]:
+        """Totals per group over [start, end] (UTC days, inclusive), from the daily rollup.
+
+        `filters` maps a dimension to the values it may take (several values: any of them)."""
+        groups = [g for g in GROUPABLE if g in set(group_by)]
+        params: dict[str, Any] = {"ws": workspace_id, "start": start, "end": end}
+        where = ["workspace_id = {ws:String}", "day >= {start:Date}", "day <= {end:Date}"]
+        for i, (column, values) in enumerate(sorted(filters.items())):
+            if column not in DIMENSIONS:
+                raise ValueError(f"cannot filter on {column}")
+            where.append(f"{column} IN {{f{i}:Array(String)}}")
+            params[f"f{i}"] = [values] if isinstance(values, str) else list(values)
+        select = [*groups, *(f"sum({m}) AS {m}" for m in MEASURES)]
+        sql = f"SELECT {', '.join(select)} FROM {self.db}.usage_daily WHERE {' AND '.join(where)}" + (
+            f" GROUP BY {', '.join(groups)} ORDER BY {', '.join(groups)}" if groups else ""
+        )
+        result = self._client.query(sql, parameters=params)
+        rows = []
+        for record in result.result_rows:
+            row = dict(zip(result.column_names, record, strict=True))
+            # A group whose corrections cancelled out (reconcile) is not a group with usage.
+            if row["requests"] == 0:
+                continue
+            if "day" in row:
+                row["day"] = row["day"].isoformat()
+            rows.append(row)
+        return rows
+
+    def unknown_models(self, workspace_id: str, start: date, end: date) -> list[dict[str, Any]]:
+        """Models of the range that the price table could not price (their events carry cost 'unknown')."""
+        result = self._client.query(
+            f"SELECT provider, model, sum(requests) FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} "
+            "AND day >= {start:Date} AND day <= {end:Date} AND cost_source = 'unknown' "
+            "GROUP BY provider, model HAVING sum(requests) > 0 ORDER BY provider, model",
+            parameters={"ws": workspace_id, "start": start, "end": end},
+        )
+        return [{"provider": p, "model": m, "requests": n} for p, m, n in result.result_rows]
+
+    def watermark(self, workspace_id: str) -> datetime | None:
+        """Newest ingestion time stored for the workspace: every batch ingested before it is stored.
+
+        ingest keys batches by workspace, so they are consumed in order from one partition (schema.py)."""
+        result = self._client.query(
+            f"SELECT max(ingested_at), count() FROM {self.db}.workspace_watermarks WHERE workspace_id = {{ws:String}}",
+            parameters={"ws": workspace_id},
+        )
+        newest, count = result.result_rows[0]
+        if not count:
+            return None
+        # Some chDB versions return DateTime64 without its zone; the column is UTC by definition.
+        stored: datetime = newest if newest.tzinfo else newest.replace(tzinfo=UTC)
+        return stored
+
+    def events_page(self, workspace_id: str, after: str, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` stored events with event_id > `after`, in event_id order (keyset paging, FINAL)."""
+        result = self._client.query(
+            f"SELECT {', '.join(EXPORT_EVENT_COLUMNS)} FROM {self.db}.usage_events FINAL "
+            "WHERE workspace_id = {ws:String} AND event_id > {after:String} ORDER BY event_id LIMIT {n:UInt32}",
+            parameters={"ws": workspace_id, "after": after, "n": limit},
+        )
+        return [dict(zip(result.column_names, values, strict=True)) for values in result.result_rows]
+
+    def daily_days(self, workspace_id: str) -> list[date]:
+        result = self._client.query(
+            f"SELECT DISTINCT day FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} ORDER BY day",
+            parameters={"ws": workspace_id},
+        )
+        return [r[0] for r in result.result_rows]
+
+    def daily_rows(self, workspace_id: str, day: date) -> list[dict[str, Any]]:
+        """The rollup rows of one day, re-aggregated (SummingMergeTree merges eventually)."""
+        keys = ", ".join(("day", *DIMENSIONS, "cost_source"))
+        result = self._client.query(
+            f"SELECT {keys}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)} FROM {self.db}.usage_daily "
+            f"WHERE workspace_id = {{ws:String}} AND day = {{day:Date}} GROUP BY {keys} "
+            f"HAVING requests != 0 ORDER BY {keys}",
+            parameters={"ws": workspace_id, "day": day},
+        )
+        return [dict(zip(result.column_names, values, strict=True)) for values in result.result_rows]
+
+    def groups(self, workspace_id: str, start: date, end: date, keys: Sequence[str]) -> list[dict[str, Any]]:
+        """Measures summed per `keys` (dimensions) over [start, end], for the waste findings."""
+        cols = [k for k in keys if k in DIMENSIONS]
+        result = self._client.query(
+            f"SELECT {', '.join(cols)}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)}, "
+            "uniqExact(day) AS days "
+            f"FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} AND day >= {{start:Date}} "
+            f"AND day <= {{end:Date}} GROUP BY {', '.join(cols)} HAVING requests > 0 ORDER BY {', '.join(cols)}",
+            parameters={"ws": workspace_id, "start": start, "end": end},
+        )
+        return [dict(zip(result.column_names, values, strict=True)) for values in result.result_rows]
+
+    def first_day(self, workspace_id: str, start: date, end: date) -> date | None:
+        result = self._client.query(
+            f"SELECT min(day), count() FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} "
+            "AND day >= {start:Date} AND day <= {end:Date}",
+            parameters={"ws": workspace_id, "start": start, "end": end},
+        )
+        first, count = result.result_rows[0]
+        return first if count else None

@@ -1,0 +1,82 @@
+"""Keeping usage_daily equal to the deduplicated raw events: what drifted, and its correction (schema.py, 3)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+
+from clickhouse_connect.driver.client import Client
+
+from spendstream.rollup.schema import DIMENSIONS, MEASURES
+
+
+class Repairs(Protocol):
+    """The reconciling side of the store, as the consumer uses it (consumer.BatchWriter.repair, reconcile)."""
+
+    def days_stored_since(self, since: datetime) -> list[date]: ...
+
+    def reconcile(self, start: date, end: date, confirm_after: float = 0.0) -> int: ...
+
+
+class Reconciler:
+    """The Repairs of ClickHouse."""
+
+    def __init__(self, client: Client, database: str) -> None:
+        self._client = client
+        self.db = database
+
+    def days_stored_since(self, since: datetime) -> list[date]:
+        """Event days that received rows stored at or after `since` (what reconcile must look at)."""
+        result = self._client.query(
+            f"SELECT DISTINCT toDate(ts) FROM {self.db}.usage_events WHERE stored_at >= {{since:DateTime64(3, 'UTC')}}",
+            # A zone-less string read as UTC: portable whatever the server's (or chDB host's) time zone.
+            parameters={"since": since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]},
+        )
+        return sorted(r[0] for r in result.result_rows)
+
+    def drift(self, start: date, end: date) -> list[tuple[Any, ...]]:
+        """Rows that would make the rollup equal the deduplicated raw events over [start, end] (UTC days)."""
+        keys = ", ".join(("workspace_id", "day", *DIMENSIONS, "cost_source"))
+        raw = (
+            f"SELECT workspace_id, toDate(ts) AS day, {', '.join(DIMENSIONS)}, cost_source, "
+            "toInt64(count()) AS requests, toInt64(sum(input_tokens)) AS input_tokens, "
+            "toInt64(sum(output_tokens)) AS output_tokens, toInt64(sum(cached_input_tokens)) AS "
+            "cached_input_tokens, toInt64(sum(reasoning_tokens)) AS reasoning_tokens, "
+            "toDecimal128(sum(cost_usd), 9) AS cost_usd, toInt64(sum(latency_ms)) AS latency_ms_sum "
+            f"FROM {self.db}.usage_events FINAL WHERE toDate(ts) >= {{start:Date}} AND toDate(ts) <= "
+            f"{{end:Date}} GROUP BY {keys}"
+        )
+        rolled = (
+            f"SELECT {keys}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)} FROM {self.db}.usage_daily "
+            f"WHERE day >= {{start:Date}} AND day <= {{end:Date}} GROUP BY {keys}"
+        )
+        diff = (
+            f"SELECT {keys}, {', '.join(f'r.{m} - d.{m}' for m in MEASURES)} FROM ({raw}) AS r "
+            f"FULL OUTER JOIN ({rolled}) AS d USING ({keys}) "
+            f"WHERE {' OR '.join(f'r.{m} != d.{m}' for m in MEASURES)} "
+            f"ORDER BY {keys} SETTINGS join_use_nulls = 0"
+        )
+        return [tuple(r) for r in self._client.query(diff, parameters={"start": start, "end": end}).result_rows]
+
+    def reconcile(self, start: date, end: date, confirm_after: float = 0.0) -> int:
+        """Make the rollup equal the deduplicated raw events over [start, end]; returns corrected groups.
+
+        An insert in flight elsewhere (another replica on a ClickHouse server) can show its raw part before
+        its view part; that looks like drift for a moment. With `confirm_after` > 0 only drift seen
+        identically twice, that many seconds apart, is corrected. In one process the writer and reconcile
+        share a lock (consumer.py), so no insert is ever in flight and 0 is exact."""
+        corrections = self.drift(start, end)
+        if corrections and confirm_after > 0:
+            time.sleep(confirm_after)
+            again = set(self.drift(start, end))
+            corrections = [c for c in corrections if c in again]
+        if corrections:
+            self._client.insert(
+                f"{self.db}.usage_daily",
+                corrections,
+                column_names=("workspace_id", "day", *DIMENSIONS, "cost_source", *MEASURES),
+                # A correction may equal an earlier one byte for byte; it must still apply.
+                settings={"insert_deduplicate": 0},
+            )
+        return len(corrections)

@@ -41,13 +41,16 @@ async def test_deletion_requests_need_an_admin_key_and_see_only_their_workspace(
         assert again.status_code == 200 and again.json()["requested_at"] == body["requested_at"]
         other_scope = await c.post("/v1/deletions", json={"request_id": "r-1"}, headers=auth(mine["admin"]))
         assert other_scope.status_code == 409
-        assert (
-            await c.post("/v1/deletions", json={"request_id": "r-1"}, headers=auth(theirs["admin"]))
-        ).status_code == 409
+        # Another workspace's use of the same id is neither refused nor revealed: the id names its own request.
+        reused = await c.post("/v1/deletions", json={"request_id": "r-1"}, headers=auth(theirs["admin"]))
+        assert reused.status_code == 202, reused.text
+        assert reused.json()["workspace_id"] == theirs["workspace_id"] and reused.json()["subject"] == "workspace"
 
         status = await c.get("/v1/deletions/r-1", headers=auth(mine["admin"]))
         assert status.status_code == 200 and status.json()["state"] in ("requested", "executing")
         assert status.json()["reported"] == [] and status.json()["receipt"] is None
-        assert (await c.get("/v1/deletions/r-1", headers=auth(theirs["admin"]))).status_code == 404
+        theirs_status = await c.get("/v1/deletions/r-1", headers=auth(theirs["admin"]))
+        assert theirs_status.status_code == 200 and theirs_status.json()["workspace_id"] == theirs["workspace_id"]
+        assert theirs_status.json()["subject"] == "workspace" and status.json()["subject"] == "customer"
         assert (await c.get("/v1/deletions/nope", headers=auth(mine["admin"]))).status_code == 404
         assert (await c.get("/v1/deletions/r-1", headers=auth(mine["read"]))).status_code == 403

@@ -35,6 +35,12 @@ class BaseServiceSettings(BaseSettings):
     http_port: int = Field(default=8080, ge=1, le=65535)
     log_level: str = "INFO"
     retention_months: int = Field(default=12, ge=1, le=13)
+    # The brake on guessing keys (`auth_brake.py`): failed authentications tolerated per client address and per
+    # key prefix within the window, before 429 with Retry-After for `auth_block_seconds`. Per replica.
+    auth_failures_per_address: int = Field(default=50, ge=1)
+    auth_failures_per_key_prefix: int = Field(default=50, ge=1)
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)
+    auth_block_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("topic_prefix")
     @classmethod

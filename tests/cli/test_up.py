@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from spendstream.cli.__main__ import main
 from tests.support import Isolation, free_port
 
 pytestmark = [pytest.mark.integration]
@@ -67,3 +68,27 @@ def test_a_second_up_on_the_same_port_and_data_directory_says_so_in_one_line(
     shared = _second({**running_up, "SPENDSTREAM_HTTP_PORT": str(free_port())})
     assert shared.returncode != 0 and len(shared.stderr.strip().splitlines()) == 1, shared.stderr
     assert running_up["SPENDSTREAM_DATA_DIR"] in shared.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SPENDSTREAM_REDIS_URL", "notaurl"),
+        ("SPENDSTREAM_CLICKHOUSE_URL", "http//clickhouse:8123"),
+        ("SPENDSTREAM_LOG_LEVEL", "LOUD"),
+    ],
+)
+@pytest.mark.parametrize("command", [["up", "--check"], ["run", "rollup", "--check"]])
+def test_check_refuses_a_bad_setting_naming_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    variable: str,
+    value: str,
+    command: list[str],
+) -> None:
+    monkeypatch.setenv("SPENDSTREAM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv(variable, value)
+    assert main(command) != 0
+    captured = capsys.readouterr()
+    assert f"{variable}:" in captured.err and "configuration is valid" not in captured.out

@@ -3,11 +3,14 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: up test test-long install stack stop lint typecheck pytest bench bench-smoke soak clean
+.PHONY: up test test-long install deploy-tools stack stop lint typecheck pytest bench bench-smoke soak clean
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@uv sync --frozen --quiet || uv sync --quiet
+
+# The pinned kustomize tests/deploy renders the overlays with (built once); only targets that run the tests need it.
+deploy-tools:
 	@deploy/tools.sh
 
 stack:
@@ -26,17 +29,17 @@ lint: install
 typecheck: install
 	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests bench
 
-pytest: install stack
+pytest: install deploy-tools stack
 	uv run --frozen pytest $(PYTEST_ARGS)
 
-test: install stack
+test: install deploy-tools stack
 	uv run --frozen ruff format --check .
 	uv run --frozen ruff check .
 	uv run --frozen mypy libs/common/src services/*/src apps/*/src tests bench
 	uv run --frozen pytest $(PYTEST_ARGS)
 
 # The long mode: the chaos suite three times in a row (each run is a fresh pipeline), then everything else.
-test-long: install stack
+test-long: install deploy-tools stack
 	CHAOS_ROUNDS=3 uv run --frozen pytest $(PYTEST_ARGS)
 
 bench: install stack

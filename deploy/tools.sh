@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the pinned kustomize that tests/deploy renders the overlays with, into .stack/tools/bin.
+# Installs the pinned kustomize that tests/deploy renders the overlays with, into .stack/tools/bin
+# (`make deploy-tools`, a prerequisite of `make test`; `make up` never needs it).
 # kustomize is a Go module: `go install` builds it from the Go module proxy (about a minute, once).
 set -euo pipefail
 cd "$(dirname "$0")/.."

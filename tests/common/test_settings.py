@@ -8,9 +8,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
-from spendstream.common.settings import BaseServiceSettings
+from spendstream.alerts.settings import AlertsSettings
+from spendstream.common.settings import BaseServiceSettings, SettingsError
+from spendstream.ingest.settings import IngestSettings
+from spendstream.retention.settings import RetentionSettings
+from spendstream.rollup.settings import RollupSettings
 
 
 def test_settings_come_from_spendstream_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,7 +26,7 @@ def test_settings_come_from_spendstream_environment_variables(monkeypatch: pytes
 
 def test_a_retention_beyond_thirteen_months_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPENDSTREAM_RETENTION_MONTHS", "14")
-    with pytest.raises(ValidationError, match="retention_months"):
+    with pytest.raises(SettingsError, match="SPENDSTREAM_RETENTION_MONTHS: "):
         BaseServiceSettings()
 
 
@@ -51,3 +54,86 @@ def test_the_kek_never_appears_in_the_settings_repr() -> None:
     kek = base64.b64encode(os.urandom(32)).decode()
     settings = BaseServiceSettings(kek=kek)
     assert kek not in repr(settings) and kek not in str(settings.model_dump())
+
+
+BAD_VALUES = [
+    ("SPENDSTREAM_REDIS_URL", "notaurl"),
+    ("SPENDSTREAM_REDIS_URL", "http://redis:6379/0"),
+    ("SPENDSTREAM_REDIS_URL", "redis://redis:port/0"),
+    ("SPENDSTREAM_REDIS_URL", "redis://redis:6379/zero"),
+    ("SPENDSTREAM_CLICKHOUSE_URL", "http//clickhouse:8123"),
+    ("SPENDSTREAM_CLICKHOUSE_URL", "http://:8123"),
+    ("SPENDSTREAM_CLICKHOUSE_URL", "ftp://clickhouse"),
+    ("SPENDSTREAM_CLICKHOUSE_URL", "chdb://"),
+    ("SPENDSTREAM_LOG_LEVEL", "LOUD"),
+    ("SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS", "kafka:notaport"),
+    ("SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS", "kafka:9092,,kafka2:9092"),
+    ("SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS", "kafka:99999"),
+    ("SPENDSTREAM_HTTP_PORT", "eighty"),
+    ("SPENDSTREAM_HTTP_HOST", ""),
+    ("SPENDSTREAM_KEK_ID", ""),
+    ("SPENDSTREAM_AUTH_BLOCK_SECONDS", "0"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_VALUES, ids=[f"{v}={x}" for v, x in BAD_VALUES])
+def test_a_bad_value_fails_at_load_naming_the_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as refused:
+        BaseServiceSettings()
+    assert str(refused.value).count("SPENDSTREAM_") == 1 and f"{variable}:" in str(refused.value)
+    field = variable.removeprefix("SPENDSTREAM_").lower()
+    assert f"{field}\n" not in str(refused.value)  # pydantic's own layout names the field on a line of its own
+
+
+def test_every_bad_value_is_named_at_once_and_a_bad_kek_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDSTREAM_REDIS_URL", "notaurl")
+    monkeypatch.setenv("SPENDSTREAM_LOG_LEVEL", "LOUD")
+    monkeypatch.setenv("SPENDSTREAM_KEK", "not-base64-secret-value")
+    with pytest.raises(SettingsError) as refused:
+        BaseServiceSettings()
+    message = str(refused.value)
+    for variable in ("SPENDSTREAM_REDIS_URL", "SPENDSTREAM_LOG_LEVEL", "SPENDSTREAM_KEK"):
+        assert f"{variable}:" in message
+    assert "not-base64-secret-value" not in message
+
+
+def test_every_service_names_its_own_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDSTREAM_ROLLUP_URL", "rollup:8082")
+    with pytest.raises(SettingsError, match="SPENDSTREAM_ROLLUP_URL:"):
+        AlertsSettings()
+    monkeypatch.setenv("SPENDSTREAM_DEFAULT_PLAN", "gold")
+    with pytest.raises(SettingsError, match="SPENDSTREAM_DEFAULT_PLAN:"):
+        IngestSettings()
+    monkeypatch.setenv("SPENDSTREAM_CLICKHOUSE_DATABASE", "no-dashes")
+    with pytest.raises(SettingsError, match="SPENDSTREAM_CLICKHOUSE_DATABASE:"):
+        RollupSettings()
+    monkeypatch.setenv("SPENDSTREAM_MAX_ATTEMPTS", "0")
+    with pytest.raises(SettingsError, match="SPENDSTREAM_MAX_ATTEMPTS:"):
+        RetentionSettings()
+
+
+GOOD_VALUES = [
+    ("SPENDSTREAM_REDIS_URL", "redis://redis:6379/0"),
+    ("SPENDSTREAM_REDIS_URL", "rediss://user:secret@redis.example:6380/2"),
+    ("SPENDSTREAM_REDIS_URL", "redis://redis"),
+    ("SPENDSTREAM_REDIS_URL", "unix:///run/redis.sock?db=1"),
+    ("SPENDSTREAM_CLICKHOUSE_URL", ""),
+    ("SPENDSTREAM_CLICKHOUSE_URL", "chdb:///var/lib/spendstream/clickhouse"),
+    ("SPENDSTREAM_CLICKHOUSE_URL", "http://clickhouse:8123"),
+    ("SPENDSTREAM_CLICKHOUSE_URL", "https://user:pw@ch.example"),
+    ("SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS", "kafka-0:9092, kafka-1:9092,[::1]:9093,kafka-2"),
+    ("SPENDSTREAM_LOG_LEVEL", "debug"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), GOOD_VALUES, ids=[f"{v}={x}" for v, x in GOOD_VALUES])
+def test_the_documented_forms_are_accepted(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    BaseServiceSettings()
+
+
+def test_the_log_level_is_taken_in_any_case() -> None:
+    assert BaseServiceSettings(log_level="warning").log_level == "WARNING"

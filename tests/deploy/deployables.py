@@ -69,9 +69,9 @@ def load_yaml_documents(text: str) -> list[dict[str, Any]]:
 
 
 def kustomize_build(overlay: str) -> list[dict[str, Any]]:
-    """Render an overlay with the real kustomize binary that `make install` (deploy/tools.sh) pins."""
+    """Render an overlay with the real kustomize binary that `make test` (deploy/tools.sh) pins."""
     binary = str(KUSTOMIZE) if KUSTOMIZE.exists() else shutil.which("kustomize")
-    assert binary, "kustomize is missing: run `make install` (deploy/tools.sh builds the pinned version)"
+    assert binary, "kustomize is missing: run `make deploy-tools` (deploy/tools.sh builds the pinned version)"
     done = subprocess.run(
         [binary, "build", str(ROOT / "deploy" / "k8s" / "overlays" / overlay)],
         capture_output=True,

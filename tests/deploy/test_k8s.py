@@ -1,4 +1,4 @@
-"""deploy/k8s: both overlays rendered by the real kustomize (pinned, installed by `make install`), every object
+"""deploy/k8s: both overlays rendered by the real kustomize (pinned, installed by `make test`), every object
 checked against the Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown fields fail) and the
 ScaledObjects against KEDA's CRD schema, then the properties an SRE relies on asserted across all objects."""
 

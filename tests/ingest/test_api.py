@@ -6,13 +6,18 @@ import gzip
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
+from spendstream.common.service import build_http_app
 from spendstream.common.topics import USAGE_EVENTS, topic_name
+from spendstream.ingest.app import create_service
+from spendstream.ingest.settings import IngestSettings
 from tests.ingest.conftest import Running
 from tests.ingest.topics import read_all
-from tests.support import auth, usage_event
+from tests.support import Isolation, auth, create_workspace, usage_event
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +180,52 @@ async def test_accepted_batch_is_one_encrypted_record_keyed_by_workspace(running
     assert records[0].key == running.workspace["workspace_id"].encode()
     assert marker.encode() not in records[0].value
     assert orjson.loads(records[0].value)["event_count"] == 3
+
+
+def _throttled(limit: str) -> float:
+    return REGISTRY.get_sample_value("spendstream_auth_throttled_total", {"limit": limit}) or 0.0
+
+
+async def test_guessing_keys_is_braked_with_429_per_client_and_per_key_prefix_and_valid_keys_elsewhere_pass(
+    iso: Isolation,
+) -> None:
+    workspace = await create_workspace(iso)
+    service = create_service(iso.settings(IngestSettings, auth_failures_per_address=5, auth_failures_per_key_prefix=8))
+    app = build_http_app([service])
+
+    def client(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://spendstream.test")
+
+    body = {"events": [usage_event()]}
+    async with app.router.lifespan_context(app), client("203.0.113.9") as guesser, client("198.51.100.4") as other:
+        by_address = _throttled("address")
+        statuses = [
+            (await guesser.post("/v1/events", json=body, headers=auth(f"ssk_ingest_guess{i:05d}x"))).status_code
+            for i in range(7)
+        ]
+        # Five wrong keys are plain 401s; past them the client is told to wait.
+        assert statuses == [401] * 5 + [429] * 2
+        braked = await guesser.post("/v1/events", json=body, headers=auth(workspace["ingest"]))
+        # While braked, nothing of that client is looked at, a right key included: a guess cannot be confirmed.
+        assert braked.status_code == 429 and 1 <= int(braked.headers["Retry-After"]) <= 60
+        assert braked.json()["detail"]["error"] == "too_many_failed_authentications"
+        assert _throttled("address") == by_address + 3
+        # Another client's valid key is not slowed down at all.
+        accepted = await other.post("/v1/events", json={"events": [usage_event()]}, headers=auth(workspace["ingest"]))
+        assert accepted.status_code == 202, accepted.text
+
+        # One prefix guessed from many addresses: wrong keys with it get 429, the valid key sharing it passes.
+        prefix = workspace["ingest"][:16]
+        by_prefix = _throttled("key_prefix")
+        answers = []
+        for i in range(10):
+            async with client(f"192.0.2.{i + 1}") as spread:
+                wrong = workspace["ingest"][:-4] + f"{i:04d}"
+                assert wrong.startswith(prefix) and wrong != workspace["ingest"]
+                answers.append((await spread.post("/v1/events", json=body, headers=auth(wrong))).status_code)
+        assert answers == [401] * 8 + [429] * 2
+        assert _throttled("key_prefix") == by_prefix + 2
+        async with client("192.0.2.200") as owner:
+            mine = await owner.post("/v1/events", json={"events": [usage_event()]}, headers=auth(workspace["ingest"]))
+            assert mine.status_code == 202, mine.text

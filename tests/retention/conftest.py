@@ -33,11 +33,11 @@ class Product:
         assert response.status_code == 202, response.text
         assert response.json()["accepted"] == len(events)
 
-    async def settled(self, request_id: str, timeout: float = 60) -> DeletionRequest:
-        """The request once verified or failed."""
+    async def settled(self, workspace_id: str, request_id: str, timeout: float = 60) -> DeletionRequest:
+        """The workspace's request once verified or failed."""
 
         async def check() -> DeletionRequest | None:
-            request = self.retention.coordinator.get(request_id)
+            request = self.retention.coordinator.get(workspace_id, request_id)
             return request if request is not None and request.terminal else None
 
         return await eventually(check, timeout=timeout)

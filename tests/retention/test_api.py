@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from prometheus_client import REGISTRY
 
+from spendstream.common.service import build_http_app
+from spendstream.retention.app import build
+from spendstream.retention.settings import RetentionSettings
 from tests.retention.conftest import product
 from tests.support import Isolation, auth, create_workspace
 
@@ -41,13 +46,36 @@ async def test_deletion_requests_need_an_admin_key_and_see_only_their_workspace(
         assert again.status_code == 200 and again.json()["requested_at"] == body["requested_at"]
         other_scope = await c.post("/v1/deletions", json={"request_id": "r-1"}, headers=auth(mine["admin"]))
         assert other_scope.status_code == 409
-        assert (
-            await c.post("/v1/deletions", json={"request_id": "r-1"}, headers=auth(theirs["admin"]))
-        ).status_code == 409
+        # Another workspace's use of the same id is neither refused nor revealed: the id names its own request.
+        reused = await c.post("/v1/deletions", json={"request_id": "r-1"}, headers=auth(theirs["admin"]))
+        assert reused.status_code == 202, reused.text
+        assert reused.json()["workspace_id"] == theirs["workspace_id"] and reused.json()["subject"] == "workspace"
 
         status = await c.get("/v1/deletions/r-1", headers=auth(mine["admin"]))
         assert status.status_code == 200 and status.json()["state"] in ("requested", "executing")
         assert status.json()["reported"] == [] and status.json()["receipt"] is None
-        assert (await c.get("/v1/deletions/r-1", headers=auth(theirs["admin"]))).status_code == 404
+        theirs_status = await c.get("/v1/deletions/r-1", headers=auth(theirs["admin"]))
+        assert theirs_status.status_code == 200 and theirs_status.json()["workspace_id"] == theirs["workspace_id"]
+        assert theirs_status.json()["subject"] == "workspace" and status.json()["subject"] == "customer"
         assert (await c.get("/v1/deletions/nope", headers=auth(mine["admin"]))).status_code == 404
         assert (await c.get("/v1/deletions/r-1", headers=auth(mine["read"]))).status_code == 403
+
+
+async def test_guessing_admin_keys_gets_429_with_retry_after_and_another_clients_valid_key_still_answers(
+    iso: Isolation,
+) -> None:
+    """The shared key check (`spendstream.common.http_auth`, as rollup, alerts and retention use it) brakes."""
+    ws = await create_workspace(iso)
+    running = build(iso.settings(RetentionSettings, tick_seconds=3600, auth_failures_per_address=4))
+    app = build_http_app([running.service])
+
+    def client(address: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(address, 1)), base_url="http://t")
+
+    async with app.router.lifespan_context(app), client("203.0.113.9") as guesser, client("198.51.100.4") as other:
+        before = REGISTRY.get_sample_value("spendstream_auth_throttled_total", {"limit": "address"}) or 0.0
+        answers = [await guesser.get("/v1/deletions/r-1", headers=auth(f"ssk_admin_wrong{i:06d}")) for i in range(6)]
+        assert [a.status_code for a in answers] == [401] * 4 + [429] * 2
+        assert all(1 <= int(a.headers["Retry-After"]) <= 60 for a in answers[4:])
+        assert REGISTRY.get_sample_value("spendstream_auth_throttled_total", {"limit": "address"}) == before + 2
+        assert (await other.get("/v1/deletions/r-1", headers=auth(ws["admin"]))).status_code == 404

@@ -41,7 +41,7 @@ async def test_cli_request_is_picked_up_and_its_status_shows_the_hash_not_the_cu
         assert printed["request_id"] == "cli-1" and printed["subject"] == "customer"
 
         async def executing() -> DeletionRequest | None:
-            request = p.retention.coordinator.get("cli-1")
+            request = p.retention.coordinator.get(ws["workspace_id"], "cli-1")
             return request if request is not None and request.state == "executing" else None
 
         request = await eventually(executing)
@@ -54,3 +54,25 @@ async def test_cli_request_is_picked_up_and_its_status_shows_the_hash_not_the_cu
             p.retention.settings.kek_bytes(), ws["workspace_id"], "cust-5"
         )
         assert await asyncio.to_thread(main, ["deletion", "status", "missing"]) == 1
+
+
+async def test_status_of_an_id_two_workspaces_use_asks_for_the_workspace(
+    iso: Isolation, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in iso.env().items():
+        monkeypatch.setenv(name, value)
+    first, second = await create_workspace(iso, "first"), await create_workspace(iso, "second")
+    async with product(iso, owners=False):
+        for ws in (first, second):
+            argv = ["deletion", "request", "--workspace", ws["workspace_id"], "--request-id", "same-1"]
+            assert await asyncio.to_thread(main, argv) == 0
+            assert json.loads(capsys.readouterr().out)["workspace_id"] == ws["workspace_id"]
+
+        assert await asyncio.to_thread(main, ["deletion", "status", "same-1"]) == 1
+        ambiguous = json.loads(capsys.readouterr().out)
+        assert ambiguous["error"] == "ambiguous"
+        assert ambiguous["workspaces"] == sorted([first["workspace_id"], second["workspace_id"]])
+        for ws in (first, second):
+            argv = ["deletion", "status", "same-1", "--workspace", ws["workspace_id"]]
+            assert await asyncio.to_thread(main, argv) == 0
+            assert json.loads(capsys.readouterr().out)["workspace_id"] == ws["workspace_id"]

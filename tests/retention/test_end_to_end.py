@@ -83,7 +83,7 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
         asked = await p.client.post("/v1/deletions", json={"request_id": "erase-gone"}, headers=auth(gone["admin"]))
         assert asked.status_code == 202, asked.text
         assert asked.json()["state"] == "requested" and asked.json()["subject"] == "workspace"
-        done = await p.settled("erase-gone")
+        done = await p.settled(a, "erase-gone")
         assert done.state == "verified", done.reason
         # The workspace's keys went with it: its admin key no longer opens anything, the status included.
         assert (await p.client.get("/v1/deletions/erase-gone", headers=auth(gone["admin"]))).status_code == 401
@@ -102,7 +102,7 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
 
         # The receipt: on the audit topic, the same as the request's, no personal data, every owner verified.
         receipts = _latest(await replay(iso, AUDIT))
-        receipt = Receipt.model_validate_json(receipts[b"erase-gone"] or b"")
+        receipt = Receipt.model_validate_json(receipts[f"{a}/erase-gone".encode()] or b"")
         assert receipt == done.receipt
         assert receipt.status == "verified" and receipt.requested_by.startswith("key_")
         assert [o.owner for o in receipt.owners] == list(OWNERS)
@@ -111,7 +111,7 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
         events_count = next(c for o in receipt.owners for c in o.counts if c.store == "clickhouse:usage_events")
         assert (events_count.before, events_count.after) == (7, 0)
         assert receipt.rows_after == 0 and receipt.rows_before >= 7
-        text = receipts[b"erase-gone"] or b""
+        text = receipts[f"{a}/erase-gone".encode()] or b""
         assert gone["admin"].encode() not in text and b"cust-gone" not in text
 
         # Replaying the request (a compliance tool writing it again) is a no-op with the same receipt.
@@ -125,16 +125,16 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
         again = DeletionRequest(
             request_id="erase-gone", workspace_id=a, requested_by="tool", requested_at=datetime.now(UTC)
         )
-        await publish(iso, DELETION_REQUESTS, "erase-gone", again.model_dump_json().encode())
+        await publish(iso, DELETION_REQUESTS, again.key, again.model_dump_json().encode())
 
         async def restored() -> DeletionRequest | None:
-            latest = _latest(await replay(iso, DELETION_REQUESTS)).get(b"erase-gone")
+            latest = _latest(await replay(iso, DELETION_REQUESTS)).get(again.key.encode())
             record = DeletionRequest.model_validate_json(latest or b"")
             return record if record.revision > done.revision else None
 
         record = await eventually(restored)
         assert record.state == "verified" and record.receipt == done.receipt and record.customer_id is None
-        assert p.retention.coordinator.get("erase-gone") == record
+        assert p.retention.coordinator.get(a, "erase-gone") == record
         assert (
             len(
                 [
@@ -212,7 +212,7 @@ async def test_customer_erasure_removes_that_customer_only_and_the_rest_stays_ex
         assert asked.status_code == 202, asked.text
         request_id = asked.json()["request_id"]
         assert asked.json()["subject"] == "customer" and "cust-a" not in asked.text
-        done = await p.settled(request_id)
+        done = await p.settled(ws["workspace_id"], request_id)
         assert done.state == "verified", done.reason
 
         status = await p.client.get(f"/v1/deletions/{request_id}", headers=auth(ws["admin"]))
@@ -244,6 +244,46 @@ async def test_customer_erasure_removes_that_customer_only_and_the_rest_stays_ex
     ]
     # The permanent records name the customer only by its keyed hash.
     for topic in (AUDIT, DELETION_REQUESTS):
-        latest = _latest(await replay(iso, topic))[request_id.encode()] or b""
+        latest = _latest(await replay(iso, topic))[f"{ws['workspace_id']}/{request_id}".encode()] or b""
         assert b"cust-a" not in latest and done.customer_hash is not None
         assert done.customer_hash.encode() in latest
+
+
+async def test_a_request_id_another_workspace_used_erases_this_workspace_and_both_receipts_stay(
+    iso: Isolation,
+) -> None:
+    first, second = await create_workspace(iso, "first"), await create_workspace(iso, "second")
+    a, b = first["workspace_id"], second["workspace_id"]
+    body = {"customer_id": "cust-shared", "request_id": "shared-1"}
+    async with product(iso) as p:
+        await p.stream(first["ingest"], _events(2, 0.5, ("cust-shared",)))
+        await p.stream(second["ingest"], _events(3, 0.5, ("cust-shared", "cust-stays")))
+        await stored(iso, a, 2)
+        await stored(iso, b, 3)
+
+        assert (await p.client.post("/v1/deletions", json=body, headers=auth(first["admin"]))).status_code == 202
+        done_a = await p.settled(a, "shared-1")
+        assert done_a.state == "verified", done_a.reason
+        reused = await p.client.post("/v1/deletions", json=body, headers=auth(second["admin"]))
+        assert reused.status_code == 202, reused.text
+        done_b = await p.settled(b, "shared-1")
+        assert done_b.state == "verified", done_b.reason
+        # Each owner erased the second workspace's rows too (none took the first's erasure for it).
+        assert done_b.receipt is not None and done_b.receipt.workspace_id == b
+        counts = {c.store: (c.before, c.after) for o in done_b.receipt.owners for c in o.counts}
+        assert counts["clickhouse:usage_events"] == (2, 0)
+        where = "workspace_id = {ws:String} AND customer_id = {c:String}"
+        assert raw_count(iso, "usage_events", where, {"ws": b, "c": "cust-shared"}) == 0
+        assert raw_count(iso, "usage_events", where, {"ws": b, "c": "cust-stays"}) == 1
+
+        # Within a workspace the id stays idempotent: the same request and receipt again.
+        for keys, done in ((first, done_a), (second, done_b)):
+            again = await p.client.post("/v1/deletions", json=body, headers=auth(keys["admin"]))
+            assert done.receipt is not None and again.status_code == 200
+            assert again.json()["receipt"] == json.loads(done.receipt.model_dump_json())
+            status = await p.client.get("/v1/deletions/shared-1", headers=auth(keys["admin"]))
+            assert status.json()["workspace_id"] == keys["workspace_id"]
+
+    # Both receipts stay on the compacted audit topic: one does not replace the other.
+    receipts = [Receipt.model_validate_json(v) for v in _latest(await replay(iso, AUDIT)).values() if v is not None]
+    assert sorted(r.workspace_id for r in receipts if r.request_id == "shared-1") == sorted([a, b])

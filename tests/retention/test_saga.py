@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -12,9 +12,9 @@ from spendstream.common.erasure import DeletionCommand
 from spendstream.common.topics import AUDIT, DELETION_COMMANDS, DELETION_REQUESTS
 from spendstream.retention.clock import ManualClock
 from spendstream.retention.receipts import Receipt
-from spendstream.retention.requests import DeletionRequest
+from spendstream.retention.requests import DeletionRequest, request_key
 from tests.retention.conftest import product, stored
-from tests.retention.pipeline import raw_count, replay
+from tests.retention.pipeline import publish, raw_count, replay
 from tests.support import Isolation, ServiceProcess, auth, create_workspace, eventually, usage_event
 
 pytestmark = [pytest.mark.integration]
@@ -30,8 +30,9 @@ async def _commands(iso: Isolation, request_id: str) -> int:
     )
 
 
-async def _latest(iso: Isolation, request_id: str) -> DeletionRequest:
-    records = [v for k, v in await replay(iso, DELETION_REQUESTS) if k == request_id.encode()]
+async def _latest(iso: Isolation, workspace_id: str, request_id: str) -> DeletionRequest:
+    key = request_key(workspace_id, request_id).encode()
+    records = [v for k, v in await replay(iso, DELETION_REQUESTS) if k == key]
     return DeletionRequest.model_validate_json(records[-1] or b"")
 
 
@@ -60,13 +61,13 @@ async def test_retention_killed_after_the_commands_went_out_ends_verified_after_
         await eventually(commanded, timeout=30)
     finally:
         process.kill()  # SIGKILL: no shutdown hook runs
-    interrupted = await _latest(iso, "killed-1")
+    interrupted = await _latest(iso, ws["workspace_id"], "killed-1")
     assert interrupted.state in ("requested", "executing") and interrupted.reports == {}
     assert raw_count(iso, "usage_events", "workspace_id = {ws:String}", {"ws": ws["workspace_id"]}) == 3
 
     # Everything back, retention in a fresh process state: it resumes from the topic and ends verified.
     async with product(iso) as p:
-        done = await p.settled("killed-1")
+        done = await p.settled(ws["workspace_id"], "killed-1")
     assert done.state == "verified", done.reason
     assert done.receipt is not None and done.receipt.requested_by.startswith("key_")
     counts = {c.store: (c.before, c.after) for o in done.receipt.owners for c in o.counts}
@@ -82,7 +83,7 @@ async def test_silent_owners_get_the_command_again_and_then_the_request_fails_na
         assert asked.status_code == 202
 
         async def executing() -> DeletionRequest | None:
-            request = p.retention.coordinator.get("silent-1")
+            request = p.retention.coordinator.get(ws["workspace_id"], "silent-1")
             return request if request is not None and request.state == "executing" else None
 
         await eventually(executing)
@@ -96,11 +97,68 @@ async def test_silent_owners_get_the_command_again_and_then_the_request_fails_na
         assert await _commands(iso, "silent-1") == 2
         clock.advance(timedelta(seconds=60))
         await p.retention.tick()
-        failed = p.retention.coordinator.get("silent-1")
+        failed = p.retention.coordinator.get(ws["workspace_id"], "silent-1")
         assert failed is not None and failed.state == "failed"
         assert failed.reason == "owners_incomplete:ingest:no_report,rollup:no_report,alerts:no_report"
         status = await p.client.get("/v1/deletions/silent-1", headers=auth(ws["admin"]))
         assert status.json()["state"] == "failed" and status.json()["reason"] == failed.reason
 
-    receipts = [Receipt.model_validate_json(v or b"") for k, v in await replay(iso, AUDIT) if k == b"silent-1"]
+    receipts = [
+        Receipt.model_validate_json(v or b"")
+        for k, v in await replay(iso, AUDIT)
+        if k == f"{ws['workspace_id']}/silent-1".encode()
+    ]
     assert len(receipts) == 1 and receipts[0].status == "failed" and receipts[0].owners == []
+
+
+async def test_requests_keyed_by_their_bare_id_are_resumed_and_moved_under_their_workspace(iso: Isolation) -> None:
+    """Records keyed by the request id alone (written before ids were per workspace, or by a tool that keys
+    them so) are carried out as before, then rewritten under `<workspace>/<id>` and their old key tombstoned."""
+    ws = await create_workspace(iso)
+    workspace_id = ws["workspace_id"]
+    now = datetime.now(UTC)
+    in_flight = DeletionRequest(
+        request_id="old-1",
+        workspace_id=workspace_id,
+        customer_id="cust-old",
+        requested_by="key_old",
+        requested_at=now,
+        state="executing",
+        revision=2,
+        attempts=1,
+        commanded_at=now,
+    )
+    finished = DeletionRequest(
+        request_id="old-done",
+        workspace_id=workspace_id,
+        requested_by="cli",
+        requested_at=now,
+        state="failed",
+        revision=5,
+        reason="owners_incomplete:rollup:no_report",
+    )
+    for legacy in (in_flight, finished):
+        await publish(iso, DELETION_REQUESTS, legacy.request_id, legacy.model_dump_json().encode())
+    async with product(iso) as p:
+        done = await p.settled(workspace_id, "old-1")
+        assert done.state == "verified", done.reason
+        status = await p.client.get("/v1/deletions/old-done", headers=auth(ws["admin"]))
+        assert status.status_code == 200 and status.json()["reason"] == finished.reason
+        # A tool submitting under the bare id while retention runs: carried out, then moved the same way.
+        tool = DeletionRequest(request_id="tool-1", workspace_id=workspace_id, requested_by="tool", requested_at=now)
+        await publish(iso, DELETION_REQUESTS, "tool-1", tool.model_dump_json().encode())
+        assert (await p.settled(workspace_id, "tool-1")).state == "verified"
+
+        async def moved() -> dict[bytes, bytes | None] | None:
+            latest: dict[bytes, bytes | None] = {}
+            for key, value in await replay(iso, DELETION_REQUESTS):
+                if key is not None:
+                    latest[key] = value
+            bare = [latest.get(k.encode(), b"") for k in ("old-1", "old-done", "tool-1")]
+            return latest if bare == [None, None, None] else None
+
+        latest = await eventually(moved, timeout=30)
+    for request_id in ("old-1", "old-done", "tool-1"):
+        record = DeletionRequest.model_validate_json(latest[request_key(workspace_id, request_id).encode()] or b"")
+        assert record.terminal and record.customer_id is None
+    assert not any(b"cust-old" in (v or b"") for v in latest.values())

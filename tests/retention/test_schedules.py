@@ -69,7 +69,7 @@ async def test_cancelled_workspace_is_kept_29_days_erased_on_day_30_and_reactiva
         # clock, same lock) ran just before it; either way exactly one request exists.
         assert [r.request_id for r in p.retention.coordinator.requests()] == [lifecycle_request_id(cancelled)]
         assert submitted in ([lifecycle_request_id(cancelled)], [])
-        done = await p.settled(lifecycle_request_id(cancelled))
+        done = await p.settled(leaving["workspace_id"], lifecycle_request_id(cancelled))
         assert done.state == "verified", done.reason
         assert done.origin == "lifecycle" and done.requested_by == "lifecycle:cancelled"
         assert set(_rows(iso, leaving["workspace_id"]).values()) == {0}
@@ -94,10 +94,10 @@ async def test_a_deleted_workspace_is_erased_at_once_without_waiting_for_a_tick(
 
         # No tick is called: the lifecycle record itself triggers the due schedule.
         async def submitted() -> DeletionRequest | None:
-            return p.retention.coordinator.get(lifecycle_request_id(deleted))
+            return p.retention.coordinator.get(ws["workspace_id"], lifecycle_request_id(deleted))
 
         request = await eventually(submitted, timeout=30)
         assert request.requested_by == "lifecycle:deleted"
-        done = await p.settled(request.request_id)
+        done = await p.settled(ws["workspace_id"], request.request_id)
         assert done.state == "verified", done.reason
     assert set(_rows(iso, ws["workspace_id"]).values()) == {0}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import sys
 from typing import Any
 
 from spendstream.alerts.app import create_service as create_alerts
 from spendstream.alerts.settings import AlertsSettings
+from spendstream.cli.running import already_running
 from spendstream.common import logs
 from spendstream.common.kafka import make_broker, provision_topics
 from spendstream.common.service import Service, build_http_app, serve
@@ -82,6 +84,9 @@ def up(check: bool = False) -> int:
             cls()
         print("configuration is valid")
         return 0
+    if (busy := already_running(settings)) is not None:
+        print(f"spendstream: {busy}", file=sys.stderr)
+        return 1
     logs.configure(settings.log_level)
     import asyncio
 
@@ -103,6 +108,9 @@ def run(name: str, check: bool = False) -> int:
     if check:
         print(f"{name} configuration is valid")
         return 0
+    if (busy := already_running(settings, embedded_clickhouse=name == "rollup")) is not None:
+        print(f"spendstream: {busy}", file=sys.stderr)
+        return 1
     logs.configure(settings.log_level)
     serve(build_http_app(_services((name,)), title=f"spendstream {name}"), settings.http_host, settings.http_port)
     return 0

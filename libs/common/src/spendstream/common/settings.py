@@ -1,20 +1,72 @@
-"""Settings every service shares. Each service subclasses `BaseServiceSettings` and adds only its own fields."""
+"""Settings every service shares. Each service subclasses `BaseServiceSettings` and adds only its own fields.
+
+Every value is validated when the settings are loaded; a bad one raises `SettingsError`, whose message names
+each offending environment variable (never the value: it may be a secret) on a line of its own.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
+import re
 import secrets
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SPENDSTREAM_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_BROKER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?$")
+
+
+class SettingsError(ValueError):
+    """Invalid configuration; the message names each offending `SPENDSTREAM_*` variable."""
+
+
+def describe(error: ValidationError) -> str:
+    """One line per error, `SPENDSTREAM_<FIELD>: <what is wrong>`, without the offending value."""
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in item["loc"])
+        name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"{name}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _port_ok(port: str | None) -> bool:
+    return port is None or (port.isdigit() and 1 <= int(port) <= 65535)
+
+
+def _url_port_ok(url: str) -> bool:
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        return False
+    return port is None or port > 0
+
+
+def is_http_url(value: str) -> bool:
+    """http(s)://host[:port][/path], with a host and a valid port."""
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and _url_port_ok(value)
 
 
 class BaseServiceSettings(BaseSettings):
-    """Read from `SPENDSTREAM_*` environment variables; a bad value fails at start with its name."""
+    """Read from `SPENDSTREAM_*` environment variables; a bad value fails at load naming its variable."""
 
-    model_config = SettingsConfigDict(env_prefix="SPENDSTREAM_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    def __init__(self, *args: Any, **values: Any) -> None:
+        try:
+            super().__init__(*args, **values)
+        except ValidationError as exc:
+            # pydantic names the field and echoes the value; the operator set a variable, and it may be secret.
+            raise SettingsError(describe(exc)) from None
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -28,19 +80,83 @@ class BaseServiceSettings(BaseSettings):
     redis_prefix: str = "ss:"
     # Base64 of 32 bytes. Wraps every workspace data key; never logged. Empty: read or create data_dir/kek.
     kek: SecretStr = SecretStr("")
-    kek_id: str = "local-1"
+    kek_id: str = Field(default="local-1", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     # Shared secret of service-to-service HTTP routes (`/internal/...`); empty disables them. Never logged.
     internal_token: SecretStr = SecretStr("")
-    http_host: str = "127.0.0.1"
+    http_host: str = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9_.:-]+$")
     http_port: int = Field(default=8080, ge=1, le=65535)
     log_level: str = "INFO"
     retention_months: int = Field(default=12, ge=1, le=13)
+    # The brake on guessing keys (`auth_brake.py`): failed authentications tolerated per client address and per
+    # key prefix within the window, before 429 with Retry-After for `auth_block_seconds`. Per replica.
+    auth_failures_per_address: int = Field(default=50, ge=1)
+    auth_failures_per_key_prefix: int = Field(default=50, ge=1)
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)
+    auth_block_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_chars(cls, value: str) -> str:
         if value and not all(c.isalnum() or c in "._-" for c in value):
-            raise ValueError("topic_prefix may hold only letters, digits, '.', '_' and '-'")
+            raise ValueError("may hold only letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _brokers(cls, value: str) -> str:
+        for broker in value.split(","):
+            match = _BROKER.match(broker.strip())
+            if match is None or not _port_ok(match.group(2) and match.group(2)[1:]):
+                raise ValueError("must be a comma-separated list of host:port (e.g. kafka-0:9092,kafka-1:9092)")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        valid = (
+            parts.scheme in ("redis", "rediss")
+            and bool(parts.hostname)
+            and _url_port_ok(value)
+            and re.fullmatch(r"/?([0-9]+)?", parts.path) is not None
+        ) or (parts.scheme == "unix" and bool(parts.path))
+        if not valid:
+            raise ValueError("must be redis://host:port/db, rediss://host:port/db or unix:///path/to/socket")
+        return value
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _clickhouse_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        valid = (parts.scheme == "chdb" and bool(parts.netloc + parts.path)) or is_http_url(value)
+        if not valid:
+            raise ValueError(
+                "must be empty (embedded chDB under the data directory), chdb:///path or http(s)://host:port"
+            )
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.upper() not in LOG_LEVELS:
+                raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+            return value.upper()
+        return value
+
+    @field_validator("kek")
+    @classmethod
+    def _kek_form(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw:
+            try:
+                key = base64.b64decode(raw, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("is not valid base64") from None
+            if len(key) != 32:
+                raise ValueError("must decode to 32 bytes (AES-256)")
         return value
 
     def resolved_clickhouse_url(self) -> str:

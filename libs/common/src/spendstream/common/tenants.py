@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from spendstream.common import crypto
+from spendstream.common.auth_brake import AuthBrake
 from spendstream.common.kafka import CompactedTable
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import API_KEYS, DATA_KEYS
@@ -70,6 +71,7 @@ class KeyDirectory:
 
     def __init__(self, settings: BaseServiceSettings) -> None:
         self.table: CompactedTable[ApiKeyRecord] = CompactedTable(settings, API_KEYS, ApiKeyRecord.model_validate_json)
+        self.brake = AuthBrake(settings)  # consulted by the HTTP key checks, which know the client's address
 
     def authenticate(self, key: str) -> Principal | None:
         """The key's principal, or None for an unknown or revoked key."""

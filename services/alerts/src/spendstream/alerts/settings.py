@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
-from spendstream.common.settings import BaseServiceSettings
+from spendstream.common.settings import BaseServiceSettings, is_http_url
 
 
 class AlertsSettings(BaseServiceSettings):
@@ -41,4 +41,11 @@ class AlertsSettings(BaseServiceSettings):
     smtp_ca_file: str = ""  # a CA bundle to verify the SMTP server with; empty: the system's
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
-    smtp_from: str = "spendstream@localhost"
+    smtp_from: str = Field(default="spendstream@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+
+    @field_validator("rollup_url")
+    @classmethod
+    def _rollup_url(cls, value: str) -> str:
+        if value and not is_http_url(value):
+            raise ValueError("must be empty (no reconciliation) or http(s)://host:port of rollup")
+        return value

@@ -10,8 +10,9 @@ no more events (403) until it is reactivated.
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Header, HTTPException
+from fastapi import Header, HTTPException, Request
 
+from spendstream.common.auth_brake import too_many_failures
 from spendstream.common.tenants import KeyDirectory, Principal, Scope
 from spendstream.ingest.workspaces import WorkspaceDirectory
 
@@ -42,14 +43,22 @@ async def resolve(keys: KeyDirectory, workspaces: WorkspaceDirectory, key: str |
 def require(
     keys: KeyDirectory, workspaces: WorkspaceDirectory, *scopes: Scope, allow_cancelled: bool = False
 ) -> Callable[..., Awaitable[Principal]]:
-    """A FastAPI dependency: the caller's principal, or 401 / 403 with a content-free error."""
+    """A FastAPI dependency: the caller's principal, or 401 / 403 with a content-free error, or 429 with
+    Retry-After once the client or the key's prefix has failed too often (`spendstream.common.auth_brake`)."""
 
     async def dependency(
+        request: Request,
         authorization: Annotated[str | None, Header()] = None,
         x_api_key: Annotated[str | None, Header()] = None,
     ) -> Principal:
-        principal = await resolve(keys, workspaces, key_from_headers(authorization, x_api_key))
+        address = request.client.host if request.client else ""
+        if wait := keys.brake.address_wait(address):
+            raise HTTPException(*too_many_failures(wait))
+        key = key_from_headers(authorization, x_api_key)
+        principal = await resolve(keys, workspaces, key)
         if principal is None:
+            if key and (wait := keys.brake.failed(address, key)):
+                raise HTTPException(*too_many_failures(wait))
             raise HTTPException(401, detail=UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
         if principal.scope not in scopes:
             raise HTTPException(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from spendstream.common.settings import BaseServiceSettings
+from spendstream.ingest.workspaces import PLANS
 
 
 class IngestSettings(BaseServiceSettings):
@@ -24,3 +25,10 @@ class IngestSettings(BaseServiceSettings):
     raw_batch_max_records: int = Field(default=16, ge=1, le=500)
     raw_batch_timeout_ms: int = Field(default=20, ge=1)
     default_plan: str = "free"
+
+    @field_validator("default_plan")
+    @classmethod
+    def _known_plan(cls, value: str) -> str:
+        if value not in PLANS:
+            raise ValueError(f"must be one of {', '.join(PLANS)}")
+        return value

@@ -20,7 +20,8 @@ class DeletionBody(BaseModel):
 
     # Absent: the whole workspace. Present: only that end customer's data inside it.
     customer_id: str | None = Field(default=None, min_length=1, max_length=120)
-    # Optional idempotency key: re-posting the same id returns the same request and, later, receipt.
+    # Optional idempotency key, per workspace: re-posting the same id returns the same request and, later,
+    # receipt; another workspace's use of the same id is a request of its own.
     request_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -46,7 +47,8 @@ def build_router(coordinator: Coordinator, clock: Clock, auth: Any) -> APIRouter
             stored, created = await coordinator.submit(request)
         except RequestConflict:
             raise HTTPException(
-                409, detail={"error": "request_id_in_use", "message": "this request_id names a different request"}
+                409,
+                detail={"error": "request_id_in_use", "message": "this request_id names another request of yours"},
             ) from None
         return JSONResponse(RequestView.of(stored).model_dump(mode="json"), status_code=202 if created else 200)
 
@@ -56,9 +58,9 @@ def build_router(coordinator: Coordinator, clock: Clock, auth: Any) -> APIRouter
         summary="State of a deletion request: requested, executing, verified or failed; with its receipt",
     )
     async def deletion_status(request_id: str, principal: Annotated[Principal, Depends(auth)]) -> RequestView:
-        request = coordinator.get(request_id)
-        # Another workspace's request is indistinguishable from a missing one.
-        if request is None or request.workspace_id != principal.workspace_id:
+        # Ids are per workspace: the key's workspace is part of the lookup, so another's is never found.
+        request = coordinator.get(principal.workspace_id, request_id)
+        if request is None:
             raise HTTPException(404, detail={"error": "not_found", "message": "no such deletion request"})
         return RequestView.of(request)
 

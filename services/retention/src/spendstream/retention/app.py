@@ -52,7 +52,7 @@ class Retention:
             submitted = []
             await self.schedules.table.catch_up()
             for schedule in self.schedules.due(self.clock.now()):
-                if self.coordinator.get(schedule.request_id) is not None:
+                if self.coordinator.get(schedule.workspace_id, schedule.request_id) is not None:
                     continue
                 request = DeletionRequest(
                     request_id=schedule.request_id,

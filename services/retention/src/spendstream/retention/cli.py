@@ -1,7 +1,7 @@
 """retention's subcommands of the `spendstream` CLI, for compliance staff and operators.
 
   spendstream deletion request --workspace WS [--customer-id ID] [--request-id ID] [--wait SECONDS]
-  spendstream deletion status REQUEST_ID
+  spendstream deletion status REQUEST_ID [--workspace WS]
   spendstream deletion subject-hash --workspace WS --customer-id ID
   spendstream deletion schedules              workspaces due for deletion after a cancellation, and when
   spendstream retention check                 live topic retention configs against the registry and policy
@@ -10,7 +10,8 @@
 
 A request is written to `retention.requests.v1`, the same path any compliance tool may use; the running
 retention service carries it out. Status is read by replaying that compacted topic, so it works after the
-workspace's keys are gone.
+workspace's keys are gone. Request ids are per workspace: `status` without `--workspace` shows the request
+when one workspace has that id, and lists the workspaces (exit 1) when several do.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def register(subparsers: Any) -> None:
 
     status = actions.add_parser("status", help="state and receipt of a deletion request")
     status.add_argument("request_id")
+    status.add_argument("--workspace", default=None, help="the workspace whose request this is")
     status.set_defaults(handler=_status)
 
     digest = actions.add_parser("subject-hash", help="the keyed hash a receipt names a customer by")
@@ -70,15 +72,28 @@ def _print(value: object) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-async def _read(settings: RetentionSettings, request_id: str) -> DeletionRequest | None:
+async def _find(settings: RetentionSettings, request_id: str, workspace_id: str | None) -> list[DeletionRequest]:
+    """The requests with this id, one per workspace (only `workspace_id`'s if given), by workspace id."""
     table: CompactedTable[DeletionRequest] = CompactedTable(
         settings, DELETION_REQUESTS, DeletionRequest.model_validate_json
     )
     await table.start()
     try:
-        return table.get(request_id)
+        values = table.values()
     finally:
         await table.stop()
+    # By value, not by topic key: a record still under its bare request id belongs to the workspace it names.
+    found: dict[str, DeletionRequest] = {}
+    for value in values:
+        if value.request_id == request_id and workspace_id in (None, value.workspace_id):
+            if value.key not in found or value.revision > found[value.key].revision:
+                found[value.key] = value
+    return sorted(found.values(), key=lambda r: r.workspace_id)
+
+
+async def _read(settings: RetentionSettings, workspace_id: str, request_id: str) -> DeletionRequest | None:
+    found = await _find(settings, request_id, workspace_id)
+    return found[0] if found else None
 
 
 async def _publish(settings: RetentionSettings, topic: str, key: str, value: bytes) -> None:
@@ -93,7 +108,7 @@ async def _publish(settings: RetentionSettings, topic: str, key: str, value: byt
 async def _submit(args: argparse.Namespace) -> int:
     settings = RetentionSettings()
     request_id = args.request_id or new_request_id()
-    existing = await _read(settings, request_id)
+    existing = await _read(settings, args.workspace, request_id)
     if existing is None:
         request = DeletionRequest(
             request_id=request_id,
@@ -106,7 +121,7 @@ async def _submit(args: argparse.Namespace) -> int:
         await _publish(
             settings,
             topic_name(DELETION_REQUESTS, settings.topic_prefix),
-            request_id,
+            request.key,
             request.model_dump_json().encode(),
         )
         current: DeletionRequest | None = request
@@ -117,7 +132,7 @@ async def _submit(args: argparse.Namespace) -> int:
         if asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(0.5)
-        current = await _read(settings, request_id) or current
+        current = await _read(settings, args.workspace, request_id) or current
     assert current is not None
     _print(RequestView.of(current).model_dump(mode="json"))
     return 1 if current.state == "failed" or (args.wait and not current.terminal) else 0
@@ -128,11 +143,21 @@ def _request(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    found = asyncio.run(_read(RetentionSettings(), args.request_id))
-    if found is None:
+    found = asyncio.run(_find(RetentionSettings(), args.request_id, args.workspace))
+    if not found:
         _print({"error": "not_found", "request_id": args.request_id})
         return 1
-    _print(RequestView.of(found).model_dump(mode="json"))
+    if len(found) > 1:
+        _print(
+            {
+                "error": "ambiguous",
+                "request_id": args.request_id,
+                "workspaces": [r.workspace_id for r in found],
+                "message": "several workspaces use this request id; pass --workspace",
+            }
+        )
+        return 1
+    _print(RequestView.of(found[0]).model_dump(mode="json"))
     return 0
 
 

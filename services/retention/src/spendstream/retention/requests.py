@@ -1,4 +1,9 @@
-"""A deletion request and its state, as kept on the compacted `retention.requests.v1` (keyed by request id).
+"""A deletion request and its state, as kept on the compacted `retention.requests.v1`.
+
+Request ids are scoped by workspace: two workspaces may use the same id, and each names its own request (a
+refusal would tell one tenant which ids another has used). A request is keyed `<workspace_id>/<request_id>`
+on the topic and its receipt likewise on `audit.receipts.v1`; records keyed by the bare request id (written
+before ids were scoped, or by a tool that still does) are adopted by the workspace in their value and moved.
 
 The topic is the system of record: whatever retention knows about a request it has written there first, so
 a worker killed at any line resumes from the last record after a restart. Every record retention writes has
@@ -29,6 +34,12 @@ def new_request_id() -> str:
     return f"del_{uuid_utils.uuid7().hex}"
 
 
+def request_key(workspace_id: str, request_id: str) -> str:
+    """The key of a request on `retention.requests.v1` and of its receipt on `audit.receipts.v1`."""
+    # A request id cannot hold "/", so the key names exactly one (workspace, request id) pair.
+    return f"{workspace_id}/{request_id}"
+
+
 class DeletionRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -54,6 +65,10 @@ class DeletionRequest(BaseModel):
         if not REQUEST_ID.match(value):
             raise ValueError("request_id must match [A-Za-z0-9_-]{1,64}")
         return value
+
+    @property
+    def key(self) -> str:
+        return request_key(self.workspace_id, self.request_id)
 
     @property
     def terminal(self) -> bool:

@@ -11,6 +11,7 @@ line resumes from the topic:
   all done   -> the receipt goes to `audit.receipts.v1` first, then the final `verified`/`failed` record.
                 A crash in between rebuilds the same receipt (it is derived only from the stored reports).
 One coordinator (one replica) per installation: steps are serialised by one lock, and revisions only grow.
+A request is known by its key, `<workspace_id>/<request_id>` (`requests.request_key`): ids are per workspace.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ from spendstream.common.topics import AUDIT, DELETION_COMMANDS, DELETION_REQUEST
 from spendstream.retention import metrics
 from spendstream.retention.clock import Clock
 from spendstream.retention.receipts import Receipt, owner_receipt, residue, subject_hash
-from spendstream.retention.requests import DeletionRequest
+from spendstream.retention.requests import DeletionRequest, request_key
 from spendstream.retention.settings import RetentionSettings
 
 log = logging.getLogger(__name__)
 
 
 class RequestConflict(Exception):
-    """A request id that already names a request of another workspace or scope."""
+    """A request id that already names a request of the same workspace with another scope."""
 
 
 class Coordinator:
@@ -46,9 +47,13 @@ class Coordinator:
         self._requests_topic = topic_name(DELETION_REQUESTS, settings.topic_prefix)
         self._commands_topic = topic_name(DELETION_COMMANDS, settings.topic_prefix)
         self._audit_topic = topic_name(AUDIT, settings.topic_prefix)
-        # The newest state of each request as retention wrote or adopted it (highest revision wins); the
-        # table is the literal log, whose latest record a duplicate submission may have overwritten.
+        # The newest state of each request by its key, as retention wrote or adopted it (highest revision
+        # wins); the table is the literal log, whose latest record a duplicate submission may have overwritten.
         self._state: dict[str, DeletionRequest] = {}
+        # Topic keys other than a request's own that hold a record of it (the bare request id of a record
+        # written before ids were scoped, or by a tool): tombstoned once the request is written under its key,
+        # so compaction drops them (they may hold the raw customer id).
+        self._strays: dict[str, set[str]] = {}
         self.table: CompactedTable[DeletionRequest] = CompactedTable(
             settings, DELETION_REQUESTS, DeletionRequest.model_validate_json, on_change=self._observed
         )
@@ -63,10 +68,11 @@ class Coordinator:
         """Replay every request, repair what a crash left half-written, then resume the unfinished ones."""
         await self.table.start()
         async with self._lock:
-            for request_id, state in self._state.items():
-                latest = self.table.get(request_id)
-                if latest is not None and latest.revision == 0 and state.revision > 0:
-                    # A duplicate submission overwrote a request already known: restore the real state.
+            for key, state in list(self._state.items()):
+                latest = self.table.get(key)
+                if (latest is not None and latest.revision == 0 and state.revision > 0) or self._strays.get(key):
+                    # A duplicate submission overwrote a request already known, or the request still sits under
+                    # another key: write the real state under its own key (which tombstones the others).
                     await self._write(state)
             active = [r for r in self._state.values() if not r.terminal]
             for request in active:
@@ -76,7 +82,7 @@ class Coordinator:
         self._started = True
         self._worker = asyncio.create_task(self._work(), name="retention:saga")
         for request in active:
-            self._queue.put_nowait(request.request_id)
+            self._queue.put_nowait(request.key)
 
     async def stop(self) -> None:
         await cancel_and_wait(self._worker)
@@ -84,8 +90,8 @@ class Coordinator:
 
     # -- reads ---------------------------------------------------------------------------------------------
 
-    def get(self, request_id: str) -> DeletionRequest | None:
-        return self._state.get(request_id)
+    def get(self, workspace_id: str, request_id: str) -> DeletionRequest | None:
+        return self._state.get(request_key(workspace_id, request_id))
 
     def requests(self) -> list[DeletionRequest]:
         return list(self._state.values())
@@ -93,13 +99,11 @@ class Coordinator:
     # -- submissions ---------------------------------------------------------------------------------------
 
     async def submit(self, request: DeletionRequest) -> tuple[DeletionRequest, bool]:
-        """Record a new request (returns it, True) or return the existing one with that id (it, False)."""
+        """Record a new request (returns it, True) or return the workspace's existing one with that id (it, False)."""
         async with self._lock:
-            existing = self._state.get(request.request_id)
+            existing = self._state.get(request.key)
             if existing is not None:
-                if existing.workspace_id != request.workspace_id or (
-                    existing.customer_hash != self._hash(request.workspace_id, request.customer_id)
-                ):
+                if existing.customer_hash != self._hash(request.workspace_id, request.customer_id):
                     raise RequestConflict(request.request_id)
                 return existing, False
             fresh = request.model_copy(
@@ -114,30 +118,36 @@ class Coordinator:
                 }
             )
             await self._write(fresh)
-        self._queue.put_nowait(fresh.request_id)
+        self._queue.put_nowait(fresh.key)
         return fresh, True
 
     def _hash(self, workspace_id: str, customer_id: str | None) -> str | None:
         return subject_hash(self._kek, workspace_id, customer_id) if customer_id is not None else None
 
-    def _observed(self, request_id: str, value: DeletionRequest | None) -> None:
+    def _observed(self, topic_key: str, value: DeletionRequest | None) -> None:
         """Every record of the requests topic, in log order: adopt newer states and outside submissions."""
         if value is None:
+            for strays in self._strays.values():
+                strays.discard(topic_key)
             return
-        known = self._state.get(request_id)
-        if known is None or value.revision > known.revision:
+        key = value.key
+        if topic_key != key:
+            self._strays.setdefault(key, set()).add(topic_key)
+        known = self._state.get(key)
+        adopted = known is None or value.revision > known.revision
+        if adopted:
             if value.revision == 0:
                 # Submitted straight to the topic by a compliance tool: hash the subject now.
                 value = value.model_copy(
                     update={"state": "requested", "customer_hash": self._hash(value.workspace_id, value.customer_id)}
                 )
-            self._state[request_id] = value
+            self._state[key] = value
             if self._started and not value.terminal:
-                self._queue.put_nowait(request_id)
-        elif value.revision == 0 and self._started and value != known:
-            # A replayed submission of a known id is a no-op, but it became the latest record of the
-            # compacted topic: write the real state back on top of it.
-            self._queue.put_nowait(f"restore:{request_id}")
+                self._queue.put_nowait(key)
+        if self._started and (topic_key != key or (not adopted and value.revision == 0 and value != known)):
+            # A replayed submission of a known request is a no-op, but it became the latest record of the
+            # compacted topic, or the request sits under another key: write the real state under its own key.
+            self._queue.put_nowait(f"restore:{key}")
 
     # -- the saga ------------------------------------------------------------------------------------------
 
@@ -155,8 +165,8 @@ class Coordinator:
                 # restart resumes from. Logged without content.
                 log.exception("saga step failed", extra={"request_id": item})
 
-    async def _advance(self, request_id: str) -> None:
-        request = self._state.get(request_id)
+    async def _advance(self, key: str) -> None:
+        request = self._state.get(key)
         if request is None or request.terminal:
             return
         if request.state == "requested":
@@ -181,7 +191,7 @@ class Coordinator:
     async def on_report(self, report: DeletionReport) -> None:
         """Store an owner's report in its request (durably, before the caller commits the offset)."""
         async with self._lock:
-            request = self._state.get(report.request_id)
+            request = self._state.get(request_key(report.scope.workspace_id, report.request_id))
             if request is None or request.terminal:
                 return  # a late repeat for a finished request, or another installation's: nothing to do
             if report.scope != request.scope():
@@ -251,9 +261,7 @@ class Coordinator:
             rows_after=sum(c.after for o in owners for c in o.counts),
             owners=owners,
         )
-        await self._broker.publish(
-            receipt.model_dump_json().encode(), self._audit_topic, key=request.request_id.encode()
-        )
+        await self._broker.publish(receipt.model_dump_json().encode(), self._audit_topic, key=request.key.encode())
         # The final record forgets the raw customer id and the owners' raw reports (which name it).
         await self._write(
             request.model_copy(
@@ -273,11 +281,13 @@ class Coordinator:
         )
 
     async def _write(self, request: DeletionRequest) -> DeletionRequest:
-        known = self._state.get(request.request_id)
+        known = self._state.get(request.key)
         revision = max(request.revision, (known.revision + 1) if known is not None else 1)
         stored = request.model_copy(update={"revision": revision, "updated_at": self._clock.now()})
-        await self._broker.publish(
-            stored.model_dump_json().encode(), self._requests_topic, key=stored.request_id.encode()
-        )
-        self._state[stored.request_id] = stored
+        await self._broker.publish(stored.model_dump_json().encode(), self._requests_topic, key=stored.key.encode())
+        self._state[stored.key] = stored
+        # Only after the request is safe under its own key: a crash before this line leaves the stray record,
+        # which the next start moves again.
+        for stray in sorted(self._strays.pop(stored.key, set())):
+            await self._broker.publish(None, self._requests_topic, key=stray.encode())
         return stored

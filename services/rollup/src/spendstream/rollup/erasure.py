@@ -185,8 +185,10 @@ class RollupErasure:
         )
 
     async def erase(self, command: DeletionCommand) -> DeletionReport:
+        # Request ids are per workspace: logged under both, one workspace's request never answers for another's.
+        logged = f"{command.scope.workspace_id}/{command.request_id}"
         async with self._lock:  # one mutation at a time: they queue in ClickHouse anyway
-            stored = await asyncio.to_thread(self.clickhouse.recorded, command.request_id)
+            stored = await asyncio.to_thread(self.clickhouse.recorded, logged)
             if stored is not None:
                 return DeletionReport.model_validate(
                     {**stored, "request_id": command.request_id, "owner": "rollup", "scope": command.scope}
@@ -221,7 +223,7 @@ class RollupErasure:
                 "reason": None,
                 "finished_at": self._now().isoformat(),
             }
-            await asyncio.to_thread(self.clickhouse.record, command.request_id, document)
+            await asyncio.to_thread(self.clickhouse.record, logged, document)
             log.info("erased", extra={"request_id": command.request_id, "rows": sum(c.before for c in counts)})
             return DeletionReport.model_validate(
                 {**document, "request_id": command.request_id, "owner": "rollup", "scope": command.scope}

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from spendstream.common import guard
+from spendstream import guard
 from spendstream.common.envelope import SealedEvent, open_envelope, open_plaintext, seal
 from spendstream.common.events import MAX_EVENTS_PER_BATCH, EncodedBatch, EventBatch, UsageEvent, validate_events
 from spendstream.ingest import fastpath

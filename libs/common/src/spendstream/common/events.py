@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from spendstream.common.guard import Violation, check_event, path_segment
+from spendstream.guard import Violation, check_event, path_segment
 
 MAX_EVENTS_PER_BATCH = 500
 MAX_TAGS = 24

@@ -29,7 +29,7 @@ from uuid_utils import uuid7
 # UsageEvent.model_dump_json (the cost as its Decimal's text, the timestamp in UTC).
 from spendstream.common.envelope import SealedBatch, SealedEvent
 from spendstream.common.events import MAX_EVENTS_PER_BATCH, MAX_FUTURE_SKEW, MAX_TAG_VALUE_LENGTH, MAX_TAGS, MAX_TOKENS
-from spendstream.common.guard import all_clean, is_content_key, remember
+from spendstream.guard import all_clean, is_content_key, remember
 
 # msgspec checks types, ranges and lengths while decoding. The patterns are checked afterwards, once per batch
 # over a column (or once per distinct provider and model): a regex call per value from msgspec was a third of the

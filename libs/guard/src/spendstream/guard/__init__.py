@@ -1,7 +1,8 @@
 """The privacy guard: refuses content-bearing keys and PII-looking tag values.
 
-Importable by clients (an SDK can run the same check before sending) and used by ingest on every event.
-It never returns or logs the offending *value*: a violation names the field path and a reason code only.
+One module, standard library only, so the server and a client SDK import the same rules (an SDK runs the check
+before sending; ingest runs it on every event). It never returns or logs the offending *value*: a violation
+names the field path and a reason code only.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def _words(key: str) -> list[str]:
 
 def is_content_key(key: str) -> bool:
     """True when `key` names prompt/completion content in any spelling (snake, camel, plural, glued)."""
-    # Every event repeats the same dozen key names, and this check was ~40 % of ingest's CPU (bench/): memoise
-    # it. Only short keys are cached, so the cache stays a few hundred KiB whatever clients send.
+    # Every event repeats the same dozen key names, and this check is a large share of ingest's CPU: memoise it.
+    # Only short keys are cached, so the cache stays a few hundred KiB whatever clients send.
     return _is_content_key_cached(key) if len(key) <= _CACHED_KEY_LENGTH else _is_content_key(key)
 
 
@@ -145,8 +146,7 @@ _LEARNABLE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
 def remember(known: set[str], value: str, limit: int) -> None:
-    """Add to a bounded memo; a full one starts over, so what clients send cannot grow it. (ingest's fast path
-    keeps its memos with it too.)"""
+    """Add to a bounded memo; a full one starts over, so what clients send cannot grow it."""
     if len(known) >= limit:
         known.clear()
     known.add(value)
@@ -196,7 +196,7 @@ def _walk_keys(root: Any) -> list[Violation]:
 
 
 # Tag values already found not to look like PII. Clients repeat the same few (features, environments, plans,
-# customer ids), and pii_kind was ~9 % of ingest's CPU. Only clean values are kept: they are accepted and
+# customer ids), and pii_kind is a visible share of ingest's CPU. Only clean values are kept: they are accepted and
 # stored anyway, while a value that looked like personal data is never held. Bounded like _KNOWN_SAFE.
 _CLEAN_VALUES: set[str] = set()
 _CLEAN_VALUES_MAX = 16_384
@@ -225,7 +225,7 @@ def check_event(raw: Any) -> list[Violation]:
     """Every privacy violation in one decoded event: content keys at any depth, PII-looking tag values."""
     violations = _walk_keys(raw)
     if len(violations) > 1:
-        violations.sort(key=_FIELD)  # stable, like sorted() over the walk before
+        violations.sort(key=_FIELD)  # stable: violations at one path keep the walk's order
     tags = raw.get("tags") if isinstance(raw, dict) else None
     if isinstance(tags, dict):
         for key, value in tags.items():

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import uuid_utils
-from faststream.kafka import KafkaBroker
 from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
@@ -30,6 +29,15 @@ from spendstream.ingest.limits import Limiter
 _TRACER = tracing.tracer("ingest")
 _event_id = attrgetter("event_id")
 E = TypeVar("E", SealedEvent, UsageEvent)
+
+
+class Publisher(Protocol):
+    """What ingest needs of the broker: publish one record and wait for its acknowledgement (a KafkaBroker;
+    a fake in the in-memory tests)."""
+
+    async def publish(
+        self, message: bytes, topic: str, *, key: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Any: ...
 
 
 class PublishFailed(Exception):
@@ -54,7 +62,7 @@ class BatchAcceptor:
     def __init__(
         self,
         *,
-        broker: KafkaBroker,
+        broker: Publisher,
         keyring: KeyRing,
         dedupe: Deduplicator,
         limiter: Limiter,

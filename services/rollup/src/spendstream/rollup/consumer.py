@@ -31,7 +31,7 @@ from faststream.kafka import KafkaBroker
 from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
-from spendstream.common.envelope import UnreadableRecord, read_stored
+from spendstream.common.envelope import UnreadableRecord, read_record
 from spendstream.common.prices import PriceTable
 from spendstream.common.records import DeadLetter
 from spendstream.common.tenants import KeyRing
@@ -155,7 +155,7 @@ class BatchWriter:
 
     async def _decode(self, record: Any) -> StoredBatch | None:
         try:
-            envelope, events, events_json = await read_stored(record.value, self._keyring)
+            envelope, events, events_json = await read_record(record.value, self._keyring)
         except UnreadableRecord as exc:
             await self._dead_letter(record, exc.workspace_id, exc.reason)
             return None

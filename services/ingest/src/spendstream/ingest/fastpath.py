@@ -7,7 +7,8 @@ path (orjson, `guard.check_event` and `UsageEvent` through `validate_events`), w
 its index, field path, reason code and message, exactly as before. A batch with one bad event so costs both
 paths; a clean one costs only this. tests/ingest/test_fastpath.py holds the two to the same verdicts and bytes.
 
-Every rule below mirrors one of `spendstream.common.events.UsageEvent` (and of the guard); change them together.
+The constraints (patterns, bounds, lengths) are `spendstream.common.events`' and the privacy rules the guard's,
+imported, never restated; what is this module's own is how they are checked, column by column.
 """
 
 from __future__ import annotations
@@ -28,16 +29,29 @@ from uuid_utils import uuid7
 # The form of an accepted event is the one rollup reads back: envelope.SealedEvent, field for field
 # UsageEvent.model_dump_json (the cost as its Decimal's text, the timestamp in UTC).
 from spendstream.common.envelope import SealedBatch, SealedEvent
-from spendstream.common.events import MAX_EVENTS_PER_BATCH, MAX_FUTURE_SKEW, MAX_TAG_VALUE_LENGTH, MAX_TAGS, MAX_TOKENS
+from spendstream.common.events import (
+    COST_DECIMAL_PLACES,
+    EVENT_ID_MAX_LENGTH,
+    MAX_COST_USD,
+    MAX_EVENTS_PER_BATCH,
+    MAX_FUTURE_SKEW,
+    MAX_LATENCY_MS,
+    MAX_TAG_VALUE_LENGTH,
+    MAX_TAGS,
+    MAX_TOKENS,
+    MODEL_PATTERN,
+    PROVIDER_PATTERN,
+    TAG_KEY_PATTERN,
+)
 from spendstream.guard import all_clean, is_content_key, remember
 
 # msgspec checks types, ranges and lengths while decoding. The patterns are checked afterwards, once per batch
 # over a column (or once per distinct provider and model): a regex call per value from msgspec was a third of the
 # decoding time, and even one regex over a joined column is slower than str methods in C.
 # `\Z`, not `$`: Python's `$` also matches before a final newline, pydantic's (Rust) regex does not.
-_PROVIDER = re.compile(r"[a-z0-9._-]{1,64}\Z")
-_MODEL = re.compile(r"[A-Za-z0-9._:/@-]{1,128}\Z")
-_TAG_KEY = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
+_PROVIDER = re.compile(PROVIDER_PATTERN + r"\Z")
+_MODEL = re.compile(MODEL_PATTERN + r"\Z")
+_TAG_KEY = re.compile(TAG_KEY_PATTERN + r"\Z")
 # Timestamps stay strings for msgspec and datetime.fromisoformat reads them: msgspec's own datetime rounds digits
 # past the microsecond where pydantic truncates them. Only the shapes both read alike are let through (digits
 # written as `d`): a `T` or a space, at most 6 fraction digits, `Z` or a ±hh:mm offset. fromisoformat then
@@ -55,7 +69,7 @@ _LAST_SIX = operator.itemgetter(slice(-6, None))
 
 # msgspec's own int is strict like UsageEvent's: a JSON true, 1.0 or 1e3 is refused.
 _Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
-_Latency = Annotated[int, msgspec.Meta(ge=0, le=3_600_000)]
+_Latency = Annotated[int, msgspec.Meta(ge=0, le=MAX_LATENCY_MS)]
 _TagValue = Annotated[str, msgspec.Meta(max_length=MAX_TAG_VALUE_LENGTH)]
 _Tags = Annotated[dict[str, _TagValue], msgspec.Meta(max_length=MAX_TAGS)]
 
@@ -97,7 +111,7 @@ class _Refused(Exception):
 
 _DECODER = msgspec.json.Decoder(_Body)
 _ENCODER = msgspec.json.Encoder()
-_MAX_COST = Decimal(1_000_000)
+_MAX_COST = Decimal(MAX_COST_USD)
 _TZINFO = operator.attrgetter("tzinfo")
 
 # Values already found acceptable: providers and models (their patterns), tag keys (the pattern, and not a content
@@ -135,8 +149,8 @@ def _joined(values: Sequence[str]) -> str:
 
 
 def _check_ids(ids: list[str]) -> None:
-    """Each matches [A-Za-z0-9_-]{1,64}."""
-    if max(map(len, ids)) > 64 or min(map(len, ids)) < 1:
+    """Each matches EVENT_ID_PATTERN, [A-Za-z0-9_-]{1,EVENT_ID_MAX_LENGTH}, checked with str methods in C."""
+    if max(map(len, ids)) > EVENT_ID_MAX_LENGTH or min(map(len, ids)) < 1:
         raise _Refused
     rest = _joined(ids).replace("\n", "").replace("-", "").replace("_", "")
     if rest and not (rest.isascii() and rest.isalnum()):  # ASCII letters and digits
@@ -152,21 +166,22 @@ def _check_stamps(stamps: Sequence[str]) -> None:
 
 def _cost_text(value: int | float | None) -> str | None:
     """The text of the Decimal pydantic makes of the number orjson read (from an int as is, from a float via its
-    repr); raises _Refused when UsageEvent would refuse it: outside 0 … 10⁶, or more than 12 decimal places."""
+    repr); raises _Refused when UsageEvent would refuse it: outside 0 … MAX_COST_USD, or more than
+    COST_DECIMAL_PLACES decimal places."""
     if value is None:
         return None
     if type(value) is float:
         text = repr(value)
         # In positional notation a float's repr is its Decimal's text too (-0.0 included).
-        if 0 <= value <= 1e6 and "e" not in text and len(text) - text.index(".") <= 13:
+        if 0 <= value <= MAX_COST_USD and "e" not in text and len(text) - text.index(".") <= COST_DECIMAL_PLACES + 1:
             return text
-    elif 0 <= value <= 1_000_000:
+    elif 0 <= value <= MAX_COST_USD:
         return str(value)
     cost = Decimal(repr(value))  # 1e-07 and the like
     exponent = cost.as_tuple().exponent
     # Pydantic counts places after normalising (trailing zeros do not count); this count without normalising only
     # ever refuses more, and the reference path then has the last word.
-    if not 0 <= cost <= _MAX_COST or not isinstance(exponent, int) or exponent < -12:
+    if not 0 <= cost <= _MAX_COST or not isinstance(exponent, int) or exponent < -COST_DECIMAL_PLACES:
         raise _Refused
     return str(cost)
 

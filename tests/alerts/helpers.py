@@ -19,8 +19,7 @@ from spendstream.alerts.fired import FiredAlert
 from spendstream.alerts.keyspace import KeySpace
 from spendstream.alerts.spend import CountedRecord, SpendCounter
 from spendstream.alerts.thresholds import Evaluator
-from spendstream.common.envelope import SealedEvent
-from spendstream.common.events import UsageEvent
+from spendstream.common.events import SealedEvent, UsageEvent
 from spendstream.common.prices import bundled
 from tests.support import Isolation
 

@@ -18,8 +18,16 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from spendstream import guard
-from spendstream.common.envelope import SealedEvent, open_plaintext, seal, stored_events
-from spendstream.common.events import MAX_EVENTS_PER_BATCH, EncodedBatch, EventBatch, UsageEvent, validate_events
+from spendstream.common.envelope import open_plaintext, seal, stored_events
+from spendstream.common.events import (
+    BOUNDED_FIELDS,
+    MAX_EVENTS_PER_BATCH,
+    EncodedBatch,
+    EventBatch,
+    SealedEvent,
+    UsageEvent,
+    validate_events,
+)
 from spendstream.ingest import fastpath
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -453,9 +461,10 @@ def test_a_pii_looking_value_is_never_remembered_as_clean() -> None:
     assert _fast(body) is None
 
 
-def test_the_structs_mirror_the_usage_event_field_by_field_in_order() -> None:
+def test_the_sealed_event_and_the_request_form_derived_from_it_have_the_usage_events_fields_in_order() -> None:
     assert SealedEvent.__struct_fields__ == tuple(UsageEvent.model_fields)
     assert fastpath._WireEvent.__struct_fields__ == tuple(UsageEvent.model_fields)
+    assert set(BOUNDED_FIELDS) < set(UsageEvent.model_fields)  # a misspelt name would bound nothing
 
 
 def test_a_batch_sealed_from_the_fast_path_opens_to_the_bytes_and_events_of_the_reference() -> None:

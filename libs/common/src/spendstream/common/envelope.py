@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from operator import attrgetter, is_not, methodcaller
-from typing import Annotated, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import lz4.frame  # type: ignore[import-untyped]
 import msgspec
@@ -16,7 +16,8 @@ from cryptography.exceptions import InvalidTag
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from spendstream.common import crypto
-from spendstream.common.events import EncodedBatch, EventBatch, UsageEvent
+from spendstream.common.events import EncodedBatch, EventBatch, SealedBatch
+from spendstream.common.events import SealedEvent as SealedEvent  # what read_record gives, so named here too
 from spendstream.common.tenants import KeyRing
 
 
@@ -74,48 +75,6 @@ def seal(
 
 class BrokenPlaintext(ValueError):
     """A decrypted plaintext that is not the JSON `seal` writes. Carries no content."""
-
-
-class SealedEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
-    """One event as `seal` writes it (UsageEvent.model_dump_json): every field, each of its exact JSON type.
-
-    Not tracked by the cycle collector (gc=False; it holds no containers of its own but the tags dict): rollup
-    keeps 100,000 of them alive per batch, which the collector would otherwise walk again and again."""
-
-    event_id: str
-    provider: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int | None
-    reasoning_tokens: int | None
-    latency_ms: int
-    cost_usd: str | None  # the decimal as seal wrote it; checked by stored_events, parsed by ClickHouse
-    timestamp: Annotated[datetime, msgspec.Meta(tz=True)]
-    tags: dict[str, str]
-
-    @classmethod
-    def of(cls, event: UsageEvent) -> SealedEvent:
-        """What sealing and reading back `event` gives."""
-        return cls(
-            event.event_id or "",
-            event.provider,
-            event.model,
-            event.input_tokens,
-            event.output_tokens,
-            event.cached_input_tokens,
-            event.reasoning_tokens,
-            event.latency_ms,
-            None if event.cost_usd is None else str(event.cost_usd),
-            event.timestamp,
-            dict(event.tags),
-        )
-
-
-class SealedBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A sealed plaintext: `{"events": [...]}` (ingest's fast path encodes it, rollup decodes it)."""
-
-    events: list[SealedEvent]
 
 
 _DECODER = msgspec.json.Decoder(SealedBatch)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
+import msgspec
 import uuid_utils
 from pydantic import (
     AwareDatetime,
@@ -48,6 +49,20 @@ Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)]
 Latency = Annotated[int, Field(ge=0, le=MAX_LATENCY_MS, strict=True)]
 Cost = Annotated[Decimal, Field(ge=0, le=MAX_COST_USD, allow_inf_nan=False, decimal_places=COST_DECIMAL_PLACES)]
 
+# The same bounds as msgspec checks them while ingest's fast path decodes a request into SealedEvent's fields
+# (fastpath.py). A sealed event is read back without them: ingest checked them, the GCM tag vouches for it.
+_TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+BOUNDED_FIELDS: dict[str, Any] = {
+    "input_tokens": _TokenCount,
+    "output_tokens": _TokenCount,
+    "cached_input_tokens": _TokenCount | None,
+    "reasoning_tokens": _TokenCount | None,
+    "latency_ms": Annotated[int, msgspec.Meta(ge=0, le=MAX_LATENCY_MS)],
+    "tags": Annotated[
+        dict[str, Annotated[str, msgspec.Meta(max_length=MAX_TAG_VALUE_LENGTH)]], msgspec.Meta(max_length=MAX_TAGS)
+    ],
+}
+
 # Tags that rollups group by; any other tag is stored on the raw event only.
 WELL_KNOWN_TAGS = ("feature", "route", "task_type", "customer_plan", "customer_id", "environment")
 
@@ -84,6 +99,49 @@ class UsageEvent(BaseModel):
         if self.reasoning_tokens is not None and self.reasoning_tokens > self.output_tokens:
             raise ValueError("reasoning_tokens is part of output_tokens and cannot exceed it")
         return self
+
+
+# gc=False: the structs hold strings, numbers and the tags dict, never a reference back, so the cycle collector
+# need not track them: rollup keeps 100,000 alive per batch, which it would otherwise walk again and again.
+class SealedEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """A valid usage event as ingest seals it (`UsageEvent.model_dump_json`, field for field, each of its exact
+    JSON type) and rollup and alerts read it back. ingest's fast path decodes requests into the same fields
+    (fastpath.py derives its request form from this one)."""
+
+    event_id: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int | None
+    reasoning_tokens: int | None
+    latency_ms: int
+    cost_usd: str | None  # the decimal's text; checked by envelope.stored_events, parsed by ClickHouse
+    timestamp: Annotated[datetime, msgspec.Meta(tz=True)]
+    tags: dict[str, str]
+
+    @classmethod
+    def of(cls, event: UsageEvent) -> SealedEvent:
+        """What sealing and reading back `event` gives."""
+        return cls(
+            event.event_id or "",
+            event.provider,
+            event.model,
+            event.input_tokens,
+            event.output_tokens,
+            event.cached_input_tokens,
+            event.reasoning_tokens,
+            event.latency_ms,
+            None if event.cost_usd is None else str(event.cost_usd),
+            event.timestamp,
+            dict(event.tags),
+        )
+
+
+class SealedBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A sealed plaintext: `{"events": [...]}` (ingest's fast path encodes it, rollup decodes it)."""
+
+    events: list[SealedEvent]
 
 
 class EventBatch(BaseModel):

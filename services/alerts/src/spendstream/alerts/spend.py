@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 
 from spendstream.alerts.keyspace import ALL, KeySpace
 from spendstream.alerts.periods import month_end, month_id, to_nanos
-from spendstream.common.envelope import SealedEvent
+from spendstream.common.events import SealedEvent
 from spendstream.common.prices import PriceTable
 
 # Month counters stay a month past their period (reconciliation, late events); day counters cover the spike

@@ -17,8 +17,8 @@ import uuid_utils
 from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
-from spendstream.common.envelope import SealedEvent, seal
-from spendstream.common.events import EncodedBatch, EventBatch, Rejection, UsageEvent, validate_events
+from spendstream.common.envelope import seal
+from spendstream.common.events import EncodedBatch, EventBatch, Rejection, SealedEvent, UsageEvent, validate_events
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import USAGE_EVENTS, topic_name
 from spendstream.ingest import fastpath, metrics

@@ -203,8 +203,15 @@ KEY_CASES = [
     ("outputTokens", [], [], ["extra[0].outputTokens.prompt"]),
     ("x", [], [], ["extra[0].x.prompt"]),
     ("Feature", [], [], ["extra[0].Feature.prompt"]),
-    ("bob@example.com", [], [], ["extra[0].bob@example.com.prompt"]),
-    ("tags\n", [], [], ["extra[0].tags\n.prompt"]),
+    ("bob@example.com", [], [], ["extra[0].?.prompt"]),
+    ("jane.roe@example.com", [], [], ["extra[0].?.prompt"]),
+    ("4111111111111111", [], [], ["extra[0].?.prompt"]),
+    ("a4111111111111111", [], [], ["extra[0].?.prompt"]),
+    ("10.0.0.12", [], [], ["extra[0].?.prompt"]),
+    ("tags\n", [], [], ["extra[0].?.prompt"]),
+    ("a:b", [], [], ["extra[0].?.prompt"]),
+    ("a" * 65, [], [], ["extra[0].?.prompt"]),
+    ("jane.roe.prompt@example.com", ["?"], ["tags.?"], ["extra[0].?"]),
     ("a b", [], [], ["extra[0].?.prompt"]),
     ("\u00e9", [], [], ["extra[0].?.prompt"]),
     ("", [], [], ["extra[0].?.prompt"]),
@@ -280,3 +287,35 @@ def test_the_guard_imports_nothing_beyond_the_standard_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     imported = set(ast.literal_eval(out)) - {"spendstream"}
     assert imported <= sys.stdlib_module_names, imported - sys.stdlib_module_names
+
+
+@pytest.mark.parametrize(
+    ("key", "segment"),
+    [
+        ("feature", "feature"),
+        ("customer_id", "customer_id"),
+        ("team.name", "team.name"),
+        ("systemPrompt", "systemPrompt"),
+        ("Feature", "Feature"),
+        ("a" * 64, "a" * 64),
+        ("jane.roe@example.com", "?"),
+        ("4111111111111111", "?"),
+        ("a4111111111111111", "?"),
+        ("+14155550100", "?"),
+        ("10.0.0.12", "?"),
+        ("jane@example.com", "?"),
+        ("a b", "?"),
+        ("a:b", "?"),
+        ("a/b", "?"),
+        ("1a", "?"),
+        ("tags\n", "?"),
+        ("\u00e9", "?"),
+        ("", "?"),
+        ("a" * 65, "?"),
+        (3, "?"),
+    ],
+)
+def test_a_key_is_echoed_only_when_it_is_a_name_the_schema_could_accept_holding_no_personal_data(
+    key: object, segment: str
+) -> None:
+    assert guard.path_segment(key) == segment

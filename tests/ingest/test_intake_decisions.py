@@ -146,3 +146,37 @@ async def test_both_doors_answer_a_malformed_batch_with_the_same_code(case: str,
     assert answer.status_code in (400, 413, 422)
     assert answer.json()["error"] == rejection[3] == EXPECTED[case]
     assert _forwarded(d) == []
+
+
+# issue 20, item 1: a key that holds data (an email, a card number) was echoed verbatim in the refusal.
+DATA_KEYS: list[tuple[dict[str, Any], str, str]] = [
+    ({"tags": {"jane.roe@example.com": "x"}}, "tags.?", "invalid_tag_key"),
+    ({"tags": {"4111111111111111": "x"}}, "tags.?", "invalid_tag_key"),
+    ({"tags": {"jane.roe.prompt@example.com": "x"}}, "tags.?", "content_field"),
+    ({"jane.roe@example.com": 1}, "?", "unknown_field"),
+    ({"a4111111111111111": 1}, "?", "unknown_field"),
+    ({"colour": {"jane.roe@example.com": {"prompt": 1}}}, "colour.?.prompt", "content_field"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "field", "code"), DATA_KEYS, ids=[str(i) for i in range(len(DATA_KEYS))])
+async def test_a_key_holding_data_is_never_echoed_by_either_door(
+    overrides: dict[str, Any], field: str, code: str
+) -> None:
+    d = door()
+    body = orjson.dumps({"events": [usage_event(**overrides)]})
+    await d.intake.handle(Record(body, KEY, 0))
+    app = FastAPI()
+
+    async def caller() -> Any:
+        return principal("ws_a")
+
+    app.include_router(build_router(IngestSettings(), d.acceptor, d.workspaces, caller))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest") as client:
+        answer = await client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 422
+    assert [(r["index"], r["field"], r["code"]) for r in answer.json()["rejected"]] == [(0, field, code)]
+    assert _rejections(d) == [(0, 0, field, code, "ws_a")]
+    for secret in (b"jane.roe", b"4111111111111111"):
+        assert secret not in answer.content
+        assert all(secret not in r.value for r in d.broker.records)

@@ -121,16 +121,19 @@ def pii_kind(value: str) -> str | None:
     return None
 
 
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
+# A name the schema could accept: a letter, then letters, digits, `_`, `.`, `-` (field names in any case, so a
+# refused `systemPrompt` is named; tag keys). No `@`, `:`, `/`, space, and no leading digit.
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 
 def path_segment(key: object) -> str:
-    """A key as it may appear in a field path: the client's key when it is an identifier, else `?`.
+    """A key as it may appear in a field path: the client's key when it is a name the schema could accept and
+    the personal-data detector finds nothing in it, else `?`.
 
-    A key can itself carry data (`{"tags": {"bob@example.com": "x"}}`), so anything that does not look like a
-    field name is never echoed back.
+    A key can itself carry data (`{"tags": {"jane.roe@example.com": "x"}}`, a tag key `4111111111111111`), so a
+    key that is not plainly a field name is never echoed back, in a refusal or in a rejection record.
     """
-    return key if isinstance(key, str) and _SAFE_KEY.match(key) else "?"
+    return key if isinstance(key, str) and _NAME.fullmatch(key) and pii_kind(key) is None else "?"
 
 
 _CONTAINERS = (dict, list)  # a tuple: isinstance checks it faster than `dict | list`
@@ -138,8 +141,9 @@ _FIELD = operator.attrgetter("field")
 
 # Key names already found not to be content keys, so a dict whose keys are all known (every event repeats the
 # same dozen) is checked with one C-level set comparison instead of a call per key. Only names the schema could
-# accept are learnt (lower-case identifiers, the tag-key pattern): they are field names, never data, and each is
-# its own path segment. Bounded: when full it starts over, so clients sending random names cannot grow it.
+# accept and that hold no personal data are learnt (lower-case identifiers, the tag-key pattern): they are field
+# names, never data, and each is its own path segment. Bounded: when full it starts over, so clients sending
+# random names cannot grow it.
 _KNOWN_SAFE: set[str] = set()
 _KNOWN_SAFE_MAX = 4096
 _LEARNABLE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
@@ -153,7 +157,8 @@ def remember(known: set[str], value: str, limit: int) -> None:
 
 
 def _learn(key: str) -> None:
-    if _LEARNABLE.fullmatch(key):
+    # A learnt name is its own path segment (_join): only one path_segment echoes.
+    if _LEARNABLE.fullmatch(key) and pii_kind(key) is None:
         remember(_KNOWN_SAFE, key, _KNOWN_SAFE_MAX)
 
 

@@ -26,6 +26,18 @@ def _rejections(d: Door) -> list[tuple[int, int | None, str, str, str | None]]:
     return [(p.source_offset, p.index, p.field, p.code, p.workspace_id) for p in parsed]
 
 
+async def _post(d: Door, body: bytes) -> httpx.Response:
+    """The HTTP door over the same fakes: POST /v1/events with an ingest key of `ws_a`."""
+    app = FastAPI()
+
+    async def caller() -> Any:
+        return principal("ws_a")
+
+    app.include_router(build_router(IngestSettings(), d.acceptor, d.workspaces, caller))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest") as client:
+        return await client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+
+
 def _forwarded(d: Door) -> list[int]:
     return [orjson.loads(r.value)["event_count"] for r in d.broker.on("usage.events.v1")]
 
@@ -135,14 +147,7 @@ async def test_both_doors_answer_a_malformed_batch_with_the_same_code(case: str,
     d = door(max_record_bytes=10_000_000)
     await d.intake.handle(Record(body, KEY, 0))
     (rejection,) = _rejections(d)
-    app = FastAPI()
-
-    async def caller() -> Any:
-        return principal("ws_a")
-
-    app.include_router(build_router(IngestSettings(), d.acceptor, d.workspaces, caller))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest") as client:
-        answer = await client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    answer = await _post(d, body)
     assert answer.status_code in (400, 413, 422)
     assert answer.json()["error"] == rejection[3] == EXPECTED[case]
     assert _forwarded(d) == []
@@ -166,14 +171,7 @@ async def test_a_key_holding_data_is_never_echoed_by_either_door(
     d = door()
     body = orjson.dumps({"events": [usage_event(**overrides)]})
     await d.intake.handle(Record(body, KEY, 0))
-    app = FastAPI()
-
-    async def caller() -> Any:
-        return principal("ws_a")
-
-    app.include_router(build_router(IngestSettings(), d.acceptor, d.workspaces, caller))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest") as client:
-        answer = await client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    answer = await _post(d, body)
     assert answer.status_code == 422
     assert [(r["index"], r["field"], r["code"]) for r in answer.json()["rejected"]] == [(0, field, code)]
     assert _rejections(d) == [(0, 0, field, code, "ws_a")]

@@ -57,7 +57,7 @@ def seal(
     ingested_at: datetime,
     traceparent: str | None = None,
 ) -> BatchEnvelope:
-    # An EncodedBatch is the same JSON already written (ingest's fast path), so the plaintext is the same bytes.
+    # ingest seals EncodedBatches; an EventBatch (tests, tools) is written to the same bytes here.
     encoded = (
         EncodedBatch(batch.model_dump_json().encode(), len(batch.events)) if isinstance(batch, EventBatch) else batch
     )

@@ -154,8 +154,8 @@ class EventBatch(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class EncodedBatch:
-    """An EventBatch already written as JSON: the very bytes `EventBatch.model_dump_json()` gives for the same
-    events, and how many there are (ingest's fast path writes them without building the models)."""
+    """A batch of SealedEvents written as JSON (SealedBatch), the very bytes `EventBatch.model_dump_json()` gives
+    for the same events, and how many there are: what ingest seals, from either of its paths."""
 
     json: bytes
     count: int

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 
 from bench.events import BodyTemplate
 from spendstream.common.events import validate_events
-from spendstream.common.guard import check_event
+from spendstream.guard import check_event
 from spendstream.ingest import fastpath
 from spendstream.ingest.dedupe import Deduplicator
 

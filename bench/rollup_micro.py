@@ -2,7 +2,7 @@
 
 Times the steps of the Kafka -> ClickHouse path on 500-event envelopes sealed like ingest seals them (the
 events of bench/events.py): `seal` plus the wire JSON (ingest's side), reading a record as both consumers do
-(envelope JSON, decryption, decoding: `read_stored`), encoding a batch for the insert (`encode_batches`), and
+(envelope JSON, decryption, decoding: `read_record`), encoding a batch for the insert (`encode_batches`), and
 `ClickHouseWriter.insert_new` of a fresh batch into a throwaway chDB directory. Prints the median and p90 of
 wall and process-CPU time per batch, and the wire size of one envelope (with what Kafka's lz4 makes of it).
 Nothing else is started; no broker is needed.
@@ -20,7 +20,7 @@ import lz4.frame  # type: ignore[import-untyped]
 
 from bench.events import BodyTemplate
 from bench.micro import row, time_sync
-from spendstream.common.envelope import BatchEnvelope, open_plaintext, read_stored, seal
+from spendstream.common.envelope import BatchEnvelope, open_plaintext, read_record, seal
 from spendstream.common.events import EventBatch
 from spendstream.common.prices import bundled
 from spendstream.rollup.clickhouse import clickhouse_client
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return open_plaintext(BatchEnvelope.model_validate_json(value), key)
 
     def read(i: int) -> StoredBatch:
-        envelope, events, events_json = loop.run_until_complete(read_stored(values[i], keyring))  # type: ignore[arg-type]
+        envelope, events, events_json = loop.run_until_complete(read_record(values[i], keyring))  # type: ignore[arg-type]
         return StoredBatch(
             envelope.workspace_id, envelope.batch_id, envelope.ingested_at, events, envelope.traceparent, events_json
         )
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(_row("seal + wire JSON", *time_sync(runs, wire)))
     if "open" in only:
         lines.append(_row("envelope + decrypt + lz4", *time_sync(runs, lambda i: decrypt(values[i]))))
-        lines.append(_row("read_stored (all of it)", *time_sync(runs, read)))
+        lines.append(_row("read_record (all of it)", *time_sync(runs, read)))
     stored = [read(i) for i in range(runs)]
     prices = bundled()
     if "encode" in only:

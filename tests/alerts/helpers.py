@@ -20,7 +20,7 @@ from spendstream.alerts.fired import FiredAlert
 from spendstream.alerts.keyspace import KeySpace
 from spendstream.alerts.spend import CountedRecord, RedisSpendStore, SpendCounter, SpendStore
 from spendstream.alerts.thresholds import Evaluator, MarkerStore, RedisMarkerStore
-from spendstream.common.events import UsageEvent
+from spendstream.common.events import SealedEvent, UsageEvent
 from spendstream.common.prices import bundled
 from tests.alerts.memory import MemoryStore
 from tests.support import Isolation
@@ -54,7 +54,7 @@ def budget(
     return BudgetRecord(**values)
 
 
-def event(cost: str | None, at: datetime, **overrides: Any) -> UsageEvent:
+def event(cost: str | None, at: datetime, **overrides: Any) -> SealedEvent:
     values: dict[str, Any] = {
         "event_id": uuid.uuid4().hex,
         "provider": "openai",
@@ -66,10 +66,10 @@ def event(cost: str | None, at: datetime, **overrides: Any) -> UsageEvent:
         "timestamp": at,
     }
     values.update(overrides)
-    return UsageEvent(**values)
+    return SealedEvent.of(UsageEvent(**values))
 
 
-def record(workspace_id: str, *events: UsageEvent, partition: int = 0, offset: int | None = None) -> CountedRecord:
+def record(workspace_id: str, *events: SealedEvent, partition: int = 0, offset: int | None = None) -> CountedRecord:
     return CountedRecord(workspace_id, "usage", partition, next(_offsets) if offset is None else offset, events)
 
 

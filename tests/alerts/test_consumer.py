@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from spendstream.alerts import metrics
@@ -22,7 +23,7 @@ from spendstream.alerts.budgets import BudgetRecord
 from spendstream.alerts.consumer import SpendTracker
 from spendstream.alerts.keyspace import ALL
 from spendstream.common.envelope import seal
-from spendstream.common.events import EventBatch, UsageEvent
+from spendstream.common.events import EncodedBatch, SealedBatch, SealedEvent
 from spendstream.common.tenants import KeyRing
 from tests.alerts.helpers import Rig, budget, event, rig
 
@@ -66,9 +67,9 @@ class Tracker:
     keyring: DictKeyRing
     book: Book
 
-    def record(self, workspace_id: str, offset: int, *events: UsageEvent, partition: int = 0) -> Record:
+    def record(self, workspace_id: str, offset: int, *events: SealedEvent, partition: int = 0) -> Record:
         envelope = seal(
-            EventBatch(events=list(events)),
+            EncodedBatch(msgspec.json.encode(SealedBatch(list(events))), len(events)),
             workspace_id=workspace_id,
             batch_id=uuid.uuid4().hex,
             key=self.keyring.keys[workspace_id],

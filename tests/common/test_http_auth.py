@@ -10,7 +10,9 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
+from spendstream.common.auth_brake import AuthBrake
 from spendstream.common.http_auth import require_scope
+from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyDirectory, Principal
 
 READ = Principal(workspace_id="ws1", scope="read", key_id="k1")
@@ -22,6 +24,7 @@ class DictDirectory(KeyDirectory):
 
     def __init__(self, keys: dict[str, Principal]) -> None:
         self.keys = keys
+        self.brake = AuthBrake(BaseServiceSettings.model_construct())  # the defaults
 
     def authenticate(self, key: str) -> Principal | None:
         return self.keys.get(key)

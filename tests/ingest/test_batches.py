@@ -15,7 +15,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 
 from spendstream.common import crypto
-from spendstream.common.envelope import BatchEnvelope, open_envelope
+from spendstream.common.envelope import BatchEnvelope, open_plaintext, stored_events
 from spendstream.common.kafka import make_broker, provision_topics
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyRing
@@ -134,8 +134,8 @@ async def test_in_memory_accepted_batch_is_one_envelope_and_its_ids_are_marked_a
         assert (again.accepted, again.duplicates) == (0, 2)
         (raw,) = envelopes
         envelope = BatchEnvelope.model_validate_json(raw)
-        batch = open_envelope(envelope, await keys.data_key("ws_mem", 1) or b"")
-        assert [e.event_id for e in batch.events] == [events[0]["event_id"], events[1]["event_id"]]
+        sealed, _ = stored_events(open_plaintext(envelope, await keys.data_key("ws_mem", 1) or b""))
+        assert [e.event_id for e in sealed] == [events[0]["event_id"], events[1]["event_id"]]
     finally:
         await redis.aclose()
 

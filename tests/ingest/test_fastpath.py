@@ -17,9 +17,17 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from spendstream.common import guard
-from spendstream.common.envelope import SealedEvent, open_envelope, open_plaintext, seal
-from spendstream.common.events import MAX_EVENTS_PER_BATCH, EncodedBatch, EventBatch, UsageEvent, validate_events
+from spendstream import guard
+from spendstream.common.envelope import open_plaintext, seal, stored_events
+from spendstream.common.events import (
+    BOUNDED_FIELDS,
+    MAX_EVENTS_PER_BATCH,
+    EncodedBatch,
+    EventBatch,
+    SealedEvent,
+    UsageEvent,
+    validate_events,
+)
 from spendstream.ingest import fastpath
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -68,6 +76,9 @@ def _fast(body: bytes) -> bytes | None:
 
 def _assert_same(body: bytes) -> bytes | None:
     reference, fast = _reference(body), _fast(body)
+    if reference is not None:  # the reference path's events are sealed in the fast path's form: the same bytes
+        modelled = EventBatch(events=reference).model_dump_json().encode()
+        assert fastpath.encode(list(map(SealedEvent.of, reference))) == modelled
     if fast is not None:
         assert reference is not None, "the fast path accepted what the reference refuses"
         assert fast == EventBatch(events=reference).model_dump_json().encode()
@@ -453,9 +464,10 @@ def test_a_pii_looking_value_is_never_remembered_as_clean() -> None:
     assert _fast(body) is None
 
 
-def test_the_structs_mirror_the_usage_event_field_by_field_in_order() -> None:
+def test_the_sealed_event_and_the_request_form_derived_from_it_have_the_usage_events_fields_in_order() -> None:
     assert SealedEvent.__struct_fields__ == tuple(UsageEvent.model_fields)
     assert fastpath._WireEvent.__struct_fields__ == tuple(UsageEvent.model_fields)
+    assert set(BOUNDED_FIELDS) < set(UsageEvent.model_fields)  # a misspelt name would bound nothing
 
 
 def test_a_batch_sealed_from_the_fast_path_opens_to_the_bytes_and_events_of_the_reference() -> None:
@@ -482,4 +494,4 @@ def test_a_batch_sealed_from_the_fast_path_opens_to_the_bytes_and_events_of_the_
     )
     assert envelope.event_count == 3
     assert open_plaintext(envelope, key) == EventBatch(events=reference).model_dump_json().encode()
-    assert open_envelope(envelope, key).events == reference
+    assert stored_events(open_plaintext(envelope, key))[0] == [SealedEvent.of(e) for e in reference]

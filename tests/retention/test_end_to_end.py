@@ -155,12 +155,12 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
         refused: dict[str, int] = {}
         for _, value in await replay(iso, USAGE_EVENTS):
             try:
-                envelope, batch = await read_record(value, keyring)
+                envelope, events, _ = await read_record(value, keyring)
             except UnreadableRecord as exc:
                 assert exc.reason == "no_data_key"
                 refused[exc.workspace_id or ""] = refused.get(exc.workspace_id or "", 0) + 1
                 continue
-            opened[envelope.workspace_id] = opened.get(envelope.workspace_id, 0) + len(batch.events)
+            opened[envelope.workspace_id] = opened.get(envelope.workspace_id, 0) + len(events)
         assert opened == {b: 5} and refused == {a: 1}
     finally:
         await keyring.table.stop()

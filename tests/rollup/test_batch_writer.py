@@ -18,7 +18,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from prometheus_client import REGISTRY
 
-from spendstream.common.envelope import read_stored, seal
+from spendstream.common.envelope import read_record, seal
 from spendstream.common.events import EncodedBatch, EventBatch, UsageEvent
 from spendstream.common.prices import bundled
 from spendstream.common.records import DeadLetter
@@ -225,7 +225,7 @@ async def test_the_events_encode_to_the_very_bytes_ingest_sealed() -> None:
         UsageEvent.model_validate(usage_event(event_id="none", cost_usd=None, tags={})),
     ]
     value = _sealed("ws1", EventBatch(events=raw))
-    _, events, events_json = await read_stored(value, cast(KeyRing, Keys({"ws1": KEY})))
+    _, events, events_json = await read_record(value, cast(KeyRing, Keys({"ws1": KEY})))
     assert events_json is not None and msgspec.json.encode(events) == events_json
     sealed = StoredBatch("ws1", "b", NOW, events, None, events_json)
     assert encode_batches([sealed], bundled()) == encode_batches(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
+import msgspec
 import uuid_utils
 from pydantic import (
     AwareDatetime,
@@ -20,25 +21,50 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from spendstream.common.guard import Violation, check_event, path_segment
+from spendstream.guard import Violation, check_event, path_segment
 
+# The event's constraints, declared once: the model below and ingest's fast path (fastpath.py) both take them
+# from here. Patterns match a whole value (anchor them: `\Z` in Python, whose `$` also matches before a final
+# newline).
 MAX_EVENTS_PER_BATCH = 500
+EVENT_ID_MAX_LENGTH = 64
+EVENT_ID_PATTERN = f"[A-Za-z0-9_-]{{1,{EVENT_ID_MAX_LENGTH}}}"
+PROVIDER_PATTERN = r"[a-z0-9._-]{1,64}"
+MODEL_PATTERN = r"[A-Za-z0-9._:/@-]{1,128}"
+TAG_KEY_PATTERN = r"[a-z][a-z0-9_.-]{0,63}"
 MAX_TAGS = 24
 MAX_TAG_VALUE_LENGTH = 120
-MAX_FUTURE_SKEW = timedelta(minutes=5)
 MAX_TOKENS = 1_000_000_000
+MAX_LATENCY_MS = 3_600_000
+MAX_COST_USD = 1_000_000
+COST_DECIMAL_PLACES = 12
+MAX_FUTURE_SKEW = timedelta(minutes=5)
 
-EventId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-Provider = Annotated[str, StringConstraints(pattern=r"^[a-z0-9._-]{1,64}$")]
-Model = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:/@-]{1,128}$")]
-TagKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+EventId = Annotated[str, StringConstraints(pattern=f"^{EVENT_ID_PATTERN}$")]
+Provider = Annotated[str, StringConstraints(pattern=f"^{PROVIDER_PATTERN}$")]
+Model = Annotated[str, StringConstraints(pattern=f"^{MODEL_PATTERN}$")]
+TagKey = Annotated[str, StringConstraints(pattern=f"^{TAG_KEY_PATTERN}$")]
 TagValue = Annotated[str, StringConstraints(max_length=MAX_TAG_VALUE_LENGTH)]
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)]
+Latency = Annotated[int, Field(ge=0, le=MAX_LATENCY_MS, strict=True)]
+Cost = Annotated[Decimal, Field(ge=0, le=MAX_COST_USD, allow_inf_nan=False, decimal_places=COST_DECIMAL_PLACES)]
+
+# The same bounds as msgspec checks them while ingest's fast path decodes a request into SealedEvent's fields
+# (fastpath.py). A sealed event is read back without them: ingest checked them, the GCM tag vouches for it.
+_TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+BOUNDED_FIELDS: dict[str, Any] = {
+    "input_tokens": _TokenCount,
+    "output_tokens": _TokenCount,
+    "cached_input_tokens": _TokenCount | None,
+    "reasoning_tokens": _TokenCount | None,
+    "latency_ms": Annotated[int, msgspec.Meta(ge=0, le=MAX_LATENCY_MS)],
+    "tags": Annotated[
+        dict[str, Annotated[str, msgspec.Meta(max_length=MAX_TAG_VALUE_LENGTH)]], msgspec.Meta(max_length=MAX_TAGS)
+    ],
+}
 
 # Tags that rollups group by; any other tag is stored on the raw event only.
 WELL_KNOWN_TAGS = ("feature", "route", "task_type", "customer_plan", "customer_id", "environment")
-
-CostSource = Literal["reported", "computed", "unknown"]
 
 
 class UsageEvent(BaseModel):
@@ -53,8 +79,8 @@ class UsageEvent(BaseModel):
     output_tokens: Tokens
     cached_input_tokens: Tokens | None = None
     reasoning_tokens: Tokens | None = None
-    latency_ms: Annotated[int, Field(ge=0, le=3_600_000, strict=True)]
-    cost_usd: Annotated[Decimal, Field(ge=0, le=1_000_000, allow_inf_nan=False, decimal_places=12)] | None = None
+    latency_ms: Latency
+    cost_usd: Cost | None = None
     timestamp: AwareDatetime
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=MAX_TAGS)
 
@@ -75,6 +101,49 @@ class UsageEvent(BaseModel):
         return self
 
 
+# gc=False: the structs hold strings, numbers and the tags dict, never a reference back, so the cycle collector
+# need not track them: rollup keeps 100,000 alive per batch, which it would otherwise walk again and again.
+class SealedEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """A valid usage event as ingest seals it (`UsageEvent.model_dump_json`, field for field, each of its exact
+    JSON type) and rollup and alerts read it back. ingest's fast path decodes requests into the same fields
+    (fastpath.py derives its request form from this one)."""
+
+    event_id: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int | None
+    reasoning_tokens: int | None
+    latency_ms: int
+    cost_usd: str | None  # the decimal's text; checked by envelope.stored_events, parsed by ClickHouse
+    timestamp: Annotated[datetime, msgspec.Meta(tz=True)]
+    tags: dict[str, str]
+
+    @classmethod
+    def of(cls, event: UsageEvent) -> SealedEvent:
+        """What sealing and reading back `event` gives."""
+        return cls(
+            event.event_id or "",
+            event.provider,
+            event.model,
+            event.input_tokens,
+            event.output_tokens,
+            event.cached_input_tokens,
+            event.reasoning_tokens,
+            event.latency_ms,
+            None if event.cost_usd is None else str(event.cost_usd),
+            event.timestamp,
+            dict(event.tags),
+        )
+
+
+class SealedBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A sealed plaintext: `{"events": [...]}` (ingest's fast path encodes it, rollup decodes it)."""
+
+    events: list[SealedEvent]
+
+
 class EventBatch(BaseModel):
     """The plaintext of one envelope: validated events of one workspace, each with its event_id set."""
 
@@ -85,8 +154,8 @@ class EventBatch(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class EncodedBatch:
-    """An EventBatch already written as JSON: the very bytes `EventBatch.model_dump_json()` gives for the same
-    events, and how many there are (ingest's fast path writes them without building the models)."""
+    """A batch of SealedEvents written as JSON (SealedBatch), the very bytes `EventBatch.model_dump_json()` gives
+    for the same events, and how many there are: what ingest seals, from either of its paths."""
 
     json: bytes
     count: int
@@ -149,7 +218,7 @@ def _rejection_from_pydantic(index: int, error: Any) -> Rejection:
     elif kind.startswith("datetime") or kind.startswith("timezone"):
         code, message = "invalid_timestamp", "timestamp must be ISO-8601 with a UTC offset"
     elif kind == "string_pattern_mismatch" and loc[:1] == ("tags",) and len(loc) > 1 and loc[-1] == "[key]":
-        code, message = "invalid_tag_key", "tag keys match [a-z][a-z0-9_.-]{0,63}"
+        code, message = "invalid_tag_key", f"tag keys match {TAG_KEY_PATTERN}"
     return Rejection(index, _field_path(loc).replace(".[key]", ""), code, message)
 
 

@@ -22,9 +22,7 @@ from decimal import Decimal
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-from spendstream.common.events import UsageEvent
+from typing import Any, Protocol
 
 BUNDLED = "litellm_model_prices.json"
 NANO = Decimal("0.000000001")
@@ -59,6 +57,19 @@ NAMESPACES: dict[str, tuple[str, ...]] = {
     "fireworks": ("fireworks_ai/", ""),
     "perplexity": ("perplexity/", ""),
 }
+
+
+class TokenCounts(Protocol):
+    """The token counts of one call, as a usage event carries them."""
+
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cached_input_tokens(self) -> int | None: ...
+    @property
+    def reasoning_tokens(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +121,7 @@ class Price:
             cost += output_tokens * r.output
         return cost.quantize(NANO)
 
-    def cost(self, event: UsageEvent) -> Decimal:
+    def cost(self, event: TokenCounts) -> Decimal:
         return self.cost_of(
             event.input_tokens, event.output_tokens, event.cached_input_tokens or 0, event.reasoning_tokens or 0
         )

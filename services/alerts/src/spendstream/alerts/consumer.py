@@ -48,13 +48,11 @@ class SpendTracker:
         ingested: dict[str, float] = {}
         for record in records:
             try:
-                envelope, batch = await read_record(record.value, self._keyring)
+                envelope, events, _ = await read_record(record.value, self._keyring)
             except UnreadableRecord as exc:
                 metrics.RECORDS_UNREADABLE.labels(exc.reason).inc()
                 continue
-            counted.append(
-                CountedRecord(envelope.workspace_id, record.topic, record.partition, record.offset, batch.events)
-            )
+            counted.append(CountedRecord(envelope.workspace_id, record.topic, record.partition, record.offset, events))
             ingested[envelope.workspace_id] = max(
                 ingested.get(envelope.workspace_id, 0.0), envelope.ingested_at.timestamp()
             )

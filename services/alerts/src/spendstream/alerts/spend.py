@@ -20,13 +20,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Protocol
 
 import redis.asyncio as aioredis
 
 from spendstream.alerts.keyspace import ALL, KeySpace
 from spendstream.alerts.periods import month_end, month_id, to_nanos
-from spendstream.common.events import UsageEvent
+from spendstream.common.events import SealedEvent
 from spendstream.common.prices import PriceTable
 
 # Month counters stay a month past their period (reconciliation, late events); day counters cover the spike
@@ -62,13 +63,13 @@ class CountedRecord:
     topic: str
     partition: int
     offset: int
-    events: Sequence[UsageEvent]
+    events: Sequence[SealedEvent]
 
 
-def event_cost(event: UsageEvent, prices: PriceTable) -> int:
+def event_cost(event: SealedEvent, prices: PriceTable) -> int:
     """Cost in nano-dollars: reported, else computed from the price table, else 0 (unknown model)."""
     if event.cost_usd is not None:
-        return to_nanos(event.cost_usd)
+        return to_nanos(Decimal(event.cost_usd))
     price = prices.lookup(event.provider, event.model)
     return to_nanos(price.cost(event)) if price is not None else 0
 

@@ -18,7 +18,7 @@ from spendstream.common.tenants import Principal
 from spendstream.ingest import metrics
 from spendstream.ingest.auth import auth_error_responses
 from spendstream.ingest.batches import BatchAcceptor, PublishFailed
-from spendstream.ingest.body import BodyError, parse_json, read_body
+from spendstream.ingest.body import BodyError, parse_batch, read_body
 from spendstream.ingest.fastpath import CheckedBatch
 from spendstream.ingest.limits import LimitExceeded
 from spendstream.ingest.settings import IngestSettings
@@ -130,22 +130,9 @@ def build_router(
         events: list[Any] | CheckedBatch | None = acceptor.check_fast(raw, _new_id)
         if events is None:
             try:
-                body = parse_json(raw)
+                events = parse_batch(raw)
             except BodyError as exc:
                 return _error(exc.status, exc.code, exc.message)
-            if not isinstance(body, dict) or not isinstance(body.get("events"), list):
-                return _error(422, "invalid_batch", 'the body must be {"events": [ ... ]}')
-            extra = sorted(set(body) - {"events"})
-            if extra:
-                return _error(
-                    422, "unknown_field", f"unknown top-level field(s): {len(extra)}; only 'events' is allowed"
-                )
-            raw_events: list[Any] = body["events"]
-            if len(raw_events) > MAX_EVENTS_PER_BATCH:
-                return _error(413, "too_many_events", f"at most {MAX_EVENTS_PER_BATCH} events per request")
-            if not raw_events:
-                return _error(422, "empty_batch", "the batch holds no events")
-            events = raw_events
         workspace = workspaces.get(principal.workspace_id)
         quota = workspace.monthly_event_quota if workspace is not None else -1
         try:

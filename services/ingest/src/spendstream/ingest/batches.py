@@ -11,15 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
 import uuid_utils
-from faststream.kafka import KafkaBroker
 from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
-from spendstream.common.envelope import SealedEvent, seal
-from spendstream.common.events import EncodedBatch, EventBatch, Rejection, UsageEvent, validate_events
+from spendstream.common.envelope import seal
+from spendstream.common.events import EncodedBatch, Rejection, SealedEvent, validate_events
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import USAGE_EVENTS, topic_name
 from spendstream.ingest import fastpath, metrics
@@ -29,7 +28,15 @@ from spendstream.ingest.limits import Limiter
 
 _TRACER = tracing.tracer("ingest")
 _event_id = attrgetter("event_id")
-E = TypeVar("E", SealedEvent, UsageEvent)
+
+
+class Publisher(Protocol):
+    """What ingest needs of the broker: publish one record and wait for its acknowledgement (a KafkaBroker;
+    a fake in the in-memory tests)."""
+
+    async def publish(
+        self, message: bytes, topic: str, *, key: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Any: ...
 
 
 class PublishFailed(Exception):
@@ -54,7 +61,7 @@ class BatchAcceptor:
     def __init__(
         self,
         *,
-        broker: KafkaBroker,
+        broker: Publisher,
         keyring: KeyRing,
         dedupe: Deduplicator,
         limiter: Limiter,
@@ -92,9 +99,7 @@ class BatchAcceptor:
         if isinstance(raw_events, CheckedBatch):
             if rate_limited:
                 await self._limiter.take(workspace_id, len(raw_events.events))
-            return await self._take(
-                workspace_id, raw_events.events, [], _encoded, source, quota, raw_events.now, traceparent
-            )
+            return await self._take(workspace_id, raw_events.events, [], source, quota, raw_events.now, traceparent)
         now = datetime.now(UTC)
         if rate_limited:
             # Every event of the request costs a token, valid or not: validation is the work being limited.
@@ -102,16 +107,15 @@ class BatchAcceptor:
         validated = validate_events(raw_events, now, self._max_age)
         for rejection in validated.rejected:
             metrics.EVENTS_REFUSED.labels(rejection.code).inc()
-        return await self._take(
-            workspace_id, validated.accepted, validated.rejected, _modelled, source, quota, now, traceparent
-        )
+        # Sealed in the one form both paths write (the same bytes as EventBatch.model_dump_json).
+        accepted = list(map(SealedEvent.of, validated.accepted))
+        return await self._take(workspace_id, accepted, validated.rejected, source, quota, now, traceparent)
 
     async def _take(
         self,
         workspace_id: str,
-        accepted: list[E],
+        accepted: list[SealedEvent],
         rejected: list[Rejection],
-        as_batch: Callable[[list[E]], EncodedBatch | EventBatch],
         source: str,
         quota: int,
         now: datetime,
@@ -130,7 +134,7 @@ class BatchAcceptor:
         if fresh:
             reservation = await self._limiter.reserve(workspace_id, len(fresh), quota, now)
             try:
-                await self._publish(workspace_id, as_batch(fresh), now, traceparent)
+                await self._publish(workspace_id, EncodedBatch(fastpath.encode(fresh), len(fresh)), now, traceparent)
             except PublishFailed:
                 # Not accepted, so not counted: the client's retry must find its quota intact.
                 await self._limiter.release(reservation)
@@ -142,15 +146,13 @@ class BatchAcceptor:
         metrics.EVENTS_DUPLICATE.inc(result.duplicates)
         return result
 
-    async def _publish(
-        self, workspace_id: str, batch: EncodedBatch | EventBatch, now: datetime, traceparent: str | None
-    ) -> None:
+    async def _publish(self, workspace_id: str, batch: EncodedBatch, now: datetime, traceparent: str | None) -> None:
         key_set = self._keyring.key_set(workspace_id)
         key = await self._keyring.data_key(workspace_id, key_set.current) if key_set else None
         if key_set is None or key is None:
             raise PublishFailed("the workspace has no data key")
         parent = tracing.context_from_headers({"traceparent": traceparent}) if traceparent else None
-        count = batch.count if isinstance(batch, EncodedBatch) else len(batch.events)
+        count = batch.count
         with _TRACER.start_as_current_span(
             "ingest.publish", context=parent, kind=SpanKind.PRODUCER, attributes={"spendstream.events": count}
         ):
@@ -183,22 +185,14 @@ class BatchAcceptor:
         metrics.BATCH_EVENTS.observe(count)
 
 
-def _encoded(events: list[SealedEvent]) -> EncodedBatch:
-    return EncodedBatch(fastpath.encode(events), len(events))
-
-
-def _modelled(events: list[UsageEvent]) -> EventBatch:
-    return EventBatch(events=events)
-
-
-def _unique(events: list[E]) -> list[E]:
+def _unique(events: list[SealedEvent]) -> list[SealedEvent]:
     """The first occurrence of each event_id within one batch."""
     if len(set(map(_event_id, events))) == len(events):  # the usual case, without building a second list
         return events
     seen: set[str] = set()
-    out: list[E] = []
+    out: list[SealedEvent] = []
     for event in events:
         if event.event_id not in seen:
-            seen.add(event.event_id or "")
+            seen.add(event.event_id)
             out.append(event)
     return out

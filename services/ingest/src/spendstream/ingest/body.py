@@ -1,4 +1,5 @@
-"""Reading an untrusted request body within bounds: size before and after gzip, media type, JSON shape."""
+"""Reading an untrusted batch within bounds: size before and after gzip, media type (HTTP), and the batch's JSON
+shape, which HTTP and the Kafka intake check with the one `parse_batch`, so both answer alike."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
+
+from spendstream.common.events import MAX_EVENTS_PER_BATCH
 
 
 class BodyError(Exception):
@@ -39,11 +42,24 @@ async def read_body(request: Request, max_bytes: int, max_inflated: int) -> byte
     return raw
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_batch(raw: bytes) -> list[Any]:
+    """The events of a batch `{"events": [ ... ]}`, decoded but not validated; raises BodyError (status and
+    code as HTTP answers them; the Kafka intake rejects the record with the same code) for any other shape."""
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BodyError(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+        raise BodyError(422, "invalid_batch", 'the body must be {"events": [ ... ]}')
+    if len(body) > 1:
+        extra = len(body) - 1
+        raise BodyError(422, "unknown_field", f"unknown top-level field(s): {extra}; only 'events' is allowed")
+    events: list[Any] = body["events"]
+    if len(events) > MAX_EVENTS_PER_BATCH:
+        raise BodyError(413, "too_many_events", f"at most {MAX_EVENTS_PER_BATCH} events per request")
+    if not events:
+        raise BodyError(422, "empty_batch", "the batch holds no events")
+    return events
 
 
 def _gunzip(raw: bytes, limit: int) -> bytes:

@@ -4,10 +4,11 @@ It decides acceptance only. msgspec decodes and checks the body in C (STACK-FACT
 (patterns, the time window, the token parts, the cost's decimal places, the privacy guard on tags) is checked
 column by column over the whole batch. At the least doubt it answers None and the caller runs the reference
 path (orjson, `guard.check_event` and `UsageEvent` through `validate_events`), which explains every refusal with
-its index, field path, reason code and message, exactly as before. A batch with one bad event so costs both
+its index, field path, reason code and message. A batch with one bad event so costs both
 paths; a clean one costs only this. tests/ingest/test_fastpath.py holds the two to the same verdicts and bytes.
 
-Every rule below mirrors one of `spendstream.common.events.UsageEvent` (and of the guard); change them together.
+The constraints (patterns, bounds, lengths) are `spendstream.common.events`' and the privacy rules the guard's,
+imported, never restated; what is this module's own is how they are checked, column by column.
 """
 
 from __future__ import annotations
@@ -19,25 +20,36 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from msgspec.structs import astuple
 from uuid_utils import uuid7
 
-# The form of an accepted event is the one rollup reads back: envelope.SealedEvent, field for field
-# UsageEvent.model_dump_json (the cost as its Decimal's text, the timestamp in UTC).
-from spendstream.common.envelope import SealedBatch, SealedEvent
-from spendstream.common.events import MAX_EVENTS_PER_BATCH, MAX_FUTURE_SKEW, MAX_TAG_VALUE_LENGTH, MAX_TAGS, MAX_TOKENS
-from spendstream.common.guard import all_clean, is_content_key, remember
+from spendstream.common.events import (
+    BOUNDED_FIELDS,
+    COST_DECIMAL_PLACES,
+    EVENT_ID_MAX_LENGTH,
+    MAX_COST_USD,
+    MAX_EVENTS_PER_BATCH,
+    MAX_FUTURE_SKEW,
+    MODEL_PATTERN,
+    PROVIDER_PATTERN,
+    TAG_KEY_PATTERN,
+    # The form of an accepted event is the one rollup reads back, field for field UsageEvent.model_dump_json
+    # (the cost as its Decimal's text, the timestamp in UTC).
+    SealedBatch,
+    SealedEvent,
+)
+from spendstream.guard import all_clean, is_content_key, remember
 
 # msgspec checks types, ranges and lengths while decoding. The patterns are checked afterwards, once per batch
 # over a column (or once per distinct provider and model): a regex call per value from msgspec was a third of the
 # decoding time, and even one regex over a joined column is slower than str methods in C.
 # `\Z`, not `$`: Python's `$` also matches before a final newline, pydantic's (Rust) regex does not.
-_PROVIDER = re.compile(r"[a-z0-9._-]{1,64}\Z")
-_MODEL = re.compile(r"[A-Za-z0-9._:/@-]{1,128}\Z")
-_TAG_KEY = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
+_PROVIDER = re.compile(PROVIDER_PATTERN + r"\Z")
+_MODEL = re.compile(MODEL_PATTERN + r"\Z")
+_TAG_KEY = re.compile(TAG_KEY_PATTERN + r"\Z")
 # Timestamps stay strings for msgspec and datetime.fromisoformat reads them: msgspec's own datetime rounds digits
 # past the microsecond where pydantic truncates them. Only the shapes both read alike are let through (digits
 # written as `d`): a `T` or a space, at most 6 fraction digits, `Z` or a ±hh:mm offset. fromisoformat then
@@ -53,34 +65,38 @@ _STAMP_SHAPES = frozenset(
 _OFFSET = re.compile(r"[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]\Z")
 _LAST_SIX = operator.itemgetter(slice(-6, None))
 
-# msgspec's own int is strict like UsageEvent's: a JSON true, 1.0 or 1e3 is refused.
-_Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
-_Latency = Annotated[int, msgspec.Meta(ge=0, le=3_600_000)]
-_TagValue = Annotated[str, msgspec.Meta(max_length=MAX_TAG_VALUE_LENGTH)]
-_Tags = Annotated[dict[str, _TagValue], msgspec.Meta(max_length=MAX_TAGS)]
-
-
-# gc=False: the structs hold strings, numbers and the tags dict, never a reference back, so the cycle collector
-# need not track 500 more objects per request.
-class _WireEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
+# The request's form of the sealed event, derived from it (events.SealedEvent): the same fields in the same order,
+# bounded as events.BOUNDED_FIELDS declares (msgspec's own int is strict like UsageEvent's: a JSON true, 1.0 or
+# 1e3 is refused), the optional ones with their defaults, and three in the form a client sends them:
+_AS_SENT: dict[str, tuple[Any, Any]] = {
     # UNSET when absent, None when null: the Kafka intake names the two differently (see `check`).
-    event_id: str | None | msgspec.UnsetType = msgspec.UNSET
-    provider: str
-    model: str
-    input_tokens: _Tokens
-    output_tokens: _Tokens
-    cached_input_tokens: _Tokens | None = None
-    reasoning_tokens: _Tokens | None = None
-    latency_ms: _Latency
+    "event_id": (str | None | msgspec.UnsetType, msgspec.UNSET),
     # A JSON integer stays an int and a fraction a float, as orjson hands them to pydantic: Decimal(5) is "5",
     # Decimal("5.0") is "5.0" in the sealed batch.
-    cost_usd: int | float | None = None
-    timestamp: str
-    tags: _Tags = {}
+    "cost_usd": (int | float | None, None),
+    "timestamp": (str, msgspec.NODEFAULT),  # see _STAMP_SHAPES
+}
+_OPTIONAL: dict[str, Any] = {"cached_input_tokens": None, "reasoning_tokens": None, "tags": {}}
+# gc=False like SealedEvent: 500 more objects per request the cycle collector need not track.
+_WireEvent = msgspec.defstruct(
+    "_WireEvent",
+    [
+        (f.name, *_AS_SENT[f.name])
+        if f.name in _AS_SENT
+        else (f.name, BOUNDED_FIELDS.get(f.name, f.type), _OPTIONAL.get(f.name, msgspec.NODEFAULT))
+        for f in msgspec.structs.fields(SealedEvent)
+    ],
+    forbid_unknown_fields=True,
+    kw_only=True,
+    gc=False,
+)
 
 
-class _Body(msgspec.Struct, forbid_unknown_fields=True):
-    events: Annotated[list[_WireEvent], msgspec.Meta(min_length=1, max_length=MAX_EVENTS_PER_BATCH)]
+_Body = msgspec.defstruct(
+    "_Body",
+    [("events", Annotated[list[_WireEvent], msgspec.Meta(min_length=1, max_length=MAX_EVENTS_PER_BATCH)])],  # type: ignore[valid-type]
+    forbid_unknown_fields=True,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +111,9 @@ class _Refused(Exception):
     """Some rule is not met: the reference path will say which."""
 
 
-_DECODER = msgspec.json.Decoder(_Body)
+_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_Body)
 _ENCODER = msgspec.json.Encoder()
-_MAX_COST = Decimal(1_000_000)
+_MAX_COST = Decimal(MAX_COST_USD)
 _TZINFO = operator.attrgetter("tzinfo")
 
 # Values already found acceptable: providers and models (their patterns), tag keys (the pattern, and not a content
@@ -135,8 +151,8 @@ def _joined(values: Sequence[str]) -> str:
 
 
 def _check_ids(ids: list[str]) -> None:
-    """Each matches [A-Za-z0-9_-]{1,64}."""
-    if max(map(len, ids)) > 64 or min(map(len, ids)) < 1:
+    """Each matches EVENT_ID_PATTERN, [A-Za-z0-9_-]{1,EVENT_ID_MAX_LENGTH}, checked with str methods in C."""
+    if max(map(len, ids)) > EVENT_ID_MAX_LENGTH or min(map(len, ids)) < 1:
         raise _Refused
     rest = _joined(ids).replace("\n", "").replace("-", "").replace("_", "")
     if rest and not (rest.isascii() and rest.isalnum()):  # ASCII letters and digits
@@ -152,21 +168,22 @@ def _check_stamps(stamps: Sequence[str]) -> None:
 
 def _cost_text(value: int | float | None) -> str | None:
     """The text of the Decimal pydantic makes of the number orjson read (from an int as is, from a float via its
-    repr); raises _Refused when UsageEvent would refuse it: outside 0 … 10⁶, or more than 12 decimal places."""
+    repr); raises _Refused when UsageEvent would refuse it: outside 0 … MAX_COST_USD, or more than
+    COST_DECIMAL_PLACES decimal places."""
     if value is None:
         return None
     if type(value) is float:
         text = repr(value)
         # In positional notation a float's repr is its Decimal's text too (-0.0 included).
-        if 0 <= value <= 1e6 and "e" not in text and len(text) - text.index(".") <= 13:
+        if 0 <= value <= MAX_COST_USD and "e" not in text and len(text) - text.index(".") <= COST_DECIMAL_PLACES + 1:
             return text
-    elif 0 <= value <= 1_000_000:
+    elif 0 <= value <= MAX_COST_USD:
         return str(value)
     cost = Decimal(repr(value))  # 1e-07 and the like
     exponent = cost.as_tuple().exponent
     # Pydantic counts places after normalising (trailing zeros do not count); this count without normalising only
     # ever refuses more, and the reference path then has the last word.
-    if not 0 <= cost <= _MAX_COST or not isinstance(exponent, int) or exponent < -12:
+    if not 0 <= cost <= _MAX_COST or not isinstance(exponent, int) or exponent < -COST_DECIMAL_PLACES:
         raise _Refused
     return str(cost)
 

@@ -25,16 +25,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-from faststream.kafka import KafkaBroker
-
-from spendstream.common.events import MAX_EVENTS_PER_BATCH
 from spendstream.common.records import RejectionRecord
 from spendstream.common.tenants import KeyDirectory
 from spendstream.common.topics import INGEST_REJECTED, topic_name
 from spendstream.ingest import metrics
 from spendstream.ingest.auth import resolve
-from spendstream.ingest.batches import BatchAcceptor, PublishFailed
+from spendstream.ingest.batches import BatchAcceptor, Publisher, PublishFailed
+from spendstream.ingest.body import BodyError, parse_batch
 from spendstream.ingest.fastpath import CheckedBatch
 from spendstream.ingest.limits import LimitExceeded
 from spendstream.ingest.workspaces import WorkspaceDirectory
@@ -51,7 +48,7 @@ class RawIntake:
         acceptor: BatchAcceptor,
         keys: KeyDirectory,
         workspaces: WorkspaceDirectory,
-        broker: KafkaBroker,
+        broker: Publisher,
         topic_prefix: str,
         max_record_bytes: int,
         retry_pause_seconds: float = 1.0,
@@ -95,16 +92,9 @@ class RawIntake:
         events: list[Any] | CheckedBatch | None = self._acceptor.check_fast(value, raw_id)
         if events is None:
             try:
-                body = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                return await self._poison(record, principal.workspace_id, "invalid_json")
-            if not isinstance(body, dict) or not isinstance(body.get("events"), list) or set(body) != {"events"}:
-                return await self._poison(record, principal.workspace_id, "invalid_batch")
-            raw_events: list[Any] = body["events"]
-            if not raw_events:
-                return await self._poison(record, principal.workspace_id, "empty_batch")
-            if len(raw_events) > MAX_EVENTS_PER_BATCH:
-                return await self._poison(record, principal.workspace_id, "too_many_events")
+                raw_events = parse_batch(value)
+            except BodyError as exc:  # the same check and codes as HTTP (body.py)
+                return await self._poison(record, principal.workspace_id, exc.code)
             for index, event in enumerate(raw_events):
                 if isinstance(event, dict) and "event_id" not in event:
                     event["event_id"] = raw_id(index)

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
-from spendstream.common.envelope import UnreadableRecord, read_stored
+from spendstream.common.envelope import UnreadableRecord, read_record
 from spendstream.common.records import DeadLetter
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import ROLLUP_DEAD_LETTERS, topic_name
@@ -151,7 +151,7 @@ class BatchWriter:
 
     async def _decode(self, record: Any) -> StoredBatch | None:
         try:
-            envelope, events, events_json = await read_stored(record.value, self._keyring)
+            envelope, events, events_json = await read_record(record.value, self._keyring)
         except UnreadableRecord as exc:
             await self._dead_letter(record, exc.workspace_id, exc.reason)
             return None

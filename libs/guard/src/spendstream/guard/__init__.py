@@ -1,7 +1,8 @@
 """The privacy guard: refuses content-bearing keys and PII-looking tag values.
 
-Importable by clients (an SDK can run the same check before sending) and used by ingest on every event.
-It never returns or logs the offending *value*: a violation names the field path and a reason code only.
+One module, standard library only, so the server and a client SDK import the same rules (an SDK runs the check
+before sending; ingest runs it on every event). It never returns or logs the offending *value*: a violation
+names the field path and a reason code only.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def _words(key: str) -> list[str]:
 
 def is_content_key(key: str) -> bool:
     """True when `key` names prompt/completion content in any spelling (snake, camel, plural, glued)."""
-    # Every event repeats the same dozen key names, and this check was ~40 % of ingest's CPU (bench/): memoise
-    # it. Only short keys are cached, so the cache stays a few hundred KiB whatever clients send.
+    # Every event repeats the same dozen key names, and this check is a large share of ingest's CPU: memoise it.
+    # Only short keys are cached, so the cache stays a few hundred KiB whatever clients send.
     return _is_content_key_cached(key) if len(key) <= _CACHED_KEY_LENGTH else _is_content_key(key)
 
 
@@ -120,16 +121,19 @@ def pii_kind(value: str) -> str | None:
     return None
 
 
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
+# A name the schema could accept: a letter, then letters, digits, `_`, `.`, `-` (field names in any case, so a
+# refused `systemPrompt` is named; tag keys). No `@`, `:`, `/`, space, and no leading digit.
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 
 def path_segment(key: object) -> str:
-    """A key as it may appear in a field path: the client's key when it is an identifier, else `?`.
+    """A key as it may appear in a field path: the client's key when it is a name the schema could accept and
+    the personal-data detector finds nothing in it, else `?`.
 
-    A key can itself carry data (`{"tags": {"bob@example.com": "x"}}`), so anything that does not look like a
-    field name is never echoed back.
+    A key can itself carry data (`{"tags": {"jane.roe@example.com": "x"}}`, a tag key `4111111111111111`), so a
+    key that is not plainly a field name is never echoed back, in a refusal or in a rejection record.
     """
-    return key if isinstance(key, str) and _SAFE_KEY.match(key) else "?"
+    return key if isinstance(key, str) and _NAME.fullmatch(key) and pii_kind(key) is None else "?"
 
 
 _CONTAINERS = (dict, list)  # a tuple: isinstance checks it faster than `dict | list`
@@ -137,23 +141,24 @@ _FIELD = operator.attrgetter("field")
 
 # Key names already found not to be content keys, so a dict whose keys are all known (every event repeats the
 # same dozen) is checked with one C-level set comparison instead of a call per key. Only names the schema could
-# accept are learnt (lower-case identifiers, the tag-key pattern): they are field names, never data, and each is
-# its own path segment. Bounded: when full it starts over, so clients sending random names cannot grow it.
+# accept and that hold no personal data are learnt (lower-case identifiers, the tag-key pattern): they are field
+# names, never data, and each is its own path segment. Bounded: when full it starts over, so clients sending
+# random names cannot grow it.
 _KNOWN_SAFE: set[str] = set()
 _KNOWN_SAFE_MAX = 4096
 _LEARNABLE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
 def remember(known: set[str], value: str, limit: int) -> None:
-    """Add to a bounded memo; a full one starts over, so what clients send cannot grow it. (ingest's fast path
-    keeps its memos with it too.)"""
+    """Add to a bounded memo; a full one starts over, so what clients send cannot grow it."""
     if len(known) >= limit:
         known.clear()
     known.add(value)
 
 
 def _learn(key: str) -> None:
-    if _LEARNABLE.fullmatch(key):
+    # A learnt name is its own path segment (_join): only one path_segment echoes.
+    if _LEARNABLE.fullmatch(key) and pii_kind(key) is None:
         remember(_KNOWN_SAFE, key, _KNOWN_SAFE_MAX)
 
 
@@ -196,7 +201,7 @@ def _walk_keys(root: Any) -> list[Violation]:
 
 
 # Tag values already found not to look like PII. Clients repeat the same few (features, environments, plans,
-# customer ids), and pii_kind was ~9 % of ingest's CPU. Only clean values are kept: they are accepted and
+# customer ids), and pii_kind is a visible share of ingest's CPU. Only clean values are kept: they are accepted and
 # stored anyway, while a value that looked like personal data is never held. Bounded like _KNOWN_SAFE.
 _CLEAN_VALUES: set[str] = set()
 _CLEAN_VALUES_MAX = 16_384
@@ -225,7 +230,7 @@ def check_event(raw: Any) -> list[Violation]:
     """Every privacy violation in one decoded event: content keys at any depth, PII-looking tag values."""
     violations = _walk_keys(raw)
     if len(violations) > 1:
-        violations.sort(key=_FIELD)  # stable, like sorted() over the walk before
+        violations.sort(key=_FIELD)  # stable: violations at one path keep the walk's order
     tags = raw.get("tags") if isinstance(raw, dict) else None
     if isinstance(tags, dict):
         for key, value in tags.items():

@@ -8,11 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from spendstream.common.erasure import DeletionCommand
+from spendstream.common.erasure import DeletionCommand, DeletionRequest, Receipt
 from spendstream.common.topics import AUDIT, DELETION_COMMANDS, DELETION_REQUESTS
 from spendstream.retention.clock import ManualClock
-from spendstream.retention.receipts import Receipt
-from spendstream.retention.requests import DeletionRequest
 from tests.retention.conftest import product, stored
 from tests.retention.pipeline import raw_count, replay
 from tests.support import Isolation, ServiceProcess, auth, create_workspace, eventually, usage_event

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from typing import Any
 
@@ -30,7 +29,18 @@ async def create_topics() -> list[str]:
 
 def list_topics() -> list[dict[str, Any]]:
     prefix = BaseServiceSettings().topic_prefix
-    return [{**dataclasses.asdict(t), "name": topic_name(t, prefix), "configs": t.configs()} for t in ALL_TOPICS]
+    return [
+        {
+            "name": topic_name(t, prefix),
+            "producer": t.producer,
+            "consumers": list(t.consumers),
+            "record": getattr(t.record, "model", bytes).__name__,
+            "key": t.key,
+            "partitions": t.partitions,
+            "configs": t.configs(),
+        }
+        for t in ALL_TOPICS
+    ]
 
 
 async def create_workspace(name: str, plan: str) -> dict[str, Any]:

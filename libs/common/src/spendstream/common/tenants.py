@@ -9,43 +9,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from spendstream.common import crypto
 from spendstream.common.kafka import CompactedTable
+from spendstream.common.records import ApiKeyRecord, KeyScope
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import API_KEYS, DATA_KEYS
 
-Scope = Literal["ingest", "read", "admin"]
+Scope = KeyScope
 KEY_PREFIX = "ssk"
-
-
-class WorkspaceRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    workspace_id: str
-    name: str
-    plan: str
-    monthly_event_quota: int  # -1: unlimited
-    status: Literal["active", "cancelled", "deleted"] = "active"
-    cancelled_at: datetime | None = None
-    created_at: datetime
-
-
-class ApiKeyRecord(BaseModel):
-    """An API key as stored: only its SHA-256 hash, never the key."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    key_hash: str
-    key_id: str
-    workspace_id: str
-    scope: Scope
-    created_at: datetime
-    revoked_at: datetime | None = None
 
 
 def generate_key(scope: Scope) -> str:

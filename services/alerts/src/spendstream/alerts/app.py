@@ -27,12 +27,11 @@ from pydantic import ValidationError
 
 from spendstream.alerts import metrics
 from spendstream.alerts.api import build_router
-from spendstream.alerts.budgets import BudgetBook, BudgetRecord
+from spendstream.alerts.budgets import BudgetBook
 from spendstream.alerts.consumer import SpendTracker
 from spendstream.alerts.deliveries import Dispatcher
 from spendstream.alerts.delivery_log import DeliveryLog
 from spendstream.alerts.erasure import Eraser
-from spendstream.alerts.fired import FiredAlert
 from spendstream.alerts.keyspace import KeySpace
 from spendstream.alerts.mail import MailSender
 from spendstream.alerts.reconcile import Reconciler
@@ -45,6 +44,7 @@ from spendstream.common.erasure import DeletionCommand
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import make_broker, raw_body, tolerant_parser
 from spendstream.common.prices import load as load_prices
+from spendstream.common.records import BudgetRecord, FiredAlert
 from spendstream.common.service import Service, cancel_and_wait
 from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.common.topics import ALERTS_FIRED, DELETION_COMMANDS, USAGE_EVENTS, topic_name

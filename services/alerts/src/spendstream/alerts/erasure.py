@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from faststream.kafka import KafkaBroker
 
-from spendstream.alerts.budgets import BudgetBook, BudgetRecord
+from spendstream.alerts.budgets import BudgetBook
 from spendstream.alerts.keyspace import KeySpace
 from spendstream.common.erasure import DeletionCommand, DeletionReport, StoreCount, Verification
+from spendstream.common.records import BudgetRecord
 from spendstream.common.topics import BUDGETS, DELETION_REPORTS, topic_name
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,9 @@ from faststream.kafka import KafkaBroker
 from spendstream.common import crypto
 from spendstream.common.erasure import LifecycleEvent
 from spendstream.common.kafka import CompactedTable
+from spendstream.common.records import ApiKeyRecord, WorkspaceRecord
 from spendstream.common.settings import BaseServiceSettings
-from spendstream.common.tenants import ApiKeyRecord, Scope, WorkspaceRecord, generate_key, hash_key
+from spendstream.common.tenants import Scope, generate_key, hash_key
 from spendstream.common.topics import API_KEYS, DATA_KEYS, LIFECYCLE, WORKSPACES, topic_name
 
 PLANS: dict[str, int] = {"free": 100_000, "team": 10_000_000, "enterprise": -1}

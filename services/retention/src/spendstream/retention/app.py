@@ -19,7 +19,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 from pydantic import ValidationError
 
-from spendstream.common.erasure import DeletionReport, LifecycleEvent
+from spendstream.common.erasure import DeletionReport, DeletionRequest, LifecycleEvent
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import make_broker, raw_body, tolerant_parser
 from spendstream.common.service import Service, cancel_and_wait
@@ -27,7 +27,6 @@ from spendstream.common.tenants import KeyDirectory
 from spendstream.common.topics import DELETION_REPORTS, topic_name
 from spendstream.retention.api import build_router
 from spendstream.retention.clock import Clock, SystemClock
-from spendstream.retention.requests import DeletionRequest
 from spendstream.retention.saga import Coordinator
 from spendstream.retention.schedules import Schedules
 from spendstream.retention.settings import RetentionSettings

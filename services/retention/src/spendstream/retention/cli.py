@@ -21,10 +21,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from spendstream.common.erasure import DeletionRequest
 from spendstream.common.kafka import CompactedTable, make_broker
 from spendstream.common.topics import DELETION_REQUESTS, topic_name
 from spendstream.retention.receipts import subject_hash
-from spendstream.retention.requests import DeletionRequest, RequestView, new_request_id
+from spendstream.retention.requests import RequestView, new_request_id
 from spendstream.retention.schedules import Schedules
 from spendstream.retention.settings import RetentionSettings
 from spendstream.retention.windows import check_topics

@@ -20,14 +20,13 @@ import logging
 
 from faststream.kafka import KafkaBroker
 
-from spendstream.common.erasure import OWNERS, DeletionCommand, DeletionReport
+from spendstream.common.erasure import OWNERS, DeletionCommand, DeletionReport, DeletionRequest, Receipt
 from spendstream.common.kafka import CompactedTable
 from spendstream.common.service import cancel_and_wait
 from spendstream.common.topics import AUDIT, DELETION_COMMANDS, DELETION_REQUESTS, topic_name
 from spendstream.retention import metrics
 from spendstream.retention.clock import Clock
-from spendstream.retention.receipts import Receipt, owner_receipt, residue, subject_hash
-from spendstream.retention.requests import DeletionRequest
+from spendstream.retention.receipts import owner_receipt, residue, subject_hash
 from spendstream.retention.settings import RetentionSettings
 
 log = logging.getLogger(__name__)

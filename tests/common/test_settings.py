@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from spendstream.common.settings import BaseServiceSettings
+from spendstream.common.settings import BaseServiceSettings, ConfigurationError, check, load
 
 
 def test_settings_come_from_spendstream_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,3 +51,21 @@ def test_the_kek_never_appears_in_the_settings_repr() -> None:
     kek = base64.b64encode(os.urandom(32)).decode()
     settings = BaseServiceSettings(kek=kek)
     assert kek not in repr(settings) and kek not in str(settings.model_dump())
+
+
+def test_check_validates_the_kek_and_writes_nothing(tmp_path: Path) -> None:
+    check(BaseServiceSettings, data_dir=tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "kek").write_text("not base64!")
+    with pytest.raises(ConfigurationError, match="SPENDSTREAM_KEK"):
+        check(BaseServiceSettings, data_dir=tmp_path)
+
+
+def test_load_names_every_invalid_variable_at_once_without_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDSTREAM_RETENTION_MONTHS", "99")
+    monkeypatch.setenv("SPENDSTREAM_TOPIC_PREFIX", "bad prefix!")
+    with pytest.raises(ConfigurationError) as raised:
+        load(BaseServiceSettings)
+    message = str(raised.value)
+    assert "SPENDSTREAM_RETENTION_MONTHS" in message and "SPENDSTREAM_TOPIC_PREFIX" in message
+    assert "bad prefix!" not in message

@@ -1,4 +1,7 @@
-"""Settings every service shares. Each service subclasses `BaseServiceSettings` and adds only its own fields."""
+"""Settings every service shares. Each service subclasses `BaseServiceSettings` and adds only its own fields.
+
+`load` reads them and names every invalid variable at once; `check` also validates the KEK, writing nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,9 @@ import base64
 import os
 import secrets
 from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,10 +61,56 @@ class BaseServiceSettings(BaseSettings):
                 with os.fdopen(fd, "w") as fh:
                     fh.write(base64.b64encode(secrets.token_bytes(32)).decode())
             raw = path.read_text().strip()
-        try:
-            key = base64.b64decode(raw, validate=True)
-        except ValueError as exc:
-            raise ValueError("SPENDSTREAM_KEK is not valid base64") from exc
-        if len(key) != 32:
-            raise ValueError("SPENDSTREAM_KEK must decode to 32 bytes (AES-256)")
-        return key
+        return _decode_kek(raw)
+
+    def check_kek(self) -> None:
+        """Raise ConfigurationError if the KEK is unusable; writes nothing (a missing data_dir/kek is created at
+        start, so it is no error)."""
+        raw = self.kek.get_secret_value()
+        if not raw:
+            path = self.data_dir / "kek"
+            if not path.exists():
+                return
+            try:
+                raw = path.read_text().strip()
+            except OSError as exc:
+                raise ConfigurationError(f"{path} cannot be read ({type(exc).__name__})") from None
+        _decode_kek(raw)
+
+
+class ConfigurationError(ValueError):
+    """A configuration that cannot work; the message names the variables, never their values."""
+
+
+def _decode_kek(raw: str) -> bytes:
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except ValueError:
+        raise ConfigurationError("SPENDSTREAM_KEK is not valid base64") from None
+    if len(key) != 32:
+        raise ConfigurationError("SPENDSTREAM_KEK must decode to 32 bytes (AES-256)")
+    return key
+
+
+S = TypeVar("S", bound=BaseServiceSettings)
+
+
+def load(settings_type: type[S], **overrides: Any) -> S:
+    """Settings from the environment; every invalid variable is named in one ConfigurationError."""
+    try:
+        return settings_type(**overrides)
+    except ValidationError as exc:
+        # Only names and pydantic's message: its full text would quote the offending input.
+        problems = [f"{_variable(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigurationError("; ".join(problems)) from None
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    return f"SPENDSTREAM_{str(loc[0]).upper()}" if loc else "SPENDSTREAM_*"
+
+
+def check(settings_type: type[S], **overrides: Any) -> S:
+    """`load`, and the KEK validated as well; nothing is written anywhere."""
+    settings = load(settings_type, **overrides)
+    settings.check_kek()
+    return settings

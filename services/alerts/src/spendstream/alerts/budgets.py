@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from spendstream.alerts.settings import AlertsSettings
 from spendstream.common import crypto
-from spendstream.common.kafka import CompactedTable
+from spendstream.common.kafka import CompactedTable, Publisher
 from spendstream.common.records import BudgetRecord, BudgetScope, SealedWebhook
-from spendstream.common.topics import BUDGETS, topic_name
+from spendstream.common.topics import BUDGETS
 
 DEFAULT_THRESHOLDS = (75, 90, 100)
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$", max_length=320)]
@@ -168,8 +168,7 @@ class BudgetBook:
         self.table: CompactedTable[BudgetRecord] = CompactedTable(
             settings, BUDGETS, BudgetRecord.model_validate_json, on_change=self._changed
         )
-        self._broker = broker
-        self._topic = topic_name(BUDGETS, settings.topic_prefix)
+        self._records = Publisher(broker, BUDGETS, settings.topic_prefix)
 
     def _changed(self, budget_id: str, record: BudgetRecord | None) -> None:
         old_ws = self._workspace_of.pop(budget_id, None)
@@ -194,12 +193,12 @@ class BudgetBook:
         return self.table.values()
 
     async def put(self, record: BudgetRecord) -> None:
-        await self._broker.publish(record.model_dump_json().encode(), self._topic, key=record.budget_id.encode())
+        await self._records.publish(record, record.budget_id)
         await self.table.catch_up()
 
     async def delete(self, budget_id: str) -> None:
         # A tombstone: compaction removes every earlier version of the record.
-        await self._broker.publish(None, self._topic, key=budget_id.encode())
+        await self._records.tombstone(budget_id)
         await self.table.catch_up()
 
     def _webhooks(

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from spendstream.common.erasure import DeletionRequest
-from spendstream.common.kafka import CompactedTable, make_broker
-from spendstream.common.topics import DELETION_REQUESTS, topic_name
+from spendstream.common.kafka import CompactedTable, Publisher, make_broker
+from spendstream.common.topics import DELETION_REQUESTS
 from spendstream.retention.receipts import subject_hash
 from spendstream.retention.requests import RequestView, new_request_id
 from spendstream.retention.schedules import Schedules
@@ -82,11 +82,11 @@ async def _read(settings: RetentionSettings, request_id: str) -> DeletionRequest
         await table.stop()
 
 
-async def _publish(settings: RetentionSettings, topic: str, key: str, value: bytes) -> None:
+async def _publish(settings: RetentionSettings, request: DeletionRequest) -> None:
     broker = make_broker(settings, "cli")
     await broker.connect()
     try:
-        await broker.publish(value, topic, key=key.encode())
+        await Publisher(broker, DELETION_REQUESTS, settings.topic_prefix).publish(request, request.request_id)
     finally:
         await broker.stop()
 
@@ -104,12 +104,7 @@ async def _submit(args: argparse.Namespace) -> int:
             requested_by="cli",
             requested_at=datetime.now(UTC),
         )
-        await _publish(
-            settings,
-            topic_name(DELETION_REQUESTS, settings.topic_prefix),
-            request_id,
-            request.model_dump_json().encode(),
-        )
+        await _publish(settings, request)
         current: DeletionRequest | None = request
     else:
         current = existing  # a replayed request id: nothing new is asked, the known state is shown

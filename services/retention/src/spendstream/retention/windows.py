@@ -2,7 +2,7 @@
 
 | data                               | kept                       | enforced by                                    |
 |------------------------------------|----------------------------|------------------------------------------------|
-| raw events, daily rollups (ClickHouse) | 12 months (1-13)       | rollup: table TTLs + `erasure.Sweeper` (*) |
+| raw events, daily rollups (ClickHouse) | 12 months (1-13)       | rollup: table TTLs + `sweeper.Sweeper` (*) |
 | monthly quota counters (Redis)     | month + 3 months           | ingest: EXPIREAT on every counter              |
 | delivery logs (webhooks, e-mail)   | 30 days                    | alerts: `delivery_log_days`                    |
 | raw Kafka topics                   | days (`retention.ms`)      | broker topic configs, checked here             |

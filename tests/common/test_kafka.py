@@ -22,6 +22,7 @@ from spendstream.common.kafka import (
     subscribe,
     subscribe_batch,
 )
+from spendstream.common.records import ApiKeyRecord
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import API_KEYS, DELETION_COMMANDS, INGEST_RAW, topic_name
 from tests.support import Isolation
@@ -29,6 +30,12 @@ from tests.support import Isolation
 integration = pytest.mark.integration
 PREFIX = "t."
 SECRET = "cust-secret-42"
+
+
+def _key(key_id: str) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        key_hash="h", key_id=key_id, workspace_id="ws1", scope="read", created_at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
 
 
 def _command(request_id: str) -> DeletionCommand:
@@ -103,18 +110,20 @@ async def test_a_table_replays_history_follows_updates_and_drops_tombstoned_keys
     settings = iso.settings(BaseServiceSettings)
     broker = make_broker(settings, "test")
     await broker.connect()
-    topic = topic_name(API_KEYS, settings.topic_prefix)
+    keys = Publisher(broker, API_KEYS, settings.topic_prefix)
+    v1, v2 = _key("k1"), _key("k2")
     try:
-        await broker.publish(b"v1", topic, key=b"a")
-        await broker.publish(b"v1", topic, key=b"b")
-        table: CompactedTable[bytes] = CompactedTable(settings, API_KEYS, lambda raw: raw)
+        await keys.publish(v1, "a")
+        await keys.publish(v1, "b")
+        await broker.publish(b"not a key record", topic_name(API_KEYS, settings.topic_prefix), key=b"c")
+        table: CompactedTable[ApiKeyRecord] = CompactedTable(settings, API_KEYS)
         await table.start()
         try:
-            assert (table.get("a"), table.get("b")) == (b"v1", b"v1")
-            await broker.publish(b"v2", topic, key=b"a")
-            await broker.publish(None, topic, key=b"b")
+            assert (table.get("a"), table.get("b"), table.get("c")) == (v1, v1, None)  # c: skipped, not fatal
+            await keys.publish(v2, "a")
+            await keys.tombstone("b")
             await table.catch_up()
-            assert (table.get("a"), table.get("b")) == (b"v2", None)
+            assert (table.get("a"), table.get("b")) == (v2, None)
         finally:
             await table.stop()
     finally:

@@ -266,7 +266,8 @@ async def provision_topics(
 
 
 class CompactedTable(Generic[V]):
-    """The latest value per key of a compacted topic, replayed from offset 0 and then followed.
+    """The latest value per key of a compacted topic, decoded into its record type, replayed from offset 0 and
+    then followed.
 
     Every replica holds the whole table (no consumer group), so control-plane changes such as a revoked key
     reach all of them within one poll. `get` after `catch_up()` sees every record acknowledged before the call.
@@ -275,13 +276,12 @@ class CompactedTable(Generic[V]):
     def __init__(
         self,
         settings: BaseServiceSettings,
-        topic: AnyTopic,
-        parse: Callable[[bytes], V],
+        topic: Topic[V],
         on_change: Callable[[str, V | None], None] | None = None,
     ) -> None:
         self._bootstrap = settings.kafka_bootstrap_servers
         self._topic = topic_name(topic, settings.topic_prefix)
-        self._parse = parse
+        self._parse = topic.record.decode
         self._on_change = on_change
         self._values: dict[str, V] = {}
         self._consumer: AIOKafkaConsumer | None = None

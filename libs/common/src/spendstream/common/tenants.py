@@ -43,7 +43,7 @@ class KeyDirectory:
     """Authenticates API keys against the replayed `ingest.apikeys.v1` table."""
 
     def __init__(self, settings: BaseServiceSettings) -> None:
-        self.table: CompactedTable[ApiKeyRecord] = CompactedTable(settings, API_KEYS, ApiKeyRecord.model_validate_json)
+        self.table: CompactedTable[ApiKeyRecord] = CompactedTable(settings, API_KEYS)
 
     def authenticate(self, key: str) -> Principal | None:
         """The key's principal, or None for an unknown or revoked key."""
@@ -64,9 +64,7 @@ class KeyRing:
     def __init__(self, settings: BaseServiceSettings) -> None:
         self._kek = settings.kek_bytes()
         self._cache: dict[tuple[str, int], bytes] = {}
-        self.table: CompactedTable[crypto.WrappedKeySet] = CompactedTable(
-            settings, DATA_KEYS, crypto.WrappedKeySet.model_validate_json, on_change=self._forget
-        )
+        self.table: CompactedTable[crypto.WrappedKeySet] = CompactedTable(settings, DATA_KEYS, on_change=self._forget)
 
     def _forget(self, workspace_id: str, _: crypto.WrappedKeySet | None) -> None:
         for cached in [k for k in self._cache if k[0] == workspace_id]:

@@ -165,9 +165,7 @@ class BudgetBook:
         # Budgets by workspace, kept in step with the table: the consumer looks them up per Kafka batch.
         self._by_workspace: dict[str, dict[str, BudgetRecord]] = {}
         self._workspace_of: dict[str, str] = {}
-        self.table: CompactedTable[BudgetRecord] = CompactedTable(
-            settings, BUDGETS, BudgetRecord.model_validate_json, on_change=self._changed
-        )
+        self.table: CompactedTable[BudgetRecord] = CompactedTable(settings, BUDGETS, on_change=self._changed)
         self._records = Publisher(broker, BUDGETS, settings.topic_prefix)
 
     def _changed(self, budget_id: str, record: BudgetRecord | None) -> None:

@@ -96,9 +96,7 @@ class WorkspaceDirectory:
     """Workspace records replayed from `ingest.workspaces.v1`: plan, quota and status of every workspace."""
 
     def __init__(self, settings: BaseServiceSettings) -> None:
-        self.table: CompactedTable[WorkspaceRecord] = CompactedTable(
-            settings, WORKSPACES, WorkspaceRecord.model_validate_json
-        )
+        self.table: CompactedTable[WorkspaceRecord] = CompactedTable(settings, WORKSPACES)
 
     def get(self, workspace_id: str) -> WorkspaceRecord | None:
         return self.table.get(workspace_id)

@@ -72,9 +72,7 @@ def _print(value: object) -> None:
 
 
 async def _read(settings: RetentionSettings, request_id: str) -> DeletionRequest | None:
-    table: CompactedTable[DeletionRequest] = CompactedTable(
-        settings, DELETION_REQUESTS, DeletionRequest.model_validate_json
-    )
+    table: CompactedTable[DeletionRequest] = CompactedTable(settings, DELETION_REQUESTS)
     await table.start()
     try:
         return table.get(request_id)

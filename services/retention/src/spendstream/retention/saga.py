@@ -48,7 +48,7 @@ class Coordinator:
         # table is the literal log, whose latest record a duplicate submission may have overwritten.
         self._state: dict[str, DeletionRequest] = {}
         self.table: CompactedTable[DeletionRequest] = CompactedTable(
-            settings, DELETION_REQUESTS, DeletionRequest.model_validate_json, on_change=self._observed
+            settings, DELETION_REQUESTS, on_change=self._observed
         )
         self._lock = asyncio.Lock()
         self._queue: asyncio.Queue[str] = asyncio.Queue()

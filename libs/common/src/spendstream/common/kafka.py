@@ -148,13 +148,10 @@ class Publisher(Generic[R]):
 
 
 def _reason(exc: ValueError) -> str:
-    # pydantic's error type ("json_invalid", "missing", ...) says why without quoting the input.
+    # pydantic's error type ("json_invalid", "missing", ...) names the problem without quoting the input.
     errors = getattr(exc, "errors", None)
-    if callable(errors):
-        found = errors()
-        if found:
-            return str(found[0]["type"])
-    return type(exc).__name__
+    found = errors() if callable(errors) else []
+    return str(found[0]["type"]) if found else type(exc).__name__
 
 
 def subscribe(
@@ -177,22 +174,20 @@ def subscribe(
     async def on_record(msg: KafkaMessage) -> None:
         record = cast(RawRecord, msg.raw_message)
         try:
-            if record.value is None:
-                raise ValueError("no value")
-            value = codec.decode(record.value)
+            value = codec.decode(record.value) if record.value is not None else None
+            reason = "no_value"
         except ValueError as exc:
+            value, reason = None, _reason(exc)
+        if value is None:
             log.error(
                 "skipping a record that does not parse",
-                extra={
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "reason": "no_value" if record.value is None else _reason(exc),
-                },
+                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset, "reason": reason},
             )
             return
         await handler(Received(value, record.key, record.topic, record.partition, record.offset))
 
+    # The handler's name is what FastStream's logs and metrics call the subscription.
+    on_record.__name__ = on_record.__qualname__ = f"on_{topic.name}"
     broker.subscriber(
         topic_name(topic, prefix),
         group_id=f"{prefix}{group}",
@@ -219,6 +214,8 @@ def subscribe_batch(
 
     async def on_batch(msg: KafkaMessage) -> None:
         await handler(RawBatch(cast(Sequence[RawRecord], msg.raw_message), msg.consumer))
+
+    on_batch.__name__ = on_batch.__qualname__ = f"on_{topic.name}"
 
     broker.subscriber(
         topic_name(topic, prefix),

@@ -15,13 +15,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from spendstream.alerts.budgets import BudgetRecord, Scope
-from spendstream.alerts.fired import FiredAlert
 from spendstream.alerts.keyspace import KeySpace
 from spendstream.alerts.spend import CountedRecord, RedisSpendStore, SpendCounter, SpendStore
 from spendstream.alerts.thresholds import Evaluator, MarkerStore, RedisMarkerStore
 from spendstream.common.events import SealedEvent, UsageEvent
 from spendstream.common.prices import bundled
+from spendstream.common.records import BudgetRecord, BudgetScope, FiredAlert
 from tests.alerts.memory import MemoryStore
 from tests.support import Isolation
 
@@ -83,7 +82,7 @@ class Rig:
     fail_next_publish: bool = False
     crash_after_next_publish: bool = False
 
-    async def spend(self, workspace_id: str, cost: str, at: datetime, scope: Scope | None = None) -> None:
+    async def spend(self, workspace_id: str, cost: str, at: datetime, scope: BudgetScope | None = None) -> None:
         tags = {scope.tag: scope.value} if scope else {}
         scopes = {workspace_id: {(scope.tag, scope.value)}} if scope else {}
         await self.counter.count([record(workspace_id, event(cost, at, tags=tags))], scopes)

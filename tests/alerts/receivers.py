@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 
 from spendstream.alerts.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from spendstream.common.service import Service, build_http_app
-from spendstream.common.topics import Topic, topic_name
+from spendstream.common.topics import AnyTopic, topic_name
 from tests.support import Isolation, eventually, free_port
 
 
@@ -117,7 +117,7 @@ class SmtpServer:
         return sorted(str(m["Subject"]) for m in self.messages)
 
 
-async def settled(iso: Isolation, group: str, topic: Topic) -> None:
+async def settled(iso: Isolation, group: str, topic: AnyTopic) -> None:
     """Wait until `group` has committed every record `topic` holds now (every partition's end offset)."""
     name = topic_name(topic, iso.prefix)
     consumer = AIOKafkaConsumer(bootstrap_servers=iso.stack.kafka, group_id=None)

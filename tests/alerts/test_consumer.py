@@ -19,11 +19,11 @@ import msgspec
 import pytest
 
 from spendstream.alerts import metrics
-from spendstream.alerts.budgets import BudgetRecord
 from spendstream.alerts.consumer import SpendTracker
 from spendstream.alerts.keyspace import ALL
 from spendstream.common.envelope import seal
 from spendstream.common.events import EncodedBatch, SealedBatch, SealedEvent
+from spendstream.common.records import BudgetRecord
 from spendstream.common.tenants import KeyRing
 from tests.alerts.helpers import Rig, budget, event, rig
 

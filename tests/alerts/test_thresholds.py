@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from spendstream.alerts.budgets import Scope
 from spendstream.alerts.periods import month_end, month_start
+from spendstream.common.records import BudgetScope
 from tests.alerts.helpers import budget, rig
 from tests.support import Isolation
 
@@ -104,11 +104,11 @@ async def test_a_new_month_starts_clean(backend: Isolation | None) -> None:
 
 async def test_scoped_budgets_count_only_their_tag_value(backend: Isolation | None) -> None:
     async with rig(backend) as r:
-        chat = budget(thresholds=(100,), scope=Scope(tag="feature", value="chat"))
-        await r.spend("ws1", "90", NOW, Scope(tag="feature", value="search"))
-        await r.spend("ws1", "60", NOW, Scope(tag="feature", value="chat"))
+        chat = budget(thresholds=(100,), scope=BudgetScope(tag="feature", value="chat"))
+        await r.spend("ws1", "90", NOW, BudgetScope(tag="feature", value="search"))
+        await r.spend("ws1", "60", NOW, BudgetScope(tag="feature", value="chat"))
         assert await r.evaluator.evaluate(chat, NOW) == []
-        await r.spend("ws1", "40", NOW, Scope(tag="feature", value="chat"))
+        await r.spend("ws1", "40", NOW, BudgetScope(tag="feature", value="chat"))
         [alert] = await r.evaluator.evaluate(chat, NOW)
         assert alert.spend_usd == "100.000000000"
 

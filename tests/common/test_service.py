@@ -1,12 +1,15 @@
-"""Stopping a service's background loops: a swallowed cancellation must not hold shutdown forever. And the
-collector tuning every served process gets."""
+"""A service's lifecycle and periodic work; stopping background loops (a swallowed cancellation must not hold
+shutdown forever); and the collector tuning every served process gets."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 
-from spendstream.common.service import GC_GEN0_THRESHOLD, cancel_and_wait, tune_gc
+import pytest
+
+from spendstream.common.service import GC_GEN0_THRESHOLD, Service, cancel_and_wait, periodic, tune_gc
 
 
 async def test_a_loop_that_swallows_one_cancellation_still_ends() -> None:
@@ -69,3 +72,69 @@ def test_tune_gc_makes_young_collections_rare_and_freezes_what_is_alive() -> Non
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def test_periodic_work_that_fails_is_logged_by_type_alone_and_runs_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rounds = 0
+
+    async def work() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise ValueError("customer cust-secret-42 broke it")
+
+    with caplog.at_level(logging.WARNING, logger="spendstream.common.service"):
+        task = asyncio.create_task(periodic("t:work", 0.01, work, immediately=True))
+        async with asyncio.timeout(5):
+            while rounds < 3:
+                await asyncio.sleep(0.01)
+        await cancel_and_wait(task)
+    assert task.cancelled()
+    [failure] = [r for r in caplog.records if r.getMessage() == "periodic work failed"]
+    assert (vars(failure)["task"], vars(failure)["error"]) == ("t:work", "ValueError")
+    assert "cust-secret-42" not in caplog.text
+
+
+async def test_periodic_work_runs_at_once_when_woken_and_not_before_its_interval_otherwise() -> None:
+    wake = asyncio.Event()
+    rounds = 0
+
+    async def work() -> None:
+        nonlocal rounds
+        rounds += 1
+
+    task = asyncio.create_task(periodic("t:woken", 3600, work, wake=wake))
+    await asyncio.sleep(0.05)
+    assert rounds == 0
+    wake.set()
+    async with asyncio.timeout(5):
+        while rounds < 1:
+            await asyncio.sleep(0.01)
+    await cancel_and_wait(task)
+    assert rounds == 1
+
+
+async def test_a_service_starts_in_order_is_ready_then_stops_its_loops_before_its_stop_steps() -> None:
+    events: list[str] = []
+
+    async def step(name: str) -> None:
+        events.append(name)
+
+    async def loop_work() -> None:
+        events.append("loop")
+
+    service = Service("s")
+    service.on_start(lambda: step("a"), lambda: step("b"))
+    service.every("s:loop", 3600, loop_work, immediately=True)
+    service.on_stop(lambda: events.append("closed"))
+    assert not service.ready()
+    await service.start()
+    assert service.ready() and events[:2] == ["a", "b"]
+    async with asyncio.timeout(5):
+        while "loop" not in events:
+            await asyncio.sleep(0.01)
+    await service.stop()
+    assert not service.ready()
+    assert events == ["a", "b", "loop", "closed"]

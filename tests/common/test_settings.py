@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from spendstream.alerts.settings import AlertsSettings
-from spendstream.common.settings import BaseServiceSettings, SettingsError
+from spendstream.common.settings import BaseServiceSettings, ConfigurationError, check, load
 from spendstream.ingest.settings import IngestSettings
 from spendstream.retention.settings import RetentionSettings
 from spendstream.rollup.settings import RollupSettings
@@ -26,7 +26,7 @@ def test_settings_come_from_spendstream_environment_variables(monkeypatch: pytes
 
 def test_a_retention_beyond_thirteen_months_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPENDSTREAM_RETENTION_MONTHS", "14")
-    with pytest.raises(SettingsError, match="SPENDSTREAM_RETENTION_MONTHS: "):
+    with pytest.raises(ConfigurationError, match="SPENDSTREAM_RETENTION_MONTHS: "):
         BaseServiceSettings()
 
 
@@ -81,7 +81,7 @@ def test_a_bad_value_fails_at_load_naming_the_environment_variable(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    with pytest.raises(SettingsError) as refused:
+    with pytest.raises(ConfigurationError) as refused:
         BaseServiceSettings()
     assert str(refused.value).count("SPENDSTREAM_") == 1 and f"{variable}:" in str(refused.value)
     field = variable.removeprefix("SPENDSTREAM_").lower()
@@ -92,7 +92,7 @@ def test_every_bad_value_is_named_at_once_and_a_bad_kek_is_never_echoed(monkeypa
     monkeypatch.setenv("SPENDSTREAM_REDIS_URL", "notaurl")
     monkeypatch.setenv("SPENDSTREAM_LOG_LEVEL", "LOUD")
     monkeypatch.setenv("SPENDSTREAM_KEK", "not-base64-secret-value")
-    with pytest.raises(SettingsError) as refused:
+    with pytest.raises(ConfigurationError) as refused:
         BaseServiceSettings()
     message = str(refused.value)
     for variable in ("SPENDSTREAM_REDIS_URL", "SPENDSTREAM_LOG_LEVEL", "SPENDSTREAM_KEK"):
@@ -102,16 +102,16 @@ def test_every_bad_value_is_named_at_once_and_a_bad_kek_is_never_echoed(monkeypa
 
 def test_every_service_names_its_own_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPENDSTREAM_ROLLUP_URL", "rollup:8082")
-    with pytest.raises(SettingsError, match="SPENDSTREAM_ROLLUP_URL:"):
+    with pytest.raises(ConfigurationError, match="SPENDSTREAM_ROLLUP_URL:"):
         AlertsSettings()
     monkeypatch.setenv("SPENDSTREAM_DEFAULT_PLAN", "gold")
-    with pytest.raises(SettingsError, match="SPENDSTREAM_DEFAULT_PLAN:"):
+    with pytest.raises(ConfigurationError, match="SPENDSTREAM_DEFAULT_PLAN:"):
         IngestSettings()
     monkeypatch.setenv("SPENDSTREAM_CLICKHOUSE_DATABASE", "no-dashes")
-    with pytest.raises(SettingsError, match="SPENDSTREAM_CLICKHOUSE_DATABASE:"):
+    with pytest.raises(ConfigurationError, match="SPENDSTREAM_CLICKHOUSE_DATABASE:"):
         RollupSettings()
     monkeypatch.setenv("SPENDSTREAM_MAX_ATTEMPTS", "0")
-    with pytest.raises(SettingsError, match="SPENDSTREAM_MAX_ATTEMPTS:"):
+    with pytest.raises(ConfigurationError, match="SPENDSTREAM_MAX_ATTEMPTS:"):
         RetentionSettings()
 
 
@@ -137,3 +137,21 @@ def test_the_documented_forms_are_accepted(monkeypatch: pytest.MonkeyPatch, vari
 
 def test_the_log_level_is_taken_in_any_case() -> None:
     assert BaseServiceSettings(log_level="warning").log_level == "WARNING"
+
+
+def test_check_validates_the_kek_and_writes_nothing(tmp_path: Path) -> None:
+    check(BaseServiceSettings, data_dir=tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "kek").write_text("not base64!")
+    with pytest.raises(ConfigurationError, match="SPENDSTREAM_KEK"):
+        check(BaseServiceSettings, data_dir=tmp_path)
+
+
+def test_load_names_every_invalid_variable_at_once_without_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDSTREAM_RETENTION_MONTHS", "99")
+    monkeypatch.setenv("SPENDSTREAM_TOPIC_PREFIX", "bad prefix!")
+    with pytest.raises(ConfigurationError) as raised:
+        load(BaseServiceSettings)
+    message = str(raised.value)
+    assert "SPENDSTREAM_RETENTION_MONTHS" in message and "SPENDSTREAM_TOPIC_PREFIX" in message
+    assert "bad prefix!" not in message

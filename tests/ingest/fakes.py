@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from spendstream.common import crypto
 from spendstream.common.auth_brake import AuthBrake
+from spendstream.common.records import WorkspaceRecord
 from spendstream.common.settings import BaseServiceSettings
-from spendstream.common.tenants import KeyDirectory, KeyRing, Principal, Scope, WorkspaceRecord
+from spendstream.common.tenants import KeyDirectory, KeyRing, Principal, Scope
 from spendstream.ingest.batches import BatchAcceptor
 from spendstream.ingest.dedupe import Deduplicator
 from spendstream.ingest.intake import RawIntake

@@ -11,11 +11,11 @@ import httpx
 
 from spendstream.alerts.app import create_service as create_alerts
 from spendstream.alerts.settings import AlertsSettings
+from spendstream.common.erasure import DeletionRequest
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.retention.app import Retention, build
 from spendstream.retention.clock import Clock
-from spendstream.retention.requests import DeletionRequest
 from spendstream.retention.settings import RetentionSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.settings import RollupSettings

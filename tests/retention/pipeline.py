@@ -12,12 +12,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from spendstream.common.erasure import DeletionCommand, DeletionReport, ErasureScope
 from spendstream.common.kafka import make_broker
 from spendstream.common.settings import BaseServiceSettings
-from spendstream.common.topics import DATA_KEYS, DELETION_COMMANDS, DELETION_REPORTS, Topic, topic_name
+from spendstream.common.topics import DATA_KEYS, DELETION_COMMANDS, DELETION_REPORTS, AnyTopic, topic_name
 from spendstream.rollup.clickhouse import clickhouse_client
 from tests.support import Isolation
 
 
-async def publish(iso: Isolation, topic: Topic, key: str, value: bytes | None) -> None:
+async def publish(iso: Isolation, topic: AnyTopic, key: str, value: bytes | None) -> None:
     broker = make_broker(iso.settings(BaseServiceSettings), "tests")
     await broker.connect()
     try:
@@ -40,7 +40,7 @@ async def shred(iso: Isolation, workspace_id: str) -> None:
     await publish(iso, DATA_KEYS, workspace_id, None)
 
 
-async def replay(iso: Isolation, topic: Topic) -> list[tuple[bytes | None, bytes | None]]:
+async def replay(iso: Isolation, topic: AnyTopic) -> list[tuple[bytes | None, bytes | None]]:
     """Every record of a topic from offset 0, as (key, value)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=iso.stack.kafka, group_id=None, enable_auto_commit=False)
     await consumer.start()

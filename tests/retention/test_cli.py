@@ -8,8 +8,8 @@ import json
 import pytest
 
 from spendstream.cli.__main__ import main
+from spendstream.common.erasure import DeletionRequest
 from spendstream.retention.receipts import subject_hash
-from spendstream.retention.requests import DeletionRequest
 from tests.retention.conftest import product
 from tests.support import Isolation, create_workspace, eventually
 

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from spendstream.common.envelope import UnreadableRecord, read_record
-from spendstream.common.erasure import OWNERS, DeletionCommand
+from spendstream.common.erasure import OWNERS, DeletionCommand, DeletionRequest, Receipt
 from spendstream.common.redis_keys import tenant_pattern
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyRing
@@ -24,8 +24,6 @@ from spendstream.common.topics import (
     USAGE_EVENTS,
     WORKSPACES,
 )
-from spendstream.retention.receipts import Receipt
-from spendstream.retention.requests import DeletionRequest
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.settings import RollupSettings

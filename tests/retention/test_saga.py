@@ -8,11 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from spendstream.common.erasure import DeletionCommand
+from spendstream.common.erasure import DeletionCommand, DeletionRequest, Receipt, request_key
 from spendstream.common.topics import AUDIT, DELETION_COMMANDS, DELETION_REQUESTS
 from spendstream.retention.clock import ManualClock
-from spendstream.retention.receipts import Receipt
-from spendstream.retention.requests import DeletionRequest, request_key
 from tests.retention.conftest import product, stored
 from tests.retention.pipeline import publish, raw_count, replay
 from tests.support import Isolation, ServiceProcess, auth, create_workspace, eventually, usage_event

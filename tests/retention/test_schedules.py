@@ -6,10 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from spendstream.common.erasure import LifecycleEvent
+from spendstream.common.erasure import DeletionRequest, LifecycleEvent
 from spendstream.common.topics import LIFECYCLE
 from spendstream.retention.clock import ManualClock
-from spendstream.retention.requests import DeletionRequest
 from spendstream.retention.schedules import lifecycle_request_id
 from tests.retention.conftest import product, stored
 from tests.retention.pipeline import figures, publish, raw_count, rows_of_table_with

@@ -6,7 +6,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from spendstream.common.settings import BaseServiceSettings
-from spendstream.common.topics import ALL_TOPICS, DAY_MS, USAGE_EVENTS, Topic, topic_name
+from spendstream.common.topics import ALL_TOPICS, DAY_MS, RAW, USAGE_EVENTS, Topic, topic_name
 from spendstream.retention.windows import check_topics, policy_problems
 from tests.support import Isolation, eventually
 
@@ -38,5 +38,5 @@ async def test_provisioned_topics_pass_and_a_topic_kept_too_long_is_reported(iso
 
 def test_a_delete_topic_declared_beyond_30_days_is_a_policy_problem() -> None:
     assert policy_problems(ALL_TOPICS) == []
-    long_lived = Topic("x.y.v1", "p", ("c",), "s", partitions=1, retention_ms=31 * DAY_MS, cleanup="delete")
+    long_lived = Topic("x.y.v1", "p", ("c",), RAW, "k", partitions=1, retention_ms=31 * DAY_MS, cleanup="delete")
     assert policy_problems((long_lived,)) == ["x.y.v1: declared retention exceeds 30 days"]

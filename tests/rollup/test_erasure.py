@@ -1,4 +1,4 @@
-"""rollup's erasure owner: physical deletion in every ClickHouse table, exact remainders, and the sweeper."""
+"""rollup's erasure owner: physical deletion in every ClickHouse table, and exact remainders."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from typing import Any
 import pytest
 
 from spendstream.common.erasure import DeletionCommand, ErasureScope
-from spendstream.common.kafka import make_broker
 from spendstream.common.tenants import KeyRing
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.clickhouse import clickhouse_client
-from spendstream.rollup.erasure import RollupErasure, Sweeper
+from spendstream.rollup.erasure import RollupErasure
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
 from tests.retention.pipeline import figures, raw_count, reports, rows_of_table_with, send_command, shred
@@ -123,91 +122,15 @@ async def test_customer_erasure_removes_only_that_customer_and_leaves_exact_roll
     }
 
 
-def test_sweeper_drops_what_the_ttl_has_not_yet_removed_by_the_injected_clock(iso: Isolation) -> None:
-    client = clickhouse_client(iso.stack.clickhouse)
-    migrate(client, iso.database, 12)
-    # ClickHouse drops rows already expired *at insert* by its own clock, so the rows are recent and the
-    # injected clock is moved forward instead.
-    real = datetime.now(UTC)
-    old, young = real - timedelta(days=200), real - timedelta(days=30)
-    now = real + timedelta(days=200)
-    columns = (
-        "workspace_id",
-        "event_id",
-        "ts",
-        "ingested_at",
-        "batch_id",
-        "provider",
-        "model",
-        "input_tokens",
-        "output_tokens",
-        "cached_input_tokens",
-        "reasoning_tokens",
-        "latency_ms",
-        "cost_usd",
-        "cost_source",
-        "feature",
-        "route",
-        "task_type",
-        "customer_plan",
-        "customer_id",
-        "environment",
-        "tags",
-    )
-
-    def row(event_id: str, at: datetime) -> tuple[Any, ...]:
-        return (
-            "ws_sweep",
-            event_id,
-            at,
-            at,
-            "b",
-            "openai",
-            "m",
-            1,
-            1,
-            0,
-            0,
-            1,
-            0.5,
-            "reported",
-            "f",
-            "",
-            "",
-            "",
-            "c",
-            "",
-            {},
-        )
-
-    client.insert(
-        f"{iso.database}.usage_events", [row("old1", old), row("old2", old), row("young", young)], column_names=columns
-    )
-    # TTL would remove the old rows only when ClickHouse merges, by its own clock; the sweeper does it now.
-    sweeper = Sweeper(client, iso.database)
-    counts = {c.store: (c.before, c.after) for c in sweeper.sweep(now)}
-    assert counts["clickhouse:usage_events"] == (2, 0)
-    assert counts["clickhouse:usage_daily"] == (1, 0)
-    assert raw_count(iso, "usage_events", "1", {}) == 1
-    assert raw_count(iso, "usage_daily", "1", {}) == 1
-    # A clock another 13 months on expires the rest; a second sweep at the same time finds nothing.
-    later = now + timedelta(days=200)
-    assert {c.store: c.before for c in sweeper.sweep(later)}["clickhouse:usage_events"] == 1
-    assert all(c.before == 0 for c in sweeper.sweep(later))
-    assert raw_count(iso, "usage_events", "1", {}) == 0
-
-
 async def test_workspace_erasure_waits_for_the_shredded_key_and_reports_failed_without_it(iso: Isolation) -> None:
     ws = await create_workspace(iso)
     settings = iso.settings(RollupSettings)
     client = clickhouse_client(iso.stack.clickhouse)
     migrate(client, iso.database, 12)
     keyring = KeyRing(settings)
-    broker = make_broker(settings, "tests")
     await keyring.table.start()
-    await broker.connect()
     try:
-        erasure = RollupErasure(client=client, settings=settings, keyring=keyring, broker=broker, wait_seconds=0.5)
+        erasure = RollupErasure(client=client, settings=settings, keyring=keyring, wait_seconds=0.5)
         command = DeletionCommand(
             request_id="early", issued_at=datetime.now(UTC), scope=ErasureScope(workspace_id=ws["workspace_id"])
         )
@@ -218,7 +141,6 @@ async def test_workspace_erasure_waits_for_the_shredded_key_and_reports_failed_w
         report = await erasure.erase(command)
         assert report.status == "done" and all(c.before == 0 == c.after for c in report.counts)
     finally:
-        await broker.stop()
         await keyring.table.stop()
 
 

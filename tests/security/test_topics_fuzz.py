@@ -28,7 +28,7 @@ from spendstream.common.topics import (
     LIFECYCLE,
     USAGE_EVENTS,
     WORKSPACES,
-    Topic,
+    AnyTopic,
     topic_name,
 )
 from tests.security.pipeline import lag, running
@@ -36,7 +36,7 @@ from tests.support import Isolation, auth, create_workspace, eventually, usage_e
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-CONSUMED: tuple[Topic, ...] = (
+CONSUMED: tuple[AnyTopic, ...] = (
     USAGE_EVENTS,
     INGEST_RAW,
     DELETION_COMMANDS,
@@ -50,7 +50,7 @@ CONSUMED: tuple[Topic, ...] = (
     DATA_KEYS,
 )
 # (group suffix, topic): every consumer group of the four services.
-GROUPS: tuple[tuple[str, Topic], ...] = (
+GROUPS: tuple[tuple[str, AnyTopic], ...] = (
     ("spendstream-ingest-raw", INGEST_RAW),
     ("spendstream-ingest-erasure", DELETION_COMMANDS),
     ("spendstream-rollup", USAGE_EVENTS),

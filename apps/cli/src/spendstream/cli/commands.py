@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import secrets
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from spendstream.alerts.app import create_service as create_alerts
@@ -12,8 +13,9 @@ from spendstream.alerts.settings import AlertsSettings
 from spendstream.cli.running import already_running
 from spendstream.common import logs
 from spendstream.common.kafka import make_broker, provision_topics
-from spendstream.common.service import Service, build_http_app, serve
-from spendstream.common.settings import BaseServiceSettings
+from spendstream.common.service import Service, build_http_app, entrypoint, serve
+from spendstream.common.settings import BaseServiceSettings, load
+from spendstream.common.settings import check as check_settings
 from spendstream.common.topics import ALL_TOPICS, topic_name
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
@@ -32,7 +34,18 @@ async def create_topics() -> list[str]:
 
 def list_topics() -> list[dict[str, Any]]:
     prefix = BaseServiceSettings().topic_prefix
-    return [{**dataclasses.asdict(t), "name": topic_name(t, prefix), "configs": t.configs()} for t in ALL_TOPICS]
+    return [
+        {
+            "name": topic_name(t, prefix),
+            "producer": t.producer,
+            "consumers": list(t.consumers),
+            "record": getattr(t.record, "model", bytes).__name__,
+            "key": t.key,
+            "partitions": t.partitions,
+            "configs": t.configs(),
+        }
+        for t in ALL_TOPICS
+    ]
 
 
 async def create_workspace(name: str, plan: str) -> dict[str, Any]:
@@ -52,65 +65,56 @@ async def create_workspace(name: str, plan: str) -> dict[str, Any]:
     }
 
 
-def _services(names: tuple[str, ...]) -> list[Service]:
-    factories = {
-        "ingest": lambda: create_ingest(IngestSettings()),
-        "rollup": lambda: create_rollup(RollupSettings()),
-        "alerts": lambda: create_alerts(AlertsSettings()),
-        "retention": lambda: create_retention(RetentionSettings()),
-    }
-    return [factories[name]() for name in names]
+SETTINGS: dict[str, type[BaseServiceSettings]] = {
+    "ingest": IngestSettings,
+    "rollup": RollupSettings,
+    "alerts": AlertsSettings,
+    "retention": RetentionSettings,
+}
 
 
 def _monolith(settings: BaseServiceSettings) -> list[Service]:
     """The four services in one process. alerts reconciles against rollup on the same port; unless an internal
     token is configured, a random one joins them (nothing outside the process needs it)."""
     token = settings.internal_token.get_secret_value() or secrets.token_urlsafe(32)
-    alerts = AlertsSettings(internal_token=token, rollup_url=f"http://127.0.0.1:{settings.http_port}")
     return [
-        create_ingest(IngestSettings()),
-        create_rollup(RollupSettings(internal_token=token)),
-        create_alerts(alerts),
-        create_retention(RetentionSettings()),
+        create_ingest(load(IngestSettings)),
+        create_rollup(load(RollupSettings, internal_token=token)),
+        create_alerts(load(AlertsSettings, internal_token=token, rollup_url=f"http://127.0.0.1:{settings.http_port}")),
+        create_retention(load(RetentionSettings)),
     ]
 
 
 def up(check: bool = False) -> int:
-    """Monolithic mode: the four services, one process, one HTTP port (SPENDSTREAM_HTTP_PORT, 8080)."""
-    settings = BaseServiceSettings()
-    settings.kek_bytes()
+    """Monolithic mode: the four services, one process, one HTTP port (SPENDSTREAM_HTTP_PORT, 8080).
+
+    With `check`, validate every service's configuration and write nothing."""
+    settings = check_settings(BaseServiceSettings)
+    for settings_type in SETTINGS.values():
+        check_settings(settings_type)
     if check:
-        for cls in (IngestSettings, RollupSettings, AlertsSettings, RetentionSettings):
-            cls()
         print("configuration is valid")
         return 0
     if (busy := already_running(settings)) is not None:
         print(f"spendstream: {busy}", file=sys.stderr)
         return 1
     logs.configure(settings.log_level)
-    import asyncio
-
     asyncio.run(provision_topics(settings))  # the embedded default provisions itself
     serve(build_http_app(_monolith(settings)), settings.http_host, settings.http_port)
     return 0
 
 
 def run(name: str, check: bool = False) -> int:
-    """Microservices mode: one service on its own port with its own consumer group."""
-    settings_cls = {
-        "ingest": IngestSettings,
-        "rollup": RollupSettings,
-        "alerts": AlertsSettings,
-        "retention": RetentionSettings,
-    }[name]
-    settings = settings_cls()
-    settings.kek_bytes()
-    if check:
-        print(f"{name} configuration is valid")
-        return 0
-    if (busy := already_running(settings, embedded_clickhouse=name == "rollup")) is not None:
-        print(f"spendstream: {busy}", file=sys.stderr)
-        return 1
-    logs.configure(settings.log_level)
-    serve(build_http_app(_services((name,)), title=f"spendstream {name}"), settings.http_host, settings.http_port)
-    return 0
+    """Microservices mode: one service on its own port with its own consumer groups (as `python -m`)."""
+    factories: dict[str, Callable[[Any], Service]] = {
+        "ingest": create_ingest,
+        "rollup": create_rollup,
+        "alerts": create_alerts,
+        "retention": create_retention,
+    }
+    if not check:
+        settings = check_settings(SETTINGS[name])
+        if (busy := already_running(settings, embedded_clickhouse=name == "rollup")) is not None:
+            print(f"spendstream: {busy}", file=sys.stderr)
+            return 1
+    return entrypoint(name, SETTINGS[name], factories[name], ["--check"] if check else [])

@@ -1,4 +1,9 @@
-"""Kafka connection factories, topic provisioning, and the compacted-topic table every service replays."""
+"""Kafka for every service: the broker factory, typed publish and subscribe, provisioning, replayed tables.
+
+`Publisher` encodes a record of its topic's type; `subscribe` decodes each record into it and skips (with a
+content-free log) one that does not parse; `subscribe_batch` hands a batch of raw records to readers that
+parse themselves (the untrusted raw intake, the usage consumers). Every subscription states its ack policy.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,23 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Literal, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from faststream.kafka import KafkaBroker
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 
 from spendstream.common.settings import BaseServiceSettings
-from spendstream.common.topics import ALL_TOPICS, Topic, topic_name
+from spendstream.common.topics import ALL_TOPICS, AnyTopic, Topic, topic_name
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
+R = TypeVar("R")
 
 
 def make_broker(
@@ -73,7 +81,7 @@ async def tolerant_parser(message: Any, original: Callable[[Any], Awaitable[Stre
     A `reply_to` header is ignored: no handler answers RPC-style, and FastStream would otherwise publish the
     handler's result to whatever topic a record names (failing, and redelivering forever, if it does not exist).
     """
-    if isinstance(message, tuple):
+    if isinstance(message, tuple | list):  # a batch: a tuple from aiokafka, a list from the in-memory broker
         parsed = await original(tuple(_blank_bad_headers(r) for r in message))
     else:
         parsed = await original(_blank_bad_headers(message))
@@ -87,18 +95,142 @@ async def raw_body(message: StreamMessage[Any]) -> Any:
     return message.body
 
 
-def make_producer(settings: BaseServiceSettings, client_id: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id=f"{settings.topic_prefix}{client_id}",
-        acks="all",
-        enable_idempotence=True,
-        request_timeout_ms=15_000,
-    )
+class RawRecord(Protocol):
+    """A record as the consumer fetched it (aiokafka's ConsumerRecord): coordinates, key, value, headers."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Received(Generic[R]):
+    """One record decoded into its topic's type, with where it came from."""
+
+    value: R
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawBatch:
+    """A fetched batch, undecoded, and the consumer that fetched it (for lag gauges)."""
+
+    records: Sequence[RawRecord]
+    consumer: object
+
+
+class Publisher(Generic[R]):
+    """Publishes records of one topic's type; each publish waits for the broker's acknowledgement (acks=all)."""
+
+    def __init__(self, broker: KafkaBroker, topic: Topic[R], prefix: str) -> None:
+        self._broker = broker
+        self._codec = topic.record
+        self.name = topic_name(topic, prefix)
+
+    async def publish(self, record: R, key: str) -> None:
+        await self._broker.publish(self._codec.encode(record), self.name, key=key.encode())
+
+    async def tombstone(self, key: str) -> None:
+        """A null value: on a compacted topic, compaction then drops every earlier value of the key."""
+        await self._broker.publish(None, self.name, key=key.encode())
+
+
+def _reason(exc: ValueError) -> str:
+    # pydantic's error type ("json_invalid", "missing", ...) names the problem without quoting the input.
+    errors = getattr(exc, "errors", None)
+    found = errors() if callable(errors) else []
+    return str(found[0]["type"]) if found else type(exc).__name__
+
+
+def subscribe(
+    broker: KafkaBroker,
+    topic: Topic[R],
+    *,
+    prefix: str,
+    group: str,
+    handler: Callable[[Received[R]], Awaitable[None]],
+    ack_policy: AckPolicy,
+    **options: Any,
+) -> None:
+    """Hand each record of `topic`, decoded into its type, to `handler` in consumer group `prefix + group`.
+
+    A record that does not decode (or has no value) is skipped and logged by its coordinates and a reason code,
+    never its content: with NACK_ON_ERROR it would otherwise come back forever and hold its partition.
+    """
+    codec = topic.record
+
+    async def on_record(msg: KafkaMessage) -> None:
+        record = cast(RawRecord, msg.raw_message)
+        try:
+            value = codec.decode(record.value) if record.value is not None else None
+            reason = "no_value"
+        except ValueError as exc:
+            value, reason = None, _reason(exc)
+        if value is None:
+            log.error(
+                "skipping a record that does not parse",
+                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset, "reason": reason},
+            )
+            return
+        await handler(Received(value, record.key, record.topic, record.partition, record.offset))
+
+    # The handler's name is what FastStream's logs and metrics call the subscription.
+    on_record.__name__ = on_record.__qualname__ = f"on_{topic.name}"
+    broker.subscriber(
+        topic_name(topic, prefix),
+        group_id=f"{prefix}{group}",
+        auto_offset_reset="earliest",
+        parser=tolerant_parser,
+        decoder=raw_body,
+        ack_policy=ack_policy,
+        **options,
+    )(on_record)
+
+
+def subscribe_batch(
+    broker: KafkaBroker,
+    topic: Topic[bytes],
+    *,
+    prefix: str,
+    group: str,
+    handler: Callable[[RawBatch], Awaitable[None]],
+    ack_policy: AckPolicy,
+    **options: Any,
+) -> None:
+    """Hand batches of raw records of `topic` to `handler` in consumer group `prefix + group`; the handler
+    parses them itself (within its own bounds, or faster than record by record)."""
+
+    async def on_batch(msg: KafkaMessage) -> None:
+        await handler(RawBatch(cast(Sequence[RawRecord], msg.raw_message), msg.consumer))
+
+    on_batch.__name__ = on_batch.__qualname__ = f"on_{topic.name}"
+
+    broker.subscriber(
+        topic_name(topic, prefix),
+        group_id=f"{prefix}{group}",
+        batch=True,
+        auto_offset_reset="earliest",
+        parser=tolerant_parser,
+        decoder=raw_body,
+        ack_policy=ack_policy,
+        **options,
+    )(on_batch)
 
 
 async def provision_topics(
-    settings: BaseServiceSettings, topics: tuple[Topic, ...] = ALL_TOPICS, replication_factor: int | None = None
+    settings: BaseServiceSettings, topics: tuple[AnyTopic, ...] = ALL_TOPICS, replication_factor: int | None = None
 ) -> list[str]:
     """Create every missing topic with its declared configuration; returns the names it created."""
     replication_factor = replication_factor or settings.topic_replication_factor
@@ -131,7 +263,8 @@ async def provision_topics(
 
 
 class CompactedTable(Generic[V]):
-    """The latest value per key of a compacted topic, replayed from offset 0 and then followed.
+    """The latest value per key of a compacted topic, decoded into its record type, replayed from offset 0 and
+    then followed.
 
     Every replica holds the whole table (no consumer group), so control-plane changes such as a revoked key
     reach all of them within one poll. `get` after `catch_up()` sees every record acknowledged before the call.
@@ -140,13 +273,12 @@ class CompactedTable(Generic[V]):
     def __init__(
         self,
         settings: BaseServiceSettings,
-        topic: Topic,
-        parse: Callable[[bytes], V],
+        topic: Topic[V],
         on_change: Callable[[str, V | None], None] | None = None,
     ) -> None:
         self._bootstrap = settings.kafka_bootstrap_servers
         self._topic = topic_name(topic, settings.topic_prefix)
-        self._parse = parse
+        self._parse = topic.record.decode
         self._on_change = on_change
         self._values: dict[str, V] = {}
         self._consumer: AIOKafkaConsumer | None = None

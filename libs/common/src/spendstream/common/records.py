@@ -1,10 +1,20 @@
-"""Content-free records that report a problem with someone else's data: rejections and dead letters."""
+"""The records that travel on Kafka topics between services (`topics.py` names each topic's record type).
+
+Tenants (workspaces, API keys), content-free problem reports (rejections, dead letters), and alerts' budgets
+and fired alerts. The erasure saga's records live in `erasure.py`; sealed usage envelopes in `envelope.py`.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+KeyScope = Literal["ingest", "read", "admin"]
+AlertKind = Literal["threshold", "forecast", "spike"]
+ScopeTag = Literal["feature", "customer_id"]
 
 
 class RejectionRecord(BaseModel):
@@ -34,3 +44,84 @@ class DeadLetter(BaseModel):
     workspace_id: str | None
     reason: str
     at: datetime
+
+
+class WorkspaceRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workspace_id: str
+    name: str
+    plan: str
+    monthly_event_quota: int  # -1: unlimited
+    status: Literal["active", "cancelled", "deleted"] = "active"
+    cancelled_at: datetime | None = None
+    created_at: datetime
+
+
+class ApiKeyRecord(BaseModel):
+    """An API key as stored: only its SHA-256 hash, never the key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key_hash: str
+    key_id: str
+    workspace_id: str
+    scope: KeyScope
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class BudgetScope(BaseModel):
+    """The budget counts only events whose tag `tag` equals `value`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tag: ScopeTag
+    value: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+
+
+class SealedWebhook(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
+    webhook_id: str
+    url: str
+    kek_id: str
+    sealed_secret: bytes  # nonce || AESGCM(KEK).encrypt(secret), AAD = alerts.webhook|kek_id|ws|budget|webhook
+
+
+class BudgetRecord(BaseModel):
+    """A budget as stored on `alerts.budgets.v1`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    budget_id: str
+    workspace_id: str
+    name: str
+    amount_usd: Decimal
+    scope: BudgetScope | None
+    thresholds: tuple[int, ...]
+    webhooks: tuple[SealedWebhook, ...]
+    emails: tuple[str, ...]
+    forecast: bool
+    spike_multiple: Decimal | None
+    # Bumped on every change; a replica evaluating an older revision defers to the newer one (see thresholds).
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class FiredAlert(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alert_id: str
+    workspace_id: str
+    budget_id: str
+    budget_revision: int
+    kind: AlertKind
+    threshold_pct: int | None = None
+    period: str  # YYYY-MM (threshold, forecast) or YYYY-MM-DD (spike)
+    amount_usd: str
+    spend_usd: str
+    projected_usd: str | None = None  # forecast: month-end projection
+    trailing_mean_usd: str | None = None  # spike: mean daily spend of the 7 days before
+    fired_at: datetime

@@ -1,23 +1,32 @@
-"""The shape every service shares: a router plus start/stop/ready, served with health and metrics endpoints.
+"""The shape every service shares: routes, start/stop steps, periodic work and readiness, served with health
+and metrics endpoints.
 
-`spendstream run SERVICE` serves one of them; `spendstream up` serves all four in one process (monolithic mode).
+`python -m spendstream.SERVICE` (`entrypoint`) and `spendstream run SERVICE` serve one of them; `spendstream up`
+serves all four in one process (monolithic mode).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import gc
+import inspect
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from spendstream.common import logs
+from spendstream.common.settings import BaseServiceSettings, ConfigurationError, check
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +57,101 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None, grace_seconds: float =
         )
 
 
-async def _nothing() -> None:
-    return None
+Step = Callable[[], object]  # a start or stop step; awaited when it returns an awaitable
+Work = Callable[[], Awaitable[object]]
 
 
-@dataclass
-class Service:
+async def _run(step: Step) -> None:
+    result = step()
+    if inspect.isawaitable(result):
+        await result
+
+
+async def periodic(
+    name: str, interval: float, work: Work, *, immediately: bool = False, wake: asyncio.Event | None = None
+) -> None:
+    """Run `work` every `interval` seconds (or as soon as `wake` is set) until cancelled.
+
+    A failed round is logged by its exception's type alone (an error message may quote data) and the next
+    round runs on time: background work is a safety net or an upkeep that must outlive a passing failure.
+    """
+    if wake is not None:
+        wake.clear()  # what was signalled before the loop ran is covered by its first round
+    if not immediately:
+        await _pause(interval, wake)
+    while True:
+        try:
+            await work()
+        except Exception as exc:
+            log.warning("periodic work failed", extra={"task": name, "error": type(exc).__name__})
+        await _pause(interval, wake)
+
+
+async def _pause(interval: float, wake: asyncio.Event | None) -> None:
+    if wake is None:
+        await asyncio.sleep(interval)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(interval):
+            await wake.wait()
+    wake.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _Loop:
     name: str
-    routers: list[object] = field(default_factory=list)  # fastapi.APIRouter
-    start: Callable[[], Awaitable[None]] = _nothing
-    stop: Callable[[], Awaitable[None]] = _nothing
-    ready: Callable[[], bool] = lambda: True
+    interval: float
+    work: Work
+    immediately: bool
+    wake: asyncio.Event | None
+
+
+class Service:
+    """One service: its routes, its start and stop steps (run in order), its periodic work and its readiness.
+
+    Ready once every start step has returned and its loops run; not ready from the first moment of `stop`.
+    """
+
+    def __init__(self, name: str, routers: Sequence[object] = ()) -> None:
+        self.name = name
+        self.routers: list[object] = list(routers)  # fastapi.APIRouter
+        self._starts: list[Step] = []
+        self._stops: list[Step] = []
+        self._loops: list[_Loop] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = False
+
+    def on_start(self, *steps: Step) -> None:
+        self._starts.extend(steps)
+
+    def on_stop(self, *steps: Step) -> None:
+        self._stops.extend(steps)
+
+    def every(
+        self, name: str, interval: float, work: Work, *, immediately: bool = False, wake: asyncio.Event | None = None
+    ) -> None:
+        """Run `work` periodically (see `periodic`) from the end of `start` until `stop`."""
+        self._loops.append(_Loop(name, interval, work, immediately, wake))
+
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self) -> None:
+        for step in self._starts:
+            await _run(step)
+        for loop in self._loops:
+            coroutine = periodic(loop.name, loop.interval, loop.work, immediately=loop.immediately, wake=loop.wake)
+            self._tasks.append(asyncio.create_task(coroutine, name=loop.name))
+        self._ready = True
+
+    async def stop(self) -> None:
+        """Loops end first (none is mid-round against a closed client), then the stop steps in order."""
+        self._ready = False
+        for task in self._tasks:
+            await cancel_and_wait(task)
+        self._tasks.clear()
+        for step in self._stops:
+            await _run(step)
 
 
 def build_http_app(services: Sequence[Service], title: str = "spendstream") -> FastAPI:
@@ -153,3 +246,31 @@ def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+S = TypeVar("S", bound=BaseServiceSettings)
+
+
+def entrypoint(
+    name: str, settings_type: type[S], create_service: Callable[[S], Service], argv: Sequence[str] | None = None
+) -> int:
+    """`python -m spendstream.<name> [--check]`: serve one service, or validate its configuration and exit.
+
+    `--check` writes nothing (not even the KEK a first start generates); exit status 2 names what is invalid.
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m spendstream.{name}", description=f"Run spendstream {name}.")
+    parser.add_argument("--check", action="store_true", help="validate the configuration, write nothing, and exit")
+    args = parser.parse_args(argv)
+    try:
+        settings = check(settings_type)
+    except ConfigurationError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{name} configuration is valid")
+        return 0
+    logs.configure(settings.log_level)
+    serve(
+        build_http_app([create_service(settings)], title=f"spendstream {name}"), settings.http_host, settings.http_port
+    )
+    return 0

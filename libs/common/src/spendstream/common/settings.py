@@ -1,7 +1,8 @@
 """Settings every service shares. Each service subclasses `BaseServiceSettings` and adds only its own fields.
 
-Every value is validated when the settings are loaded; a bad one raises `SettingsError`, whose message names
-each offending environment variable (never the value: it may be a secret) on a line of its own.
+Every value is validated when the settings are loaded; a bad one raises `ConfigurationError`, whose message names
+each offending environment variable (never the value: it may be a secret) on a line of its own. `check` also
+validates the KEK, writing nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -23,8 +24,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _BROKER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?$")
 
 
-class SettingsError(ValueError):
-    """Invalid configuration; the message names each offending `SPENDSTREAM_*` variable."""
+class ConfigurationError(ValueError):
+    """A configuration that cannot work; the message names each offending `SPENDSTREAM_*` variable, never its
+    value."""
 
 
 def describe(error: ValidationError) -> str:
@@ -66,7 +68,7 @@ class BaseServiceSettings(BaseSettings):
             super().__init__(*args, **values)
         except ValidationError as exc:
             # pydantic names the field and echoes the value; the operator set a variable, and it may be secret.
-            raise SettingsError(describe(exc)) from None
+            raise ConfigurationError(describe(exc)) from None
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -173,10 +175,43 @@ class BaseServiceSettings(BaseSettings):
                 with os.fdopen(fd, "w") as fh:
                     fh.write(base64.b64encode(secrets.token_bytes(32)).decode())
             raw = path.read_text().strip()
-        try:
-            key = base64.b64decode(raw, validate=True)
-        except ValueError as exc:
-            raise ValueError("SPENDSTREAM_KEK is not valid base64") from exc
-        if len(key) != 32:
-            raise ValueError("SPENDSTREAM_KEK must decode to 32 bytes (AES-256)")
-        return key
+        return _decode_kek(raw)
+
+    def check_kek(self) -> None:
+        """Raise ConfigurationError if the KEK is unusable; writes nothing (a missing data_dir/kek is created at
+        start, so it is no error)."""
+        raw = self.kek.get_secret_value()
+        if not raw:
+            path = self.data_dir / "kek"
+            if not path.exists():
+                return
+            try:
+                raw = path.read_text().strip()
+            except OSError as exc:
+                raise ConfigurationError(f"{path} cannot be read ({type(exc).__name__})") from None
+        _decode_kek(raw)
+
+
+def _decode_kek(raw: str) -> bytes:
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except ValueError:
+        raise ConfigurationError("SPENDSTREAM_KEK is not valid base64") from None
+    if len(key) != 32:
+        raise ConfigurationError("SPENDSTREAM_KEK must decode to 32 bytes (AES-256)")
+    return key
+
+
+S = TypeVar("S", bound=BaseServiceSettings)
+
+
+def load(settings_type: type[S], **overrides: Any) -> S:
+    """Settings from the environment; every invalid variable is named in one ConfigurationError."""
+    return settings_type(**overrides)
+
+
+def check(settings_type: type[S], **overrides: Any) -> S:
+    """`load`, and the KEK validated as well; nothing is written anywhere."""
+    settings = load(settings_type, **overrides)
+    settings.check_kek()
+    return settings

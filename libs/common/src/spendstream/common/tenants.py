@@ -9,44 +9,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from spendstream.common import crypto
 from spendstream.common.auth_brake import AuthBrake
 from spendstream.common.kafka import CompactedTable
+from spendstream.common.records import ApiKeyRecord, KeyScope
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import API_KEYS, DATA_KEYS
 
-Scope = Literal["ingest", "read", "admin"]
+Scope = KeyScope
 KEY_PREFIX = "ssk"
-
-
-class WorkspaceRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    workspace_id: str
-    name: str
-    plan: str
-    monthly_event_quota: int  # -1: unlimited
-    status: Literal["active", "cancelled", "deleted"] = "active"
-    cancelled_at: datetime | None = None
-    created_at: datetime
-
-
-class ApiKeyRecord(BaseModel):
-    """An API key as stored: only its SHA-256 hash, never the key."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    key_hash: str
-    key_id: str
-    workspace_id: str
-    scope: Scope
-    created_at: datetime
-    revoked_at: datetime | None = None
 
 
 def generate_key(scope: Scope) -> str:
@@ -70,7 +44,7 @@ class KeyDirectory:
     """Authenticates API keys against the replayed `ingest.apikeys.v1` table."""
 
     def __init__(self, settings: BaseServiceSettings) -> None:
-        self.table: CompactedTable[ApiKeyRecord] = CompactedTable(settings, API_KEYS, ApiKeyRecord.model_validate_json)
+        self.table: CompactedTable[ApiKeyRecord] = CompactedTable(settings, API_KEYS)
         self.brake = AuthBrake(settings)  # consulted by the HTTP key checks, which know the client's address
 
     def authenticate(self, key: str) -> Principal | None:
@@ -92,9 +66,7 @@ class KeyRing:
     def __init__(self, settings: BaseServiceSettings) -> None:
         self._kek = settings.kek_bytes()
         self._cache: dict[tuple[str, int], bytes] = {}
-        self.table: CompactedTable[crypto.WrappedKeySet] = CompactedTable(
-            settings, DATA_KEYS, crypto.WrappedKeySet.model_validate_json, on_change=self._forget
-        )
+        self.table: CompactedTable[crypto.WrappedKeySet] = CompactedTable(settings, DATA_KEYS, on_change=self._forget)
 
     def _forget(self, workspace_id: str, _: crypto.WrappedKeySet | None) -> None:
         for cached in [k for k in self._cache if k[0] == workspace_id]:

@@ -1,22 +1,76 @@
-"""Every Kafka topic, declared once: who produces it, who consumes it, what it holds and how long.
+"""Every Kafka topic, declared once: who produces it, who consumes it, its record type and how long it lives.
 
 Topics are provisioned explicitly (`spendstream topics create`); broker auto-creation stays off so a typo fails.
+A topic's `record` is the codec of its values: a pydantic model as JSON, or `RAW` for values its readers take
+as bytes (untrusted input validated by its reader, or sealed envelopes that only `envelope.py` opens).
+`kafka.subscribe` decodes into the declared type and `kafka.Publisher` encodes from it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from spendstream.common.crypto import WrappedKeySet
+from spendstream.common.erasure import DeletionCommand, DeletionReport, DeletionRequest, LifecycleEvent, Receipt
+from spendstream.common.records import (
+    ApiKeyRecord,
+    BudgetRecord,
+    DeadLetter,
+    FiredAlert,
+    RejectionRecord,
+    WorkspaceRecord,
+)
 
 DAY_MS = 24 * 3600 * 1000
+R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
+
+
+class Codec(Protocol[R]):
+    def encode(self, record: R) -> bytes: ...
+
+    def decode(self, value: bytes) -> R:
+        """The record, or ValueError (pydantic's ValidationError is one) for a value that is not one."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
-class Topic:
+class Json(Generic[M]):
+    """Values are a pydantic model as JSON."""
+
+    model: type[M]
+
+    def encode(self, record: M) -> bytes:
+        return record.model_dump_json().encode()
+
+    def decode(self, value: bytes) -> M:
+        return self.model.model_validate_json(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """Values pass as bytes: their reader parses them within its own bounds."""
+
+    def encode(self, record: bytes) -> bytes:
+        return record
+
+    def decode(self, value: bytes) -> bytes:
+        return value
+
+
+RAW = Raw()
+
+
+@dataclass(frozen=True, slots=True)
+class Topic(Generic[R]):
     name: str
     producer: str
     consumers: tuple[str, ...]
-    schema: str
+    record: Codec[R]
+    key: str  # what the record key holds
     partitions: int
     retention_ms: int | None  # None: kept until compacted away (compacted topics)
     cleanup: Literal["delete", "compact"]
@@ -45,11 +99,15 @@ class Topic:
         return cfg
 
 
+# Where only the topic's name and configuration matter (provisioning, checks), whatever its record type.
+AnyTopic = Topic[Any]
+
 USAGE_EVENTS = Topic(
     "usage.events.v1",
     "ingest",
     ("rollup", "alerts"),
-    "spendstream.common.envelope.BatchEnvelope (JSON; events AES-256-GCM encrypted with the workspace data key)",
+    RAW,  # a BatchEnvelope (envelope.py) sealed with the workspace's data key, opened by envelope.read_record
+    "workspace_id",
     partitions=6,
     retention_ms=7 * DAY_MS,
     cleanup="delete",
@@ -59,7 +117,8 @@ INGEST_RAW = Topic(
     "ingest.raw.v1",
     "external producers",
     ("ingest",),
-    "JSON {events:[UsageEvent]} with header x-api-key (an ingest key); untrusted",
+    RAW,  # untrusted: JSON {"events": [UsageEvent]} with header x-api-key (an ingest key), checked by intake.py
+    "anything (unused)",
     partitions=6,
     retention_ms=3 * DAY_MS,
     cleanup="delete",
@@ -69,7 +128,8 @@ INGEST_REJECTED = Topic(
     "ingest.rejected.v1",
     "ingest",
     ("operators",),
-    "spendstream.common.records.RejectionRecord (content-free)",
+    Json(RejectionRecord),
+    "workspace_id when known",
     partitions=1,
     retention_ms=7 * DAY_MS,
     cleanup="delete",
@@ -78,7 +138,8 @@ WORKSPACES = Topic(
     "ingest.workspaces.v1",
     "ingest",
     ("ingest", "retention"),
-    "spendstream.common.tenants.WorkspaceRecord keyed by workspace_id",
+    Json(WorkspaceRecord),
+    "workspace_id",
     partitions=1,
     retention_ms=None,
     cleanup="compact",
@@ -87,7 +148,8 @@ API_KEYS = Topic(
     "ingest.apikeys.v1",
     "ingest",
     ("ingest", "rollup", "alerts", "retention"),
-    "spendstream.common.tenants.ApiKeyRecord keyed by the key's SHA-256",
+    Json(ApiKeyRecord),
+    "the key's SHA-256",
     partitions=1,
     retention_ms=None,
     cleanup="compact",
@@ -96,7 +158,8 @@ DATA_KEYS = Topic(
     "ingest.datakeys.v1",
     "ingest",
     ("ingest", "rollup", "alerts"),
-    "spendstream.common.crypto.WrappedKeySet keyed by workspace_id; a tombstone crypto-shreds the workspace",
+    Json(WrappedKeySet),
+    "workspace_id",  # a tombstone crypto-shreds the workspace
     partitions=1,
     retention_ms=None,
     cleanup="compact",
@@ -105,7 +168,8 @@ ROLLUP_DEAD_LETTERS = Topic(
     "rollup.deadletter.v1",
     "rollup",
     ("operators",),
-    "spendstream.common.records.DeadLetter: the original record's coordinates and a reason code, no payload",
+    Json(DeadLetter),
+    "workspace_id when known",
     partitions=1,
     retention_ms=14 * DAY_MS,
     cleanup="delete",
@@ -114,7 +178,8 @@ BUDGETS = Topic(
     "alerts.budgets.v1",
     "alerts",
     ("alerts",),
-    "budget records keyed by budget id",
+    Json(BudgetRecord),
+    "budget_id",
     partitions=1,
     retention_ms=None,
     cleanup="compact",
@@ -123,7 +188,8 @@ ALERTS_FIRED = Topic(
     "alerts.fired.v1",
     "alerts",
     ("webhooks", "e-mail", "external"),
-    "fired alert records",
+    Json(FiredAlert),
+    "budget_id",
     partitions=3,
     retention_ms=30 * DAY_MS,
     cleanup="delete",
@@ -132,7 +198,8 @@ LIFECYCLE = Topic(
     "retention.lifecycle.v1",
     "ingest / billing",
     ("retention",),
-    "account lifecycle events keyed by workspace_id",
+    Json(LifecycleEvent),
+    "workspace_id",
     partitions=1,
     retention_ms=None,
     cleanup="compact",
@@ -141,7 +208,8 @@ DELETION_REQUESTS = Topic(
     "retention.requests.v1",
     "retention / compliance tools",
     ("retention",),
-    "deletion requests and their state keyed by request id",
+    Json(DeletionRequest),
+    "request_id",
     partitions=1,
     retention_ms=None,
     cleanup="compact",
@@ -150,7 +218,8 @@ DELETION_COMMANDS = Topic(
     "retention.commands.v1",
     "retention",
     ("ingest", "rollup", "alerts"),
-    "deletion commands to the data owners",
+    Json(DeletionCommand),
+    "request_id",
     partitions=1,
     retention_ms=30 * DAY_MS,
     cleanup="delete",
@@ -159,7 +228,8 @@ DELETION_REPORTS = Topic(
     "retention.reports.v1",
     "ingest / rollup / alerts",
     ("retention",),
-    "owners' deletion reports (counts before/after, verification)",
+    Json(DeletionReport),
+    "request_id",
     partitions=1,
     retention_ms=30 * DAY_MS,
     cleanup="delete",
@@ -168,13 +238,14 @@ AUDIT = Topic(
     "audit.receipts.v1",
     "retention",
     ("compliance",),
-    "deletion receipts, no personal data",
+    Json(Receipt),
+    "request_id",
     partitions=1,
     retention_ms=None,
     cleanup="compact",
 )
 
-ALL_TOPICS: tuple[Topic, ...] = (
+ALL_TOPICS: tuple[AnyTopic, ...] = (
     USAGE_EVENTS,
     INGEST_RAW,
     INGEST_REJECTED,
@@ -192,5 +263,5 @@ ALL_TOPICS: tuple[Topic, ...] = (
 )
 
 
-def topic_name(topic: Topic, prefix: str) -> str:
+def topic_name(topic: AnyTopic, prefix: str) -> str:
     return f"{prefix}{topic.name}"

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response
 
-from spendstream.alerts.budgets import BudgetBook, BudgetIn, BudgetOut, BudgetPatch, BudgetRecord, public_view
+from spendstream.alerts.budgets import BudgetBook, BudgetIn, BudgetOut, BudgetPatch, public_view
 from spendstream.alerts.delivery_log import DeliveryLog
 from spendstream.alerts.webhooks import Failed, Refused, check_target
+from spendstream.common.records import BudgetRecord
 from spendstream.common.tenants import Principal
 
 log = logging.getLogger(__name__)

@@ -13,58 +13,19 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated
 
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from spendstream.alerts.settings import AlertsSettings
 from spendstream.common import crypto
-from spendstream.common.kafka import CompactedTable
-from spendstream.common.topics import BUDGETS, topic_name
+from spendstream.common.kafka import CompactedTable, Publisher
+from spendstream.common.records import BudgetRecord, BudgetScope, SealedWebhook
+from spendstream.common.topics import BUDGETS
 
-ScopeTag = Literal["feature", "customer_id"]
 DEFAULT_THRESHOLDS = (75, 90, 100)
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$", max_length=320)]
-
-
-class Scope(BaseModel):
-    """The budget counts only events whose tag `tag` equals `value`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    tag: ScopeTag
-    value: Annotated[str, StringConstraints(min_length=1, max_length=120)]
-
-
-class SealedWebhook(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
-
-    webhook_id: str
-    url: str
-    kek_id: str
-    sealed_secret: bytes  # nonce || AESGCM(KEK).encrypt(secret), AAD = alerts.webhook|kek_id|ws|budget|webhook
-
-
-class BudgetRecord(BaseModel):
-    """A budget as stored on `alerts.budgets.v1`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    budget_id: str
-    workspace_id: str
-    name: str
-    amount_usd: Decimal
-    scope: Scope | None
-    thresholds: tuple[int, ...]
-    webhooks: tuple[SealedWebhook, ...]
-    emails: tuple[str, ...]
-    forecast: bool
-    spike_multiple: Decimal | None
-    # Bumped on every change; a replica evaluating an older revision defers to the newer one (see thresholds).
-    revision: int
-    created_at: datetime
-    updated_at: datetime
 
 
 class WebhookIn(BaseModel):
@@ -90,7 +51,7 @@ class BudgetIn(BaseModel):
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=120)]
     amount_usd: Annotated[Decimal, Field(gt=0, le=1_000_000_000, allow_inf_nan=False, decimal_places=9)]
-    scope: Scope | None = None
+    scope: BudgetScope | None = None
     thresholds: list[Annotated[int, Field(ge=1, le=1000)]] = Field(
         default_factory=lambda: [*DEFAULT_THRESHOLDS], max_length=20
     )
@@ -103,7 +64,7 @@ class BudgetIn(BaseModel):
 
 
 class BudgetPatch(BaseModel):
-    """A change: only the fields given are replaced. Scope is fixed for a budget's life."""
+    """A change: only the fields given are replaced. BudgetScope is fixed for a budget's life."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -129,7 +90,7 @@ class BudgetOut(BaseModel):
     budget_id: str
     name: str
     amount_usd: str
-    scope: Scope | None
+    scope: BudgetScope | None
     thresholds: list[int]
     webhooks: list[WebhookOut]
     emails: list[str]
@@ -204,11 +165,8 @@ class BudgetBook:
         # Budgets by workspace, kept in step with the table: the consumer looks them up per Kafka batch.
         self._by_workspace: dict[str, dict[str, BudgetRecord]] = {}
         self._workspace_of: dict[str, str] = {}
-        self.table: CompactedTable[BudgetRecord] = CompactedTable(
-            settings, BUDGETS, BudgetRecord.model_validate_json, on_change=self._changed
-        )
-        self._broker = broker
-        self._topic = topic_name(BUDGETS, settings.topic_prefix)
+        self.table: CompactedTable[BudgetRecord] = CompactedTable(settings, BUDGETS, on_change=self._changed)
+        self._records = Publisher(broker, BUDGETS, settings.topic_prefix)
 
     def _changed(self, budget_id: str, record: BudgetRecord | None) -> None:
         old_ws = self._workspace_of.pop(budget_id, None)
@@ -233,12 +191,12 @@ class BudgetBook:
         return self.table.values()
 
     async def put(self, record: BudgetRecord) -> None:
-        await self._broker.publish(record.model_dump_json().encode(), self._topic, key=record.budget_id.encode())
+        await self._records.publish(record, record.budget_id)
         await self.table.catch_up()
 
     async def delete(self, budget_id: str) -> None:
         # A tombstone: compaction removes every earlier version of the record.
-        await self._broker.publish(None, self._topic, key=budget_id.encode())
+        await self._records.tombstone(budget_id)
         await self.table.catch_up()
 
     def _webhooks(

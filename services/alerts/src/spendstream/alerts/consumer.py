@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from spendstream.alerts import metrics
-from spendstream.alerts.budgets import BudgetRecord
 from spendstream.alerts.spend import CountedRecord, SpendCounter
 from spendstream.alerts.thresholds import Evaluator
 from spendstream.common.envelope import UnreadableRecord, read_record
+from spendstream.common.records import BudgetRecord
 from spendstream.common.tenants import KeyRing
 
 

@@ -25,13 +25,13 @@ from functools import partial
 import redis.asyncio as aioredis
 
 from spendstream.alerts import metrics
-from spendstream.alerts.budgets import BudgetBook, BudgetRecord
+from spendstream.alerts.budgets import BudgetBook
 from spendstream.alerts.delivery_log import FINAL, ChannelState, DeliveryLog
-from spendstream.alerts.fired import FiredAlert
 from spendstream.alerts.keyspace import KeySpace
 from spendstream.alerts.mail import MailSender
 from spendstream.alerts.settings import AlertsSettings
 from spendstream.alerts.webhooks import Failed, Refused, WebhookSender
+from spendstream.common.records import BudgetRecord, FiredAlert
 
 log = logging.getLogger(__name__)
 

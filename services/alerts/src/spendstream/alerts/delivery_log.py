@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from spendstream.alerts.fired import FiredAlert
 from spendstream.alerts.keyspace import KeySpace
+from spendstream.common.records import FiredAlert
 
 Status = Literal["pending", "retrying", "delivered", "dead_lettered"]
 FINAL: tuple[Status, ...] = ("delivered", "dead_lettered")

@@ -3,37 +3,32 @@
 Workspace scope: every budget of the workspace (tombstones on `alerts.budgets.v1`) and every alerts key of the
 workspace in Redis. Customer scope: the budgets scoped to that `customer_id`, their markers and delivery logs,
 and the spend counters of that customer (found by the keyed hash, never by the id). Then it verifies that
-nothing is left and publishes a `DeletionReport` (owner "alerts"). Idempotent: a repeated command deletes
-nothing more and reports again with zero before and after. Alert records already on `alerts.fired.v1` hold
-ids and numbers only and age out with the topic (30 days).
+nothing is left and returns a `DeletionReport` (owner "alerts"; `erasure_owner.serve_erasure` publishes it).
+Idempotent: a repeated command deletes nothing more and reports again with zero before and after. Alert
+records already on `alerts.fired.v1` hold ids and numbers only and age out with the topic (30 days).
+A deleted budget's keys go the same way (`forget`).
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
-from faststream.kafka import KafkaBroker
 
-from spendstream.alerts.budgets import BudgetBook, BudgetRecord
+from spendstream.alerts.budgets import BudgetBook
 from spendstream.alerts.keyspace import KeySpace
-from spendstream.common.erasure import DeletionCommand, DeletionReport, StoreCount, Verification
-from spendstream.common.topics import BUDGETS, DELETION_REPORTS, topic_name
-
-log = logging.getLogger(__name__)
+from spendstream.common.erasure import DeletionCommand, DeletionReport, Owner, StoreCount, Verification
+from spendstream.common.records import BudgetRecord
+from spendstream.common.topics import BUDGETS
 
 
 class Eraser:
-    def __init__(
-        self, redis: aioredis.Redis, keys: KeySpace, book: BudgetBook, broker: KafkaBroker, topic_prefix: str
-    ) -> None:
+    owner: Owner = "alerts"
+
+    def __init__(self, redis: aioredis.Redis, keys: KeySpace, book: BudgetBook) -> None:
         self._redis = redis
         self._keys = keys
         self._book = book
-        self._broker = broker
-        self._reports = topic_name(DELETION_REPORTS, topic_prefix)
-        self._budgets_topic = topic_name(BUDGETS, topic_prefix)
 
     def _budgets(self, command: DeletionCommand) -> list[BudgetRecord]:
         scope = command.scope
@@ -60,7 +55,14 @@ class Eraser:
                 found.append(key)
         return found
 
-    async def handle(self, command: DeletionCommand) -> DeletionReport:
+    async def forget(self, budget: BudgetRecord) -> None:
+        """A deleted budget's markers and delivery log go with it."""
+        found = await self._scan([self._keys.budget_pattern(budget.workspace_id, budget.budget_id)])
+        for start in range(0, len(found), 500):
+            await self._redis.delete(*found[start : start + 500])
+
+    async def erase(self, command: DeletionCommand) -> DeletionReport:
+        """Delete (if anything is left) and verify; a repeated command finds zero before and reports again."""
         await self._book.table.catch_up()
         budgets = self._budgets(command)
         # Budget ids are remembered in the key patterns before the tombstones remove them from the table.
@@ -99,6 +101,4 @@ class Eraser:
             reason=None if status == "done" else "leftovers_found",
             finished_at=datetime.now(UTC),
         )
-        await self._broker.publish(report.model_dump_json().encode(), self._reports, key=command.request_id.encode())
-        log.info("erasure done", extra={"request_id": command.request_id, "status": status})
         return report

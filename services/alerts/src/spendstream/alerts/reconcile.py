@@ -16,10 +16,10 @@ from decimal import Decimal
 import httpx
 
 from spendstream.alerts import metrics
-from spendstream.alerts.budgets import BudgetRecord
 from spendstream.alerts.keyspace import KeySpace
 from spendstream.alerts.periods import month_end, month_id, month_start, to_nanos
 from spendstream.alerts.spend import DAY_KEEP, MONTH_KEEP, SpendCounter
+from spendstream.common.records import BudgetRecord
 
 log = logging.getLogger(__name__)
 

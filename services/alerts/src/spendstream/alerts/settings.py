@@ -12,7 +12,6 @@ class AlertsSettings(BaseServiceSettings):
     group_id: str = "spendstream-alerts"
     # Deliveries read alerts.fired.v1 in their own group, so a slow webhook never holds back spend counting.
     delivery_group_id: str = "spendstream-alerts-delivery"
-    erasure_group_id: str = "spendstream-alerts-erasure"
     batch_max_records: int = Field(default=200, ge=1)
     batch_timeout_ms: int = Field(default=100, ge=1)
     # Every budget is re-evaluated this often even without new events: a lowered budget, a forecast, and an

@@ -26,8 +26,7 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from spendstream.alerts.budgets import BudgetRecord
-from spendstream.alerts.fired import FiredAlert, Kind, alert_id
+from spendstream.alerts.fired import alert_id
 from spendstream.alerts.keyspace import KeySpace
 from spendstream.alerts.periods import (
     GRACE,
@@ -40,6 +39,7 @@ from spendstream.alerts.periods import (
     trailing_days,
 )
 from spendstream.alerts.spend import SpendCounter
+from spendstream.common.records import AlertKind, BudgetRecord, FiredAlert
 
 log = logging.getLogger(__name__)
 REVISION_KEEP_SECONDS = 400 * 24 * 3600
@@ -232,7 +232,7 @@ class Evaluator:
         marker: str,
         expires: datetime,
         now: datetime,
-        kind: Kind,
+        kind: AlertKind,
         fields: dict[str, object],
     ) -> FiredAlert | None:
         key = self._keys.marker(budget.workspace_id, budget.budget_id, period, marker)

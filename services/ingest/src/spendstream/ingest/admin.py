@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict
 
 from spendstream.common.erasure import LifecycleEvent
-from spendstream.common.tenants import KeyDirectory, KeyRing, Scope, WorkspaceRecord
+from spendstream.common.records import WorkspaceRecord
+from spendstream.common.tenants import KeyDirectory, KeyRing, Scope
 from spendstream.ingest.workspaces import ControlPlane, IssuedKey, WorkspaceDirectory
 
 

@@ -13,19 +13,19 @@ from __future__ import annotations
 from datetime import timedelta
 
 from faststream import AckPolicy
-from faststream.kafka import KafkaMessage
 
-from spendstream.common.kafka import make_broker, raw_body, tolerant_parser
+from spendstream.common.erasure_owner import serve_erasure
+from spendstream.common.kafka import RawBatch, make_broker, subscribe_batch
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
-from spendstream.common.topics import DELETION_COMMANDS, INGEST_RAW, topic_name
+from spendstream.common.topics import INGEST_RAW
 from spendstream.ingest.admin import Admin
 from spendstream.ingest.admin_api import build_admin_router
 from spendstream.ingest.api import build_router
 from spendstream.ingest.auth import require
 from spendstream.ingest.batches import BatchAcceptor
 from spendstream.ingest.dedupe import Deduplicator
-from spendstream.ingest.erasure import ERASURE_GROUP, Eraser
+from spendstream.ingest.erasure import Eraser
 from spendstream.ingest.intake import RawIntake
 from spendstream.ingest.limits import Limiter
 from spendstream.ingest.redis_client import redis_client
@@ -68,59 +68,33 @@ def create_service(settings: IngestSettings) -> Service:
         workspaces=workspaces,
         redis=redis,
         redis_prefix=settings.redis_prefix,
-        broker=broker,
         topic_prefix=prefix,
     )
 
-    @broker.subscriber(
-        topic_name(INGEST_RAW, prefix),
-        group_id=f"{prefix}{settings.raw_intake_group_id}",
-        batch=True,
-        max_records=settings.raw_batch_max_records,
-        batch_timeout_ms=settings.raw_batch_timeout_ms,
-        auto_offset_reset="earliest",
-        parser=tolerant_parser,
-        decoder=raw_body,
+    async def on_raw_records(batch: RawBatch) -> None:
+        await intake.handle_batch(batch.records)
+
+    subscribe_batch(
+        broker,
+        INGEST_RAW,
+        prefix=prefix,
+        group=settings.raw_intake_group_id,
+        handler=on_raw_records,
         # Committed only after every record of the batch was forwarded or rejected; a failed forward brings
         # the batch again (intake.py: what that means for the records already forwarded).
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_records=settings.raw_batch_max_records,
+        batch_timeout_ms=settings.raw_batch_timeout_ms,
     )
-    async def on_raw_records(msg: KafkaMessage) -> None:
-        await intake.handle_batch(msg.raw_message)
-
-    @broker.subscriber(
-        topic_name(DELETION_COMMANDS, prefix),
-        group_id=f"{prefix}{ERASURE_GROUP}",
-        auto_offset_reset="earliest",
-        parser=tolerant_parser,
-        decoder=raw_body,
-        # Committed only after the report is out: a crash mid-erasure resumes it (every step is idempotent).
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
-    async def on_deletion_command(msg: KafkaMessage) -> None:
-        await eraser.handle(msg.body)
-
-    state = {"ready": False}
-
-    async def start() -> None:
-        # Tables first: the consumers authenticate against them from their first record on.
-        await keys.table.start()
-        await keyring.table.start()
-        await workspaces.table.start()
-        await broker.start()
-        state["ready"] = True
-
-    async def stop() -> None:
-        state["ready"] = False
-        await broker.stop()
-        await workspaces.table.stop()
-        await keyring.table.stop()
-        await keys.table.stop()
-        await redis.aclose()
+    serve_erasure(broker, eraser, prefix)
 
     admin = Admin(control, keys, keyring, workspaces)
     routers = [
         build_router(settings, acceptor, workspaces, require(keys, workspaces, "ingest")),
         build_admin_router(admin, require(keys, workspaces, "admin", allow_cancelled=True)),
     ]
-    return Service("ingest", routers=list(routers), start=start, stop=stop, ready=lambda: state["ready"])
+    service = Service("ingest", routers=routers)
+    # Tables first: the consumers authenticate against them from their first record on.
+    service.on_start(keys.table.start, keyring.table.start, workspaces.table.start, broker.start)
+    service.on_stop(broker.stop, workspaces.table.stop, keyring.table.stop, keys.table.stop, redis.aclose)
+    return service

@@ -9,34 +9,29 @@ For a workspace scope, in this order (each step idempotent, so a repeated or res
      refuses it and the id is never reissued;
   4. delete every ingest Redis key of the workspace (dedupe ids, rate bucket, quota counters);
   5. catch the replayed tables up and SCAN Redis again: the verifications must find nothing;
-  6. publish a DeletionReport (owner "ingest") on `retention.reports.v1`.
+  6. return the DeletionReport (owner "ingest"); `erasure_owner.serve_erasure` publishes it.
 A customer scope finds nothing to delete: ingest keeps no per-customer state (tags travel only inside
 encrypted envelopes), and the report says so with a zero-count verification.
-The subscriber commits only after the report is published (NACK_ON_ERROR), so a crash resumes the command.
+The command is committed only after the report is published, so a crash resumes the command.
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
-from faststream.kafka import KafkaBroker
-from pydantic import ValidationError
 
-from spendstream.common.erasure import DeletionCommand, DeletionReport, StoreCount, Verification
+from spendstream.common.erasure import DeletionCommand, DeletionReport, Owner, StoreCount, Verification
 from spendstream.common.redis_keys import tenant_pattern
 from spendstream.common.tenants import KeyDirectory, KeyRing
-from spendstream.common.topics import API_KEYS, DATA_KEYS, DELETION_REPORTS, WORKSPACES, topic_name
+from spendstream.common.topics import API_KEYS, DATA_KEYS, WORKSPACES, topic_name
 from spendstream.ingest import metrics
 from spendstream.ingest.workspaces import ControlPlane, WorkspaceDirectory
 
-log = logging.getLogger(__name__)
-
-ERASURE_GROUP = "spendstream-ingest-erasure"
-
 
 class Eraser:
+    owner: Owner = "ingest"
+
     def __init__(
         self,
         *,
@@ -46,7 +41,6 @@ class Eraser:
         workspaces: WorkspaceDirectory,
         redis: aioredis.Redis,
         redis_prefix: str,
-        broker: KafkaBroker,
         topic_prefix: str,
     ) -> None:
         self._control = control
@@ -55,35 +49,16 @@ class Eraser:
         self._workspaces = workspaces
         self._redis = redis
         self._redis_prefix = redis_prefix
-        self._broker = broker
         self._topic_prefix = topic_prefix
-
-    async def handle(self, raw: bytes | None) -> None:
-        try:
-            command = DeletionCommand.model_validate_json(raw or b"")
-        except ValidationError:
-            # Not a command we can act on; skipping it cannot delete too little, retention re-sends on timeout.
-            log.error("skipping an unparsable deletion command")
-            return
-        report = await self.erase(command)
-        await self._broker.publish(
-            report.model_dump_json().encode(),
-            topic_name(DELETION_REPORTS, self._topic_prefix),
-            key=command.request_id.encode(),
-        )
-        scope = "customer" if command.scope.customer_id is not None else "workspace"
-        metrics.ERASURES.labels(scope, report.status).inc()
-        log.info(
-            "deletion command carried out",
-            extra={
-                "request_id": command.request_id,
-                "workspace_id": command.scope.workspace_id,
-                "status": report.status,
-            },
-        )
 
     async def erase(self, command: DeletionCommand) -> DeletionReport:
         """Delete (if anything is left) and verify; a repeated command finds zero before and reports again."""
+        report = await self._erase(command)
+        scope = "customer" if command.scope.customer_id is not None else "workspace"
+        metrics.ERASURES.labels(scope, report.status).inc()
+        return report
+
+    async def _erase(self, command: DeletionCommand) -> DeletionReport:
         if command.scope.customer_id is not None:
             return self._report(
                 command,

@@ -10,10 +10,11 @@ from faststream.kafka import KafkaBroker
 
 from spendstream.common import crypto
 from spendstream.common.erasure import LifecycleEvent
-from spendstream.common.kafka import CompactedTable
+from spendstream.common.kafka import CompactedTable, Publisher
+from spendstream.common.records import ApiKeyRecord, WorkspaceRecord
 from spendstream.common.settings import BaseServiceSettings
-from spendstream.common.tenants import ApiKeyRecord, Scope, WorkspaceRecord, generate_key, hash_key
-from spendstream.common.topics import API_KEYS, DATA_KEYS, LIFECYCLE, WORKSPACES, topic_name
+from spendstream.common.tenants import Scope, generate_key, hash_key
+from spendstream.common.topics import API_KEYS, DATA_KEYS, LIFECYCLE, WORKSPACES
 
 PLANS: dict[str, int] = {"free": 100_000, "team": 10_000_000, "enterprise": -1}
 
@@ -30,10 +31,11 @@ class ControlPlane:
 
     def __init__(self, settings: BaseServiceSettings, broker: KafkaBroker) -> None:
         self._settings = settings
-        self._broker = broker
-
-    async def _put(self, topic: str, key: str, value: bytes | None) -> None:
-        await self._broker.publish(value, topic, key=key.encode())
+        prefix = settings.topic_prefix
+        self._data_keys = Publisher(broker, DATA_KEYS, prefix)
+        self._workspaces = Publisher(broker, WORKSPACES, prefix)
+        self._api_keys = Publisher(broker, API_KEYS, prefix)
+        self._lifecycle = Publisher(broker, LIFECYCLE, prefix)
 
     async def create_workspace(self, name: str, plan: str = "free") -> tuple[WorkspaceRecord, list[IssuedKey]]:
         if plan not in PLANS:
@@ -48,16 +50,8 @@ class ControlPlane:
         )
         # Data key first: no envelope may ever name a key that consumers cannot find.
         key_set = crypto.new_key_set(workspace.workspace_id, self._settings.kek_bytes(), self._settings.kek_id)
-        await self._put(
-            topic_name(DATA_KEYS, self._settings.topic_prefix),
-            workspace.workspace_id,
-            key_set.model_dump_json().encode(),
-        )
-        await self._put(
-            topic_name(WORKSPACES, self._settings.topic_prefix),
-            workspace.workspace_id,
-            workspace.model_dump_json().encode(),
-        )
+        await self._data_keys.publish(key_set, workspace.workspace_id)
+        await self._workspaces.publish(workspace, workspace.workspace_id)
         keys = [await self.issue_key(workspace.workspace_id, scope) for scope in ("ingest", "read", "admin")]
         return workspace, keys
 
@@ -70,41 +64,31 @@ class ControlPlane:
             scope=scope,
             created_at=datetime.now(UTC),
         )
-        await self._put(
-            topic_name(API_KEYS, self._settings.topic_prefix), record.key_hash, record.model_dump_json().encode()
-        )
+        await self._api_keys.publish(record, record.key_hash)
         return IssuedKey(key=key, key_id=record.key_id, scope=scope)
 
     async def revoke_key(self, record: ApiKeyRecord) -> None:
         revoked = record.model_copy(update={"revoked_at": datetime.now(UTC)})
-        await self._put(
-            topic_name(API_KEYS, self._settings.topic_prefix), record.key_hash, revoked.model_dump_json().encode()
-        )
+        await self._api_keys.publish(revoked, record.key_hash)
 
     async def put_workspace(self, record: WorkspaceRecord) -> None:
-        await self._put(
-            topic_name(WORKSPACES, self._settings.topic_prefix), record.workspace_id, record.model_dump_json().encode()
-        )
+        await self._workspaces.publish(record, record.workspace_id)
 
     async def tombstone_key(self, key_hash: str) -> None:
         """Remove an API key record for good (erasure): compaction drops every earlier value of it."""
-        await self._put(topic_name(API_KEYS, self._settings.topic_prefix), key_hash, None)
+        await self._api_keys.tombstone(key_hash)
 
     async def shred_data_keys(self, workspace_id: str) -> None:
         """Tombstone the workspace's data-key set: every envelope encrypted under it becomes unreadable."""
-        await self._put(topic_name(DATA_KEYS, self._settings.topic_prefix), workspace_id, None)
+        await self._data_keys.tombstone(workspace_id)
 
     async def announce(self, event: LifecycleEvent) -> None:
         """Tell retention about a cancellation or reactivation (it schedules or cancels the deletion)."""
-        await self._put(
-            topic_name(LIFECYCLE, self._settings.topic_prefix), event.workspace_id, event.model_dump_json().encode()
-        )
+        await self._lifecycle.publish(event, event.workspace_id)
 
     async def rotate_data_key(self, key_set: crypto.WrappedKeySet) -> crypto.WrappedKeySet:
         rotated = crypto.rotate(key_set, self._settings.kek_bytes())
-        await self._put(
-            topic_name(DATA_KEYS, self._settings.topic_prefix), key_set.workspace_id, rotated.model_dump_json().encode()
-        )
+        await self._data_keys.publish(rotated, key_set.workspace_id)
         return rotated
 
 
@@ -112,9 +96,7 @@ class WorkspaceDirectory:
     """Workspace records replayed from `ingest.workspaces.v1`: plan, quota and status of every workspace."""
 
     def __init__(self, settings: BaseServiceSettings) -> None:
-        self.table: CompactedTable[WorkspaceRecord] = CompactedTable(
-            settings, WORKSPACES, WorkspaceRecord.model_validate_json
-        )
+        self.table: CompactedTable[WorkspaceRecord] = CompactedTable(settings, WORKSPACES)
 
     def get(self, workspace_id: str) -> WorkspaceRecord | None:
         return self.table.get(workspace_id)

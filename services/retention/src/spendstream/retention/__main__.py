@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Sequence
 
-from spendstream.common import logs
-from spendstream.common.service import build_http_app, serve
+from spendstream.common.service import entrypoint
 from spendstream.retention.app import create_service
 from spendstream.retention.settings import RetentionSettings
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    settings = RetentionSettings()
-    if "--check" in args:
-        settings.kek_bytes()
-        print("retention configuration is valid")
-        return 0
-    logs.configure(settings.log_level)
-    serve(
-        build_http_app([create_service(settings)], title="spendstream retention"),
-        settings.http_host,
-        settings.http_port,
-    )
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    return entrypoint("retention", RetentionSettings, create_service, argv)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from spendstream.common.erasure import DeletionRequest
 from spendstream.common.tenants import Principal
 from spendstream.retention.clock import Clock
-from spendstream.retention.requests import DeletionRequest, RequestView, new_request_id
+from spendstream.retention.requests import RequestView, new_request_id
 from spendstream.retention.saga import Coordinator, RequestConflict
 
 

@@ -22,10 +22,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from spendstream.common.kafka import CompactedTable, make_broker
-from spendstream.common.topics import DELETION_REQUESTS, topic_name
+from spendstream.common.erasure import DeletionRequest
+from spendstream.common.kafka import CompactedTable, Publisher, make_broker
+from spendstream.common.topics import DELETION_REQUESTS
 from spendstream.retention.receipts import subject_hash
-from spendstream.retention.requests import DeletionRequest, RequestView, new_request_id
+from spendstream.retention.requests import RequestView, new_request_id
 from spendstream.retention.schedules import Schedules
 from spendstream.retention.settings import RetentionSettings
 from spendstream.retention.windows import check_topics
@@ -74,9 +75,7 @@ def _print(value: object) -> None:
 
 async def _find(settings: RetentionSettings, request_id: str, workspace_id: str | None) -> list[DeletionRequest]:
     """The requests with this id, one per workspace (only `workspace_id`'s if given), by workspace id."""
-    table: CompactedTable[DeletionRequest] = CompactedTable(
-        settings, DELETION_REQUESTS, DeletionRequest.model_validate_json
-    )
+    table: CompactedTable[DeletionRequest] = CompactedTable(settings, DELETION_REQUESTS)
     await table.start()
     try:
         values = table.values()
@@ -96,11 +95,11 @@ async def _read(settings: RetentionSettings, workspace_id: str, request_id: str)
     return found[0] if found else None
 
 
-async def _publish(settings: RetentionSettings, topic: str, key: str, value: bytes) -> None:
+async def _publish(settings: RetentionSettings, request: DeletionRequest) -> None:
     broker = make_broker(settings, "cli")
     await broker.connect()
     try:
-        await broker.publish(value, topic, key=key.encode())
+        await Publisher(broker, DELETION_REQUESTS, settings.topic_prefix).publish(request, request.key)
     finally:
         await broker.stop()
 
@@ -118,12 +117,7 @@ async def _submit(args: argparse.Namespace) -> int:
             requested_by="cli",
             requested_at=datetime.now(UTC),
         )
-        await _publish(
-            settings,
-            topic_name(DELETION_REQUESTS, settings.topic_prefix),
-            request.key,
-            request.model_dump_json().encode(),
-        )
+        await _publish(settings, request)
         current: DeletionRequest | None = request
     else:
         current = existing  # a replayed request id: nothing new is asked, the known state is shown

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from spendstream.common.erasure import DeletionReport, Owner, StoreCount, Verification
+from spendstream.common.erasure import DeletionReport, OwnerReceipt
 
 _SUBJECT_KEY_LABEL = b"spendstream/receipt-subject/v1"
 
@@ -27,40 +23,6 @@ def subject_hash(kek: bytes, workspace_id: str, customer_id: str) -> str:
     key = hmac.new(kek, _SUBJECT_KEY_LABEL, hashlib.sha256).digest()
     digest = hmac.new(key, f"{workspace_id}|{customer_id}".encode(), hashlib.sha256).hexdigest()
     return f"hmac-sha256:{digest}"
-
-
-class OwnerReceipt(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    owner: Owner
-    status: Literal["done", "failed"]
-    counts: list[StoreCount]
-    verifications: list[Verification]
-    reason: str | None
-    finished_at: datetime
-
-
-class Receipt(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    v: Literal[1] = 1
-    request_id: str
-    workspace_id: str
-    subject: Literal["workspace", "customer"]
-    customer_hash: str | None
-    subject_key_id: str | None  # the KEK id the hash was keyed with
-    origin: str
-    requested_by: str
-    requested_at: datetime
-    completed_at: datetime
-    status: Literal["verified", "failed"]
-    reason: str | None
-    rows_before: int
-    rows_after: int
-    owners: list[OwnerReceipt]
-
-    def owner_names(self) -> list[str]:
-        return [o.owner for o in self.owners]
 
 
 def _scrub(text: str, customer_id: str | None, replacement: str | None) -> str:

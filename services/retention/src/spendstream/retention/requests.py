@@ -14,68 +14,17 @@ its keyed hash stays) and the compacted topic forgets the earlier records that h
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Literal
 
 import uuid_utils
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
-from spendstream.common.erasure import DeletionReport, ErasureScope
-from spendstream.retention.receipts import Receipt
-
-State = Literal["requested", "executing", "verified", "failed"]
-Origin = Literal["http", "cli", "kafka", "lifecycle"]
-TERMINAL: frozenset[str] = frozenset({"verified", "failed"})
-REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from spendstream.common.erasure import DeletionRequest, Origin, Receipt, State
 
 
 def new_request_id() -> str:
     return f"del_{uuid_utils.uuid7().hex}"
-
-
-def request_key(workspace_id: str, request_id: str) -> str:
-    """The key of a request on `retention.requests.v1` and of its receipt on `audit.receipts.v1`."""
-    # A request id cannot hold "/", so the key names exactly one (workspace, request id) pair.
-    return f"{workspace_id}/{request_id}"
-
-
-class DeletionRequest(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    request_id: str
-    workspace_id: str
-    customer_id: str | None = None  # raw only while the request runs; None in the final record
-    customer_hash: str | None = None
-    origin: Origin = "kafka"
-    requested_by: str  # an API key id, "cli", "lifecycle:cancelled", a tool's name: never a key or a person
-    requested_at: datetime
-    state: State = "requested"
-    revision: int = 0
-    attempts: int = 0
-    commanded_at: datetime | None = None
-    updated_at: datetime | None = None
-    reports: dict[str, DeletionReport] = Field(default_factory=dict)  # owner -> latest report (while running)
-    reason: str | None = None
-    receipt: Receipt | None = None
-
-    @field_validator("request_id")
-    @classmethod
-    def _id_chars(cls, value: str) -> str:
-        if not REQUEST_ID.match(value):
-            raise ValueError("request_id must match [A-Za-z0-9_-]{1,64}")
-        return value
-
-    @property
-    def key(self) -> str:
-        return request_key(self.workspace_id, self.request_id)
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL
-
-    def scope(self) -> ErasureScope:
-        return ErasureScope(workspace_id=self.workspace_id, customer_id=self.customer_id)
 
 
 class RequestView(BaseModel):

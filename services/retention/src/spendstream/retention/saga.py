@@ -21,14 +21,13 @@ import logging
 
 from faststream.kafka import KafkaBroker
 
-from spendstream.common.erasure import OWNERS, DeletionCommand, DeletionReport
-from spendstream.common.kafka import CompactedTable
+from spendstream.common.erasure import OWNERS, DeletionCommand, DeletionReport, DeletionRequest, Receipt, request_key
+from spendstream.common.kafka import CompactedTable, Publisher
 from spendstream.common.service import cancel_and_wait
-from spendstream.common.topics import AUDIT, DELETION_COMMANDS, DELETION_REQUESTS, topic_name
+from spendstream.common.topics import AUDIT, DELETION_COMMANDS, DELETION_REQUESTS
 from spendstream.retention import metrics
 from spendstream.retention.clock import Clock
-from spendstream.retention.receipts import Receipt, owner_receipt, residue, subject_hash
-from spendstream.retention.requests import DeletionRequest, request_key
+from spendstream.retention.receipts import owner_receipt, residue, subject_hash
 from spendstream.retention.settings import RetentionSettings
 
 log = logging.getLogger(__name__)
@@ -41,12 +40,11 @@ class RequestConflict(Exception):
 class Coordinator:
     def __init__(self, settings: RetentionSettings, broker: KafkaBroker, clock: Clock) -> None:
         self._settings = settings
-        self._broker = broker
         self._clock = clock
         self._kek = settings.kek_bytes()
-        self._requests_topic = topic_name(DELETION_REQUESTS, settings.topic_prefix)
-        self._commands_topic = topic_name(DELETION_COMMANDS, settings.topic_prefix)
-        self._audit_topic = topic_name(AUDIT, settings.topic_prefix)
+        self._requests = Publisher(broker, DELETION_REQUESTS, settings.topic_prefix)
+        self._commands = Publisher(broker, DELETION_COMMANDS, settings.topic_prefix)
+        self._receipts = Publisher(broker, AUDIT, settings.topic_prefix)
         # The newest state of each request by its key, as retention wrote or adopted it (highest revision
         # wins); the table is the literal log, whose latest record a duplicate submission may have overwritten.
         self._state: dict[str, DeletionRequest] = {}
@@ -55,7 +53,7 @@ class Coordinator:
         # so compaction drops them (they may hold the raw customer id).
         self._strays: dict[str, set[str]] = {}
         self.table: CompactedTable[DeletionRequest] = CompactedTable(
-            settings, DELETION_REQUESTS, DeletionRequest.model_validate_json, on_change=self._observed
+            settings, DELETION_REQUESTS, on_change=self._observed
         )
         self._lock = asyncio.Lock()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -180,9 +178,7 @@ class Coordinator:
         command = DeletionCommand(
             request_id=request.request_id, scope=request.scope(), issued_at=request.commanded_at or self._clock.now()
         )
-        await self._broker.publish(
-            command.model_dump_json().encode(), self._commands_topic, key=request.request_id.encode()
-        )
+        await self._commands.publish(command, request.request_id)
         metrics.COMMANDS.inc()
         log.info(
             "deletion command sent", extra={"request_id": request.request_id, "workspace_id": request.workspace_id}
@@ -261,7 +257,7 @@ class Coordinator:
             rows_after=sum(c.after for o in owners for c in o.counts),
             owners=owners,
         )
-        await self._broker.publish(receipt.model_dump_json().encode(), self._audit_topic, key=request.key.encode())
+        await self._receipts.publish(receipt, request.key)
         # The final record forgets the raw customer id and the owners' raw reports (which name it).
         await self._write(
             request.model_copy(
@@ -284,10 +280,10 @@ class Coordinator:
         known = self._state.get(request.key)
         revision = max(request.revision, (known.revision + 1) if known is not None else 1)
         stored = request.model_copy(update={"revision": revision, "updated_at": self._clock.now()})
-        await self._broker.publish(stored.model_dump_json().encode(), self._requests_topic, key=stored.key.encode())
+        await self._requests.publish(stored, stored.key)
         self._state[stored.key] = stored
         # Only after the request is safe under its own key: a crash before this line leaves the stray record,
         # which the next start moves again.
         for stray in sorted(self._strays.pop(stored.key, set())):
-            await self._broker.publish(None, self._requests_topic, key=stray.encode())
+            await self._requests.tombstone(stray)
         return stored

@@ -37,9 +37,7 @@ class Schedules:
         self, settings: RetentionSettings, on_change: Callable[[str, LifecycleEvent | None], None] | None = None
     ) -> None:
         self._grace = timedelta(days=settings.cancellation_grace_days)
-        self.table: CompactedTable[LifecycleEvent] = CompactedTable(
-            settings, LIFECYCLE, LifecycleEvent.model_validate_json, on_change=on_change
-        )
+        self.table: CompactedTable[LifecycleEvent] = CompactedTable(settings, LIFECYCLE, on_change=on_change)
 
     def of(self, event: LifecycleEvent) -> Schedule | None:
         if event.kind == "reactivated":

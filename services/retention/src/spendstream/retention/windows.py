@@ -2,7 +2,7 @@
 
 | data                               | kept                       | enforced by                                    |
 |------------------------------------|----------------------------|------------------------------------------------|
-| raw events, daily rollups (ClickHouse) | 12 months (1-13)       | rollup: table TTLs + `erasure.Sweeper` (*) |
+| raw events, daily rollups (ClickHouse) | 12 months (1-13)       | rollup: table TTLs + `sweeper.Sweeper` (*) |
 | monthly quota counters (Redis)     | month + 3 months           | ingest: EXPIREAT on every counter              |
 | delivery logs (webhooks, e-mail)   | 30 days                    | alerts: `delivery_log_days`                    |
 | raw Kafka topics                   | days (`retention.ms`)      | broker topic configs, checked here             |
@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from spendstream.common.settings import BaseServiceSettings
-from spendstream.common.topics import ALL_TOPICS, DAY_MS, Topic, topic_name
+from spendstream.common.topics import ALL_TOPICS, DAY_MS, AnyTopic, topic_name
 
 # Append-only topics hold tenant data in the clear (routing metadata) or encrypted: none may outlive the
 # 30 days the product promises for a deletion.
@@ -26,11 +26,11 @@ MAX_DELETE_TOPIC_RETENTION_MS = 30 * DAY_MS
 CHECKED = ("cleanup.policy", "retention.ms", "segment.ms", "max.compaction.lag.ms", "message.timestamp.type")
 
 
-def expected(topic: Topic) -> dict[str, str]:
+def expected(topic: AnyTopic) -> dict[str, str]:
     return {k: v for k, v in topic.configs().items() if k in CHECKED}
 
 
-def policy_problems(topics: tuple[Topic, ...]) -> list[str]:
+def policy_problems(topics: tuple[AnyTopic, ...]) -> list[str]:
     """Declared append-only topics that would keep data longer than 30 days."""
     return [
         f"{t.name}: declared retention exceeds 30 days"
@@ -39,7 +39,7 @@ def policy_problems(topics: tuple[Topic, ...]) -> list[str]:
     ]
 
 
-async def check_topics(settings: BaseServiceSettings, topics: tuple[Topic, ...] = ALL_TOPICS) -> list[str]:
+async def check_topics(settings: BaseServiceSettings, topics: tuple[AnyTopic, ...] = ALL_TOPICS) -> list[str]:
     """Every way the live topic configs differ from the registry or exceed the policy; empty when all agree."""
     problems = policy_problems(topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)

@@ -32,10 +32,7 @@ def _utc(value: datetime) -> datetime:
 class ErasedSubjects:
     def __init__(self, client: Client, database: str) -> None:
         self._client = client
-        self._db = database
-        client.command(f"""CREATE TABLE IF NOT EXISTS {database}.erased_subjects (
-            workspace_id LowCardinality(String), subject_hash String, erased_at DateTime64(3, 'UTC'))
-            ENGINE = ReplacingMergeTree(erased_at) ORDER BY (workspace_id, subject_hash)""")
+        self._db = database  # erased_subjects: schema.py, migration 6
         rows = client.query(
             f"SELECT workspace_id, subject_hash, max(erased_at) FROM {database}.erased_subjects "
             "GROUP BY workspace_id, subject_hash"

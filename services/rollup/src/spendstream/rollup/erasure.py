@@ -1,4 +1,4 @@
-"""rollup's part of the erasure saga (ClickHouse is rollup's alone), and the sweeper for expired rows.
+"""rollup's part of the erasure saga: ClickHouse is rollup's alone.
 
 For a `DeletionCommand` on `retention.commands.v1`:
   1. a repeated request id answers with the report stored the first time (`erasure_log`): same counts;
@@ -12,6 +12,7 @@ For a `DeletionCommand` on `retention.commands.v1`:
   5. count with `apply_deleted_mask = 0` (masked rows would still count); anything left (the reconciler
      raced us) is deleted again, three passes at most; the report says what stayed.
 A failure at 2 or 3 (timeout) is reported as failed with a code; retention sends the command again.
+The report is returned to `erasure_owner.serve_erasure`, which publishes it before the command is committed.
 Verification queries name placeholders, never values: reports travel on Kafka and end in receipts.
 """
 
@@ -20,21 +21,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from clickhouse_connect.driver.client import Client
-from faststream.kafka import KafkaBroker
-from pydantic import ValidationError
 
-from spendstream.common.erasure import DeletionCommand, DeletionReport, ErasureScope, StoreCount, Verification
-from spendstream.common.service import cancel_and_wait
+from spendstream.common.erasure import (
+    DeletionCommand,
+    DeletionReport,
+    ErasureScope,
+    Owner,
+    StoreCount,
+    Verification,
+)
 from spendstream.common.tenants import KeyRing
-from spendstream.common.topics import DELETION_REPORTS, USAGE_EVENTS, topic_name
+from spendstream.common.topics import USAGE_EVENTS, topic_name
 from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.settings import RollupSettings
 
@@ -62,11 +66,7 @@ class ClickHouseEraser:
 
     def __init__(self, client: Client, database: str) -> None:
         self._client = client
-        self.db = database
-        client.command(f"""CREATE TABLE IF NOT EXISTS {database}.erasure_log (
-            request_id String, report String, recorded_at DateTime64(3, 'UTC') DEFAULT now64(3))
-            ENGINE = ReplacingMergeTree ORDER BY request_id
-            TTL toDateTime(recorded_at) + INTERVAL 90 DAY""")
+        self.db = database  # erasure_log: schema.py, migration 6
 
     def tables(self, scope: ErasureScope) -> list[str]:
         """Every MergeTree table of the database holding the scope's columns (views hold no rows)."""
@@ -133,7 +133,9 @@ class ClickHouseEraser:
 
 
 class RollupErasure:
-    """Answers deletion commands for rollup's ClickHouse data and sweeps rows past their retention."""
+    """Carries out deletion commands on rollup's ClickHouse data."""
+
+    owner: Owner = "rollup"
 
     def __init__(
         self,
@@ -141,7 +143,6 @@ class RollupErasure:
         client: Client,
         settings: RollupSettings,
         keyring: KeyRing,
-        broker: KafkaBroker,
         writer_lock: asyncio.Lock | None = None,
         wait_seconds: float = 60.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -149,42 +150,19 @@ class RollupErasure:
     ) -> None:
         self._erased = erased
         self.clickhouse = ClickHouseEraser(client, settings.clickhouse_database)
-        self.sweeper = Sweeper(client, settings.clickhouse_database)
         self._settings = settings
         self._keyring = keyring
-        self._broker = broker
         self._wait = wait_seconds
         self._now = now
-        self._reports_topic = topic_name(DELETION_REPORTS, settings.topic_prefix)
         self._usage_topic = topic_name(USAGE_EVENTS, settings.topic_prefix)
         self._usage_group = f"{settings.topic_prefix}{settings.group_id}"
         self._lock = asyncio.Lock()
         # The consumer's writes and the reconciler hold this lock: without it, a reconcile pass that read the
         # raw table before our delete could write its correction into the rollup after it.
         self._writer_lock = writer_lock or asyncio.Lock()
-        self._sweeping: asyncio.Task[None] | None = None
-
-    def start(self, sweep_every: timedelta = timedelta(hours=1)) -> None:
-        self._sweeping = asyncio.create_task(
-            sweep_forever(self.sweeper, sweep_every, self._now, self._writer_lock), name="rollup:sweeper"
-        )
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._sweeping)
-
-    async def handle(self, raw: bytes) -> None:
-        """One command in, one report out (published before the command's offset is committed)."""
-        try:
-            command = DeletionCommand.model_validate_json(raw)
-        except ValidationError:
-            log.error("skipping unparsable deletion command")
-            return
-        report = await self.erase(command)
-        await self._broker.publish(
-            report.model_dump_json().encode(), self._reports_topic, key=command.request_id.encode()
-        )
 
     async def erase(self, command: DeletionCommand) -> DeletionReport:
+        """Delete and verify; a repeated request id answers with the report stored the first time."""
         # Request ids are per workspace: logged under both, one workspace's request never answers for another's.
         logged = f"{command.scope.workspace_id}/{command.request_id}"
         async with self._lock:  # one mutation at a time: they queue in ClickHouse anyway
@@ -264,78 +242,3 @@ class RollupErasure:
         finally:
             await admin.close()
             await consumer.stop()
-
-
-_TTL = re.compile(r"\bTTL\s+(.+?)(?:\s+SETTINGS\s|$)", re.S)
-
-
-class Sweeper:
-    """What TTL cannot do: expiry on a clock of our choosing, now, and physically.
-
-    ClickHouse applies a TTL only when it merges a part (by default at most every few hours, and never for
-    a part nobody merges), against the server's clock. The sweeper evaluates each table's own TTL
-    expression against an injected `now`: partitions wholly expired are dropped (instant), partly expired
-    ones get a synchronous DELETE mutation. The TTLs stay as the backstop.
-    """
-
-    def __init__(self, client: Client, database: str) -> None:
-        self._client = client
-        self.db = database
-
-    def ttl_expressions(self) -> dict[str, str]:
-        rows = self._client.query(
-            "SELECT name, engine_full FROM system.tables WHERE database = {db:String} AND engine LIKE '%MergeTree'",
-            parameters={"db": self.db},
-        ).result_rows
-        found = {}
-        for name, engine_full in rows:
-            match = _TTL.search(engine_full)
-            if match and name != "erasure_log":
-                found[name] = match.group(1).strip()
-        return found
-
-    def sweep(self, now: datetime) -> list[StoreCount]:
-        """Remove every row whose TTL has passed at `now`; returns expired rows per table, before and after."""
-        counts = []
-        params = {"now": now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")}
-        for table, ttl in sorted(self.ttl_expressions().items()):
-            expired = f"({ttl}) <= toDateTime({{now:String}}, 'UTC')"
-            parts = self._client.query(
-                f"SELECT _partition_id, countIf({expired}), count() FROM {self.db}.{table} GROUP BY _partition_id",
-                parameters=params,
-                settings={"apply_deleted_mask": 0},
-            ).result_rows
-            before = sum(int(p[1]) for p in parts)
-            for partition, old, total in parts:
-                if old and old == total:
-                    self._client.command(
-                        f"ALTER TABLE {self.db}.{table} DROP PARTITION ID {{p:String}}", parameters={"p": partition}
-                    )
-                elif old:
-                    self._client.command(
-                        f"ALTER TABLE {self.db}.{table} DELETE IN PARTITION ID {{p:String}} WHERE {expired}",
-                        parameters={**params, "p": partition},
-                        settings={"mutations_sync": 2},
-                    )
-            after = int(
-                self._client.query(
-                    f"SELECT countIf({expired}) FROM {self.db}.{table}",
-                    parameters=params,
-                    settings={"apply_deleted_mask": 0},
-                ).result_rows[0][0]
-            )
-            counts.append(StoreCount(store=f"clickhouse:{table}", before=before, after=after))
-        return counts
-
-
-async def sweep_forever(sweeper: Sweeper, interval: timedelta, now: Callable[[], datetime], lock: asyncio.Lock) -> None:
-    """Sweep once per interval (the first right away, so a restarted service catches up at once)."""
-    while True:
-        try:
-            async with lock:
-                counts = await asyncio.to_thread(sweeper.sweep, now())
-        except Exception as exc:  # chDB/clickhouse-connect raise many types; the next round retries
-            log.warning("retention sweep failed", extra={"error": type(exc).__name__})
-            counts = []
-        log.info("retention sweep", extra={"expired_rows": sum(c.before for c in counts)})
-        await asyncio.sleep(interval.total_seconds())

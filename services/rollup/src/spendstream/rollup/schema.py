@@ -230,6 +230,18 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
             f"DROP VIEW IF EXISTS {db}.usage_events_in_mv SYNC",
             f"DROP TABLE IF EXISTS {db}.usage_events_in SYNC",
         ],
+        6: [
+            # The erasure owner's memory (erasure.py): the report of each request id, so a repeated command
+            # answers with the same counts; kept 90 days, longer than retention re-sends a command.
+            f"""CREATE TABLE IF NOT EXISTS {db}.erasure_log (
+                request_id String, report String, recorded_at DateTime64(3, 'UTC') DEFAULT now64(3))
+                ENGINE = ReplacingMergeTree ORDER BY request_id
+                TTL toDateTime(recorded_at) + INTERVAL 90 DAY""",
+            # End customers erased from a workspace (erased.py), as hashes: a replay must not store them again.
+            f"""CREATE TABLE IF NOT EXISTS {db}.erased_subjects (
+                workspace_id LowCardinality(String), subject_hash String, erased_at DateTime64(3, 'UTC'))
+                ENGINE = ReplacingMergeTree(erased_at) ORDER BY (workspace_id, subject_hash)""",
+        ],
     }
 
 

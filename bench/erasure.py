@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.harness import Bench, ServiceProcess, free_port, python_json, start_all
 from bench.stats import Spread
+from spendstream.common.erasure import request_key
 from spendstream.common.topics import AUDIT, topic_name
 
 WORKSPACES = 100
@@ -49,11 +50,12 @@ async def _erase(
     started = time.perf_counter()
     response = await client.post(f"{url}/v1/deletions", json={}, headers={"authorization": f"Bearer {admin}"})
     response.raise_for_status()
-    request_id = response.json()["request_id"]
+    asked = response.json()
+    key = request_key(asked["workspace_id"], asked["request_id"]).encode()
     while time.perf_counter() - started < timeout:
         for records in (await receipts.getmany(timeout_ms=50)).values():
             for record in records:
-                if record.key == request_id.encode() and record.value:
+                if record.key == key and record.value:
                     receipt: dict[str, Any] = orjson.loads(record.value)
                     if receipt["status"] != "verified":
                         raise RuntimeError(f"erasure failed: {receipt.get('reason')}")

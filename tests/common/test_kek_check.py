@@ -129,3 +129,26 @@ async def test_up_check_refuses_a_wrong_kek_one_line_per_workspace_without_a_tra
 async def _in_thread(check: Callable[[], int]) -> int:
     """The checks run their own event loop (asyncio.run), as they do from the command line."""
     return await asyncio.to_thread(check)
+
+
+async def test_admin_commands_with_another_kek_or_none_write_nothing(
+    iso: Isolation, wrong_kek_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rotation wrapped by another KEK would leave the workspace a current key the server cannot unwrap; a
+    workspace created with a KEK generated on the spot, one nobody else has."""
+    await _workspaces(iso, iso.kek)
+    capsys.readouterr()
+    assert await _in_thread(lambda: cli_main(["tenant", "rotate-data-key", "ws_a"])) == 2
+    assert f"KEK {wrong_kek_env}" in capsys.readouterr().err
+    ring = KeyRing(iso.settings(BaseServiceSettings))
+    await ring.table.start()
+    try:
+        key_set = ring.key_set("ws_a")
+        assert key_set is not None and key_set.current == 1
+    finally:
+        await ring.table.stop()
+
+    monkeypatch.delenv("SPENDSTREAM_KEK")
+    assert await _in_thread(lambda: cli_main(["workspace", "create", "elsewhere"])) == 2
+    assert "no KEK at" in capsys.readouterr().err
+    assert not (iso.data_dir / "kek").exists()

@@ -4,6 +4,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# The checkout's own data directory (KEK and chDB) for the server and the commands below alike.
+export SPENDSTREAM_DATA_DIR="${SPENDSTREAM_DATA_DIR:-$ROOT/.data}"
 PORT="${SPENDSTREAM_HTTP_PORT:-8080}"
 LOG="$ROOT/.stack/spendstream.log"
 mkdir -p "$ROOT/.stack"

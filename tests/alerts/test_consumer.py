@@ -17,14 +17,16 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
 from spendstream.alerts import metrics
 from spendstream.alerts.consumer import SpendTracker
 from spendstream.alerts.keyspace import ALL
 from spendstream.common.envelope import seal
 from spendstream.common.events import EncodedBatch, SealedBatch, SealedEvent
+from spendstream.common.key_backoff import KeyBackoff
 from spendstream.common.records import BudgetRecord
-from spendstream.common.tenants import KeyRing
+from spendstream.common.tenants import KeyRing, KeyUnavailable
 from tests.alerts.helpers import Rig, budget, event, rig
 
 NOW = datetime.now(UTC)
@@ -33,12 +35,16 @@ TOPIC = "usage.events.v1"
 
 
 class DictKeyRing(KeyRing):
-    """Data keys (version 1) from a dict instead of the replayed topic; a workspace missing is shredded."""
+    """Data keys (version 1) from a dict instead of the replayed topic; a workspace missing is shredded, one in
+    `foreign` was wrapped by another KEK (KeyUnavailable, as the real ring raises it)."""
 
     def __init__(self, keys: dict[str, bytes]) -> None:
         self.keys = keys
+        self.foreign: set[str] = set()
 
     async def data_key(self, workspace_id: str, version: int) -> bytes | None:
+        if workspace_id in self.foreign:
+            raise KeyUnavailable(workspace_id, "kek-other")
         return self.keys.get(workspace_id) if version == 1 else None
 
 
@@ -90,7 +96,24 @@ async def tracking(*budgets: BudgetRecord) -> AsyncIterator[Tracker]:
     async with rig(None) as r:
         keyring = DictKeyRing({"ws1": os.urandom(32), "ws2": os.urandom(32)})
         book = Book(list(budgets))
-        yield Tracker(r, SpendTracker(keyring, r.counter, r.evaluator, book, lambda: NOW), keyring, book)
+        backoff = KeyBackoff("alerts", first_delay=0.0)
+        tracker = SpendTracker(keyring, r.counter, r.evaluator, book, lambda: NOW, key_backoff=backoff)
+        yield Tracker(r, tracker, keyring, book)
+
+
+async def test_a_data_key_another_kek_wrapped_is_not_skipped_the_batch_waits_and_comes_again() -> None:
+    """Skipping it would leave its spend uncounted for good; once the right KEK unwraps it, it counts."""
+    before = REGISTRY.get_sample_value("spendstream_key_unavailable_total", {"consumer": "alerts"}) or 0.0
+    async with tracking() as t:
+        batch = [t.record("ws1", 1, event("1", NOW)), t.record("ws2", 1, event("2", NOW))]
+        t.keyring.foreign.add("ws2")
+        with pytest.raises(KeyUnavailable):
+            await t.tracker.handle(batch)
+        assert await t.spent("ws2") == 0
+        assert REGISTRY.get_sample_value("spendstream_key_unavailable_total", {"consumer": "alerts"}) == before + 1
+        t.keyring.foreign.clear()  # the right KEK
+        await t.tracker.handle(batch)
+        assert (await t.spent("ws1"), await t.spent("ws2")) == (1_000_000_000, 2_000_000_000)
 
 
 async def test_a_redelivered_batch_counts_nothing_twice_and_fires_nothing_again() -> None:

@@ -4,6 +4,7 @@ fails with the variable's name, never its value."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,8 +32,10 @@ CHECKS: list[tuple[str, Callable[[], int]]] = [
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ("KEK", "TOPIC_PREFIX", "HTTP_PORT"):
+    for name in ("KEK", "KEK_ID", "HTTP_PORT"):
         monkeypatch.delenv(f"SPENDSTREAM_{name}", raising=False)
+    # The check replays the data-keys topic: its own prefix, so other installs on the broker are not read.
+    monkeypatch.setenv("SPENDSTREAM_TOPIC_PREFIX", f"check-{uuid.uuid4().hex[:8]}.")
     empty = tmp_path / "data"
     empty.mkdir()
     monkeypatch.setenv("SPENDSTREAM_DATA_DIR", str(empty))

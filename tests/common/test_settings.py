@@ -155,3 +155,35 @@ def test_load_names_every_invalid_variable_at_once_without_its_value(monkeypatch
     message = str(raised.value)
     assert "SPENDSTREAM_RETENTION_MONTHS" in message and "SPENDSTREAM_TOPIC_PREFIX" in message
     assert "bad prefix!" not in message
+
+
+def test_the_kek_id_derives_from_the_kek_so_two_keks_never_share_one(tmp_path: Path) -> None:
+    one, other = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
+    first = BaseServiceSettings(kek=one).kek_identity()
+    assert first == BaseServiceSettings(kek=one).kek_identity()
+    assert first != BaseServiceSettings(kek=other).kek_identity()
+    assert first.startswith("kek-") and one not in first
+    # Two generated KEKs (two data directories) get two ids.
+    generated = {BaseServiceSettings(data_dir=tmp_path / d).kek_identity() for d in ("a", "b")}
+    assert len(generated) == 2
+
+
+def test_an_explicitly_configured_kek_id_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDSTREAM_KEK_ID", "local-1")
+    assert BaseServiceSettings(kek=base64.b64encode(os.urandom(32)).decode()).kek_identity() == "local-1"
+
+
+def test_the_data_dir_does_not_depend_on_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPENDSTREAM_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    seen = set()
+    for where in ("one", "two"):
+        (tmp_path / where).mkdir()
+        monkeypatch.chdir(tmp_path / where)
+        seen.add(BaseServiceSettings().data_dir)
+    assert seen == {tmp_path / "xdg" / "spendstream"}
+    # A relative SPENDSTREAM_DATA_DIR is resolved once, at load: a later change of directory moves nothing.
+    monkeypatch.setenv("SPENDSTREAM_DATA_DIR", "rel")
+    settings = BaseServiceSettings()
+    monkeypatch.chdir(tmp_path / "one")
+    assert settings.data_dir == tmp_path / "two" / "rel" and settings.kek_path() == tmp_path / "two" / "rel" / "kek"

@@ -7,11 +7,14 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from cryptography.exceptions import InvalidTag
+
 from spendstream.common import crypto
 from spendstream.common.auth_brake import AuthBrake
+from spendstream.common.key_backoff import KeyBackoff
 from spendstream.common.records import WorkspaceRecord
 from spendstream.common.settings import BaseServiceSettings
-from spendstream.common.tenants import KeyDirectory, KeyRing, Principal, Scope
+from spendstream.common.tenants import KeyDirectory, KeyRing, KeyUnavailable, Principal, Scope
 from spendstream.ingest.batches import BatchAcceptor
 from spendstream.ingest.dedupe import Deduplicator
 from spendstream.ingest.intake import RawIntake
@@ -77,15 +80,21 @@ class FakeLimiter(Limiter):
 
 
 class FakeKeyRing(KeyRing):
-    def __init__(self, *workspace_ids: str) -> None:
+    """Key sets wrapped by KEK; those of `foreign` by another KEK (as the real ring, they raise KeyUnavailable)."""
+
+    def __init__(self, *workspace_ids: str, foreign: tuple[str, ...] = ()) -> None:
         self._sets = {ws: crypto.new_key_set(ws, KEK, "test") for ws in workspace_ids}
+        self._sets.update({ws: crypto.new_key_set(ws, os.urandom(32), "kek-other") for ws in foreign})
 
     def key_set(self, workspace_id: str) -> crypto.WrappedKeySet | None:
         return self._sets.get(workspace_id)
 
     async def data_key(self, workspace_id: str, version: int) -> bytes | None:
         key_set = self._sets.get(workspace_id)
-        return None if key_set is None else crypto.unwrap(key_set, version, KEK)
+        try:
+            return None if key_set is None else crypto.unwrap(key_set, version, KEK)
+        except InvalidTag:
+            raise KeyUnavailable(workspace_id, key_set.kek_id if key_set else "") from None
 
 
 class FakeKeys(KeyDirectory):
@@ -147,13 +156,21 @@ class Door:
 
 
 def door(*, max_record_bytes: int = 200_000) -> Door:
-    """Workspace `ws_a` (key `key-a`), a cancelled `ws_c` (`key-c`) and a read key of `ws_a` (`read-a`)."""
+    """Workspace `ws_a` (key `key-a`), a cancelled `ws_c` (`key-c`), a read key of `ws_a` (`read-a`), and
+    `ws_k` (`key-k`), whose data key another KEK wrapped."""
     broker, dedupe, limiter = FakeBroker(), FakeDedupe(), FakeLimiter()
-    workspaces = FakeWorkspaces(workspace("ws_a"), workspace("ws_c", "cancelled"))
-    keys = FakeKeys({"key-a": principal("ws_a"), "key-c": principal("ws_c"), "read-a": principal("ws_a", "read")})
+    workspaces = FakeWorkspaces(workspace("ws_a"), workspace("ws_c", "cancelled"), workspace("ws_k"))
+    keys = FakeKeys(
+        {
+            "key-a": principal("ws_a"),
+            "key-c": principal("ws_c"),
+            "read-a": principal("ws_a", "read"),
+            "key-k": principal("ws_k"),
+        }
+    )
     acceptor = BatchAcceptor(
         broker=broker,
-        keyring=FakeKeyRing("ws_a", "ws_c"),
+        keyring=FakeKeyRing("ws_a", "ws_c", foreign=("ws_k",)),
         dedupe=dedupe,
         limiter=limiter,
         topic_prefix="",
@@ -168,5 +185,6 @@ def door(*, max_record_bytes: int = 200_000) -> Door:
         topic_prefix="",
         max_record_bytes=max_record_bytes,
         retry_pause_seconds=0.0,
+        key_backoff=KeyBackoff("ingest_raw", first_delay=0.0),
     )
     return Door(broker, dedupe, limiter, workspaces, keys, acceptor, intake)

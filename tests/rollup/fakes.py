@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+from spendstream.common.tenants import KeyUnavailable
 from spendstream.rollup.writes import Inserted, StoredBatch
 
 
@@ -47,12 +48,16 @@ class MemoryStore:
 
 
 class Keys:
-    """A key ring holding one data key per workspace (version 1); any other is shredded or unknown."""
+    """A key ring holding one data key per workspace (version 1); any other is shredded or unknown, except those
+    of `foreign`, wrapped by another KEK (KeyUnavailable, as the real ring raises it)."""
 
-    def __init__(self, keys: dict[str, bytes]) -> None:
+    def __init__(self, keys: dict[str, bytes], foreign: tuple[str, ...] = ()) -> None:
         self.keys = keys
+        self.foreign = foreign
 
     async def data_key(self, workspace_id: str, version: int) -> bytes | None:
+        if workspace_id in self.foreign:
+            raise KeyUnavailable(workspace_id, "kek-other")
         return self.keys.get(workspace_id) if version == 1 else None
 
 

@@ -20,9 +20,10 @@ from prometheus_client import REGISTRY
 
 from spendstream.common.envelope import read_record, seal
 from spendstream.common.events import EncodedBatch, EventBatch, UsageEvent
+from spendstream.common.key_backoff import KeyBackoff
 from spendstream.common.prices import bundled
 from spendstream.common.records import DeadLetter
-from spendstream.common.tenants import KeyRing
+from spendstream.common.tenants import KeyRing, KeyUnavailable
 from spendstream.rollup.consumer import BatchWriter
 from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.writes import StoredBatch, encode_batches, fresh
@@ -177,6 +178,41 @@ async def test_batch_writer(case: Case, monkeypatch: pytest.MonkeyPatch) -> None
     assert all(
         (topic, key) == ("t.rollup.deadletter.v1", f"usage/0/{d.source_offset}".encode()) for d, topic, key in letters
     )
+
+
+async def test_a_data_key_another_kek_wrapped_is_no_poison_the_batch_waits_and_comes_again() -> None:
+    """Dead-lettering it would lose events that read again once the right KEK is configured: the batch is given
+    back (nothing committed, nothing dead-lettered) after a pause, and counted."""
+    store, broker = MemoryStore(0), Published()
+    writer = BatchWriter(
+        writer=store,
+        repairs=store,
+        keyring=cast(KeyRing, Keys({"ws1": KEY}, foreign=("wsOther",))),
+        broker=broker,
+        topic_prefix="t.",
+        retry_seconds=5.0,
+        key_backoff=KeyBackoff("rollup", first_delay=0.0),
+    )
+    before = REGISTRY.get_sample_value("spendstream_key_unavailable_total", {"consumer": "rollup"}) or 0.0
+    records = [
+        SimpleNamespace(value=v, topic="usage", partition=0, offset=i)
+        for i, v in enumerate([rec("wsOther", "a"), rec("ws1", "b")])
+    ]
+    for _ in range(3):
+        with pytest.raises(KeyUnavailable):
+            await writer.handle(records)
+    assert broker.messages == []
+    assert REGISTRY.get_sample_value("spendstream_key_unavailable_total", {"consumer": "rollup"}) == before + 3
+
+
+async def test_the_pause_on_an_unwrappable_key_doubles_up_to_its_bound() -> None:
+    backoff = KeyBackoff("rollup", first_delay=0.001, max_delay=0.004)
+    delays = []
+    for _ in range(5):
+        delays.append(backoff.delay("ws"))
+        await backoff.wait(KeyUnavailable("ws", "kek-other"))
+    assert delays == [0.001, 0.002, 0.004, 0.004, 0.004]
+    assert backoff.delay("another") == 0.001
 
 
 def _batch(workspace_id: str, ids: str, at: datetime = NOW) -> StoredBatch:

@@ -13,8 +13,9 @@ from spendstream.alerts.settings import AlertsSettings
 from spendstream.cli.running import already_running
 from spendstream.common import logs
 from spendstream.common.kafka import make_broker, provision_topics
+from spendstream.common.kek_check import kek_problems, verify_kek
 from spendstream.common.service import Service, build_http_app, entrypoint, serve
-from spendstream.common.settings import BaseServiceSettings, load
+from spendstream.common.settings import BaseServiceSettings, ConfigurationError, load
 from spendstream.common.settings import check as check_settings
 from spendstream.common.topics import ALL_TOPICS, topic_name
 from spendstream.ingest.app import create_service as create_ingest
@@ -50,6 +51,9 @@ def list_topics() -> list[dict[str, Any]]:
 
 async def create_workspace(name: str, plan: str) -> dict[str, Any]:
     settings = IngestSettings()
+    # A KEK other than the server's (or a new one, created here) would wrap a key the server cannot unwrap.
+    if problems := await kek_problems(settings):
+        raise ConfigurationError("\n".join(problems))
     broker = make_broker(settings, "cli")
     await broker.connect()
     try:
@@ -88,10 +92,11 @@ def _monolith(settings: BaseServiceSettings) -> list[Service]:
 def up(check: bool = False) -> int:
     """Monolithic mode: the four services, one process, one HTTP port (SPENDSTREAM_HTTP_PORT, 8080).
 
-    With `check`, validate every service's configuration and write nothing."""
+    With `check`, validate every service's configuration and the KEK against the data keys, and write nothing."""
     settings = check_settings(BaseServiceSettings)
     for settings_type in SETTINGS.values():
         check_settings(settings_type)
+    verify_kek(settings)
     if check:
         print("configuration is valid")
         return 0

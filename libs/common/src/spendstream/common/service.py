@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from spendstream.common import logs
+from spendstream.common.kek_check import verify_kek
 from spendstream.common.settings import BaseServiceSettings, ConfigurationError, check
 
 log = logging.getLogger(__name__)
@@ -256,15 +257,17 @@ def entrypoint(
 ) -> int:
     """`python -m spendstream.<name> [--check]`: serve one service, or validate its configuration and exit.
 
-    `--check` writes nothing (not even the KEK a first start generates); exit status 2 names what is invalid.
+    `--check` writes nothing (not even the KEK a first start generates); exit status 2 names what is invalid,
+    a KEK that cannot unwrap a workspace's data key included (kek_check.py).
     """
     parser = argparse.ArgumentParser(prog=f"python -m spendstream.{name}", description=f"Run spendstream {name}.")
     parser.add_argument("--check", action="store_true", help="validate the configuration, write nothing, and exit")
     args = parser.parse_args(argv)
     try:
         settings = check(settings_type)
+        verify_kek(settings)
     except ConfigurationError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
+        print("\n".join(f"{name}: {line}" for line in str(exc).splitlines()), file=sys.stderr)
         return 2
     if args.check:
         print(f"{name} configuration is valid")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import re
 import secrets
@@ -73,7 +74,8 @@ class BaseServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
     clickhouse_url: str = ""  # empty: chdb:// under data_dir (the embedded default)
-    data_dir: Path = Path(".data")
+    # Absolute once loaded: every command of one installation finds the same KEK and chDB wherever it is run from.
+    data_dir: Path = Field(default_factory=lambda: default_data_dir())
     # Prepended to every topic and consumer group name: isolates tests and side-by-side installs.
     topic_prefix: str = ""
     # Replicas per topic at provisioning: 1 for the single local broker, 3 on a production cluster.
@@ -82,7 +84,8 @@ class BaseServiceSettings(BaseSettings):
     redis_prefix: str = "ss:"
     # Base64 of 32 bytes. Wraps every workspace data key; never logged. Empty: read or create data_dir/kek.
     kek: SecretStr = SecretStr("")
-    kek_id: str = Field(default="local-1", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    # Unset: derived from the KEK's fingerprint (`kek_identity`), so two different KEKs never share an id.
+    kek_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     # Shared secret of service-to-service HTTP routes (`/internal/...`); empty disables them. Never logged.
     internal_token: SecretStr = SecretStr("")
     http_host: str = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9_.:-]+$")
@@ -102,6 +105,11 @@ class BaseServiceSettings(BaseSettings):
         if value and not all(c.isalnum() or c in "._-" for c in value):
             raise ValueError("may hold only letters, digits, '.', '_' and '-'")
         return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -164,11 +172,26 @@ class BaseServiceSettings(BaseSettings):
     def resolved_clickhouse_url(self) -> str:
         return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
 
+    def kek_path(self) -> Path:
+        """Where the KEK is read from (and created at first start) when SPENDSTREAM_KEK is empty."""
+        return self.data_dir / "kek"
+
+    def kek_source(self) -> str:
+        """Where the KEK comes from, for messages: the variable or the file (never the key)."""
+        return "SPENDSTREAM_KEK" if self.kek.get_secret_value() else str(self.kek_path())
+
+    def kek_exists(self) -> bool:
+        return bool(self.kek.get_secret_value()) or self.kek_path().exists()
+
+    def kek_identity(self) -> str:
+        """The id new key sets record as their KEK's: SPENDSTREAM_KEK_ID, else derived from the KEK itself."""
+        return self.kek_id or fingerprint_id(self.kek_bytes())
+
     def kek_bytes(self) -> bytes:
         """The key-encryption key: from the secret, else from data_dir/kek (created once, mode 0600)."""
         raw = self.kek.get_secret_value()
         if not raw:
-            path = self.data_dir / "kek"
+            path = self.kek_path()
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -190,6 +213,18 @@ class BaseServiceSettings(BaseSettings):
             except OSError as exc:
                 raise ConfigurationError(f"{path} cannot be read ({type(exc).__name__})") from None
         _decode_kek(raw)
+
+
+def default_data_dir() -> Path:
+    """$XDG_DATA_HOME/spendstream (~/.local/share/spendstream): never relative to the working directory."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "spendstream"
+
+
+def fingerprint_id(kek: bytes) -> str:
+    """`kek-` and 96 bits of the KEK's SHA-256 fingerprint (domain-separated): the same key always gets the same
+    id, two keys never the same one, and the id tells nothing usable about the key."""
+    return "kek-" + hashlib.sha256(b"spendstream.kek-id|" + kek).hexdigest()[:24]
 
 
 def _decode_kek(raw: str) -> bytes:

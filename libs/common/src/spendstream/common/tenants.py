@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import secrets
 
+from cryptography.exceptions import InvalidTag
 from pydantic import BaseModel, ConfigDict
 
 from spendstream.common import crypto
@@ -57,6 +58,18 @@ class KeyDirectory:
         return Principal(workspace_id=record.workspace_id, scope=record.scope, key_id=record.key_id)
 
 
+class KeyUnavailable(Exception):
+    """A workspace's data key exists but the configured KEK cannot unwrap it: it was wrapped by another KEK.
+
+    An operator's error, not a broken record: with the right KEK the same key unwraps again, so what waits on it
+    is retried later, never dropped. Carries ids only."""
+
+    def __init__(self, workspace_id: str, wrapped_by: str) -> None:
+        super().__init__(f"the data key of workspace {workspace_id} (KEK {wrapped_by}) cannot be unwrapped")
+        self.workspace_id = workspace_id
+        self.wrapped_by = wrapped_by
+
+
 class KeyRing:
     """Plaintext data keys of every workspace, unwrapped on first use from the replayed data-keys topic.
 
@@ -76,7 +89,8 @@ class KeyRing:
         return self.table.get(workspace_id)
 
     async def data_key(self, workspace_id: str, version: int) -> bytes | None:
-        """The data key, or None when it does not exist (never created, or shredded)."""
+        """The data key, or None when it does not exist (never created, or shredded); raises KeyUnavailable when
+        the configured KEK cannot unwrap it."""
         cached = self._cache.get((workspace_id, version))
         if cached is not None:
             return cached
@@ -91,5 +105,7 @@ class KeyRing:
             key = crypto.unwrap(key_set, version, self._kek)
         except KeyError:
             return None
+        except InvalidTag:
+            raise KeyUnavailable(workspace_id, key_set.kek_id) from None
         self._cache[(workspace_id, version)] = key
         return key

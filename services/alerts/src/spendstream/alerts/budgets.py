@@ -160,7 +160,7 @@ class BudgetBook:
         broker: KafkaBroker,
         on_change: Callable[[str, BudgetRecord | None], None] | None = None,
     ) -> None:
-        self.box = SecretBox(settings.kek_bytes(), settings.kek_id)
+        self.box = SecretBox(settings.kek_bytes(), settings.kek_identity())
         self._listener = on_change
         # Budgets by workspace, kept in step with the table: the consumer looks them up per Kafka batch.
         self._by_workspace: dict[str, dict[str, BudgetRecord]] = {}

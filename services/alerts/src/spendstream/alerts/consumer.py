@@ -3,7 +3,8 @@
 Per Kafka batch: decrypt -> count (spend.py, atomic per record) -> evaluate the touched workspaces' budgets and
 publish what fired (thresholds.py) -> return, and FastStream commits the offsets (NACK_ON_ERROR). An exception
 anywhere seeks back and the batch comes again: counting skips what it already counted, evaluation fires only
-what has not fired. A record that cannot be decrypted (a shredded key) is skipped; rollup dead-letters it.
+what has not fired. A record that cannot be decrypted (a shredded key) is skipped; rollup dead-letters it. One
+whose data key the KEK cannot unwrap (another KEK wrapped it) waits and comes again (key_backoff.py).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from spendstream.alerts import metrics
 from spendstream.alerts.spend import CountedRecord, SpendCounter
 from spendstream.alerts.thresholds import Evaluator
 from spendstream.common.envelope import UnreadableRecord, read_record
+from spendstream.common.key_backoff import KeyBackoff
 from spendstream.common.records import BudgetRecord
-from spendstream.common.tenants import KeyRing
+from spendstream.common.tenants import KeyRing, KeyUnavailable
 
 
 class Budgets(Protocol):
@@ -35,8 +37,10 @@ class SpendTracker:
         evaluator: Evaluator,
         book: Budgets,
         clock: Callable[[], datetime],
+        key_backoff: KeyBackoff | None = None,
     ) -> None:
         self._keyring = keyring
+        self._key_backoff = key_backoff or KeyBackoff("alerts")
         self._counter = counter
         self._evaluator = evaluator
         self._book = book
@@ -52,6 +56,9 @@ class SpendTracker:
             except UnreadableRecord as exc:
                 metrics.RECORDS_UNREADABLE.labels(exc.reason).inc()
                 continue
+            except KeyUnavailable as exc:
+                await self._key_backoff.wait(exc)
+                raise
             counted.append(CountedRecord(envelope.workspace_id, record.topic, record.partition, record.offset, events))
             ingested[envelope.workspace_id] = max(
                 ingested.get(envelope.workspace_id, 0.0), envelope.ingested_at.timestamp()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from spendstream.common.key_backoff import KEY_UNAVAILABLE as KEY_UNAVAILABLE  # shared: one name, `consumer` label
+
 RECORDS_COUNTED = Counter(
     "spendstream_alerts_records_counted_total", "usage.events.v1 records added to spend (first time seen)"
 )

@@ -14,7 +14,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from spendstream.common.events import MAX_EVENTS_PER_BATCH, UsageEvent
-from spendstream.common.tenants import Principal
+from spendstream.common.key_backoff import LogPace, report
+from spendstream.common.tenants import KeyUnavailable, Principal
 from spendstream.ingest import metrics
 from spendstream.ingest.auth import auth_error_responses
 from spendstream.ingest.batches import BatchAcceptor, PublishFailed
@@ -103,8 +104,15 @@ def build_router(
     settings: IngestSettings, acceptor: BatchAcceptor, workspaces: WorkspaceDirectory, auth: Any
 ) -> APIRouter:
     router = APIRouter(tags=["ingest"], route_class=_CountedRoute)
-    errors: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 413, 415, 429, 503)}
+    errors: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 413, 415, 429)}
+    errors[503] = {
+        "model": ErrorResponse,
+        "description": "nothing was accepted, retry with the same event_ids: `unavailable` (the event log cannot "
+        "take the batch now) or `key_unavailable` (the workspace's data key cannot be unwrapped by this "
+        "server's KEK, an operator's error; other workspaces are unaffected)",
+    }
     errors.update(auth_error_responses())
+    key_log = LogPace()  # a wrong KEK fails every request of the workspace: one line a minute says it
     errors[422] = {
         "model": ErrorResponse | IngestResponse,
         "description": "no valid event in the batch (per-event reasons), or a malformed batch",
@@ -149,6 +157,15 @@ def build_router(
                 "unavailable",
                 "the event log cannot take the batch now; nothing was accepted, retry with the same event_ids",
                 headers={"Retry-After": "1"},
+            )
+        except KeyUnavailable as exc:
+            report("ingest_http", exc, key_log)
+            return _error(
+                503,
+                "key_unavailable",
+                "the workspace's data key cannot be unwrapped by this server's KEK; nothing was accepted, retry "
+                "with the same event_ids once the operator has configured the right KEK",
+                headers={"Retry-After": "30"},
             )
         status = 202 if result.accepted or result.duplicates else 422
         metrics.REQUESTS.labels(str(status)).inc()

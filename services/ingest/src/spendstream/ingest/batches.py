@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 from spendstream.common import tracing
 from spendstream.common.envelope import seal
 from spendstream.common.events import EncodedBatch, Rejection, SealedEvent, validate_events
-from spendstream.common.tenants import KeyRing
+from spendstream.common.tenants import KeyRing, KeyUnavailable
 from spendstream.common.topics import USAGE_EVENTS, topic_name
 from spendstream.ingest import fastpath, metrics
 from spendstream.ingest.dedupe import Deduplicator
@@ -94,7 +94,8 @@ class BatchAcceptor:
         """Validate and publish; returns once Kafka acknowledged the fresh events.
 
         `raw_events` are the decoded events of a request, or a request the fast path found all valid.
-        Raises LimitExceeded (nothing accepted, nothing counted) or PublishFailed (same; safe to retry).
+        Raises LimitExceeded (nothing accepted, nothing counted), PublishFailed (same; safe to retry) or
+        KeyUnavailable (same; the KEK cannot unwrap the workspace's data key).
         """
         if isinstance(raw_events, CheckedBatch):
             if rate_limited:
@@ -135,7 +136,7 @@ class BatchAcceptor:
             reservation = await self._limiter.reserve(workspace_id, len(fresh), quota, now)
             try:
                 await self._publish(workspace_id, EncodedBatch(fastpath.encode(fresh), len(fresh)), now, traceparent)
-            except PublishFailed:
+            except (PublishFailed, KeyUnavailable):
                 # Not accepted, so not counted: the client's retry must find its quota intact.
                 await self._limiter.release(reservation)
                 raise

@@ -18,6 +18,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from spendstream.common.kafka import make_broker
+from spendstream.common.kek_check import kek_problems
+from spendstream.common.settings import ConfigurationError
 from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.ingest.admin import Admin, AdminError
 from spendstream.ingest.settings import IngestSettings
@@ -28,6 +30,9 @@ Action = Callable[[Admin, argparse.Namespace], Awaitable[Any]]
 
 async def _with_admin(action: Action, args: argparse.Namespace) -> Any:
     settings = IngestSettings()
+    # Before KeyRing reads (or generates) the KEK: another KEK would wrap rotated keys the server cannot unwrap.
+    if problems := await kek_problems(settings):
+        raise ConfigurationError("\n".join(problems))
     broker = make_broker(settings, "cli")
     keys, keyring, workspaces = KeyDirectory(settings), KeyRing(settings), WorkspaceDirectory(settings)
     await broker.connect()

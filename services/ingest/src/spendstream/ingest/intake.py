@@ -14,6 +14,8 @@ by side; HTTP with 16 requests in flight: 30,433). The batch commits when all of
 fails the whole batch comes again, and its records already forwarded are then duplicates (their ids were marked
 after the ack) while their rejections are published again (keyed by coordinates). Like concurrent HTTP
 requests, records handled side by side may be forwarded in another order than they were read.
+A workspace whose data key the KEK cannot unwrap (another KEK wrapped it) is no poison either: the record waits
+(key_backoff.py) and comes again, so it is forwarded once the right KEK is configured.
 The raw topic has no rate limit: a consumer reads at its own pace, so Kafka itself is the buffer.
 """
 
@@ -25,8 +27,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from spendstream.common.key_backoff import KeyBackoff
 from spendstream.common.records import RejectionRecord
-from spendstream.common.tenants import KeyDirectory
+from spendstream.common.tenants import KeyDirectory, KeyUnavailable
 from spendstream.common.topics import INGEST_REJECTED, topic_name
 from spendstream.ingest import metrics
 from spendstream.ingest.auth import resolve
@@ -52,6 +55,7 @@ class RawIntake:
         topic_prefix: str,
         max_record_bytes: int,
         retry_pause_seconds: float = 1.0,
+        key_backoff: KeyBackoff | None = None,
     ) -> None:
         self._acceptor = acceptor
         self._keys = keys
@@ -60,6 +64,7 @@ class RawIntake:
         self._rejected_topic = topic_name(INGEST_REJECTED, topic_prefix)
         self._max_bytes = max_record_bytes
         self._retry_pause = retry_pause_seconds
+        self._key_backoff = key_backoff or KeyBackoff("ingest_raw")
 
     async def handle_batch(self, records: Sequence[Any]) -> None:
         """Handle records side by side; returns once every one is forwarded or rejected for good, and raises
@@ -112,6 +117,10 @@ class RawIntake:
                 extra={"partition": record.partition, "offset": record.offset},
             )
             await asyncio.sleep(self._retry_pause)  # no hot loop against a broker that is down
+            raise
+        except KeyUnavailable as exc:
+            metrics.INTAKE_RECORDS.labels("retried").inc()
+            await self._key_backoff.wait(exc)
             raise
         for rejection in result.rejected:
             await self._reject(record, principal.workspace_id, rejection.index, rejection.field, rejection.code)

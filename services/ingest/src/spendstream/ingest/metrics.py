@@ -2,6 +2,8 @@
 
 from prometheus_client import Counter, Histogram
 
+from spendstream.common.key_backoff import KEY_UNAVAILABLE as KEY_UNAVAILABLE  # shared: one name, `consumer` label
+
 EVENTS_ACCEPTED = Counter("spendstream_ingest_events_accepted_total", "Events accepted and published", ["source"])
 EVENTS_DUPLICATE = Counter("spendstream_ingest_events_duplicate_total", "Events dropped as repeated event_id")
 EVENTS_REFUSED = Counter("spendstream_ingest_events_refused_total", "Events refused, by reason code", ["code"])

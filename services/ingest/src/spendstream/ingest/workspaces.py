@@ -49,7 +49,7 @@ class ControlPlane:
             created_at=now,
         )
         # Data key first: no envelope may ever name a key that consumers cannot find.
-        key_set = crypto.new_key_set(workspace.workspace_id, self._settings.kek_bytes(), self._settings.kek_id)
+        key_set = crypto.new_key_set(workspace.workspace_id, self._settings.kek_bytes(), self._settings.kek_identity())
         await self._data_keys.publish(key_set, workspace.workspace_id)
         await self._workspaces.publish(workspace, workspace.workspace_id)
         keys = [await self.issue_key(workspace.workspace_id, scope) for scope in ("ingest", "read", "admin")]

@@ -161,7 +161,7 @@ def _subject_hash(args: argparse.Namespace) -> int:
         {
             "workspace_id": args.workspace,
             "customer_hash": subject_hash(settings.kek_bytes(), args.workspace, args.customer_id),
-            "subject_key_id": settings.kek_id,
+            "subject_key_id": settings.kek_identity(),
         }
     )
     return 0

@@ -244,7 +244,7 @@ class Coordinator:
             workspace_id=request.workspace_id,
             subject="customer" if request.customer_id is not None else "workspace",
             customer_hash=request.customer_hash,
-            subject_key_id=self._settings.kek_id if request.customer_hash else None,
+            subject_key_id=self._settings.kek_identity() if request.customer_hash else None,
             origin=request.origin,
             requested_by=request.requested_by,
             requested_at=request.requested_at,

@@ -2,7 +2,9 @@
 
 Delivery: at-least-once from Kafka, made effectively-once by the store (see schema.py). Per batch:
   1. decode and decrypt every record; a poison record (unparsable, undecryptable, shredded key) becomes a
-     content-free dead letter and is skipped, so it never blocks the partition;
+     content-free dead letter and is skipped, so it never blocks the partition. A data key the KEK cannot
+     unwrap (another KEK wrapped it) is no poison: the record becomes readable with the right KEK, so the
+     batch waits (key_backoff.py) and comes again, dead-lettering nothing;
   2. one ClickHouse insert of the events not stored yet per chunk of `chunk_records` records (under a
      backlog a batch holds two chunks: the second is decoded while the first is written), retried with
      back-off while ClickHouse fails;
@@ -31,8 +33,9 @@ from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
 from spendstream.common.envelope import UnreadableRecord, read_record
+from spendstream.common.key_backoff import KeyBackoff
 from spendstream.common.records import DeadLetter
-from spendstream.common.tenants import KeyRing
+from spendstream.common.tenants import KeyRing, KeyUnavailable
 from spendstream.common.topics import ROLLUP_DEAD_LETTERS, topic_name
 from spendstream.rollup import metrics
 from spendstream.rollup.erased import ErasedSubjects
@@ -61,8 +64,10 @@ class BatchWriter:
         retry_seconds: float,
         erased: ErasedSubjects | None = None,
         chunk_records: int = 100,
+        key_backoff: KeyBackoff | None = None,
     ) -> None:
         self._writer = writer
+        self._key_backoff = key_backoff or KeyBackoff("rollup")
         self._repairs = repairs
         self._chunk_records = chunk_records
         self._erased = erased
@@ -155,6 +160,9 @@ class BatchWriter:
         except UnreadableRecord as exc:
             await self._dead_letter(record, exc.workspace_id, exc.reason)
             return None
+        except KeyUnavailable as exc:
+            await self._key_backoff.wait(exc)
+            raise
         return StoredBatch(
             envelope.workspace_id, envelope.batch_id, envelope.ingested_at, events, envelope.traceparent, events_json
         )

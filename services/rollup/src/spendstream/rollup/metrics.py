@@ -3,6 +3,8 @@
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter, Gauge, Histogram
 
+from spendstream.common.key_backoff import KEY_UNAVAILABLE as KEY_UNAVAILABLE  # shared: one name, `consumer` label
+
 EVENTS_STORED = Counter("spendstream_rollup_events_stored_total", "Events newly stored in ClickHouse")
 EVENTS_DUPLICATE = Counter("spendstream_rollup_events_duplicate_total", "Events skipped as already stored")
 DEAD_LETTERS = Counter("spendstream_rollup_dead_letters_total", "Records dead-lettered, by reason", ["reason"])

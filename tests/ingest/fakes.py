@@ -78,14 +78,14 @@ class FakeLimiter(Limiter):
 
 class FakeKeyRing(KeyRing):
     def __init__(self, *workspace_ids: str) -> None:
-        self._sets = {ws: crypto.new_key_set(ws, KEK, "test") for ws in workspace_ids}
+        self._keys = {ws: crypto.new_version(ws, 1, KEK, "test") for ws in workspace_ids}
 
-    def key_set(self, workspace_id: str) -> crypto.WrappedKeySet | None:
-        return self._sets.get(workspace_id)
+    def current_version(self, workspace_id: str) -> int | None:
+        return 1 if workspace_id in self._keys else None
 
     async def data_key(self, workspace_id: str, version: int) -> bytes | None:
-        key_set = self._sets.get(workspace_id)
-        return None if key_set is None else crypto.unwrap(key_set, version, KEK)
+        record = self._keys.get(workspace_id)
+        return None if record is None or record.version != version else crypto.unwrap_version(record, KEK)
 
 
 class FakeKeys(KeyDirectory):

@@ -53,11 +53,11 @@ async def prefill(bench: Bench, ns: Namespace, events: int) -> None:
     keys: dict[str, tuple[int, bytes]] = {}
     try:
         for ws in ns.workspaces:
-            key_set = keyring.key_set(ws.workspace_id)
-            assert key_set is not None
-            key = await keyring.data_key(ws.workspace_id, key_set.current)
+            version = keyring.current_version(ws.workspace_id)
+            assert version is not None
+            key = await keyring.data_key(ws.workspace_id, version)
             assert key is not None
-            keys[ws.workspace_id] = (key_set.current, key)
+            keys[ws.workspace_id] = (version, key)
     finally:
         await keyring.table.stop()
     template = BodyTemplate(BATCH)

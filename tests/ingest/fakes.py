@@ -80,21 +80,23 @@ class FakeLimiter(Limiter):
 
 
 class FakeKeyRing(KeyRing):
-    """Key sets wrapped by KEK; those of `foreign` by another KEK (as the real ring, they raise KeyUnavailable)."""
+    """Data keys wrapped by KEK; those of `foreign` by another KEK (as the real ring, they raise KeyUnavailable)."""
 
     def __init__(self, *workspace_ids: str, foreign: tuple[str, ...] = ()) -> None:
-        self._sets = {ws: crypto.new_key_set(ws, KEK, "test") for ws in workspace_ids}
-        self._sets.update({ws: crypto.new_key_set(ws, os.urandom(32), "kek-other") for ws in foreign})
+        self._keys = {ws: crypto.new_version(ws, 1, KEK, "test") for ws in workspace_ids}
+        self._keys.update({ws: crypto.new_version(ws, 1, os.urandom(32), "kek-other") for ws in foreign})
 
-    def key_set(self, workspace_id: str) -> crypto.WrappedKeySet | None:
-        return self._sets.get(workspace_id)
+    def current_version(self, workspace_id: str) -> int | None:
+        return 1 if workspace_id in self._keys else None
 
     async def data_key(self, workspace_id: str, version: int) -> bytes | None:
-        key_set = self._sets.get(workspace_id)
+        record = self._keys.get(workspace_id)
+        if record is None or record.version != version:
+            return None
         try:
-            return None if key_set is None else crypto.unwrap(key_set, version, KEK)
+            return crypto.unwrap_version(record, KEK)
         except InvalidTag:
-            raise KeyUnavailable(workspace_id, key_set.kek_id if key_set else "") from None
+            raise KeyUnavailable(workspace_id, record.kek_id) from None
 
 
 class FakeKeys(KeyDirectory):

@@ -93,13 +93,13 @@ class _Keys:
 
     def __init__(self, workspace_id: str) -> None:
         self.kek = os.urandom(32)
-        self.set = crypto.new_key_set(workspace_id, self.kek, "test")
+        self.record = crypto.new_version(workspace_id, 1, self.kek, "test")
 
-    def key_set(self, workspace_id: str) -> crypto.WrappedKeySet | None:
-        return self.set if workspace_id == self.set.workspace_id else None
+    def current_version(self, workspace_id: str) -> int | None:
+        return 1 if workspace_id == self.record.workspace_id else None
 
     async def data_key(self, workspace_id: str, version: int) -> bytes | None:
-        return crypto.unwrap(self.set, version, self.kek)
+        return crypto.unwrap_version(self.record, self.kek) if version == 1 else None
 
 
 def _acceptor(broker: KafkaBroker, redis: aioredis.Redis, prefix: str, keys: _Keys) -> BatchAcceptor:

@@ -1,5 +1,5 @@
-"""ingest's `spendstream` subcommands: keys list/issue/revoke and tenant show/cancel/reactivate, against the
-real control-plane topics (rotate-data-key shares Admin.rotate_data_key with the tested admin API)."""
+"""ingest's `spendstream` subcommands: keys list/issue/revoke and tenant show/cancel/reactivate/rotate-data-key,
+against the real control-plane topics (rotate-data-key shares Admin.rotate_data_key with the tested admin API)."""
 
 from __future__ import annotations
 
@@ -63,3 +63,14 @@ def test_keys_and_tenant_commands_manage_a_workspace(env: Isolation, capsys: pyt
 def test_unknown_workspace_exits_non_zero_with_a_message(env: Isolation, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tenant", "show", "ws_missing"]) == 1
     assert "no such workspace" in capsys.readouterr().err
+
+
+def test_rotate_data_key_twice_within_the_interval_says_when_to_retry(
+    env: Isolation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = asyncio.run(create_workspace(env))["workspace_id"]
+    assert _run(capsys, "tenant", "rotate-data-key", ws) == {"workspace_id": ws, "current_version": 2}
+    assert main(["tenant", "rotate-data-key", ws]) == 1
+    err = capsys.readouterr().err
+    assert "rotation_rate_limited" in err and "retry in" in err and "once every 3600 s" in err
+    assert _run(capsys, "tenant", "show", ws)["data_key_version"] == 2

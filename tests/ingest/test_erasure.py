@@ -122,7 +122,8 @@ async def test_workspace_erasure_deletes_keys_data_key_and_redis_state_then_repo
     await keyring.table.start()
     await directory.table.start()
     try:
-        assert keyring.key_set(wid) is None and await keyring.data_key(wid, 1) is None
+        assert keyring.current_version(wid) is None and keyring.records(wid) == {}
+        assert await keyring.data_key(wid, 1) is None
         marker = directory.get(wid)
         assert marker is not None and (marker.status, marker.name) == ("deleted", "")
     finally:

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from spendstream.common import datakeys
 from spendstream.common.erasure import DeletionCommand, DeletionReport, ErasureScope
 from spendstream.common.kafka import make_broker
 from spendstream.common.settings import BaseServiceSettings
@@ -36,8 +37,8 @@ async def send_command(iso: Isolation, request_id: str, workspace_id: str, custo
 
 
 async def shred(iso: Isolation, workspace_id: str) -> None:
-    """What ingest's owner does to the data key: a tombstone on the compacted data-keys topic."""
-    await publish(iso, DATA_KEYS, workspace_id, None)
+    """What ingest's owner does to the data key: a tombstone on the compacted data-keys topic for its only version."""
+    await publish(iso, DATA_KEYS, datakeys.record_key(workspace_id, 1), None)
 
 
 async def replay(iso: Isolation, topic: AnyTopic) -> list[tuple[bytes | None, bytes | None]]:

@@ -12,7 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from spendstream.common import crypto
+from spendstream.common import crypto, datakeys
 from spendstream.common.envelope import BatchEnvelope, _aad, seal
 from spendstream.common.events import EventBatch, UsageEvent
 from spendstream.common.settings import BaseServiceSettings
@@ -41,12 +41,12 @@ class Publisher:
         ingested_at: datetime | None = None,
         key: bytes | None = None,
     ) -> bytes:
-        key_set = self.keyring.key_set(workspace_id)
+        version = self.keyring.current_version(workspace_id)
         if key is None:
             await self.keyring.table.catch_up()
-            key_set = self.keyring.key_set(workspace_id)
-            assert key_set is not None, "workspace has no data key"
-            key = await self.keyring.data_key(workspace_id, key_set.current)
+            version = self.keyring.current_version(workspace_id)
+            assert version is not None, "workspace has no data key"
+            key = await self.keyring.data_key(workspace_id, version)
             assert key is not None
         batch = EventBatch(events=[UsageEvent.model_validate(e) for e in events])
         env = seal(
@@ -54,7 +54,7 @@ class Publisher:
             workspace_id=workspace_id,
             batch_id=uuid.uuid4().hex,
             key=key,
-            key_version=key_set.current if key_set else 1,
+            key_version=version or 1,
             ingested_at=ingested_at or datetime.now(UTC),
         )
         return env.model_dump_json().encode()
@@ -62,17 +62,17 @@ class Publisher:
     async def invalid_plaintext(self, workspace_id: str, plaintext: bytes) -> bytes:
         """An envelope that decrypts with the right key to something that is not a valid event batch."""
         await self.keyring.table.catch_up()
-        key_set = self.keyring.key_set(workspace_id)
-        assert key_set is not None
-        key = await self.keyring.data_key(workspace_id, key_set.current)
+        version = self.keyring.current_version(workspace_id)
+        assert version is not None
+        key = await self.keyring.data_key(workspace_id, version)
         assert key is not None
         batch_id = uuid.uuid4().hex
-        sealed = crypto.encrypt(key, plaintext, _aad(workspace_id, batch_id, key_set.current))
+        sealed = crypto.encrypt(key, plaintext, _aad(workspace_id, batch_id, version))
         return (
             BatchEnvelope(
                 workspace_id=workspace_id,
                 batch_id=batch_id,
-                key_version=key_set.current,
+                key_version=version,
                 ingested_at=datetime.now(UTC),
                 event_count=1,
                 ciphertext=sealed,
@@ -91,9 +91,9 @@ class Publisher:
         await self.producer.send_and_wait(self.topic, value, key=key, partition=partition)
 
     async def shred(self, workspace_id: str) -> None:
-        """A tombstone on the data-keys topic: the workspace's key is gone (crypto-shredding)."""
+        """A tombstone on the data-keys topic: the workspace's only key version is gone (crypto-shredding)."""
         await self.producer.send_and_wait(
-            topic_name(DATA_KEYS, self.settings.topic_prefix), None, key=workspace_id.encode()
+            topic_name(DATA_KEYS, self.settings.topic_prefix), None, key=datakeys.record_key(workspace_id, 1).encode()
         )
 
 

@@ -1,7 +1,10 @@
-"""Envelope encryption: one AES-256-GCM data key per workspace, wrapped by the key-encryption key (KEK).
+"""Envelope encryption: AES-256-GCM data keys per workspace (one per version), wrapped by the key-encryption key
+(KEK).
 
-Destroying a workspace's key set (a tombstone on the data-keys topic) makes every envelope encrypted under it
-unreadable wherever a copy survives: Kafka segments, backups, mirrors (crypto-shredding).
+Each version is one record on the data-keys topic (`DataKeyVersion`); a workspace written before that layout
+holds all its versions in one `WrappedKeySet` record, which stays readable. Destroying a workspace's key records
+(tombstones on the data-keys topic) makes every envelope encrypted under them unreadable wherever a copy
+survives: Kafka segments, backups, mirrors (crypto-shredding).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import os
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 NONCE_BYTES = 12
 
@@ -25,7 +28,7 @@ class WrappedKey(BaseModel):
 
 
 class WrappedKeySet(BaseModel):
-    """Every data-key version of one workspace. New writes use `current`; old versions still decrypt."""
+    """Every data-key version of one workspace in one record: the layout before `DataKeyVersion`, still read."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -33,6 +36,32 @@ class WrappedKeySet(BaseModel):
     kek_id: str
     current: int
     keys: tuple[WrappedKey, ...]
+
+
+class DataKeyVersion(BaseModel):
+    """One data-key version of one workspace: one record on the data-keys topic, of a constant size."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
+    workspace_id: str
+    kek_id: str
+    version: int
+    wrapped: bytes  # nonce || AESGCM(KEK).encrypt(dek), AAD = kek_id|workspace|version (as in a WrappedKeySet)
+    created_at: datetime
+
+
+DataKeyRecord = DataKeyVersion | WrappedKeySet
+_RECORD: TypeAdapter[DataKeyRecord] = TypeAdapter(DataKeyRecord)
+
+
+class DataKeyCodec:
+    """The values of the data-keys topic: a `DataKeyVersion`, or a `WrappedKeySet` written in the older layout."""
+
+    def encode(self, record: DataKeyRecord) -> bytes:
+        return record.model_dump_json().encode()
+
+    def decode(self, value: bytes) -> DataKeyRecord:
+        return _RECORD.validate_json(value)
 
 
 def _aad(*parts: str) -> bytes:
@@ -62,12 +91,35 @@ def new_key_set(workspace_id: str, kek: bytes, kek_id: str) -> WrappedKeySet:
     )
 
 
-def rotate(key_set: WrappedKeySet, kek: bytes) -> WrappedKeySet:
-    """Add a new current version; earlier versions stay until the data they protect has aged out."""
-    version = key_set.current + 1
-    dek = AESGCM.generate_key(bit_length=256)
-    new = _wrap(kek, key_set.kek_id, key_set.workspace_id, version, dek)
-    return key_set.model_copy(update={"current": version, "keys": (*key_set.keys, new)})
+def new_version(workspace_id: str, version: int, kek: bytes, kek_id: str) -> DataKeyVersion:
+    """A fresh random data key as `version` of the workspace, wrapped by the KEK."""
+    wrapped = _wrap(kek, kek_id, workspace_id, version, AESGCM.generate_key(bit_length=256))
+    return DataKeyVersion(
+        workspace_id=workspace_id,
+        kek_id=kek_id,
+        version=version,
+        wrapped=wrapped.wrapped,
+        created_at=wrapped.created_at,
+    )
+
+
+def versions_of(key_set: WrappedKeySet) -> list[DataKeyVersion]:
+    """The versions a whole-set record holds, each as its own record (same wrapped bytes, same AAD)."""
+    return [
+        DataKeyVersion(
+            workspace_id=key_set.workspace_id,
+            kek_id=key_set.kek_id,
+            version=k.version,
+            wrapped=k.wrapped,
+            created_at=k.created_at,
+        )
+        for k in key_set.keys
+    ]
+
+
+def unwrap_version(record: DataKeyVersion, kek: bytes) -> bytes:
+    """The plaintext data key of one version; cryptography's InvalidTag when the KEK or the record is wrong."""
+    return decrypt(kek, record.wrapped, _aad(record.kek_id, record.workspace_id, str(record.version)))
 
 
 def unwrap(key_set: WrappedKeySet, version: int, kek: bytes) -> bytes:

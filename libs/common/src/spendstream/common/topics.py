@@ -13,7 +13,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from spendstream.common.crypto import WrappedKeySet
+from spendstream.common.crypto import DataKeyCodec
 from spendstream.common.erasure import DeletionCommand, DeletionReport, DeletionRequest, LifecycleEvent, Receipt
 from spendstream.common.records import (
     ApiKeyRecord,
@@ -158,8 +158,8 @@ DATA_KEYS = Topic(
     "ingest.datakeys.v1",
     "ingest",
     ("ingest", "rollup", "alerts"),
-    Json(WrappedKeySet),
-    "workspace_id",  # a tombstone crypto-shreds the workspace
+    DataKeyCodec(),  # one DataKeyVersion per record; a WrappedKeySet (all versions) keyed by the workspace id
+    "<workspace_id>:v<version> (datakeys.record_key); the workspace_id alone for a WrappedKeySet",
     partitions=1,
     retention_ms=None,
     cleanup="compact",
@@ -261,6 +261,11 @@ ALL_TOPICS: tuple[AnyTopic, ...] = (
     DELETION_REPORTS,
     AUDIT,
 )
+
+
+# The topics whose records are sealed under a workspace's data keys: a retired data-key version must outlive
+# the longest of their retentions (datakeys.py).
+ENVELOPE_TOPICS: tuple[AnyTopic, ...] = (USAGE_EVENTS,)
 
 
 def topic_name(topic: AnyTopic, prefix: str) -> str:

@@ -6,7 +6,9 @@ so the caller reads its own write. Other replicas see the change within one poll
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 
@@ -17,11 +19,12 @@ from spendstream.ingest.workspaces import ControlPlane, IssuedKey, WorkspaceDire
 
 
 class AdminError(Exception):
-    """A refused admin action; `status` is the HTTP status, `code` a stable reason code."""
+    """A refused admin action; `status` is the HTTP status, `code` a stable reason code, `retry_after` the
+    seconds after which the same action can succeed (when waiting is what it takes)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
 
 class KeyInfo(BaseModel):
@@ -49,9 +52,18 @@ class WorkspaceInfo(BaseModel):
 
 class Admin:
     def __init__(
-        self, control: ControlPlane, keys: KeyDirectory, keyring: KeyRing, workspaces: WorkspaceDirectory
+        self,
+        control: ControlPlane,
+        keys: KeyDirectory,
+        keyring: KeyRing,
+        workspaces: WorkspaceDirectory,
+        *,
+        rotation_interval: timedelta,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._control = control
+        self._rotation_interval = rotation_interval
+        self._clock = clock
         self._keys = keys
         self._keyring = keyring
         self._workspaces = workspaces
@@ -64,7 +76,6 @@ class Admin:
 
     def workspace(self, workspace_id: str) -> WorkspaceInfo:
         record = self._workspace(workspace_id)
-        key_set = self._keyring.key_set(workspace_id)
         return WorkspaceInfo(
             workspace_id=record.workspace_id,
             name=record.name,
@@ -72,7 +83,7 @@ class Admin:
             monthly_event_quota=record.monthly_event_quota,
             status=record.status,
             cancelled_at=record.cancelled_at,
-            data_key_version=key_set.current if key_set else None,
+            data_key_version=self._keyring.current_version(workspace_id),
         )
 
     def list_keys(self, workspace_id: str) -> list[KeyInfo]:
@@ -104,14 +115,31 @@ class Admin:
         )
 
     async def rotate_data_key(self, workspace_id: str) -> int:
-        """A new current data-key version; older versions keep decrypting what they protect."""
+        """A new current data-key version; older versions keep decrypting what they protect.
+
+        At most one rotation per workspace per `rotation_interval` (the first one is free): with retired versions
+        removed after `datakeys.retired_lifetime()`, a workspace never holds more than lifetime / interval + 1
+        versions, however often it asks.
+        """
         self._workspace(workspace_id)
-        key_set = self._keyring.key_set(workspace_id)
-        if key_set is None:
+        await self._keyring.table.catch_up()  # the latest rotation, whichever replica made it
+        versions = self._keyring.versions(workspace_id)
+        if not versions:
             raise AdminError(409, "no_data_key", "the workspace has no data key")
-        rotated = await self._control.rotate_data_key(key_set)
+        current = versions[-1]
+        wait = current.created_at + self._rotation_interval - self._clock()
+        if current.version > 1 and wait > timedelta(0):
+            seconds = math.ceil(wait.total_seconds())
+            raise AdminError(
+                429,
+                "rotation_rate_limited",
+                f"the data key was rotated at {current.created_at.isoformat(timespec='seconds')}; a workspace can "
+                f"rotate once every {int(self._rotation_interval.total_seconds())} s: retry in {seconds} s",
+                retry_after=seconds,
+            )
+        rotated = await self._control.put_data_key(workspace_id, current.version + 1)
         await self._keyring.table.catch_up()
-        return rotated.current
+        return rotated.version
 
     async def cancel(self, workspace_id: str) -> WorkspaceInfo:
         """Cancel: events are refused from now on, and retention deletes everything 30 days later."""

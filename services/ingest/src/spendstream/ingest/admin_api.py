@@ -37,7 +37,8 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
     Caller = Annotated[Principal, Depends(auth)]
 
     def refused(exc: AdminError) -> JSONResponse:
-        return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status, headers=headers)
 
     @router.get("/workspace", response_model=WorkspaceInfo, responses=errors, summary="The caller's workspace")
     async def get_workspace(caller: Caller) -> Any:
@@ -82,7 +83,19 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
     @router.post(
         "/data-key/rotate",
         response_model=DataKeyResponse,
-        responses=errors,
+        responses={
+            **errors,
+            429: {
+                "model": ErrorResponse,
+                "description": "rotated less than the rotation interval ago (one an hour by default)",
+                "headers": {
+                    "Retry-After": {
+                        "description": "seconds until a rotation is accepted",
+                        "schema": {"type": "integer"},
+                    }
+                },
+            },
+        },
         summary="Rotate the workspace's data key; older versions still decrypt",
     )
     async def rotate_data_key(caller: Caller) -> Any:

@@ -5,6 +5,7 @@ POST /v1/events (ingest key)                           -> usage.events.v1 (encry
 ingest.raw.v1 (group spendstream-ingest-raw)           -> usage.events.v1, ingest.rejected.v1
 /v1/admin/* (admin key)                              -> ingest.{apikeys,datakeys,workspaces}.v1, retention.lifecycle.v1
 retention.commands.v1 (group spendstream-ingest-erasure) -> tombstones, retention.reports.v1
+every hour (data-key upkeep)                           -> tombstones of long-retired data-key versions
 ingest.{apikeys,datakeys,workspaces}.v1                -> replayed tables (authentication, keys, plans)
 """
 
@@ -24,6 +25,7 @@ from spendstream.ingest.admin_api import build_admin_router
 from spendstream.ingest.api import build_router
 from spendstream.ingest.auth import require
 from spendstream.ingest.batches import BatchAcceptor
+from spendstream.ingest.datakey_upkeep import DataKeyUpkeep
 from spendstream.ingest.dedupe import Deduplicator
 from spendstream.ingest.erasure import Eraser
 from spendstream.ingest.intake import RawIntake
@@ -88,7 +90,13 @@ def create_service(settings: IngestSettings) -> Service:
     )
     serve_erasure(broker, eraser, prefix)
 
-    admin = Admin(control, keys, keyring, workspaces)
+    admin = Admin(
+        control,
+        keys,
+        keyring,
+        workspaces,
+        rotation_interval=timedelta(seconds=settings.data_key_rotation_interval_seconds),
+    )
     routers = [
         build_router(settings, acceptor, workspaces, require(keys, workspaces, "ingest")),
         build_admin_router(admin, require(keys, workspaces, "admin", allow_cancelled=True)),
@@ -97,4 +105,5 @@ def create_service(settings: IngestSettings) -> Service:
     # Tables first: the consumers authenticate against them from their first record on.
     service.on_start(keys.table.start, keyring.table.start, workspaces.table.start, broker.start)
     service.on_stop(broker.stop, workspaces.table.stop, keyring.table.stop, keys.table.stop, redis.aclose)
+    service.every("data-key-upkeep", settings.data_key_upkeep_interval_seconds, DataKeyUpkeep(control, keyring).run)
     return service

@@ -148,9 +148,9 @@ class BatchAcceptor:
         return result
 
     async def _publish(self, workspace_id: str, batch: EncodedBatch, now: datetime, traceparent: str | None) -> None:
-        key_set = self._keyring.key_set(workspace_id)
-        key = await self._keyring.data_key(workspace_id, key_set.current) if key_set else None
-        if key_set is None or key is None:
+        version = self._keyring.current_version(workspace_id)
+        key = await self._keyring.data_key(workspace_id, version) if version is not None else None
+        if version is None or key is None:
             raise PublishFailed("the workspace has no data key")
         parent = tracing.context_from_headers({"traceparent": traceparent}) if traceparent else None
         count = batch.count
@@ -164,7 +164,7 @@ class BatchAcceptor:
                 workspace_id=workspace_id,
                 batch_id=str(uuid_utils.uuid7()),
                 key=key,
-                key_version=key_set.current,
+                key_version=version,
                 ingested_at=now,
                 traceparent=sent_traceparent,
             )

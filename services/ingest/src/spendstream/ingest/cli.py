@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -40,7 +41,9 @@ async def _with_admin(action: Action, args: argparse.Namespace) -> Any:
     try:
         for table in tables:
             await table.start()
-        return await action(Admin(ControlPlane(settings, broker), keys, keyring, workspaces), args)
+        interval = timedelta(seconds=settings.data_key_rotation_interval_seconds)
+        admin = Admin(ControlPlane(settings, broker), keys, keyring, workspaces, rotation_interval=interval)
+        return await action(admin, args)
     finally:
         for table in tables:
             await table.stop()
@@ -124,7 +127,12 @@ def register(subparsers: Any) -> None:
         ("show", _show, "print the workspace's plan, status and data-key version"),
         ("cancel", _cancel, "cancel the workspace (deleted 30 days later unless reactivated)"),
         ("reactivate", _reactivate, "reactivate a cancelled workspace"),
-        ("rotate-data-key", _rotate, "add a new data-key version; older versions still decrypt"),
+        (
+            "rotate-data-key",
+            _rotate,
+            "add a new data-key version; older versions still decrypt (one rotation per workspace per "
+            "SPENDSTREAM_DATA_KEY_ROTATION_INTERVAL_SECONDS, default an hour)",
+        ),
     ):
         parser = tenant.add_parser(name, help=text)
         parser.add_argument("workspace_id")

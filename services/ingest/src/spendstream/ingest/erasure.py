@@ -2,8 +2,8 @@
 
 For a workspace scope, in this order (each step idempotent, so a repeated or resumed command is safe):
   1. tombstone every API key of the workspace on `ingest.apikeys.v1`: every replica refuses them at once;
-  2. tombstone the data-key set on `ingest.datakeys.v1`: crypto-shredding, every envelope left in Kafka or a
-     backup becomes unreadable;
+  2. tombstone every data-key record of the workspace on `ingest.datakeys.v1` (each version, and a whole-set
+     record of the older layout): crypto-shredding, every envelope left in Kafka or a backup becomes unreadable;
   3. replace the workspace record with a `deleted` marker that keeps only the id, the plan and dates (the
      name is blanked): a marker rather than a tombstone, so a replica that replays an old key record still
      refuses it and the id is never reissued;
@@ -74,7 +74,7 @@ class Eraser:
         ws = command.scope.workspace_id
         await self._catch_up()
         keys_before = self._key_hashes(ws)
-        datakeys_before = int(self._keyring.key_set(ws) is not None)
+        datakeys_before = list(self._keyring.records(ws))
         record = self._workspaces.get(ws)
         workspace_before = int(record is not None and record.status != "deleted")
         redis_before = await self._redis_keys(ws)
@@ -82,7 +82,7 @@ class Eraser:
         for key_hash in keys_before:
             await self._control.tombstone_key(key_hash)
         if datakeys_before:
-            await self._control.shred_data_keys(ws)
+            await self._control.tombstone_data_keys(datakeys_before)
         if record is not None and record.status != "deleted":
             await self._control.put_workspace(record.model_copy(update={"status": "deleted", "name": ""}))
         if redis_before:
@@ -92,14 +92,14 @@ class Eraser:
 
         await self._catch_up()
         keys_after = len(self._key_hashes(ws))
-        datakeys_after = int(self._keyring.key_set(ws) is not None)
+        datakeys_after = len(self._keyring.records(ws))
         after_record = self._workspaces.get(ws)
         workspace_after = int(after_record is not None and after_record.status != "deleted")
         redis_after = len(await self._redis_keys(ws))
         names = {t.name: topic_name(t, self._topic_prefix) for t in (API_KEYS, DATA_KEYS, WORKSPACES)}
         counts = [
             StoreCount(store=f"kafka:{names[API_KEYS.name]}", before=len(keys_before), after=keys_after),
-            StoreCount(store=f"kafka:{names[DATA_KEYS.name]}", before=datakeys_before, after=datakeys_after),
+            StoreCount(store=f"kafka:{names[DATA_KEYS.name]}", before=len(datakeys_before), after=datakeys_after),
             StoreCount(store=f"kafka:{names[WORKSPACES.name]}", before=workspace_before, after=workspace_after),
             StoreCount(store="redis:ingest", before=len(redis_before), after=redis_after),
         ]
@@ -109,7 +109,7 @@ class Eraser:
             ),
             Verification(
                 store=f"kafka:{names[DATA_KEYS.name]}",
-                query="replayed data-key set of the workspace",
+                query="replayed data-key records of the workspace (every version)",
                 result=datakeys_after,
             ),
             Verification(

@@ -25,6 +25,10 @@ class IngestSettings(BaseServiceSettings):
     raw_batch_max_records: int = Field(default=16, ge=1, le=500)
     raw_batch_timeout_ms: int = Field(default=20, ge=1)
     default_plan: str = "free"
+    # One data-key rotation per workspace per this many seconds: it bounds how many versions a workspace holds.
+    data_key_rotation_interval_seconds: int = Field(default=3600, ge=0)
+    # How often ingest removes data-key versions retired longer than datakeys.retired_lifetime() ago.
+    data_key_upkeep_interval_seconds: float = Field(default=3600.0, gt=0)
 
     @field_validator("default_plan")
     @classmethod

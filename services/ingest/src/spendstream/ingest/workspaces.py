@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import uuid_utils
 from faststream.kafka import KafkaBroker
 
-from spendstream.common import crypto
+from spendstream.common import crypto, datakeys
 from spendstream.common.erasure import LifecycleEvent
 from spendstream.common.kafka import CompactedTable, Publisher
 from spendstream.common.records import ApiKeyRecord, WorkspaceRecord
@@ -49,8 +49,7 @@ class ControlPlane:
             created_at=now,
         )
         # Data key first: no envelope may ever name a key that consumers cannot find.
-        key_set = crypto.new_key_set(workspace.workspace_id, self._settings.kek_bytes(), self._settings.kek_identity())
-        await self._data_keys.publish(key_set, workspace.workspace_id)
+        await self.put_data_key(workspace.workspace_id, 1)
         await self._workspaces.publish(workspace, workspace.workspace_id)
         keys = [await self.issue_key(workspace.workspace_id, scope) for scope in ("ingest", "read", "admin")]
         return workspace, keys
@@ -78,18 +77,21 @@ class ControlPlane:
         """Remove an API key record for good (erasure): compaction drops every earlier value of it."""
         await self._api_keys.tombstone(key_hash)
 
-    async def shred_data_keys(self, workspace_id: str) -> None:
-        """Tombstone the workspace's data-key set: every envelope encrypted under it becomes unreadable."""
-        await self._data_keys.tombstone(workspace_id)
+    async def put_data_key(self, workspace_id: str, version: int) -> crypto.DataKeyVersion:
+        """Write a fresh data key as `version` of the workspace: one record of its own (datakeys.py)."""
+        record = crypto.new_version(workspace_id, version, self._settings.kek_bytes(), self._settings.kek_identity())
+        await self._data_keys.publish(record, datakeys.record_key(workspace_id, version))
+        return record
+
+    async def tombstone_data_keys(self, record_keys: list[str]) -> None:
+        """Remove data-key records for good: compaction drops every earlier value of each key. Erasing all of
+        a workspace's records crypto-shreds it; removing a retired version only ends what it could decrypt."""
+        for key in record_keys:
+            await self._data_keys.tombstone(key)
 
     async def announce(self, event: LifecycleEvent) -> None:
         """Tell retention about a cancellation or reactivation (it schedules or cancels the deletion)."""
         await self._lifecycle.publish(event, event.workspace_id)
-
-    async def rotate_data_key(self, key_set: crypto.WrappedKeySet) -> crypto.WrappedKeySet:
-        rotated = crypto.rotate(key_set, self._settings.kek_bytes())
-        await self._data_keys.publish(rotated, key_set.workspace_id)
-        return rotated
 
 
 class WorkspaceDirectory:

@@ -211,7 +211,7 @@ class RollupErasure:
         deadline = asyncio.get_running_loop().time() + self._wait
         while True:
             await self._keyring.table.catch_up()
-            if self._keyring.key_set(workspace_id) is None:
+            if self._keyring.current_version(workspace_id) is None:
                 return
             if asyncio.get_running_loop().time() > deadline:
                 raise EraseFailed("data_key_not_shredded")

@@ -30,6 +30,7 @@ from spendstream.ingest.intake import RawIntake
 from spendstream.ingest.limits import Limiter
 from spendstream.ingest.redis_client import redis_client
 from spendstream.ingest.settings import IngestSettings
+from spendstream.ingest.topic_room import check_topic_room
 from spendstream.ingest.workspaces import ControlPlane, WorkspaceDirectory
 
 
@@ -103,6 +104,7 @@ def create_service(settings: IngestSettings) -> Service:
     state = {"ready": False}
 
     async def start() -> None:
+        await check_topic_room(settings)  # a topic that cannot hold ingest's largest envelope: refuse to start
         # Tables first: the consumers authenticate against them from their first record on.
         await keys.table.start()
         await keyring.table.start()

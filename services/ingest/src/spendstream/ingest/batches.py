@@ -14,6 +14,7 @@ from operator import attrgetter
 from typing import Any, Protocol
 
 import uuid_utils
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
@@ -29,6 +30,16 @@ from spendstream.ingest.limits import Limiter
 _TRACER = tracing.tracer("ingest")
 _event_id = attrgetter("event_id")
 
+# The largest envelope ingest publishes. A batch the README allows can seal to far more (a 1 MiB body of
+# incompressible tags, 5 MiB inflated from gzip): such a batch is split across envelopes of at most this size, so
+# it fits Kafka's default limit, 1 MiB per record (`max.message.bytes`), with room for key, headers and framing.
+# A usual batch seals to a few dozen KB and stays one envelope.
+ENVELOPE_MAX_BYTES = 900 * 1024
+# What the topic must hold per record beyond the envelope itself (key, traceparent header, record framing).
+RECORD_OVERHEAD_BYTES = 8 * 1024
+# The broker refuses these for what the record is, not for the state it is in: a retry is refused again.
+_PERMANENT = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+
 
 class Publisher(Protocol):
     """What ingest needs of the broker: publish one record and wait for its acknowledgement (a KafkaBroker;
@@ -40,7 +51,14 @@ class Publisher(Protocol):
 
 
 class PublishFailed(Exception):
-    """Kafka did not acknowledge the batch: nothing was accepted and the client may retry safely."""
+    """Kafka did not acknowledge the batch: nothing was accepted and the client may retry safely.
+
+    `permanent` when the broker refused a record as too large for the topic: the same batch would be refused
+    again, so retrying cannot succeed (only a topic whose limit was lowered below ENVELOPE_MAX_BYTES does so)."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
 
 
 @dataclass
@@ -134,9 +152,11 @@ class BatchAcceptor:
         if fresh:
             reservation = await self._limiter.reserve(workspace_id, len(fresh), quota, now)
             try:
-                await self._publish(workspace_id, EncodedBatch(fastpath.encode(fresh), len(fresh)), now, traceparent)
+                await self._publish(workspace_id, fresh, now, traceparent)
             except PublishFailed:
-                # Not accepted, so not counted: the client's retry must find its quota intact.
+                # Not accepted, so not counted: the client's retry must find its quota intact. Some envelopes of
+                # a split batch may have been acknowledged: the retry publishes them again (same event_ids) and
+                # rollup's (workspace, event_id) dedupe stores each event once.
                 await self._limiter.release(reservation)
                 raise
             # Marked only now: a crash before this line lets a retry through, and rollup's dedupe absorbs it.
@@ -146,43 +166,71 @@ class BatchAcceptor:
         metrics.EVENTS_DUPLICATE.inc(result.duplicates)
         return result
 
-    async def _publish(self, workspace_id: str, batch: EncodedBatch, now: datetime, traceparent: str | None) -> None:
+    async def _publish(
+        self, workspace_id: str, events: list[SealedEvent], now: datetime, traceparent: str | None
+    ) -> None:
+        """Seal and publish the events; returns once Kafka acknowledged every envelope of them."""
         key_set = self._keyring.key_set(workspace_id)
         key = await self._keyring.data_key(workspace_id, key_set.current) if key_set else None
         if key_set is None or key is None:
             raise PublishFailed("the workspace has no data key")
         parent = tracing.context_from_headers({"traceparent": traceparent}) if traceparent else None
-        count = batch.count
+        count = len(events)
         with _TRACER.start_as_current_span(
             "ingest.publish", context=parent, kind=SpanKind.PRODUCER, attributes={"spendstream.events": count}
         ):
             # The publish span's own context travels on: in the envelope and in the record's headers.
             sent_traceparent = tracing.current_traceparent() or traceparent
-            envelope = seal(
-                batch,
-                workspace_id=workspace_id,
-                batch_id=str(uuid_utils.uuid7()),
-                key=key,
-                key_version=key_set.current,
-                ingested_at=now,
-                traceparent=sent_traceparent,
-            )
+
+            def sealed(part: list[SealedEvent]) -> bytes:
+                envelope = seal(
+                    EncodedBatch(fastpath.encode(part), len(part)),
+                    workspace_id=workspace_id,
+                    batch_id=str(uuid_utils.uuid7()),
+                    key=key,
+                    key_version=key_set.current,
+                    ingested_at=now,
+                    traceparent=sent_traceparent,
+                )
+                return envelope.model_dump_json().encode()
+
+            records = _fitting(events, sealed(events), sealed)
+            headers = {"traceparent": sent_traceparent} if sent_traceparent else None
             started = time.perf_counter()
             try:
-                # One record per batch, keyed by workspace: a workspace's batches stay ordered on one partition.
-                await asyncio.wait_for(
-                    self._broker.publish(
-                        envelope.model_dump_json().encode(),
-                        self._topic,
-                        key=workspace_id.encode(),
-                        headers={"traceparent": sent_traceparent} if sent_traceparent else None,
-                    ),
-                    timeout=self._publish_timeout,
-                )
+                # Keyed by workspace: a workspace's envelopes stay ordered on one partition.
+                await asyncio.wait_for(self._send(records, workspace_id.encode(), headers), self._publish_timeout)
             except Exception as exc:  # any failure to get the broker's ack means "not accepted"
-                raise PublishFailed(type(exc).__name__) from exc
+                raise PublishFailed(type(exc).__name__, permanent=isinstance(exc, _PERMANENT)) from exc
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_EVENTS.observe(count)
+
+    async def _send(self, records: list[bytes], key: bytes, headers: dict[str, str] | None) -> None:
+        if len(records) == 1:
+            await self._broker.publish(records[0], self._topic, key=key, headers=headers)
+            return
+        # Side by side: the producer keeps them in order on the partition, and their acknowledgements overlap.
+        outcomes = await asyncio.gather(
+            *(self._broker.publish(r, self._topic, key=key, headers=headers) for r in records), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+
+def _fitting(events: list[SealedEvent], record: bytes, sealed: Callable[[list[SealedEvent]], bytes]) -> list[bytes]:
+    """`record` (the events sealed as one envelope) when it fits ENVELOPE_MAX_BYTES, else the events sealed in
+    consecutive parts that each fit. One event always fits: its fields are bounded (events.py)."""
+    if len(record) <= ENVELOPE_MAX_BYTES or len(events) == 1:
+        return [record]
+    parts = -(-len(record) // ENVELOPE_MAX_BYTES)
+    size = -(-len(events) // parts)
+    records: list[bytes] = []
+    for start in range(0, len(events), size):
+        part = events[start : start + size]
+        # Events differ in size, so an even share of them may still be too large: that share is split again.
+        records.extend(_fitting(part, sealed(part), sealed))
+    return records
 
 
 def _unique(events: list[SealedEvent]) -> list[SealedEvent]:

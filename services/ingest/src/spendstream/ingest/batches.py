@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any, Protocol
@@ -51,14 +51,17 @@ class Publisher(Protocol):
 
 
 class PublishFailed(Exception):
-    """Kafka did not acknowledge the batch: nothing was accepted and the client may retry safely.
+    """Kafka did not acknowledge the batch: it was not accepted and the client may retry safely.
 
-    `permanent` when the broker refused a record as too large for the topic: the same batch would be refused
-    again, so retrying cannot succeed (only a topic whose limit was lowered below ENVELOPE_MAX_BYTES does so)."""
+    `acknowledged`: the events of a split batch's envelopes that Kafka did take (the others' were not); they are
+    stored, so they are counted and remembered, and the retry finds them duplicates. `permanent` when the broker
+    refused a record as too large for the topic: the same batch would be refused again, so retrying cannot
+    succeed (only a topic whose limit was lowered below ENVELOPE_MAX_BYTES does so)."""
 
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+    def __init__(self, reason: str, *, permanent: bool = False, acknowledged: Sequence[SealedEvent] = ()) -> None:
         super().__init__(reason)
         self.permanent = permanent
+        self.acknowledged = acknowledged
 
 
 @dataclass
@@ -153,11 +156,14 @@ class BatchAcceptor:
             reservation = await self._limiter.reserve(workspace_id, len(fresh), quota, now)
             try:
                 await self._publish(workspace_id, fresh, now, traceparent)
-            except PublishFailed:
-                # Not accepted, so not counted: the client's retry must find its quota intact. Some envelopes of
-                # a split batch may have been acknowledged: the retry publishes them again (same event_ids) and
-                # rollup's (workspace, event_id) dedupe stores each event once.
-                await self._limiter.release(reservation)
+            except PublishFailed as exc:
+                # Not accepted, so not counted: the client's retry must find its quota intact. Events of a split
+                # batch's acknowledged envelopes are on the log for good: counted and remembered once, so the
+                # retry sends only the others (alerts count per record: a republished envelope would count twice).
+                kept = list(map(_event_id, exc.acknowledged))
+                await self._limiter.release(replace(reservation, events=reservation.events - len(kept)))
+                if kept:
+                    await self._dedupe.mark(workspace_id, kept)
                 raise
             # Marked only now: a crash before this line lets a retry through, and rollup's dedupe absorbs it.
             await self._dedupe.mark(workspace_id, ids)
@@ -194,43 +200,65 @@ class BatchAcceptor:
                 )
                 return envelope.model_dump_json().encode()
 
-            records = _fitting(events, sealed(events), sealed)
+            record = sealed(events)
             headers = {"traceparent": sent_traceparent} if sent_traceparent else None
+            # Keyed by workspace: a workspace's envelopes stay ordered on one partition.
+            key_bytes = workspace_id.encode()
             started = time.perf_counter()
-            try:
-                # Keyed by workspace: a workspace's envelopes stay ordered on one partition.
-                await asyncio.wait_for(self._send(records, workspace_id.encode(), headers), self._publish_timeout)
-            except Exception as exc:  # any failure to get the broker's ack means "not accepted"
-                raise PublishFailed(type(exc).__name__, permanent=isinstance(exc, _PERMANENT)) from exc
+            if len(record) <= ENVELOPE_MAX_BYTES:  # the usual batch: one envelope
+                try:
+                    await asyncio.wait_for(
+                        self._broker.publish(record, self._topic, key=key_bytes, headers=headers),
+                        timeout=self._publish_timeout,
+                    )
+                except Exception as exc:  # any failure to get the broker's ack means "not accepted"
+                    raise PublishFailed(type(exc).__name__, permanent=isinstance(exc, _PERMANENT)) from exc
+            else:
+                await self._publish_parts(_parts(events, record, sealed), key_bytes, headers)
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_EVENTS.observe(count)
 
-    async def _send(self, records: list[bytes], key: bytes, headers: dict[str, str] | None) -> None:
-        if len(records) == 1:
-            await self._broker.publish(records[0], self._topic, key=key, headers=headers)
-            return
+    async def _publish_parts(
+        self, parts: list[tuple[bytes, list[SealedEvent]]], key: bytes, headers: dict[str, str] | None
+    ) -> None:
         # Side by side: the producer keeps them in order on the partition, and their acknowledgements overlap.
         outcomes = await asyncio.gather(
-            *(self._broker.publish(r, self._topic, key=key, headers=headers) for r in records), return_exceptions=True
+            *(
+                asyncio.wait_for(self._broker.publish(r, self._topic, key=key, headers=headers), self._publish_timeout)
+                for r, _ in parts
+            ),
+            return_exceptions=True,
         )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            acknowledged = [
+                e
+                for (_, part), o in zip(parts, outcomes, strict=True)
+                if not isinstance(o, BaseException)
+                for e in part
+            ]
+            raise PublishFailed(
+                type(failed[0]).__name__,
+                permanent=any(isinstance(o, _PERMANENT) for o in failed),
+                acknowledged=acknowledged,
+            ) from failed[0]
 
 
-def _fitting(events: list[SealedEvent], record: bytes, sealed: Callable[[list[SealedEvent]], bytes]) -> list[bytes]:
-    """`record` (the events sealed as one envelope) when it fits ENVELOPE_MAX_BYTES, else the events sealed in
-    consecutive parts that each fit. One event always fits: its fields are bounded (events.py)."""
+def _parts(
+    events: list[SealedEvent], record: bytes, sealed: Callable[[list[SealedEvent]], bytes]
+) -> list[tuple[bytes, list[SealedEvent]]]:
+    """The events in consecutive parts, each sealed as an envelope of at most ENVELOPE_MAX_BYTES, with the
+    events it holds; `record` is all of them sealed as one. One event always fits: its fields are bounded."""
     if len(record) <= ENVELOPE_MAX_BYTES or len(events) == 1:
-        return [record]
-    parts = -(-len(record) // ENVELOPE_MAX_BYTES)
-    size = -(-len(events) // parts)
-    records: list[bytes] = []
+        return [(record, events)]
+    count = -(-len(record) // ENVELOPE_MAX_BYTES)
+    size = -(-len(events) // count)
+    parts: list[tuple[bytes, list[SealedEvent]]] = []
     for start in range(0, len(events), size):
         part = events[start : start + size]
         # Events differ in size, so an even share of them may still be too large: that share is split again.
-        records.extend(_fitting(part, sealed(part), sealed))
-    return records
+        parts.extend(_parts(part, sealed(part), sealed))
+    return parts
 
 
 def _unique(events: list[SealedEvent]) -> list[SealedEvent]:

@@ -19,8 +19,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
+from spendstream.alerts.keyspace import ALL
+from spendstream.alerts.spend import CountedRecord
 from spendstream.common import crypto
-from spendstream.common.envelope import BatchEnvelope, open_plaintext, stored_events
+from spendstream.common.envelope import BatchEnvelope, open_plaintext, read_record, stored_events
 from spendstream.common.records import RejectionRecord
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import INGEST_RAW, INGEST_REJECTED, USAGE_EVENTS, topic_name
@@ -33,6 +35,7 @@ from spendstream.ingest.topic_room import NEEDED_BYTES, TopicTooSmall
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.settings import RollupSettings
+from tests.alerts.helpers import rig
 from tests.ingest.topics import read_all
 from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
 
@@ -321,3 +324,40 @@ async def test_ingest_refuses_to_start_against_a_topic_that_cannot_hold_its_enve
     message = await eventually(refused, timeout=30, interval=0.5)
     assert f"topic {name} holds records of at most {NEEDED_BYTES - 1} bytes" in message
     assert f"max.message.bytes to at least {NEEDED_BYTES}" in message
+
+
+async def test_alerts_count_every_event_of_a_split_batch_once() -> None:
+    # rollup's side is the ClickHouse check above; alerts count spend per record, each envelope being one.
+    keys = _Keys("ws_big")
+    inflated, _ = _gzipped(random.Random(5))
+    broker = _Broker()
+    acceptor = BatchAcceptor(
+        broker=broker,
+        keyring=cast(KeyRing, keys),
+        dedupe=cast(Deduplicator, _NoRepeats()),
+        limiter=cast(Limiter, _NoLimits()),
+        topic_prefix="",
+        max_age=timedelta(days=30),
+        publish_timeout=5,
+    )
+    await acceptor.accept("ws_big", orjson.loads(inflated)["events"], "http", quota=-1, rate_limited=False)
+    assert len(broker.records) > 1
+    opened = [await read_record(r, cast(KeyRing, keys)) for r in broker.records]
+    async with rig(None) as r:
+        counted = [CountedRecord("ws_big", "usage", 0, offset, o.events) for offset, o in enumerate(opened)]
+        assert await r.counter.count(counted, {}) == len(broker.records)
+        month = datetime.now(UTC).strftime("%Y-%m")
+        assert await r.counter.month_to_date("ws_big", month, ALL) == 500 * 250_000_000  # 500 x 0.25 USD
+
+
+class _NoRepeats:
+    async def seen(self, workspace_id: str, event_ids: list[str]) -> set[str]:
+        return set()
+
+    async def mark(self, workspace_id: str, event_ids: list[str]) -> None:
+        return None
+
+
+class _NoLimits:
+    async def reserve(self, workspace_id: str, events: int, quota: int, now: datetime) -> object:
+        return None

@@ -115,7 +115,8 @@ class BatchAcceptor:
         """Validate and publish; returns once Kafka acknowledged the fresh events.
 
         `raw_events` are the decoded events of a request, or a request the fast path found all valid.
-        Raises LimitExceeded (nothing accepted, nothing counted) or PublishFailed (same; safe to retry).
+        Raises LimitExceeded (nothing accepted, nothing counted) or PublishFailed (not accepted, safe to retry;
+        only the events of a split batch's acknowledged envelopes are counted and remembered).
         """
         if isinstance(raw_events, CheckedBatch):
             if rate_limited:

@@ -112,6 +112,8 @@ USAGE_EVENTS = Topic(
     retention_ms=7 * DAY_MS,
     cleanup="delete",
     timestamp_type="LogAppendTime",
+    # Kafka's default, stated: ingest's envelopes fit it (ingest.batches.ENVELOPE_MAX_BYTES, checked at startup).
+    extra={"max.message.bytes": str(1024 * 1024 + 12)},
 )
 INGEST_RAW = Topic(
     "ingest.raw.v1",
@@ -123,6 +125,8 @@ INGEST_RAW = Topic(
     retention_ms=3 * DAY_MS,
     cleanup="delete",
     timestamp_type="LogAppendTime",
+    # A record at ingest's documented maximum (1 MiB) with its headers and framing, sent uncompressed.
+    extra={"max.message.bytes": str(1024 * 1024 + 64 * 1024)},
 )
 INGEST_REJECTED = Topic(
     "ingest.rejected.v1",

@@ -32,6 +32,7 @@ from spendstream.ingest.intake import RawIntake
 from spendstream.ingest.limits import Limiter
 from spendstream.ingest.redis_client import redis_client
 from spendstream.ingest.settings import IngestSettings
+from spendstream.ingest.topic_room import check_topic_room
 from spendstream.ingest.workspaces import ControlPlane, WorkspaceDirectory
 
 
@@ -102,8 +103,12 @@ def create_service(settings: IngestSettings) -> Service:
         build_admin_router(admin, require(keys, workspaces, "admin", allow_cancelled=True)),
     ]
     service = Service("ingest", routers=routers)
+
+    async def topic_room() -> None:  # a topic that cannot hold ingest's largest envelope: refuse to start
+        await check_topic_room(settings)
+
     # Tables first: the consumers authenticate against them from their first record on.
-    service.on_start(keys.table.start, keyring.table.start, workspaces.table.start, broker.start)
+    service.on_start(topic_room, keys.table.start, keyring.table.start, workspaces.table.start, broker.start)
     service.on_stop(broker.stop, workspaces.table.stop, keyring.table.stop, keys.table.stop, redis.aclose)
     service.every("data-key-upkeep", settings.data_key_upkeep_interval_seconds, DataKeyUpkeep(control, keyring).run)
     return service

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any, Protocol
 
 import uuid_utils
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
@@ -29,6 +30,16 @@ from spendstream.ingest.limits import Limiter
 _TRACER = tracing.tracer("ingest")
 _event_id = attrgetter("event_id")
 
+# The largest envelope ingest publishes. A batch the README allows can seal to far more (a 1 MiB body of
+# incompressible tags, 5 MiB inflated from gzip): such a batch is split across envelopes of at most this size, so
+# it fits Kafka's default limit, 1 MiB per record (`max.message.bytes`), with room for key, headers and framing.
+# A usual batch seals to a few dozen KB and stays one envelope.
+ENVELOPE_MAX_BYTES = 900 * 1024
+# What the topic must hold per record beyond the envelope itself (key, traceparent header, record framing).
+RECORD_OVERHEAD_BYTES = 8 * 1024
+# The broker refuses these for what the record is, not for the state it is in: a retry is refused again.
+_PERMANENT = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+
 
 class Publisher(Protocol):
     """What ingest needs of the broker: publish one record and wait for its acknowledgement (a KafkaBroker;
@@ -40,7 +51,17 @@ class Publisher(Protocol):
 
 
 class PublishFailed(Exception):
-    """Kafka did not acknowledge the batch: nothing was accepted and the client may retry safely."""
+    """Kafka did not acknowledge the batch: it was not accepted and the client may retry safely.
+
+    `acknowledged`: the events of a split batch's envelopes that Kafka did take (the others' were not); they are
+    stored, so they are counted and remembered, and the retry finds them duplicates. `permanent` when the broker
+    refused a record as too large for the topic: the same batch would be refused again, so retrying cannot
+    succeed (only a topic whose limit was lowered below ENVELOPE_MAX_BYTES does so)."""
+
+    def __init__(self, reason: str, *, permanent: bool = False, acknowledged: Sequence[SealedEvent] = ()) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
+        self.acknowledged = acknowledged
 
 
 @dataclass
@@ -94,8 +115,9 @@ class BatchAcceptor:
         """Validate and publish; returns once Kafka acknowledged the fresh events.
 
         `raw_events` are the decoded events of a request, or a request the fast path found all valid.
-        Raises LimitExceeded (nothing accepted, nothing counted), PublishFailed (same; safe to retry) or
-        KeyUnavailable (same; the KEK cannot unwrap the workspace's data key).
+        Raises LimitExceeded (nothing accepted, nothing counted), PublishFailed (not accepted, safe to retry; only
+        the events of a split batch's acknowledged envelopes are counted and remembered) or KeyUnavailable
+        (nothing accepted; the KEK cannot unwrap the workspace's data key).
         """
         if isinstance(raw_events, CheckedBatch):
             if rate_limited:
@@ -135,10 +157,19 @@ class BatchAcceptor:
         if fresh:
             reservation = await self._limiter.reserve(workspace_id, len(fresh), quota, now)
             try:
-                await self._publish(workspace_id, EncodedBatch(fastpath.encode(fresh), len(fresh)), now, traceparent)
-            except (PublishFailed, KeyUnavailable):
+                await self._publish(workspace_id, fresh, now, traceparent)
+            except KeyUnavailable:
                 # Not accepted, so not counted: the client's retry must find its quota intact.
                 await self._limiter.release(reservation)
+                raise
+            except PublishFailed as exc:
+                # Not accepted, so not counted: the client's retry must find its quota intact. Events of a split
+                # batch's acknowledged envelopes are on the log for good: counted and remembered once, so the
+                # retry sends only the others (alerts count per record: a republished envelope would count twice).
+                kept = list(map(_event_id, exc.acknowledged))
+                await self._limiter.release(replace(reservation, events=reservation.events - len(kept)))
+                if kept:
+                    await self._dedupe.mark(workspace_id, kept)
                 raise
             # Marked only now: a crash before this line lets a retry through, and rollup's dedupe absorbs it.
             await self._dedupe.mark(workspace_id, ids)
@@ -147,43 +178,93 @@ class BatchAcceptor:
         metrics.EVENTS_DUPLICATE.inc(result.duplicates)
         return result
 
-    async def _publish(self, workspace_id: str, batch: EncodedBatch, now: datetime, traceparent: str | None) -> None:
+    async def _publish(
+        self, workspace_id: str, events: list[SealedEvent], now: datetime, traceparent: str | None
+    ) -> None:
+        """Seal and publish the events; returns once Kafka acknowledged every envelope of them."""
         version = self._keyring.current_version(workspace_id)
         key = await self._keyring.data_key(workspace_id, version) if version is not None else None
         if version is None or key is None:
             raise PublishFailed("the workspace has no data key")
         parent = tracing.context_from_headers({"traceparent": traceparent}) if traceparent else None
-        count = batch.count
+        count = len(events)
         with _TRACER.start_as_current_span(
             "ingest.publish", context=parent, kind=SpanKind.PRODUCER, attributes={"spendstream.events": count}
         ):
             # The publish span's own context travels on: in the envelope and in the record's headers.
             sent_traceparent = tracing.current_traceparent() or traceparent
-            envelope = seal(
-                batch,
-                workspace_id=workspace_id,
-                batch_id=str(uuid_utils.uuid7()),
-                key=key,
-                key_version=version,
-                ingested_at=now,
-                traceparent=sent_traceparent,
-            )
-            started = time.perf_counter()
-            try:
-                # One record per batch, keyed by workspace: a workspace's batches stay ordered on one partition.
-                await asyncio.wait_for(
-                    self._broker.publish(
-                        envelope.model_dump_json().encode(),
-                        self._topic,
-                        key=workspace_id.encode(),
-                        headers={"traceparent": sent_traceparent} if sent_traceparent else None,
-                    ),
-                    timeout=self._publish_timeout,
+
+            def sealed(part: list[SealedEvent]) -> bytes:
+                envelope = seal(
+                    EncodedBatch(fastpath.encode(part), len(part)),
+                    workspace_id=workspace_id,
+                    batch_id=str(uuid_utils.uuid7()),
+                    key=key,
+                    key_version=version,
+                    ingested_at=now,
+                    traceparent=sent_traceparent,
                 )
-            except Exception as exc:  # any failure to get the broker's ack means "not accepted"
-                raise PublishFailed(type(exc).__name__) from exc
+                return envelope.model_dump_json().encode()
+
+            record = sealed(events)
+            headers = {"traceparent": sent_traceparent} if sent_traceparent else None
+            # Keyed by workspace: a workspace's envelopes stay ordered on one partition.
+            key_bytes = workspace_id.encode()
+            started = time.perf_counter()
+            if len(record) <= ENVELOPE_MAX_BYTES:  # the usual batch: one envelope
+                try:
+                    await asyncio.wait_for(
+                        self._broker.publish(record, self._topic, key=key_bytes, headers=headers),
+                        timeout=self._publish_timeout,
+                    )
+                except Exception as exc:  # any failure to get the broker's ack means "not accepted"
+                    raise PublishFailed(type(exc).__name__, permanent=isinstance(exc, _PERMANENT)) from exc
+            else:
+                await self._publish_parts(_parts(events, record, sealed), key_bytes, headers)
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_EVENTS.observe(count)
+
+    async def _publish_parts(
+        self, parts: list[tuple[bytes, list[SealedEvent]]], key: bytes, headers: dict[str, str] | None
+    ) -> None:
+        # Side by side: the producer keeps them in order on the partition, and their acknowledgements overlap.
+        outcomes = await asyncio.gather(
+            *(
+                asyncio.wait_for(self._broker.publish(r, self._topic, key=key, headers=headers), self._publish_timeout)
+                for r, _ in parts
+            ),
+            return_exceptions=True,
+        )
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            acknowledged = [
+                e
+                for (_, part), o in zip(parts, outcomes, strict=True)
+                if not isinstance(o, BaseException)
+                for e in part
+            ]
+            raise PublishFailed(
+                type(failed[0]).__name__,
+                permanent=any(isinstance(o, _PERMANENT) for o in failed),
+                acknowledged=acknowledged,
+            ) from failed[0]
+
+
+def _parts(
+    events: list[SealedEvent], record: bytes, sealed: Callable[[list[SealedEvent]], bytes]
+) -> list[tuple[bytes, list[SealedEvent]]]:
+    """The events in consecutive parts, each sealed as an envelope of at most ENVELOPE_MAX_BYTES, with the
+    events it holds; `record` is all of them sealed as one. One event always fits: its fields are bounded."""
+    if len(record) <= ENVELOPE_MAX_BYTES or len(events) == 1:
+        return [(record, events)]
+    count = -(-len(record) // ENVELOPE_MAX_BYTES)
+    size = -(-len(events) // count)
+    parts: list[tuple[bytes, list[SealedEvent]]] = []
+    for start in range(0, len(events), size):
+        part = events[start : start + size]
+        # Events differ in size, so an even share of them may still be too large: that share is split again.
+        parts.extend(_parts(part, sealed(part), sealed))
+    return parts
 
 
 def _unique(events: list[SealedEvent]) -> list[SealedEvent]:

@@ -7,7 +7,9 @@ Per record:
      each refused event leaves a RejectionRecord with its index, field path and reason code;
   3. return -> the offset is committed (ack policy NACK_ON_ERROR). If Kafka does not acknowledge the forward
      (PublishFailed) the handler raises and the record comes again: nothing accepted is lost, and events
-     without an event_id get one derived from the record's coordinates, so the redelivery counts once.
+     without an event_id get one derived from the record's coordinates, so the redelivery counts once. A forward
+     the broker refuses for good (a record too large for the topic: PublishFailed.permanent) would come again
+     forever: the record is rejected (`unpublishable`) and its offset committed instead.
 Records come in small batches and are handled side by side (`handle_batch`): one record at a time spent most of
 its time waiting for the broker's acknowledgement of its forward (bench: 19,537 events/s that way, 25,842 side
 by side; HTTP with 16 requests in flight: 30,433). The batch commits when all of them are done; if one forward
@@ -110,7 +112,9 @@ class RawIntake:
             )
         except LimitExceeded as exc:
             return await self._poison(record, principal.workspace_id, exc.code)
-        except PublishFailed:
+        except PublishFailed as exc:
+            if exc.permanent:  # refused for what it is: coming again would be refused again, forever
+                return await self._poison(record, principal.workspace_id, "unpublishable")
             metrics.INTAKE_RECORDS.labels("retried").inc()
             log.warning(
                 "raw record not forwarded, kafka did not acknowledge; it will be redelivered",

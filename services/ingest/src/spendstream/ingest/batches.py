@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
 from spendstream.common.envelope import seal
-from spendstream.common.events import EncodedBatch, Rejection, SealedEvent, validate_events
+from spendstream.common.events import EncodedBatch, Rejection, SealedEvent, encode, validate_events
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import USAGE_EVENTS, topic_name
 from spendstream.ingest import fastpath, metrics
@@ -107,9 +107,7 @@ class BatchAcceptor:
         validated = validate_events(raw_events, now, self._max_age)
         for rejection in validated.rejected:
             metrics.EVENTS_REFUSED.labels(rejection.code).inc()
-        # Sealed in the one form both paths write (the same bytes as EventBatch.model_dump_json).
-        accepted = list(map(SealedEvent.of, validated.accepted))
-        return await self._take(workspace_id, accepted, validated.rejected, source, quota, now, traceparent)
+        return await self._take(workspace_id, validated.accepted, validated.rejected, source, quota, now, traceparent)
 
     async def _take(
         self,
@@ -134,7 +132,7 @@ class BatchAcceptor:
         if fresh:
             reservation = await self._limiter.reserve(workspace_id, len(fresh), quota, now)
             try:
-                await self._publish(workspace_id, EncodedBatch(fastpath.encode(fresh), len(fresh)), now, traceparent)
+                await self._publish(workspace_id, EncodedBatch(encode(fresh), len(fresh)), now, traceparent)
             except PublishFailed:
                 # Not accepted, so not counted: the client's retry must find its quota intact.
                 await self._limiter.release(reservation)

@@ -305,14 +305,14 @@ class ValidatedBatch:
 
 
 _REQUEST_FIELDS = {f.name: f for f in msgspec.structs.fields(RequestEvent)}
-_PATTERNS: dict[str, Any] = {
-    "provider": PROVIDER.match,
-    "model": MODEL.match,
-    "event_id": lambda value: value is None or event_ids_valid([value]),
-}
+_ORDER = {name: position for position, name in enumerate(_REQUEST_FIELDS)}
 _WRONG_TYPE = "value has the wrong type or form"
+_BAD_FORMAT = "value does not match the allowed characters and length"
 _BAD_STAMP = "timestamp must be ISO-8601 with a UTC offset"
-_REFUSED_COST = {"invalid_value": "value must be a finite JSON number with at most 12 decimal places"}
+_BAD_COST = {
+    "invalid_value": f"value must be a finite JSON number with at most {COST_DECIMAL_PLACES} decimal places",
+    "out_of_range": "value is outside 0 … 1,000,000",
+}
 
 
 def _bound_refusal(message: str) -> tuple[str, str]:
@@ -329,34 +329,36 @@ def _bound_refusal(message: str) -> tuple[str, str]:
     return "invalid_value", _WRONG_TYPE
 
 
-def _tag_refusals(index: int, tags: Any) -> list[Rejection]:
-    if not isinstance(tags, dict):
-        return [Rejection(index, "tags", "invalid_value", _WRONG_TYPE)]
-    if len(tags) > MAX_TAGS:
-        return [Rejection(index, "tags", "too_many_tags", f"at most {MAX_TAGS} tags are allowed")]
-    refusals: list[Rejection] = []
-    for key, value in tags.items():
-        path = f"tags.{path_segment(key)}"
-        if TAG_KEY.match(key) is None:
-            refusals.append(Rejection(index, path, "invalid_tag_key", f"tag keys match {TAG_KEY_PATTERN}"))
-        try:
-            msgspec.convert(value, _TagValue)
-        except msgspec.ValidationError as exc:
-            code, message = _bound_refusal(str(exc))
-            if code == "too_long":
-                message = f"tag values are at most {MAX_TAG_VALUE_LENGTH} characters"
-            refusals.append(Rejection(index, path, code, message))
-    return refusals
-
-
 def _default(info: msgspec.structs.FieldInfo) -> Any:
     if info.default_factory is not msgspec.NODEFAULT:
         return info.default_factory()
     return None if info.default is msgspec.UNSET else info.default
 
 
-def _field_refusals(index: int, raw: dict[str, Any]) -> tuple[dict[str, Any], list[Rejection]]:
-    """The event's fields decoded each alone, and the refusal of each that breaks a declared rule."""
+def _tag_refusals(index: int, tags: Any) -> list[Rejection]:
+    """Why tags are not a JSON object of at most MAX_TAGS strings of at most MAX_TAG_VALUE_LENGTH characters."""
+    if not isinstance(tags, dict):
+        return [Rejection(index, "tags", "invalid_value", _WRONG_TYPE)]
+    if len(tags) > MAX_TAGS:
+        return [Rejection(index, "tags", "too_many_tags", f"at most {MAX_TAGS} tags are allowed")]
+    refusals: list[Rejection] = []
+    for key, value in tags.items():
+        try:
+            msgspec.convert(value, _TagValue)
+        except msgspec.ValidationError as exc:
+            code, message = _bound_refusal(str(exc))
+            if code == "too_long":
+                message = f"tag values are at most {MAX_TAG_VALUE_LENGTH} characters"
+            refusals.append(Rejection(index, f"tags.{path_segment(key)}", code, message))
+    return refusals
+
+
+def _decoded(index: int, raw: dict[str, Any]) -> tuple[dict[str, Any], list[Rejection]]:
+    """The event's fields of their declared types (RequestEvent's), and a refusal for each that is not."""
+    try:
+        return msgspec.structs.asdict(msgspec.convert(raw, RequestEvent)), []
+    except msgspec.ValidationError:
+        pass  # which fields: each decoded alone
     values: dict[str, Any] = {}
     refusals: list[Rejection] = []
     for name, info in _REQUEST_FIELDS.items():
@@ -365,47 +367,56 @@ def _field_refusals(index: int, raw: dict[str, Any]) -> tuple[dict[str, Any], li
                 refusals.append(Rejection(index, name, "missing_field", "required field is missing"))
             else:
                 values[name] = _default(info)
-            continue
-        value = raw[name]
-        if name == "tags":
-            found = _tag_refusals(index, value)
+        elif name == "tags":
+            found = _tag_refusals(index, raw[name])
             refusals.extend(found)
-            values[name] = None if found else dict(value)
-            continue
-        try:
-            values[name] = value = msgspec.convert(value, info.type)
-        except msgspec.ValidationError as exc:
-            if name == "timestamp":
-                refusals.append(Rejection(index, name, "invalid_timestamp", _BAD_STAMP))
-            else:
-                refusals.append(Rejection(index, name, *_bound_refusal(str(exc))))
-            continue
-        if name in _PATTERNS and not _PATTERNS[name](value):
-            refusals.append(
-                Rejection(index, name, "invalid_format", "value does not match the allowed characters and length")
-            )
-        elif name == "timestamp":
+            if not found or found[0].field != "tags":  # a dict of at most MAX_TAGS: its keys are checked too
+                values[name] = raw[name]
+        else:
             try:
-                if not stamp_shapes_valid([value]) or not zone_valid(ZONE(value)):
-                    raise ValueError(value)
-                values[name] = stamps_to_utc([value])[0]
-            except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00+01:00 is before the calendar
-                refusals.append(Rejection(index, name, "invalid_timestamp", _BAD_STAMP))
-        elif name == "cost_usd":
-            try:
-                values[name] = cost_text(value)
-            except InvalidCost as exc:
-                refusals.append(
-                    Rejection(index, name, exc.code, _REFUSED_COST.get(exc.code, "value is outside 0 … 1,000,000"))
-                )
+                values[name] = msgspec.convert(raw[name], info.type)
+            except msgspec.ValidationError as exc:
+                code, message = ("invalid_timestamp", _BAD_STAMP) if name == "timestamp" else _bound_refusal(str(exc))
+                refusals.append(Rejection(index, name, code, message))
     for key in raw:
         if key not in _REQUEST_FIELDS:
-            refusals.append(
-                Rejection(
-                    index, path_segment(key), "unknown_field", "unknown field; the usage event v1 has no such field"
-                )
-            )
+            message = "unknown field; the usage event v1 has no such field"
+            refusals.append(Rejection(index, path_segment(key), "unknown_field", message))
     return values, refusals
+
+
+def _rule_refusals(index: int, values: dict[str, Any]) -> list[Rejection]:
+    """The refusals of the rules no type states, over the decoded fields (a column of one each); the timestamp
+    becomes its instant in UTC and the cost its sealed text."""
+    refusals: list[Rejection] = []
+    if "event_id" in values and values["event_id"] not in (None, msgspec.UNSET):
+        if not event_ids_valid([values["event_id"]]):
+            refusals.append(Rejection(index, "event_id", "invalid_format", _BAD_FORMAT))
+    for name, pattern in (("provider", PROVIDER), ("model", MODEL)):
+        if name in values and pattern.match(values[name]) is None:
+            refusals.append(Rejection(index, name, "invalid_format", _BAD_FORMAT))
+    if "cost_usd" in values:
+        try:
+            values["cost_usd"] = cost_text(values["cost_usd"])
+        except InvalidCost as exc:
+            refusals.append(Rejection(index, "cost_usd", exc.code, _BAD_COST[exc.code]))
+    if "timestamp" in values:
+        stamp = values["timestamp"]
+        try:
+            if not stamp_shapes_valid([stamp]) or not zone_valid(ZONE(stamp)):
+                raise ValueError("not a shape of the contract")
+            values["timestamp"] = stamps_to_utc([stamp])[0]
+        except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00+01:00 is before the calendar
+            refusals.append(Rejection(index, "timestamp", "invalid_timestamp", _BAD_STAMP))
+    for key in values.get("tags", ()):
+        if TAG_KEY.match(key) is None:
+            message = f"tag keys match {TAG_KEY_PATTERN}"
+            refusals.append(Rejection(index, f"tags.{path_segment(key)}", "invalid_tag_key", message))
+    return refusals
+
+
+def _in_field_order(refusal: Rejection) -> int:
+    return _ORDER.get(refusal.field.partition(".")[0], len(_ORDER))
 
 
 def validate_event(index: int, raw: Any, now: datetime, max_age: timedelta) -> SealedEvent | list[Rejection]:
@@ -423,9 +434,10 @@ def validate_event(index: int, raw: Any, now: datetime, max_age: timedelta) -> S
     violations: list[Violation] = check_event(raw)
     if violations:
         return [Rejection(index, v.field, v.code, v.message) for v in violations]
-    values, refusals = _field_refusals(index, raw)
+    values, refusals = _decoded(index, raw)
+    refusals += _rule_refusals(index, values)
     if refusals:
-        return refusals
+        return sorted(refusals, key=_in_field_order)
     if not parts_within([values["cached_input_tokens"]], [values["input_tokens"]]):
         message = "cached_input_tokens is part of input_tokens and cannot exceed it"
         return [Rejection(index, "", "inconsistent_tokens", message)]
@@ -437,7 +449,7 @@ def validate_event(index: int, raw: Any, now: datetime, max_age: timedelta) -> S
         return [Rejection(index, "timestamp", late, "timestamp is more than 5 minutes in the future")]
     if late == "timestamp_too_old":
         return [Rejection(index, "timestamp", late, "timestamp is older than the retention window")]
-    if values["event_id"] is None:
+    if values["event_id"] in (None, msgspec.UNSET):
         values["event_id"] = str(uuid_utils.uuid7())
     return SealedEvent(**values)
 

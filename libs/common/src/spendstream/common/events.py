@@ -19,8 +19,6 @@ from typing import Annotated, Any
 
 import msgspec
 import uuid_utils
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from spendstream.guard import Violation, check_event, path_segment
 
@@ -83,23 +81,6 @@ class SealedEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=Fa
     timestamp: Annotated[datetime, msgspec.Meta(tz=True)]
     tags: dict[str, str]
 
-    @classmethod
-    def of(cls, event: UsageEvent) -> SealedEvent:
-        """What sealing and reading back `event` gives."""
-        return cls(
-            event.event_id or "",
-            event.provider,
-            event.model,
-            event.input_tokens,
-            event.output_tokens,
-            event.cached_input_tokens,
-            event.reasoning_tokens,
-            event.latency_ms,
-            None if event.cost_usd is None else str(event.cost_usd),
-            event.timestamp,
-            dict(event.tags),
-        )
-
 
 class SealedBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A sealed plaintext: `{"events": [...]}` (ingest encodes it, rollup decodes it)."""
@@ -160,6 +141,10 @@ class EncodedBatch:
 
     json: bytes
     count: int
+
+    @classmethod
+    def of(cls, events: list[SealedEvent]) -> EncodedBatch:
+        return cls(encode(events), len(events))
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -272,7 +257,7 @@ def cost_text(value: int | float | None) -> str | None:
         return str(value)
     cost = Decimal(repr(value))  # 1e-07 and the like
     exponent = cost.as_tuple().exponent
-    # A shortest repr has no trailing zeros, so its exponent counts the places (first: pydantic's order too).
+    # A shortest repr has no trailing zeros, so its exponent counts the places.
     if not isinstance(exponent, int) or exponent < -COST_DECIMAL_PLACES:  # not finite, or too many places
         raise InvalidCost("invalid_value")
     if not 0 <= cost <= _MAX_COST:
@@ -419,10 +404,11 @@ def _in_field_order(refusal: Rejection) -> int:
     return _ORDER.get(refusal.field.partition(".")[0], len(_ORDER))
 
 
-def validate_event(index: int, raw: Any, now: datetime, max_age: timedelta) -> SealedEvent | list[Rejection]:
+def validate_event(index: int, raw: Any, now: datetime, max_age: timedelta | None) -> SealedEvent | list[Rejection]:
     """One decoded event as it is sealed, or why it is refused: the privacy guard first, then every field's
-    declared type and rule, then the token parts and the time window. An event without an `event_id` (absent or
-    null) is named with a UUIDv7."""
+    declared type and rule, then the token parts and the time window (none when `max_age` is None: tests and
+    tools that seal events of any age). An event without an `event_id` (absent or null) is named with a
+    UUIDv7."""
     if not isinstance(raw, dict):
         return [Rejection(index, "", "invalid_event", "each event must be a JSON object")]
     if "workspace_id" in raw:
@@ -444,7 +430,7 @@ def validate_event(index: int, raw: Any, now: datetime, max_age: timedelta) -> S
     if not parts_within([values["reasoning_tokens"]], [values["output_tokens"]]):
         message = "reasoning_tokens is part of output_tokens and cannot exceed it"
         return [Rejection(index, "", "inconsistent_tokens", message)]
-    late = window_refusal([values["timestamp"]], now, max_age)
+    late = None if max_age is None else window_refusal([values["timestamp"]], now, max_age)
     if late == "timestamp_in_future":
         return [Rejection(index, "timestamp", late, "timestamp is more than 5 minutes in the future")]
     if late == "timestamp_too_old":
@@ -454,7 +440,7 @@ def validate_event(index: int, raw: Any, now: datetime, max_age: timedelta) -> S
     return SealedEvent(**values)
 
 
-def validate_events(raw_events: list[Any], now: datetime, max_age: timedelta) -> ValidatedBatch:
+def validate_events(raw_events: list[Any], now: datetime, max_age: timedelta | None) -> ValidatedBatch:
     """Validate every event of a batch independently: one bad event never spoils the others."""
     accepted: list[SealedEvent] = []
     rejected: list[Rejection] = []
@@ -467,54 +453,9 @@ def validate_events(raw_events: list[Any], now: datetime, max_age: timedelta) ->
     return ValidatedBatch(accepted, rejected)
 
 
-# The pydantic model of tests and tools that build sealed batches by hand; ingest never validates with it.
-EventId = Annotated[str, StringConstraints(pattern=f"^{EVENT_ID_PATTERN}$")]
-Provider = Annotated[str, StringConstraints(pattern=f"^{PROVIDER_PATTERN}$")]
-Model = Annotated[str, StringConstraints(pattern=f"^{MODEL_PATTERN}$")]
-TagKey = Annotated[str, StringConstraints(pattern=f"^{TAG_KEY_PATTERN}$")]
-TagValue = Annotated[str, StringConstraints(max_length=MAX_TAG_VALUE_LENGTH)]
-Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)]
-Latency = Annotated[int, Field(ge=0, le=MAX_LATENCY_MS, strict=True)]
-Cost = Annotated[Decimal, Field(ge=0, le=MAX_COST_USD, allow_inf_nan=False, decimal_places=COST_DECIMAL_PLACES)]
-
-
-class UsageEvent(BaseModel):
-    """One AI call, described by metadata only. Validation here is the contract of the whole pipeline."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
-
-    event_id: EventId | None = None
-    provider: Provider
-    model: Model
-    input_tokens: Tokens
-    output_tokens: Tokens
-    cached_input_tokens: Tokens | None = None
-    reasoning_tokens: Tokens | None = None
-    latency_ms: Latency
-    cost_usd: Cost | None = None
-    timestamp: AwareDatetime
-    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=MAX_TAGS)
-
-    @field_validator("timestamp")
-    @classmethod
-    def _to_utc(cls, value: datetime) -> datetime:
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:  # 0001-01-01T00:00+01:00, 9999-12-31T23:59-01:00: not a 500, an invalid timestamp
-            raise PydanticCustomError("datetime_out_of_range", "timestamp is outside the calendar in UTC") from None
-
-    @model_validator(mode="after")
-    def _token_parts_within_totals(self) -> UsageEvent:
-        if self.cached_input_tokens is not None and self.cached_input_tokens > self.input_tokens:
-            raise ValueError("cached_input_tokens is part of input_tokens and cannot exceed it")
-        if self.reasoning_tokens is not None and self.reasoning_tokens > self.output_tokens:
-            raise ValueError("reasoning_tokens is part of output_tokens and cannot exceed it")
-        return self
-
-
-class EventBatch(BaseModel):
-    """The plaintext of one envelope: validated events of one workspace, each with its event_id set."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    events: list[UsageEvent]
+def sealed_events(raw_events: list[Any]) -> list[SealedEvent]:
+    """The events as ingest seals them, whatever their age (tests and tools); ValueError naming each refusal."""
+    result = validate_events(raw_events, datetime.now(UTC), None)
+    if result.rejected:
+        raise ValueError("; ".join(f"{r.index} {r.field} {r.code}" for r in result.rejected))
+    return result.accepted

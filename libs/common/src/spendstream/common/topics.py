@@ -59,7 +59,7 @@ INGEST_RAW = Topic(
     "ingest.raw.v1",
     "external producers",
     ("ingest",),
-    "JSON {events:[UsageEvent]} with header x-api-key (an ingest key); untrusted",
+    "JSON {events:[RequestEvent]} with header x-api-key (an ingest key); untrusted",
     partitions=6,
     retention_ms=3 * DAY_MS,
     cleanup="delete",

@@ -37,7 +37,6 @@ from spendstream.common.events import (
     window_refusal,
     zone_valid,
 )
-from spendstream.common.events import encode as encode
 from spendstream.guard import all_clean, is_content_key, remember
 
 

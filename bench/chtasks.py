@@ -44,7 +44,7 @@ def insert_limit(config: dict[str, Any]) -> dict[str, Any]:
     now = datetime.now(UTC)
     raw = orjson.loads(BodyTemplate(BATCH).body("limit"))["events"]
     validated = validate_events(raw, now, timedelta(days=400)).accepted
-    template = StoredBatch.of("ws_limit", "b", now, validated).events
+    template = validated
     writer = ClickHouseWriter(client, config["db"], bundled())
     inserted, spent = 0, 0.0
     while inserted < events:

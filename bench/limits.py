@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench.events import BATCH, BodyTemplate
 from bench.harness import KAFKA_LIBS, ROOT, Bench
 from spendstream.common.envelope import seal
-from spendstream.common.events import EventBatch, validate_events
+from spendstream.common.events import EncodedBatch, encode, validate_events
 
 JAVA = (
     "java",
@@ -47,7 +47,7 @@ def envelope_bytes(events: int = BATCH) -> int:
     raw = orjson.loads(BodyTemplate(events).body("size"))["events"]
     batch = validate_events(raw, datetime.now(UTC), timedelta(days=400))
     envelope = seal(
-        EventBatch(events=batch.accepted),
+        EncodedBatch(encode(batch.accepted), len(batch.accepted)),
         workspace_id="ws_" + "0" * 32,
         batch_id=str(uuid.uuid4()),
         key=os.urandom(32),

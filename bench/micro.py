@@ -1,8 +1,9 @@
 """`python -m bench.micro [--runs N] [--redis URL]`: ingest's per-batch CPU, in-process, one step at a time.
 
 Times the steps the HTTP profile shows on 500-event batches built like bench/events.py builds them: the privacy
-guard, the whole reference validation (guard + schema), the fast path (fastpath.check from the body bytes, then
-the sealed plaintext it writes), and the Redis dedupe check and mark. Prints the median and p90 of
+guard, validate_events (the pass that explains refusals: guard, then the declared rules event by event) on a clean
+batch and on one with a refused event, the fast path (fastpath.check from the body bytes, then the sealed
+plaintext events.encode writes), and the Redis dedupe check and mark. Prints the median and p90 of
 wall and process-CPU time per batch over `runs` batches; Redis' own CPU is not in the process figure.
 It uses the Redis at `--redis` under a throwaway key prefix it deletes afterwards; nothing else is started.
 """
@@ -22,7 +23,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.events import BodyTemplate
-from spendstream.common.events import validate_events
+from spendstream.common.events import encode, validate_events
 from spendstream.guard import check_event
 from spendstream.ingest import fastpath
 from spendstream.ingest.dedupe import Deduplicator
@@ -98,12 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(row("guard (check_event)", *time_sync(args.runs, lambda i: [check_event(e) for e in batches[i]])))
     if "validate" in only:
         lines.append(row("validate_events", *time_sync(args.runs, lambda i: validate_events(batches[i], now, max_age))))
+        refused = [[{**batch[0], "provider": "OpenAI"}, *batch[1:]] for batch in batches]
+        lines.append(
+            row("validate (1 refused)", *time_sync(args.runs, lambda i: validate_events(refused[i], now, max_age)))
+        )
     if "fast" in only:
         lines.append(
             row("fastpath.check", *time_sync(args.runs, lambda i: fastpath.check(bodies[i], now, max_age, str)))
         )
         sealed = [c.events if c else [] for c in (fastpath.check(body, now, max_age, str) for body in bodies)]
-        lines.append(row("fastpath.encode", *time_sync(args.runs, lambda i: fastpath.encode(sealed[i]))))
+        lines.append(row("events.encode", *time_sync(args.runs, lambda i: encode(sealed[i]))))
     if "dedupe" in only:
         lines.extend(asyncio.run(_dedupe(args.runs, args.redis, batches)))
     print(f"per 500-event batch, {args.runs} runs")

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.events import BATCH, BodyTemplate
@@ -21,7 +22,7 @@ from bench.harness import Bench, Namespace, ServiceProcess, free_port, rate_unti
 from bench.profiling import profile_during
 from bench.stats import Spread
 from spendstream.common.envelope import seal
-from spendstream.common.events import EventBatch
+from spendstream.common.events import EncodedBatch, sealed_events
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import USAGE_EVENTS, topic_name
 
@@ -77,8 +78,8 @@ async def prefill(bench: Bench, ns: Namespace, events: int) -> None:
         for b in range(events // BATCH):
             ws_id = ns.workspaces[b % len(ns.workspaces)].workspace_id
             version, key = keys[ws_id]
-            # Parsed by the schema alone: the guard's verdict on these template events is known (ingest's job).
-            batch = EventBatch.model_validate_json(template.body(f"r{b}"))
+            # The events as ingest seals them (events.sealed_events: the one validation, without the time window).
+            batch = EncodedBatch.of(sealed_events(orjson.loads(template.body(f"r{b}"))["events"]))
             envelope = seal(
                 batch, workspace_id=ws_id, batch_id=f"bench-{b}", key=key, key_version=version, ingested_at=now
             )

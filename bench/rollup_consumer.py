@@ -19,12 +19,13 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
+import orjson
 from clickhouse_connect.driver.client import Client
 
 from bench.events import BATCH, BodyTemplate
 from bench.rollup_micro import OneKey
 from spendstream.common.envelope import seal
-from spendstream.common.events import EventBatch
+from spendstream.common.events import EncodedBatch, sealed_events
 from spendstream.common.prices import bundled
 from spendstream.common.service import tune_gc
 from spendstream.common.tenants import KeyRing
@@ -41,7 +42,7 @@ def _records(events: int, key: bytes) -> list[Any]:
     template, now = BodyTemplate(BATCH), datetime.now(UTC)
     records = []
     for i in range(events // BATCH):
-        batch = EventBatch.model_validate_json(template.body(f"c{i}"))
+        batch = EncodedBatch.of(sealed_events(orjson.loads(template.body(f"c{i}"))["events"]))
         envelope = seal(
             batch, workspace_id=f"ws_{i % 6:032d}", batch_id=f"b{i}", key=key, key_version=1, ingested_at=now
         )

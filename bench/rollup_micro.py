@@ -17,11 +17,12 @@ import tempfile
 from datetime import UTC, datetime
 
 import lz4.frame  # type: ignore[import-untyped]
+import orjson
 
 from bench.events import BodyTemplate
 from bench.micro import row, time_sync
 from spendstream.common.envelope import BatchEnvelope, open_plaintext, read_record, seal
-from spendstream.common.events import EventBatch
+from spendstream.common.events import EncodedBatch, sealed_events
 from spendstream.common.prices import bundled
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.schema import migrate
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     runs: int = args.runs
     key, now = os.urandom(32), datetime.now(UTC)
     template = BodyTemplate()
-    batches = [EventBatch.model_validate_json(template.body(f"m{i}")) for i in range(runs)]
+    events = [sealed_events(orjson.loads(template.body(f"m{i}"))["events"]) for i in range(runs)]
+    batches = [EncodedBatch.of(e) for e in events]
 
     def wire(i: int) -> bytes:
         return (
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [
         f"envelope: {len(values[0]):,} bytes on the wire, {len(lz4.frame.compress(values[0])):,} after "
-        f"Kafka's lz4; {len(batches[0].events)} events"
+        f"Kafka's lz4; {batches[0].count} events"
     ]
     if "seal" in only:
         lines.append(_row("seal + wire JSON", *time_sync(runs, wire)))
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             migrate(client, "bench", 12)
             writer = ClickHouseWriter(client, "bench", prices)
             bodies = [writer.encode([b]) for b in stored]
-            warm = [StoredBatch.of("ws_warm", "w", now, batches[0].events)]
+            warm = [StoredBatch.of("ws_warm", "w", now, events[0])]
             writer.insert_new(warm, writer.encode(warm))
             lines.append(_row("insert_new", *time_sync(runs, lambda i: writer.insert_new([stored[i]], bodies[i]))))
     loop.close()

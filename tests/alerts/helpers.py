@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from spendstream.alerts.keyspace import KeySpace
 from spendstream.alerts.spend import CountedRecord, RedisSpendStore, SpendCounter, SpendStore
 from spendstream.alerts.thresholds import Evaluator, MarkerStore, RedisMarkerStore
-from spendstream.common.events import SealedEvent, UsageEvent
+from spendstream.common.events import SealedEvent
 from spendstream.common.prices import bundled
 from spendstream.common.records import BudgetRecord, BudgetScope, FiredAlert
 from tests.alerts.memory import MemoryStore
@@ -60,12 +60,15 @@ def event(cost: str | None, at: datetime, **overrides: Any) -> SealedEvent:
         "model": "gpt-4o-mini",
         "input_tokens": 1000,
         "output_tokens": 1000,
+        "cached_input_tokens": None,
+        "reasoning_tokens": None,
         "latency_ms": 1,
-        "cost_usd": Decimal(cost) if cost is not None else None,
-        "timestamp": at,
+        "cost_usd": str(Decimal(cost)) if cost is not None else None,
+        "timestamp": at.astimezone(UTC),
+        "tags": {},
     }
     values.update(overrides)
-    return SealedEvent.of(UsageEvent(**values))
+    return SealedEvent(**values)
 
 
 def record(workspace_id: str, *events: SealedEvent, partition: int = 0, offset: int | None = None) -> CountedRecord:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spendstream.common.events import UsageEvent
+from spendstream.common.events import SealedEvent, sealed_events
 from spendstream.common.prices import PriceTable, bundled, load, local_path
 
 # (provider, model as sent, input, cached, output, reasoning, expected USD, the hand computation)
@@ -121,17 +121,22 @@ CASES = [
 ]
 
 
-def _event(provider: str, model: str, inp: int, cached: int, out: int, reasoning: int) -> UsageEvent:
-    return UsageEvent(
-        provider=provider,
-        model=model,
-        input_tokens=inp,
-        cached_input_tokens=cached or None,
-        output_tokens=out,
-        reasoning_tokens=reasoning or None,
-        latency_ms=1,
-        timestamp=datetime.now(UTC),
+def _event(provider: str, model: str, inp: int, cached: int, out: int, reasoning: int) -> SealedEvent:
+    (event,) = sealed_events(
+        [
+            {
+                "provider": provider,
+                "model": model,
+                "input_tokens": inp,
+                "cached_input_tokens": cached or None,
+                "output_tokens": out,
+                "reasoning_tokens": reasoning or None,
+                "latency_ms": 1,
+                "timestamp": datetime.now(UTC).isoformat(),
+            }
+        ]
     )
+    return event
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The usage event v1 model and its validation (spendstream.common.events): every field rule, and for any
+"""The usage event v1 and its validation (spendstream.common.events): every field rule, and for any
 input a list of content-free rejections or a valid event, never an exception."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spendstream.common.events import MAX_TAGS, UsageEvent, validate_event, validate_events
+from spendstream.common.events import MAX_TAGS, SealedEvent, validate_event, validate_events
 from tests.support import usage_event
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -30,12 +30,12 @@ def test_valid_event_gets_a_server_assigned_event_id_when_absent() -> None:
     raw = _at()
     del raw["event_id"]
     event = validate_event(0, raw, NOW, MAX_AGE)
-    assert isinstance(event, UsageEvent) and event.event_id and len(event.event_id) == 36
+    assert isinstance(event, SealedEvent) and event.event_id and len(event.event_id) == 36
 
 
 def test_timestamp_is_normalised_to_utc() -> None:
     event = validate_event(0, _at(timestamp="2026-11-23T13:00:00+01:00"), NOW, MAX_AGE)
-    assert isinstance(event, UsageEvent) and event.timestamp == NOW
+    assert isinstance(event, SealedEvent) and event.timestamp == NOW
 
 
 def test_each_field_rule_has_its_reason_code() -> None:
@@ -70,7 +70,7 @@ def test_boundaries_are_inclusive() -> None:
         NOW,
         MAX_AGE,
     )
-    assert isinstance(ok, UsageEvent)
+    assert isinstance(ok, SealedEvent)
 
 
 def test_one_bad_event_never_spoils_the_others() -> None:
@@ -105,7 +105,7 @@ FIELDS = st.sampled_from(
 def test_any_input_yields_an_event_or_content_free_rejections(mutation: dict[str, Any]) -> None:
     raw = {**_at(), **mutation}
     result = validate_event(0, raw, NOW, MAX_AGE)
-    if isinstance(result, UsageEvent):
+    if isinstance(result, SealedEvent):
         return
     assert result
     rendered = " ".join(f"{r.field} {r.code} {r.message}" for r in result)
@@ -117,4 +117,4 @@ def test_any_input_yields_an_event_or_content_free_rejections(mutation: dict[str
 @given(st.integers(min_value=0, max_value=10**9), st.integers(min_value=0, max_value=10**9))
 def test_cached_tokens_are_valid_exactly_when_within_input_tokens(total: int, cached: int) -> None:
     result = validate_event(0, _at(input_tokens=total, cached_input_tokens=cached), NOW, MAX_AGE)
-    assert isinstance(result, UsageEvent) == (cached <= total)
+    assert isinstance(result, SealedEvent) == (cached <= total)

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from spendstream.common import crypto, datakeys
 from spendstream.common.envelope import BatchEnvelope, _aad, seal
-from spendstream.common.events import EventBatch, UsageEvent
+from spendstream.common.events import EncodedBatch, sealed_events
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import DATA_KEYS, ROLLUP_DEAD_LETTERS, USAGE_EVENTS, topic_name
@@ -48,7 +48,7 @@ class Publisher:
             assert version is not None, "workspace has no data key"
             key = await self.keyring.data_key(workspace_id, version)
             assert key is not None
-        batch = EventBatch(events=[UsageEvent.model_validate(e) for e in events])
+        batch = EncodedBatch.of(sealed_events(events))
         env = seal(
             batch,
             workspace_id=workspace_id,

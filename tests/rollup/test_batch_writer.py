@@ -19,7 +19,7 @@ from clickhouse_connect.driver.client import Client
 from prometheus_client import REGISTRY
 
 from spendstream.common.envelope import read_record, seal
-from spendstream.common.events import EncodedBatch, EventBatch, UsageEvent
+from spendstream.common.events import EncodedBatch, SealedEvent, sealed_events
 from spendstream.common.key_backoff import KeyBackoff
 from spendstream.common.prices import bundled
 from spendstream.common.records import DeadLetter
@@ -37,16 +37,12 @@ BACK = NOW - timedelta(days=3)  # a back-dated event's time, and an ingestion be
 ERASED_AT = NOW - timedelta(days=1)
 
 
-def _events(ids: str, customer: str = "cust-1", at: datetime = NOW) -> list[UsageEvent]:
+def _events(ids: str, customer: str = "cust-1", at: datetime = NOW) -> list[SealedEvent]:
     tags = {"customer_id": customer}
-    return [
-        UsageEvent.model_validate(usage_event(event_id=i, timestamp=at.isoformat(), tags=tags)) for i in ids.split()
-    ]
+    return sealed_events([usage_event(event_id=i, timestamp=at.isoformat(), tags=tags) for i in ids.split()])
 
 
-def _sealed(
-    workspace_id: str, batch: EventBatch | EncodedBatch, key: bytes = KEY, ingested_at: datetime = NOW
-) -> bytes:
+def _sealed(workspace_id: str, batch: EncodedBatch, key: bytes = KEY, ingested_at: datetime = NOW) -> bytes:
     envelope = seal(batch, workspace_id=workspace_id, batch_id="b", key=key, key_version=1, ingested_at=ingested_at)
     return envelope.model_dump_json().encode()
 
@@ -54,7 +50,7 @@ def _sealed(
 def rec(workspace_id: str, ids: str, **how: Any) -> bytes:
     """A record of `ids` (space-separated event ids); `how`: customer, at (event time), key, ingested_at."""
     events = _events(ids, how.pop("customer", "cust-1"), how.pop("at", NOW))
-    return _sealed(workspace_id, EventBatch(events=events), **how)
+    return _sealed(workspace_id, EncodedBatch.of(events), **how)
 
 
 @dataclass
@@ -248,19 +244,21 @@ def test_a_batch_kept_whole_keeps_its_sealed_json_and_a_filtered_one_is_encoded_
 async def test_the_events_encode_to_the_very_bytes_ingest_sealed() -> None:
     raw = [
         *_events("a b"),
-        UsageEvent.model_validate(
-            usage_event(
-                event_id="odd",
-                cost_usd="0.000123456789",
-                cached_input_tokens=7,
-                reasoning_tokens=None,
-                timestamp=datetime(2026, 11, 30, 23, 59, 59, 987654, tzinfo=UTC).isoformat(),
-                tags={"feature": 'it\'s "q" \\ \t\n', "route": "/v1/é/日本", "x": "\x01\u2028"},
-            )
+        *sealed_events(
+            [
+                usage_event(
+                    event_id="odd",
+                    cost_usd=0.000123456789,
+                    cached_input_tokens=7,
+                    reasoning_tokens=None,
+                    timestamp=datetime(2026, 11, 30, 23, 59, 59, 987654, tzinfo=UTC).isoformat(),
+                    tags={"feature": 'it\'s "q" \\ \t\n', "route": "/v1/é/日本", "x": "\x01\u2028"},
+                ),
+                usage_event(event_id="none", cost_usd=None, tags={}),
+            ]
         ),
-        UsageEvent.model_validate(usage_event(event_id="none", cost_usd=None, tags={})),
     ]
-    value = _sealed("ws1", EventBatch(events=raw))
+    value = _sealed("ws1", EncodedBatch.of(raw))
     _, events, events_json = await read_record(value, cast(KeyRing, Keys({"ws1": KEY})))
     assert events_json is not None and msgspec.json.encode(events) == events_json
     sealed = StoredBatch("ws1", "b", NOW, events, None, events_json)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from spendstream.common.envelope import seal
-from spendstream.common.events import EventBatch, UsageEvent
+from spendstream.common.events import EncodedBatch, sealed_events
 from spendstream.common.kafka import make_broker
 from spendstream.common.prices import bundled
 from spendstream.common.tenants import KeyRing
@@ -298,7 +298,7 @@ async def test_the_periodic_reconcile_covers_back_dated_days_touched_since_its_l
             "ws1",
             "b",
             datetime.now(UTC),
-            [UsageEvent.model_validate(usage_event(timestamp=old.isoformat(), cost_usd=1.0)) for _ in range(2)],
+            sealed_events([usage_event(timestamp=old.isoformat(), cost_usd=1.0) for _ in range(2)]),
         )
     ]
     events_writer.insert_new(back_dated, events_writer.encode(back_dated))
@@ -372,7 +372,7 @@ async def test_a_chunk_failing_fails_the_whole_batch_and_its_redelivery_stores_e
     )
     records = []
     for i in range(5):  # chunks of 2, 2 and 1 records
-        batch = EventBatch(events=[UsageEvent.model_validate(e) for e in events(3, cost_usd=0.5)])
+        batch = EncodedBatch.of(sealed_events(events(3, cost_usd=0.5)))
         envelope = seal(
             batch, workspace_id="ws1", batch_id=f"b{i}", key=key, key_version=1, ingested_at=datetime.now(UTC)
         )

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from spendstream.common.events import UsageEvent
+from spendstream.common.events import sealed_events
 from spendstream.common.prices import bundled
 from spendstream.rollup import export
 from spendstream.rollup.clickhouse import clickhouse_client
@@ -27,7 +27,7 @@ def filled(iso: Isolation) -> UsageQueries:
     migrate(client, iso.database, 12)
     writer = ClickHouseWriter(client, iso.database, bundled())
     for ws, n in (("ws1", 23), ("ws2", 5)):
-        evs = [UsageEvent.model_validate(usage_event(tags={"feature": 'f,"quoted"\nline'})) for _ in range(n)]
+        evs = sealed_events([usage_event(tags={"feature": 'f,"quoted"\nline'}) for _ in range(n)])
         batches = [StoredBatch.of(ws, "b", datetime.now(UTC), evs)]
         writer.insert_new(batches, writer.encode(batches))
     return UsageQueries(client, iso.database)

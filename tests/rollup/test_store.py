@@ -13,7 +13,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from spendstream.common.envelope import stored_events
-from spendstream.common.events import EventBatch, UsageEvent
+from spendstream.common.events import encode, sealed_events
 from spendstream.common.prices import bundled
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.queries import UsageQueries
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 
 def _batch(workspace_id: str, n: int, batch_id: str = "b1", **fields: Any) -> StoredBatch:
-    events = [UsageEvent.model_validate(usage_event(**fields)) for _ in range(n)]
+    events = sealed_events([usage_event(**fields) for _ in range(n)])
     return StoredBatch.of(workspace_id, batch_id, datetime.now(UTC), events)
 
 
@@ -145,9 +145,7 @@ def test_the_existence_check_is_per_workspace_and_works_across_chunks(
     a = _batch("wsA", 4, cost_usd=1.0)
     assert db.insert(a).new == 4
     # The same event_id in another workspace is a different event; a's events again are not new.
-    b = StoredBatch.of(
-        "wsB", "b", datetime.now(UTC), [UsageEvent.model_validate({**shared, "event_id": a.events[0].event_id})]
-    )
+    b = StoredBatch.of("wsB", "b", datetime.now(UTC), sealed_events([{**shared, "event_id": a.events[0].event_id}]))
     assert db.insert(a, b, _batch("wsA", 2, batch_id="b2", cost_usd=1.0)).new == 3
     assert _totals(db, "wsA")["requests"] == 6 and _totals(db, "wsB")["requests"] == 1
 
@@ -185,7 +183,7 @@ def test_what_is_stored_is_exactly_what_was_sealed_through_the_json_insert(iso: 
         1,
         event_id="odd-1",
         timestamp=at.isoformat(),
-        cost_usd="0.000123456789",
+        cost_usd=0.000123456789,
         cached_input_tokens=7,
         tags=tags,
     )
@@ -199,7 +197,7 @@ def test_what_is_stored_is_exactly_what_was_sealed_through_the_json_insert(iso: 
 
 def _sealed(workspace_id: str, raws: list[dict[str, Any]], batch_id: str = "b1") -> StoredBatch:
     """A batch as the consumer reads it from a record: the events, and their JSON array as sealed."""
-    plaintext = EventBatch(events=[UsageEvent.model_validate(r) for r in raws]).model_dump_json().encode()
+    plaintext = encode(sealed_events(raws))
     events, events_json = stored_events(plaintext)
     assert events_json is not None
     return StoredBatch(
@@ -210,7 +208,7 @@ def _sealed(workspace_id: str, raws: list[dict[str, Any]], batch_id: str = "b1")
 _KINDS = [  # every kind of cost and value a batch can carry
     usage_event(
         event_id="reported",
-        cost_usd="0.000123456789",
+        cost_usd=0.000123456789,
         cached_input_tokens=7,
         reasoning_tokens=3,
         timestamp=datetime(2026, 11, 30, 23, 59, 59, 987654, tzinfo=timezone(timedelta(hours=-5))).isoformat(),
@@ -222,7 +220,7 @@ _KINDS = [  # every kind of cost and value a batch can carry
         },
     ),
     usage_event(event_id="reported-zero", cost_usd=0, tags={}),
-    usage_event(event_id="big", cost_usd="1000000", input_tokens=0, output_tokens=0, latency_ms=0),
+    usage_event(event_id="big", cost_usd=1_000_000, input_tokens=0, output_tokens=0, latency_ms=0),
     usage_event(
         event_id="computed",
         provider="openai",

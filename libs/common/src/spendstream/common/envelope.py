@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidTag
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from spendstream.common import crypto
-from spendstream.common.events import EncodedBatch, EventBatch, SealedBatch
+from spendstream.common.events import EncodedBatch, SealedBatch
 from spendstream.common.events import SealedEvent as SealedEvent  # what read_record gives, so named here too
 from spendstream.common.tenants import KeyRing
 
@@ -48,7 +48,7 @@ def _aad(workspace_id: str, batch_id: str, key_version: int) -> bytes:
 
 
 def seal(
-    batch: EventBatch | EncodedBatch,
+    batch: EncodedBatch,
     *,
     workspace_id: str,
     batch_id: str,
@@ -57,17 +57,13 @@ def seal(
     ingested_at: datetime,
     traceparent: str | None = None,
 ) -> BatchEnvelope:
-    # ingest seals EncodedBatches; an EventBatch (tests, tools) is written to the same bytes here.
-    encoded = (
-        EncodedBatch(batch.model_dump_json().encode(), len(batch.events)) if isinstance(batch, EventBatch) else batch
-    )
-    plaintext = lz4.frame.compress(encoded.json)
+    plaintext = lz4.frame.compress(batch.json)
     return BatchEnvelope(
         workspace_id=workspace_id,
         batch_id=batch_id,
         key_version=key_version,
         ingested_at=ingested_at,
-        event_count=encoded.count,
+        event_count=batch.count,
         ciphertext=crypto.encrypt(key, plaintext, _aad(workspace_id, batch_id, key_version)),
         traceparent=traceparent,
     )
@@ -79,7 +75,7 @@ class BrokenPlaintext(ValueError):
 
 _DECODER = msgspec.json.Decoder(SealedBatch)
 _get_stamp, _get_cost, _get_tz = attrgetter("timestamp"), attrgetter("cost_usd"), attrgetter("tzinfo")
-_HEAD = b'{"events":['  # how seal's plaintext begins (both of ingest's encoders write it without spaces)
+_HEAD = b'{"events":['  # how seal's plaintext begins (events.encode writes it without spaces)
 _PLAIN_DECIMALS = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:,[0-9]+(?:\.[0-9]+)?)*")
 _to_utc = methodcaller("astimezone", UTC)
 _not_none = partial(is_not, None)

@@ -119,7 +119,7 @@ INGEST_RAW = Topic(
     "ingest.raw.v1",
     "external producers",
     ("ingest",),
-    RAW,  # untrusted: JSON {"events": [UsageEvent]} with header x-api-key (an ingest key), checked by intake.py
+    RAW,  # untrusted: JSON {"events": [RequestEvent]} with header x-api-key (an ingest key), checked by intake.py
     "anything (unused)",
     partitions=6,
     retention_ms=3 * DAY_MS,

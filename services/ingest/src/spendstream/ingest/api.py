@@ -7,13 +7,14 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
+import msgspec
 import uuid_utils
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from spendstream.common.events import MAX_EVENTS_PER_BATCH, UsageEvent
+from spendstream.common.events import RequestBatch
 from spendstream.common.key_backoff import LogPace, report
 from spendstream.common.tenants import KeyUnavailable, Principal
 from spendstream.ingest import metrics
@@ -46,16 +47,10 @@ class ErrorResponse(BaseModel):
     message: str
 
 
-class EventsRequest(BaseModel):
-    """Documentation of the body; the handler validates it itself, event by event."""
-
-    events: list[UsageEvent]
-
-
 def events_request_schema() -> dict[str, Any]:
-    """The request body's JSON schema, self-contained: the handler reads the body itself (gzip, per-event
-    errors), so FastAPI never sees the model and would not register it under components."""
-    schema = EventsRequest.model_json_schema()
+    """The request body's JSON schema (events.RequestBatch's), self-contained: the handler reads the body itself
+    (gzip, per-event errors), so FastAPI never sees the type and would not register it under components."""
+    schema = msgspec.json.schema(RequestBatch)
     defs: dict[str, Any] = schema.pop("$defs", {})
 
     def inline(node: Any) -> Any:
@@ -69,8 +64,6 @@ def events_request_schema() -> dict[str, Any]:
         return node
 
     body: dict[str, Any] = inline(schema)
-    body["properties"]["events"].update(minItems=1, maxItems=MAX_EVENTS_PER_BATCH)
-    body["additionalProperties"] = False
     return body
 
 

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from spendstream.common import tracing
 from spendstream.common.envelope import seal
-from spendstream.common.events import EncodedBatch, Rejection, SealedEvent, validate_events
+from spendstream.common.events import EncodedBatch, Rejection, SealedEvent, encode, validate_events
 from spendstream.common.tenants import KeyRing, KeyUnavailable
 from spendstream.common.topics import USAGE_EVENTS, topic_name
 from spendstream.ingest import fastpath, metrics
@@ -130,9 +130,7 @@ class BatchAcceptor:
         validated = validate_events(raw_events, now, self._max_age)
         for rejection in validated.rejected:
             metrics.EVENTS_REFUSED.labels(rejection.code).inc()
-        # Sealed in the one form both paths write (the same bytes as EventBatch.model_dump_json).
-        accepted = list(map(SealedEvent.of, validated.accepted))
-        return await self._take(workspace_id, accepted, validated.rejected, source, quota, now, traceparent)
+        return await self._take(workspace_id, validated.accepted, validated.rejected, source, quota, now, traceparent)
 
     async def _take(
         self,
@@ -196,7 +194,7 @@ class BatchAcceptor:
 
             def sealed(part: list[SealedEvent]) -> bytes:
                 envelope = seal(
-                    EncodedBatch(fastpath.encode(part), len(part)),
+                    EncodedBatch(encode(part), len(part)),
                     workspace_id=workspace_id,
                     batch_id=str(uuid_utils.uuid7()),
                     key=key,

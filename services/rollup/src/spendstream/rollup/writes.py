@@ -14,7 +14,6 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from spendstream.common.envelope import SealedEvent
-from spendstream.common.events import UsageEvent
 from spendstream.common.prices import Price, PriceTable
 from spendstream.rollup.schema import BATCH_COLUMNS
 
@@ -48,11 +47,11 @@ class StoredBatch:
         workspace_id: str,
         batch_id: str,
         ingested_at: datetime,
-        events: Iterable[UsageEvent],
+        events: Iterable[SealedEvent],
         traceparent: str | None = None,
     ) -> StoredBatch:
         """A batch of validated events (tests, tools), as rollup reads them from a sealed plaintext."""
-        return cls(workspace_id, batch_id, ingested_at, [SealedEvent.of(e) for e in events], traceparent)
+        return cls(workspace_id, batch_id, ingested_at, list(events), traceparent)
 
     def keeping(self, events: Sequence[SealedEvent]) -> StoredBatch:
         """The same batch with only `events` (some of its own); their JSON is encoded again when written."""

@@ -67,11 +67,11 @@ async def test_a_missing_or_unknown_key_is_401_with_a_bearer_challenge(
     response = await client.get("/read", headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json()["detail"]["error"] == "unauthorized"
+    assert response.json()["error"] == "unauthorized"
 
 
 async def test_a_key_of_another_scope_is_403(client: httpx.AsyncClient) -> None:
     response = await client.get("/admin", headers={"X-API-Key": "ssk_read_x"})
     assert response.status_code == 403
-    assert response.json()["detail"]["error"] == "forbidden"
+    assert response.json()["error"] == "forbidden"
     assert (await client.get("/admin", headers={"X-API-Key": "ssk_admin_y"})).status_code == 200

@@ -106,7 +106,7 @@ def test_webhook_urls_that_do_not_parse_are_refused_with_422(server: Server) -> 
                 json={"name": "w", "amount_usd": "1", "webhooks": [{"url": url}]},
                 headers=auth(server.ws["admin"]),
             )
-            assert r.status_code == 422 and r.json()["detail"]["code"] == "invalid_url", (url, r.text)
+            assert r.status_code == 422 and r.json()["code"] == "invalid_url", (url, r.text)
 
 
 def _raw(port: int, request: bytes, read: bool = True) -> bytes:

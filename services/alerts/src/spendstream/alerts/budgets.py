@@ -53,7 +53,7 @@ class BudgetIn(BaseModel):
     amount_usd: Annotated[Decimal, Field(gt=0, le=1_000_000_000, allow_inf_nan=False, decimal_places=9)]
     scope: BudgetScope | None = None
     thresholds: list[Annotated[int, Field(ge=1, le=1000)]] = Field(
-        default_factory=lambda: [*DEFAULT_THRESHOLDS], max_length=20
+        default_factory=lambda: [*DEFAULT_THRESHOLDS], min_length=1, max_length=20
     )
     webhooks: list[WebhookIn] = Field(default_factory=list, max_length=10)
     emails: list[Email] = Field(default_factory=list, max_length=20)
@@ -70,7 +70,7 @@ class BudgetPatch(BaseModel):
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=120)] | None = None
     amount_usd: Annotated[Decimal, Field(gt=0, le=1_000_000_000, allow_inf_nan=False, decimal_places=9)] | None = None
-    thresholds: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(default=None, max_length=20)
+    thresholds: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(default=None, min_length=1, max_length=20)
     webhooks: list[WebhookIn] | None = Field(default=None, max_length=10)
     emails: list[Email] | None = Field(default=None, max_length=20)
     forecast: bool | None = None

@@ -13,10 +13,10 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from spendstream.common.errors import AUTH, ErrorBody, responses
 from spendstream.common.events import MAX_EVENTS_PER_BATCH, UsageEvent
 from spendstream.common.tenants import Principal
 from spendstream.ingest import metrics
-from spendstream.ingest.auth import auth_error_responses
 from spendstream.ingest.batches import BatchAcceptor, PublishFailed
 from spendstream.ingest.body import BodyError, parse_batch, read_body
 from spendstream.ingest.fastpath import CheckedBatch
@@ -38,11 +38,6 @@ class IngestResponse(BaseModel):
     accepted: int
     duplicates: int
     rejected: list[RejectedEvent]
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    message: str
 
 
 class EventsRequest(BaseModel):
@@ -103,10 +98,16 @@ def build_router(
     settings: IngestSettings, acceptor: BatchAcceptor, workspaces: WorkspaceDirectory, auth: Any
 ) -> APIRouter:
     router = APIRouter(tags=["ingest"], route_class=_CountedRoute)
-    errors: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 413, 415, 429, 503)}
-    errors.update(auth_error_responses())
+    errors = responses(
+        *AUTH,
+        400,
+        413,
+        415,
+        503,
+        s429="rate limited, over the monthly quota, or too many failed authentications; see `Retry-After`",
+    )
     errors[422] = {
-        "model": ErrorResponse | IngestResponse,
+        "model": ErrorBody | IngestResponse,
         "description": "no valid event in the batch (per-event reasons), or a malformed batch",
     }
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from spendstream.common.errors import AUTH, responses
 from spendstream.common.prices import PriceTable
 from spendstream.common.tenants import Principal
 from spendstream.rollup import export, findings
@@ -24,7 +25,7 @@ from spendstream.rollup.schema import DIMENSIONS, MEASURES
 
 MAX_RANGE_DAYS = 400
 # A dimension filter; repeat the parameter for several values (`model=a&model=b` means a or b).
-Filter = Annotated[list[str] | None, Query(description="repeat for several values (any of them)")]
+Filter = Annotated[list[str], Query(default_factory=list, description="repeat for several values (any of them)")]
 
 
 class UsageRow(BaseModel):
@@ -81,7 +82,7 @@ class FindingsResponse(BaseModel):
 
 
 def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRouter:
-    router = APIRouter(tags=["usage"])
+    router = APIRouter(tags=["usage"], responses=responses(*AUTH, 422))
 
     @router.get(
         "/v1/usage",
@@ -90,16 +91,16 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRou
     )
     async def usage(
         principal: Annotated[Principal, Depends(auth)],
+        provider: Filter,
+        model: Filter,
+        feature: Filter,
+        route: Filter,
+        task_type: Filter,
+        customer_plan: Filter,
+        customer_id: Filter,
         start: Annotated[date | None, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
         end: Annotated[date | None, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
         group_by: Annotated[str, Query(description=f"comma-separated: {', '.join(GROUPABLE)}")] = "",
-        provider: Filter = None,
-        model: Filter = None,
-        feature: Filter = None,
-        route: Filter = None,
-        task_type: Filter = None,
-        customer_plan: Filter = None,
-        customer_id: Filter = None,
     ) -> dict[str, Any]:
         today = datetime.now(UTC).date()
         end = end or today

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
+from spendstream.common import errors
 from spendstream.common.auth_brake import AuthBrake
 from spendstream.common.http_auth import require_scope
 from spendstream.common.settings import BaseServiceSettings
@@ -34,6 +35,7 @@ DIRECTORY = DictDirectory({"ssk_read_x": READ, "ssk_admin_y": ADMIN})
 READER = require_scope(DIRECTORY, "read", "admin")
 ADMIN_ONLY = require_scope(DIRECTORY, "admin")
 APP = FastAPI()
+errors.install(APP)  # as build_http_app does: every error answers the ErrorBody
 
 
 @APP.get("/read")

@@ -14,11 +14,14 @@ from spendstream.alerts.budgets import BudgetBook, BudgetIn, BudgetOut, BudgetPa
 from spendstream.alerts.delivery_log import DeliveryLog
 from spendstream.alerts.webhooks import Failed, Refused, check_target
 from spendstream.common.errors import AUTH, responses
+from spendstream.common.links import links
 from spendstream.common.records import BudgetRecord
 from spendstream.common.tenants import Principal
 
 log = logging.getLogger(__name__)
 MAX_BUDGETS_PER_WORKSPACE = 200
+_ONE = "/v1/budgets/{budget_id}"
+_ALERTS = "/v1/budgets/{budget_id}/alerts"
 
 
 def _not_found() -> HTTPException:
@@ -59,7 +62,15 @@ def build_router(
         "/v1/budgets",
         status_code=201,
         response_model=BudgetOut,
-        responses={**body_errors, **responses(409, s409="the workspace has its maximum number of budgets")},
+        responses={
+            201: {
+                "links": links(
+                    "budget_id", "budget_id", ("GET", _ONE), ("PATCH", _ONE), ("DELETE", _ONE), ("GET", _ALERTS)
+                )
+            },
+            **body_errors,
+            **responses(409, s409="the workspace has its maximum number of budgets"),
+        },
         summary="Create a monthly USD budget; generated webhook secrets are shown in this answer only",
     )
     async def create(body: BudgetIn, principal: Admin) -> BudgetOut:

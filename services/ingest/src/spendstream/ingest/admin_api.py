@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from spendstream.common.errors import AUTH, responses
+from spendstream.common.links import links
 from spendstream.common.tenants import Principal
 from spendstream.ingest.admin import Admin, AdminError, KeyInfo, WorkspaceInfo
 
@@ -57,7 +58,11 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         "/keys",
         status_code=201,
         response_model=IssuedKeyResponse,
-        responses={**errors, **responses(400)},
+        responses={
+            201: {"links": links("key_id", "key_id", ("DELETE", "/v1/admin/keys/{key_id}"))},
+            **errors,
+            **responses(400),
+        },
         summary="Issue a new API key (shown once)",
     )
     async def issue_key(body: IssueKeyRequest, caller: Caller) -> Any:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from spendstream.common.erasure import DeletionRequest
 from spendstream.common.errors import AUTH, responses
+from spendstream.common.links import links
 from spendstream.common.tenants import Principal
 from spendstream.retention.clock import Clock
 from spendstream.retention.requests import RequestView, new_request_id
@@ -35,6 +36,7 @@ def build_router(coordinator: Coordinator, clock: Clock, auth: Any) -> APIRouter
         status_code=202,
         response_model=RequestView,
         responses={
+            202: {"links": links("request_id", "request_id", ("GET", "/v1/deletions/{request_id}"))},
             200: {"model": RequestView, "description": "this request_id was posted before: that request, unchanged"},
             **responses(400, 409, s409="this request_id names another request of the workspace"),
         },

@@ -8,13 +8,14 @@ parameter, so no request can name another one.
 # parameters at definition time, where `auth` is a local of the router factory.
 
 import asyncio
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 from spendstream.common.errors import AUTH, responses
 from spendstream.common.prices import PriceTable
@@ -24,6 +25,17 @@ from spendstream.rollup.queries import GROUPABLE, UsageQueries
 from spendstream.rollup.schema import DIMENSIONS, MEASURES
 
 MAX_RANGE_DAYS = 400
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(value: object) -> object:
+    # pydantic would read `to=0` as 1970-01-01 (a Unix time); the document says an ISO date.
+    if isinstance(value, str) and not ISO_DAY.fullmatch(value):
+        raise ValueError("a day is YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date | None, BeforeValidator(_iso_day)]
 # A dimension filter; repeat the parameter for several values (`model=a&model=b` means a or b).
 Filter = Annotated[list[str], Query(default_factory=list, description="repeat for several values (any of them)")]
 
@@ -98,8 +110,8 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRou
         task_type: Filter,
         customer_plan: Filter,
         customer_id: Filter,
-        start: Annotated[date | None, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
-        end: Annotated[date | None, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
+        start: Annotated[Day, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
+        end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
         group_by: Annotated[str, Query(description=f"comma-separated: {', '.join(GROUPABLE)}")] = "",
     ) -> dict[str, Any]:
         today = datetime.now(UTC).date()

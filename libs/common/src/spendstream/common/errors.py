@@ -2,7 +2,7 @@
 
 `{"error": <code>, "message": <text>}`, plus `field` and `code` when one input is at fault, or `details` (one
 `{field, code}` per problem) when the request failed schema validation. Never the input's value. Routes raise
-`HTTPException(status, detail={"error": ..., "message": ...})` or return `error_response(...)`; the handlers
+`HTTPException(status, detail={"error": ..., "message": ...})` or return such a body; the handlers
 below give FastAPI's and Starlette's own errors (validation, unparsable body, unknown route, method not allowed)
 the same shape, and `responses(...)` documents them in `/openapi.json`.
 """
@@ -70,10 +70,6 @@ def responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, 
             entry["headers"] = _HEADERS[status]
         out[status] = entry
     return out
-
-
-def error_response(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
 
 
 _DEFAULT_CODES = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}

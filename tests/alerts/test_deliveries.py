@@ -136,7 +136,7 @@ async def test_webhooks_to_private_addresses_are_refused_unless_allowed(iso: Iso
                 "/v1/budgets", json=budget_body(None, webhooks=[{"url": url}]), headers=auth(ws["admin"])
             )
             assert r.status_code == 422, url
-            assert r.json()["detail"]["code"] == "private_address"
+            assert r.json()["code"] == "private_address"
 
 
 async def _len(items: list[Any], n: int) -> bool:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
+from spendstream.common import errors
 from spendstream.common.auth_brake import AuthBrake
 from spendstream.common.http_auth import require_scope
 from spendstream.common.settings import BaseServiceSettings
@@ -34,6 +35,7 @@ DIRECTORY = DictDirectory({"ssk_read_x": READ, "ssk_admin_y": ADMIN})
 READER = require_scope(DIRECTORY, "read", "admin")
 ADMIN_ONLY = require_scope(DIRECTORY, "admin")
 APP = FastAPI()
+errors.install(APP)  # as build_http_app does: every error answers the ErrorBody
 
 
 @APP.get("/read")
@@ -67,11 +69,11 @@ async def test_a_missing_or_unknown_key_is_401_with_a_bearer_challenge(
     response = await client.get("/read", headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json()["detail"]["error"] == "unauthorized"
+    assert response.json()["error"] == "unauthorized"
 
 
 async def test_a_key_of_another_scope_is_403(client: httpx.AsyncClient) -> None:
     response = await client.get("/admin", headers={"X-API-Key": "ssk_read_x"})
     assert response.status_code == 403
-    assert response.json()["detail"]["error"] == "forbidden"
+    assert response.json()["error"] == "forbidden"
     assert (await client.get("/admin", headers={"X-API-Key": "ssk_admin_y"})).status_code == 200

@@ -85,4 +85,4 @@ def test_key_unavailable_is_documented_in_the_openapi_schema() -> None:
     app.include_router(build_router(IngestSettings(), d.acceptor, d.workspaces, caller))
     answer = app.openapi()["paths"]["/v1/events"]["post"]["responses"]["503"]
     assert "key_unavailable" in answer["description"]
-    assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from spendstream.common import logs
+from spendstream.common import errors, logs
 from spendstream.common.kek_check import verify_kek
 from spendstream.common.settings import BaseServiceSettings, ConfigurationError, check
 
@@ -180,11 +179,7 @@ def build_http_app(services: Sequence[Service], title: str = "spendstream") -> F
         for router in service.routers:
             app.include_router(router)  # type: ignore[arg-type]
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Never echo the input back: only where and what kind of error.
-        errors = [{"field": ".".join(str(p) for p in e["loc"]), "code": e["type"]} for e in exc.errors()]
-        return JSONResponse({"error": "invalid_request", "details": errors}, status_code=422)
+    errors.install(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -13,11 +13,15 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from spendstream.alerts.budgets import BudgetBook, BudgetIn, BudgetOut, BudgetPatch, public_view
 from spendstream.alerts.delivery_log import DeliveryLog
 from spendstream.alerts.webhooks import Failed, Refused, check_target
+from spendstream.common.errors import AUTH, responses
+from spendstream.common.links import links
 from spendstream.common.records import BudgetRecord
 from spendstream.common.tenants import Principal
 
 log = logging.getLogger(__name__)
 MAX_BUDGETS_PER_WORKSPACE = 200
+_ONE = "/v1/budgets/{budget_id}"
+_ALERTS = "/v1/budgets/{budget_id}/alerts"
 
 
 def _not_found() -> HTTPException:
@@ -30,7 +34,13 @@ async def _check_urls(urls: list[str], allow_private: bool) -> None:
             await check_target(url, allow_private)
         except (Refused, Failed) as exc:
             raise HTTPException(
-                422, detail={"error": "invalid_webhook", "field": f"webhooks[{index}].url", "code": exc.code}
+                422,
+                detail={
+                    "error": "invalid_webhook",
+                    "message": "the webhook URL is refused",
+                    "field": f"webhooks[{index}].url",
+                    "code": exc.code,
+                },
             ) from None
 
 
@@ -43,13 +53,24 @@ def build_router(
     rearm: Callable[[BudgetRecord, datetime], Awaitable[int]],
     forget: Callable[[BudgetRecord], Awaitable[None]],
 ) -> APIRouter:
-    router = APIRouter(tags=["budgets"])
+    router = APIRouter(tags=["budgets"], responses=responses(*AUTH, 422))
+    body_errors = responses(400)
+    missing = responses(404, s404="no such budget in this workspace")
     Admin = Annotated[Principal, Depends(auth)]
 
     @router.post(
         "/v1/budgets",
         status_code=201,
         response_model=BudgetOut,
+        responses={
+            201: {
+                "links": links(
+                    "budget_id", "budget_id", ("GET", _ONE), ("PATCH", _ONE), ("DELETE", _ONE), ("GET", _ALERTS)
+                )
+            },
+            **body_errors,
+            **responses(409, s409="the workspace has its maximum number of budgets"),
+        },
         summary="Create a monthly USD budget; generated webhook secrets are shown in this answer only",
     )
     async def create(body: BudgetIn, principal: Admin) -> BudgetOut:
@@ -69,7 +90,7 @@ def build_router(
     async def list_budgets(principal: Admin) -> list[BudgetOut]:
         return [public_view(b) for b in book.of_workspace(principal.workspace_id)]
 
-    @router.get("/v1/budgets/{budget_id}", response_model=BudgetOut)
+    @router.get("/v1/budgets/{budget_id}", response_model=BudgetOut, responses=missing)
     async def show(budget_id: str, principal: Admin) -> BudgetOut:
         record = book.get(principal.workspace_id, budget_id)
         if record is None:
@@ -79,6 +100,7 @@ def build_router(
     @router.patch(
         "/v1/budgets/{budget_id}",
         response_model=BudgetOut,
+        responses={**body_errors, **missing},
         summary="Change a budget; thresholds whose new level is above current spend are re-armed",
     )
     async def change(budget_id: str, patch: BudgetPatch, principal: Admin) -> BudgetOut:
@@ -94,7 +116,7 @@ def build_router(
         log.info("budget changed", extra={"budget_id": budget_id, "rearmed": rearmed})
         return public_view(updated, shown)
 
-    @router.delete("/v1/budgets/{budget_id}", status_code=204)
+    @router.delete("/v1/budgets/{budget_id}", status_code=204, responses=missing)
     async def delete(budget_id: str, principal: Admin) -> Response:
         record = book.get(principal.workspace_id, budget_id)
         if record is None:
@@ -105,6 +127,7 @@ def build_router(
 
     @router.get(
         "/v1/budgets/{budget_id}/alerts",
+        responses=missing,
         summary="The budget's alerts of the last 30 days and their delivery log (attempts and status per channel)",
     )
     async def alerts(budget_id: str, principal: Admin) -> dict[str, Any]:

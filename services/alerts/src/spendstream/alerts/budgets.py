@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Annotated
 
 from faststream.kafka import KafkaBroker
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
 
 from spendstream.alerts.settings import AlertsSettings
 from spendstream.common import crypto
@@ -25,6 +25,9 @@ from spendstream.common.records import BudgetRecord, BudgetScope, SealedWebhook
 from spendstream.common.topics import BUDGETS
 
 DEFAULT_THRESHOLDS = (75, 90, 100)
+# Strict: what the schema calls a boolean or an integer is refused as 0, "true" or "5" (pydantic's lax mode
+# would take them, and the API would accept what its own document calls invalid).
+Threshold = Annotated[int, Field(ge=1, le=1000, strict=True)]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$", max_length=320)]
 
 
@@ -52,12 +55,10 @@ class BudgetIn(BaseModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=120)]
     amount_usd: Annotated[Decimal, Field(gt=0, le=1_000_000_000, allow_inf_nan=False, decimal_places=9)]
     scope: BudgetScope | None = None
-    thresholds: list[Annotated[int, Field(ge=1, le=1000)]] = Field(
-        default_factory=lambda: [*DEFAULT_THRESHOLDS], max_length=20
-    )
+    thresholds: list[Threshold] = Field(default_factory=lambda: [*DEFAULT_THRESHOLDS], min_length=1, max_length=20)
     webhooks: list[WebhookIn] = Field(default_factory=list, max_length=10)
     emails: list[Email] = Field(default_factory=list, max_length=20)
-    forecast: bool = True
+    forecast: StrictBool = True
     spike_multiple: Annotated[Decimal, Field(gt=1, le=1000, allow_inf_nan=False)] | None = Decimal(3)
 
     _thresholds = field_validator("thresholds")(_valid_thresholds)
@@ -70,12 +71,12 @@ class BudgetPatch(BaseModel):
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=120)] | None = None
     amount_usd: Annotated[Decimal, Field(gt=0, le=1_000_000_000, allow_inf_nan=False, decimal_places=9)] | None = None
-    thresholds: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(default=None, max_length=20)
+    thresholds: list[Threshold] | None = Field(default=None, min_length=1, max_length=20)
     webhooks: list[WebhookIn] | None = Field(default=None, max_length=10)
     emails: list[Email] | None = Field(default=None, max_length=20)
-    forecast: bool | None = None
+    forecast: StrictBool | None = None
     spike_multiple: Annotated[Decimal, Field(gt=1, le=1000, allow_inf_nan=False)] | None = None
-    spike_disabled: bool = False
+    spike_disabled: StrictBool = False
 
     _thresholds = field_validator("thresholds")(_valid_thresholds)
 

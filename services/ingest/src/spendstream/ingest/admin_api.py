@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from spendstream.common.errors import AUTH, responses
+from spendstream.common.links import links
 from spendstream.common.tenants import Principal
 from spendstream.ingest.admin import Admin, AdminError, KeyInfo, WorkspaceInfo
-from spendstream.ingest.api import ErrorResponse
-from spendstream.ingest.auth import auth_error_responses
 
 
 class IssueKeyRequest(BaseModel):
@@ -31,9 +31,10 @@ class DataKeyResponse(BaseModel):
 
 
 def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
+    # Every route answers 404 when the key's workspace or the named key is unknown; 409 for rotation without
+    # a data key.
+    errors = responses(*AUTH, 404, 409, 422)
     router = APIRouter(prefix="/v1/admin", tags=["admin"])
-    errors: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}}
-    errors.update(auth_error_responses())
     Caller = Annotated[Principal, Depends(auth)]
 
     def refused(exc: AdminError) -> JSONResponse:
@@ -58,7 +59,11 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         "/keys",
         status_code=201,
         response_model=IssuedKeyResponse,
-        responses=errors,
+        responses={
+            201: {"links": links("key_id", "key_id", ("DELETE", "/v1/admin/keys/{key_id}"))},
+            **errors,
+            **responses(400),
+        },
         summary="Issue a new API key (shown once)",
     )
     async def issue_key(body: IssueKeyRequest, caller: Caller) -> Any:
@@ -85,16 +90,11 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         response_model=DataKeyResponse,
         responses={
             **errors,
-            429: {
-                "model": ErrorResponse,
-                "description": "rotated less than the rotation interval ago (one an hour by default)",
-                "headers": {
-                    "Retry-After": {
-                        "description": "seconds until a rotation is accepted",
-                        "schema": {"type": "integer"},
-                    }
-                },
-            },
+            **responses(
+                429,
+                s429="rotated less than the rotation interval ago (one an hour by default), or too many failed "
+                "authentications; see `Retry-After`",
+            ),
         },
         summary="Rotate the workspace's data key; older versions still decrypt",
     )

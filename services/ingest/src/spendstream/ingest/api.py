@@ -14,11 +14,11 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from spendstream.common.errors import AUTH, ErrorBody, responses
 from spendstream.common.events import RequestBatch
 from spendstream.common.key_backoff import LogPace, report
 from spendstream.common.tenants import KeyUnavailable, Principal
 from spendstream.ingest import metrics
-from spendstream.ingest.auth import auth_error_responses
 from spendstream.ingest.batches import BatchAcceptor, PublishFailed
 from spendstream.ingest.body import BodyError, parse_batch, read_body
 from spendstream.ingest.fastpath import CheckedBatch
@@ -40,11 +40,6 @@ class IngestResponse(BaseModel):
     accepted: int
     duplicates: int
     rejected: list[RejectedEvent]
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    message: str
 
 
 def events_request_schema() -> dict[str, Any]:
@@ -97,17 +92,20 @@ def build_router(
     settings: IngestSettings, acceptor: BatchAcceptor, workspaces: WorkspaceDirectory, auth: Any
 ) -> APIRouter:
     router = APIRouter(tags=["ingest"], route_class=_CountedRoute)
-    errors: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 413, 415, 429)}
-    errors[503] = {
-        "model": ErrorResponse,
-        "description": "nothing was accepted, retry with the same event_ids: `unavailable` (the event log cannot "
-        "take the batch now) or `key_unavailable` (the workspace's data key cannot be unwrapped by this "
-        "server's KEK, an operator's error; other workspaces are unaffected)",
-    }
-    errors.update(auth_error_responses())
+    errors = responses(
+        *AUTH,
+        400,
+        413,
+        415,
+        503,
+        s429="rate limited, over the monthly quota, or too many failed authentications; see `Retry-After`",
+        s503="nothing was accepted, retry with the same event_ids: `unavailable` (the event log cannot take the "
+        "batch now) or `key_unavailable` (the workspace's data key cannot be unwrapped by this server's KEK, an "
+        "operator's error; other workspaces are unaffected)",
+    )
     key_log = LogPace()  # a wrong KEK fails every request of the workspace: one line a minute says it
     errors[422] = {
-        "model": ErrorResponse | IngestResponse,
+        "model": ErrorBody | IngestResponse,
         "description": "no valid event in the batch (per-event reasons), or a malformed batch",
     }
 

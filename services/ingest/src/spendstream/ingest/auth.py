@@ -8,7 +8,7 @@ no more events (403) until it is reactivated.
 # No `from __future__ import annotations`: FastAPI evaluates the Header parameters at definition time.
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Header, HTTPException, Request
 
@@ -77,22 +77,3 @@ def require(
         return principal
 
     return dependency
-
-
-def auth_error_responses() -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the errors the dependency raises (FastAPI wraps them in `detail`)."""
-    schema = {
-        "type": "object",
-        "required": ["detail"],
-        "properties": {
-            "detail": {
-                "type": "object",
-                "required": ["error", "message"],
-                "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
-            }
-        },
-    }
-    return {
-        s: {"description": d, "content": {"application/json": {"schema": schema}}}
-        for s, d in ((401, "missing, unknown or revoked key"), (403, "wrong scope or cancelled workspace"))
-    }

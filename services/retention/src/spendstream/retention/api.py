@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from spendstream.common.erasure import DeletionRequest
+from spendstream.common.errors import AUTH, responses
+from spendstream.common.links import links
 from spendstream.common.tenants import Principal
 from spendstream.retention.clock import Clock
 from spendstream.retention.requests import RequestView, new_request_id
@@ -27,12 +29,17 @@ class DeletionBody(BaseModel):
 
 
 def build_router(coordinator: Coordinator, clock: Clock, auth: Any) -> APIRouter:
-    router = APIRouter(tags=["retention"])
+    router = APIRouter(tags=["retention"], responses=responses(*AUTH, 422))
 
     @router.post(
         "/v1/deletions",
         status_code=202,
         response_model=RequestView,
+        responses={
+            202: {"links": links("request_id", "request_id", ("GET", "/v1/deletions/{request_id}"))},
+            200: {"model": RequestView, "description": "this request_id was posted before: that request, unchanged"},
+            **responses(400, 409, s409="this request_id names another request of the workspace"),
+        },
         summary="Erase the key's workspace, or one customer_id inside it, and prove it",
     )
     async def request_deletion(body: DeletionBody, principal: Annotated[Principal, Depends(auth)]) -> JSONResponse:
@@ -56,6 +63,7 @@ def build_router(coordinator: Coordinator, clock: Clock, auth: Any) -> APIRouter
     @router.get(
         "/v1/deletions/{request_id}",
         response_model=RequestView,
+        responses=responses(404, s404="no such deletion request in this workspace"),
         summary="State of a deletion request: requested, executing, verified or failed; with its receipt",
     )
     async def deletion_status(request_id: str, principal: Annotated[Principal, Depends(auth)]) -> RequestView:

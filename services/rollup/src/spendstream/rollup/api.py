@@ -8,14 +8,16 @@ parameter, so no request can name another one.
 # parameters at definition time, where `auth` is a local of the router factory.
 
 import asyncio
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
+from spendstream.common.errors import AUTH, responses
 from spendstream.common.prices import PriceTable
 from spendstream.common.tenants import Principal
 from spendstream.rollup import export, findings
@@ -23,8 +25,19 @@ from spendstream.rollup.queries import GROUPABLE, UsageQueries
 from spendstream.rollup.schema import DIMENSIONS, MEASURES
 
 MAX_RANGE_DAYS = 400
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(value: object) -> object:
+    # pydantic would read `to=0` as 1970-01-01 (a Unix time); the document says an ISO date.
+    if isinstance(value, str) and not ISO_DAY.fullmatch(value):
+        raise ValueError("a day is YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date | None, BeforeValidator(_iso_day)]
 # A dimension filter; repeat the parameter for several values (`model=a&model=b` means a or b).
-Filter = Annotated[list[str] | None, Query(description="repeat for several values (any of them)")]
+Filter = Annotated[list[str], Query(default_factory=list, description="repeat for several values (any of them)")]
 
 
 class UsageRow(BaseModel):
@@ -81,7 +94,7 @@ class FindingsResponse(BaseModel):
 
 
 def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRouter:
-    router = APIRouter(tags=["usage"])
+    router = APIRouter(tags=["usage"], responses=responses(*AUTH, 422))
 
     @router.get(
         "/v1/usage",
@@ -90,16 +103,16 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRou
     )
     async def usage(
         principal: Annotated[Principal, Depends(auth)],
-        start: Annotated[date | None, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
-        end: Annotated[date | None, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
+        provider: Filter,
+        model: Filter,
+        feature: Filter,
+        route: Filter,
+        task_type: Filter,
+        customer_plan: Filter,
+        customer_id: Filter,
+        start: Annotated[Day, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
+        end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
         group_by: Annotated[str, Query(description=f"comma-separated: {', '.join(GROUPABLE)}")] = "",
-        provider: Filter = None,
-        model: Filter = None,
-        feature: Filter = None,
-        route: Filter = None,
-        task_type: Filter = None,
-        customer_plan: Filter = None,
-        customer_id: Filter = None,
     ) -> dict[str, Any]:
         today = datetime.now(UTC).date()
         end = end or today

@@ -37,11 +37,13 @@ def build_internal_router(queries: UsageQueries, token: SecretStr) -> APIRouter:
         if not expected:
             raise HTTPException(404)
         if not x_internal_token or not hmac.compare_digest(x_internal_token.encode(), expected.encode()):
-            raise HTTPException(401, detail={"error": "unauthorized"})
+            raise HTTPException(401, detail={"error": "unauthorized", "message": "missing or wrong internal token"})
         if start is None or end is None or start > end or (end - start).days > MAX_DAYS or not workspace_id:
-            raise HTTPException(422, detail={"error": "invalid_range"})
+            raise HTTPException(
+                422, detail={"error": "invalid_range", "message": f"from <= to, at most {MAX_DAYS} days apart"}
+            )
         if (tag is None) != (value is None):
-            raise HTTPException(422, detail={"error": "invalid_scope"})
+            raise HTTPException(422, detail={"error": "invalid_scope", "message": "tag and value go together"})
         filters = {tag: value} if tag is not None and value is not None else {}
         rows = await asyncio.to_thread(queries.usage, workspace_id, start, end, ["day"], filters)
         days = {row["day"]: format(Decimal(row["cost_usd"]), "f") for row in rows}

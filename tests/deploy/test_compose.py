@@ -50,7 +50,11 @@ def test_each_service_is_built_from_its_dockerfile_and_waits_for_what_it_needs(
     compose: dict[str, Any], service: Deployable
 ) -> None:
     spec = compose["services"][service.name]
-    assert spec["build"] == {"context": ".", "dockerfile": f"services/{service.name}/Dockerfile"}
+    assert spec["build"] == {
+        "context": ".",
+        "dockerfile": "Dockerfile",
+        "args": {"SERVICE": service.name, "PORT": str(service.port)},
+    }
     assert (ROOT / spec["build"]["dockerfile"]).is_file()
     needs = {"kafka": "service_healthy", "topics": "service_completed_successfully"}
     needs.update(
@@ -125,7 +129,12 @@ def test_redis_persists_with_an_append_only_file_on_a_volume(compose: dict[str, 
 def test_topics_are_provisioned_once_by_the_cli_image_before_the_services_start(compose: dict[str, Any]) -> None:
     topics = compose["services"]["topics"]
     assert topics["command"] == ["topics", "create"]
-    assert topics["build"]["dockerfile"] == "apps/cli/Dockerfile"
+    assert topics["build"] == {
+        "context": ".",
+        "dockerfile": "Dockerfile",
+        "target": "cli",
+        "args": {"PACKAGE": "spendstream-cli", "SOURCE": "."},
+    }
     assert topics["restart"] == "no"
     assert topics["depends_on"] == {"kafka": {"condition": "service_healthy"}}
 

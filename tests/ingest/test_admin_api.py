@@ -60,9 +60,11 @@ async def test_admin_routes_need_an_admin_key_of_the_same_workspace(iso: Isolati
         assert (await client.get("/v1/admin/keys", headers=auth(ws["ingest"]))).status_code == 403
         assert (await client.get("/v1/admin/keys")).status_code == 401
         theirs = (await client.get("/v1/admin/keys", headers=auth(other["admin"]))).json()
-        assert (
-            await client.delete(f"/v1/admin/keys/{theirs[0]['key_id']}", headers=auth(ws["admin"]))
-        ).status_code == 404
+        foreign = await client.delete(f"/v1/admin/keys/{theirs[0]['key_id']}", headers=auth(ws["admin"]))
+        assert (foreign.status_code, foreign.json()) == (
+            404,
+            {"error": "unknown_key", "message": "no such key in this workspace"},
+        )
 
 
 async def test_rotated_data_key_seals_new_batches_with_the_new_version(iso: Isolation) -> None:

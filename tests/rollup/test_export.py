@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -46,3 +47,84 @@ async def test_csv_and_json_hold_the_same_records_and_quote_tag_values_safely(fi
     doc = json.loads(b"".join([chunk async for chunk in export.json_stream(filled, "ws1", page_rows=5)]))
     assert [e["event_id"] for e in doc["events"]] == [r["event_id"] for r in rows[:23]]
     assert doc["daily"][0]["requests"] == 23 and doc["workspace_id"] == "ws1"
+
+
+_STORED = {
+    "provider": "openai",
+    "model": "gpt-4o",
+    "feature": "chat",
+    "route": "/v1/chat",
+    "task_type": "qa",
+    "customer_plan": "pro",
+    "customer_id": "c1",
+    "cost_source": "computed",
+    "input_tokens": 10,
+    "output_tokens": 20,
+    "cached_input_tokens": 3,
+    "reasoning_tokens": 4,
+}
+
+
+def test_an_event_row_becomes_one_record_with_every_column_in_order() -> None:
+    row = {
+        **_STORED,
+        "event_id": "e1",
+        "ts": datetime(2026, 3, 1, 12, 30),
+        "ingested_at": datetime(2026, 3, 1, 12, 31, tzinfo=UTC),
+        "environment": "prod",
+        "cost_usd": Decimal("0.000125000"),
+        "latency_ms": 250,
+        "tags": {"team": "a"},
+    }
+    assert list(export._event(row).items()) == [
+        ("record_type", "event"),
+        ("event_id", "e1"),
+        ("timestamp", "2026-03-01T12:30:00+00:00"),
+        ("day", "2026-03-01"),
+        ("ingested_at", "2026-03-01T12:31:00+00:00"),
+        ("provider", "openai"),
+        ("model", "gpt-4o"),
+        ("feature", "chat"),
+        ("route", "/v1/chat"),
+        ("task_type", "qa"),
+        ("customer_plan", "pro"),
+        ("customer_id", "c1"),
+        ("environment", "prod"),
+        ("cost_source", "computed"),
+        ("requests", 1),
+        ("input_tokens", 10),
+        ("output_tokens", 20),
+        ("cached_input_tokens", 3),
+        ("reasoning_tokens", 4),
+        ("cost_usd", "0.000125000"),
+        ("latency_ms", 250),
+        ("tags", {"team": "a"}),
+    ]
+
+
+def test_a_daily_row_becomes_a_record_with_sums_and_no_event_columns() -> None:
+    row = {**_STORED, "day": date(2026, 3, 1), "requests": 7, "cost_usd": "1.5", "latency_ms_sum": 900}
+    assert list(export._daily(row).items()) == [
+        ("record_type", "daily"),
+        ("event_id", ""),
+        ("timestamp", ""),
+        ("day", "2026-03-01"),
+        ("ingested_at", ""),
+        ("provider", "openai"),
+        ("model", "gpt-4o"),
+        ("feature", "chat"),
+        ("route", "/v1/chat"),
+        ("task_type", "qa"),
+        ("customer_plan", "pro"),
+        ("customer_id", "c1"),
+        ("environment", ""),
+        ("cost_source", "computed"),
+        ("requests", 7),
+        ("input_tokens", 10),
+        ("output_tokens", 20),
+        ("cached_input_tokens", 3),
+        ("reasoning_tokens", 4),
+        ("cost_usd", "1.5"),
+        ("latency_ms", 900),
+        ("tags", {}),
+    ]

@@ -2,10 +2,12 @@
 
 # No `from __future__ import annotations`: FastAPI must evaluate the Annotated[..., Depends(auth)] parameters.
 
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from spendstream.common.errors import AUTH, responses
@@ -30,30 +32,38 @@ class DataKeyResponse(BaseModel):
     current_version: int
 
 
+class _RefusalsAnswered(APIRoute):
+    """A route whose AdminError is answered with its status and `{"error", "message"}` body."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answered(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except AdminError as exc:
+                headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+                return JSONResponse(
+                    {"error": exc.code, "message": exc.message}, status_code=exc.status, headers=headers
+                )
+
+        return answered
+
+
 def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
     # Every route answers 404 when the key's workspace or the named key is unknown; 409 for rotation without
     # a data key.
     errors = responses(*AUTH, 404, 409, 422)
-    router = APIRouter(prefix="/v1/admin", tags=["admin"])
+    router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=_RefusalsAnswered)
     Caller = Annotated[Principal, Depends(auth)]
-
-    def refused(exc: AdminError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status, headers=headers)
 
     @router.get("/workspace", response_model=WorkspaceInfo, responses=errors, summary="The caller's workspace")
     async def get_workspace(caller: Caller) -> Any:
-        try:
-            return admin.workspace(caller.workspace_id)
-        except AdminError as exc:
-            return refused(exc)
+        return admin.workspace(caller.workspace_id)
 
     @router.get("/keys", response_model=list[KeyInfo], responses=errors, summary="List the workspace's API keys")
     async def list_keys(caller: Caller) -> Any:
-        try:
-            return admin.list_keys(caller.workspace_id)
-        except AdminError as exc:
-            return refused(exc)
+        return admin.list_keys(caller.workspace_id)
 
     @router.post(
         "/keys",
@@ -67,10 +77,7 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         summary="Issue a new API key (shown once)",
     )
     async def issue_key(body: IssueKeyRequest, caller: Caller) -> Any:
-        try:
-            issued = await admin.issue_key(caller.workspace_id, body.scope)
-        except AdminError as exc:
-            return refused(exc)
+        issued = await admin.issue_key(caller.workspace_id, body.scope)
         return IssuedKeyResponse(key=issued.key, key_id=issued.key_id, scope=issued.scope)
 
     @router.delete(
@@ -80,10 +87,7 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         summary="Revoke an API key (every replica refuses it within seconds)",
     )
     async def revoke_key(key_id: str, caller: Caller) -> Any:
-        try:
-            return await admin.revoke_key(caller.workspace_id, key_id)
-        except AdminError as exc:
-            return refused(exc)
+        return await admin.revoke_key(caller.workspace_id, key_id)
 
     @router.post(
         "/data-key/rotate",
@@ -99,10 +103,7 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         summary="Rotate the workspace's data key; older versions still decrypt",
     )
     async def rotate_data_key(caller: Caller) -> Any:
-        try:
-            return DataKeyResponse(current_version=await admin.rotate_data_key(caller.workspace_id))
-        except AdminError as exc:
-            return refused(exc)
+        return DataKeyResponse(current_version=await admin.rotate_data_key(caller.workspace_id))
 
     @router.post(
         "/workspace/cancel",
@@ -111,10 +112,7 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         summary="Cancel the workspace: its data is deleted 30 days later unless reactivated",
     )
     async def cancel(caller: Caller) -> Any:
-        try:
-            return await admin.cancel(caller.workspace_id)
-        except AdminError as exc:
-            return refused(exc)
+        return await admin.cancel(caller.workspace_id)
 
     @router.post(
         "/workspace/reactivate",
@@ -123,9 +121,6 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         summary="Reactivate a cancelled workspace",
     )
     async def reactivate(caller: Caller) -> Any:
-        try:
-            return await admin.reactivate(caller.workspace_id)
-        except AdminError as exc:
-            return refused(exc)
+        return await admin.reactivate(caller.workspace_id)
 
     return router

@@ -54,59 +54,39 @@ def _utc(value: datetime) -> str:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
+def _record(row: dict[str, Any], **own: Any) -> dict[str, Any]:
+    """A record in COLUMNS order: the values in `own`, every other column copied from the row as stored."""
+    return {column: own[column] if column in own else row[column] for column in COLUMNS}
+
+
 def _event(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "record_type": "event",
-        "event_id": row["event_id"],
-        "timestamp": _utc(row["ts"]),
-        "day": _utc(row["ts"])[:10],
-        "ingested_at": _utc(row["ingested_at"]),
-        "provider": row["provider"],
-        "model": row["model"],
-        "feature": row["feature"],
-        "route": row["route"],
-        "task_type": row["task_type"],
-        "customer_plan": row["customer_plan"],
-        "customer_id": row["customer_id"],
-        "environment": row["environment"],
-        "cost_source": row["cost_source"],
-        "requests": 1,
-        "input_tokens": row["input_tokens"],
-        "output_tokens": row["output_tokens"],
-        "cached_input_tokens": row["cached_input_tokens"],
-        "reasoning_tokens": row["reasoning_tokens"],
-        "cost_usd": format(row["cost_usd"], "f"),
-        "latency_ms": row["latency_ms"],
-        "tags": dict(row["tags"]),
-    }
+    return _record(
+        row,
+        record_type="event",
+        timestamp=_utc(row["ts"]),
+        day=_utc(row["ts"])[:10],
+        ingested_at=_utc(row["ingested_at"]),
+        requests=1,
+        cost_usd=format(row["cost_usd"], "f"),
+        tags=dict(row["tags"]),
+    )
 
 
 def _daily(row: dict[str, Any]) -> dict[str, Any]:
     day: date = row["day"]
-    return {
-        "record_type": "daily",
-        "event_id": "",
-        "timestamp": "",
-        "day": day.isoformat(),
-        "ingested_at": "",
-        "provider": row["provider"],
-        "model": row["model"],
-        "feature": row["feature"],
-        "route": row["route"],
-        "task_type": row["task_type"],
-        "customer_plan": row["customer_plan"],
-        "customer_id": row["customer_id"],
-        "environment": "",
-        "cost_source": row["cost_source"],
-        "requests": row["requests"],
-        "input_tokens": row["input_tokens"],
-        "output_tokens": row["output_tokens"],
-        "cached_input_tokens": row["cached_input_tokens"],
-        "reasoning_tokens": row["reasoning_tokens"],
-        "cost_usd": format(Decimal(row["cost_usd"]), "f"),
-        "latency_ms": row["latency_ms_sum"],
-        "tags": {},
-    }
+    # A daily row has no single event: its event columns are empty, its environment summed away.
+    return _record(
+        row,
+        record_type="daily",
+        event_id="",
+        timestamp="",
+        day=day.isoformat(),
+        ingested_at="",
+        environment="",
+        cost_usd=format(Decimal(row["cost_usd"]), "f"),
+        latency_ms=row["latency_ms_sum"],
+        tags={},
+    )
 
 
 async def events(queries: UsageQueries, workspace_id: str, page_rows: int = PAGE_ROWS) -> AsyncIterator[dict[str, Any]]:

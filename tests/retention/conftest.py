@@ -49,7 +49,7 @@ async def product(
 ) -> AsyncIterator[Product]:
     """ingest, rollup, alerts (unless owners=False) and retention, serving one ASGI app."""
     # Short command timeout only matters when a test moves the clock; the ticker itself stays out of the way.
-    settings = iso.settings(RetentionSettings, tick_seconds=3600, compaction_check_seconds=0.5, **retention)
+    settings = iso.settings(RetentionSettings, tick_seconds=3600, **retention)
     running = build(settings, clock)
     services = (
         [

@@ -12,7 +12,7 @@ import pytest
 from spendstream.common.envelope import UnreadableRecord, read_record
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyRing
-from spendstream.common.topics import ALL_TOPICS, DATA_KEYS, USAGE_EVENTS, topic_name
+from spendstream.common.topics import ALL_TOPICS, BUDGETS, DATA_KEYS, USAGE_EVENTS, topic_name
 from spendstream.retention.windows import check_topics
 from tests.retention.conftest import product, stored
 from tests.retention.pipeline import replay
@@ -98,3 +98,38 @@ async def test_after_a_verified_erasure_no_topic_holds_the_key_or_the_content_of
         await keyring.table.stop()
     # The test topics carry the test's bound, and the drift check knows it.
     assert await check_topics(iso.settings(BaseServiceSettings)) == []
+
+
+async def test_after_a_verified_customer_erasure_the_budget_topic_no_longer_holds_its_scope(iso: Isolation) -> None:
+    token = uuid.uuid4().hex[:12]
+    customer, other = f"cust-{token}", f"keep-{token}"
+    ws = await create_workspace(iso)
+    async with product(iso) as p:
+        for name, value in ((f"gone-{token}", customer), (f"kept-{token}", other)):
+            created = await p.client.post(
+                "/v1/budgets",
+                headers=auth(ws["admin"]),
+                json={
+                    "name": name,
+                    "amount_usd": "100000",
+                    "forecast": False,
+                    "spike_multiple": None,
+                    "scope": {"tag": "customer_id", "value": value},
+                    "webhooks": [],
+                    "emails": [],
+                },
+            )
+            assert created.status_code == 201, created.text
+        asked = await p.client.post("/v1/deletions", json={"customer_id": customer}, headers=auth(ws["admin"]))
+        assert asked.status_code == 202, asked.text
+        done = await p.settled(
+            ws["workspace_id"], asked.json()["request_id"], timeout=TEST_COMPACTION_BOUND_SECONDS * 3 + 30
+        )
+        assert done.state == "verified", done.reason
+
+    assert done.receipt is not None and done.receipt.compaction is not None
+    assert done.receipt.compaction.topics == [topic_name(BUDGETS, iso.prefix)]
+    assert done.receipt.compaction.records_left == 0
+    values = [v or b"" for _, v in await replay(iso, BUDGETS)]
+    assert not [v for v in values if customer.encode() in v or f"gone-{token}".encode() in v]
+    assert [v for v in values if other.encode() in v]  # the other customer's budget stays

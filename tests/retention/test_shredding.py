@@ -13,9 +13,10 @@ from spendstream.common.envelope import UnreadableRecord, read_record
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import ALL_TOPICS, BUDGETS, DATA_KEYS, USAGE_EVENTS, topic_name
+from spendstream.retention.shredding import leftovers
 from spendstream.retention.windows import check_topics
 from tests.retention.conftest import product, stored
-from tests.retention.pipeline import replay
+from tests.retention.pipeline import publish, replay
 from tests.support import TEST_COMPACTION_BOUND_SECONDS, Isolation, auth, create_workspace, usage_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -133,3 +134,24 @@ async def test_after_a_verified_customer_erasure_the_budget_topic_no_longer_hold
     values = [v or b"" for _, v in await replay(iso, BUDGETS)]
     assert not [v for v in values if customer.encode() in v or f"gone-{token}".encode() in v]
     assert [v for v in values if other.encode() in v]  # the other customer's budget stays
+
+
+async def test_leftovers_count_every_readable_record_of_the_workspace_whatever_the_key_layout(iso: Isolation) -> None:
+    ws, other = f"ws_{uuid.uuid4().hex}", f"ws_{uuid.uuid4().hex}"
+    value = f'{{"workspace_id": "{ws}", "wrapped": "x"}}'.encode()
+    # One record per key version (`<ws>/<n>`), each tombstoned; a third still live; another workspace's record.
+    for key, record in (
+        (f"{ws}/1", value),
+        (f"{ws}/2", value),
+        (f"{ws}/1", None),
+        (f"{ws}/2", None),
+        (f"{ws}/3", value),
+        (other, f'{{"workspace_id": "{other}"}}'.encode()),
+    ):
+        await publish(iso, DATA_KEYS, key, record)
+    found = await leftovers(iso.settings(BaseServiceSettings), ws, None)
+    name = topic_name(DATA_KEYS, iso.prefix)
+    assert found.records[name] == 3 and found.total == 3
+    # Only the tombstoned keys are re-appended to roll the segment; a live value is never overwritten.
+    assert found.nudges == {name: {f"{ws}/1".encode(): None, f"{ws}/2".encode(): None}}
+    assert (await leftovers(iso.settings(BaseServiceSettings), f"ws_{uuid.uuid4().hex}", None)).total == 0

@@ -4,8 +4,8 @@ Owners tombstone a workspace's data key, API keys and budgets, and blank its wor
 broker compacts, the old values still sit in the log, and whoever holds the KEK could unwrap the data key and
 open every envelope of the workspace. `leftovers` reads each compacted topic holding tenant keys or content
 from the earliest offset and lists every record of the subject that is neither a tombstone nor the workspace's
-`deleted` marker. Ownership is found generically (the workspace id in the record's key or value), so it holds
-whatever the per-topic record layout is.
+`deleted` marker. Ownership is found generically (the workspace id in the record's key or value; ids are
+`ws_` and 32 hex digits, so one never contains another), so it holds whatever the per-topic record layout is.
 
 `nudge` re-writes the latest record (a tombstone, or the marker) of each key that still has old values: the
 cleaner never touches the active segment, and a segment rolls only on an append, so without a later write a

@@ -27,6 +27,11 @@ S = TypeVar("S", bound=BaseServiceSettings)
 T = TypeVar("T")
 
 
+# The test topics' compaction bound: their segments roll and compact within seconds (the stack's broker runs
+# its cleaner every second, scripts/kafka/server.properties.in), so an erasure is verified within a test.
+TEST_COMPACTION_BOUND_SECONDS = 12.0
+
+
 @dataclass(frozen=True)
 class Stack:
     """Endpoints of the real services the integration tiers run against."""
@@ -55,9 +60,12 @@ class Isolation:
             "redis_prefix": f"{self.prefix}",
             "kek": self.kek,
             "data_dir": self.data_dir,
+            "compaction_bound_seconds": TEST_COMPACTION_BOUND_SECONDS,
         }
         if "clickhouse_database" in cls.model_fields:
             values["clickhouse_database"] = self.database
+        if "compaction_check_seconds" in cls.model_fields:
+            values["compaction_check_seconds"] = 0.5  # retention re-reads the topics often within the test bound
         values.update(overrides)
         return cls(**values)
 
@@ -71,6 +79,8 @@ class Isolation:
             "KEK": self.kek,
             "CLICKHOUSE_DATABASE": self.database,
             "DATA_DIR": str(self.data_dir),
+            "COMPACTION_BOUND_SECONDS": str(TEST_COMPACTION_BOUND_SECONDS),
+            "COMPACTION_CHECK_SECONDS": "0.5",
         }
         values.update(overrides)
         return {f"SPENDSTREAM_{k.upper()}": v for k, v in values.items()}

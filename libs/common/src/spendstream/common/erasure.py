@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Owner = Literal["ingest", "rollup", "alerts"]
 OWNERS: tuple[Owner, ...] = ("ingest", "rollup", "alerts")
-State = Literal["requested", "executing", "verified", "failed"]
+# awaiting_compaction: every owner reported done, but an old record of the tenant (its data key, a budget) is
+# still readable on a compacted topic; the saga re-reads the topics until it is gone or the bound has passed.
+State = Literal["requested", "executing", "awaiting_compaction", "verified", "failed"]
 Origin = Literal["http", "cli", "kafka", "lifecycle"]
 TERMINAL: frozenset[str] = frozenset({"verified", "failed"})
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -95,6 +97,18 @@ class OwnerReceipt(BaseModel):
     finished_at: datetime
 
 
+class CompactionCheck(BaseModel):
+    """retention's own verification: the compacted topics holding tenant keys or content, read from the earliest
+    offset, hold no readable record of the subject (only tombstones and the workspace's `deleted` marker)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bound_seconds: float  # the stated bound: old values of these topics are gone within it
+    topics: list[str]
+    records_left: int
+    checked_at: datetime
+
+
 class Receipt(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -113,6 +127,7 @@ class Receipt(BaseModel):
     rows_before: int
     rows_after: int
     owners: list[OwnerReceipt]
+    compaction: CompactionCheck | None = None
 
     def owner_names(self) -> list[str]:
         return [o.owner for o in self.owners]
@@ -138,6 +153,7 @@ class DeletionRequest(BaseModel):
     revision: int = 0
     attempts: int = 0
     commanded_at: datetime | None = None
+    owners_done_at: datetime | None = None  # when every owner had reported done (awaiting_compaction since)
     updated_at: datetime | None = None
     reports: dict[str, DeletionReport] = Field(default_factory=dict)  # owner -> latest report (while running)
     reason: str | None = None

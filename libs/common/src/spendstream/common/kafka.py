@@ -23,7 +23,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 
 from spendstream.common.settings import BaseServiceSettings
-from spendstream.common.topics import ALL_TOPICS, AnyTopic, Topic, topic_name
+from spendstream.common.topics import ALL_TOPICS, AnyTopic, Topic, bound_ms, topic_name
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -242,7 +242,12 @@ async def provision_topics(
         if not wanted:
             return []
         new = [
-            NewTopic(topic_name(t, settings.topic_prefix), t.partitions, replication_factor, topic_configs=t.configs())
+            NewTopic(
+                topic_name(t, settings.topic_prefix),
+                t.partitions,
+                replication_factor,
+                topic_configs=t.configs(bound_ms(settings.compaction_bound_seconds)),
+            )
             for t in wanted
         ]
         response = await admin.create_topics(new)

@@ -80,6 +80,9 @@ class BaseServiceSettings(BaseSettings):
     topic_prefix: str = ""
     # Replicas per topic at provisioning: 1 for the single local broker, 3 on a production cluster.
     topic_replication_factor: int = Field(default=1, ge=1, le=7)
+    # The longest a tombstoned or superseded value of a compacted topic stays readable (crypto-shredding is true
+    # only once the data key's records are gone); compacted topics are configured from it (`topics.py`).
+    compaction_bound_seconds: float = Field(default=3600.0, gt=0, le=3600)
     # Prepended to every Redis key this installation writes, for the same reason.
     redis_prefix: str = "ss:"
     # Base64 of 32 bytes. Wraps every workspace data key; never logged. Empty: read or create data_dir/kek.

@@ -25,6 +25,9 @@ from spendstream.common.records import (
 )
 
 DAY_MS = 24 * 3600 * 1000
+# The stated bound on how long a tombstoned or superseded value of a compacted topic stays readable
+# (`compaction_bound_seconds`, at most this): an erasure's receipt says `verified` only once it has passed.
+COMPACTION_BOUND_MS = 3600 * 1000
 R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
 
@@ -79,24 +82,39 @@ class Topic(Generic[R]):
     timestamp_type: Literal["CreateTime", "LogAppendTime"] = "CreateTime"
     extra: dict[str, str] = field(default_factory=dict)
 
-    def configs(self) -> dict[str, str]:
+    def configs(self, compaction_bound_ms: int = COMPACTION_BOUND_MS) -> dict[str, str]:
+        """The broker configuration; `compaction_bound_ms` bounds how long a compacted topic keeps an old value."""
         cfg: dict[str, str] = {"cleanup.policy": self.cleanup, "message.timestamp.type": self.timestamp_type}
         if self.retention_ms is not None:
             cfg["retention.ms"] = str(self.retention_ms)
             # Retention deletes whole segments; a day-long segment bounds how long data outlives retention.
             cfg["segment.ms"] = str(min(self.retention_ms, DAY_MS))
         if self.cleanup == "compact":
-            # Bound how long a superseded or tombstoned value may linger (erasure of keys and records).
-            cfg.update(
-                {
-                    "segment.ms": str(DAY_MS),
-                    "max.compaction.lag.ms": str(DAY_MS),
-                    "delete.retention.ms": str(7 * DAY_MS),
-                    "min.cleanable.dirty.ratio": "0.1",
-                }
-            )
+            cfg.update(compaction_configs(compaction_bound_ms))
         cfg.update(self.extra)
         return cfg
+
+
+def compaction_configs(bound_ms: int) -> dict[str, str]:
+    """Configs under which a superseded or tombstoned value is gone within `bound_ms` of being overwritten.
+
+    The cleaner never touches the active segment, and a segment rolls only on an append once it is `segment.ms`
+    old (the erasure saga appends until the value is gone); `max.compaction.lag.ms` then makes the log due for
+    cleaning whatever its dirty ratio. Each takes a third of the bound, the last third is margin for the
+    cleaner's backoff and a busy cleaner thread. Tombstones themselves hold no content and stay
+    `delete.retention.ms` so that a consumer offline for days still sees the deletion.
+    """
+    step = str(max(1, bound_ms // 3))
+    return {
+        "segment.ms": step,
+        "max.compaction.lag.ms": step,
+        "delete.retention.ms": str(7 * DAY_MS),
+        "min.cleanable.dirty.ratio": "0.1",
+    }
+
+
+def bound_ms(seconds: float) -> int:
+    return max(3, int(seconds * 1000))
 
 
 # Where only the topic's name and configuration matter (provisioning, checks), whatever its record type.

@@ -7,6 +7,7 @@
 | retention.reports.v1 (group spendstream-retention, NACK_ON_ERROR) | audit.receipts.v1 (receipts) |
 | POST /v1/deletions, GET /v1/deletions/{id} (admin key) |                                        |
 | the clock: Retention.tick every tick_seconds, and at once when a lifecycle record arrives |
+| the compacted tenant topics (`shredding.py`), read from 0 | their latest tombstone again (rolls a segment) |
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def build(settings: RetentionSettings, clock: Clock | None = None) -> Retention:
     # The broker connects first: the coordinator publishes while it resumes, before reports flow in.
     service.on_start(broker.connect, keys.table.start, schedules.table.start, coordinator.start, broker.start)
     service.every("retention:tick", settings.tick_seconds, ticker.tick, wake=wake)
+    service.every("retention:compaction", settings.compaction_check_seconds, coordinator.recheck_compaction)
     service.on_stop(broker.stop, coordinator.stop, schedules.table.stop, keys.table.stop)
     return Retention(settings, clock, coordinator, schedules, ticker, service)
 

@@ -8,8 +8,13 @@ line resumes from the topic:
                 so a report is never lost; on restart the command is re-sent once to hurry silent owners.
                 An owner silent for `command_timeout_seconds` (by the injected clock) gets it again, up to
                 `max_attempts`; then the request fails and names it.
-  all done   -> the receipt goes to `audit.receipts.v1` first, then the final `verified`/`failed` record.
-                A crash in between rebuilds the same receipt (it is derived only from the stored reports).
+  all done   -> write `awaiting_compaction`: the owners deleted, but old values (the wrapped data key, budget
+                names and scopes) stay readable on the compacted topics until the broker compacts them.
+                `shredding.leftovers` reads those topics from the earliest offset, at once and then every
+                `compaction_check_seconds` and on every tick, nudging a roll of the active segment, until
+                nothing of the subject is readable; past `compaction_bound_seconds` the request fails.
+  nothing left -> the receipt goes to `audit.receipts.v1` first, then the final `verified`/`failed` record.
+                A crash in between re-checks the topics and rebuilds the receipt from the stored reports.
 One coordinator (one replica) per installation: steps are serialised by one lock, and revisions only grow.
 A request is known by its key, `<workspace_id>/<request_id>` (`requests.request_key`): ids are per workspace.
 """
@@ -21,7 +26,15 @@ import logging
 
 from faststream.kafka import KafkaBroker
 
-from spendstream.common.erasure import OWNERS, DeletionCommand, DeletionReport, DeletionRequest, Receipt, request_key
+from spendstream.common.erasure import (
+    OWNERS,
+    CompactionCheck,
+    DeletionCommand,
+    DeletionReport,
+    DeletionRequest,
+    Receipt,
+    request_key,
+)
 from spendstream.common.kafka import CompactedTable, Publisher
 from spendstream.common.service import cancel_and_wait
 from spendstream.common.topics import AUDIT, DELETION_COMMANDS, DELETION_REQUESTS
@@ -29,6 +42,7 @@ from spendstream.retention import metrics
 from spendstream.retention.clock import Clock
 from spendstream.retention.receipts import owner_receipt, residue, subject_hash
 from spendstream.retention.settings import RetentionSettings
+from spendstream.retention.shredding import leftovers, nudge
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +56,7 @@ class Coordinator:
         self._settings = settings
         self._clock = clock
         self._kek = settings.kek_bytes()
+        self._broker = broker
         self._requests = Publisher(broker, DELETION_REQUESTS, settings.topic_prefix)
         self._commands = Publisher(broker, DELETION_COMMANDS, settings.topic_prefix)
         self._receipts = Publisher(broker, AUDIT, settings.topic_prefix)
@@ -167,6 +182,9 @@ class Coordinator:
         request = self._state.get(key)
         if request is None or request.terminal:
             return
+        if request.state == "awaiting_compaction":
+            await self._check_compaction(request)
+            return
         if request.state == "requested":
             await self._command(request)
             request = await self._write(
@@ -188,7 +206,7 @@ class Coordinator:
         """Store an owner's report in its request (durably, before the caller commits the offset)."""
         async with self._lock:
             request = self._state.get(request_key(report.scope.workspace_id, report.request_id))
-            if request is None or request.terminal:
+            if request is None or request.terminal or request.state == "awaiting_compaction":
                 return  # a late repeat for a finished request, or another installation's: nothing to do
             if report.scope != request.scope():
                 log.warning(
@@ -211,10 +229,45 @@ class Coordinator:
             if left:
                 await self._finish(request, "failed", "residue:" + ",".join(left))
             else:
-                await self._finish(request, "verified", None)
+                request = await self._write(
+                    request.model_copy(update={"state": "awaiting_compaction", "owners_done_at": self._clock.now()})
+                )
+                await self._check_compaction(request)
+
+    async def _check_compaction(self, request: DeletionRequest) -> None:
+        """Verified once no record of the subject is readable on the compacted topics; failed past the bound."""
+        found = await leftovers(self._settings, request.workspace_id, request.customer_id)
+        check = CompactionCheck(
+            bound_seconds=self._settings.compaction_bound_seconds,
+            topics=found.topics,
+            records_left=found.total,
+            checked_at=self._clock.now(),
+        )
+        if not found.total:
+            await self._finish(request, "verified", None, check)
+            return
+        assert request.owners_done_at is not None
+        waited = (self._clock.now() - request.owners_done_at).total_seconds()
+        if waited > self._settings.compaction_bound_seconds:
+            left = ",".join(f"{name}={n}" for name, n in sorted(found.records.items()) if n)
+            await self._finish(request, "failed", f"not_compacted:{left}", check)
+            return
+        await nudge(self._broker, found)
+        log.info(
+            "awaiting compaction",
+            extra={"request_id": request.request_id, "records_left": found.total, "waited_seconds": round(waited)},
+        )
+
+    async def recheck_compaction(self) -> None:
+        """Re-read the topics for every request awaiting compaction."""
+        async with self._lock:
+            for request in [r for r in self._state.values() if r.state == "awaiting_compaction"]:
+                await self._check_compaction(request)
 
     async def tick(self) -> None:
-        """Re-send overdue commands; fail requests whose owners stayed silent for `max_attempts` commands."""
+        """Re-send overdue commands; fail requests whose owners stayed silent for `max_attempts` commands;
+        re-check the requests awaiting compaction."""
+        await self.recheck_compaction()
         async with self._lock:
             now = self._clock.now()
             for request in [r for r in self._state.values() if r.state == "executing"]:
@@ -232,7 +285,9 @@ class Coordinator:
                 await self._command(request)
                 await self._write(request.model_copy(update={"attempts": request.attempts + 1, "commanded_at": now}))
 
-    async def _finish(self, request: DeletionRequest, status: str, reason: str | None) -> None:
+    async def _finish(
+        self, request: DeletionRequest, status: str, reason: str | None, compaction: CompactionCheck | None = None
+    ) -> None:
         owners = [
             owner_receipt(request.reports[o], request.customer_id, request.customer_hash)
             for o in OWNERS
@@ -256,6 +311,7 @@ class Coordinator:
             rows_before=sum(c.before for o in owners for c in o.counts),
             rows_after=sum(c.after for o in owners for c in o.counts),
             owners=owners,
+            compaction=compaction,
         )
         await self._receipts.publish(receipt, request.key)
         # The final record forgets the raw customer id and the owners' raw reports (which name it).

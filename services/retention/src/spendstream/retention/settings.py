@@ -18,3 +18,5 @@ class RetentionSettings(BaseServiceSettings):
     command_timeout_seconds: float = Field(default=120.0, gt=0)
     # ... at most this many times in all; then the request fails with the silent owners named.
     max_attempts: int = Field(default=5, ge=1)
+    # How often a request awaiting compaction re-reads the compacted topics (it is also re-read on every tick).
+    compaction_check_seconds: float = Field(default=30.0, gt=0)

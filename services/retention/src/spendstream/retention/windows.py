@@ -6,6 +6,7 @@
 | monthly quota counters (Redis)     | month + 3 months           | ingest: EXPIREAT on every counter              |
 | delivery logs (webhooks, e-mail)   | 30 days                    | alerts: `delivery_log_days`                    |
 | raw Kafka topics                   | days (`retention.ms`)      | broker topic configs, checked here             |
+| old values of compacted topics     | 1 h (`compaction_bound_seconds`) | topic configs, checked here; the saga |
 | a cancelled workspace              | 30 days after cancellation | retention: schedules from `retention.lifecycle.v1` |
 (*) a TTL acts only when ClickHouse merges, by the server's clock; the sweeper drops expired partitions and
 deletes expired rows now, by an injectable clock.
@@ -18,16 +19,24 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from spendstream.common.settings import BaseServiceSettings
-from spendstream.common.topics import ALL_TOPICS, DAY_MS, AnyTopic, topic_name
+from spendstream.common.topics import ALL_TOPICS, COMPACTION_BOUND_MS, DAY_MS, AnyTopic, bound_ms, topic_name
 
 # Append-only topics hold tenant data in the clear (routing metadata) or encrypted: none may outlive the
 # 30 days the product promises for a deletion.
 MAX_DELETE_TOPIC_RETENTION_MS = 30 * DAY_MS
-CHECKED = ("cleanup.policy", "retention.ms", "segment.ms", "max.compaction.lag.ms", "message.timestamp.type")
+CHECKED = (
+    "cleanup.policy",
+    "retention.ms",
+    "segment.ms",
+    "max.compaction.lag.ms",
+    "min.cleanable.dirty.ratio",
+    "delete.retention.ms",
+    "message.timestamp.type",
+)
 
 
-def expected(topic: AnyTopic) -> dict[str, str]:
-    return {k: v for k, v in topic.configs().items() if k in CHECKED}
+def expected(topic: AnyTopic, compaction_bound_ms: int = COMPACTION_BOUND_MS) -> dict[str, str]:
+    return {k: v for k, v in topic.configs(compaction_bound_ms).items() if k in CHECKED}
 
 
 def policy_problems(topics: tuple[AnyTopic, ...]) -> list[str]:
@@ -53,7 +62,7 @@ async def check_topics(settings: BaseServiceSettings, topics: tuple[AnyTopic, ..
                 continue
             response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
             live = {entry[0]: entry[1] for entry in response[0].resources[0][4]}
-            for key, value in expected(topic).items():
+            for key, value in expected(topic, bound_ms(settings.compaction_bound_seconds)).items():
                 if live.get(key) != value:
                     problems.append(f"{name}: {key} is {live.get(key)!r}, declared {value!r}")
     finally:

@@ -30,14 +30,14 @@ class IngestFigures:
     p99_and_rewrites: list[tuple[float, int]]
 
 
-def _sizes(smoke: bool) -> dict[str, Any]:
+def run_sizes(smoke: bool) -> dict[str, Any]:
     if smoke:
         return {"reps": 1, "warmup": 0.5, "duration": 1.5, "concurrency": 8}
     return {"reps": 3, "warmup": 3.0, "duration": 15.0, "concurrency": 16}
 
 
 async def measure(bench: Bench) -> IngestFigures:
-    sizes = _sizes(bench.smoke)
+    sizes = run_sizes(bench.smoke)
     ns = await bench.namespace("ingest", workspaces=6)
     keys = [w.ingest for w in ns.workspaces]
     svc = ServiceProcess("ingest", bench.env(ns.prefix, free_port()), bench.workdir / "logs" / "ingest.log")

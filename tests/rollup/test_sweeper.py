@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from spendstream.rollup.clickhouse import clickhouse_client
-from spendstream.rollup.schema import migrate
+from spendstream.rollup.schema import EVENT_COLUMNS, migrate
 from spendstream.rollup.sweeper import Sweeper
 from tests.retention.pipeline import raw_count
 from tests.support import Isolation
@@ -24,29 +24,7 @@ def test_sweeper_drops_what_the_ttl_has_not_yet_removed_by_the_injected_clock(is
     real = datetime.now(UTC)
     old, young = real - timedelta(days=200), real - timedelta(days=30)
     now = real + timedelta(days=200)
-    columns = (
-        "workspace_id",
-        "event_id",
-        "ts",
-        "ingested_at",
-        "batch_id",
-        "provider",
-        "model",
-        "input_tokens",
-        "output_tokens",
-        "cached_input_tokens",
-        "reasoning_tokens",
-        "latency_ms",
-        "cost_usd",
-        "cost_source",
-        "feature",
-        "route",
-        "task_type",
-        "customer_plan",
-        "customer_id",
-        "environment",
-        "tags",
-    )
+    columns = EVENT_COLUMNS
 
     def row(event_id: str, at: datetime) -> tuple[Any, ...]:
         return (

@@ -38,6 +38,10 @@ KAFKA_LIBS = Path(
 )
 
 
+# The compaction bound of the bench's topics (segments roll and compact within seconds); production's is an hour.
+COMPACTION_BOUND_SECONDS = 12.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,6 +110,7 @@ class Bench:
             redis_prefix=f"{self.root_prefix}:",
             kek=self.kek,
             data_dir=self.workdir / "data",
+            compaction_bound_seconds=COMPACTION_BOUND_SECONDS,
         )
 
     def env(self, prefix: str, port: int, **extra: str) -> dict[str, str]:
@@ -125,6 +130,10 @@ class Bench:
                 # The bench measures capacity, not the per-workspace limiter: lift it far above any reachable rate.
                 "SPENDSTREAM_RATE_LIMIT_EVENTS_PER_SECOND": "1000000000",
                 "SPENDSTREAM_RATE_LIMIT_BURST_EVENTS": "1000000000",
+                # An erasure's receipt waits until compaction has removed the subject's records (retention's
+                # shredding check): the bench's topics compact within seconds, as the tests' do.
+                "SPENDSTREAM_COMPACTION_BOUND_SECONDS": str(COMPACTION_BOUND_SECONDS),
+                "SPENDSTREAM_COMPACTION_CHECK_SECONDS": "0.5",
             }
         )
         env.update(extra)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Bench, ServiceProcess, free_port, python_json, start_all
+from bench.harness import Bench, ServiceProcess, background_load, free_port, start_all
 from bench.stats import Spread, percentile
 
 
@@ -140,19 +140,7 @@ async def measure(bench: Bench) -> AlertFigures:
             await _budgets(client, alerts.url, probe.admin, hook, [t for rep in tags for t in rep])
             await asyncio.sleep(1.0)  # budgets travel through their compacted topic before the first probe
             for rep in range(sizes["reps"]):
-                background = asyncio.create_task(
-                    python_json(
-                        "bench.loadgen",
-                        {
-                            "url": ingest.url,
-                            "keys": [w.ingest for w in load],
-                            "mode": "open",
-                            "rate": sizes["rate"],
-                            "warmup": sizes["warmup"],
-                            "duration": sizes["duration"],
-                        },
-                    )
-                )
+                background = background_load(ingest.url, [w.ingest for w in load], sizes)
                 await asyncio.sleep(sizes["warmup"])
                 latencies = await _probes(client, ingest.url, probe.ingest, tags[rep], sizes["probe_every"], receiver)
                 result = await background

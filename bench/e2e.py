@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Bench, ServiceProcess, free_port, python_json, start_all
+from bench.harness import Bench, ServiceProcess, background_load, free_port, start_all
 from bench.stats import Spread, percentile
 
 POLL_SECONDS = 0.05
@@ -110,19 +110,7 @@ async def measure(bench: Bench) -> E2EFigures:
     p50s, p99s, achieved, probes = [], [], [], 0
     try:
         for rep in range(sizes["reps"]):
-            background = asyncio.create_task(
-                python_json(
-                    "bench.loadgen",
-                    {
-                        "url": ingest.url,
-                        "keys": [w.ingest for w in load],
-                        "mode": "open",
-                        "rate": sizes["rate"],
-                        "warmup": sizes["warmup"],
-                        "duration": sizes["duration"],
-                    },
-                )
-            )
+            background = background_load(ingest.url, [w.ingest for w in load], sizes)
             await asyncio.sleep(sizes["warmup"])
             latencies = await probe_latencies(
                 ingest.url, rollup.url, probe.ingest, probe.read, sizes["duration"], sizes["probe_every"], f"r{rep}"

@@ -283,3 +283,17 @@ async def run_json(*argv: str, timeout: float = 900.0) -> Any:
 
 async def python_json(module: str, config: dict[str, Any], timeout: float = 900.0) -> Any:
     return await run_json(sys.executable, "-m", module, json.dumps(config), timeout=timeout)
+
+
+def background_load(url: str, keys: list[str], sizes: dict[str, Any]) -> asyncio.Task[Any]:
+    """An open-loop load at `sizes["rate"]` for its warm-up and duration, from another process (bench.loadgen):
+    the steady traffic the end-to-end and alert probes are measured under."""
+    config = {
+        "url": url,
+        "keys": keys,
+        "mode": "open",
+        "rate": sizes["rate"],
+        "warmup": sizes["warmup"],
+        "duration": sizes["duration"],
+    }
+    return asyncio.create_task(python_json("bench.loadgen", config))

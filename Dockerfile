@@ -25,6 +25,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY libs/guard/pyproject.toml libs/guard/
 COPY libs/common/pyproject.toml libs/common/
+COPY sdk/python/pyproject.toml sdk/python/
 COPY services/ingest/pyproject.toml services/ingest/
 COPY services/rollup/pyproject.toml services/rollup/
 COPY services/alerts/pyproject.toml services/alerts/

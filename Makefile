@@ -27,7 +27,7 @@ lint: install
 	uv run --frozen ruff format --check .
 
 typecheck: install
-	uv run --frozen mypy libs/guard/src libs/common/src services/*/src apps/*/src tests bench
+	uv run --frozen mypy libs/guard/src libs/common/src sdk/python/src services/*/src apps/*/src tests bench
 
 pytest: install deploy-tools stack
 	uv run --frozen pytest $(PYTEST_ARGS)
@@ -35,7 +35,7 @@ pytest: install deploy-tools stack
 test: install deploy-tools stack
 	uv run --frozen ruff format --check .
 	uv run --frozen ruff check .
-	uv run --frozen mypy libs/guard/src libs/common/src services/*/src apps/*/src tests bench
+	uv run --frozen mypy libs/guard/src libs/common/src sdk/python/src services/*/src apps/*/src tests bench
 	uv run --frozen pytest $(PYTEST_ARGS)
 
 # The long mode: the chaos suite three times in a row (each run is a fresh pipeline), then everything else.

@@ -29,7 +29,8 @@ MEMBERS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["wo
 
 @dataclass(frozen=True)
 class Member:
-    """A workspace member: its distribution name, its `spendstream.<package>` and what it declares."""
+    """A workspace member: its distribution name, its import package (`spendstream.<name>`, or a top-level one
+    such as the client SDK's `spendstream_sdk`) and what it declares."""
 
     root: Path
     name: str
@@ -39,7 +40,11 @@ class Member:
     @classmethod
     def at(cls, root: Path) -> Member:
         project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-        (package,) = [p.name for p in (root / "src" / "spendstream").iterdir() if (p / "__init__.py").exists()]
+        namespace = root / "src" / "spendstream"
+        if namespace.is_dir():
+            (package,) = [f"spendstream.{p.name}" for p in namespace.iterdir() if (p / "__init__.py").exists()]
+        else:
+            (package,) = [p.name for p in (root / "src").iterdir() if (p / "__init__.py").exists()]
         declares = frozenset(canonicalize_name(Requirement(d).name) for d in project.get("dependencies", []))
         return cls(root, canonicalize_name(project["name"]), package, declares)
 
@@ -51,7 +56,7 @@ def members() -> dict[str, Member]:
 
 
 def allowed(member: Member, workspace: dict[str, Member]) -> tuple[set[str], set[str]]:
-    """(distributions, spendstream packages) the member may import: its own declarations and, through every
+    """(distributions, import packages) the member may import: its own declarations and, through every
     workspace member it depends on, theirs."""
     distributions, packages, todo, seen = set(), {member.package}, [member], set()
     while todo:
@@ -103,12 +108,11 @@ def undeclared(member: Member, workspace: dict[str, Member]) -> list[str]:
     found = []
     for path in sorted((member.root / "src").rglob("*.py")):
         for line, module in imports(ast.parse(path.read_text(), str(path))):
-            parts = module.split(".")
-            top = parts[0]
+            top = module.split(".")[0]
             if top in sys.stdlib_module_names or top == "__future__":
                 continue
-            if top == "spendstream":
-                ok = len(parts) == 1 or parts[1] in packages
+            if module == "spendstream" or top in {p.split(".")[0] for p in packages}:
+                ok = module == "spendstream" or any(module == p or module.startswith(p + ".") for p in packages)
             else:
                 ok = bool(_providers().get(top, frozenset()) & distributions)
             if not ok:

@@ -1,0 +1,1 @@
+"""spendstream's client SDK: meter AI calls by metadata only."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -114,6 +115,8 @@ class ProviderConfig:
     stream_delay: float = 0.0
     # A streamed answer fails after this many events (OpenAI: an error chunk; Anthropic: an `error` event).
     stream_error_after: int | None = None
+    # A chat stream sends its usage chunk when asked (include_usage); False plays a server that never does.
+    chat_stream_usage: bool = True
     # Anthropic's message_delta also repeats the input usage fields (the API does so on recent models).
     delta_repeats_input_usage: bool = False
 
@@ -126,7 +129,7 @@ class ProviderServer:
         self.requests: list[ReceivedRequest] = []
         self._failures: list[Failure] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="provider-server", daemon=True)
 
@@ -180,6 +183,13 @@ class ProviderServer:
             return None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that closed its connection (a stream closed early, a pool shut down) is not an error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def _handler_for(server: ProviderServer) -> type[BaseHTTPRequestHandler]:
     class Handler(_ProviderHandler):
         provider = server
@@ -210,7 +220,8 @@ class _ProviderHandler(BaseHTTPRequestHandler):
         stream = bool(payload.get("stream"))
         if path == "/v1/chat/completions":
             if stream:
-                include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+                asked = bool((payload.get("stream_options") or {}).get("include_usage"))
+                include_usage = asked and config.chat_stream_usage
                 self._send_events(_chat_chunks(config, model, include_usage), sse_names=False, done=True)
             else:
                 self._send_json(200, _chat_completion(config, model))

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from spendstream_sdk.instrument import instrument, instrument_stats
-from tests.providers import ProviderServer
+from tests.providers import ProviderServer, openai_chat_usage
 from tests.sdk.instrument.recording import RecordingTracker
 
 PROMPT = "Summarise the contract Alice Martin signed on 3 March"
@@ -321,3 +321,16 @@ async def test_an_async_stream_closed_early_records_the_reason(
             break
 
     assert [e["unmetered"] for e in tracker.events] == ["stream_closed_before_usage"]
+
+
+def test_cache_writes_reported_by_openai_are_recorded_as_part_of_the_input(
+    provider: ProviderServer, original: openai.OpenAI, tracker: RecordingTracker
+) -> None:
+    usage = openai_chat_usage()
+    usage["prompt_tokens_details"]["cache_write_tokens"] = 150
+    provider.config.chat_usage = usage
+    client = instrument(original, tracker)
+
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    assert tracker.usage_only() == [CHAT_EVENT | {"cache_creation_input_tokens": 150}]

@@ -371,34 +371,26 @@ def _response(config: ProviderConfig, model: str, *, status: str, usage: dict[st
 
 def _response_events(config: ProviderConfig, model: str) -> Iterator[tuple[str, dict[str, Any]]]:
     sequence = iter(range(1_000))
-    yield (
-        "response.created",
-        {
-            "type": "response.created",
-            "sequence_number": next(sequence),
-            "response": _response(config, model, status="in_progress", usage=None),
-        },
-    )
+    text = "".join(REPLY_WORDS)
+    item: dict[str, Any] = {"type": "message", "id": "msg_local", "status": "in_progress", "role": "assistant"}
+    part: dict[str, Any] = {"type": "output_text", "text": "", "annotations": []}
+    at = {"item_id": "msg_local", "output_index": 0, "content_index": 0}
+
+    def event(kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        return kind, {"type": kind, "sequence_number": next(sequence), **fields}
+
+    yield event("response.created", response=_response(config, model, status="in_progress", usage=None))
+    yield event("response.in_progress", response=_response(config, model, status="in_progress", usage=None))
+    yield event("response.output_item.added", output_index=0, item=item | {"content": []})
+    yield event("response.content_part.added", part=part, **at)
     for word in REPLY_WORDS:
-        yield (
-            "response.output_text.delta",
-            {
-                "type": "response.output_text.delta",
-                "sequence_number": next(sequence),
-                "item_id": "msg_local",
-                "output_index": 0,
-                "content_index": 0,
-                "delta": word,
-                "logprobs": [],
-            },
-        )
-    yield (
-        "response.completed",
-        {
-            "type": "response.completed",
-            "sequence_number": next(sequence),
-            "response": _response(config, model, status="completed", usage=config.responses_usage),
-        },
+        yield event("response.output_text.delta", delta=word, logprobs=[], **at)
+    yield event("response.output_text.done", text=text, logprobs=[], **at)
+    yield event("response.content_part.done", part=part | {"text": text}, **at)
+    done_item = item | {"status": "completed", "content": [part | {"text": text}]}
+    yield event("response.output_item.done", output_index=0, item=done_item)
+    yield event(
+        "response.completed", response=_response(config, model, status="completed", usage=config.responses_usage)
     )
 
 

@@ -334,3 +334,19 @@ def test_cache_writes_reported_by_openai_are_recorded_as_part_of_the_input(
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
     assert tracker.usage_only() == [CHAT_EVENT | {"cache_creation_input_tokens": 150}]
+
+
+def test_the_stream_helpers_and_parse_are_metered_through_the_same_request_path(
+    original: openai.OpenAI, tracker: RecordingTracker
+) -> None:
+    client = instrument(original, tracker)
+
+    with client.chat.completions.stream(model="gpt-4o-mini", messages=MESSAGES) as chat:
+        kinds = [event.type for event in chat]
+    with client.responses.stream(model="gpt-4.1", input=PROMPT) as responses:
+        final = responses.get_final_response()
+    client.chat.completions.parse(model="gpt-4o-mini", messages=MESSAGES)
+
+    assert kinds[-1] == "content.done"
+    assert final.output_text == "Hello from the local provider."
+    assert tracker.usage_only() == [CHAT_EVENT, RESPONSES_EVENT, CHAT_EVENT]

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
 
-from spendstream_sdk.events import check, check_tags
+from spendstream_sdk.events import check_tags
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _TAGS: ContextVar[Mapping[str, str]] = ContextVar("spendstream_sdk_tags", default=_EMPTY)
@@ -26,11 +26,10 @@ def current_tags() -> Mapping[str, str]:
 @contextmanager
 def tags(**values: str) -> Iterator[Mapping[str, str]]:
     """Every event tracked inside the block carries these tags, merged over those of an enclosing block (inner
-    wins); tags passed to `track()` itself win over both. The keys and values are checked on entry like
-    `track()` checks them, so a bad tag raises here."""
+    wins); tags passed to `track()` itself win over both. The keys and values are checked on entry as
+    `track()` checks them (the server's rules and the privacy guard), so a bad tag raises `EventRefused` here."""
     merged = {**_TAGS.get(), **values}
     check_tags(merged)
-    check({"tags": merged})
     token = _TAGS.set(MappingProxyType(merged))
     try:
         yield _TAGS.get()

@@ -49,31 +49,31 @@ class EventRefused(ValueError):
         self.code = code
 
 
-# Values already found valid, so the common case (the same few providers, models and tag keys on every call) costs
-# one set lookup instead of a regular expression. Each is a pure function of the string, so remembering is exact.
-# Bounded: a full memo starts over, so an app sending ever new names cannot grow it.
-_MEMO_MAX = 4096
+# Values already found valid, so the common case (the same providers, models, tag keys and tag values on every
+# call) costs a set lookup instead of a regular expression or the guard's detectors. Each verdict is a pure
+# function of the string (the pattern; the guard's is_content_key and pii_kind), so remembering it is exact.
+# Bounded: a full memo starts over, so an app sending ever new values cannot grow it.
+_MEMO_MAX = 16_384
 _VALID_PROVIDERS: set[str] = set()
 _VALID_MODELS: set[str] = set()
-_VALID_TAG_KEYS: set[str] = set()
+_VALID_TAG_KEYS: set[str] = set()  # match TAG_KEY_PATTERN and the guard finds no content word in them
+_VALID_TAG_VALUES: set[str] = set()  # strings of at most MAX_TAG_VALUE_LENGTH the guard finds no PII in
+_GUARDED_FIELDS: set[str] = set()  # field names the guard accepts (an event's keys come from this module)
 
 
-def _matches(memo: set[str], pattern: re.Pattern[str], value: str) -> bool:
-    if value in memo:
-        return True
-    if pattern.match(value) is None:
-        return False
+def _remember(memo: set[str], value: str) -> None:
     if len(memo) >= _MEMO_MAX:
         memo.clear()
     memo.add(value)
-    return True
 
 
 def _name(memo: set[str], pattern: re.Pattern[str], field: str, value: object) -> str:
     if type(value) is not str:
         raise EventRefused(field, "invalid_value", "value must be a string")
-    if not _matches(memo, pattern, value):
-        raise EventRefused(field, "invalid_format", "value does not match the allowed characters and length")
+    if value not in memo:
+        if pattern.match(value) is None:
+            raise EventRefused(field, "invalid_format", "value does not match the allowed characters and length")
+        _remember(memo, value)
     return value
 
 
@@ -85,26 +85,49 @@ def _count(field: str, value: object, maximum: int) -> int:
     return value
 
 
+def guard(event: dict[str, Any]) -> None:
+    """Raise EventRefused on the first violation spendstream's privacy guard finds in `event` (content keys at
+    any depth, PII-looking tag values), naming its field and reason, never its value."""
+    violations = check_event(event)
+    if violations:
+        first = violations[0]
+        raise EventRefused(first.field, first.code, first.message)
+
+
 def check_tags(tags: Mapping[str, str]) -> None:
-    """Raise EventRefused unless `tags` has at most MAX_TAGS string values of at most MAX_TAG_VALUE_LENGTH
-    characters under keys matching TAG_KEY_PATTERN (the PII check is the guard's, in `check`)."""
+    """Raise EventRefused unless the server and its guard accept `tags`: at most MAX_TAGS string values of at
+    most MAX_TAG_VALUE_LENGTH characters, under keys matching TAG_KEY_PATTERN, neither content-bearing keys nor
+    PII-looking values."""
+    try:
+        if len(tags) <= MAX_TAGS and _VALID_TAG_KEYS.issuperset(tags) and _VALID_TAG_VALUES.issuperset(tags.values()):
+            return  # every key and value already passed every rule below
+    except TypeError:  # an unhashable value: the rules below name it
+        pass
     if len(tags) > MAX_TAGS:
         raise EventRefused("tags", "too_many_tags", f"at most {MAX_TAGS} tags are allowed")
     for key, value in tags.items():
-        if type(key) is not str or not _matches(_VALID_TAG_KEYS, _TAG_KEY, key):
+        if type(key) is not str or _TAG_KEY.match(key) is None:
             raise EventRefused(f"tags.{path_segment(key)}", "invalid_tag_key", f"tag keys match {TAG_KEY_PATTERN}")
         if type(value) is not str:
             raise EventRefused(f"tags.{key}", "invalid_value", "tag values are strings")
         if len(value) > MAX_TAG_VALUE_LENGTH:
             raise EventRefused(f"tags.{key}", "too_long", f"tag values are at most {MAX_TAG_VALUE_LENGTH} characters")
+    guard({"tags": dict(tags)})
+    for key, value in tags.items():
+        _remember(_VALID_TAG_KEYS, key)
+        _remember(_VALID_TAG_VALUES, value)
 
 
-def check(event: dict[str, Any]) -> None:
-    """The privacy guard over the whole event (content keys at any depth, PII-looking tag values)."""
-    violations = check_event(event)
-    if violations:
-        first = violations[0]
-        raise EventRefused(first.field, first.code, first.message)
+def _guard_fields(event: dict[str, Any]) -> None:
+    # The guard's verdict on a field name; the event's own keys are this module's constants, so this runs the
+    # guard once per name (and, were a name refused, raises on every event carrying it).
+    if not _GUARDED_FIELDS.issuperset(event):
+        guard({key: 0 for key in event})
+        _GUARDED_FIELDS.update(event)
+
+
+# The two keys the caller adds after build().
+_guard_fields({"event_id": "", "timestamp": ""})
 
 
 def cost(value: object) -> float | int:
@@ -139,17 +162,32 @@ def build(
     output_tokens: object,
     latency_ms: object,
     optional: Mapping[str, object],
-    tags: dict[str, str],
+    tags: dict[str, str] | None,
 ) -> dict[str, Any]:
     """The event's fields (all but `event_id` and `timestamp`, which the caller adds) after every rule: the types,
-    the patterns, the token parts within their totals, the tags; then the guard. `optional` holds only the fields
-    that are not None."""
+    the patterns, the token parts within their totals, the tags, and the privacy guard over its keys and tag
+    values. `optional` holds only the fields that are not None."""
+    if not (
+        type(input_tokens) is int
+        and type(output_tokens) is int
+        and type(latency_ms) is int
+        and 0 <= input_tokens <= MAX_TOKENS
+        and 0 <= output_tokens <= MAX_TOKENS
+        and 0 <= latency_ms <= MAX_LATENCY_MS
+    ):
+        _count("input_tokens", input_tokens, MAX_TOKENS)
+        _count("output_tokens", output_tokens, MAX_TOKENS)
+        _count("latency_ms", latency_ms, MAX_LATENCY_MS)
     event: dict[str, Any] = {
-        "provider": _name(_VALID_PROVIDERS, _PROVIDER, "provider", provider),
-        "model": _name(_VALID_MODELS, _MODEL, "model", model),
-        "input_tokens": _count("input_tokens", input_tokens, MAX_TOKENS),
-        "output_tokens": _count("output_tokens", output_tokens, MAX_TOKENS),
-        "latency_ms": _count("latency_ms", latency_ms, MAX_LATENCY_MS),
+        "provider": provider
+        if type(provider) is str and provider in _VALID_PROVIDERS
+        else _name(_VALID_PROVIDERS, _PROVIDER, "provider", provider),
+        "model": model
+        if type(model) is str and model in _VALID_MODELS
+        else _name(_VALID_MODELS, _MODEL, "model", model),
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "latency_ms": latency_ms,
     }
     if optional:
         for field, _total in OPTIONAL_TOKEN_FIELDS:
@@ -167,28 +205,22 @@ def build(
     if tags:
         check_tags(tags)
         event["tags"] = tags
-    check(event)
+    _guard_fields(event)
     return event
 
 
 class IdMaker:
-    """UUIDv7-shaped ids (32 hex digits: 48 bits of Unix milliseconds, version 7, variant, then a per-process
-    random part and a counter), made without a system call per id. Unique within a process by the counter and
-    across processes by the random part, which a forked child draws anew (`reseed`)."""
+    """UUIDv7 ids as 32 hex digits (RFC 9562: 48 bits of Unix milliseconds, the version, 12 random bits, the
+    variant, a 30-bit counter, 32 random bits), made without a system call per id. Unique within a process by the
+    counter (it would have to wrap within one millisecond to repeat) and across processes by the 44 random bits,
+    which a forked child draws anew (`reseed`)."""
 
     def __init__(self) -> None:
         self.reseed()
 
     def reseed(self) -> None:
-        self._random = secrets.randbits(32)
-        self._counter = itertools.count(secrets.randbits(20))
+        self._base = 0x7 << 76 | secrets.randbits(12) << 64 | 0b10 << 62 | secrets.randbits(32)
+        self._counter = itertools.count(secrets.randbits(30))
 
     def __call__(self) -> str:
-        # 48 bits ms | 4 bits version | 12 bits counter high | 2 bits variant | 30 bits counter low | 32 random
-        n = next(self._counter) & 0x3FF_FFFF_FFFF  # 42 bits
-        return "%012x7%03x%08x%08x" % (  # noqa: UP031 (one C-level format: the fastest spelling)
-            time.time_ns() // 1_000_000,
-            n >> 30,
-            0x8000_0000 | (n & 0x3FFF_FFFF),
-            self._random,
-        )
+        return "%032x" % (time.time_ns() // 1_000_000 << 80 | self._base | (next(self._counter) & 0x3FFF_FFFF) << 32)  # noqa: UP031 (the fastest spelling)

@@ -150,9 +150,11 @@ class AsyncMeter(MeterBase):
 
     async def aclose(self, timeout: float = 10.0) -> bool:
         """Send what is queued within `timeout` seconds, then stop the task; events still unsent then are
-        dropped and counted (`stats.dropped_at_close`). True when everything tracked was settled. Idempotent."""
+        dropped and counted (`stats.dropped_at_close`). True when the server answered for every event in time
+        (none dropped at close). Idempotent."""
         if self._closed:
             return self._idle()
+        dropped_before = self._dropped_at_close
         self._ensure_started()
         self._closed = True
         self._deadline = time.monotonic() + timeout
@@ -165,7 +167,7 @@ class AsyncMeter(MeterBase):
                 self._task.cancel()
             await self._client.aclose()
         self._drop_the_rest()
-        return self._idle()
+        return self._idle() and self._dropped_at_close == dropped_before
 
     async def __aenter__(self) -> AsyncMeter:
         self._ensure_started()

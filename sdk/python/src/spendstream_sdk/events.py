@@ -103,6 +103,7 @@ def check_tags(tags: Mapping[str, str]) -> None:
             return  # every key and value already passed every rule below
     except TypeError:  # an unhashable value: the rules below name it
         pass
+    guard({"tags": dict(tags)})  # first, as the server runs it: a content key is named as such
     if len(tags) > MAX_TAGS:
         raise EventRefused("tags", "too_many_tags", f"at most {MAX_TAGS} tags are allowed")
     for key, value in tags.items():
@@ -112,7 +113,6 @@ def check_tags(tags: Mapping[str, str]) -> None:
             raise EventRefused(f"tags.{key}", "invalid_value", "tag values are strings")
         if len(value) > MAX_TAG_VALUE_LENGTH:
             raise EventRefused(f"tags.{key}", "too_long", f"tag values are at most {MAX_TAG_VALUE_LENGTH} characters")
-    guard({"tags": dict(tags)})
     for key, value in tags.items():
         _remember(_VALID_TAG_KEYS, key)
         _remember(_VALID_TAG_VALUES, value)

@@ -98,7 +98,8 @@ class Meter(MeterBase):
     def close(self, timeout: float = 10.0) -> bool:
         """Send what is queued within `timeout` seconds, then stop the sender; events still unsent then are
         dropped and counted (`stats.dropped_at_close`). Events tracked after close() are dropped and counted.
-        True when everything tracked was settled. Idempotent."""
+        True when the server answered for every event in time (none dropped at close). Idempotent."""
+        dropped_before = self._dropped_at_close
         if not self._closed:
             self._closed = True
             self._deadline = time.monotonic() + timeout
@@ -107,7 +108,7 @@ class Meter(MeterBase):
             self._drop_the_rest()
             self._client.close()
             _OPEN.discard(self)
-        return self._idle()
+        return self._idle() and self._dropped_at_close == dropped_before
 
     def __enter__(self) -> Meter:
         return self

@@ -209,6 +209,8 @@ class _ProviderHandler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
         path = self.path.split("?", 1)[0]
+        if path.startswith("/openai/deployments/"):  # Azure OpenAI: /openai/deployments/<name>/chat/completions
+            path = "/v1/" + path.split("/", 4)[4]
         request = ReceivedRequest("POST", path, {k.lower(): v for k, v in self.headers.items()}, body)
         failure = self.provider._record(request)
         if failure is not None:

@@ -30,7 +30,9 @@ def instrument(client: C, meter: Tracker, tags: Mapping[str, str] | None = None)
     if openai is not None and isinstance(client, openai.OpenAI | openai.AsyncOpenAI):
         from .openai import instrument_openai
 
-        return instrument_openai(client, Recorder(meter, "openai", fixed_tags, counts_for(meter)))  # type: ignore[return-value]
+        # Azure OpenAI bills at its own prices: its calls are provider "azure".
+        provider = "azure" if isinstance(client, openai.AzureOpenAI | openai.AsyncAzureOpenAI) else "openai"
+        return instrument_openai(client, Recorder(meter, provider, fixed_tags, counts_for(meter)))  # type: ignore[return-value]
     anthropic = sys.modules.get("anthropic")
     if anthropic is not None and isinstance(client, anthropic.Anthropic | anthropic.AsyncAnthropic):
         from .anthropic import instrument_anthropic

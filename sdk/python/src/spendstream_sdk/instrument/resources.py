@@ -92,5 +92,8 @@ def async_post(post: Callable[..., Awaitable[Any]], package: Package, recorder: 
 def patch_resources(resources: list[Any], package: Package, recorder: Recorder, is_async: bool) -> None:
     """Route each resource's requests through the meter (on these objects only: the classes stay untouched)."""
     for resource in resources:
-        original = resource._post
-        resource._post = (async_post if is_async else sync_post)(original, package, recorder)
+        if getattr(resource._post, "spendstream_metered", False):
+            raise ValueError("this client is already instrumented: each call would be recorded twice")
+        metered = (async_post if is_async else sync_post)(resource._post, package, recorder)
+        metered.spendstream_metered = True  # type: ignore[attr-defined]
+        resource._post = metered

@@ -11,6 +11,7 @@ from typing import Any
 import openai
 import pytest
 
+from spendstream_sdk import tags
 from spendstream_sdk.instrument import instrument, instrument_stats
 from tests.providers import ProviderServer, openai_chat_usage
 from tests.sdk.instrument.recording import RecordingTracker
@@ -350,3 +351,15 @@ def test_the_stream_helpers_and_parse_are_metered_through_the_same_request_path(
     assert kinds[-1] == "content.done"
     assert final.output_text == "Hello from the local provider."
     assert tracker.usage_only() == [CHAT_EVENT, RESPONSES_EVENT, CHAT_EVENT]
+
+
+def test_a_stream_carries_the_tags_of_the_block_it_was_opened_in(
+    original: openai.OpenAI, tracker: RecordingTracker
+) -> None:
+    client = instrument(original, tracker, tags={"feature": "search"})
+
+    with tags(route="/ask", feature="overridden-by-the-client"):
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    list(stream)
+
+    assert tracker.events[0]["tags"] == {"route": "/ask", "feature": "search"}

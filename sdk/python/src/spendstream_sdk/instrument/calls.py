@@ -14,6 +14,8 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from spendstream_sdk.context import current_tags
+
 from .tracker import Tracker
 from .usage import Usage
 
@@ -72,15 +74,21 @@ class Recorder:
     counts: _Counts
 
     def start(self, requested_model: object) -> Call:
-        return Call(self, requested_model if isinstance(requested_model, str) and requested_model else "unknown")
+        model = requested_model if isinstance(requested_model, str) and requested_model else "unknown"
+        # A stream may end outside the `tags(...)` block it was opened in: the call carries the block's tags from
+        # its start (the client's own tags win, as track()'s own do).
+        context = current_tags()
+        tags = {**context, **self.tags} if context and self.tags else dict(context) if context else self.tags
+        return Call(self, model, tags)
 
 
 class Call:
     """One call in flight. `finish` and `finish_unmetered` record it once; later calls to either do nothing."""
 
-    def __init__(self, recorder: Recorder, model: str) -> None:
+    def __init__(self, recorder: Recorder, model: str, tags: Mapping[str, str] | None) -> None:
         self.recorder = recorder
         self.model = model
+        self.tags = tags
         self.started = time.perf_counter()
         self._done = False
         self._lock = threading.Lock()
@@ -104,7 +112,7 @@ class Call:
         try:
             if usage is None:
                 rec.tracker.track_unmetered(
-                    provider=rec.provider, model=model, latency_ms=latency, reason=reason, tags=rec.tags
+                    provider=rec.provider, model=model, latency_ms=latency, reason=reason, tags=self.tags
                 )
             else:
                 rec.tracker.track(
@@ -118,7 +126,7 @@ class Call:
                     cache_creation_input_tokens=usage.cache_creation_input_tokens,
                     cache_creation_1h_input_tokens=usage.cache_creation_1h_input_tokens,
                     service_tier=service_tier,
-                    tags=rec.tags,
+                    tags=self.tags,
                 )
         except ValueError as refusal:  # the meter's EventRefused: a programming error the host must not pay for
             self._dropped(refusal)

@@ -257,6 +257,17 @@ _KINDS = [  # every kind of cost and value a batch can carry
     ),
     usage_event(event_id="unknown", provider="acme", model="no-such-model", cost_usd=None),
     usage_event(
+        event_id="computed-writes",
+        provider="anthropic",
+        model="claude-sonnet-4-5",
+        input_tokens=10_000,
+        cached_input_tokens=2_000,
+        cache_creation_input_tokens=5_000,
+        cache_creation_1h_input_tokens=1_000,
+        output_tokens=300,
+        cost_usd=None,
+    ),
+    usage_event(
         event_id="cache-writes",
         provider="anthropic",
         model="claude-sonnet-4-5",
@@ -288,6 +299,9 @@ def test_a_batch_is_stored_alike_from_its_sealed_json_and_encoded_again_from_its
     by_id = {r["event_id"]: r for r in sealed}
     assert (by_id["computed"]["cost_usd"], by_id["computed"]["cost_source"]) == (Decimal("0.0024"), "computed")
     assert (by_id["unknown"]["cost_usd"], by_id["unknown"]["cost_source"]) == (0, "unknown")
+    # 3000*3e-6 (input) + 2000*3e-7 (cache reads) + 4000*3.75e-6 (5-minute writes) + 1000*6e-6 (1-hour writes)
+    # + 300*1.5e-5 (output)
+    assert by_id["computed-writes"]["cost_usd"] == Decimal("0.0351")
     assert by_id["reported"]["cost_usd"] == Decimal("0.000123456") and by_id["reported"]["route"] == "/v1/é/日本"
     assert by_id["computed"]["customer_plan"] == "free" and by_id["reported-zero"]["tags"] == {}
     writes = by_id["cache-writes"]

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import openai
 import pytest
 
 from spendstream_sdk import tags
-from spendstream_sdk.instrument import instrument, instrument_stats
+from spendstream_sdk.instrument import calls, instrument, instrument_stats
 from tests.providers import ProviderServer, openai_chat_usage
 from tests.sdk.instrument.recording import RecordingTracker
 
@@ -363,3 +365,30 @@ def test_a_stream_carries_the_tags_of_the_block_it_was_opened_in(
     list(stream)
 
     assert tracker.events[0]["tags"] == {"route": "/ask", "feature": "search"}
+
+
+def test_a_call_that_succeeds_on_the_clients_retry_is_recorded_once(
+    provider: ProviderServer, tracker: RecordingTracker
+) -> None:
+    provider.fail(500, times=1)
+    with openai.OpenAI(base_url=provider.openai_url, api_key="sk-test", max_retries=1) as retrying:
+        client = instrument(retrying, tracker)
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    assert len(provider.received("/v1/chat/completions")) == 2
+    assert tracker.usage_only() == [CHAT_EVENT]
+
+
+def test_a_stream_held_open_past_the_latency_bound_is_recorded_with_the_bound(
+    original: openai.OpenAI, tracker: RecordingTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = instrument(original, tracker)
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    started = time.perf_counter()
+    # Two hours later, as the instrumentation's clock sees it.
+    monkeypatch.setattr(calls, "time", SimpleNamespace(perf_counter=lambda: started + 2 * 3600))
+
+    list(stream)
+
+    assert tracker.events[0]["latency_ms"] == 3_600_000
+    assert tracker.events[0]["input_tokens"] == 1200

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from .calls import InstrumentStats, Recorder, counts_for, instrument_stats
 from .tracker import Tracker
@@ -32,12 +32,12 @@ def instrument(client: C, meter: Tracker, tags: Mapping[str, str] | None = None)
 
         # Azure OpenAI bills at its own prices: its calls are provider "azure".
         provider = "azure" if isinstance(client, openai.AzureOpenAI | openai.AsyncAzureOpenAI) else "openai"
-        return instrument_openai(client, Recorder(meter, provider, fixed_tags, counts_for(meter)))  # type: ignore[return-value]
+        return cast(C, instrument_openai(client, Recorder(meter, provider, fixed_tags, counts_for(meter))))
     anthropic = sys.modules.get("anthropic")
     if anthropic is not None and isinstance(client, anthropic.Anthropic | anthropic.AsyncAnthropic):
         from .anthropic import instrument_anthropic
 
-        return instrument_anthropic(client, Recorder(meter, "anthropic", fixed_tags, counts_for(meter)))  # type: ignore[return-value]
+        return cast(C, instrument_anthropic(client, Recorder(meter, "anthropic", fixed_tags, counts_for(meter))))
     raise TypeError(
         f"instrument() takes an openai.OpenAI, openai.AsyncOpenAI, anthropic.Anthropic or anthropic.AsyncAnthropic "
         f"client, not {type(client).__module__}.{type(client).__qualname__}"

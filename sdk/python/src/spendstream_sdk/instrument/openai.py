@@ -47,7 +47,8 @@ def _responses_stream(kwargs: dict[str, Any]) -> tuple[dict[str, Any], Tap]:
     return kwargs, ResponsesTap()  # response.completed always carries the usage
 
 
-def _no_stream(kwargs: dict[str, Any]) -> tuple[dict[str, Any], Tap]:
+def _embeddings_stream(kwargs: dict[str, Any]) -> tuple[dict[str, Any], Tap]:
+    # The API never streams embeddings; should it, a tap that reads a `usage` wherever it comes is the safe guess.
     return kwargs, ChatTap(hide_usage_chunk=False)
 
 
@@ -55,7 +56,7 @@ PACKAGE = Package(
     endpoints={
         "/chat/completions": Endpoint(_answer(read.openai_chat), _chat_stream),
         "/responses": Endpoint(_answer(read.openai_responses), _responses_stream),
-        "/embeddings": Endpoint(_answer(read.openai_embeddings), _no_stream),
+        "/embeddings": Endpoint(_answer(read.openai_embeddings), _embeddings_stream),
     },
     model_class=openai.BaseModel,
     stream_class=openai.Stream,

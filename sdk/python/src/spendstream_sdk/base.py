@@ -265,6 +265,15 @@ class MeterBase:
 
     # The sender's side.
 
+    # Waiting flush() calls: while there are any, a partial batch does not wait for flush_interval.
+    _flushes = 0
+
+    def _ready(self) -> bool:
+        """Whether the sender should send now rather than wait: a full batch, or anything queued while a flush
+        or close waits for it."""
+        queued = len(self._outbox)
+        return queued >= self._batch_size or (queued > 0 and (self._flushes > 0 or self._deadline is not None))
+
     def _idle(self) -> bool:
         return len(self._outbox) == 0 and self._in_flight == 0
 
@@ -302,6 +311,12 @@ class MeterBase:
             self._count_drop("refused", count, verdict.error)
         elif verdict.rejected:
             self._drops.add(f"rejected ({verdict.error})", verdict.rejected)
+
+    def _put_back(self, items: list[Item]) -> None:
+        """Items taken for sending whose sender stopped before the server answered: queued again, first."""
+        with self._lock:
+            self._in_flight -= len(items)
+            self._outbox.put_back(items)
 
     def _abandon(self, items: list[Item], reason: str) -> None:
         """Items taken for sending that will not be sent (expired while retrying, or out of time at close)."""

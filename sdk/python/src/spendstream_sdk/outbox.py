@@ -36,6 +36,10 @@ class Outbox:
             taken.append(items.popleft())
         return taken
 
+    def put_back(self, items: list[Item]) -> None:
+        """Return taken items to the front, in their order (a sender stopped before the server answered)."""
+        self._items.extendleft(reversed(items))
+
     def take_older_than(self, queued_before: float) -> int:
         """Drop the leading items queued before `queued_before` (monotonic); how many."""
         items = self._items

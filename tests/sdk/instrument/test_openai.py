@@ -392,3 +392,15 @@ def test_a_stream_held_open_past_the_latency_bound_is_recorded_with_the_bound(
 
     assert tracker.events[0]["latency_ms"] == 3_600_000
     assert tracker.events[0]["input_tokens"] == 1200
+
+
+def test_a_streaming_response_is_the_callers_to_read_and_recorded_as_unread(
+    original: openai.OpenAI, tracker: RecordingTracker
+) -> None:
+    client = instrument(original, tracker)
+
+    with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as raw:
+        answer = raw.parse()
+
+    assert answer.usage is not None and answer.usage.prompt_tokens == 1200
+    assert [e["unmetered"] for e in tracker.events] == ["raw_response_not_read"]

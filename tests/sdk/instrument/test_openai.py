@@ -3,6 +3,7 @@ records its usage exactly once, streamed calls included."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -404,3 +405,22 @@ def test_a_streaming_response_is_the_callers_to_read_and_recorded_as_unread(
 
     assert answer.usage is not None and answer.usage.prompt_tokens == 1200
     assert [e["unmetered"] for e in tracker.events] == ["raw_response_not_read"]
+
+
+async def test_an_async_stream_broken_out_of_and_dropped_is_recorded_once(
+    async_original: openai.AsyncOpenAI, tracker: RecordingTracker
+) -> None:
+    client = instrument(async_original, tracker)
+
+    stream = await client.responses.create(model="gpt-4.1", input=PROMPT, stream=True)
+    async for _ in stream:
+        break
+    del stream
+    # asyncio closes a dropped async generator in a task of its own: let the loop run those.
+    for _ in range(10):
+        gc.collect()
+        await asyncio.sleep(0)
+
+    assert tracker.usage_only() == [
+        {"provider": "openai", "model": "gpt-4.1", "unmetered": "stream_closed_before_usage"}
+    ]

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-import openai
+try:
+    import openai
+except ImportError as missing:  # the `openai` extra, not a dependency of the SDK
+    raise ImportError(
+        "spendstream_sdk.instrument.openai needs openai: pip install 'spendstream-sdk[openai]'"
+    ) from missing
 
 from . import usage as read
 from .calls import Recorder

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from spendstream_sdk import tags
-from spendstream_sdk.instrument import calls, instrument, instrument_stats
+from spendstream_sdk.instrument import InstrumentStats, calls, instrument, instrument_stats
 from tests.providers import ProviderServer, openai_chat_usage
 from tests.sdk.instrument.recording import RecordingTracker
 
@@ -77,6 +77,7 @@ def test_a_chat_completion_records_its_usage_with_cached_and_reasoning_tokens_an
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
     assert tracker.usage_only() == [CHAT_EVENT | {"tags": {"feature": "summaries"}}]
+    assert instrument_stats(tracker) == InstrumentStats(recorded=1, unmetered=0, dropped=0)
     assert isinstance(tracker.events[0]["latency_ms"], int)
 
 
@@ -151,6 +152,7 @@ def test_a_stream_closed_early_records_the_call_with_its_reason_never_zero_token
     assert tracker.usage_only() == [
         {"provider": "openai", "model": "gpt-4o-mini", "unmetered": "stream_closed_before_usage"}
     ]
+    assert instrument_stats(tracker) == InstrumentStats(recorded=0, unmetered=1, dropped=0)
 
 
 def test_a_stream_dropped_unread_is_recorded_when_collected(

@@ -101,6 +101,38 @@ def test_each_call_sends_litellms_usage_and_cost_and_nothing_of_the_messages(cal
     assert "Jane" not in raw and "invoice" not in raw
 
 
+def test_anthropic_cache_reads_and_writes_are_parts_of_the_input(callback_for: Any) -> None:
+    with recording() as server:
+        meter = Meter(url=server.url, api_key="k", flush_interval=0.05)
+        callback = callback_for(meter)
+        # Anthropic's usage as LiteLLM reports it: prompt_tokens include the cache reads and writes.
+        usage = Usage(
+            prompt_tokens=1500,
+            completion_tokens=80,
+            total_tokens=1580,
+            cache_read_input_tokens=1000,
+            cache_creation_input_tokens=400,
+        )
+        mocked = ModelResponse(
+            model="claude-sonnet-4-5",
+            choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": ANSWER}}],
+            usage=usage,
+        )
+        litellm.completion(
+            model="anthropic/claude-sonnet-4-5", messages=[{"role": "user", "content": PROMPT}], mock_response=mocked
+        )
+        wait_for(lambda: callback.tracked == 1)
+        assert meter.flush(timeout=10)
+    (event,) = server.requests[0].events
+    assert (event["provider"], event["model"]) == ("anthropic", "claude-sonnet-4-5")
+    assert (event["input_tokens"], event["cached_input_tokens"], event["cache_creation_input_tokens"]) == (
+        1500,
+        1000,
+        400,
+    )
+    assert "cost_usd" not in event or len(repr(event["cost_usd"]).partition(".")[2]) <= 12
+
+
 def test_a_pii_tag_is_refused_counted_and_the_call_still_answers(callback_for: Any) -> None:
     with recording() as server:
         meter = Meter(url=server.url, api_key="k", flush_interval=0.05)

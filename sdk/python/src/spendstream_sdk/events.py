@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from spendstream.guard import check_event, path_segment
@@ -30,13 +31,16 @@ _PROVIDER = re.compile(r"[a-z0-9._-]{1,64}\Z")
 _MODEL = re.compile(r"[A-Za-z0-9._:/@-]{1,128}\Z")
 _TAG_KEY = re.compile(TAG_KEY_PATTERN + r"\Z")
 
-# The optional token fields, each with the total it is a part of (None: a part of no other field).
-OPTIONAL_TOKEN_FIELDS: tuple[tuple[str, str], ...] = (
-    ("cached_input_tokens", "input_tokens"),
-    ("reasoning_tokens", "output_tokens"),
-    ("cache_creation_input_tokens", "input_tokens"),
-    ("cache_creation_1h_input_tokens", "cache_creation_input_tokens"),
+# The optional token fields, in the order the server checks them.
+OPTIONAL_TOKEN_FIELDS = (
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens",
 )
+SERVICE_TIER_PATTERN = r"[a-z0-9_-]{1,32}"
+_SERVICE_TIER = re.compile(SERVICE_TIER_PATTERN + r"\Z")
+COST_DECIMAL_PLACES = 12
 
 
 class EventRefused(ValueError):
@@ -56,6 +60,7 @@ class EventRefused(ValueError):
 _MEMO_MAX = 16_384
 _VALID_PROVIDERS: set[str] = set()
 _VALID_MODELS: set[str] = set()
+_VALID_SERVICE_TIERS: set[str] = set()
 _VALID_TAG_KEYS: set[str] = set()  # match TAG_KEY_PATTERN and the guard finds no content word in them
 _VALID_TAG_VALUES: set[str] = set()  # strings of at most MAX_TAG_VALUE_LENGTH the guard finds no PII in
 _GUARDED_FIELDS: set[str] = set()  # field names the guard accepts (an event's keys come from this module)
@@ -131,13 +136,25 @@ _guard_fields({"event_id": "", "timestamp": ""})
 
 
 def cost(value: object) -> float | int:
-    """A cost the server accepts: a finite JSON number within 0 … MAX_COST_USD (at most 12 decimal places, which
-    the server checks; a float's shortest repr is what is sent)."""
-    if type(value) is int or type(value) is float:
-        if 0 <= value <= MAX_COST_USD:  # NaN fails both comparisons
+    """A cost the server accepts: a finite JSON number within 0 … MAX_COST_USD with at most 12 decimal places
+    (a float's shortest repr is what is sent, and what the server reads)."""
+    if type(value) is int:
+        if 0 <= value <= MAX_COST_USD:
             return value
-        raise EventRefused("cost_usd", "out_of_range", f"value must be within 0 … {MAX_COST_USD:,}")
-    raise EventRefused("cost_usd", "invalid_value", "value must be a number (int or float)")
+    elif type(value) is float:
+        if not 0 <= value <= MAX_COST_USD:  # NaN fails it too
+            raise EventRefused("cost_usd", "out_of_range", f"value must be within 0 … {MAX_COST_USD:,}")
+        text = repr(value)
+        if "e" not in text and len(text) - text.index(".") <= COST_DECIMAL_PLACES + 1:
+            return value
+        exponent = Decimal(text).as_tuple().exponent  # 1e-07 and the like
+        if isinstance(exponent, int) and exponent >= -COST_DECIMAL_PLACES:
+            return value
+        message = f"at most {COST_DECIMAL_PLACES} decimal places (round it: round(cost, {COST_DECIMAL_PLACES}))"
+        raise EventRefused("cost_usd", "invalid_value", message)
+    else:
+        raise EventRefused("cost_usd", "invalid_value", "value must be a number (int or float)")
+    raise EventRefused("cost_usd", "out_of_range", f"value must be within 0 … {MAX_COST_USD:,}")
 
 
 def iso_timestamp(value: object) -> str:
@@ -149,10 +166,30 @@ def iso_timestamp(value: object) -> str:
     return value.isoformat()
 
 
-def event_id(value: object) -> str:
+def event_id(value: object, field: str = "event_id") -> str:
     if type(value) is not str or _EVENT_ID.match(value) is None:
-        raise EventRefused("event_id", "invalid_format", f"event ids match {EVENT_ID_PATTERN}")
+        raise EventRefused(field, "invalid_format", f"ids match {EVENT_ID_PATTERN}")
     return value
+
+
+def _check_parts(event: dict[str, Any]) -> None:
+    """The token parts within their totals, as the server checks them: cache reads and cache writes are disjoint
+    parts of the input, the 1-hour writes a part of the writes (which must then be given), reasoning a part of
+    the output."""
+    total = event["input_tokens"]
+    cached, writes = event.get("cached_input_tokens"), event.get("cache_creation_input_tokens")
+    if cached is not None and cached > total:
+        raise EventRefused("cached_input_tokens", "inconsistent_tokens", "part of input_tokens and cannot exceed it")
+    if writes is not None and (cached or 0) + writes > total:
+        message = "cached_input_tokens and cache_creation_input_tokens are disjoint parts of input_tokens"
+        raise EventRefused("cache_creation_input_tokens", "inconsistent_tokens", message + " and cannot exceed it")
+    hour = event.get("cache_creation_1h_input_tokens")
+    if hour is not None and (writes is None or hour > writes):
+        message = "part of cache_creation_input_tokens, which must be given, and cannot exceed it"
+        raise EventRefused("cache_creation_1h_input_tokens", "inconsistent_tokens", message)
+    reasoning = event.get("reasoning_tokens")
+    if reasoning is not None and reasoning > event["output_tokens"]:
+        raise EventRefused("reasoning_tokens", "inconsistent_tokens", "part of output_tokens and cannot exceed it")
 
 
 def build(
@@ -190,16 +227,14 @@ def build(
         "latency_ms": latency_ms,
     }
     if optional:
-        for field, _total in OPTIONAL_TOKEN_FIELDS:
+        for field in OPTIONAL_TOKEN_FIELDS:
             if field in optional:
                 event[field] = _count(field, optional[field], MAX_TOKENS)
-        for field, total in OPTIONAL_TOKEN_FIELDS:
-            if field in event and total in event and event[field] > event[total]:
-                raise EventRefused(field, "inconsistent_tokens", f"{field} is part of {total} and cannot exceed it")
+        _check_parts(event)
         if "service_tier" in optional:
-            event["service_tier"] = _name(_VALID_MODELS, _MODEL, "service_tier", optional["service_tier"])
+            event["service_tier"] = _name(_VALID_SERVICE_TIERS, _SERVICE_TIER, "service_tier", optional["service_tier"])
         if "reservation_id" in optional:
-            event["reservation_id"] = event_id(optional["reservation_id"])
+            event["reservation_id"] = event_id(optional["reservation_id"], "reservation_id")
         if "cost_usd" in optional:
             event["cost_usd"] = cost(optional["cost_usd"])
     if tags:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -131,8 +130,9 @@ def _guard_fields(event: dict[str, Any]) -> None:
         _GUARDED_FIELDS.update(event)
 
 
-# The two keys the caller adds after build().
-_guard_fields({"event_id": "", "timestamp": ""})
+# The keys of every event (build() and the caller's event_id and timestamp): the guard's verdict on them once.
+_guard_fields(dict.fromkeys(("provider", "model", "input_tokens", "output_tokens", "latency_ms", "tags")))
+_guard_fields(dict.fromkeys(("event_id", "timestamp")))
 
 
 def cost(value: object) -> float | int:
@@ -198,12 +198,13 @@ def build(
     input_tokens: object,
     output_tokens: object,
     latency_ms: object,
-    optional: Mapping[str, object],
     tags: dict[str, str] | None,
 ) -> dict[str, Any]:
-    """The event's fields (all but `event_id` and `timestamp`, which the caller adds) after every rule: the types,
-    the patterns, the token parts within their totals, the tags, and the privacy guard over its keys and tag
-    values. `optional` holds only the fields that are not None."""
+    """The event's required fields and tags after every rule: the tags first (the privacy guard, as the server
+    runs it first), then the types and patterns. `add_optional` adds the optional fields; the caller adds
+    `event_id` and `timestamp`."""
+    if tags:
+        check_tags(tags)
     if not (
         type(input_tokens) is int
         and type(output_tokens) is int
@@ -226,22 +227,30 @@ def build(
         "output_tokens": output_tokens,
         "latency_ms": latency_ms,
     }
-    if optional:
-        for field in OPTIONAL_TOKEN_FIELDS:
-            if field in optional:
-                event[field] = _count(field, optional[field], MAX_TOKENS)
-        _check_parts(event)
-        if "service_tier" in optional:
-            event["service_tier"] = _name(_VALID_SERVICE_TIERS, _SERVICE_TIER, "service_tier", optional["service_tier"])
-        if "reservation_id" in optional:
-            event["reservation_id"] = event_id(optional["reservation_id"], "reservation_id")
-        if "cost_usd" in optional:
-            event["cost_usd"] = cost(optional["cost_usd"])
     if tags:
-        check_tags(tags)
         event["tags"] = tags
-    _guard_fields(event)
     return event
+
+
+def add_optional(event: dict[str, Any], optional: Mapping[str, object]) -> None:
+    """Add the optional fields that are not None to `event`, after their rules (the token parts within their
+    totals, the service tier's pattern, the reservation id, the cost's range and places) and the guard's verdict
+    on their names."""
+    for field in OPTIONAL_TOKEN_FIELDS:
+        value = optional.get(field)
+        if value is not None:
+            event[field] = _count(field, value, MAX_TOKENS)
+    _check_parts(event)
+    tier = optional.get("service_tier")
+    if tier is not None:
+        event["service_tier"] = _name(_VALID_SERVICE_TIERS, _SERVICE_TIER, "service_tier", tier)
+    reservation = optional.get("reservation_id")
+    if reservation is not None:
+        event["reservation_id"] = event_id(reservation, "reservation_id")
+    value = optional.get("cost_usd")
+    if value is not None:
+        event["cost_usd"] = cost(value)
+    _guard_fields(event)
 
 
 class IdMaker:
@@ -257,5 +266,6 @@ class IdMaker:
         self._base = 0x7 << 76 | secrets.randbits(12) << 64 | 0b10 << 62 | secrets.randbits(32)
         self._counter = itertools.count(secrets.randbits(30))
 
-    def __call__(self) -> str:
-        return "%032x" % (time.time_ns() // 1_000_000 << 80 | self._base | (next(self._counter) & 0x3FFF_FFFF) << 32)  # noqa: UP031 (the fastest spelling)
+    def __call__(self, now: float) -> str:
+        """A new id; `now` is time.time(), which the caller reads anyway for the event's timestamp."""
+        return "%032x" % (int(now * 1000) << 80 | self._base | (next(self._counter) & 0x3FFF_FFFF) << 32)  # noqa: UP031 (the fastest spelling)

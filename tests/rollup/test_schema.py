@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spendstream.rollup.clickhouse import clickhouse_client
-from spendstream.rollup.schema import SCHEMA_VERSION, applied_versions, migrate
+from spendstream.rollup.schema import applied_versions, migrate, migrations
 from tests.support import Isolation
 
 pytestmark = pytest.mark.integration
@@ -24,11 +24,13 @@ def _engines(iso: Isolation) -> dict[str, str]:
 
 def test_migrations_apply_once_and_a_rerun_changes_nothing(iso: Isolation) -> None:
     client = clickhouse_client(iso.stack.clickhouse)
-    assert migrate(client, iso.database, 12) == list(range(1, SCHEMA_VERSION + 1))
+    # Numbers may be reserved by work not merged yet: the versions are the declared ones, in order.
+    versions = sorted(migrations(iso.database, 12))
+    assert migrate(client, iso.database, 12) == versions
     assert migrate(client, iso.database, 12) == []
-    assert applied_versions(client, iso.database) == set(range(1, SCHEMA_VERSION + 1))
+    assert applied_versions(client, iso.database) == set(versions)
     rows = client.query(f"SELECT count() FROM {iso.database}.schema_migrations").result_rows
-    assert rows[0][0] == SCHEMA_VERSION
+    assert rows[0][0] == len(versions)
     engines = _engines(iso)
     assert {
         "usage_events",
@@ -53,7 +55,7 @@ def test_a_half_applied_migration_is_completed_on_the_next_start(iso: Isolation)
     # As if the process died after version 2's statements but before recording it.
     client.command(f"DELETE FROM {iso.database}.schema_migrations WHERE version = 2")
     assert migrate(client, iso.database, 12) == [2]
-    assert applied_versions(client, iso.database) == set(range(1, SCHEMA_VERSION + 1))
+    assert applied_versions(client, iso.database) == set(migrations(iso.database, 12))
 
 
 def test_ttls_follow_the_retention_setting(iso: Isolation) -> None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 KeyScope = Literal["ingest", "read", "admin"]
 AlertKind = Literal["threshold", "forecast", "spike"]
+DataAlertKind = Literal["completeness_gap", "unpriced_model"]
 ScopeTag = Literal["feature", "customer_id"]
 
 
@@ -124,4 +125,38 @@ class FiredAlert(BaseModel):
     spend_usd: str
     projected_usd: str | None = None  # forecast: month-end projection
     trailing_mean_usd: str | None = None  # spike: mean daily spend of the 7 days before
+    fired_at: datetime
+
+
+class IngestTally(BaseModel):
+    """What ingest accepted in one envelope of `usage.events.v1`: its batch id and its events per UTC day of
+    their timestamps. Counts only, no content; the completeness ledger's "accepted" (rollup/ledger.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workspace_id: str
+    batch_id: str
+    days: dict[str, int]  # YYYY-MM-DD -> events of the envelope with a timestamp on that UTC day
+    at: datetime
+
+
+class DataAlert(BaseModel):
+    """A finding about a workspace's data that rollup raises and alerts delivers to the workspace's budget
+    channels: a completeness gap that outlived the repair interval, or a model the price table cannot price.
+
+    Ids and numbers only (a model name is the provider's public name). `alert_id` is stable per finding (per
+    workspace, day, stage and gap; per workspace and model), so a re-publish is recognised as the same alert."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alert_id: str
+    workspace_id: str
+    kind: DataAlertKind
+    day: str | None = None  # completeness_gap: the UTC day (YYYY-MM-DD)
+    stage: str | None = None  # completeness_gap: topic, raw or rollup (rollup/ledger.py)
+    gap_events: int | None = None  # completeness_gap: events missing at that stage
+    provider: str | None = None  # unpriced_model
+    model: str | None = None  # unpriced_model
+    events: int | None = None  # unpriced_model: its events so far
+    tokens: int | None = None  # unpriced_model: their input and output tokens
     fired_at: datetime

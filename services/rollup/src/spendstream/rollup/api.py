@@ -57,6 +57,8 @@ class UnknownModel(BaseModel):
     provider: str
     model: str
     requests: int
+    input_tokens: int
+    output_tokens: int
 
 
 class UsageResponse(BaseModel):

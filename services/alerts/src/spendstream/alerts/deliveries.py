@@ -57,7 +57,7 @@ def subject(alert: FiredAlert, budget: BudgetRecord) -> str:
 def data_subject(alert: DataAlert) -> str:
     if alert.kind == "completeness_gap":
         return f"[spendstream] completeness: {alert.gap_events} events differ at the {alert.stage} stage on {alert.day}"
-    return f"[spendstream] {alert.provider}/{alert.model} has no price: {alert.events} events not priced"
+    return f"[spendstream] no price for {alert.provider}/{alert.model} ({alert.events} events)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,11 @@ and fired alerts. The erasure saga's records live in `erasure.py`; sealed usage 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 KeyScope = Literal["ingest", "read", "admin"]
 AlertKind = Literal["threshold", "forecast", "spike"]
@@ -136,7 +136,8 @@ class IngestTally(BaseModel):
 
     workspace_id: str
     batch_id: str
-    days: dict[str, int]  # YYYY-MM-DD -> events of the envelope with a timestamp on that UTC day
+    # UTC day of the events' timestamps -> events of the envelope on that day (a day a ClickHouse Date holds).
+    days: dict[Annotated[date, Field(ge=date(1970, 1, 1), le=date(2149, 6, 6))], Annotated[int, Field(ge=1, le=10**9)]]
     at: datetime
 
 

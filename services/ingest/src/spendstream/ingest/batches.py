@@ -234,7 +234,7 @@ class BatchAcceptor:
         not accepted (the caller answers 503), and the retry's envelope brings its own tally; a tally is never
         published for an envelope the broker did not take. An event both in an untallied envelope and in a
         retried one is counted once on the ledger, which reads each event's carriers (rollup/ledger.py)."""
-        days = Counter(e.timestamp.astimezone(UTC).date().isoformat() for e in events)
+        days = Counter(e.timestamp.astimezone(UTC).date() for e in events)
         tally = IngestTally(workspace_id=workspace_id, batch_id=batch_id, days=dict(days), at=now)
         await asyncio.wait_for(
             self._broker.publish(tally.model_dump_json().encode(), self._tallies, key=workspace_id.encode()),

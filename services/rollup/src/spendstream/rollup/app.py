@@ -98,10 +98,18 @@ def create_service(settings: RollupSettings) -> Service:
         tallies: list[IngestTally] = []
         for record in batch.records:
             try:
-                tallies.append(INGEST_TALLIES.record.decode(record.value or b""))
+                tally = INGEST_TALLIES.record.decode(record.value or b"")
             except ValueError:  # not ingest's: logged by coordinates, never by content
                 log.error("skipping a tally that does not parse", extra={"offset": record.offset})
-        await asyncio.to_thread(ledger.record_tallies, tallies)
+                continue
+            # A workspace whose data key is gone is erased (or never existed): its ledger is not written again.
+            if keyring.current_version(tally.workspace_id) is None:
+                await keyring.table.catch_up()  # or a key newer than this replica's replay
+            if keyring.current_version(tally.workspace_id) is not None:
+                tallies.append(tally)
+        # Under the writer's lock, as every write: an erasure deletes the ledger while holding it.
+        async with writer.lock:
+            await asyncio.to_thread(ledger.record_tallies, tallies)
 
     subscribe_batch(
         broker,

@@ -129,11 +129,7 @@ class Ledger:
             self._client.insert(f"{self.db}.ledger_repeats", repeats, column_names=_REPEAT_COLUMNS)
 
     def record_tallies(self, tallies: Sequence[IngestTally]) -> None:
-        rows = [
-            (t.workspace_id, date.fromisoformat(day), t.batch_id, t.at, events)
-            for t in tallies
-            for day, events in t.days.items()
-        ]
+        rows = [(t.workspace_id, day, t.batch_id, t.at, events) for t in tallies for day, events in t.days.items()]
         if rows:
             self._client.insert(f"{self.db}.ledger_accepted", rows, column_names=_ACCEPTED_COLUMNS)
 

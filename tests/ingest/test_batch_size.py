@@ -354,3 +354,23 @@ class _NoRepeats:
 class _NoLimits:
     async def reserve(self, workspace_id: str, events: int, quota: int, now: datetime) -> object:
         return None
+
+
+async def test_ingest_refuses_to_start_without_the_tallies_topic(iso: Isolation) -> None:
+    name = topic_name(INGEST_TALLIES, iso.prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=iso.stack.kafka)
+    await admin.start()
+    try:
+        await admin.delete_topics([name])
+    finally:
+        await admin.close()
+
+    async def refused() -> str | None:  # a deletion reaches describe_configs a moment later
+        try:
+            async with serving([create_ingest(iso.settings(IngestSettings))]):
+                return None
+        except TopicTooSmall as exc:
+            return str(exc)
+
+    message = await eventually(refused, timeout=30, interval=0.5)
+    assert f"topic {name} cannot be described" in message and "spendstream topics create" in message

@@ -22,13 +22,14 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from spendstream.common.records import DataAlert
 from spendstream.rollup import metrics
-from spendstream.rollup.ledger import STAGES, Ledger
+from spendstream.rollup.ledger import COUNTS, STAGES, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,17 @@ class CompletenessWatch:
         end = now.date()
         start = end - timedelta(days=self._days)
         settled = await asyncio.to_thread(
-            self._ledger.days, None, start, end, ingested_before=now - self._grace, ingested_since=since
+            partial(
+                self._ledger.days,
+                None,
+                start,
+                end,
+                ingested_before=now - self._grace,
+                ingested_since=since,
+                only=[c for c in COUNTS if c != "in_rollup"],
+            )
         )
-        whole = await asyncio.to_thread(self._ledger.days, None, start, end)
+        whole = await asyncio.to_thread(partial(self._ledger.days, None, start, end, only=("stored_raw", "in_rollup")))
         found: list[tuple[str, date, str, int]] = []
         for (ws, day), counts in settled.items():
             gaps = counts.gaps()

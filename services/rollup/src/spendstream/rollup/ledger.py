@@ -25,7 +25,7 @@ how completeness.py tells a loss from events still in flight.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -36,6 +36,7 @@ from spendstream.common.records import IngestTally
 from spendstream.rollup.writes import StoredBatch
 
 STAGES = ("topic", "raw", "rollup")
+COUNTS = ("accepted", "on_topic", "dead_lettered", "erased", "stored_raw", "in_rollup")
 _READ_COLUMNS = ("workspace_id", "day", "batch_id", "ingested_at", "events", "dropped")
 _REPEAT_COLUMNS = ("workspace_id", "day", "event_id", "batch_id", "ingested_at")
 _ACCEPTED_COLUMNS = ("workspace_id", "day", "batch_id", "ingested_at", "events")
@@ -159,10 +160,11 @@ class Ledger:
         *,
         ingested_before: datetime | None = None,
         ingested_since: datetime | None = None,
+        only: Collection[str] = COUNTS,
     ) -> dict[tuple[str, date], DayLedger]:
         """The counts per (workspace, day) over [start, end] (one workspace, or all of them), of the envelopes
         ingested within [`ingested_since`, `ingested_before`] when given (`in_rollup` is always whole: the
-        rollup does not know its events' ingestion times)."""
+        rollup does not know its events' ingestion times). Counts not in `only` are left at zero."""
         params: dict[str, Any] = {"start": start, "end": end}
         if workspace_id is not None:
             params["ws"] = workspace_id
@@ -172,13 +174,13 @@ class Ledger:
             params["since"] = ingested_since
         w, cut = _where(workspace_id), _cut(params)
         db = self.db
-        counts: dict[str, dict[tuple[str, date], int]] = {
-            "accepted": self._per_day(
+        queries: dict[str, Callable[[], dict[tuple[str, date], int]]] = {
+            "accepted": lambda: self._per_day(
                 f"SELECT workspace_id, day, sum(events) FROM {db}.ledger_accepted FINAL WHERE {w}{cut} "
                 "GROUP BY workspace_id, day",
                 params,
             ),
-            "repeated": self._per_day(
+            "repeated": lambda: self._per_day(
                 # Each event carried by several tallied envelopes was counted once per tally: all but one go.
                 "SELECT workspace_id, day, sum(greatest(tallied, 1) - 1) FROM ("
                 "SELECT workspace_id, day, event_id, countIf((day, batch_id) IN "
@@ -187,29 +189,31 @@ class Ledger:
                 "GROUP BY workspace_id, day",
                 params,
             ),
-            "on_topic": self._per_day(
+            "on_topic": lambda: self._per_day(
                 f"SELECT workspace_id, day, sum(events + dropped) FROM {db}.ledger_read FINAL WHERE {w}{cut} "
                 "GROUP BY workspace_id, day",
                 params,
             ),
-            "erased": self._per_day(
+            "erased": lambda: self._per_day(
                 "SELECT workspace_id, day, sum(n) FROM (SELECT workspace_id, day, batch_id, max(events) AS n FROM ("
                 f"SELECT workspace_id, day, batch_id, events FROM {db}.ledger_erased WHERE {w}{cut} UNION ALL "
                 f"SELECT workspace_id, day, batch_id, dropped FROM {db}.ledger_read FINAL WHERE {w}{cut} "
                 "AND dropped > 0) GROUP BY workspace_id, day, batch_id) GROUP BY workspace_id, day",
                 params,
             ),
-            "stored_raw": self._per_day(
+            "stored_raw": lambda: self._per_day(
                 f"SELECT workspace_id, toDate(ts) AS day, count() FROM {db}.usage_events FINAL "
                 f"WHERE {_where(workspace_id, 'toDate(ts)')}{cut} GROUP BY workspace_id, day",
                 params,
             ),
-            "in_rollup": self._per_day(
+            "in_rollup": lambda: self._per_day(
                 f"SELECT workspace_id, day, sum(requests) FROM {db}.usage_daily WHERE {w} GROUP BY workspace_id, day",
                 params,
             ),
-            "dead_lettered": self._dead(workspace_id, start, end, params),
+            "dead_lettered": lambda: self._dead(workspace_id, start, end, params),
         }
+        wanted = {*only, "repeated"} if "accepted" in only else set(only)
+        counts = {name: query() if name in wanted else {} for name, query in queries.items()}
         keys = set().union(*(c.keys() for c in counts.values()))
         return {
             (ws, day): DayLedger(

@@ -33,5 +33,6 @@ class RollupSettings(BaseServiceSettings):
     # were ingested is a loss, and raises the gap metric and an alert. Longer than the reconcile interval, so a
     # drift the reconciler repairs never alerts.
     completeness_grace_seconds: float = Field(default=600.0, gt=0)
-    completeness_check_seconds: float = Field(default=60.0, gt=0)
+    # Each check reads the raw table (FINAL) over `completeness_days` days of every workspace: minutes apart.
+    completeness_check_seconds: float = Field(default=300.0, gt=0)
     completeness_days: int = Field(default=3, ge=1)

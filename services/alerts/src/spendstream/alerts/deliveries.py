@@ -148,6 +148,9 @@ class Dispatcher:
         """Deliver a data alert (rollup.alerts.v1) to every channel of the workspace's budgets, each channel
         (webhook URL, e-mail address) once; returns once every one is delivered or dead-lettered."""
         budgets = self._book.of_workspace(alert.workspace_id)
+        if not budgets:  # or the budget table has not replayed them yet
+            await self._book.table.catch_up()
+            budgets = self._book.of_workspace(alert.workspace_id)
         if not budgets:
             # No budget, so no channel: the alert stays on the topic and in rollup's metric and log.
             metrics.DELIVERIES.labels("none", "no_channel").inc()

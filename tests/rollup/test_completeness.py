@@ -13,20 +13,22 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY
 
-from spendstream.common.records import DataAlert
-from spendstream.common.topics import ROLLUP_ALERTS, topic_name
+from spendstream.common.envelope import BatchEnvelope
+from spendstream.common.records import DataAlert, IngestTally
+from spendstream.common.topics import INGEST_TALLIES, ROLLUP_ALERTS, topic_name
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.settings import RollupSettings
-from tests.rollup.kafka import lag
+from tests.rollup.kafka import lag, publisher
 from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
 
 pytestmark = pytest.mark.integration
 
 TODAY = datetime.now(UTC).date()
 YESTERDAY = TODAY - timedelta(days=1)
+YESTERDAY_NOON = datetime(YESTERDAY.year, YESTERDAY.month, YESTERDAY.day, 12, tzinfo=UTC)
 
 
 def _rollup(iso: Isolation, **overrides: Any) -> Any:
@@ -147,3 +149,28 @@ async def test_an_event_deleted_from_the_raw_table_shows_as_a_gap_and_raises_one
     assert (day["accepted"], day["on_topic"], day["stored_raw"], day["in_rollup"]) == (10, 10, 9, 9)
     assert [(a.workspace_id, a.day, a.gap_events) for a in alerts] == [(ws["workspace_id"], TODAY.isoformat(), 1)]
     assert gauge == 1
+
+
+async def test_an_envelope_rollup_cannot_read_counts_as_dead_lettered_on_its_events_days(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    async with publisher(iso) as pub, serving([_rollup(iso)]) as client:
+        # As ingest would publish it: an envelope (whose plaintext is not an event batch) and its tally.
+        value = await pub.invalid_plaintext(ws["workspace_id"], b'{"not": "events"}')
+        envelope = BatchEnvelope.model_validate_json(value)
+        tally = IngestTally(
+            workspace_id=ws["workspace_id"], batch_id=envelope.batch_id, days={YESTERDAY: 1}, at=envelope.ingested_at
+        )
+        await pub.raw(value, key=ws["workspace_id"].encode())
+        await pub.producer.send_and_wait(
+            topic_name(INGEST_TALLIES, iso.prefix), INGEST_TALLIES.record.encode(tally), key=b"w"
+        )
+        await pub.batch(ws["workspace_id"], [usage_event(timestamp=YESTERDAY_NOON.isoformat())])
+
+        async def counted() -> dict[str, Any] | None:
+            day = (await _ledger(client, ws["read"])).get(YESTERDAY)
+            counts = ("accepted", "dead_lettered", "on_topic", "stored_raw", "in_rollup")
+            return day if day and all(day[c] == 1 for c in counts) else None
+
+        day = await eventually(counted, timeout=30, interval=0.3)
+    # The readable envelope had no tally (not ingest's): on the topic, not accepted.
+    assert day["gaps"] == {"topic": -1, "raw": 0, "rollup": 0}

@@ -22,7 +22,7 @@ from spendstream.common.events import validate_events
 from spendstream.ingest.body import BodyError
 from spendstream.ingest.otlp_api import error_message, map_request
 from spendstream.ingest.otlp_body import JSON, PROTOBUF, decode, encode_response, encode_status
-from spendstream.ingest.otlp_spans import CAPTURE_OFF, Refused, attributes, usage_event
+from spendstream.ingest.otlp_spans import CAPTURE_OFF, Refused, attributes, resource_tags, usage_event
 
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 SPAN = bytes.fromhex("b7ad6b7169203331")
@@ -57,6 +57,7 @@ def span(attrs: dict[str, Any], *, events: list[tuple[str, dict[str, Any]]] = ()
     return Span(attributes=kvs(attrs), events=[Span.Event(name=n, attributes=kvs(a)) for n, a in events], **values)
 
 
+NO_RESOURCE = resource_tags({})
 CHAT = {
     "gen_ai.operation.name": "chat",
     "gen_ai.provider.name": "openai",
@@ -68,7 +69,7 @@ CHAT = {
 
 
 def mapped(attrs: dict[str, Any], resource: dict[str, Any] | None = None, **fields: Any) -> Any:
-    return usage_event(span(attrs, **fields), attributes(kvs(resource or {})))
+    return usage_event(span(attrs, **fields), resource_tags(attributes(kvs(resource or {}))))
 
 
 def test_a_chat_span_becomes_one_usage_event_named_by_its_trace_and_span() -> None:
@@ -244,10 +245,10 @@ CONTENT: list[tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], tuple[str,
 def test_content_refuses_the_whole_span_and_names_its_keys(
     attrs: dict[str, Any], events: list[tuple[str, dict[str, Any]]], keys: tuple[str, ...]
 ) -> None:
-    refused = usage_event(span(CHAT | attrs, events=events), {})
+    refused = usage_event(span(CHAT | attrs, events=events), NO_RESOURCE)
     assert isinstance(refused, Refused) and refused.code == "content_refused" and refused.keys == keys
     # Without usage too: the exporter is sending content, and says so
-    assert isinstance(usage_event(span(attrs, events=events), {}), Refused)
+    assert isinstance(usage_event(span(attrs, events=events), NO_RESOURCE), Refused)
 
 
 @pytest.mark.parametrize(
@@ -261,12 +262,14 @@ def test_content_refuses_the_whole_span_and_names_its_keys(
 def test_names_of_prompt_templates_and_content_free_events_are_not_content(
     attrs: dict[str, Any], events: list[tuple[str, dict[str, Any]]]
 ) -> None:
-    assert isinstance(usage_event(span(CHAT | attrs, events=events), {}), dict)
+    assert isinstance(usage_event(span(CHAT | attrs, events=events), NO_RESOURCE), dict)
 
 
 def test_the_refusal_never_quotes_a_value() -> None:
     secret = "my card is 4111 1111 1111 1111"
-    refused = usage_event(span(CHAT | {"gen_ai.input.messages": secret, "gen_ai.prompt.9." + secret: secret}), {})
+    refused = usage_event(
+        span(CHAT | {"gen_ai.input.messages": secret, "gen_ai.prompt.9." + secret: secret}), NO_RESOURCE
+    )
     assert isinstance(refused, Refused)
     message = error_message([refused])
     assert secret not in message and "4111" not in message

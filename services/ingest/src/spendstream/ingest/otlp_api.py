@@ -29,7 +29,7 @@ from spendstream.ingest.batches import BatchAcceptor, PublishFailed
 from spendstream.ingest.body import BodyError, read_bounded
 from spendstream.ingest.limits import LimitExceeded
 from spendstream.ingest.otlp_body import JSON, MEDIA_TYPES, PROTOBUF, decode, encode_response, encode_status
-from spendstream.ingest.otlp_spans import CAPTURE_OFF, Refused, attributes, usage_event
+from spendstream.ingest.otlp_spans import CAPTURE_OFF, Refused, attributes, resource_tags, usage_event
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import WorkspaceDirectory
 
@@ -52,7 +52,7 @@ def map_request(request: Any) -> SpanOutcome:
     """Every span of an ExportTraceServiceRequest: its usage event, its refusal, or ignored."""
     outcome = SpanOutcome()
     for resource_spans in request.resource_spans:
-        resource = attributes(resource_spans.resource.attributes)
+        resource = resource_tags(attributes(resource_spans.resource.attributes))
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 mapped = usage_event(span, resource)

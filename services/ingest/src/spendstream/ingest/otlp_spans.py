@@ -146,6 +146,8 @@ class Refused:
 
 
 Attributes = dict[str, AnyValue]
+# A resource's tags for its spans: (derived from TAGS, explicit from `spendstream.tag.*`), or why they are refused.
+Tags = tuple[dict[str, str], dict[str, str]] | Refused
 
 
 def attributes(pairs: Any) -> Attributes:
@@ -161,9 +163,10 @@ def content_keys(span: Span, attrs: Attributes) -> tuple[str, ...]:
     """The content the span carries, by name: its content attributes and its content-bearing events."""
     found: list[str] = []
     for key in attrs:
-        name = _content_name(key)
-        if name is not None and name not in found:
-            found.append(name)
+        if key in CONTENT_KEYS or key.startswith(CONTENT_PREFIXES):  # the usual span has none: one test per key
+            name = _content_name(key)
+            if name is not None and name not in found:
+                found.append(name)
     for event in span.events:
         names = [_content_name(kv.key) for kv in event.attributes]
         if event.name in CONTENT_EVENTS and any(is_content_key(kv.key) for kv in event.attributes):
@@ -182,9 +185,15 @@ def _content_name(key: str) -> str | None:
     return None
 
 
-def usage_event(span: Span, resource: Attributes) -> dict[str, Any] | Refused | None:
+def resource_tags(resource: Attributes) -> Tags:
+    """The tags a resource gives each of its spans (`usage_event`'s `resource`): TAGS, then `spendstream.tag.*`."""
+    return _tags({}, {}, resource)
+
+
+def usage_event(span: Span, resource: Tags) -> dict[str, Any] | Refused | None:
     """The usage event of a span (a dict as a client would send it, for ingest's acceptor), a refusal, or None
-    when the span is no usage record (not GenAI, no token counts, or an aggregate operation)."""
+    when the span is no usage record (not GenAI, no token counts, or an aggregate operation). `resource` is
+    `resource_tags` of the span's resource."""
     attrs = attributes(span.attributes)
     content = content_keys(span, attrs)
     if content:
@@ -237,10 +246,12 @@ def usage_event(span: Span, resource: Attributes) -> dict[str, Any] | Refused | 
         if tier is None:
             return Refused("invalid_value", (tier_key,), "has a service tier that is not a string")
         event["service_tier"] = tier
-    tags = _tags(resource, attrs)
+    if isinstance(resource, Refused):
+        return resource
+    tags = _tags(resource[0], resource[1], attrs)
     if isinstance(tags, Refused):
         return tags
-    event["tags"] = tags
+    event["tags"] = tags[0] | tags[1]
     return event
 
 
@@ -285,29 +296,28 @@ def _stamp(unix_nano: int) -> str | None:
     return instant.isoformat()
 
 
-def _tags(resource: Attributes, attrs: Attributes) -> dict[str, str] | Refused:
-    """Tags from TAGS (resource, then span) and then `spendstream.tag.<key>` (resource, then span): each later
-    source overrides an earlier one. The acceptor's guard checks them like any event's tags."""
-    tags: dict[str, str] = {}
-    for source in (resource, attrs):
-        for key, tag in reversed(TAGS):  # the first listed is applied last, so it wins
-            if key in source:
-                value = _tag_value(source[key])
-                if value is None:
-                    return Refused("invalid_tag", (key,), "has a tag attribute that is not a string or a number")
-                if key == "service.name" and value.startswith(_UNNAMED_SERVICE):
-                    continue
-                tags[tag] = value
-    for source in (resource, attrs):
-        for key, raw in source.items():
-            if key.startswith(TAG_PREFIX):
-                tag = key[len(TAG_PREFIX) :]
-                value = _tag_value(raw)
-                if value is None:
-                    named = TAG_PREFIX + path_segment(tag)
-                    return Refused("invalid_tag", (named,), "has a tag attribute that is not a string or a number")
-                tags[tag] = value
-    return tags
+def _tags(derived: dict[str, str], explicit: dict[str, str], attrs: Attributes) -> Tags:
+    """`derived` (from TAGS) and `explicit` (from `spendstream.tag.<key>`) tags with those of `attrs` over them.
+    The event's tags are derived ones overridden by explicit ones; the acceptor's guard checks them like any
+    event's."""
+    derived, explicit = dict(derived), dict(explicit)
+    for key, tag in reversed(TAGS):  # the first listed is applied last, so it wins
+        if key in attrs:
+            value = _tag_value(attrs[key])
+            if value is None:
+                return Refused("invalid_tag", (key,), "has a tag attribute that is not a string or a number")
+            if key == "service.name" and value.startswith(_UNNAMED_SERVICE):
+                continue
+            derived[tag] = value
+    for key, raw in attrs.items():
+        if key.startswith(TAG_PREFIX):
+            tag = key[len(TAG_PREFIX) :]
+            value = _tag_value(raw)
+            if value is None:
+                named = TAG_PREFIX + path_segment(tag)
+                return Refused("invalid_tag", (named,), "has a tag attribute that is not a string or a number")
+            explicit[tag] = value
+    return derived, explicit
 
 
 def _tag_value(value: AnyValue) -> str | None:

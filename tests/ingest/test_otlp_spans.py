@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from spendstream.common.events import validate_events
@@ -342,7 +342,12 @@ def test_a_request_maps_span_by_span() -> None:
 
 
 def test_otlp_json_with_hex_ids_and_string_int64_reads_as_protobuf_does() -> None:
-    request = _request(span(CHAT), resource={"service.name": "checkout"})
+    every_kind = {"s": "text", "i": -7, "b": False, "d": 2.5, "a": ["x", 1, [True]], "e": []}
+    kvlist = AnyValue(kvlist_value=KeyValueList(values=kvs({"k": "v", "n": 3})))
+    bytes_value = AnyValue(bytes_value=b"\x00\xff")
+    attrs = span(CHAT | every_kind, events=[("exception", {"exception.type": "TimeoutError"})])
+    attrs.attributes.extend([KeyValue(key="kv", value=kvlist), KeyValue(key="raw", value=bytes_value)])
+    request = _request(attrs, resource={"service.name": "checkout"})
     as_json = json_format.MessageToDict(request)  # base64 ids: the protobuf mapping, not OTLP's
     for resource_spans in as_json["resourceSpans"]:
         for scope_spans in resource_spans["scopeSpans"]:
@@ -365,6 +370,11 @@ def test_otlp_json_ignores_unknown_fields_and_accepts_field_names() -> None:
     assert parsed.resource_spans[0].scope_spans[0].spans[0].span_id == SPAN
 
 
+def _with_attribute(value: str) -> bytes:
+    head = '{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [{"key": "k", "value": '
+    return (head + value + "}]}]}]}]}").encode()
+
+
 @pytest.mark.parametrize(
     ("media_type", "raw", "code"),
     [
@@ -374,6 +384,18 @@ def test_otlp_json_ignores_unknown_fields_and_accepts_field_names() -> None:
         (JSON, b'{"resourceSpans": 5}', "invalid_otlp"),
         (JSON, b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', "invalid_otlp"),
         (JSON, b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}', "invalid_otlp"),
+        (JSON, b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": -1}]}]}]}', "invalid_otlp"),
+        (JSON, b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abcd"}]}]}]}', "invalid_otlp"),
+        (JSON, _with_attribute('"zz"'), "invalid_otlp"),
+        (JSON, _with_attribute('{"stringValue": 5}'), "invalid_otlp"),
+        (JSON, _with_attribute('{"intValue": "1e3"}'), "invalid_otlp"),
+        (JSON, _with_attribute('{"intValue": true}'), "invalid_otlp"),
+        (JSON, _with_attribute('{"intValue": "99999999999999999999"}'), "invalid_otlp"),
+        (JSON, _with_attribute('{"boolValue": "zz"}'), "invalid_otlp"),
+        (JSON, _with_attribute('{"doubleValue": "zz"}'), "invalid_otlp"),
+        (JSON, _with_attribute('{"bytesValue": "zz!"}'), "invalid_otlp"),
+        (JSON, _with_attribute('{"arrayValue": {"values": ["zz"]}}'), "invalid_otlp"),
+        (JSON, _with_attribute('{"arrayValue": {"values": [' * 20 + "{}" + "]}}" * 20), "invalid_otlp"),
     ],
 )
 def test_unreadable_bodies_are_400(media_type: str, raw: bytes, code: str) -> None:

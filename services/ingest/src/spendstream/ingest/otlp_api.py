@@ -97,23 +97,40 @@ def _answer(media_type: str, status: int, code: str, message: str, headers: dict
 
 
 def _request_schema() -> dict[str, Any]:
-    """The OTLP JSON request as far as ingest reads it; OTLP/JSON receivers ignore unknown fields, so every
-    object stays open."""
-    any_value: dict[str, Any] = {"type": "object"}
+    """The OTLP JSON request as far as ingest reads it (otlp_json.py); OTLP/JSON receivers ignore unknown
+    fields, so every object stays open."""
+    integer = {"anyOf": [{"type": "string", "pattern": "^-?[0-9]+$"}, {"type": "integer"}]}
+    nanos = {"anyOf": [{"type": "string", "pattern": "^[0-9]{1,19}$"}, {"type": "integer", "minimum": 0}]}
+    double = {"anyOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}
+    nested = {"type": "object", "properties": {"values": {"type": "array", "items": {"type": "object"}}}}
+    any_value = {
+        "type": "object",
+        "description": "one of its fields is set",
+        "properties": {
+            "stringValue": {"type": "string"},
+            "boolValue": {"type": "boolean"},
+            "intValue": integer,
+            "doubleValue": double,
+            "bytesValue": {"type": "string", "contentEncoding": "base64"},
+            "arrayValue": nested,
+            "kvlistValue": nested,
+        },
+    }
     key_values = {
         "type": "array",
         "items": {"type": "object", "properties": {"key": {"type": "string"}, "value": any_value}},
     }
-    nanos = {"type": "string", "pattern": "^[0-9]{1,20}$"}
+    event = {"type": "object", "properties": {"name": {"type": "string"}, "attributes": key_values}}
     span = {
         "type": "object",
         "properties": {
-            "traceId": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
-            "spanId": {"type": "string", "pattern": "^[0-9a-fA-F]{16}$"},
+            "traceId": {"type": "string", "pattern": "^([0-9a-fA-F]{32})?$", "description": "hex"},
+            "spanId": {"type": "string", "pattern": "^([0-9a-fA-F]{16})?$", "description": "hex"},
             "name": {"type": "string"},
             "startTimeUnixNano": nanos,
             "endTimeUnixNano": nanos,
             "attributes": key_values,
+            "events": {"type": "array", "items": event},
         },
     }
     scope_spans = {"type": "object", "properties": {"spans": {"type": "array", "items": span}}}

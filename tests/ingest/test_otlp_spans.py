@@ -382,6 +382,8 @@ def _with_attribute(value: str) -> bytes:
         (JSON, b"{not json", "invalid_json"),
         (JSON, b"[]", "invalid_otlp"),
         (JSON, b'{"resourceSpans": 5}', "invalid_otlp"),
+        (JSON, b'{"resourceSpans": null}', "invalid_otlp"),
+        (JSON, b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": null}]}]}]}', "invalid_otlp"),
         (JSON, b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', "invalid_otlp"),
         (JSON, b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}', "invalid_otlp"),
         (JSON, b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": -1}]}]}]}', "invalid_otlp"),
@@ -395,6 +397,7 @@ def _with_attribute(value: str) -> bytes:
         (JSON, _with_attribute('{"doubleValue": "zz"}'), "invalid_otlp"),
         (JSON, _with_attribute('{"bytesValue": "zz!"}'), "invalid_otlp"),
         (JSON, _with_attribute('{"arrayValue": {"values": ["zz"]}}'), "invalid_otlp"),
+        (JSON, _with_attribute('{"stringValue": "", "kvlistValue": {"values": [[null]]}}'), "invalid_otlp"),
         (JSON, _with_attribute('{"arrayValue": {"values": [' * 20 + "{}" + "]}}" * 20), "invalid_otlp"),
     ],
 )

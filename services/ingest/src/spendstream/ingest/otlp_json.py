@@ -65,9 +65,12 @@ def _obj(value: Any) -> dict[str, Any]:
     return value
 
 
+_ABSENT = object()
+
+
 def _list(node: dict[str, Any], camel: str, snake: str) -> list[Any]:
-    value = _get(node, camel, snake, None)
-    if value is None:
+    value = _get(node, camel, snake, _ABSENT)
+    if value is _ABSENT:
         return []
     if not isinstance(value, list):
         raise InvalidJson("an array was expected")
@@ -116,11 +119,10 @@ def _attributes(target: Any, node: dict[str, Any], depth: int = 0) -> None:
 def _any_value(target: AnyValue, node: dict[str, Any], depth: int) -> None:
     if depth > MAX_DEPTH:
         raise InvalidJson("attribute values nest too deep")
+    # One of them is meant to be set; each present is checked, and the last set is the value (protobuf's oneof).
     for camel, snake in _VALUE_KEYS:
         if camel in node or snake in node:
-            value = _get(node, camel, snake, None)
-            _SETTERS[camel](target, value, depth)
-            return
+            _SETTERS[camel](target, _get(node, camel, snake, None), depth)
 
 
 def _set_string(target: AnyValue, value: Any, depth: int) -> None:

@@ -73,8 +73,8 @@ def error_message(refused: list[Refused]) -> str:
     reasons = Counter((r.code, r.keys, r.message) for r in refused)
     parts = []
     for (code, keys, message), count in reasons.most_common(_MAX_REASONS):
-        named = f" ({', '.join(keys)})" if keys else ""
-        parts.append(f"{count} span{'s' if count > 1 else ''} {message}{named}: {code}")
+        named = f"; keys {', '.join(keys)}" if keys else ""
+        parts.append(f"{count} span{'s' if count > 1 else ''} refused ({code}: {message}{named})")
     if len(reasons) > _MAX_REASONS:
         parts.append(f"and {sum(c for _, c in reasons.most_common()[_MAX_REASONS:])} more for other reasons")
     text = "; ".join(parts)
@@ -85,7 +85,7 @@ def error_message(refused: list[Refused]) -> str:
 
 def _refused_by_acceptor(code: str, path: str) -> Refused:
     # The acceptor's field path is masked by the guard (`tags.?` for an odd key) and names no value.
-    return Refused(code, (path,) if path else (), "refused by the event contract")
+    return Refused(code, (path,) if path else (), "the event contract refuses it")
 
 
 def _answer(media_type: str, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:

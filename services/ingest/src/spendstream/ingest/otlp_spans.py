@@ -74,7 +74,7 @@ CONTENT_EVENTS = frozenset(
     }
 )
 CAPTURE_OFF = (
-    "switch content capture off: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=false "
+    "Switch content capture off: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=false "
     "(NO_CONTENT with OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental)"
 )
 
@@ -197,7 +197,7 @@ def usage_event(span: Span, resource: Tags) -> dict[str, Any] | Refused | None:
     attrs = attributes(span.attributes)
     content = content_keys(span, attrs)
     if content:
-        return Refused("content_refused", content, "carries content; spendstream stores no prompts or completions")
+        return Refused("content_refused", content, "prompt or completion content, which spendstream never stores")
     input_key = _first(attrs, INPUT_KEYS)
     output_key = _first(attrs, OUTPUT_KEYS)
     if input_key is None and output_key is None:
@@ -208,19 +208,19 @@ def usage_event(span: Span, resource: Tags) -> dict[str, Any] | Refused | None:
     provider_key = _first(attrs, PROVIDER_KEYS)
     provider = _text(attrs[provider_key]) if provider_key else None
     if not provider:
-        return Refused("missing_provider", PROVIDER_KEYS[:1], "has token counts but no provider")
+        return Refused("missing_provider", PROVIDER_KEYS[:1], "token counts without a provider")
     provider = provider.strip().lower()
     model_key = _first(attrs, MODEL_KEYS)
     model = _text(attrs[model_key]) if model_key else None
     if not model:
-        return Refused("missing_model", MODEL_KEYS[1:], "has token counts but no model")
+        return Refused("missing_model", MODEL_KEYS[1:], "token counts without a model")
     ids = _event_id(span)
     if isinstance(ids, Refused):
         return ids
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     stamp = _stamp(start)
     if stamp is None or end < start:
-        return Refused("invalid_span_times", (), "has no valid start and end time")
+        return Refused("invalid_span_times", (), "no valid start and end time")
     event: dict[str, Any] = {
         "event_id": ids,
         "provider": PROVIDERS.get(provider, provider),
@@ -244,7 +244,7 @@ def usage_event(span: Span, resource: Tags) -> dict[str, Any] | Refused | None:
     if tier_key is not None and "service_tier" in _EVENT_FIELDS:
         tier = _text(attrs[tier_key])
         if tier is None:
-            return Refused("invalid_value", (tier_key,), "has a service tier that is not a string")
+            return Refused("invalid_value", (tier_key,), "a service tier that is not a string")
         event["service_tier"] = tier
     if isinstance(resource, Refused):
         return resource
@@ -275,13 +275,13 @@ def _count(attrs: Attributes, key: str) -> int | Refused:
         return value.int_value
     if kind == "double_value" and value.double_value.is_integer():  # JavaScript SDKs may send numbers as doubles
         return int(value.double_value)
-    return Refused("invalid_value", (key,), "has a token count that is not an integer")
+    return Refused("invalid_value", (key,), "a token count that is not an integer")
 
 
 def _event_id(span: Span) -> str | Refused:
     trace, span_id = span.trace_id, span.span_id
     if len(trace) != 16 or len(span_id) != 8 or not any(trace) or not any(span_id):
-        return Refused("invalid_span_id", (), "has no valid trace id and span id")
+        return Refused("invalid_span_id", (), "no valid trace id and span id")
     return f"{EVENT_ID_PREFIX}{trace.hex()}-{span_id.hex()}"
 
 
@@ -305,7 +305,7 @@ def _tags(derived: dict[str, str], explicit: dict[str, str], attrs: Attributes) 
         if key in attrs:
             value = _tag_value(attrs[key])
             if value is None:
-                return Refused("invalid_tag", (key,), "has a tag attribute that is not a string or a number")
+                return Refused("invalid_tag", (key,), "a tag attribute that is not a string or a number")
             if key == "service.name" and value.startswith(_UNNAMED_SERVICE):
                 continue
             derived[tag] = value
@@ -315,7 +315,7 @@ def _tags(derived: dict[str, str], explicit: dict[str, str], attrs: Attributes) 
             value = _tag_value(raw)
             if value is None:
                 named = TAG_PREFIX + path_segment(tag)
-                return Refused("invalid_tag", (named,), "has a tag attribute that is not a string or a number")
+                return Refused("invalid_tag", (named,), "a tag attribute that is not a string or a number")
             explicit[tag] = value
     return derived, explicit
 

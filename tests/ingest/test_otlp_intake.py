@@ -43,13 +43,16 @@ CHAT = {
     "gen_ai.usage.input_tokens": 1200,
     "gen_ai.usage.output_tokens": 300,
     "gen_ai.usage.cache_read.input_tokens": 1000,
+    "openai.response.service_tier": "priority",
     "spendstream.tag.feature": "chat",
 }
-OLDER_ANTHROPIC = {  # the older attribute names (semantic conventions v1.36 and earlier)
+OLDER_ANTHROPIC = {  # older attribute names (semantic conventions v1.36 and earlier, and other instrumentations)
     "gen_ai.system": "anthropic",
     "gen_ai.request.model": "claude-sonnet-4-5",
     "gen_ai.usage.prompt_tokens": 5000,
     "gen_ai.usage.completion_tokens": 700,
+    "gen_ai.usage.cache_read_input_tokens": 3000,
+    "gen_ai.usage.cache_creation_input_tokens": 1000,
     "gen_ai.usage.reasoning.output_tokens": 400,
     "spendstream.tag.feature": "search",
 }
@@ -110,24 +113,26 @@ async def test_spans_from_the_sdk_exporter_are_read_back_exactly_and_a_re_export
         # The same spans again, gzipped this time (a retried export): duplicates, counted once.
         gzipped = exporter(url, ws["ingest"], compression=Compression.Gzip)
         assert await asyncio.to_thread(gzipped.export, spans) == SpanExportResult.SUCCESS
-        body = await usage_when(url, ws["read"], 2, group_by="provider,model,feature")
+        body = await usage_when(url, ws["read"], 2, group_by="provider,model,feature,service_tier")
         await asyncio.sleep(1.0)  # time for a second copy to arrive, were there one
-        body = await usage_when(url, ws["read"], 2, group_by="provider,model,feature")
+        body = await usage_when(url, ws["read"], 2, group_by="provider,model,feature,service_tier")
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             exported = (await http.get("/v1/export", headers=auth(ws["read"]))).json()
     assert body["totals"] | {"cost_usd": None} == {
         "requests": 2,
         "input_tokens": 6200,
         "output_tokens": 1000,
-        "cached_input_tokens": 1000,
+        "cached_input_tokens": 1000 + 3000,
+        "cache_creation_input_tokens": 1000,
+        "cache_creation_1h_input_tokens": 0,
         "reasoning_tokens": 400,
         "cost_usd": None,
         "latency_ms_sum": 640 + 2500,
     }
-    rows = {(r["provider"], r["model"], r["feature"]): r["input_tokens"] for r in body["rows"]}
+    rows = {(r["provider"], r["model"], r["feature"], r["service_tier"]): r["input_tokens"] for r in body["rows"]}
     assert rows == {
-        ("openai", "gpt-4o-mini-2024-07-18", "chat"): 1200,
-        ("anthropic", "claude-sonnet-4-5", "search"): 5000,
+        ("openai", "gpt-4o-mini-2024-07-18", "chat", "priority"): 1200,
+        ("anthropic", "claude-sonnet-4-5", "search", ""): 5000,
     }
     events = {e["event_id"]: e for e in exported["events"]}
     chat = next(s for s in spans if s.name == "chat gpt-4o-mini")

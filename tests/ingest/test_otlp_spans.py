@@ -189,6 +189,27 @@ TOKENS: list[tuple[dict[str, Any], dict[str, Any]]] = [
         {"input_tokens": 100, "output_tokens": 50, "reasoning_tokens": 30},
     ),
     ({"gen_ai.usage.input_tokens": 10.0, "gen_ai.usage.output_tokens": 5}, {"input_tokens": 10, "output_tokens": 5}),
+    *(
+        (
+            {"gen_ai.usage.input_tokens": 5000, "gen_ai.usage.output_tokens": 50, key: 600},
+            {"input_tokens": 5000, "output_tokens": 50, "cache_creation_input_tokens": 600},
+        )
+        for key in (
+            "gen_ai.usage.cache_creation.input_tokens",
+            "gen_ai.usage.cache_write.input_tokens",
+            "gen_ai.usage.cache_creation_input_tokens",
+            "gen_ai.usage.input_tokens.cache_write",
+        )
+    ),
+    (
+        {
+            "gen_ai.usage.input_tokens": 5000,
+            "gen_ai.usage.output_tokens": 250,
+            "gen_ai.usage.cache_read.input_tokens": 4000,
+            "gen_ai.usage.cache_creation.input_tokens": 1000,
+        },
+        {"input_tokens": 5000, "output_tokens": 250, "cached_input_tokens": 4000, "cache_creation_input_tokens": 1000},
+    ),
 ]
 
 
@@ -197,6 +218,39 @@ def test_token_counts_under_current_and_older_names(attrs: dict[str, Any], token
     base = {k: v for k, v in CHAT.items() if not k.startswith("gen_ai.usage.")}
     event = mapped(base | attrs)
     assert {k: v for k, v in event.items() if k.endswith("_tokens")} == tokens
+
+
+@pytest.mark.parametrize(
+    ("attrs", "tier"),
+    [
+        ({"openai.response.service_tier": "default"}, "default"),
+        ({"gen_ai.openai.response.service_tier": "flex"}, "flex"),
+        ({"openai.response.service_tier": "Priority", "gen_ai.openai.response.service_tier": "scale"}, "priority"),
+        ({"gen_ai.openai.request.service_tier": "auto"}, None),  # asked for, not billed: not the event's
+    ],
+)
+def test_the_billed_service_tier(attrs: dict[str, Any], tier: str | None) -> None:
+    assert mapped(CHAT | attrs).get("service_tier") == tier
+
+
+def test_every_event_field_the_mapping_fills_passes_the_contract() -> None:
+    attrs = CHAT | {
+        "gen_ai.usage.cache_read.input_tokens": 700,
+        "gen_ai.usage.cache_creation.input_tokens": 300,
+        "gen_ai.usage.reasoning.output_tokens": 100,
+        "openai.response.service_tier": "priority",
+    }
+    result = validate_events([mapped(attrs)], datetime.fromtimestamp(START / 1e9, UTC), None)
+    assert result.rejected == []
+    (event,) = result.accepted
+    assert (event.cached_input_tokens, event.cache_creation_input_tokens, event.reasoning_tokens) == (700, 300, 100)
+    assert (event.cache_creation_1h_input_tokens, event.service_tier) == (None, "priority")
+
+
+def test_cache_parts_beyond_the_input_are_refused_by_the_contract() -> None:
+    attrs = CHAT | {"gen_ai.usage.cache_read.input_tokens": 1000, "gen_ai.usage.cache_creation.input_tokens": 1000}
+    result = validate_events([mapped(attrs)], datetime.fromtimestamp(START / 1e9, UTC), None)
+    assert [r.code for r in result.rejected] == ["inconsistent_tokens"]
 
 
 @pytest.mark.parametrize(

@@ -22,11 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from spendstream.common.events import RequestEvent
 from spendstream.guard import is_content_key, path_segment
 
 # Prompt and completion content, as the GenAI conventions name it (current and older names), and the few other
@@ -95,7 +93,9 @@ PROVIDERS = {
 }
 PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system")
 MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model")
-# Each token field of the event: its attribute names, the current convention's first.
+# Each token field of the event: its attribute names, the current convention's first. The cache reads and the
+# cache writes are disjoint parts of the input tokens in the conventions as in the event; no convention names the
+# 1-hour part of the cache writes, so cache_creation_1h_input_tokens stays unset.
 INPUT_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
 OUTPUT_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
 TOKEN_PARTS = {
@@ -132,7 +132,6 @@ TAG_PREFIX = "spendstream.tag."
 _UNNAMED_SERVICE = "unknown_service"  # the SDK's placeholder when no service.name is configured
 
 EVENT_ID_PREFIX = "otlp-"
-_EVENT_FIELDS = frozenset(f.name for f in msgspec.structs.fields(RequestEvent))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,17 +234,17 @@ def usage_event(span: Span, resource: Tags) -> dict[str, Any] | Refused | None:
         event[field] = count
     for field, keys in TOKEN_PARTS.items():
         key = _first(attrs, keys)
-        if key is not None and field in _EVENT_FIELDS:
+        if key is not None:
             count = _count(attrs, key)
             if isinstance(count, Refused):
                 return count
             event[field] = count
     tier_key = _first(attrs, SERVICE_TIER_KEYS)
-    if tier_key is not None and "service_tier" in _EVENT_FIELDS:
+    if tier_key is not None:
         tier = _text(attrs[tier_key])
         if tier is None:
             return Refused("invalid_value", (tier_key,), "a service tier that is not a string")
-        event["service_tier"] = tier
+        event["service_tier"] = tier.lower()  # the event's tiers are lower-case names
     if isinstance(resource, Refused):
         return resource
     tags = _tags(resource[0], resource[1], attrs)

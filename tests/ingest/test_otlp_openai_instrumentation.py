@@ -102,10 +102,17 @@ async def test_the_openai_instrumentations_spans_are_metered_exactly(iso: Isolat
     ws = await create_workspace(iso)
     with ProviderServer(usage_config()) as provider, live(ingest_and_rollup(iso)) as url:
         await run_app(url, ws["ingest"], provider, tmp_path, "What is my order status?")
-        body = await usage_when(url, ws["read"], 3, group_by="provider,model")
-    # The instrumentation reports chat usage as input and output tokens (not the cached part) in this mode.
-    rows = {(r["provider"], r["model"]): (r["requests"], r["input_tokens"], r["output_tokens"]) for r in body["rows"]}
-    assert rows == {("openai", "gpt-4o-mini-2024-07-18"): (3, 1200 + 1200 + 42, 300 + 300)}
+        body = await usage_when(url, ws["read"], 3, group_by="provider,model,service_tier")
+    # The instrumentation reports chat usage as input and output tokens (not the cached part) in this mode, and
+    # the tier OpenAI answered with on the chat calls.
+    rows = {
+        (r["provider"], r["model"], r["service_tier"]): (r["requests"], r["input_tokens"], r["output_tokens"])
+        for r in body["rows"]
+    }
+    assert rows == {
+        ("openai", "gpt-4o-mini-2024-07-18", "default"): (2, 1200 + 1200, 300 + 300),
+        ("openai", "gpt-4o-mini-2024-07-18", ""): (1, 42, 0),
+    }
 
 
 @pytest.mark.parametrize(

@@ -133,8 +133,9 @@ def _nothing_refused(media_type: str, answer: bytes) -> bool:
     return rejected == 0
 
 
-async def measure(bench: Bench) -> list[Figures]:
-    warmup, duration, concurrency = (0.5, 2.0, 8) if bench.smoke else (3.0, 15.0, 16)
+async def measure(bench: Bench, concurrency: int | None = None) -> list[Figures]:
+    warmup, duration, default_concurrency = (0.5, 2.0, 8) if bench.smoke else (3.0, 15.0, 16)
+    concurrency = concurrency or default_concurrency
     ns = await bench.namespace("otlp", workspaces=1)
     svc = ServiceProcess("ingest", bench.env(ns.prefix, free_port()), bench.workdir / "logs" / "ingest.log")
     await svc.start()
@@ -153,13 +154,14 @@ async def measure(bench: Bench) -> list[Figures]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.otlp", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="a few seconds, to check the bench runs")
+    parser.add_argument("--concurrency", type=int, default=None, help="exports in flight (default 16; smoke 8)")
     args = parser.parse_args(argv)
     start_stack()
     bench = Bench(smoke=args.smoke, workdir=Path(tempfile.mkdtemp(prefix="spendstream-bench-otlp-")))
 
     async def run() -> list[Figures]:
         try:
-            return await measure(bench)
+            return await measure(bench, args.concurrency)
         finally:
             await bench.cleanup()
 

@@ -169,6 +169,23 @@ async def test_otlp_json_posted_by_hand_is_taken_like_protobuf(iso: Isolation) -
     )
 
 
+async def test_a_tag_the_guard_refuses_refuses_its_span_and_only_that_one(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    email = f"jane.{uuid.uuid4().hex[:8]}@example.com"
+    pii = {**CHAT, "spendstream.tag.user": email}
+    spans = recorded_spans(RESOURCE, [("chat", CHAT, 1_000_000), ("chat", pii, 1_000_000), ("chat", CHAT, 1_000_000)])
+    with live(ingest_and_rollup(iso)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            headers = auth(ws["ingest"]) | {"Content-Type": "application/x-protobuf"}
+            answer = await http.post("/v1/traces", content=encode_spans(spans).SerializeToString(), headers=headers)
+        body = await usage_when(url, ws["read"], 2)
+    partial = ExportTraceServiceResponse.FromString(answer.content).partial_success
+    assert (answer.status_code, partial.rejected_spans) == (200, 1)
+    assert "tags.user" in partial.error_message and email not in partial.error_message
+    assert "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT" not in partial.error_message  # not about content
+    assert body["totals"]["requests"] == 2
+
+
 async def test_a_span_with_content_is_refused_counted_and_its_content_is_nowhere(
     iso: Isolation, json_log: io.StringIO, caplog: pytest.LogCaptureFixture
 ) -> None:

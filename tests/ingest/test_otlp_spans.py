@@ -379,7 +379,7 @@ def test_usage_spans_that_cannot_make_an_event_are_refused(
     assert isinstance(refused, Refused) and refused.code == code
 
 
-def _request(*spans: Span, resource: dict[str, Any] | None = None) -> ExportTraceServiceRequest:
+def export_request(*spans: Span, resource: dict[str, Any] | None = None) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     resource_spans = request.resource_spans.add()
     resource_spans.resource.attributes.extend(kvs(resource or {}))
@@ -390,7 +390,7 @@ def _request(*spans: Span, resource: dict[str, Any] | None = None) -> ExportTrac
 def test_a_request_maps_span_by_span() -> None:
     http = span({"http.request.method": "GET"}, span_id=b"\x00" * 7 + b"\x02")
     leaky = span(CHAT | {"gen_ai.input.messages": "[]"}, span_id=b"\x00" * 7 + b"\x03")
-    outcome = map_request(_request(span(CHAT), http, leaky))
+    outcome = map_request(export_request(span(CHAT), http, leaky))
     assert len(outcome.events) == 1 and outcome.ignored == 1
     assert [r.code for r in outcome.refused] == ["content_refused"]
 
@@ -401,7 +401,7 @@ def test_otlp_json_with_hex_ids_and_string_int64_reads_as_protobuf_does() -> Non
     bytes_value = AnyValue(bytes_value=b"\x00\xff")
     attrs = span(CHAT | every_kind, events=[("exception", {"exception.type": "TimeoutError"})])
     attrs.attributes.extend([KeyValue(key="kv", value=kvlist), KeyValue(key="raw", value=bytes_value)])
-    request = _request(attrs, resource={"service.name": "checkout"})
+    request = export_request(attrs, resource={"service.name": "checkout"})
     as_json = json_format.MessageToDict(request)  # base64 ids: the protobuf mapping, not OTLP's
     for resource_spans in as_json["resourceSpans"]:
         for scope_spans in resource_spans["scopeSpans"]:

@@ -18,7 +18,7 @@ from spendstream.alerts.keyspace import ALL, KeySpace
 from spendstream.alerts.settings import AlertsSettings
 from spendstream.common.kafka import make_broker
 from spendstream.common.price_replica import PricePublisher
-from spendstream.common.pricebook import PriceVersion, TenantRate, VersionRecord, digest_of, parse_table, version_id
+from spendstream.common.pricebook import PriceVersion, TenantRate, VersionRecord, digest_of, version_id
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.clickhouse import clickhouse_client
@@ -54,7 +54,7 @@ def priced_version(day: date) -> VersionRecord:
         models=0,
         status="active",
     )
-    return VersionRecord(meta, parse_table(raw, "test"), raw)
+    return VersionRecord(meta, raw)
 
 
 def rate(workspace_id: str, rate_id: str, day: date, **fields: Any) -> TenantRate:

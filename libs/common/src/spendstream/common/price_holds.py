@@ -141,13 +141,12 @@ def propose(
         hold_reasons=reasons[:KEPT_REASONS],
         hold_reasons_total=len(reasons),
     )
-    return VersionRecord(meta, table, raw)
+    return VersionRecord(meta, raw, table)
 
 
 def approved(book: PriceBook, vid: str, by: str, now: datetime) -> VersionRecord:
     """The held version `vid`, active: to publish under the same key. KeyError when no such version is held."""
     record = book.version(vid)
-    if record is None or record.meta.status != "held" or record.raw is None:
+    if record is None or record.meta.status != "held":
         raise KeyError(vid)
-    meta = record.meta.model_copy(update={"status": "active", "approved_by": by, "approved_at": now})
-    return VersionRecord(meta, record.table, record.raw)
+    return record.with_meta(record.meta.model_copy(update={"status": "active", "approved_by": by, "approved_at": now}))

@@ -30,6 +30,7 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Annotated, Literal, Protocol
 
+import lz4.frame  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from spendstream.common.prices import NANO, Price, PriceTable, TokenCounts, bundled
@@ -74,16 +75,36 @@ class PriceVersion(BaseModel):
     approved_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class VersionRecord:
     """A record of `pricing.versions.v1`: the metadata and the table.
 
-    `raw` (the table's JSON) is kept by a decoded record only while the version is held: approval publishes it
-    again, and an active version needs no more than its parsed table."""
+    The table's JSON is kept LZ4-compressed (~300 KB for LiteLLM's ~3 MB) and parsed on first use: a replica
+    replays every version, but prices with the few in force on the days it sees."""
 
-    meta: PriceVersion
-    table: PriceTable
-    raw: bytes | None
+    __slots__ = ("_packed", "_table", "meta")
+
+    def __init__(self, meta: PriceVersion, raw: bytes, table: PriceTable | None = None) -> None:
+        self.meta = meta
+        self._packed: bytes = lz4.frame.compress(raw)
+        self._table = table
+
+    @property
+    def raw(self) -> bytes:
+        data: bytes = lz4.frame.decompress(self._packed)
+        return data
+
+    @property
+    def table(self) -> PriceTable:
+        # Two threads may both parse on first use; either result is the same table.
+        if self._table is None:
+            self._table = parse_table(self.raw, self.meta.source)
+        return self._table
+
+    def with_meta(self, meta: PriceVersion) -> VersionRecord:
+        """The same table under other metadata (an approval)."""
+        record = VersionRecord.__new__(VersionRecord)
+        record.meta, record._packed, record._table = meta, self._packed, self._table
+        return record
 
 
 def version_id(effective_from: date, digest: str) -> str:
@@ -97,11 +118,10 @@ def digest_of(raw: bytes) -> str:
 
 class PriceVersionCodec:
     """`pricing.versions.v1` values: the metadata's JSON, a newline, the table's JSON as fetched (LiteLLM's own
-    format, compressed by the producer). Decoding checks the digest and parses the table."""
+    format, compressed by the producer). Decoding checks the digest; the table was validated before it was
+    published (price_holds.propose) and is parsed when first used."""
 
     def encode(self, record: VersionRecord) -> bytes:
-        if record.raw is None:
-            raise ValueError("a version is published with its table's bytes")
         return record.meta.model_dump_json().encode() + b"\n" + record.raw
 
     def decode(self, value: bytes) -> VersionRecord:
@@ -111,8 +131,7 @@ class PriceVersionCodec:
         meta = PriceVersion.model_validate_json(head)
         if digest_of(raw) != meta.digest:
             raise ValueError("the table does not match its digest")
-        table = parse_table(raw, meta.source)
-        return VersionRecord(meta, table, raw if meta.status == "held" else None)
+        return VersionRecord(meta, raw)
 
 
 def parse_table(raw: bytes, source: str) -> PriceTable:
@@ -219,7 +238,15 @@ class _Active:
     effective_from: date
     created_at: datetime
     version_id: str
-    table: PriceTable
+    record: VersionRecord | None  # None: the base table
+    base: PriceTable | None = None
+
+    @property
+    def table(self) -> PriceTable:
+        if self.record is not None:
+            return self.record.table
+        assert self.base is not None
+        return self.base
 
 
 @dataclass(slots=True)
@@ -242,7 +269,7 @@ class PriceBook:
     built directly (tests, tools). Changes are applied by one thread; pricing may run in any."""
 
     def __init__(self, base: PriceTable | None = None) -> None:
-        self._base = _Active(date.min, datetime.min.replace(tzinfo=UTC), BASE_VERSION_ID, base or bundled())
+        self._base = _Active(date.min, datetime.min.replace(tzinfo=UTC), BASE_VERSION_ID, None, base or bundled())
         self._versions: dict[str, VersionRecord] = {}
         self._rates: dict[str, dict[str, TenantRate]] = {}
         self._state = self._build()
@@ -342,7 +369,7 @@ class PriceBook:
 
     def _build(self) -> _State:
         active = [self._base] + [
-            _Active(r.meta.effective_from, r.meta.created_at, r.meta.version_id, r.table)
+            _Active(r.meta.effective_from, r.meta.created_at, r.meta.version_id, r)
             for r in self._versions.values()
             if r.meta.status == "active"
         ]

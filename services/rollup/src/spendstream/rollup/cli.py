@@ -159,10 +159,8 @@ async def _refresh(args: argparse.Namespace, pricing: ReplayedPriceBook, publish
         _print({"added": None, "note": "the table prices as the version in force then, or is already there"})
         return 0
     if record.meta.status == "held" and args.approve:
-        record = type(record)(
-            record.meta.model_copy(update={"status": "active", "approved_by": "cli", "approved_at": now}),
-            record.table,
-            record.raw,
+        record = record.with_meta(
+            record.meta.model_copy(update={"status": "active", "approved_by": "cli", "approved_at": now})
         )
     await publisher.version(record)
     await pricing.catch_up()

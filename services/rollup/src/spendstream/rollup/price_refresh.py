@@ -64,6 +64,7 @@ class PriceRefresher:
             raise
         if record is None:
             metrics.PRICE_REFRESHES.labels("unchanged").inc()
+            metrics.PRICES_HELD.set(len(self._pricing.book.held()))
             return None
         await self._publisher.version(record)
         await self._pricing.catch_up()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from spendstream.rollup.clickhouse import clickhouse_client
-from spendstream.rollup.schema import SCHEMA_VERSION, applied_versions, migrate
+from spendstream.rollup.schema import BATCH_COLUMNS, SCHEMA_VERSION, applied_versions, migrate
 from tests.support import Isolation
 
 pytestmark = pytest.mark.integration
@@ -69,3 +71,31 @@ def test_ttls_follow_the_retention_setting(iso: Isolation) -> None:
     assert "TTL toDateTime(ingested_at) + toIntervalMonth(13)" in engines["usage_events"]
     assert "TTL day + toIntervalMonth(13)" in engines["usage_daily"]
     assert "toIntervalMonth(13)" in engines["workspace_watermarks"]
+
+
+def test_version_8_stores_each_cost_s_source_and_still_takes_an_insert_without_sources(iso: Isolation) -> None:
+    client = clickhouse_client(iso.stack.clickhouse)
+    migrate(client, iso.database, 12)
+    client.command(f"DELETE FROM {iso.database}.schema_migrations WHERE version = 8")
+    assert migrate(client, iso.database, 12) == [8]  # a rerun of its statements is harmless
+    event = {
+        "event_id": "e1", "provider": "openai", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1,
+        "cached_input_tokens": None, "reasoning_tokens": None, "latency_ms": 1, "cost_usd": None,
+        "timestamp": "2026-03-01 00:00:00.000", "tags": {},
+    }  # fmt: skip
+    reported = {**event, "event_id": "e2", "cost_usd": "0.5"}
+    with_refs = json.dumps(["ws", "b1", "2026-03-01 00:00:00.000", [event, reported], ["0.1", None], ["table:0", ""]])
+    client.raw_insert(f"{iso.database}.usage_batches_in", BATCH_COLUMNS, with_refs, fmt="JSONCompactEachRow")
+    # A rollup of the previous version, mid-upgrade, inserts no sources: its events store ''.
+    older = {**event, "event_id": "e3"}
+    without = json.dumps(["ws", "b2", "2026-03-01 00:00:00.000", [older], ["0.2"]])
+    client.raw_insert(f"{iso.database}.usage_batches_in", BATCH_COLUMNS[:5], without, fmt="JSONCompactEachRow")
+    rows = client.query(
+        f"SELECT event_id, toString(cost_usd), toString(cost_source), price_ref FROM {iso.database}.usage_events "
+        "ORDER BY event_id"
+    ).result_rows
+    assert [tuple(r) for r in rows] == [
+        ("e1", "0.1", "computed", "table:0"),
+        ("e2", "0.5", "reported", ""),
+        ("e3", "0.2", "computed", ""),
+    ]

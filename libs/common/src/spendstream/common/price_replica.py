@@ -68,3 +68,13 @@ class PricePublisher:
 
     async def delete_rate(self, workspace_id: str, rate_id: str) -> None:
         await self._rates.tombstone(rate_key(workspace_id, rate_id))
+
+
+async def forget_rates(pricing: ReplayedPriceBook, publisher: PricePublisher, workspace_id: str) -> int:
+    """Tombstone every rate of an erased workspace; returns how many there were."""
+    await pricing.catch_up()
+    rates = pricing.book.rates(workspace_id)
+    for rate in rates:
+        await publisher.delete_rate(workspace_id, rate.rate_id)
+    await pricing.catch_up()
+    return len(rates)

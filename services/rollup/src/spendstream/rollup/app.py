@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 from faststream import AckPolicy
@@ -21,7 +22,7 @@ from faststream import AckPolicy
 from spendstream.common.erasure_owner import serve_erasure
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import RawBatch, make_broker, subscribe_batch
-from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook
+from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook, forget_rates
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.common.topics import USAGE_EVENTS
@@ -91,7 +92,12 @@ def create_service(settings: RollupSettings) -> Service:
         max_poll_interval_ms=120_000,
     )
     erasure = RollupErasure(
-        client=writer_client, settings=settings, keyring=keyring, writer_lock=writer.lock, erased=erased
+        client=writer_client,
+        settings=settings,
+        keyring=keyring,
+        writer_lock=writer.lock,
+        erased=erased,
+        forget_workspace=partial(forget_rates, pricing, price_publisher),
     )
     # An erasure waits for the usage consumer to drain and for mutations: minutes, not the default 5 minutes' poll.
     serve_erasure(broker, erasure, settings.topic_prefix, max_poll_interval_ms=600_000)

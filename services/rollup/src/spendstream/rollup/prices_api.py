@@ -102,7 +102,7 @@ def build_prices_router(
         "/v1/prices/held/{version_id}/approve",
         response_model=PriceVersion,
         summary="Approve a held price version: it prices events from its effective day",
-        responses=responses(404),
+        responses=responses(404, s404="no held price version has this id"),
     )
     async def approve(principal: Annotated[Principal, Depends(admin)], version_id: VersionId) -> PriceVersion:
         price_admin(principal)
@@ -123,7 +123,10 @@ def build_prices_router(
         return {"workspace_id": principal.workspace_id, "rates": book.rates(principal.workspace_id)}
 
     @router.put(
-        "/v1/prices/rates/{rate_id}", response_model=TenantRate, summary="Set one negotiated rate of the workspace"
+        "/v1/prices/rates/{rate_id}",
+        response_model=TenantRate,
+        summary="Set one negotiated rate of the workspace",
+        responses=responses(400),
     )
     async def set_rate(
         principal: Annotated[Principal, Depends(admin)], rate_id: RateId, body: RateRequest
@@ -146,7 +149,7 @@ def build_prices_router(
         "/v1/prices/rates/{rate_id}",
         status_code=204,
         summary="Delete one negotiated rate of the workspace",
-        responses=responses(404),
+        responses=responses(404, s404="the workspace has no rate of this id"),
     )
     async def delete_rate(principal: Annotated[Principal, Depends(admin)], rate_id: RateId) -> Response:
         await pricing.catch_up()

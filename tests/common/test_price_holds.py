@@ -51,7 +51,11 @@ def test_a_price_dropped_to_zero_or_moved_more_than_10x_either_way_is_held() -> 
         )
     )
     reasons = {(r.kind, r.key, r.field) for r in hold_reasons(BASE, new, set())}
-    assert reasons == {("zero", "m1", "output"), ("moved_10x", "m1", "cache_read"), ("moved_10x", "m2", "input")}
+    assert reasons == {
+        ("zero", "m1", "output_cost_per_token"),
+        ("moved_10x", "m1", "cache_read_input_token_cost"),
+        ("moved_10x", "m2", "input_cost_per_token"),
+    }
 
 
 def test_exactly_10x_is_not_held() -> None:
@@ -78,6 +82,14 @@ def test_a_table_that_prices_the_same_or_is_already_there_adds_nothing() -> None
     assert record is not None
     book.put_version(record)
     assert propose(book, changed, "x.json", DAY, set(), NOW) is None
+
+
+def test_a_change_of_any_token_price_is_a_change_and_of_a_limit_is_not() -> None:
+    book = PriceBook(BASE)
+    cache_writes = raw(table(m1={"cache_creation_input_token_cost": 1.25e-6}))
+    record = propose(book, cache_writes, "x.json", DAY, set(), NOW)
+    assert record is not None and record.meta.status == "active"
+    assert propose(book, raw(table(m1={"max_input_tokens": 128000})), "x.json", DAY, set(), NOW) is None
 
 
 def test_a_held_table_waits_once_and_approval_activates_it() -> None:

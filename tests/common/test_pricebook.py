@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from pydantic import ValidationError
 
@@ -161,10 +162,24 @@ def test_a_fixed_rate_prices_every_token_kind_itself() -> None:
         )
     )
     # Not in the table at all, yet priced by the rate: 600*2e-6 + 400*1e-7 + 100*1e-5.
-    assert book.cost("ws-a", event(datetime(2026, 3, 2, tzinfo=UTC), model="private-model")) == (
-        Decimal("0.00224"),
-        "rate:fixed",
+    ts = datetime(2026, 3, 2, tzinfo=UTC)
+    assert book.cost("ws-a", event(ts, model="private-model")) == (Decimal("0.00224"), "rate:fixed")
+    # Cache writes (a part of the input) at the cache-write rate, which defaults to the input rate.
+    writes = msgspec.structs.replace(event(ts, model="private-model"), cache_creation_input_tokens=200)
+    assert book.cost("ws-a", writes)[0] == Decimal("0.00224")
+    book.put_rate(
+        rate(
+            "fixed",
+            model="private-model",
+            kind="fixed",
+            input=Decimal("0.000002"),
+            output=Decimal("0.00001"),
+            cached_input=Decimal("0.0000001"),
+            cache_write=Decimal("0.0000025"),
+        )
     )
+    # 400*2e-6 + 400*1e-7 + 200*2.5e-6 + 100*1e-5
+    assert book.cost("ws-a", writes) == (Decimal("0.00234"), "rate:fixed")
 
 
 def test_the_most_specific_rate_wins_then_the_latest(book: PriceBook) -> None:

@@ -90,7 +90,7 @@ async def test_a_refresh_that_zeroes_a_price_is_held_until_approved(
     path = write(tmp_path / "zero.json", zeroed)
     code, out = await cli(capsys, "prices", "refresh", "--file", str(path), "--from", "2026-03-10")
     assert code == 0 and out["added"]["status"] == "held"
-    assert {"kind": "zero", "key": "gpt-4o", "field": "output", "old": "0.00001", "new": "0"} in [
+    assert {"kind": "zero", "key": "gpt-4o", "field": "output_cost_per_token", "old": "0.00001", "new": "0"} in [
         {k: r[k] for k in ("kind", "key", "field", "old", "new")} for r in out["added"]["hold_reasons"]
     ]
     held_id = out["added"]["version_id"]

@@ -128,8 +128,8 @@ async def test_the_daily_refresh_adds_a_version_and_holds_a_suspicious_one_until
         (waiting,) = await eventually(held, timeout=30)
         reasons = {(r["kind"], r["key"], r["field"]) for r in waiting["hold_reasons"]}
         assert reasons == {
-            ("zero", "gpt-4o-mini", "output"),
-            ("moved_10x", "gpt-4.1", "input"),
+            ("zero", "gpt-4o-mini", "output_cost_per_token"),
+            ("moved_10x", "gpt-4.1", "input_cost_per_token"),
             ("removed_in_use", "anthropic/claude-haiku-4-5", None),
         }
         # Only a price admin sees or approves held tables.

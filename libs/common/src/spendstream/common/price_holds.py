@@ -11,7 +11,6 @@ same table gets the same verdict wherever it comes from.
 
 from __future__ import annotations
 
-import dataclasses
 import urllib.request
 from collections.abc import Collection
 from datetime import date, datetime
@@ -68,18 +67,21 @@ def validated(raw: bytes, source: str) -> PriceTable:
 
 
 def price_fields(price: Price) -> dict[str, Decimal]:
-    """Every per-token price of an entry by name (tier rates as `tier_<threshold>.<field>`)."""
-    fields: dict[str, Decimal] = {}
-    for f in dataclasses.fields(price):
-        value = getattr(price, f.name)
-        if not f.name.startswith("_") and isinstance(value, Decimal):
-            fields[f.name] = value
-    for threshold, rates in price.tiers:
-        for f in dataclasses.fields(rates):
-            value = getattr(rates, f.name)
-            if isinstance(value, Decimal):
-                fields[f"tier_{threshold}.{f.name}"] = value
-    return fields
+    """Every per-token price of an entry, by the table's own name (`output_cost_per_token`,
+    `cache_creation_input_token_cost_above_1hr`, `input_cost_per_token_above_200k_tokens_priority`, ...); limits
+    such as `max_input_tokens` are not prices."""
+    return {name: value for name, value in price.entry.items() if "cost" in name and "token" in name}
+
+
+def same_prices(a: PriceTable, b: PriceTable) -> bool:
+    """Whether two tables price every token of every model alike (other fields may differ)."""
+    if len(a) != len(b):
+        return False
+    for key, price in a.items():
+        other = b.get(key)
+        if other is None or price_fields(other) != price_fields(price):
+            return False
+    return True
 
 
 def hold_reasons(current: PriceTable, new: PriceTable, in_use: Collection[tuple[str, str]] | None) -> list[HoldReason]:
@@ -90,8 +92,6 @@ def hold_reasons(current: PriceTable, new: PriceTable, in_use: Collection[tuple[
         if new_price is None:
             if in_use is None:
                 reasons.append(HoldReason(kind="removed", key=key))
-            continue
-        if new_price == old_price:
             continue
         new_fields = price_fields(new_price)
         for name, old in price_fields(old_price).items():
@@ -127,7 +127,7 @@ def propose(
     if book.version(vid) is not None or any(v.digest == digest for v in book.held()):
         return None
     _, current = book.table_at(day)
-    if dict(current.items()) == dict(table.items()):
+    if same_prices(current, table):
         return None
     reasons = hold_reasons(current, table, in_use)
     meta = PriceVersion(

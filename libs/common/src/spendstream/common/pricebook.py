@@ -52,7 +52,7 @@ class HoldReason(BaseModel):
 
     kind: HoldKind
     key: str  # the table key, or "provider/model" of a model in use
-    field: str | None = None  # the price field (e.g. "input", "tier_200000.output") for zero and moved_10x
+    field: str | None = None  # the table's price field (e.g. "output_cost_per_token") for zero and moved_10x
     old: str | None = None
     new: str | None = None
 
@@ -227,7 +227,7 @@ class Quote:
         per_cached = rate.cached_input if rate.cached_input is not None else per_input
         per_write = rate.cache_write if rate.cache_write is not None else per_input
         cached = tokens.cached_input_tokens or 0
-        writes = getattr(tokens, "cache_creation_input_tokens", None) or 0
+        writes = tokens.cache_creation_input_tokens or 0
         cost = (tokens.input_tokens - cached - writes) * per_input + tokens.output_tokens * per_output
         cost += cached * per_cached + writes * per_write
         return cost.quantize(NANO)

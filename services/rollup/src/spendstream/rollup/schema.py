@@ -90,6 +90,7 @@ EVENT_COLUMNS = (
     "cache_creation_1h_input_tokens",
     "service_tier",
     "reservation_id",
+    "price_ref",  # version 8
 )
 # The sealed event's keys and types (events.SealedEvent) as usage_batches_in reads them, of versions 4 and 7.
 _V4_EVENT_TUPLE = """event_id String, provider String, model String, input_tokens UInt64, output_tokens UInt64,

@@ -221,3 +221,13 @@ def test_the_codec_round_trips_and_refuses_a_table_that_does_not_match_its_diges
     tampered = codec.encode(record).replace(b"4e-06", b"4e-09")
     with pytest.raises(ValueError, match="digest"):
         codec.decode(tampered)
+
+
+def test_a_percent_is_taken_of_the_exact_price_and_rounded_once() -> None:
+    book = PriceBook(PriceTable({"tiny": {"input_cost_per_token": 3.3e-10, "output_cost_per_token": 0}}, "base"))
+    book.put_rate(rate("off", kind="discount", percent=Decimal("25")))
+    call = msgspec.structs.replace(
+        event(datetime(2026, 3, 5, tzinfo=UTC), model="tiny"), input_tokens=6, cached_input_tokens=0, output_tokens=0
+    )
+    # 6 * 3.3e-10 = 1.98e-9, three quarters of it 1.485e-9: one nano-dollar (rounding 1.98e-9 first would make two).
+    assert book.cost("ws-a", call) == (Decimal("0.000000001"), "rate:off/table:0")

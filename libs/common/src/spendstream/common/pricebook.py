@@ -10,7 +10,9 @@ later-created one when two share a day). Version "0", the bundled copy, holds fr
 
 Tenant rates. A workspace's rate applies to its events of one provider (or any) whose model matches a glob
 (case-insensitive), from a UTC day: a fixed per-token rate (input, output, cached input, cache write), or a
-discount or markup in percent of the table's price. Among the rates of the workspace that match an event and
+discount or markup in percent of the table's price (service tier, long-context tier and all, as the table prices
+the call). A fixed rate is the whole price: every cache write (the one-hour part too) at its cache-write rate,
+reasoning as output, whatever the tier. Among the rates of the workspace that match an event and
 are in force on its day, the most specific wins: an exact model name over a glob, a longer glob over a shorter,
 one naming a provider over one that does not; then the later `effective_from`, then the later `created_at`.
 
@@ -219,8 +221,19 @@ class Quote:
     def cost(self, tokens: TokenCounts) -> Decimal:
         """The cost of one call, exact to the nano-dollar."""
         if self.price is not None:
-            cost = self.price.cost(tokens)
-            return cost if self.factor is None else (cost * self.factor).quantize(NANO)
+            if self.factor is None:
+                return self.price.cost(tokens)
+            # The percent of the exact price, rounded once.
+            exact = self.price.exact_cost(
+                tokens.input_tokens,
+                tokens.output_tokens,
+                tokens.cached_input_tokens or 0,
+                tokens.reasoning_tokens or 0,
+                cache_writes=tokens.cache_creation_input_tokens or 0,
+                cache_writes_1h=tokens.cache_creation_1h_input_tokens or 0,
+                service_tier=tokens.service_tier,
+            )
+            return (exact * self.factor).quantize(NANO)
         rate = self.rate
         assert rate is not None and rate.input is not None and rate.output is not None  # TenantRate checks a fixed one
         per_input, per_output = rate.input, rate.output

@@ -132,6 +132,7 @@ async def test_the_daily_refresh_adds_a_version_and_holds_a_suspicious_one_until
             ("moved_10x", "gpt-4.1", "input_cost_per_token"),
             ("removed_in_use", "anthropic/claude-haiku-4-5", None),
         }
+        assert "spendstream_rollup_price_versions_held 1.0" in (await client.get("/metrics")).text
         # Only a price admin sees or approves held tables.
         assert (await client.get("/v1/prices/held", headers=auth(tenant["admin"]))).status_code == 403
         path = f"/v1/prices/held/{waiting['version_id']}/approve"
@@ -143,6 +144,7 @@ async def test_the_daily_refresh_adds_a_version_and_holds_a_suspicious_one_until
         assert approved.status_code == 200 and approved.json()["status"] == "active"
         assert approved.json()["approved_by"].startswith("key:")
         assert await held() is None
+        assert "spendstream_rollup_price_versions_held 0.0" in (await client.get("/metrics")).text
         statuses = [(v["version_id"], v["status"]) for v in await versions() or []]
         assert statuses == [(added["version_id"], "active"), (waiting["version_id"], "active")]
 

@@ -62,6 +62,8 @@ def create_service(settings: RollupSettings) -> Service:
     # The versions and rates every service prices with; rollup publishes refreshes and the API's changes.
     pricing = ReplayedPriceBook(settings)
     price_publisher = PricePublisher(broker, settings.topic_prefix)
+    # Read at each scrape: a version held by the CLI or another replica counts as soon as it is replayed.
+    metrics.PRICES_HELD.set_function(lambda: len(pricing.book.held()))
     erased = ErasedSubjects(writer_client, settings.clickhouse_database)
     writer = BatchWriter(
         writer=ClickHouseWriter(writer_client, settings.clickhouse_database, pricing.book),

@@ -64,13 +64,11 @@ class PriceRefresher:
             raise
         if record is None:
             metrics.PRICE_REFRESHES.labels("unchanged").inc()
-            metrics.PRICES_HELD.set(len(self._pricing.book.held()))
             return None
         await self._publisher.version(record)
         await self._pricing.catch_up()
         outcome = "held" if record.meta.status == "held" else "added"
         metrics.PRICE_REFRESHES.labels(outcome).inc()
-        metrics.PRICES_HELD.set(len(self._pricing.book.held()))
         log.info(
             "price version published",
             extra={

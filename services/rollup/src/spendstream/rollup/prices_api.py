@@ -26,7 +26,6 @@ from spendstream.common.price_holds import approved
 from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook
 from spendstream.common.pricebook import PriceVersion, RateKind, TenantRate, TokenRate
 from spendstream.common.tenants import Principal
-from spendstream.rollup import metrics
 
 RateId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 VersionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -115,7 +114,6 @@ def build_prices_router(
             ) from None
         await publisher.version(record)
         await pricing.catch_up()
-        metrics.PRICES_HELD.set(len(book.held()))
         return record.meta
 
     @router.get("/v1/prices/rates", response_model=RatesResponse, summary="The workspace's negotiated rates")

@@ -19,8 +19,10 @@ from spendstream.common.pricebook import PriceVersionCodec, TenantRate
 from spendstream.common.records import (
     ApiKeyRecord,
     BudgetRecord,
+    DataAlert,
     DeadLetter,
     FiredAlert,
+    IngestTally,
     RejectionRecord,
     WorkspaceRecord,
 )
@@ -267,6 +269,30 @@ AUDIT = Topic(
     retention_ms=None,
     cleanup="compact",
 )
+# What ingest accepted, per envelope (the completeness ledger, rollup/ledger.py): published after the envelope's
+# ack and before the answer, so each acknowledged envelope has its tally (see ingest/batches.py); counts only.
+INGEST_TALLIES = Topic(
+    "ingest.tallies.v1",
+    "ingest",
+    ("rollup",),
+    Json(IngestTally),
+    "workspace_id",
+    partitions=6,
+    retention_ms=7 * DAY_MS,
+    cleanup="delete",
+)
+# Findings about a workspace's data (a completeness gap, an unpriced model) that alerts delivers to the
+# workspace's budget channels; ids and numbers only.
+ROLLUP_ALERTS = Topic(
+    "rollup.alerts.v1",
+    "rollup",
+    ("alerts",),
+    Json(DataAlert),
+    "workspace_id",
+    partitions=1,
+    retention_ms=30 * DAY_MS,
+    cleanup="delete",
+)
 # The largest price table a version may carry (LiteLLM's is ~3 MB): under the producer's max_request_size
 # (kafka.make_broker), which aiokafka checks before compression.
 PRICE_TABLE_MAX_BYTES = 7 * 1024 * 1024
@@ -308,6 +334,8 @@ ALL_TOPICS: tuple[AnyTopic, ...] = (
     DELETION_COMMANDS,
     DELETION_REPORTS,
     AUDIT,
+    INGEST_TALLIES,
+    ROLLUP_ALERTS,
     PRICE_VERSIONS,
     PRICE_RATES,
 )

@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
 from spendstream.common.errors import AUTH, responses
-from spendstream.common.prices import PriceTable
+from spendstream.common.pricebook import PriceBook
 from spendstream.common.tenants import Principal
 from spendstream.rollup import export, findings
 from spendstream.rollup.ledger import Ledger
@@ -137,7 +137,7 @@ def _range(start: date | None, end: date | None) -> tuple[date, date]:
     return start, end
 
 
-def build_router(queries: UsageQueries, auth: Any, prices: PriceTable, ledger: Ledger) -> APIRouter:
+def build_router(queries: UsageQueries, auth: Any, prices: PriceBook, ledger: Ledger) -> APIRouter:
     router = APIRouter(tags=["usage"], responses=responses(*AUTH, 422))
 
     @router.get(
@@ -224,7 +224,8 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceTable, ledger: L
     )
     async def waste_findings(principal: Annotated[Principal, Depends(auth)]) -> dict[str, Any]:
         today = datetime.now(UTC).date()
-        return await asyncio.to_thread(findings.find, queries, prices, principal.workspace_id, today)
+        _, table = prices.table_at(today)  # savings are estimated at today's list prices
+        return await asyncio.to_thread(findings.find, queries, table, principal.workspace_id, today)
 
     @router.get(
         "/v1/completeness",

@@ -6,23 +6,26 @@
 | ingest.tallies.v1 (group spendstream-rollup-tallies, batches)  | ClickHouse ledger_* (ledger.py)          |
 | every completeness_check_seconds: completeness.py              | rollup.alerts.v1, gap metric             |
 | ingest.datakeys.v1, ingest.apikeys.v1 (replayed tables) | rollup.deadletter.v1            |
+| pricing.versions.v1, pricing.rates.v1 (replayed tables) | pricing.versions.v1, pricing.rates.v1 |
 | retention.commands.v1 (group spendstream-rollup-erasure)    | retention.reports.v1        |
 | GET /v1/usage, /v1/export, /v1/findings, /v1/completeness (read or admin key) |          |
-| every reconcile/repair interval: corrections.py; hourly: sweeper.py                          |
+| /v1/prices/... (admin key; held tables: price admins)       |                            |
+| every reconcile/repair interval: corrections.py; hourly: sweeper.py; daily with a prices URL: price_refresh.py |
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from pathlib import Path
 
 from faststream import AckPolicy
 
-from spendstream.common import prices as price_tables
 from spendstream.common.erasure_owner import serve_erasure
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import Publisher, RawBatch, make_broker, subscribe_batch
+from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook, forget_rates
 from spendstream.common.records import DataAlert, IngestTally
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
@@ -37,6 +40,8 @@ from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.erasure import RollupErasure
 from spendstream.rollup.internal_api import build_internal_router
 from spendstream.rollup.ledger import Ledger
+from spendstream.rollup.price_refresh import PriceRefresher
+from spendstream.rollup.prices_api import build_prices_router
 from spendstream.rollup.queries import UsageQueries
 from spendstream.rollup.reconcile import Reconciler
 from spendstream.rollup.schema import migrate
@@ -60,12 +65,15 @@ def create_service(settings: RollupSettings) -> Service:
     broker = make_broker(settings, "rollup")
     keys = KeyDirectory(settings)
     keyring = KeyRing(settings)
-    prices = price_tables.load(settings.data_dir)
-    log.info("price table loaded", extra={"source": prices.source, "models": len(prices)})
+    # The versions and rates every service prices with; rollup publishes refreshes and the API's changes.
+    pricing = ReplayedPriceBook(settings)
+    price_publisher = PricePublisher(broker, settings.topic_prefix)
+    # Read at each scrape: a version held by the CLI or another replica counts as soon as it is replayed.
+    metrics.PRICES_HELD.set_function(lambda: len(pricing.book.held()))
     erased = ErasedSubjects(writer_client, settings.clickhouse_database)
     ledger = Ledger(writer_client, settings.clickhouse_database)
     writer = BatchWriter(
-        writer=ClickHouseWriter(writer_client, settings.clickhouse_database, prices, ledger),
+        writer=ClickHouseWriter(writer_client, settings.clickhouse_database, pricing.book, ledger),
         repairs=Reconciler(writer_client, settings.clickhouse_database),
         keyring=keyring,
         broker=broker,
@@ -143,6 +151,7 @@ def create_service(settings: RollupSettings) -> Service:
         writer_lock=writer.lock,
         erased=erased,
         ledger=ledger,
+        forget_workspace=partial(forget_rates, pricing, price_publisher),
     )
     # An erasure waits for the usage consumer to drain and for mutations: minutes, not the default 5 minutes' poll.
     serve_erasure(broker, erasure, settings.topic_prefix, max_poll_interval_ms=600_000)
@@ -158,16 +167,25 @@ def create_service(settings: RollupSettings) -> Service:
     sweeper = Sweeper(writer_client, settings.clickhouse_database, lock=writer.lock)
 
     router = build_router(
-        queries, require_scope(keys, "read", "admin"), prices, Ledger(reader_client, settings.clickhouse_database)
+        queries, require_scope(keys, "read", "admin"), pricing.book, Ledger(reader_client, settings.clickhouse_database)
     )
     internal = build_internal_router(queries, settings.internal_token)
-    service = Service("rollup", routers=[router, internal])
-    service.on_start(keys.table.start, keyring.table.start, broker.start)
+    prices_router = build_prices_router(pricing, price_publisher, require_scope(keys, "admin"), settings.price_admins())
+    service = Service("rollup", routers=[router, internal, prices_router])
+    # The book before the consumer: no event is priced before the versions and rates are replayed.
+    service.on_start(keys.table.start, keyring.table.start, pricing.start, broker.start)
+    if settings.prices_url:
+        refresher = PriceRefresher(
+            settings.prices_url, pricing, price_publisher, queries.models_in_use, settings.prices_in_use_days
+        )
+        service.every("rollup:prices", settings.prices_refresh_interval_seconds, refresher.run_once, immediately=True)
     service.every("rollup:reconcile", settings.reconcile_interval_seconds, corrections.reconcile)
     service.every("rollup:repair", settings.repair_interval_seconds, corrections.repair)
     service.every("rollup:completeness", settings.completeness_check_seconds, watch.run_once)
     # The first sweep right away: a restarted service catches up at once.
     service.every("rollup:sweep", 3600.0, sweeper.run_once, immediately=True)
     # broker.stop finishes the batch in hand and commits it (graceful_timeout) before the clients close.
-    service.on_stop(broker.stop, keyring.table.stop, keys.table.stop, writer_client.close, reader_client.close)
+    service.on_stop(
+        broker.stop, pricing.stop, keyring.table.stop, keys.table.stop, writer_client.close, reader_client.close
+    )
     return service

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -149,9 +149,12 @@ class RollupErasure:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         erased: ErasedSubjects | None = None,
         ledger: Ledger | None = None,
+        forget_workspace: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self._erased = erased
         self._ledger = ledger
+        # What rollup keeps of a workspace outside ClickHouse (its negotiated rates), dropped with it.
+        self._forget_workspace = forget_workspace
         self.clickhouse = ClickHouseEraser(client, settings.clickhouse_database)
         self._settings = settings
         self._keyring = keyring
@@ -200,6 +203,8 @@ class RollupErasure:
                     # The completeness ledger counts them as erased, not lost (a workspace's ledger goes with it).
                     await asyncio.to_thread(self._ledger.record_erased, command.scope.workspace_id, customer, logged)
                 counts, checks = await asyncio.to_thread(self.clickhouse.erase, command.scope)
+            if command.scope.customer_id is None and self._forget_workspace is not None:
+                await self._forget_workspace(command.scope.workspace_id)
             document = {
                 "status": "done",
                 "counts": [c.model_dump() for c in counts],

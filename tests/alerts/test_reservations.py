@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -25,7 +26,7 @@ def usd(text: str) -> int:
     return to_nanos(Decimal(text))
 
 
-def hard(amount: str, scope: BudgetScope | None = None, **overrides: object) -> BudgetRecord:
+def hard(amount: str, scope: BudgetScope | None = None, **overrides: Any) -> BudgetRecord:
     return budget("ws1", amount, hard=True, scope=scope, **overrides)
 
 

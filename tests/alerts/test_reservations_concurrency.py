@@ -99,46 +99,53 @@ async def test_a_thousand_concurrent_reservations_from_four_processes_admit_exac
 
         observer = Observer(replicas[1].url, ws["admin"], budget_id)
         watching = asyncio.create_task(observer.run())
-        urls = [r.url for r in replicas]
-        loop = asyncio.get_running_loop()
-        with ProcessPoolExecutor(PROCESSES, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = await asyncio.gather(
-                *(loop.run_in_executor(pool, _reserve_many, urls, ws["ingest"], PER_PROCESS) for _ in range(PROCESSES))
-            )
-        answers = [a for part in parts for a in part]
-        assert len(answers) == PROCESSES * PER_PROCESS
-        assert {status for status, _ in answers} == {201, 402}
-        allowed = [rid for status, rid in answers if status == 201 and rid is not None]
-        assert len(allowed) == ADMITS
-        observed_while_reserving = len(observer.seen)
-
-        # Settle: each allowed call's usage event carries its reservation id and its real cost.
-        costs = {rid: real_cost(i) for i, rid in enumerate(allowed)}
-        events = [
-            usage_event(reservation_id=rid, cost_usd=float(cost), tags={"feature": "chat"})
-            for rid, cost in costs.items()
-        ]
-        batches = len(range(0, len(events), 50))
-        async with serving([create_ingest(iso.settings(IngestSettings))]) as ingest:
-            for start in range(0, len(events), 50):
-                sent = await ingest.post(
-                    "/v1/events", json={"events": events[start : start + 50]}, headers=auth(ws["ingest"])
+        try:
+            urls = [r.url for r in replicas]
+            loop = asyncio.get_running_loop()
+            with ProcessPoolExecutor(PROCESSES, mp_context=multiprocessing.get_context("spawn")) as pool:
+                parts = await asyncio.gather(
+                    *(
+                        loop.run_in_executor(pool, _reserve_many, urls, ws["ingest"], PER_PROCESS)
+                        for _ in range(PROCESSES)
+                    )
                 )
-                assert sent.status_code == 202 and sent.json()["accepted"] == len(events[start : start + 50])
+            answers = [a for part in parts for a in part]
+            assert len(answers) == PROCESSES * PER_PROCESS
+            assert {status for status, _ in answers} == {201, 402}
+            allowed = [rid for status, rid in answers if status == 201 and rid is not None]
+            assert len(allowed) == ADMITS
+            observed_while_reserving = len(observer.seen)
 
-        settled = (str(sum(costs.values(), Decimal(0)).quantize(Decimal("0.000000001"))), "0.000000000")
+            # Settle: each allowed call's usage event carries its reservation id and its real cost.
+            costs = {rid: real_cost(i) for i, rid in enumerate(allowed)}
+            events = [
+                usage_event(reservation_id=rid, cost_usd=float(cost), tags={"feature": "chat"})
+                for rid, cost in costs.items()
+            ]
+            batches = len(range(0, len(events), 50))
+            async with serving([create_ingest(iso.settings(IngestSettings))]) as ingest:
+                for start in range(0, len(events), 50):
+                    sent = await ingest.post(
+                        "/v1/events", json={"events": events[start : start + 50]}, headers=auth(ws["ingest"])
+                    )
+                    assert sent.status_code == 202 and sent.json()["accepted"] == len(events[start : start + 50])
 
-        async def final_state() -> dict[str, Any] | None:
-            async with httpx.AsyncClient(headers=auth(ws["admin"])) as admin:
-                state: dict[str, Any] = (await admin.get(f"{replicas[0].url}/v1/budgets/{budget_id}")).json()["state"]
-            return state if (state["committed_usd"], state["reserved_usd"]) == settled else None
+            settled = (str(sum(costs.values(), Decimal(0)).quantize(Decimal("0.000000001"))), "0.000000000")
 
-        await eventually(final_state, timeout=60)
-        observer.stop()
-        await watching
-        assert observed_while_reserving > 0 and len(observer.seen) > observed_while_reserving
-        over = [(c, r) for c, r in observer.seen if c + r > CAP]
-        assert over == [], f"{len(over)} of {len(observer.seen)} observations above the cap"
+            async def final_state() -> dict[str, Any] | None:
+                async with httpx.AsyncClient(headers=auth(ws["admin"])) as admin:
+                    state: dict[str, Any] = (await admin.get(f"{replicas[0].url}/v1/budgets/{budget_id}")).json()[
+                        "state"
+                    ]
+                return state if (state["committed_usd"], state["reserved_usd"]) == settled else None
+
+            await eventually(final_state, timeout=60)
+            assert observed_while_reserving > 0 and len(observer.seen) > observed_while_reserving
+            over = [(c, r) for c, r in observer.seen if c + r > CAP]
+            assert over == [], f"{len(over)} of {len(observer.seen)} observations above the cap"
+        finally:
+            observer.stop()
+            await watching
 
         # A replica of another consumer group replays the whole topic: nothing is counted or settled twice.
         replay = ServiceProcess("alerts", {**env, "SPENDSTREAM_GROUP_ID": "replay"}, tmp_path / "replay.log")

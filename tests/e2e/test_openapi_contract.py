@@ -30,8 +30,9 @@ MAX_EXAMPLES = 10
 # Schema-valid data these routes refuse by rules JSON Schema cannot state, so "valid data is accepted"
 # (positive_data_acceptance) is off there and only there: /v1/events' time window and privacy guard (content
 # words, PII values), /v1/usage's span of at most 400 days between `from` and `to` (the default `to` is today),
-# and a budget amount's at most 9 decimal places and positive value when sent as a string.
-CROSS_FIELD_RULES = ("ingest", "usage", "budgets")
+# a budget amount's at most 9 decimal places and positive value when sent as a string, and a reservation's
+# exactly one of `estimated_cost_usd` and `estimate` (whose model the price table must know).
+CROSS_FIELD_RULES = ("ingest", "usage", "budgets", "reservations")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,7 @@ def _config(keys: dict[str, Any]) -> str:
         "ingest": keys["usage"]["ingest"],
         "usage": keys["usage"]["read"],
         "budgets": keys["usage"]["admin"],
+        "reservations": keys["usage"]["ingest"],
         "admin": keys["admin"]["admin"],
         "retention": keys["doomed"]["admin"],
     }

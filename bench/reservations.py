@@ -5,7 +5,8 @@ under two hard budgets (the workspace's and a feature's), so each is one Lua scr
 ledgers. Two figures:
   * latency at a fixed offered rate (default 2,000 requests/s), open loop: each request has its scheduled send
     time, and its latency counts from then (a late send is the server's delay too), p50 and p99;
-  * sustained reservations/s of the one process: closed loop, 64 connections, as fast as it answers.
+  * sustained reservations/s of the one process: closed loop, 64 connections, as fast as it answers, and the
+    server's CPU time per reservation (from /proc), which bounds that rate when the cores are shared.
 The client is a minimal HTTP/1.1 client on keep-alive connections (httpx would cost more CPU than the server
 on this 2-core machine). The caps are far above what a run reserves, so every answer is a 201.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -105,6 +107,12 @@ async def sustained(port: int, key: str, seconds: float, connections: int = 64) 
     return done / elapsed, failed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(rate: float, seconds: float) -> dict[str, float]:
     bench = Bench(smoke=True, workdir=Path(tempfile.mkdtemp(prefix="spendstream-bench-")))
     ns = await bench.namespace("reservations", workspaces=1)
@@ -124,7 +132,10 @@ async def measure(rate: float, seconds: float) -> dict[str, float]:
             await asyncio.sleep(1.0)  # the budgets travel through their compacted topic
         await sustained(alerts.port, ws.ingest, 1.0)  # warm-up: connections, script cache, JIT-free but caches
         latencies, failed_fixed = await fixed_rate(alerts.port, ws.ingest, rate, seconds)
+        cpu_before = cpu_seconds(alerts.pid)
         per_second, failed_sustained = await sustained(alerts.port, ws.ingest, seconds)
+        # CPU per reservation: what bounds the rate of one process on a machine whose cores are shared.
+        cpu_per = (cpu_seconds(alerts.pid) - cpu_before) / (per_second * seconds)
     finally:
         await alerts.stop()
         await bench.cleanup()
@@ -135,6 +146,7 @@ async def measure(rate: float, seconds: float) -> dict[str, float]:
         "p99_ms": round(percentile(latencies, 99), 3),
         "max_ms": round(max(latencies), 3),
         "sustained_per_s": round(per_second),
+        "server_cpu_us_per_reservation": round(cpu_per * 1e6),
         "non_201": failed_fixed + failed_sustained,
     }
 

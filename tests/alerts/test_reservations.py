@@ -15,7 +15,7 @@ from spendstream.alerts.keyspace import KeySpace
 from spendstream.alerts.periods import to_nanos
 from spendstream.alerts.reservations import Allowed, Denied, RedisReservationStore, Reservations, Unavailable
 from spendstream.common.records import BudgetRecord, BudgetScope
-from tests.alerts.helpers import Book, budget, rig
+from tests.alerts.helpers import Book, Rig, budget, event, record, rig
 from tests.support import Isolation, free_port
 
 NOW = datetime.now(UTC)
@@ -125,3 +125,47 @@ async def test_with_redis_unreachable_a_deny_budget_refuses_and_allow_budgets_sa
         assert await reservations.state(open_, NOW) is None
     finally:
         await unreachable.aclose()
+
+
+async def test_a_settling_event_replaces_the_estimate_with_its_cost_once(backend: Isolation | None) -> None:
+    async with rig(backend) as r:
+        cap = hard("1")
+        r.book.budgets.append(cap)
+        held = await r.reservations.reserve("ws1", usd("0.5"), {}, 60, NOW)
+        other = await r.reservations.reserve("ws1", usd("0.2"), {}, 60, NOW)
+        assert isinstance(held, Allowed) and isinstance(other, Allowed)
+        settling = record("ws1", event("0.3", NOW, reservation_id=held.reservation_id), offset=10)
+
+        assert await r.counter.count([settling], {}) == 1
+        assert await state_of(r, cap) == ("0.300000000", "0.200000000")
+        # Redelivered, or replayed by another consumer group: the offset is counted, nothing moves.
+        assert await r.counter.count([settling], {}) == 0
+        assert await state_of(r, cap) == ("0.300000000", "0.200000000")
+        # The same event in a second record: its cost counts again (alerts counts per record), but the
+        # reservation, already settled, frees nothing twice: the other one stays held.
+        again = record("ws1", *settling.events, offset=11)
+        assert await r.counter.count([again], {}) == 1
+        assert await state_of(r, cap) == ("0.600000000", "0.200000000")
+        assert await r.reservations.release("ws1", held.reservation_id) is False
+
+
+async def test_an_event_with_an_unknown_or_expired_reservation_counts_its_cost_and_frees_nothing(
+    backend: Isolation | None,
+) -> None:
+    async with rig(backend) as r:
+        cap = hard("1")
+        r.book.budgets.append(cap)
+        short = await r.reservations.reserve("ws1", usd("0.4"), {}, 1, NOW)
+        kept = await r.reservations.reserve("ws1", usd("0.4"), {}, 60, NOW)
+        assert isinstance(short, Allowed) and isinstance(kept, Allowed)
+        await asyncio.sleep(1.2)
+        late = event("0.35", NOW, reservation_id=short.reservation_id)
+        stranger = event("0.05", NOW, reservation_id="rsv_" + "f" * 24)
+        assert await r.counter.count([record("ws1", late, stranger)], {}) == 1
+        assert await state_of(r, cap) == ("0.400000000", "0.400000000")
+
+
+async def state_of(r: Rig, budget_record: BudgetRecord) -> tuple[str, str]:
+    state = await r.reservations.state(budget_record, NOW)
+    assert state is not None
+    return state.committed_usd, state.reserved_usd

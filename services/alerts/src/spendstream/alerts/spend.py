@@ -95,11 +95,6 @@ def event_cost(event: SealedEvent, prices: PriceTable) -> int:
     return to_nanos(price.cost(event)) if price is not None else 0
 
 
-def reservation_of(event: SealedEvent) -> str | None:
-    value = getattr(event, "reservation_id", None)  # the optional event field; absent from older events
-    return value if isinstance(value, str) else None
-
-
 @dataclass(frozen=True, slots=True)
 class Release:
     """One reservation taken off one hard budget's open reservations (see reservations.py)."""
@@ -204,7 +199,7 @@ class SpendCounter:
         ws = record.workspace_id
         releases: list[Release] = []
         for event in record.events:
-            reservation_id = reservation_of(event)
+            reservation_id = event.reservation_id
             found = held.get((ws, reservation_id)) if reservation_id is not None else None
             if reservation_id is not None and found is not None:
                 releases += [
@@ -245,7 +240,7 @@ class SpendCounter:
         Returns how many records were new.
         """
         wanted = sorted(
-            {(r.workspace_id, rid) for r in records for e in r.events if (rid := reservation_of(e)) is not None}
+            {(r.workspace_id, rid) for r in records for e in r.events if (rid := e.reservation_id) is not None}
         )
         # A reservation's record never changes once written, so reading it before the script is safe: if the
         # reservation expires or is released in between, the script's ZREM finds nothing and frees nothing.

@@ -1,6 +1,7 @@
 """instrument(..., enforce=True) on the real openai package, against the local provider and a real alerts service on
 a real port: a call over a hard budget raises BudgetExceeded before the provider receives anything; a call within
-it carries its reservation id on its usage event; a call the provider fails releases its estimate at once."""
+it carries its reservation id on its usage event, which settles it through ingest and alerts; a call the provider
+fails releases its estimate at once."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import openai
 import pytest
 
 from spendstream.alerts.app import create_service as create_alerts
-from spendstream_sdk import BudgetExceeded, BudgetGate, BudgetUnavailable
+from spendstream.ingest.app import create_service as create_ingest
+from spendstream.ingest.settings import IngestSettings
+from spendstream_sdk import BudgetExceeded, BudgetGate, BudgetUnavailable, Meter
 from spendstream_sdk.instrument import instrument
 from tests.alerts.conftest import alerts_settings, budget_body
 from tests.alerts.receivers import listening
 from tests.providers import ProviderServer
 from tests.sdk.instrument.recording import RecordingTracker
-from tests.support import Isolation, auth, create_workspace, free_port
+from tests.support import Isolation, auth, create_workspace, eventually, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +124,37 @@ async def test_enforcement_fails_closed_when_spendstream_cannot_answer(
             await client.chat.completions.create(model="gpt-4o-mini", max_tokens=10, messages=MESSAGES)
         assert unavailable.value.code == "ConnectError"
     assert provider.received(CHAT) == [] and tracker.events == []
+
+
+async def test_the_meter_s_usage_event_settles_the_reservation_through_ingest_and_alerts(
+    iso: Isolation, alerts: Alerts, provider: ProviderServer
+) -> None:
+    async with listening(create_ingest(iso.settings(IngestSettings))) as ingest_url:
+        meter = Meter(url=ingest_url, api_key=alerts.workspace["ingest"])
+        try:
+            with openai.OpenAI(base_url=provider.openai_url, api_key="sk-test", max_retries=0) as original:
+                client = instrument(original, meter, tags={"feature": "chat"}, enforce=alerts.gate)
+
+                def streamed() -> list[Any]:
+                    return list(
+                        client.chat.completions.create(
+                            model="gpt-4o-mini", max_tokens=100, messages=MESSAGES, stream=True
+                        )
+                    )
+
+                await asyncio.to_thread(streamed)
+                assert await alerts.reserved() > 0
+                assert await asyncio.to_thread(meter.flush, 30)
+
+                async def settled() -> dict[str, Any] | None:
+                    async with httpx.AsyncClient(headers=auth(alerts.workspace["admin"])) as http:
+                        state: dict[str, Any] = (await http.get(f"{alerts.url}/v1/budgets/{alerts.budget_id}")).json()[
+                            "state"
+                        ]
+                    return state if state["reserved_usd"] == "0.000000000" else None
+
+                state = await eventually(settled, timeout=30)
+                # The actual cost (priced from the usage the provider reported) replaced the estimate.
+                assert Decimal(state["committed_usd"]) > 0
+        finally:
+            await asyncio.to_thread(meter.close)

@@ -128,7 +128,9 @@ class BudgetOut(BaseModel):
     hard: bool
     on_redis_unavailable: RedisDownPolicy
     state: BudgetState | None = Field(
-        default=None, description="hard budgets only; null for a soft budget or while Redis is unreachable"
+        default=None,
+        description="hard budgets, in GET answers; null for a soft budget, in the answers of POST and PATCH, and "
+        "while Redis is unreachable",
     )
     revision: int
     created_at: datetime

@@ -12,7 +12,7 @@ from spendstream.rollup import schema
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.queries import UsageQueries
 from spendstream.rollup.reconcile import Reconciler
-from spendstream.rollup.schema import SCHEMA_VERSION, applied_versions, migrate
+from spendstream.rollup.schema import applied_versions, migrate, migrations
 from spendstream.rollup.writes import ClickHouseWriter, StoredBatch
 from tests.support import Isolation, usage_event
 
@@ -32,11 +32,13 @@ def _engines(iso: Isolation) -> dict[str, str]:
 
 def test_migrations_apply_once_and_a_rerun_changes_nothing(iso: Isolation) -> None:
     client = clickhouse_client(iso.stack.clickhouse)
-    assert migrate(client, iso.database, 12) == list(range(1, SCHEMA_VERSION + 1))
+    # Numbers may be reserved by work not merged yet: the versions are the declared ones, in order.
+    versions = sorted(migrations(iso.database, 12))
+    assert migrate(client, iso.database, 12) == versions
     assert migrate(client, iso.database, 12) == []
-    assert applied_versions(client, iso.database) == set(range(1, SCHEMA_VERSION + 1))
+    assert applied_versions(client, iso.database) == set(versions)
     rows = client.query(f"SELECT count() FROM {iso.database}.schema_migrations").result_rows
-    assert rows[0][0] == SCHEMA_VERSION
+    assert rows[0][0] == len(versions)
     engines = _engines(iso)
     assert {
         "usage_events",
@@ -61,7 +63,7 @@ def test_a_half_applied_migration_is_completed_on_the_next_start(iso: Isolation)
     # As if the process died after version 2's statements but before recording it.
     client.command(f"DELETE FROM {iso.database}.schema_migrations WHERE version = 2")
     assert migrate(client, iso.database, 12) == [2]
-    assert applied_versions(client, iso.database) == set(range(1, SCHEMA_VERSION + 1))
+    assert applied_versions(client, iso.database) == set(migrations(iso.database, 12))
 
 
 def test_ttls_follow_the_retention_setting(iso: Isolation) -> None:
@@ -95,7 +97,7 @@ def test_tables_of_version_6_on_disk_gain_the_cache_writes_and_service_tier_and_
 
     insert("old")
     monkeypatch.setattr(schema, "migrations", full)
-    assert migrate(client, iso.database, 12) == [7]
+    assert migrate(client, iso.database, 12) == [v for v in sorted(full(iso.database, 12)) if v > 6]
     # As if the process died after version 7's statements but before recording it: they run again.
     client.command(f"DELETE FROM {iso.database}.schema_migrations WHERE version = 7")
     assert migrate(client, iso.database, 12) == [7]

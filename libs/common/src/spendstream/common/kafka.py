@@ -201,7 +201,7 @@ def subscribe(
 
 def subscribe_batch(
     broker: KafkaBroker,
-    topic: Topic[bytes],
+    topic: AnyTopic,
     *,
     prefix: str,
     group: str,
@@ -210,7 +210,7 @@ def subscribe_batch(
     **options: Any,
 ) -> None:
     """Hand batches of raw records of `topic` to `handler` in consumer group `prefix + group`; the handler
-    parses them itself (within its own bounds, or faster than record by record)."""
+    parses them itself (within its own bounds, or faster than record by record; `topic.record` decodes one)."""
 
     async def on_batch(msg: KafkaMessage) -> None:
         await handler(RawBatch(cast(Sequence[RawRecord], msg.raw_message), msg.consumer))

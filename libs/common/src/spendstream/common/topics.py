@@ -18,8 +18,10 @@ from spendstream.common.erasure import DeletionCommand, DeletionReport, Deletion
 from spendstream.common.records import (
     ApiKeyRecord,
     BudgetRecord,
+    DataAlert,
     DeadLetter,
     FiredAlert,
+    IngestTally,
     RejectionRecord,
     WorkspaceRecord,
 )
@@ -266,6 +268,30 @@ AUDIT = Topic(
     retention_ms=None,
     cleanup="compact",
 )
+# What ingest accepted, per envelope (the completeness ledger, rollup/ledger.py): published after the envelope's
+# ack and before the answer, so each acknowledged envelope has its tally (see ingest/batches.py); counts only.
+INGEST_TALLIES = Topic(
+    "ingest.tallies.v1",
+    "ingest",
+    ("rollup",),
+    Json(IngestTally),
+    "workspace_id",
+    partitions=6,
+    retention_ms=7 * DAY_MS,
+    cleanup="delete",
+)
+# Findings about a workspace's data (a completeness gap, an unpriced model) that alerts delivers to the
+# workspace's budget channels; ids and numbers only.
+ROLLUP_ALERTS = Topic(
+    "rollup.alerts.v1",
+    "rollup",
+    ("alerts",),
+    Json(DataAlert),
+    "workspace_id",
+    partitions=1,
+    retention_ms=30 * DAY_MS,
+    cleanup="delete",
+)
 
 ALL_TOPICS: tuple[AnyTopic, ...] = (
     USAGE_EVENTS,
@@ -282,6 +308,8 @@ ALL_TOPICS: tuple[AnyTopic, ...] = (
     DELETION_COMMANDS,
     DELETION_REPORTS,
     AUDIT,
+    INGEST_TALLIES,
+    ROLLUP_ALERTS,
 )
 
 

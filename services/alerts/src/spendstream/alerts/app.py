@@ -5,6 +5,7 @@
 | usage.events.v1 (group spendstream-alerts, batches, NACK_ON_ERROR) | Redis: spend counters, fired markers      |
 | alerts.budgets.v1 (replayed table; written by the API)          | alerts.fired.v1 (one record per alert)       |
 | alerts.fired.v1 (group spendstream-alerts-delivery, NACK_ON_ERROR) | webhooks, e-mail; Redis: delivery log (30 d) |
+| rollup.alerts.v1 (group spendstream-alerts-delivery-data)       | the workspace's budget channels (data alerts)|
 | retention.commands.v1 (group spendstream-alerts-erasure)        | retention.reports.v1                         |
 | ingest.apikeys.v1, ingest.datakeys.v1 (replayed tables)         |                                              |
 | /v1/budgets (admin key)                                         |                                              |
@@ -42,10 +43,10 @@ from spendstream.common.erasure_owner import serve_erasure
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import RawBatch, Received, make_broker, subscribe, subscribe_batch
 from spendstream.common.prices import load as load_prices
-from spendstream.common.records import FiredAlert
+from spendstream.common.records import DataAlert, FiredAlert
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
-from spendstream.common.topics import ALERTS_FIRED, USAGE_EVENTS
+from spendstream.common.topics import ALERTS_FIRED, ROLLUP_ALERTS, USAGE_EVENTS
 
 
 def _utcnow() -> datetime:
@@ -120,6 +121,20 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_poll_interval_ms=900_000,
         max_workers=ALERTS_FIRED.partitions,
+    )
+
+    async def on_data_alert(alert: Received[DataAlert]) -> None:
+        await dispatcher.handle_data(alert.value)
+
+    subscribe(
+        broker,
+        ROLLUP_ALERTS,
+        prefix=prefix,
+        group=f"{settings.delivery_group_id}-data",
+        handler=on_data_alert,
+        # The record is the outbox, as for fired alerts: committed once every channel reached a final state.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_poll_interval_ms=900_000,
     )
     serve_erasure(broker, eraser, prefix)
 

@@ -59,6 +59,14 @@ MEASURES = (
     "latency_ms_sum",
 )
 TABLES = ("usage_events", "usage_daily", "workspace_watermarks")
+# The completeness ledger (version 10, ledger.py): per workspace, UTC day of the events and envelope (batch id).
+LEDGER_TABLES = (
+    "ledger_accepted",
+    "ledger_read",
+    "ledger_repeats",
+    "ledger_dead",
+    "ledger_erased",
+)
 # usage_events' columns of version 3, whose view wrote them all but stored_at (its own default).
 _V3_EVENT_COLUMNS = (
     "workspace_id",
@@ -106,6 +114,7 @@ def _ttls(retention_months: int) -> dict[str, str]:
         "usage_events": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH",
         "usage_daily": f"day + INTERVAL {retention_months} MONTH",
         "workspace_watermarks": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH",
+        **{table: f"day + INTERVAL {retention_months} MONTH" for table in LEDGER_TABLES},
     }
 
 
@@ -306,6 +315,50 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
                    toDecimal128(sum(cost_usd), 9) AS cost_usd, toInt64(sum(latency_ms)) AS latency_ms_sum
             FROM {db}.usage_events
             GROUP BY {_DAILY_KEY}, service_tier""",
+        ],
+        10: [
+            # The completeness ledger (ledger.py). Each table is keyed so that a redelivered record writes the
+            # same row again (ReplacingMergeTree), and carries the envelope's ingestion time: the ledger of
+            # envelopes ingested before a cut-off is settled (completeness.py). Rows expire with their day.
+            # ingest's tallies (ingest.tallies.v1): events accepted per envelope and day.
+            f"""CREATE TABLE IF NOT EXISTS {db}.ledger_accepted (
+                workspace_id LowCardinality(String), day Date, batch_id String, ingested_at DateTime64(3, 'UTC'),
+                events UInt64)
+                ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(day) ORDER BY (workspace_id, day, batch_id)
+                TTL {ttl["ledger_accepted"]}""",
+            # What rollup read of each envelope: its events no earlier envelope carried (`events`), and those
+            # of erased customers it did not store (`dropped`).
+            f"""CREATE TABLE IF NOT EXISTS {db}.ledger_read (
+                workspace_id LowCardinality(String), day Date, batch_id String, ingested_at DateTime64(3, 'UTC'),
+                events UInt64, dropped UInt64)
+                ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(day) ORDER BY (workspace_id, day, batch_id)
+                TTL {ttl["ledger_read"]}""",
+            # Events carried by more than one envelope (a retry after a lost answer): one row per carrier.
+            f"""CREATE TABLE IF NOT EXISTS {db}.ledger_repeats (
+                workspace_id LowCardinality(String), day Date, event_id String, batch_id String,
+                ingested_at DateTime64(3, 'UTC'))
+                ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(day) ORDER BY (workspace_id, day, event_id, batch_id)
+                TTL {ttl["ledger_repeats"]}""",
+            # Envelopes rollup dead-lettered: their clear count; the day is the ingestion day (the events' days
+            # come from the envelope's tally when there is one).
+            f"""CREATE TABLE IF NOT EXISTS {db}.ledger_dead (
+                workspace_id LowCardinality(String), day Date, batch_id String, ingested_at DateTime64(3, 'UTC'),
+                events UInt64)
+                ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(day) ORDER BY (workspace_id, batch_id)
+                TTL {ttl["ledger_dead"]}""",
+            # Events a customer erasure deleted, per envelope and day, per request.
+            f"""CREATE TABLE IF NOT EXISTS {db}.ledger_erased (
+                workspace_id LowCardinality(String), day Date, batch_id String, ingested_at DateTime64(3, 'UTC'),
+                request_id String, events UInt64)
+                ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(day)
+                ORDER BY (workspace_id, day, batch_id, request_id)
+                TTL {ttl["ledger_erased"]}""",
+            # Data alerts raised (completeness.py), so each is raised once across restarts.
+            f"""CREATE TABLE IF NOT EXISTS {db}.data_alerts (
+                workspace_id LowCardinality(String), alert_id String, kind LowCardinality(String),
+                raised_at DateTime64(3, 'UTC') DEFAULT now64(3))
+                ENGINE = ReplacingMergeTree ORDER BY (workspace_id, alert_id)
+                TTL toDateTime(raised_at) + INTERVAL 13 MONTH""",
         ],
     }
 

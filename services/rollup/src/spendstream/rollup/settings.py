@@ -29,3 +29,10 @@ class RollupSettings(BaseServiceSettings):
     # How soon the days of redelivered events are reconciled (a view part lost in a crash, consumer.py).
     repair_interval_seconds: float = Field(default=2.0, gt=0)
     reconcile_days: int = Field(default=2, ge=1)
+    # The completeness ledger (ledger.py, completeness.py): a difference still there this long after its events
+    # were ingested is a loss, and raises the gap metric and an alert. Longer than the reconcile interval, so a
+    # drift the reconciler repairs never alerts.
+    completeness_grace_seconds: float = Field(default=600.0, gt=0)
+    # Each check reads the raw table (FINAL) over `completeness_days` days of every workspace: minutes apart.
+    completeness_check_seconds: float = Field(default=300.0, gt=0)
+    completeness_days: int = Field(default=3, ge=1)

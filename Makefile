@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: up test test-long install deploy-tools stack stop lint typecheck pytest bench bench-smoke soak clean
+.PHONY: up test test-long install deploy-tools stack stop lint typecheck pytest bench bench-smoke soak sdk clean
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -51,6 +51,12 @@ bench-smoke: install stack
 # The four services under a steady load for MINUTES (default 10): memory and consumer lag every 30 s.
 soak: install stack
 	uv run --frozen python -m bench.soak --minutes $(or $(MINUTES),10)
+
+# The client SDK's wheels, to pip-install into an app's environment: the SDK and the guard it depends on.
+SDK_DIST ?= dist
+sdk: install
+	uv build --package spendstream-guard --wheel -o $(SDK_DIST)
+	uv build --package spendstream-sdk --wheel -o $(SDK_DIST)
 
 clean:
 	rm -rf .data .stack .venv

@@ -1,8 +1,9 @@
 """A local HTTP server that answers like OpenAI and Anthropic, for driving the real client packages in tests.
 
-It serves OpenAI's `POST /v1/chat/completions`, `/v1/responses`, `/v1/embeddings` and Anthropic's
-`POST /v1/messages`, each streamed (SSE) or not, with the usage objects a test configures (cached, cache-write
-5m/1h and reasoning tokens), errors a test arms, and a record of every request received. Point a client at it:
+It serves OpenAI's `POST /v1/chat/completions`, `/v1/responses`, `/v1/embeddings` (also under Azure's
+`/openai/deployments/<name>/...`) and Anthropic's `POST /v1/messages` (and `/v1/messages/count_tokens`), each
+streamed (SSE) or not, with the usage objects a test configures (cached, cache-write 5m/1h and reasoning tokens),
+errors a test arms, and a record of every request received. Point a client at it:
 
     with ProviderServer() as provider:
         client = openai.OpenAI(base_url=provider.openai_url, api_key="test", max_retries=0)
@@ -234,6 +235,8 @@ class _ProviderHandler(BaseHTTPRequestHandler):
                 self._send_json(200, _response(config, model, status="completed", usage=config.responses_usage))
         elif path == "/v1/embeddings":
             self._send_json(200, _embeddings(config, model, payload))
+        elif path == "/v1/messages/count_tokens":
+            self._send_json(200, {"input_tokens": config.messages_usage.get("input_tokens", 0)})
         elif path == "/v1/messages":
             if stream:
                 self._send_events(_message_events(config, model), sse_names=True, done=False)

@@ -30,6 +30,10 @@ def test_tracked_events_are_read_back_exactly_from_usage(workspace: Workspace, m
             input_tokens=800,
             output_tokens=100,
             latency_ms=360,
+            cached_input_tokens=100,
+            cache_creation_input_tokens=300,
+            cache_creation_1h_input_tokens=120,
+            service_tier="priority",
             cost_usd=0.0005,
             timestamp=datetime.now(UTC) - timedelta(minutes=1),
             tags={"feature": "search"},
@@ -40,17 +44,18 @@ def test_tracked_events_are_read_back_exactly_from_usage(workspace: Workspace, m
     assert meter.flush(timeout=30)
     body = workspace.usage_when(lambda b: b["totals"]["requests"] == 2, group_by="feature")
 
-    # The fields this test sends (the event may have more token fields; they stay out of this comparison).
     expected = {
         "requests": 2,
         "input_tokens": 2000,
         "output_tokens": 400,
-        "cached_input_tokens": 200,
+        "cached_input_tokens": 300,
+        "cache_creation_input_tokens": 300,
+        "cache_creation_1h_input_tokens": 120,
         "reasoning_tokens": 100,
         "cost_usd": "0.125500000",
         "latency_ms_sum": 1000,
     }
-    assert {key: body["totals"][key] for key in expected} == expected
+    assert body["totals"] == expected
     assert {row["feature"]: row["cost_usd"] for row in body["rows"]} == {"chat": "0.125000000", "search": "0.000500000"}
     stats = meter.stats
     assert (stats.tracked, stats.sent, stats.queued, stats.dropped, stats.rejected) == (2, 2, 0, 0, 0)

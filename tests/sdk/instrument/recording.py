@@ -1,5 +1,5 @@
-"""A Tracker that keeps what it is given, refusing PII-looking tags with the same guard as the SDK's meter, for unit
-tests (the meter's own field rules are the SDK's tests' concern, and the end-to-end tests run the real meter)."""
+"""A Tracker that keeps what it is given, refusing what the privacy guard refuses (content fields, PII-looking tags)
+as the SDK's meter does, for unit tests (the end-to-end tests run the real meter)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class RecordingTracker:
 
     def _keep(self, event: dict[str, Any]) -> str:
         event = {k: v for k, v in event.items() if v is not None}
-        violations = check_event({"tags": event["tags"]}) if "tags" in event else []
+        violations = check_event(event)
         if violations:
             raise Refused(violations[0].field, violations[0].code)
         self.events.append(event)

@@ -225,3 +225,14 @@ def test_cache_writes_without_a_breakdown_leave_the_1h_part_unset(
     client.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES)
 
     assert tracker.usage_only() == [{k: v for k, v in EVENT.items() if k != "cache_creation_1h_input_tokens"}]
+
+
+def test_counting_tokens_is_not_a_billed_call_and_records_nothing(
+    original: anthropic.Anthropic, tracker: RecordingTracker
+) -> None:
+    client = instrument(original, tracker)
+
+    counted = client.messages.count_tokens(model=MODEL, messages=MESSAGES)
+
+    assert counted.input_tokens == 100
+    assert tracker.events == []

@@ -158,7 +158,7 @@ def test_the_readme_example_runs_and_its_calls_are_read_back_from_usage(
     script.write_text(readme_example())
     env = os.environ | {
         "SPENDSTREAM_URL": workspace.url,
-        "SPENDSTREAM_INGEST_KEY": workspace.ingest_key,
+        "SPENDSTREAM_API_KEY": workspace.ingest_key,
         "OPENAI_BASE_URL": provider.openai_url,
         "OPENAI_API_KEY": "sk-test",
         "ANTHROPIC_BASE_URL": provider.anthropic_url,

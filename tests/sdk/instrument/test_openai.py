@@ -3,16 +3,19 @@ records its usage exactly once, streamed calls included."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import openai
 import pytest
 
 from spendstream_sdk import tags
-from spendstream_sdk.instrument import instrument, instrument_stats
+from spendstream_sdk.instrument import InstrumentStats, calls, instrument, instrument_stats
 from tests.providers import ProviderServer, openai_chat_usage
 from tests.sdk.instrument.recording import RecordingTracker
 
@@ -74,6 +77,7 @@ def test_a_chat_completion_records_its_usage_with_cached_and_reasoning_tokens_an
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
     assert tracker.usage_only() == [CHAT_EVENT | {"tags": {"feature": "summaries"}}]
+    assert instrument_stats(tracker) == InstrumentStats(recorded=1, unmetered=0, dropped=0)
     assert isinstance(tracker.events[0]["latency_ms"], int)
 
 
@@ -148,6 +152,7 @@ def test_a_stream_closed_early_records_the_call_with_its_reason_never_zero_token
     assert tracker.usage_only() == [
         {"provider": "openai", "model": "gpt-4o-mini", "unmetered": "stream_closed_before_usage"}
     ]
+    assert instrument_stats(tracker) == InstrumentStats(recorded=0, unmetered=1, dropped=0)
 
 
 def test_a_stream_dropped_unread_is_recorded_when_collected(
@@ -363,3 +368,61 @@ def test_a_stream_carries_the_tags_of_the_block_it_was_opened_in(
     list(stream)
 
     assert tracker.events[0]["tags"] == {"route": "/ask", "feature": "search"}
+
+
+def test_a_call_that_succeeds_on_the_clients_retry_is_recorded_once(
+    provider: ProviderServer, tracker: RecordingTracker
+) -> None:
+    provider.fail(500, times=1)
+    with openai.OpenAI(base_url=provider.openai_url, api_key="sk-test", max_retries=1) as retrying:
+        client = instrument(retrying, tracker)
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    assert len(provider.received("/v1/chat/completions")) == 2
+    assert tracker.usage_only() == [CHAT_EVENT]
+
+
+def test_a_stream_held_open_past_the_latency_bound_is_recorded_with_the_bound(
+    original: openai.OpenAI, tracker: RecordingTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = instrument(original, tracker)
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    started = time.perf_counter()
+    # Two hours later, as the instrumentation's clock sees it.
+    monkeypatch.setattr(calls, "time", SimpleNamespace(perf_counter=lambda: started + 2 * 3600))
+
+    list(stream)
+
+    assert tracker.events[0]["latency_ms"] == 3_600_000
+    assert tracker.events[0]["input_tokens"] == 1200
+
+
+def test_a_streaming_response_is_the_callers_to_read_and_recorded_as_unread(
+    original: openai.OpenAI, tracker: RecordingTracker
+) -> None:
+    client = instrument(original, tracker)
+
+    with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as raw:
+        answer = raw.parse()
+
+    assert answer.usage is not None and answer.usage.prompt_tokens == 1200
+    assert [e["unmetered"] for e in tracker.events] == ["raw_response_not_read"]
+
+
+async def test_an_async_stream_broken_out_of_and_dropped_is_recorded_once(
+    async_original: openai.AsyncOpenAI, tracker: RecordingTracker
+) -> None:
+    client = instrument(async_original, tracker)
+
+    stream = await client.responses.create(model="gpt-4.1", input=PROMPT, stream=True)
+    async for _ in stream:
+        break
+    del stream
+    # asyncio closes a dropped async generator in a task of its own: let the loop run those.
+    for _ in range(10):
+        gc.collect()
+        await asyncio.sleep(0)
+
+    assert tracker.usage_only() == [
+        {"provider": "openai", "model": "gpt-4.1", "unmetered": "stream_closed_before_usage"}
+    ]

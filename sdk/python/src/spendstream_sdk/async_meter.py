@@ -7,7 +7,6 @@ import atexit
 import os
 import threading
 import time
-import weakref
 from types import TracebackType
 from typing import Unpack
 
@@ -17,7 +16,8 @@ from spendstream_sdk.base import MeterBase, Tuning, log
 from spendstream_sdk.batching import Batch, encode
 from spendstream_sdk.sender import Outcome, Verdict, judge
 
-_OPEN: weakref.WeakSet[AsyncMeter] = weakref.WeakSet()
+# Every open meter, held until it is closed so that the exit hook sends what an unclosed one still holds.
+_OPEN: set[AsyncMeter] = set()
 
 
 class AsyncMeter(MeterBase):
@@ -31,6 +31,7 @@ class AsyncMeter(MeterBase):
     def __init__(self, *, url: str, api_key: str, **tuning: Unpack[Tuning]) -> None:
         super().__init__(url=url, api_key=api_key, **tuning)
         self._needs_start = True
+        self._sending: Batch | None = None  # the batch being sent (after its expired events were dropped)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -82,11 +83,21 @@ class AsyncMeter(MeterBase):
         assert self._changed is not None
         try:
             while True:
-                if len(self._outbox) < self._batch_size and self._deadline is None and not self._flushes:
+                if not self._ready() and self._deadline is None:
                     await self._pause(self._flush_interval)
                 items = self._take()
-                for batch in encode(items) if items else ():
-                    await self._send(batch)
+                pending = encode(items) if items else []
+                try:
+                    while pending:
+                        await self._send(pending[0])
+                        pending.pop(0)
+                except asyncio.CancelledError:
+                    # The loop is ending (asyncio.run cancels its tasks): what the server has not answered for
+                    # goes back to the queue, for aclose() or the exit hook to send.
+                    if pending:
+                        self._put_back([item for batch in pending[1:] for item in batch.items])
+                        self._put_back(self._sending.items if self._sending is not None else pending[0].items)
+                    raise
                 self._changed.set()
                 if self._deadline is not None and (not items or time.monotonic() >= self._deadline):
                     return
@@ -100,6 +111,7 @@ class AsyncMeter(MeterBase):
         attempt = 0
         current: Batch | None = batch
         while current is not None:
+            self._sending = current
             timeout = self._time_left()
             if timeout <= 0:
                 self._abandon(current.items, "at_close")

@@ -12,14 +12,14 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import httpx
 
 from spendstream_sdk import batching
 from spendstream_sdk.batching import Batch
 from spendstream_sdk.context import _TAGS
-from spendstream_sdk.events import IdMaker, build, event_id, iso_timestamp
+from spendstream_sdk.events import IdMaker, add_optional, build, event_id, iso_timestamp
 from spendstream_sdk.outbox import Item, Outbox
 from spendstream_sdk.sender import Backoff, Outcome, Verdict, events_url, headers, judge
 from spendstream_sdk.stats import MeterStats
@@ -157,24 +157,34 @@ class MeterBase:
         Optional fields are sent only when given. `tags` are merged over those of the enclosing `tags(...)`
         blocks (these win). `event_id` defaults to a new UUIDv7-shaped id; `timestamp` to now (timezone-aware).
         """
-        optional: dict[str, object] = {}
-        if cached_input_tokens is not None:
-            optional["cached_input_tokens"] = cached_input_tokens
-        if reasoning_tokens is not None:
-            optional["reasoning_tokens"] = reasoning_tokens
-        if cache_creation_input_tokens is not None:
-            optional["cache_creation_input_tokens"] = cache_creation_input_tokens
-        if cache_creation_1h_input_tokens is not None:
-            optional["cache_creation_1h_input_tokens"] = cache_creation_1h_input_tokens
-        if service_tier is not None:
-            optional["service_tier"] = service_tier
-        if reservation_id is not None:
-            optional["reservation_id"] = reservation_id
-        if cost_usd is not None:
-            optional["cost_usd"] = cost_usd
-        return self._track(
-            provider, model, input_tokens, output_tokens, latency_ms, optional, timestamp, event_id, tags
-        )
+        context = _TAGS.get()
+        if tags:
+            merged: dict[str, str] | None = {**context, **tags} if context else dict(tags)
+        else:
+            merged = dict(context) if context else None
+        event = build(provider, model, input_tokens, output_tokens, latency_ms, merged)
+        if not (
+            cached_input_tokens is None
+            and reasoning_tokens is None
+            and cache_creation_input_tokens is None
+            and cache_creation_1h_input_tokens is None
+            and service_tier is None
+            and reservation_id is None
+            and cost_usd is None
+        ):
+            add_optional(
+                event,
+                {
+                    "cached_input_tokens": cached_input_tokens,
+                    "reasoning_tokens": reasoning_tokens,
+                    "cache_creation_input_tokens": cache_creation_input_tokens,
+                    "cache_creation_1h_input_tokens": cache_creation_1h_input_tokens,
+                    "service_tier": service_tier,
+                    "reservation_id": reservation_id,
+                    "cost_usd": cost_usd,
+                },
+            )
+        return self._enqueue(event, timestamp, event_id)
 
     def track_unmetered(
         self,
@@ -188,39 +198,28 @@ class MeterBase:
         """Record a call whose usage the provider never reported (e.g. a stream closed before its usage chunk):
         an event with zero tokens and the tag `usage_missing=<reason>`, counted in `stats.unmetered`, so the call
         shows as unmetered rather than as $0. Returns the event id; raises `EventRefused` like `track()`."""
-        merged = {**tags, "usage_missing": reason} if tags else {"usage_missing": reason}
-        event = self._track(provider, model, 0, 0, latency_ms, {}, None, None, merged)
+        context = _TAGS.get()
+        merged = {**context, **(tags or {}), "usage_missing": reason}
+        eid = self._enqueue(build(provider, model, 0, 0, latency_ms, merged), None, None)
         with self._lock:
             self._unmetered += 1
-        return event
+        return eid
 
-    def _track(
-        self,
-        provider: object,
-        model: object,
-        input_tokens: object,
-        output_tokens: object,
-        latency_ms: object,
-        optional: dict[str, object],
-        timestamp: datetime | None,
-        given_id: str | None,
-        tags: Mapping[str, str] | None,
-    ) -> str:
-        context = _TAGS.get()
-        if tags:
-            merged = {**context, **tags} if context else dict(tags)
-        else:
-            merged = dict(context) if context else {}
-        event = build(provider, model, input_tokens, output_tokens, latency_ms, optional, merged)
-        eid = self._ids() if given_id is None else event_id(given_id)
+    def _enqueue(self, event: dict[str, Any], timestamp: datetime | None, given_id: str | None) -> str:
+        """Name and stamp a checked event and queue it (or count it dropped); its id."""
+        now = time.time()
+        eid = self._ids(now) if given_id is None else event_id(given_id)
         event["event_id"] = eid
-        event["timestamp"] = time.time() if timestamp is None else iso_timestamp(timestamp)
+        event["timestamp"] = now if timestamp is None else iso_timestamp(timestamp)
+        items = self._outbox.items
         if self._closed:
             self._count_drop("at_close", 1)
-        elif not self._outbox.put((time.monotonic(), event)):
+        elif len(items) >= self._max_queue:
             self._count_drop("queue_full", 1)
-        elif len(self._outbox) == self._batch_size:
-            self._wake()
+        else:
+            items.append((time.monotonic(), event))  # deque.append: atomic, no lock on the caller's path
+            if len(items) == self._batch_size:
+                self._wake()
         if self._needs_start:
             self._start_sender()
         return eid
@@ -265,6 +264,15 @@ class MeterBase:
 
     # The sender's side.
 
+    # Waiting flush() calls: while there are any, a partial batch does not wait for flush_interval.
+    _flushes = 0
+
+    def _ready(self) -> bool:
+        """Whether the sender should send now rather than wait: a full batch, or anything queued while a flush
+        or close waits for it."""
+        queued = len(self._outbox)
+        return queued >= self._batch_size or (queued > 0 and (self._flushes > 0 or self._deadline is not None))
+
     def _idle(self) -> bool:
         return len(self._outbox) == 0 and self._in_flight == 0
 
@@ -302,6 +310,12 @@ class MeterBase:
             self._count_drop("refused", count, verdict.error)
         elif verdict.rejected:
             self._drops.add(f"rejected ({verdict.error})", verdict.rejected)
+
+    def _put_back(self, items: list[Item]) -> None:
+        """Items taken for sending whose sender stopped before the server answered: queued again, first."""
+        with self._lock:
+            self._in_flight -= len(items)
+            self._outbox.put_back(items)
 
     def _abandon(self, items: list[Item], reason: str) -> None:
         """Items taken for sending that will not be sent (expired while retrying, or out of time at close)."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
-import time
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from spendstream.guard import check_event, path_segment
@@ -30,13 +30,16 @@ _PROVIDER = re.compile(r"[a-z0-9._-]{1,64}\Z")
 _MODEL = re.compile(r"[A-Za-z0-9._:/@-]{1,128}\Z")
 _TAG_KEY = re.compile(TAG_KEY_PATTERN + r"\Z")
 
-# The optional token fields, each with the total it is a part of (None: a part of no other field).
-OPTIONAL_TOKEN_FIELDS: tuple[tuple[str, str], ...] = (
-    ("cached_input_tokens", "input_tokens"),
-    ("reasoning_tokens", "output_tokens"),
-    ("cache_creation_input_tokens", "input_tokens"),
-    ("cache_creation_1h_input_tokens", "cache_creation_input_tokens"),
+# The optional token fields, in the order the server checks them.
+OPTIONAL_TOKEN_FIELDS = (
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens",
 )
+SERVICE_TIER_PATTERN = r"[a-z0-9_-]{1,32}"
+_SERVICE_TIER = re.compile(SERVICE_TIER_PATTERN + r"\Z")
+COST_DECIMAL_PLACES = 12
 
 
 class EventRefused(ValueError):
@@ -56,6 +59,7 @@ class EventRefused(ValueError):
 _MEMO_MAX = 16_384
 _VALID_PROVIDERS: set[str] = set()
 _VALID_MODELS: set[str] = set()
+_VALID_SERVICE_TIERS: set[str] = set()
 _VALID_TAG_KEYS: set[str] = set()  # match TAG_KEY_PATTERN and the guard finds no content word in them
 _VALID_TAG_VALUES: set[str] = set()  # strings of at most MAX_TAG_VALUE_LENGTH the guard finds no PII in
 _GUARDED_FIELDS: set[str] = set()  # field names the guard accepts (an event's keys come from this module)
@@ -126,18 +130,31 @@ def _guard_fields(event: dict[str, Any]) -> None:
         _GUARDED_FIELDS.update(event)
 
 
-# The two keys the caller adds after build().
-_guard_fields({"event_id": "", "timestamp": ""})
+# The keys of every event (build() and the caller's event_id and timestamp): the guard's verdict on them once.
+_guard_fields(dict.fromkeys(("provider", "model", "input_tokens", "output_tokens", "latency_ms", "tags")))
+_guard_fields(dict.fromkeys(("event_id", "timestamp")))
 
 
 def cost(value: object) -> float | int:
-    """A cost the server accepts: a finite JSON number within 0 … MAX_COST_USD (at most 12 decimal places, which
-    the server checks; a float's shortest repr is what is sent)."""
-    if type(value) is int or type(value) is float:
-        if 0 <= value <= MAX_COST_USD:  # NaN fails both comparisons
+    """A cost the server accepts: a finite JSON number within 0 … MAX_COST_USD with at most 12 decimal places
+    (a float's shortest repr is what is sent, and what the server reads)."""
+    if type(value) is int:
+        if 0 <= value <= MAX_COST_USD:
             return value
-        raise EventRefused("cost_usd", "out_of_range", f"value must be within 0 … {MAX_COST_USD:,}")
-    raise EventRefused("cost_usd", "invalid_value", "value must be a number (int or float)")
+    elif type(value) is float:
+        if not 0 <= value <= MAX_COST_USD:  # NaN fails it too
+            raise EventRefused("cost_usd", "out_of_range", f"value must be within 0 … {MAX_COST_USD:,}")
+        text = repr(value)
+        if "e" not in text and len(text) - text.index(".") <= COST_DECIMAL_PLACES + 1:
+            return value
+        exponent = Decimal(text).as_tuple().exponent  # 1e-07 and the like
+        if isinstance(exponent, int) and exponent >= -COST_DECIMAL_PLACES:
+            return value
+        message = f"at most {COST_DECIMAL_PLACES} decimal places (round it: round(cost, {COST_DECIMAL_PLACES}))"
+        raise EventRefused("cost_usd", "invalid_value", message)
+    else:
+        raise EventRefused("cost_usd", "invalid_value", "value must be a number (int or float)")
+    raise EventRefused("cost_usd", "out_of_range", f"value must be within 0 … {MAX_COST_USD:,}")
 
 
 def iso_timestamp(value: object) -> str:
@@ -149,10 +166,30 @@ def iso_timestamp(value: object) -> str:
     return value.isoformat()
 
 
-def event_id(value: object) -> str:
+def event_id(value: object, field: str = "event_id") -> str:
     if type(value) is not str or _EVENT_ID.match(value) is None:
-        raise EventRefused("event_id", "invalid_format", f"event ids match {EVENT_ID_PATTERN}")
+        raise EventRefused(field, "invalid_format", f"ids match {EVENT_ID_PATTERN}")
     return value
+
+
+def _check_parts(event: dict[str, Any]) -> None:
+    """The token parts within their totals, as the server checks them: cache reads and cache writes are disjoint
+    parts of the input, the 1-hour writes a part of the writes (which must then be given), reasoning a part of
+    the output."""
+    total = event["input_tokens"]
+    cached, writes = event.get("cached_input_tokens"), event.get("cache_creation_input_tokens")
+    if cached is not None and cached > total:
+        raise EventRefused("cached_input_tokens", "inconsistent_tokens", "part of input_tokens and cannot exceed it")
+    if writes is not None and (cached or 0) + writes > total:
+        message = "cached_input_tokens and cache_creation_input_tokens are disjoint parts of input_tokens"
+        raise EventRefused("cache_creation_input_tokens", "inconsistent_tokens", message + " and cannot exceed it")
+    hour = event.get("cache_creation_1h_input_tokens")
+    if hour is not None and (writes is None or hour > writes):
+        message = "part of cache_creation_input_tokens, which must be given, and cannot exceed it"
+        raise EventRefused("cache_creation_1h_input_tokens", "inconsistent_tokens", message)
+    reasoning = event.get("reasoning_tokens")
+    if reasoning is not None and reasoning > event["output_tokens"]:
+        raise EventRefused("reasoning_tokens", "inconsistent_tokens", "part of output_tokens and cannot exceed it")
 
 
 def build(
@@ -161,12 +198,13 @@ def build(
     input_tokens: object,
     output_tokens: object,
     latency_ms: object,
-    optional: Mapping[str, object],
     tags: dict[str, str] | None,
 ) -> dict[str, Any]:
-    """The event's fields (all but `event_id` and `timestamp`, which the caller adds) after every rule: the types,
-    the patterns, the token parts within their totals, the tags, and the privacy guard over its keys and tag
-    values. `optional` holds only the fields that are not None."""
+    """The event's required fields and tags after every rule: the tags first (the privacy guard, as the server
+    runs it first), then the types and patterns. `add_optional` adds the optional fields; the caller adds
+    `event_id` and `timestamp`."""
+    if tags:
+        check_tags(tags)
     if not (
         type(input_tokens) is int
         and type(output_tokens) is int
@@ -189,24 +227,30 @@ def build(
         "output_tokens": output_tokens,
         "latency_ms": latency_ms,
     }
-    if optional:
-        for field, _total in OPTIONAL_TOKEN_FIELDS:
-            if field in optional:
-                event[field] = _count(field, optional[field], MAX_TOKENS)
-        for field, total in OPTIONAL_TOKEN_FIELDS:
-            if field in event and total in event and event[field] > event[total]:
-                raise EventRefused(field, "inconsistent_tokens", f"{field} is part of {total} and cannot exceed it")
-        if "service_tier" in optional:
-            event["service_tier"] = _name(_VALID_MODELS, _MODEL, "service_tier", optional["service_tier"])
-        if "reservation_id" in optional:
-            event["reservation_id"] = event_id(optional["reservation_id"])
-        if "cost_usd" in optional:
-            event["cost_usd"] = cost(optional["cost_usd"])
     if tags:
-        check_tags(tags)
         event["tags"] = tags
-    _guard_fields(event)
     return event
+
+
+def add_optional(event: dict[str, Any], optional: Mapping[str, object]) -> None:
+    """Add the optional fields that are not None to `event`, after their rules (the token parts within their
+    totals, the service tier's pattern, the reservation id, the cost's range and places) and the guard's verdict
+    on their names."""
+    for field in OPTIONAL_TOKEN_FIELDS:
+        value = optional.get(field)
+        if value is not None:
+            event[field] = _count(field, value, MAX_TOKENS)
+    _check_parts(event)
+    tier = optional.get("service_tier")
+    if tier is not None:
+        event["service_tier"] = _name(_VALID_SERVICE_TIERS, _SERVICE_TIER, "service_tier", tier)
+    reservation = optional.get("reservation_id")
+    if reservation is not None:
+        event["reservation_id"] = event_id(reservation, "reservation_id")
+    value = optional.get("cost_usd")
+    if value is not None:
+        event["cost_usd"] = cost(value)
+    _guard_fields(event)
 
 
 class IdMaker:
@@ -222,5 +266,6 @@ class IdMaker:
         self._base = 0x7 << 76 | secrets.randbits(12) << 64 | 0b10 << 62 | secrets.randbits(32)
         self._counter = itertools.count(secrets.randbits(30))
 
-    def __call__(self) -> str:
-        return "%032x" % (time.time_ns() // 1_000_000 << 80 | self._base | (next(self._counter) & 0x3FFF_FFFF) << 32)  # noqa: UP031 (the fastest spelling)
+    def __call__(self, now: float) -> str:
+        """A new id; `now` is time.time(), which the caller reads anyway for the event's timestamp."""
+        return "%032x" % (int(now * 1000) << 80 | self._base | (next(self._counter) & 0x3FFF_FFFF) << 32)  # noqa: UP031 (the fastest spelling)

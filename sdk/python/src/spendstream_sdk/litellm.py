@@ -127,7 +127,8 @@ def usage_fields(payload: Mapping[str, Any]) -> dict[str, Any]:
     # A cost LiteLLM failed to compute reads 0 (or None) with its debug information set: that is not a price.
     if (type(cost) is int or type(cost) is float) and math.isfinite(cost) and cost >= 0:
         if not payload.get("response_cost_failure_debug_info"):
-            fields["cost_usd"] = cost
+            # LiteLLM sums float rates (0.00030000000000000003): the event carries at most 12 decimal places.
+            fields["cost_usd"] = round(cost, 12)
     return fields
 
 

@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from types import TracebackType
 from typing import Unpack
 
@@ -17,8 +16,8 @@ from spendstream_sdk.base import MeterBase, Tuning
 
 log = logging.getLogger("spendstream_sdk")
 
-# Every open thread meter, for the exit hook and the fork handler (weak: a meter nobody holds may go).
-_OPEN: weakref.WeakSet[Meter] = weakref.WeakSet()
+# Every open meter, for the exit hook and the fork handler; held until closed (its thread holds it anyway).
+_OPEN: set[Meter] = set()
 
 
 class Meter(MeterBase):
@@ -60,7 +59,7 @@ class Meter(MeterBase):
     def _run(self) -> None:
         try:
             while True:
-                if len(self._outbox) < self._batch_size and self._deadline is None and not self._flushes:
+                if not self._ready() and self._deadline is None:
                     self._wakeup.wait(self._flush_interval)
                     self._wakeup.clear()
                 items = self._take()

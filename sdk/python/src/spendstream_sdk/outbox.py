@@ -11,34 +11,32 @@ Item = tuple[float, dict[str, Any]]
 
 
 class Outbox:
-    """A FIFO of at most `capacity` items. `put` is called from any thread (deque.append is atomic under the
-    GIL; two racing callers may overshoot the bound by one each, which is harmless); `take` from the sender only."""
+    """A FIFO of at most `capacity` items. track() appends to `items` from any thread after checking the length
+    (deque.append is atomic under the GIL; racing callers may overshoot the bound by one each, which is harmless);
+    the sender alone takes from it."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: deque[Item] = deque()
+        self.items: deque[Item] = deque()  # appended to directly by track(), the hot path
 
     def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, item: Item) -> bool:
-        """Queue `item`; False when the queue is full (the caller counts the drop)."""
-        if len(self._items) >= self.capacity:
-            return False
-        self._items.append(item)
-        return True
+        return len(self.items)
 
     def take(self, limit: int) -> list[Item]:
         """Up to `limit` of the oldest items."""
-        items = self._items
+        items = self.items
         taken: list[Item] = []
         while items and len(taken) < limit:
             taken.append(items.popleft())
         return taken
 
+    def put_back(self, items: list[Item]) -> None:
+        """Return taken items to the front, in their order (a sender stopped before the server answered)."""
+        self.items.extendleft(reversed(items))
+
     def take_older_than(self, queued_before: float) -> int:
         """Drop the leading items queued before `queued_before` (monotonic); how many."""
-        items = self._items
+        items = self.items
         dropped = 0
         while items and items[0][0] < queued_before:
             items.popleft()

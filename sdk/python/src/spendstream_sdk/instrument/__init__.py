@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from ..budgets import AsyncReserver, BudgetGate, Reserver, gate_of_meter
 from .calls import InstrumentStats, Recorder, counts_for, instrument_stats
@@ -49,12 +49,14 @@ def instrument(
 
         # Azure OpenAI bills at its own prices: its calls are provider "azure".
         provider = "azure" if isinstance(client, openai.AzureOpenAI | openai.AsyncAzureOpenAI) else "openai"
-        return instrument_openai(client, recorder(provider, isinstance(client, openai.AsyncOpenAI)))  # type: ignore[return-value]
+        return cast(C, instrument_openai(client, recorder(provider, isinstance(client, openai.AsyncOpenAI))))
     anthropic = sys.modules.get("anthropic")
     if anthropic is not None and isinstance(client, anthropic.Anthropic | anthropic.AsyncAnthropic):
         from .anthropic import instrument_anthropic
 
-        return instrument_anthropic(client, recorder("anthropic", isinstance(client, anthropic.AsyncAnthropic)))  # type: ignore[return-value]
+        return cast(
+            C, instrument_anthropic(client, recorder("anthropic", isinstance(client, anthropic.AsyncAnthropic)))
+        )
     raise TypeError(
         f"instrument() takes an openai.OpenAI, openai.AsyncOpenAI, anthropic.Anthropic or anthropic.AsyncAnthropic "
         f"client, not {type(client).__module__}.{type(client).__qualname__}"

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import anthropic
+try:
+    import anthropic
+except ImportError as missing:  # the `anthropic` extra, not a dependency of the SDK
+    raise ImportError(
+        "spendstream_sdk.instrument.anthropic needs anthropic: pip install 'spendstream-sdk[anthropic]'"
+    ) from missing
 
 from . import usage as read
 from .calls import Recorder

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from spendstream_sdk.context import current_tags
+from spendstream_sdk.events import MAX_LATENCY_MS
 
 from ..budgets import AsyncReserver, Reserver
 from .tracker import Tracker
@@ -98,7 +99,9 @@ class Call:
         self._lock = threading.Lock()
 
     def latency_ms(self) -> int:
-        return round((time.perf_counter() - self.started) * 1000)
+        # A stream held open beyond the event's latency bound is still a billed call: its latency is capped, not
+        # its event refused.
+        return min(round((time.perf_counter() - self.started) * 1000), MAX_LATENCY_MS)
 
     def _claim(self) -> bool:
         with self._lock:

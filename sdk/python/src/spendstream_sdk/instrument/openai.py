@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-import openai
+try:
+    import openai
+except ImportError as missing:  # the `openai` extra, not a dependency of the SDK
+    raise ImportError(
+        "spendstream_sdk.instrument.openai needs openai: pip install 'spendstream-sdk[openai]'"
+    ) from missing
 
 from . import usage as read
 from .calls import Recorder
@@ -47,7 +52,8 @@ def _responses_stream(kwargs: dict[str, Any]) -> tuple[dict[str, Any], Tap]:
     return kwargs, ResponsesTap()  # response.completed always carries the usage
 
 
-def _no_stream(kwargs: dict[str, Any]) -> tuple[dict[str, Any], Tap]:
+def _embeddings_stream(kwargs: dict[str, Any]) -> tuple[dict[str, Any], Tap]:
+    # The API never streams embeddings; should it, a tap that reads a `usage` wherever it comes is the safe guess.
     return kwargs, ChatTap(hide_usage_chunk=False)
 
 
@@ -55,7 +61,7 @@ PACKAGE = Package(
     endpoints={
         "/chat/completions": Endpoint(_answer(read.openai_chat), _chat_stream),
         "/responses": Endpoint(_answer(read.openai_responses), _responses_stream),
-        "/embeddings": Endpoint(_answer(read.openai_embeddings), _no_stream),
+        "/embeddings": Endpoint(_answer(read.openai_embeddings), _embeddings_stream),
     },
     model_class=openai.BaseModel,
     stream_class=openai.Stream,

@@ -139,7 +139,7 @@ def sustained(url: str, key: str, total: int, senders: int) -> dict[str, Any]:
 
 
 async def _run(smoke: bool, senders: list[int]) -> list[dict[str, Any]]:
-    figures = [await asyncio.to_thread(track_alone, 3 if smoke else 10, 20_000 if smoke else 100_000)]
+    figures = [await asyncio.to_thread(track_alone, 3 if smoke else 10, 20_000 if smoke else 50_000)]
     bench = Bench(smoke=smoke, workdir=Path(tempfile.mkdtemp(prefix="spendstream-bench-sdk-")))
     ns = await bench.namespace("sdk", workspaces=1)
     svc = ServiceProcess("ingest", bench.env(ns.prefix, free_port()), bench.workdir / "logs" / "ingest.log")
@@ -147,7 +147,7 @@ async def _run(smoke: bool, senders: list[int]) -> list[dict[str, Any]]:
     try:
         for count in senders:
             cpu_before = await svc.metric("process_cpu_seconds_total")
-            total = 50_000 if smoke else 300_000
+            total = 50_000 if smoke else 150_000
             result = await asyncio.to_thread(sustained, svc.url, ns.workspaces[0].ingest, total, count)
             result["ingest_cpu_share"] = round(
                 (await svc.metric("process_cpu_seconds_total") - cpu_before) / result["seconds"], 2

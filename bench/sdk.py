@@ -104,10 +104,10 @@ def track_alone(chunks: int, per_chunk: int) -> dict[str, Any]:
     }
 
 
-def sustained(url: str, key: str, total: int) -> dict[str, Any]:
+def sustained(url: str, key: str, total: int, senders: int) -> dict[str, Any]:
     """One Meter sending `total` events to ingest as fast as it takes them."""
     batch = calls(20_000, seed=11)
-    meter = Meter(url=url, api_key=key, max_queue=total + 1)
+    meter = Meter(url=url, api_key=key, max_queue=total + 1, senders=senders)
     tracking = 0.0
     cpu_start, started = time.process_time(), time.perf_counter()
     done = 0
@@ -124,7 +124,8 @@ def sustained(url: str, key: str, total: int) -> dict[str, Any]:
     stats = meter.stats
     meter.close(timeout=10)
     return {
-        "figure": "one Meter into a local ingest",
+        "figure": f"one Meter into a local ingest, {senders} sender thread(s)",
+        "senders": senders,
         "events_per_s": round(stats.sent / elapsed),
         "sent": stats.sent,
         "dropped": stats.dropped,
@@ -137,19 +138,21 @@ def sustained(url: str, key: str, total: int) -> dict[str, Any]:
     }
 
 
-async def _run(smoke: bool) -> list[dict[str, Any]]:
-    figures = [await asyncio.to_thread(track_alone, 3 if smoke else 10, 20_000 if smoke else 100_000)]
+async def _run(smoke: bool, senders: list[int]) -> list[dict[str, Any]]:
+    figures = [await asyncio.to_thread(track_alone, 3 if smoke else 10, 20_000 if smoke else 50_000)]
     bench = Bench(smoke=smoke, workdir=Path(tempfile.mkdtemp(prefix="spendstream-bench-sdk-")))
     ns = await bench.namespace("sdk", workspaces=1)
     svc = ServiceProcess("ingest", bench.env(ns.prefix, free_port()), bench.workdir / "logs" / "ingest.log")
     await svc.start()
     try:
-        cpu_before = await svc.metric("process_cpu_seconds_total")
-        result = await asyncio.to_thread(sustained, svc.url, ns.workspaces[0].ingest, 50_000 if smoke else 600_000)
-        result["ingest_cpu_share"] = round(
-            (await svc.metric("process_cpu_seconds_total") - cpu_before) / result["seconds"], 2
-        )
-        figures.append(result)
+        for count in senders:
+            cpu_before = await svc.metric("process_cpu_seconds_total")
+            total = 50_000 if smoke else 150_000
+            result = await asyncio.to_thread(sustained, svc.url, ns.workspaces[0].ingest, total, count)
+            result["ingest_cpu_share"] = round(
+                (await svc.metric("process_cpu_seconds_total") - cpu_before) / result["seconds"], 2
+            )
+            figures.append(result)
     finally:
         await svc.stop()
         await bench.cleanup()
@@ -159,21 +162,25 @@ async def _run(smoke: bool) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sdk", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="small sizes, a few seconds")
+    parser.add_argument("--senders", default="1,2", help="sender threads of the sustained runs, one run each")
     args = parser.parse_args(argv)
     start_stack()
     load = os.getloadavg()[0]
-    figures = asyncio.run(_run(args.smoke))
+    figures = asyncio.run(_run(args.smoke, [int(n) for n in args.senders.split(",")]))
     for figure in figures:
         print(json.dumps(figure), flush=True)
-    alone, meter = figures
+    alone, *runs = figures
     print(
         f"track(): {alone['us_per_event_median']} µs per event alone (best chunk {alone['us_per_event_best']}, "
-        f"{alone['cpu_us_per_event_median']} µs of CPU), "
-        f"{meter['us_per_track_while_sending']} µs while sending; one Meter: {meter['events_per_s']:,} events/s "
-        f"into a local ingest ({meter['app_cpu_us_per_event']} µs of app CPU per event, ingest "
-        f"{meter['ingest_cpu_share']} of a core); {os.cpu_count()} cores, load average {load:.2f} at the start, "
-        f"{os.getloadavg()[0]:.2f} at the end"
+        f"{alone['cpu_us_per_event_median']} µs of CPU)"
     )
+    for run in runs:
+        print(
+            f"one Meter, {run['senders']} sender(s): {run['events_per_s']:,} events/s into a local ingest; "
+            f"track() {run['us_per_track_while_sending']} µs meanwhile; {run['app_cpu_us_per_event']} µs of app "
+            f"CPU per event; ingest {run['ingest_cpu_share']} of a core"
+        )
+    print(f"{os.cpu_count()} cores, load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from spendstream.alerts.keyspace import KeySpace
+from spendstream.alerts.reservations import RedisReservationStore, Reservations, ReservationStore
 from spendstream.alerts.spend import CountedRecord, RedisSpendStore, SpendCounter, SpendStore
 from spendstream.alerts.thresholds import Evaluator, MarkerStore, RedisMarkerStore
 from spendstream.common.events import SealedEvent
@@ -75,12 +76,24 @@ def record(workspace_id: str, *events: SealedEvent, partition: int = 0, offset: 
     return CountedRecord(workspace_id, "usage", partition, next(_offsets) if offset is None else offset, events)
 
 
+class Book:
+    """Budgets by workspace, as BudgetBook replays them."""
+
+    def __init__(self) -> None:
+        self.budgets: list[BudgetRecord] = []
+
+    def of_workspace(self, workspace_id: str) -> list[BudgetRecord]:
+        return [b for b in self.budgets if b.workspace_id == workspace_id]
+
+
 @dataclass
 class Rig:
     keys: KeySpace
     counter: SpendCounter
     evaluator: Evaluator
     stored_keys: KeyLister
+    reservations: Reservations
+    book: Book
     published: list[FiredAlert] = field(default_factory=list)
     fail_next_publish: bool = False
     crash_after_next_publish: bool = False
@@ -92,7 +105,9 @@ class Rig:
 
 
 @asynccontextmanager
-async def stores(backend: Isolation | None) -> AsyncIterator[tuple[SpendStore, MarkerStore, KeySpace, KeyLister]]:
+async def stores(
+    backend: Isolation | None,
+) -> AsyncIterator[tuple[SpendStore, MarkerStore, ReservationStore, KeySpace, KeyLister]]:
     """The Redis stores of an isolated test (`backend`), or with None the in-memory stand-in."""
     if backend is None:
         memory = MemoryStore()
@@ -100,7 +115,7 @@ async def stores(backend: Isolation | None) -> AsyncIterator[tuple[SpendStore, M
         async def memory_keys() -> list[str]:
             return memory.keys()
 
-        yield memory, memory, KeySpace(MEMORY_PREFIX, MEMORY_KEK), memory_keys
+        yield memory, memory, memory, KeySpace(MEMORY_PREFIX, MEMORY_KEK), memory_keys
         return
     redis = aioredis.Redis.from_url(backend.stack.redis)
 
@@ -109,7 +124,7 @@ async def stores(backend: Isolation | None) -> AsyncIterator[tuple[SpendStore, M
 
     try:
         keys = KeySpace(backend.prefix, base64.b64decode(backend.kek))
-        yield RedisSpendStore(redis), RedisMarkerStore(redis), keys, redis_keys
+        yield RedisSpendStore(redis), RedisMarkerStore(redis), RedisReservationStore(redis), keys, redis_keys
     finally:
         await redis.aclose()
 
@@ -118,7 +133,7 @@ async def stores(backend: Isolation | None) -> AsyncIterator[tuple[SpendStore, M
 async def rig(
     backend: Isolation | None, lease_seconds: float = 30.0, forecast_min_days: float = 3.0
 ) -> AsyncIterator[Rig]:
-    async with stores(backend) as (spend_store, marker_store, keys, stored_keys):
+    async with stores(backend) as (spend_store, marker_store, reservation_store, keys, stored_keys):
         counter = SpendCounter(spend_store, keys, bundled(), 35 * 24 * 3600)
         published: list[FiredAlert] = []
         holder: dict[str, Rig] = {}
@@ -135,5 +150,7 @@ async def rig(
         evaluator = Evaluator(
             marker_store, keys, counter, publish, lease_seconds=lease_seconds, forecast_min_days=forecast_min_days
         )
-        holder["rig"] = Rig(keys, counter, evaluator, stored_keys, published)
+        book = Book()
+        reservations = Reservations(reservation_store, keys, book)
+        holder["rig"] = Rig(keys, counter, evaluator, stored_keys, reservations, book, published)
         yield holder["rig"]

@@ -37,3 +37,13 @@ def test_defaults_and_threshold_normalisation() -> None:
     assert BudgetIn(name="b", amount_usd=Decimal(10), thresholds=[100, 50, 50]).thresholds == [50, 100]
     assert BudgetPatch(thresholds=[90, 80]).thresholds == [80, 90]
     assert WebhookIn(url="https://example.com/x").secret is None
+
+
+def test_a_hard_budget_fails_closed_by_default_and_is_capped_where_lua_compares_exactly() -> None:
+    hard = BudgetIn(name="cap", amount_usd=Decimal("1000000"), hard=True)
+    assert hard.on_redis_unavailable == "deny"
+    assert BudgetIn(name="soft", amount_usd=Decimal("5000000")).hard is False
+    with pytest.raises(ValueError, match="at most 1000000"):
+        BudgetIn(name="cap", amount_usd=Decimal("1000000.000000001"), hard=True)
+    with pytest.raises(ValueError):
+        BudgetIn.model_validate({"name": "cap", "amount_usd": "1", "hard": "true"})  # strict: a string is no boolean

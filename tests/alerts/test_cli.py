@@ -56,3 +56,32 @@ async def test_budgets_commands_create_update_list_and_delete(
         assert await run("alerts", budget_id, *common) == {"budget_id": budget_id, "alerts": []}
         assert await run("delete", budget_id, *common) == {"deleted": True}
         assert await asyncio.to_thread(main, ["budgets", "show", budget_id, *common]) == 1
+
+
+async def test_a_hard_budget_is_created_with_its_redis_policy_and_can_be_made_soft(
+    iso: Isolation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = await create_workspace(iso)
+    async with listening(create_alerts(alerts_settings(iso))) as url:
+        common = ["--url", url, "--key", ws["admin"]]
+
+        async def run(*argv: str) -> dict[str, object]:
+            assert await asyncio.to_thread(main, ["budgets", *argv]) == 0
+            out = json.loads(capsys.readouterr().out)
+            assert isinstance(out, dict)
+            return out
+
+        created = await run(
+            "create", *common, "--name", "cap", "--amount", "50", "--hard", "--on-redis-unavailable", "allow"
+        )
+        assert (created["hard"], created["on_redis_unavailable"]) == (True, "allow")
+        assert created["state"] is None  # shown by GET, from Redis
+        shown = await run("show", str(created["budget_id"]), *common)
+        assert shown["state"] == {
+            "period": shown["state"]["period"],  # type: ignore[index]
+            "committed_usd": "0.000000000",
+            "reserved_usd": "0.000000000",
+            "remaining_usd": "50.000000000",
+        }
+        soft = await run("update", str(created["budget_id"]), *common, "--soft")
+        assert (soft["hard"], soft["state"]) == (False, None)

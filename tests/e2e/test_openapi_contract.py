@@ -31,9 +31,10 @@ MAX_EXAMPLES = 10
 # Schema-valid data these routes refuse by rules JSON Schema cannot state, so "valid data is accepted"
 # (positive_data_acceptance) is off there and only there: /v1/events' time window and privacy guard (content
 # words, PII values), /v1/usage's span of at most 400 days between `from` and `to` (the default `to` is today),
-# a budget amount's at most 9 decimal places and positive value when sent as a string, and a tenant rate's kind
-# deciding which of percent and per-token prices it takes.
-CROSS_FIELD_RULES = ("ingest", "usage", "budgets", "prices")
+# a budget amount's at most 9 decimal places and positive value when sent as a string, a tenant rate's kind
+# deciding which of percent and per-token prices it takes, and a reservation's exactly one of
+# `estimated_cost_usd` and `estimate` (whose model the price book must know).
+CROSS_FIELD_RULES = ("ingest", "usage", "budgets", "prices", "reservations")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,7 @@ def _config(keys: dict[str, Any]) -> str:
         "usage": keys["usage"]["read"],
         "budgets": keys["usage"]["admin"],
         "prices": keys["usage"]["admin"],
+        "reservations": keys["usage"]["ingest"],
         "admin": keys["admin"]["admin"],
         "retention": keys["doomed"]["admin"],
     }

@@ -175,3 +175,14 @@ def test_track_after_close_neither_raises_nor_sends(meters: list[Any]) -> None:
         track(meter, 2)
     assert server.requests == []
     assert (meter.stats.dropped_at_close, meter.stats.tracked) == (2, 2)
+
+
+def test_several_sender_threads_send_every_event_once(meters: list[Any]) -> None:
+    with recording([Answer(503)] * 3) as server:
+        meter = Meter(url=server.url, api_key="k", senders=3, batch_size=50, flush_interval=0.05, backoff_base=0.01)
+        meters.append(meter)
+        ids = track(meter, 2000)
+        assert meter.close(timeout=30)
+    assert sorted(server.stored_ids) == sorted(ids)
+    assert all(len(r.events) <= 50 for r in server.requests)
+    assert (meter.stats.sent, meter.stats.retried) == (2000, 3)

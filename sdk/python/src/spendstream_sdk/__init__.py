@@ -10,9 +10,23 @@ from __future__ import annotations
 from spendstream_sdk._version import __version__
 from spendstream_sdk.async_meter import AsyncMeter
 from spendstream_sdk.base import Tuning
+from spendstream_sdk.budgets import BudgetError, BudgetExceeded, BudgetGate, BudgetUnavailable
 from spendstream_sdk.context import current_tags, tags
 from spendstream_sdk.events import EventRefused
 from spendstream_sdk.meter import Meter
 from spendstream_sdk.stats import MeterStats
 
-__all__ = ["AsyncMeter", "EventRefused", "Meter", "MeterStats", "Tuning", "__version__", "current_tags", "tags"]
+__all__ = [
+    "AsyncMeter",
+    "BudgetError",
+    "BudgetExceeded",
+    "BudgetGate",
+    "BudgetUnavailable",
+    "EventRefused",
+    "Meter",
+    "MeterStats",
+    "Tuning",
+    "__version__",
+    "current_tags",
+    "tags",
+]

@@ -62,6 +62,7 @@ class Tuning(TypedDict, total=False):
     backoff_base: float  # the first retry waits up to this many seconds, doubling per attempt
     backoff_max: float  # the longest back-off between two attempts (a Retry-After is honoured beyond it)
     exit_timeout: float  # seconds the exit hook spends sending what is left
+    senders: int  # Meter: sender threads, each with one request in flight (AsyncMeter: one task)
 
 
 class MeterBase:
@@ -80,6 +81,7 @@ class MeterBase:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         exit_timeout: float = 5.0,
+        senders: int = 1,
     ) -> None:
         if not 1 <= batch_size <= batching.MAX_EVENTS_PER_BATCH:
             raise ValueError(f"batch_size must be within 1 … {batching.MAX_EVENTS_PER_BATCH}")
@@ -94,6 +96,9 @@ class MeterBase:
                 raise ValueError(f"{name} must be positive")
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
+        if not 1 <= senders <= 16:
+            raise ValueError("senders must be within 1 … 16")
+        self._senders = senders
         if not api_key:
             raise ValueError("api_key is required (an ingest key)")
         self._url = events_url(url)

@@ -23,7 +23,8 @@ _OPEN: set[Meter] = set()
 class Meter(MeterBase):
     """Meters AI calls into spendstream: `track()` checks and queues an event and returns at once; a daemon
     thread sends the queue in gzipped batches (at most `batch_size` events and 1 MiB each) every
-    `flush_interval` seconds, or as soon as a batch is full.
+    `flush_interval` seconds, or as soon as a batch is full (`senders` threads, 1 by default, each with a request
+    in flight: two keep the connection busy while the next batch is encoded).
 
     Sending never raises into the app: a full queue (`max_queue` events) drops new events, a 429, a 5xx or a
     connection error is retried with exponential back-off and jitter (honouring `Retry-After`) until the events
@@ -46,8 +47,11 @@ class Meter(MeterBase):
         self._flushes = 0  # flush() calls waiting: the sender does not wait for flush_interval meanwhile
         self._changed = threading.Condition(self._lock)
         self._client = httpx.Client()
-        self._thread = threading.Thread(target=self._run, name="spendstream-meter", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"spendstream-meter-{i}", daemon=True) for i in range(self._senders)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _wake(self) -> None:
         self._wakeup.set()
@@ -85,7 +89,7 @@ class Meter(MeterBase):
             with self._changed:
                 while not self._idle():
                     left = end - time.monotonic()
-                    if left <= 0 or not self._thread.is_alive():
+                    if left <= 0 or not any(t.is_alive() for t in self._threads):
                         return False
                     self._changed.wait(min(left, 0.05))
                     self._wakeup.set()
@@ -103,7 +107,8 @@ class Meter(MeterBase):
             self._closed = True
             self._deadline = time.monotonic() + timeout
             self._wakeup.set()
-            self._thread.join(max(0.0, self._deadline - time.monotonic()) + 1.0)
+            for thread in self._threads:
+                thread.join(max(0.0, self._deadline - time.monotonic()) + 1.0)
             self._drop_the_rest()
             self._client.close()
             _OPEN.discard(self)

@@ -1,7 +1,8 @@
 """The one error body every spendstream route answers with, and the handlers that make every error take it.
 
 `{"error": <code>, "message": <text>}`, plus `field` and `code` when one input is at fault, or `details` (one
-`{field, code}` per problem) when the request failed schema validation. Never the input's value. Routes raise
+`{field, code}` per problem) when the request failed schema validation, or `budget_id` and `remaining_usd` when a
+hard budget refused a reservation (alerts). Never the input's value. Routes raise
 `HTTPException(status, detail={"error": ..., "message": ...})` or return such a body; the handlers
 below give FastAPI's and Starlette's own errors (validation, unparsable body, unknown route, method not allowed)
 the same shape, and `responses(...)` documents them in `/openapi.json`.
@@ -32,12 +33,19 @@ class ErrorBody(BaseModel):
     field: str | None = Field(default=None, description="the input at fault, when there is one")
     code: str | None = Field(default=None, description="the reason for that input, when there is one")
     details: list[FieldError] | None = Field(default=None, description="each schema violation of the request")
+    budget_id: str | None = Field(
+        default=None, description="`budget_exceeded`, `budget_state_unavailable`: the hard budget that refused"
+    )
+    remaining_usd: str | None = Field(
+        default=None, description="`budget_exceeded`: what the budget has left now (amount - committed - reserved)"
+    )
 
 
 # What each status means on any route; a route documents the statuses it can answer (`responses`).
 DESCRIPTIONS: dict[int, str] = {
     400: "the body is not parsable as JSON or as the declared media type",
     401: "missing, unknown or revoked API key (`WWW-Authenticate: Bearer`)",
+    402: "a hard budget has not enough left: `budget_exceeded`, naming `budget_id` and `remaining_usd`",
     403: "the key's scope does not allow this route, or the workspace is cancelled",
     404: "no such resource in the key's workspace",
     409: "conflicts with the current state",

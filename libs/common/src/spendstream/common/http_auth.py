@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Header, HTTPException, Request
@@ -11,11 +11,13 @@ from spendstream.common.auth_brake import too_many_failures
 from spendstream.common.tenants import KeyDirectory, Principal, Scope
 
 
-def require_scope(directory: KeyDirectory, *scopes: Scope) -> Callable[..., Principal]:
+def require_scope(directory: KeyDirectory, *scopes: Scope) -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency: the caller's principal, or 401 (unknown/revoked key) / 403 (wrong scope), or 429
     with Retry-After once the client or the key's prefix has failed too often (`auth_brake.py`)."""
 
-    def dependency(
+    # A coroutine: the check is a hash and a dict lookup, where FastAPI would run a plain function in its thread
+    # pool, one thread hop per request (alerts' reservations answer before every provider call).
+    async def dependency(
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
         x_api_key: Annotated[str | None, Header()] = None,

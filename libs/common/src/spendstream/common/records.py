@@ -16,6 +16,9 @@ KeyScope = Literal["ingest", "read", "admin"]
 AlertKind = Literal["threshold", "forecast", "spike"]
 DataAlertKind = Literal["completeness_gap", "unpriced_model"]
 ScopeTag = Literal["feature", "customer_id"]
+# What a hard budget answers while its live state (Redis) is unreachable: deny every reservation it covers
+# (fail closed, the default) or allow them, saying so in each answer.
+RedisDownPolicy = Literal["deny", "allow"]
 
 
 class RejectionRecord(BaseModel):
@@ -109,6 +112,10 @@ class BudgetRecord(BaseModel):
     revision: int
     created_at: datetime
     updated_at: datetime
+    # Hard: calls reserve before they run and are refused past the amount (alerts' reservations.py).
+    # Defaults keep the records written before these fields readable.
+    hard: bool = False
+    on_redis_unavailable: RedisDownPolicy = "deny"
 
 
 class FiredAlert(BaseModel):

@@ -5,6 +5,11 @@
 The returned client behaves as the original (same answers, exceptions, streams) and records one usage event per
 call: the model, the service tier and the usage numbers the provider reported — nothing of the request or the
 answer's content is read into the event.
+
+With `enforce=True` (or `enforce=BudgetGate(url=..., api_key=...)` when alerts is not at the meter's URL) each
+call first reserves its estimate against spendstream's hard budgets and raises `BudgetExceeded` (or
+`BudgetUnavailable`) before any request reaches the provider; its usage event carries the reservation id, which
+settles it (spendstream_sdk.budgets).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import sys
 from collections.abc import Mapping
 from typing import TypeVar, cast
 
+from ..budgets import AsyncReserver, BudgetGate, Reserver, gate_of_meter
 from .calls import InstrumentStats, Recorder, counts_for, instrument_stats
 from .tracker import Tracker
 
@@ -21,10 +27,21 @@ __all__ = ["InstrumentStats", "Tracker", "instrument", "instrument_stats"]
 C = TypeVar("C")
 
 
-def instrument(client: C, meter: Tracker, tags: Mapping[str, str] | None = None) -> C:
+def instrument(
+    client: C, meter: Tracker, tags: Mapping[str, str] | None = None, *, enforce: bool | BudgetGate = False
+) -> C:
     """A copy of `client` (openai.OpenAI / AsyncOpenAI, anthropic.Anthropic / AsyncAnthropic, or a subclass)
-    recording one event per call into `meter`, every event carrying `tags`. The original client stays unmetered."""
+    recording one event per call into `meter`, every event carrying `tags`. The original client stays unmetered.
+    `enforce`: reserve against hard budgets before each call (True: at the meter's spendstream, with its key)."""
     fixed_tags = dict(tags) if tags else None
+
+    def recorder(provider: str, is_async: bool) -> Recorder:
+        reserver: Reserver | AsyncReserver | None = None
+        if enforce is not False:
+            gate = enforce if isinstance(enforce, BudgetGate) else gate_of_meter(meter)
+            reserver = AsyncReserver(gate) if is_async else Reserver(gate)
+        return Recorder(meter, provider, fixed_tags, counts_for(meter), reserver)
+
     # The client's own package is already imported; neither is a dependency of the SDK.
     openai = sys.modules.get("openai")
     if openai is not None and isinstance(client, openai.OpenAI | openai.AsyncOpenAI):
@@ -32,12 +49,14 @@ def instrument(client: C, meter: Tracker, tags: Mapping[str, str] | None = None)
 
         # Azure OpenAI bills at its own prices: its calls are provider "azure".
         provider = "azure" if isinstance(client, openai.AzureOpenAI | openai.AsyncAzureOpenAI) else "openai"
-        return cast(C, instrument_openai(client, Recorder(meter, provider, fixed_tags, counts_for(meter))))
+        return cast(C, instrument_openai(client, recorder(provider, isinstance(client, openai.AsyncOpenAI))))
     anthropic = sys.modules.get("anthropic")
     if anthropic is not None and isinstance(client, anthropic.Anthropic | anthropic.AsyncAnthropic):
         from .anthropic import instrument_anthropic
 
-        return cast(C, instrument_anthropic(client, Recorder(meter, "anthropic", fixed_tags, counts_for(meter))))
+        return cast(
+            C, instrument_anthropic(client, recorder("anthropic", isinstance(client, anthropic.AsyncAnthropic)))
+        )
     raise TypeError(
         f"instrument() takes an openai.OpenAI, openai.AsyncOpenAI, anthropic.Anthropic or anthropic.AsyncAnthropic "
         f"client, not {type(client).__module__}.{type(client).__qualname__}"

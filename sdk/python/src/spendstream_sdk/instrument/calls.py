@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from spendstream_sdk.context import current_tags
 from spendstream_sdk.events import MAX_LATENCY_MS
 
+from ..budgets import AsyncReserver, Reserver
 from .tracker import Tracker
 from .usage import Usage
 
@@ -73,6 +74,8 @@ class Recorder:
     provider: str
     tags: Mapping[str, str] | None
     counts: _Counts
+    # enforce=True: a reservation before each call (budgets.py); None: calls are only metered.
+    reserver: Reserver | AsyncReserver | None = None
 
     def start(self, requested_model: object) -> Call:
         model = requested_model if isinstance(requested_model, str) and requested_model else "unknown"
@@ -90,6 +93,7 @@ class Call:
         self.recorder = recorder
         self.model = model
         self.tags = tags
+        self.reservation_id: str | None = None  # with enforce=True: the usage event that carries it settles it
         self.started = time.perf_counter()
         self._done = False
         self._lock = threading.Lock()
@@ -129,6 +133,7 @@ class Call:
                     cache_creation_input_tokens=usage.cache_creation_input_tokens,
                     cache_creation_1h_input_tokens=usage.cache_creation_1h_input_tokens,
                     service_tier=service_tier,
+                    reservation_id=self.reservation_id,
                     tags=self.tags,
                 )
         except ValueError as refusal:  # the meter's EventRefused: a programming error the host must not pay for

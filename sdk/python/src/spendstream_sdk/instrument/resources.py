@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..budgets import AsyncReserver, Reserver
 from .calls import NO_USAGE_REPORTED, RAW_RESPONSE, Call, Recorder
 from .streams import Tap, meter_async_stream, meter_stream
 from .usage import Usage
@@ -68,11 +69,23 @@ def _settle(package: Package, path: str, result: Any, call: Call, tap: Tap | Non
 def sync_post(post: Callable[..., Any], package: Package, recorder: Recorder) -> Callable[..., Any]:
     """A resource's `_post`, metering the package's endpoints and passing every other path through."""
 
+    reserver = recorder.reserver if isinstance(recorder.reserver, Reserver) else None
+
     def metered_post(path: str, **kwargs: Any) -> Any:
         if path not in package.endpoints:
             return post(path, **kwargs)
         call, tap, kwargs = _prepare(package, recorder, path, kwargs)
-        return _settle(package, path, post(path, **kwargs), call, tap)
+        if reserver is None:
+            return _settle(package, path, post(path, **kwargs), call, tap)
+        # Raises BudgetExceeded / BudgetUnavailable before any request reaches the provider.
+        call.reservation_id = reserver.reserve(recorder.provider, kwargs.get("body"), call.tags or {})
+        try:
+            result = post(path, **kwargs)
+        except BaseException:
+            if call.reservation_id is not None:
+                reserver.release(call.reservation_id)  # nothing was served: free the estimate now, not at expiry
+            raise
+        return _settle(package, path, result, call, tap)
 
     return metered_post
 
@@ -80,11 +93,22 @@ def sync_post(post: Callable[..., Any], package: Package, recorder: Recorder) ->
 def async_post(post: Callable[..., Awaitable[Any]], package: Package, recorder: Recorder) -> Callable[..., Any]:
     """An async resource's `_post`, as `sync_post`."""
 
+    reserver = recorder.reserver if isinstance(recorder.reserver, AsyncReserver) else None
+
     async def metered_post(path: str, **kwargs: Any) -> Any:
         if path not in package.endpoints:
             return await post(path, **kwargs)
         call, tap, kwargs = _prepare(package, recorder, path, kwargs)
-        return _settle(package, path, await post(path, **kwargs), call, tap)
+        if reserver is None:
+            return _settle(package, path, await post(path, **kwargs), call, tap)
+        call.reservation_id = await reserver.reserve(recorder.provider, kwargs.get("body"), call.tags or {})
+        try:
+            result = await post(path, **kwargs)
+        except BaseException:
+            if call.reservation_id is not None:
+                await reserver.release(call.reservation_id)
+            raise
+        return _settle(package, path, result, call, tap)
 
     return metered_post
 

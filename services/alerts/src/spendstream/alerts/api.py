@@ -1,4 +1,5 @@
-"""alerts' HTTP surface: `/v1/budgets` CRUD and each budget's alerts with their delivery log (admin key)."""
+"""alerts' HTTP surface: `/v1/budgets` CRUD, a hard budget's live state, and each budget's alerts with their
+delivery log (admin key). Reservations against hard budgets: reservations_api.py (ingest key)."""
 
 # No `from __future__ import annotations` here: FastAPI must evaluate the Annotated[..., Depends(auth)]
 # parameters at definition time, where `auth` is a local of the router factory.
@@ -10,7 +11,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response
 
-from spendstream.alerts.budgets import BudgetBook, BudgetIn, BudgetOut, BudgetPatch, public_view
+from spendstream.alerts.budgets import (
+    HARD_AMOUNT_MESSAGE,
+    MAX_HARD_AMOUNT_USD,
+    BudgetBook,
+    BudgetIn,
+    BudgetOut,
+    BudgetPatch,
+    BudgetState,
+    public_view,
+)
 from spendstream.alerts.delivery_log import DeliveryLog
 from spendstream.alerts.webhooks import Failed, Refused, check_target
 from spendstream.common.errors import AUTH, responses
@@ -52,6 +62,7 @@ def build_router(
     allow_private: bool,
     rearm: Callable[[BudgetRecord, datetime], Awaitable[int]],
     forget: Callable[[BudgetRecord], Awaitable[None]],
+    state: Callable[[BudgetRecord], Awaitable[BudgetState | None]],
 ) -> APIRouter:
     router = APIRouter(tags=["budgets"], responses=responses(*AUTH, 422))
     body_errors = responses(400)
@@ -88,14 +99,19 @@ def build_router(
 
     @router.get("/v1/budgets", response_model=list[BudgetOut], summary="The workspace's budgets")
     async def list_budgets(principal: Admin) -> list[BudgetOut]:
-        return [public_view(b) for b in book.of_workspace(principal.workspace_id)]
+        return [public_view(b, state=await state(b)) for b in book.of_workspace(principal.workspace_id)]
 
-    @router.get("/v1/budgets/{budget_id}", response_model=BudgetOut, responses=missing)
+    @router.get(
+        "/v1/budgets/{budget_id}",
+        response_model=BudgetOut,
+        responses=missing,
+        summary="One budget; a hard one with its live state (committed, reserved, remaining)",
+    )
     async def show(budget_id: str, principal: Admin) -> BudgetOut:
         record = book.get(principal.workspace_id, budget_id)
         if record is None:
             raise _not_found()
-        return public_view(record)
+        return public_view(record, state=await state(record))
 
     @router.patch(
         "/v1/budgets/{budget_id}",
@@ -110,6 +126,16 @@ def build_router(
         if patch.webhooks is not None:
             await _check_urls([w.url for w in patch.webhooks], allow_private)
         updated, shown = book.changed_record(record, patch)
+        if updated.hard and updated.amount_usd > MAX_HARD_AMOUNT_USD:
+            raise HTTPException(
+                422,
+                detail={
+                    "error": "invalid_request",
+                    "message": HARD_AMOUNT_MESSAGE,
+                    "field": "body.amount_usd",
+                    "code": "less_than_equal",
+                },
+            )
         # Published first, re-armed second: see thresholds.py for why this order cannot double-fire.
         await book.put(updated)
         rearmed = await rearm(updated, datetime.now(UTC))

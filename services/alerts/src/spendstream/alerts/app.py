@@ -10,6 +10,7 @@
 | ingest.apikeys.v1, ingest.datakeys.v1 (replayed tables)         |                                              |
 | pricing.versions.v1, pricing.rates.v1 (replayed: the price book) |                                              |
 | /v1/budgets (admin key)                                         |                                              |
+| /v1/reservations (ingest key)                                   | Redis: open reservations of hard budgets     |
 | every `sweep_interval_seconds`, or when a budget changes: sweep.py                                             |
 """
 
@@ -32,6 +33,8 @@ from spendstream.alerts.keyspace import KeySpace
 from spendstream.alerts.mail import MailSender
 from spendstream.alerts.reconcile import Reconciler
 from spendstream.alerts.redis_client import redis_client
+from spendstream.alerts.reservations import RedisReservationStore, Reservations
+from spendstream.alerts.reservations_api import build_router as build_reservations_router
 from spendstream.alerts.settings import AlertsSettings
 from spendstream.alerts.spend import RedisSpendStore, SpendCounter
 from spendstream.alerts.sweep import ChangedBudgets, Sweep
@@ -65,6 +68,7 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
     # The book rollup prices with (replayed from the same topics), so both agree on computed costs.
     pricing = ReplayedPriceBook(settings)
     counter = SpendCounter(RedisSpendStore(redis), keys, pricing.book, settings.counted_offsets_ttl_days * 86400)
+    reservations = Reservations(RedisReservationStore(redis), keys, book)
     evaluator = Evaluator(
         RedisMarkerStore(redis),
         keys,
@@ -142,8 +146,17 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
         allow_private=settings.webhook_allow_private,
         rearm=evaluator.rearm,
         forget=eraser.forget,
+        state=lambda budget: reservations.state(budget, clock()),
     )
-    service = Service("alerts", routers=[router])
+    # Reservations are asked by the application about to make a call: a producer, hence the ingest key.
+    reserving = build_reservations_router(
+        reservations,
+        pricing.book,
+        require_scope(api_keys, "ingest"),
+        ttl=min(settings.reservation_ttl_seconds, settings.reservation_max_ttl_seconds),
+        max_ttl=settings.reservation_max_ttl_seconds,
+    )
+    service = Service("alerts", routers=[router, reserving])
     service.on_start(api_keys.table.start, keyring.table.start, pricing.start, broker.start, book.table.start)
     # The sweep is a safety net; it must outlive a Redis or Kafka blip (a failed round is logged, the next runs).
     service.every("alerts:sweep", settings.sweep_interval_seconds, sweep.run_once, wake=changes.wake)

@@ -16,12 +16,12 @@ from decimal import Decimal
 from typing import Annotated
 
 from faststream.kafka import KafkaBroker
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
 
 from spendstream.alerts.settings import AlertsSettings
 from spendstream.common import crypto
 from spendstream.common.kafka import CompactedTable, Publisher
-from spendstream.common.records import BudgetRecord, BudgetScope, SealedWebhook
+from spendstream.common.records import BudgetRecord, BudgetScope, RedisDownPolicy, SealedWebhook
 from spendstream.common.topics import BUDGETS
 
 DEFAULT_THRESHOLDS = (75, 90, 100)
@@ -29,6 +29,10 @@ DEFAULT_THRESHOLDS = (75, 90, 100)
 # would take them, and the API would accept what its own document calls invalid).
 Threshold = Annotated[int, Field(ge=1, le=1000, strict=True)]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$", max_length=320)]
+# A hard cap is compared inside a Redis Lua script, whose numbers are doubles: exact to 2^53 nano-dollars
+# (9,007,199 USD). A hard budget stays well below, so committed + reserved + estimate <= cap is exact.
+MAX_HARD_AMOUNT_USD = Decimal(1_000_000)
+HARD_AMOUNT_MESSAGE = f"a hard budget's amount_usd is at most {MAX_HARD_AMOUNT_USD}"
 
 
 class WebhookIn(BaseModel):
@@ -60,8 +64,21 @@ class BudgetIn(BaseModel):
     emails: list[Email] = Field(default_factory=list, max_length=20)
     forecast: StrictBool = True
     spike_multiple: Annotated[Decimal, Field(gt=1, le=1000, allow_inf_nan=False)] | None = Decimal(3)
+    hard: StrictBool = Field(
+        default=False, description="calls must reserve (POST /v1/reservations) and are refused past the amount"
+    )
+    on_redis_unavailable: RedisDownPolicy = Field(
+        default="deny",
+        description="a hard budget's answer while its live state is unreachable: deny (fail closed) or allow",
+    )
 
     _thresholds = field_validator("thresholds")(_valid_thresholds)
+
+    @model_validator(mode="after")
+    def _hard_amount(self) -> BudgetIn:
+        if self.hard and self.amount_usd > MAX_HARD_AMOUNT_USD:
+            raise ValueError(HARD_AMOUNT_MESSAGE)
+        return self
 
 
 class BudgetPatch(BaseModel):
@@ -77,6 +94,8 @@ class BudgetPatch(BaseModel):
     forecast: StrictBool | None = None
     spike_multiple: Annotated[Decimal, Field(gt=1, le=1000, allow_inf_nan=False)] | None = None
     spike_disabled: StrictBool = False
+    hard: StrictBool | None = None
+    on_redis_unavailable: RedisDownPolicy | None = None
 
     _thresholds = field_validator("thresholds")(_valid_thresholds)
 
@@ -85,6 +104,15 @@ class WebhookOut(BaseModel):
     webhook_id: str
     url: str
     secret: str | None = None  # only in the answer that created it
+
+
+class BudgetState(BaseModel):
+    """A hard budget's live state in the current period (UTC month), from one atomic read of Redis."""
+
+    period: str = Field(description="YYYY-MM (UTC)")
+    committed_usd: str = Field(description="spend of stored events counted this month")
+    reserved_usd: str = Field(description="open reservations: allowed calls not yet settled, not yet expired")
+    remaining_usd: str = Field(description="amount - committed - reserved (negative when real costs exceeded it)")
 
 
 class BudgetOut(BaseModel):
@@ -97,12 +125,21 @@ class BudgetOut(BaseModel):
     emails: list[str]
     forecast: bool
     spike_multiple: str | None
+    hard: bool
+    on_redis_unavailable: RedisDownPolicy
+    state: BudgetState | None = Field(
+        default=None,
+        description="hard budgets, in GET answers; null for a soft budget, in the answers of POST and PATCH, and "
+        "while Redis is unreachable",
+    )
     revision: int
     created_at: datetime
     updated_at: datetime
 
 
-def public_view(record: BudgetRecord, new_secrets: dict[str, str] | None = None) -> BudgetOut:
+def public_view(
+    record: BudgetRecord, new_secrets: dict[str, str] | None = None, state: BudgetState | None = None
+) -> BudgetOut:
     """What the API shows: never a secret, except those generated or set by the request that answers."""
     shown = new_secrets or {}
     return BudgetOut(
@@ -117,6 +154,9 @@ def public_view(record: BudgetRecord, new_secrets: dict[str, str] | None = None)
         emails=list(record.emails),
         forecast=record.forecast,
         spike_multiple=format(record.spike_multiple, "f") if record.spike_multiple is not None else None,
+        hard=record.hard,
+        on_redis_unavailable=record.on_redis_unavailable,
+        state=state,
         revision=record.revision,
         created_at=record.created_at,
         updated_at=record.updated_at,
@@ -233,6 +273,8 @@ class BudgetBook:
             emails=tuple(body.emails),
             forecast=body.forecast,
             spike_multiple=body.spike_multiple,
+            hard=body.hard,
+            on_redis_unavailable=body.on_redis_unavailable,
             revision=1,
             created_at=now,
             updated_at=now,
@@ -246,7 +288,7 @@ class BudgetBook:
             update["webhooks"], shown = self._webhooks(
                 record.workspace_id, record.budget_id, patch.webhooks, record.webhooks
             )
-        for name in ("name", "amount_usd", "forecast", "spike_multiple"):
+        for name in ("name", "amount_usd", "forecast", "spike_multiple", "hard", "on_redis_unavailable"):
             value = getattr(patch, name)
             if value is not None:
                 update[name] = value

@@ -2,8 +2,10 @@
 
   spendstream budgets create --name NAME --amount USD [--feature F | --customer C] [--threshold PCT ...]
                              [--webhook URL ...] [--email ADDRESS ...] [--no-forecast] [--spike-multiple X]
+                             [--hard [--on-redis-unavailable deny|allow]]
   spendstream budgets list | show ID | alerts ID | delete ID
   spendstream budgets update ID [--amount USD] [--name NAME] [--threshold PCT ...] [--email ...] [--webhook ...]
+                                [--hard | --soft] [--on-redis-unavailable deny|allow]
 
 `--url` (or SPENDSTREAM_ALERTS_URL, default http://127.0.0.1:8083) and `--key` (or SPENDSTREAM_ADMIN_KEY).
 """
@@ -72,12 +74,21 @@ def _create(args: argparse.Namespace) -> int:
         body["scope"] = {"tag": "customer_id", "value": args.customer}
     if args.spike_multiple is not None:
         body["spike_multiple"] = args.spike_multiple
+    if args.hard:
+        body["hard"] = True
+    if args.on_redis_unavailable is not None:
+        body["on_redis_unavailable"] = args.on_redis_unavailable
     return _call(args, "POST", "/v1/budgets", body)
 
 
 def _update(args: argparse.Namespace) -> int:
     body = _channels(args)
-    for name, value in (("name", args.name), ("amount_usd", args.amount)):
+    for name, value in (
+        ("name", args.name),
+        ("amount_usd", args.amount),
+        ("hard", args.hard),
+        ("on_redis_unavailable", args.on_redis_unavailable),
+    ):
         if value is not None:
             body[name] = value
     return _call(args, "PATCH", f"/v1/budgets/{args.budget_id}", body)
@@ -110,6 +121,14 @@ def _channel_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--email", action="append", help="address; repeat for several")
 
 
+def _policy_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--on-redis-unavailable",
+        choices=("deny", "allow"),
+        help="a hard budget's answer while Redis is unreachable (default deny: fail closed)",
+    )
+
+
 def register(subparsers: Any) -> None:
     """Add `budgets` to the spendstream command (see apps/cli: each parser sets `handler`)."""
     budgets = subparsers.add_parser("budgets", help="monthly budgets and their alerts").add_subparsers(
@@ -124,6 +143,8 @@ def register(subparsers: Any) -> None:
     create.add_argument("--customer", help="count only events tagged customer_id=VALUE")
     create.add_argument("--no-forecast", action="store_true", help="no month-end projection alert")
     create.add_argument("--spike-multiple", help="spike when a day exceeds this multiple of the 7-day mean")
+    create.add_argument("--hard", action="store_true", help="calls reserve first and are refused past the amount")
+    _policy_option(create)
     create.set_defaults(handler=_create)
 
     update = budgets.add_parser("update", help="change a budget (raising it re-arms thresholds above spend)")
@@ -132,6 +153,10 @@ def register(subparsers: Any) -> None:
     update.add_argument("budget_id")
     update.add_argument("--name")
     update.add_argument("--amount")
+    hardness = update.add_mutually_exclusive_group()
+    hardness.add_argument("--hard", dest="hard", action="store_const", const=True, help="make it a hard budget")
+    hardness.add_argument("--soft", dest="hard", action="store_const", const=False, help="alerts only, no refusals")
+    _policy_option(update)
     update.set_defaults(handler=_update)
 
     for name, handler, text in (

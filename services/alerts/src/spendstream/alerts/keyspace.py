@@ -55,6 +55,18 @@ class KeySpace:
     def delivery_lock(self, workspace_id: str, alert_id: str, channel: str) -> str:
         return tenant_key(self.prefix, SERVICE, "sending", workspace_id, alert_id, channel)
 
+    def reservation(self, workspace_id: str, reservation_id: str) -> str:
+        """One reservation: its amount and the hard budgets it holds (reservations.py)."""
+        return tenant_key(self.prefix, SERVICE, "reservation", workspace_id, reservation_id)
+
+    def open_reservations(self, workspace_id: str, budget_id: str) -> str:
+        """A hard budget's open reservations: a sorted set of `<id>:<nanos>` scored by expiry (unix ms)."""
+        return tenant_key(self.prefix, SERVICE, "held", workspace_id, budget_id)
+
+    def reserved_total(self, workspace_id: str, budget_id: str) -> str:
+        """The sum of the amounts in open_reservations, kept by the same scripts that change the set."""
+        return tenant_key(self.prefix, SERVICE, "heldsum", workspace_id, budget_id)
+
     def workspace_pattern(self, workspace_id: str) -> str:
         """SCAN pattern of every alerts key of the workspace (and of no other service)."""
         return f"{self.prefix}{SERVICE}:*:{{{_glob_escape(workspace_id)}}}*"

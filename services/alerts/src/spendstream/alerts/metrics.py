@@ -30,3 +30,19 @@ RECONCILE_RAISED = Counter(
     "spendstream_alerts_reconcile_raised_total", "counters lifted to rollup's figure by reconciliation"
 )
 RECONCILE_FAILURES = Counter("spendstream_alerts_reconcile_failures_total", "failed reconciliation calls")
+RESERVATIONS = Counter(
+    "spendstream_alerts_reservations_total",
+    "POST /v1/reservations answers: reserved, denied (a hard budget's amount), no_hard_budget, "
+    "unavailable_denied / unavailable_allowed (Redis unreachable, per the budgets' policy)",
+    ["outcome"],
+)
+RESERVATION_DENIALS = Counter(
+    "spendstream_alerts_reservation_denials_total",
+    "reservations refused: budget_exceeded (402) or budget_state_unavailable (503)",
+    ["reason"],
+)
+RESERVATIONS_RELEASED = Counter(
+    "spendstream_alerts_reservations_released_total",
+    "open reservations released: deleted (DELETE /v1/reservations/{id}) or settled (a usage event carried the id)",
+    ["how"],
+)

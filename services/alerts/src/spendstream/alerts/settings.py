@@ -26,6 +26,10 @@ class AlertsSettings(BaseServiceSettings):
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)
     # Forecast: only once this much of the month has passed, so one busy first morning does not cry wolf.
     forecast_min_days: float = Field(default=3.0, ge=0)
+    # Hard budgets: an unsettled reservation is released after this long (a request may ask for less or, up to
+    # the maximum, more).
+    reservation_ttl_seconds: int = Field(default=600, ge=1)
+    reservation_max_ttl_seconds: int = Field(default=3600, ge=1)
     # Webhooks.
     webhook_allow_private: bool = False  # loopback, private, link-local targets refused unless this is set
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -3,7 +3,8 @@
 Times the steps of the Kafka -> ClickHouse path on 500-event envelopes sealed like ingest seals them (the
 events of bench/events.py): `seal` plus the wire JSON (ingest's side), reading a record as both consumers do
 (envelope JSON, decryption, decoding: `read_record`), encoding a batch for the insert (`encode_batches`), and
-`ClickHouseWriter.insert_new` of a fresh batch into a throwaway chDB directory. Prints the median and p90 of
+`ClickHouseWriter.insert_new` of a fresh batch into a throwaway chDB directory, without and with the
+completeness ledger's rows (rollup/ledger.py). Prints the median and p90 of
 wall and process-CPU time per batch, and the wire size of one envelope (with what Kafka's lz4 makes of it).
 Nothing else is started; no broker is needed.
 """
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import os
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import lz4.frame  # type: ignore[import-untyped]
@@ -25,6 +27,7 @@ from spendstream.common.envelope import BatchEnvelope, open_plaintext, read_reco
 from spendstream.common.events import EncodedBatch, sealed_events
 from spendstream.common.prices import bundled
 from spendstream.rollup.clickhouse import clickhouse_client
+from spendstream.rollup.ledger import Ledger, read_rows
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.writes import ClickHouseWriter, StoredBatch, encode_batches
 
@@ -100,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             warm = [StoredBatch.of("ws_warm", "w", now, events[0])]
             writer.insert_new(warm, writer.encode(warm))
             lines.append(_row("insert_new", *time_sync(runs, lambda i: writer.insert_new([stored[i]], bodies[i]))))
+            # The same fresh batches (another workspace) with the completeness ledger's rows written too.
+            ledgered = [replace(b, workspace_id="ws_ledger") for b in stored]
+            with_ledger = ClickHouseWriter(client, "bench", prices, Ledger(client, "bench"))
+            ledger_bodies = [with_ledger.encode([b]) for b in ledgered]
+            timed = time_sync(runs, lambda i: with_ledger.insert_new([ledgered[i]], ledger_bodies[i]))
+            lines.append(_row("insert_new + ledger", *timed))
+            lines.append(_row("ledger read_rows", *time_sync(runs, lambda i: read_rows([stored[i]], {}))))
     loop.close()
     print(f"per 500-event batch, {runs} runs")
     print("\n".join(lines))

@@ -21,9 +21,9 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from spendstream.alerts.keyspace import ALL
 from spendstream.alerts.spend import CountedRecord
 from spendstream.common.envelope import BatchEnvelope, open_plaintext, read_record, stored_events
-from spendstream.common.records import RejectionRecord
+from spendstream.common.records import IngestTally, RejectionRecord
 from spendstream.common.tenants import KeyRing
-from spendstream.common.topics import INGEST_RAW, INGEST_REJECTED, USAGE_EVENTS, topic_name
+from spendstream.common.topics import INGEST_RAW, INGEST_REJECTED, INGEST_TALLIES, USAGE_EVENTS, topic_name
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.batches import ENVELOPE_MAX_BYTES, BatchAcceptor, PublishFailed
 from spendstream.ingest.dedupe import Deduplicator
@@ -218,15 +218,20 @@ async def test_a_raw_record_the_broker_can_never_hold_is_rejected_and_the_intake
 
 
 class _Broker:
-    """Acknowledges every publish but the `fail_at`-th (counted from 0), which raises `error`."""
+    """Acknowledges every envelope but the `fail_at`-th (counted from 0), which raises `error`; keeps the
+    tallies apart (always acknowledged)."""
 
     def __init__(self, fail_at: int | None = None, error: Exception | None = None) -> None:
         self.records: list[bytes] = []
+        self.tallies: list[IngestTally] = []
         self._fail_at, self._error, self._calls = fail_at, error, 0
 
     async def publish(
         self, message: bytes, topic: str, *, key: bytes | None = None, headers: dict[str, str] | None = None
     ) -> None:
+        if topic.endswith(INGEST_TALLIES.name):
+            self.tallies.append(IngestTally.model_validate_json(message))
+            return
         call, self._calls = self._calls, self._calls + 1
         if call == self._fail_at and self._error is not None:
             raise self._error
@@ -285,6 +290,9 @@ async def test_a_usual_batch_is_one_envelope_and_a_split_batch_is_accepted_whole
         assert (again.accepted, again.duplicates) == (500 - len(kept), len(kept))
         assert all(len(r) <= ENVELOPE_MAX_BYTES for r in [*partial.records, *retry.records])
         assert sorted(kept + await _sealed_ids(retry.records, keys)) == sorted(ids)
+        # One tally per acknowledged envelope, of exactly its events: the ledger counts each event once.
+        tallied = [sum(t.days.values()) for t in [*partial.tallies, *retry.tallies]]
+        assert (len(tallied), sum(tallied)) == (len(partial.records) + len(retry.records), 500)
         assert int(await redis.get(quota) or 0) == 1000
 
         refused = _Broker(fail_at=0, error=MessageSizeTooLargeError())
@@ -346,3 +354,23 @@ class _NoRepeats:
 class _NoLimits:
     async def reserve(self, workspace_id: str, events: int, quota: int, now: datetime) -> object:
         return None
+
+
+async def test_ingest_refuses_to_start_without_the_tallies_topic(iso: Isolation) -> None:
+    name = topic_name(INGEST_TALLIES, iso.prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=iso.stack.kafka)
+    await admin.start()
+    try:
+        await admin.delete_topics([name])
+    finally:
+        await admin.close()
+
+    async def refused() -> str | None:  # a deletion reaches describe_configs a moment later
+        try:
+            async with serving([create_ingest(iso.settings(IngestSettings))]):
+                return None
+        except TopicTooSmall as exc:
+            return str(exc)
+
+    message = await eventually(refused, timeout=30, interval=0.5)
+    assert f"topic {name} cannot be described" in message and "spendstream topics create" in message

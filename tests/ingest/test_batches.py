@@ -17,9 +17,10 @@ from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 from spendstream.common import crypto
 from spendstream.common.envelope import BatchEnvelope, open_plaintext, stored_events
 from spendstream.common.kafka import make_broker, provision_topics
+from spendstream.common.records import IngestTally
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyRing
-from spendstream.common.topics import USAGE_EVENTS, topic_name
+from spendstream.common.topics import INGEST_TALLIES, USAGE_EVENTS, topic_name
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.batches import BatchAcceptor, PublishFailed
 from spendstream.ingest.dedupe import Deduplicator
@@ -154,5 +155,60 @@ async def test_in_memory_failed_publish_marks_nothing_and_gives_the_quota_back(i
             retried = await acceptor.accept("ws_mem", events, "http", quota=10)
         assert (retried.accepted, retried.duplicates) == (2, 0)
         assert int(await redis.get(quota) or 0) == 2
+    finally:
+        await redis.aclose()
+
+
+async def test_in_memory_each_acknowledged_envelope_has_a_tally_of_its_events_per_day(iso: Isolation) -> None:
+    broker = KafkaBroker()
+    tallies: list[IngestTally] = []
+    envelopes: list[BatchEnvelope] = []
+
+    @broker.subscriber(topic_name(INGEST_TALLIES, iso.prefix), ack_policy=AckPolicy.ACK)
+    async def tally_sink(msg: KafkaMessage) -> None:
+        tallies.append(IngestTally.model_validate_json(msg.body))
+
+    @broker.subscriber(topic_name(USAGE_EVENTS, iso.prefix), ack_policy=AckPolicy.ACK)
+    async def sink(msg: KafkaMessage) -> None:
+        envelopes.append(BatchEnvelope.model_validate_json(msg.body))
+
+    redis = aioredis.Redis.from_url(iso.stack.redis)
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    try:
+        async with TestKafkaBroker(broker):
+            acceptor = _acceptor(broker, redis, iso.prefix, _Keys("ws_mem"))
+            events = [usage_event(), usage_event(), usage_event(timestamp=yesterday.isoformat())]
+            await acceptor.accept("ws_mem", [*events, usage_event(prompt="refused")], "http", quota=10)
+            await acceptor.accept("ws_mem", events, "http", quota=10)  # duplicates: no envelope, no tally
+    finally:
+        await redis.aclose()
+    (envelope,) = envelopes
+    (tally,) = tallies
+    assert (tally.workspace_id, tally.batch_id, tally.at) == ("ws_mem", envelope.batch_id, envelope.ingested_at)
+    assert tally.days == {datetime.now(UTC).date(): 2, yesterday.date(): 1}
+
+
+async def test_in_memory_a_tally_that_is_not_acknowledged_leaves_the_batch_unaccepted(iso: Isolation) -> None:
+    broker = KafkaBroker()
+    redis = aioredis.Redis.from_url(iso.stack.redis)
+    tallies = topic_name(INGEST_TALLIES, iso.prefix)
+    try:
+        async with TestKafkaBroker(broker):
+            publish = broker.publish
+
+            async def tallies_down(message: Any, topic: str, **kwargs: Any) -> Any:
+                if topic == tallies:
+                    raise KafkaTimeoutError()
+                return await publish(message, topic, **kwargs)
+
+            acceptor = _acceptor(broker, redis, iso.prefix, _Keys("ws_mem"))
+            events = [usage_event(), usage_event()]
+            with patch.object(broker, "publish", side_effect=tallies_down), pytest.raises(PublishFailed):
+                await acceptor.accept("ws_mem", events, "http", quota=10)
+            quota = f"{iso.prefix}ingest:quota:{{ws_mem}}:{month_key(datetime.now(UTC))}"
+            assert int(await redis.get(quota) or 0) == 0
+            # Not remembered either: the retry sends the events again, with their tally this time.
+            retried = await acceptor.accept("ws_mem", events, "http", quota=10)
+        assert (retried.accepted, retried.duplicates) == (2, 0)
     finally:
         await redis.aclose()

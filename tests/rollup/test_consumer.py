@@ -217,7 +217,9 @@ async def test_rows_record_whether_their_cost_was_reported_computed_or_unknown(i
     )
     sources = {str(source): str(cost) for source, cost in rows}
     assert sources == {"reported": "0.5", "computed": "0.00075", "unknown": "0"}
-    assert body["unknown_models"] == [{"provider": "acme", "model": "acme-large-1", "requests": 1}]
+    assert body["unknown_models"] == [
+        {"provider": "acme", "model": "acme-large-1", "requests": 1, "input_tokens": 1000, "output_tokens": 200}
+    ]
     assert date.fromisoformat(body["watermark"][:10]) == datetime.now(UTC).date()
 
 

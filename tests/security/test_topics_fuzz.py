@@ -25,7 +25,9 @@ from spendstream.common.topics import (
     DELETION_REPORTS,
     DELETION_REQUESTS,
     INGEST_RAW,
+    INGEST_TALLIES,
     LIFECYCLE,
+    ROLLUP_ALERTS,
     USAGE_EVENTS,
     WORKSPACES,
     AnyTopic,
@@ -48,6 +50,8 @@ CONSUMED: tuple[AnyTopic, ...] = (
     WORKSPACES,
     API_KEYS,
     DATA_KEYS,
+    INGEST_TALLIES,
+    ROLLUP_ALERTS,
 )
 # (group suffix, topic): every consumer group of the four services.
 GROUPS: tuple[tuple[str, AnyTopic], ...] = (
@@ -57,6 +61,8 @@ GROUPS: tuple[tuple[str, AnyTopic], ...] = (
     ("spendstream-rollup-erasure", DELETION_COMMANDS),
     ("spendstream-alerts", USAGE_EVENTS),
     ("spendstream-alerts-delivery", ALERTS_FIRED),
+    ("spendstream-rollup-tallies", INGEST_TALLIES),
+    ("spendstream-alerts-delivery-data", ROLLUP_ALERTS),
     ("spendstream-alerts-erasure", DELETION_COMMANDS),
     ("spendstream-retention", DELETION_REPORTS),
 )
@@ -178,6 +184,14 @@ async def test_garbage_on_every_consumed_topic_then_valid_records_are_still_proc
 
         await eventually(lambda: stored(before["read"], 2), timeout=60)
         await eventually(lambda: stored(after["read"], 1), timeout=60)
+
+        # ingest.tallies.v1 after the garbage: the new workspace's event is on its completeness ledger.
+        async def tallied() -> bool:
+            r = await p.client.get("/v1/completeness", headers=auth(after["read"]))
+            assert r.status_code == 200, r.text
+            return [(d["accepted"], d["stored_raw"]) for d in r.json()["days"]] == [(1, 1)]
+
+        await eventually(tallied, timeout=60)
 
         # alerts.budgets.v1 after the garbage: a budget is created, read back and listed.
         r = await p.client.post("/v1/budgets", json={"name": "b", "amount_usd": "10"}, headers=auth(before["admin"]))

@@ -133,10 +133,21 @@ def open_plaintext(envelope: BatchEnvelope, key: bytes) -> bytes:
 class UnreadableRecord(Exception):
     """A record on `usage.events.v1` that cannot be read; `reason` is a content-free code for dead letters."""
 
-    def __init__(self, reason: str, workspace_id: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        workspace_id: str | None = None,
+        batch_id: str | None = None,
+        event_count: int = 0,
+        ingested_at: datetime | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.workspace_id = workspace_id
+        # From the envelope's clear metadata when it parsed: what the completeness ledger counts as dead-lettered.
+        self.batch_id = batch_id
+        self.event_count = event_count
+        self.ingested_at = ingested_at
 
 
 class OpenedRecord(NamedTuple):
@@ -162,6 +173,10 @@ async def read_record(value: bytes | None, keyring: KeyRing) -> OpenedRecord:
     try:
         return OpenedRecord(envelope, *stored_events(open_plaintext(envelope, key)))
     except InvalidTag:
-        raise UnreadableRecord("undecryptable", envelope.workspace_id) from None
+        raise UnreadableRecord("undecryptable", *_coordinates(envelope)) from None
     except ValueError:  # messages of the decoder can quote the plaintext: only the reason code goes on
-        raise UnreadableRecord("invalid_events", envelope.workspace_id) from None
+        raise UnreadableRecord("invalid_events", *_coordinates(envelope)) from None
+
+
+def _coordinates(envelope: BatchEnvelope) -> tuple[str, str, int, datetime]:
+    return envelope.workspace_id, envelope.batch_id, envelope.event_count, envelope.ingested_at

@@ -201,7 +201,7 @@ def subscribe(
 
 def subscribe_batch(
     broker: KafkaBroker,
-    topic: Topic[bytes],
+    topic: AnyTopic,
     *,
     prefix: str,
     group: str,
@@ -210,7 +210,7 @@ def subscribe_batch(
     **options: Any,
 ) -> None:
     """Hand batches of raw records of `topic` to `handler` in consumer group `prefix + group`; the handler
-    parses them itself (within its own bounds, or faster than record by record)."""
+    parses them itself (within its own bounds, or faster than record by record; `topic.record` decodes one)."""
 
     async def on_batch(msg: KafkaMessage) -> None:
         await handler(RawBatch(cast(Sequence[RawRecord], msg.raw_message), msg.consumer))
@@ -297,7 +297,8 @@ class CompactedTable(Generic[V]):
     def values(self) -> list[V]:
         return list(self._values.values())
 
-    async def start(self) -> None:
+    async def start(self, timeout: float = 15.0) -> None:
+        """Replay the topic; returns once caught up (`catch_up(timeout)`)."""
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
         )
@@ -315,7 +316,7 @@ class CompactedTable(Generic[V]):
         self._consumer.assign(self._partitions)
         await self._consumer.seek_to_beginning(*self._partitions)
         self._task = asyncio.create_task(self._run(), name=f"table:{self._topic}")
-        await self.catch_up()
+        await self.catch_up(timeout)
 
     async def stop(self) -> None:
         if self._task is not None:

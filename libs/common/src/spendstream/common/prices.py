@@ -1,8 +1,8 @@
 """Cost from the LiteLLM community price table when an event reports none.
 
 Shared since its second use (rollup stores costs, alerts counts live spend): the table ships here
-(`data/litellm_model_prices.json`); `spendstream prices refresh` writes a newer copy to `<data_dir>/prices/`, which
-then takes precedence for every service (an image's package directory stays read-only).
+(`data/litellm_model_prices.json`) and is version 0 of the price book (pricebook.py), which adds dated versions
+and tenant rates.
 Prices are per token in USD; arithmetic is Decimal so sums stay exact to the nano-dollar.
 
 What a call costs follows LiteLLM's own cost functions over the same table (tests/common/test_prices_oracle.py
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import ItemsView
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -71,6 +72,7 @@ _TIER_KEY_SUFFIXES = ("_ultrafast", "_balanced", "_priority", "_flex", "_fast", 
 _NON_STANDARD = (*_TIER_KEY_SUFFIXES, "_batches")
 _THRESHOLD_PREFIXES = tuple(f"{key}_above_" for key in _RATE_KEYS)
 BATCH = "batch"
+_READ = "cache_read_input_token_cost_above_"  # the thresholds of the standard cache-read rate
 # Where the table files a provider's models, most specific first; "" is the bare name.
 NAMESPACES: dict[str, tuple[str, ...]] = {
     "openai": ("", "openai/"),
@@ -150,16 +152,29 @@ class Price:
     entry: dict[str, Decimal] = field(default_factory=dict, compare=False)
     _base: Rates = field(init=False, repr=False, compare=False)
     _tiers_desc: tuple[tuple[int, Rates], ...] = field(init=False, repr=False, compare=False)
-    # (service tier's key suffix or BATCH, long-context thresholds crossed) -> the call's rates, computed once.
-    _call_rates: dict[tuple[str, int], CallRates] = field(init=False, repr=False, compare=False)
+    # (service tier's key suffix or BATCH, long-context thresholds crossed, and for batch those of the standard
+    # read rate) -> the call's rates, computed once.
+    _call_rates: dict[tuple[str, int, int], CallRates] = field(init=False, repr=False, compare=False)
     _thresholds: dict[str, tuple[tuple[float, str], ...]] = field(init=False, repr=False, compare=False)
+    _flat: CallRates | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Computed once: rollup prices every event without a reported cost (frozen, hence object.__setattr__).
         object.__setattr__(self, "_base", Rates(self.input, self.output, self.cache_read, self.reasoning))
         object.__setattr__(self, "_tiers_desc", tuple(sorted(self.tiers, reverse=True)))
+        if not self.entry:  # a price made by hand: its rates are its record
+            given = {
+                "input_cost_per_token": self.input,
+                "output_cost_per_token": self.output,
+                "cache_read_input_token_cost": self.cache_read,
+                "output_cost_per_reasoning_token": self.reasoning,
+            }
+            self.entry.update({key: rate for key, rate in given.items() if rate is not None})
         object.__setattr__(self, "_call_rates", {})
         object.__setattr__(self, "_thresholds", {})
+        # The usual call (standard tier, a model without long-context tiers) skips every lookup.
+        flat = _tier_rates(self.entry, "", ()) if not _thresholds_of(self.entry, "") else None
+        object.__setattr__(self, "_flat", flat)
 
     def rates(self, input_tokens: int) -> Rates:
         for threshold, tier in self._tiers_desc:
@@ -180,17 +195,9 @@ class Price:
         service_tier: str | None = None,
     ) -> Decimal:
         """Cost of one call to the nano-dollar (exact_cost rounded)."""
-        exact = self.exact_cost(
-            input_tokens,
-            output_tokens,
-            cached,
-            reasoning,
-            tier_input,
-            cache_writes=cache_writes,
-            cache_writes_1h=cache_writes_1h,
-            service_tier=service_tier,
-        )
-        return exact.quantize(NANO)
+        return self._exact(
+            input_tokens, output_tokens, cached, reasoning, cache_writes, cache_writes_1h, service_tier, tier_input
+        ).quantize(NANO)
 
     def exact_cost(
         self,
@@ -209,23 +216,47 @@ class Price:
         `reasoning`.
 
         For a sum of calls pass the size of a typical single call as `tier_input` (tiers are per request)."""
-        r = self.call_rates(input_tokens if tier_input is None else tier_input, service_tier)
-        read = cached if r.reads_apart else 0
-        written = cache_writes if r.writes_apart else 0
-        cost = (input_tokens - read - written) * r.input + read * r.cache_read
-        cost += (written - cache_writes_1h) * r.cache_write + cache_writes_1h * r.cache_write_1h
-        return cost + (output_tokens - reasoning) * r.output + reasoning * r.reasoning
+        return self._exact(
+            input_tokens, output_tokens, cached, reasoning, cache_writes, cache_writes_1h, service_tier, tier_input
+        )
 
     def cost(self, event: TokenCounts) -> Decimal:
-        return self.cost_of(
+        """The cost of an event's call to the nano-dollar."""
+        return self._exact(
             event.input_tokens,
             event.output_tokens,
             event.cached_input_tokens or 0,
             event.reasoning_tokens or 0,
-            cache_writes=event.cache_creation_input_tokens or 0,
-            cache_writes_1h=event.cache_creation_1h_input_tokens or 0,
-            service_tier=event.service_tier,
-        )
+            event.cache_creation_input_tokens or 0,
+            event.cache_creation_1h_input_tokens or 0,
+            event.service_tier,
+            None,
+        ).quantize(NANO)
+
+    def _exact(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cached: int,
+        reasoning: int,
+        writes: int,
+        writes_1h: int,
+        service_tier: str | None,
+        tier_input: int | None,
+    ) -> Decimal:
+        r = self._flat
+        if r is None or service_tier is not None:
+            r = self.call_rates(input_tokens if tier_input is None else tier_input, service_tier)
+        read = cached if r.reads_apart else 0
+        written = writes if r.writes_apart else 0
+        cost = (input_tokens - read - written) * r.input
+        if read:
+            cost += read * r.cache_read
+        if written:
+            cost += (written - writes_1h) * r.cache_write + writes_1h * r.cache_write_1h
+        if reasoning:
+            return cost + (output_tokens - reasoning) * r.output + reasoning * r.reasoning
+        return cost + output_tokens * r.output
 
     def call_rates(self, input_tokens: int, service_tier: str | None = None) -> CallRates:
         """The rates of one call of `input_tokens` (cache reads and writes included) on `service_tier`."""
@@ -234,12 +265,19 @@ class Price:
         if thresholds is None:
             thresholds = self._thresholds.setdefault(kind, _thresholds_of(self.entry, kind))
         crossed = sum(1 for t, _ in thresholds if input_tokens > t)
-        if kind == BATCH:
-            # The standard read rate batch pricing may fall back to has thresholds of its own: not memoised.
-            return _batch_rates(self.entry, thresholds[:crossed], input_tokens)
-        found = self._call_rates.get((kind, crossed))
+        reads = 0
+        if kind == BATCH:  # the standard read rate batch pricing may fall back to has thresholds of its own
+            read_thresholds = self._thresholds.get(_READ)
+            if read_thresholds is None:
+                read_thresholds = self._thresholds.setdefault(_READ, _thresholds_of(self.entry, _READ))
+            reads = sum(1 for t, _ in read_thresholds if input_tokens > t)
+        found = self._call_rates.get((kind, crossed, reads))
         if found is None:
-            found = self._call_rates.setdefault((kind, crossed), _tier_rates(self.entry, kind, thresholds[:crossed]))
+            if kind == BATCH:
+                made = _batch_rates(self.entry, thresholds[:crossed], self._thresholds[_READ][:reads])
+            else:
+                made = _tier_rates(self.entry, kind, thresholds[:crossed])
+            found = self._call_rates.setdefault((kind, crossed, reads), made)
         return found
 
 
@@ -293,9 +331,12 @@ def _threshold(key: str) -> tuple[float, str]:
 def _thresholds_of(entry: dict[str, Decimal], kind: str) -> tuple[tuple[float, str], ...]:
     """The long-context thresholds of a record that a call of `kind` (a tier's key suffix, "" or BATCH) may
     cross, ascending: those of the standard rates and the tier's own (LiteLLM's _get_token_base_cost); for
-    batch, those of the `*_batches` rates (its get_batch_cost_rates)."""
+    batch, those of the `*_batches` rates (its get_batch_cost_rates); for _READ, those of the standard cache-read
+    rate (its get_modality_token_cost_key)."""
     if kind == BATCH:
         keys = [k for k in entry if k.endswith("_tokens_batches") and k.startswith(_THRESHOLD_PREFIXES)]
+    elif kind == _READ:
+        keys = [k for k in entry if k.startswith(_READ) and k.endswith("_tokens")]
     else:
         keys = [
             k
@@ -363,23 +404,18 @@ def _batch_rate(entry: dict[str, Decimal], key: str, crossed: tuple[tuple[float,
     return entry.get(f"{key}_batches")
 
 
-def _standard_cache_read(entry: dict[str, Decimal], input_tokens: int) -> Decimal | None:
-    """The standard cache-read rate of the highest threshold `input_tokens` crosses (LiteLLM's
-    get_modality_token_cost_key), else the base one, else None."""
-    prefix = "cache_read_input_token_cost_above_"
-    best: tuple[float, str] | None = None
-    for key in entry:
-        if key.startswith(prefix) and key.endswith("_tokens"):
-            try:
-                threshold = _threshold(key)[0]
-            except ValueError:
-                continue
-            if input_tokens > threshold and (best is None or threshold > best[0]):
-                best = (threshold, key)
-    return entry[best[1]] if best is not None else entry.get("cache_read_input_token_cost")
+def _standard_cache_read(entry: dict[str, Decimal], crossed: tuple[tuple[float, str], ...]) -> Decimal | None:
+    """The standard cache-read rate of the highest `crossed` threshold (LiteLLM's get_modality_token_cost_key),
+    else the base one, else None."""
+    for _, text in reversed(crossed):
+        if f"{_READ}{text}_tokens" in entry:
+            return entry[f"{_READ}{text}_tokens"]
+    return entry.get("cache_read_input_token_cost")
 
 
-def _batch_rates(entry: dict[str, Decimal], crossed: tuple[tuple[float, str], ...], input_tokens: int) -> CallRates:
+def _batch_rates(
+    entry: dict[str, Decimal], crossed: tuple[tuple[float, str], ...], reads_crossed: tuple[tuple[float, str], ...]
+) -> CallRates:
     """The rates of a batch-API call, as LiteLLM's batch_cost_calculator bills it: reasoning as output; with a
     `*_batches` input rate, reads and writes at their batch rates (reads at the standard read rate, writes at the
     batch input rate without one; either billed as input when the table has no rate for it); without one, half
@@ -394,7 +430,7 @@ def _batch_rates(entry: dict[str, Decimal], crossed: tuple[tuple[float, str], ..
         write = entry.get("cache_creation_input_token_cost", standard)
         return CallRates(standard * half, output, read * half, write * half, write * half, output)
     batch_read = _batch_rate(entry, "cache_read_input_token_cost", crossed)
-    read_rate = _standard_cache_read(entry, input_tokens) if batch_read is None else batch_read
+    read_rate = _standard_cache_read(entry, reads_crossed) if batch_read is None else batch_read
     batch_write = _batch_rate(entry, "cache_creation_input_token_cost", crossed)
     hour = _batch_rate(entry, _HOUR_WRITE, crossed)
     write_rate = inp if batch_write is None else batch_write
@@ -498,18 +534,11 @@ class PriceTable:
     def get(self, key: str) -> Price | None:
         return self._prices.get(key.lower())
 
-
-def local_path(data_dir: Path) -> Path:
-    """Where `spendstream prices refresh` writes by default and where services look first."""
-    return data_dir / "prices" / BUNDLED
+    def items(self) -> ItemsView[str, Price]:
+        """Every priced table key (lower case) and its price."""
+        return self._prices.items()
 
 
 @lru_cache(maxsize=1)
 def bundled() -> PriceTable:
     return PriceTable.load()
-
-
-def load(data_dir: Path) -> PriceTable:
-    """The refreshed table under data_dir when there is one, else the bundled copy."""
-    path = local_path(data_dir)
-    return PriceTable.load(path) if path.exists() else bundled()

@@ -6,14 +6,15 @@ and fired alerts. The erasure saga's records live in `erasure.py`; sealed usage 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 KeyScope = Literal["ingest", "read", "admin"]
 AlertKind = Literal["threshold", "forecast", "spike"]
+DataAlertKind = Literal["completeness_gap", "unpriced_model"]
 ScopeTag = Literal["feature", "customer_id"]
 
 
@@ -124,4 +125,39 @@ class FiredAlert(BaseModel):
     spend_usd: str
     projected_usd: str | None = None  # forecast: month-end projection
     trailing_mean_usd: str | None = None  # spike: mean daily spend of the 7 days before
+    fired_at: datetime
+
+
+class IngestTally(BaseModel):
+    """What ingest accepted in one envelope of `usage.events.v1`: its batch id and its events per UTC day of
+    their timestamps. Counts only, no content; the completeness ledger's "accepted" (rollup/ledger.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workspace_id: str
+    batch_id: str
+    # UTC day of the events' timestamps -> events of the envelope on that day (a day a ClickHouse Date holds).
+    days: dict[Annotated[date, Field(ge=date(1970, 1, 1), le=date(2149, 6, 6))], Annotated[int, Field(ge=1, le=10**9)]]
+    at: datetime
+
+
+class DataAlert(BaseModel):
+    """A finding about a workspace's data that rollup raises and alerts delivers to the workspace's budget
+    channels: a completeness gap that outlived the repair interval, or a model the price table cannot price.
+
+    Ids and numbers only (a model name is the provider's public name). `alert_id` is stable per finding (per
+    workspace, day, stage and gap; per workspace and model), so a re-publish is recognised as the same alert."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alert_id: str
+    workspace_id: str
+    kind: DataAlertKind
+    day: str | None = None  # completeness_gap: the UTC day (YYYY-MM-DD)
+    stage: str | None = None  # completeness_gap: topic, raw or rollup (rollup/ledger.py)
+    gap_events: int | None = None  # completeness_gap: events missing at that stage
+    provider: str | None = None  # unpriced_model
+    model: str | None = None  # unpriced_model
+    events: int | None = None  # unpriced_model: its events so far
+    tokens: int | None = None  # unpriced_model: their input and output tokens
     fired_at: datetime

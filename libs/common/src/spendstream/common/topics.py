@@ -15,11 +15,14 @@ from pydantic import BaseModel
 
 from spendstream.common.crypto import DataKeyCodec
 from spendstream.common.erasure import DeletionCommand, DeletionReport, DeletionRequest, LifecycleEvent, Receipt
+from spendstream.common.pricebook import PriceVersionCodec, TenantRate
 from spendstream.common.records import (
     ApiKeyRecord,
     BudgetRecord,
+    DataAlert,
     DeadLetter,
     FiredAlert,
+    IngestTally,
     RejectionRecord,
     WorkspaceRecord,
 )
@@ -266,6 +269,55 @@ AUDIT = Topic(
     retention_ms=None,
     cleanup="compact",
 )
+# What ingest accepted, per envelope (the completeness ledger, rollup/ledger.py): published after the envelope's
+# ack and before the answer, so each acknowledged envelope has its tally (see ingest/batches.py); counts only.
+INGEST_TALLIES = Topic(
+    "ingest.tallies.v1",
+    "ingest",
+    ("rollup",),
+    Json(IngestTally),
+    "workspace_id",
+    partitions=6,
+    retention_ms=7 * DAY_MS,
+    cleanup="delete",
+)
+# Findings about a workspace's data (a completeness gap, an unpriced model) that alerts delivers to the
+# workspace's budget channels; ids and numbers only.
+ROLLUP_ALERTS = Topic(
+    "rollup.alerts.v1",
+    "rollup",
+    ("alerts",),
+    Json(DataAlert),
+    "workspace_id",
+    partitions=1,
+    retention_ms=30 * DAY_MS,
+    cleanup="delete",
+)
+# The largest price table a version may carry (LiteLLM's is ~3 MB): under the producer's max_request_size
+# (kafka.make_broker), which aiokafka checks before compression.
+PRICE_TABLE_MAX_BYTES = 7 * 1024 * 1024
+PRICE_VERSIONS = Topic(
+    "pricing.versions.v1",
+    "rollup (scheduled refresh, approvals) / spendstream prices",
+    ("rollup", "alerts"),
+    PriceVersionCodec(),  # pricebook.VersionRecord: metadata JSON, a newline, the LiteLLM table's JSON
+    "version_id (<effective day>.<digest prefix>)",
+    partitions=1,
+    retention_ms=None,
+    cleanup="compact",
+    # The broker checks the compressed batch (~300 KB for LiteLLM's table under LZ4); room for an uncompressed one.
+    extra={"max.message.bytes": str(PRICE_TABLE_MAX_BYTES + 1024 * 1024)},
+)
+PRICE_RATES = Topic(
+    "pricing.rates.v1",
+    "rollup (admin API) / spendstream prices rates",
+    ("rollup", "alerts"),
+    Json(TenantRate),
+    "<workspace_id>/<rate_id> (pricebook.rate_key); a tombstone deletes the rate",
+    partitions=1,
+    retention_ms=None,
+    cleanup="compact",
+)
 
 ALL_TOPICS: tuple[AnyTopic, ...] = (
     USAGE_EVENTS,
@@ -282,6 +334,10 @@ ALL_TOPICS: tuple[AnyTopic, ...] = (
     DELETION_COMMANDS,
     DELETION_REPORTS,
     AUDIT,
+    INGEST_TALLIES,
+    ROLLUP_ALERTS,
+    PRICE_VERSIONS,
+    PRICE_RATES,
 )
 
 

@@ -5,8 +5,10 @@
 | usage.events.v1 (group spendstream-alerts, batches, NACK_ON_ERROR) | Redis: spend counters, fired markers      |
 | alerts.budgets.v1 (replayed table; written by the API)          | alerts.fired.v1 (one record per alert)       |
 | alerts.fired.v1 (group spendstream-alerts-delivery, NACK_ON_ERROR) | webhooks, e-mail; Redis: delivery log (30 d) |
+| rollup.alerts.v1 (group spendstream-alerts-delivery-data)       | the workspace's budget channels (data alerts)|
 | retention.commands.v1 (group spendstream-alerts-erasure)        | retention.reports.v1                         |
 | ingest.apikeys.v1, ingest.datakeys.v1 (replayed tables)         |                                              |
+| pricing.versions.v1, pricing.rates.v1 (replayed: the price book) |                                              |
 | /v1/budgets (admin key)                                         |                                              |
 | every `sweep_interval_seconds`, or when a budget changes: sweep.py                                             |
 """
@@ -38,11 +40,11 @@ from spendstream.alerts.webhooks import WebhookSender
 from spendstream.common.erasure_owner import serve_erasure
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import RawBatch, Received, make_broker, subscribe, subscribe_batch
-from spendstream.common.prices import load as load_prices
-from spendstream.common.records import FiredAlert
+from spendstream.common.price_replica import ReplayedPriceBook
+from spendstream.common.records import DataAlert, FiredAlert
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
-from spendstream.common.topics import ALERTS_FIRED, USAGE_EVENTS
+from spendstream.common.topics import ALERTS_FIRED, ROLLUP_ALERTS, USAGE_EVENTS
 
 
 def _utcnow() -> datetime:
@@ -60,10 +62,9 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
 
     changes = ChangedBudgets()
     book = BudgetBook(settings, broker, on_change=changes)
-    # The same table rollup prices with (a refreshed copy under data_dir first), so both agree on computed costs.
-    counter = SpendCounter(
-        RedisSpendStore(redis), keys, load_prices(settings.data_dir), settings.counted_offsets_ttl_days * 86400
-    )
+    # The book rollup prices with (replayed from the same topics), so both agree on computed costs.
+    pricing = ReplayedPriceBook(settings)
+    counter = SpendCounter(RedisSpendStore(redis), keys, pricing.book, settings.counted_offsets_ttl_days * 86400)
     evaluator = Evaluator(
         RedisMarkerStore(redis),
         keys,
@@ -118,6 +119,20 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
         max_poll_interval_ms=900_000,
         max_workers=ALERTS_FIRED.partitions,
     )
+
+    async def on_data_alert(alert: Received[DataAlert]) -> None:
+        await dispatcher.handle_data(alert.value)
+
+    subscribe(
+        broker,
+        ROLLUP_ALERTS,
+        prefix=prefix,
+        group=f"{settings.delivery_group_id}-data",
+        handler=on_data_alert,
+        # The record is the outbox, as for fired alerts: committed once every channel reached a final state.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_poll_interval_ms=900_000,
+    )
     serve_erasure(broker, eraser, prefix)
 
     router = build_router(
@@ -129,8 +144,10 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
         forget=eraser.forget,
     )
     service = Service("alerts", routers=[router])
-    service.on_start(api_keys.table.start, keyring.table.start, broker.start, book.table.start)
+    service.on_start(api_keys.table.start, keyring.table.start, pricing.start, broker.start, book.table.start)
     # The sweep is a safety net; it must outlive a Redis or Kafka blip (a failed round is logged, the next runs).
     service.every("alerts:sweep", settings.sweep_interval_seconds, sweep.run_once, wake=changes.wake)
-    service.on_stop(broker.stop, book.table.stop, keyring.table.stop, api_keys.table.stop, http.aclose, redis.aclose)
+    service.on_stop(
+        broker.stop, book.table.stop, pricing.stop, keyring.table.stop, api_keys.table.stop, http.aclose, redis.aclose
+    )
     return service

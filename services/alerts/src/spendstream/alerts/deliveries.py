@@ -20,18 +20,20 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 
 import redis.asyncio as aioredis
 
 from spendstream.alerts import metrics
 from spendstream.alerts.budgets import BudgetBook
-from spendstream.alerts.delivery_log import FINAL, ChannelState, DeliveryLog
+from spendstream.alerts.delivery_log import FINAL, ChannelState, DeliveryLog, LoggedAlert
 from spendstream.alerts.keyspace import KeySpace
 from spendstream.alerts.mail import MailSender
 from spendstream.alerts.settings import AlertsSettings
 from spendstream.alerts.webhooks import Failed, Refused, WebhookSender
-from spendstream.common.records import BudgetRecord, FiredAlert
+from spendstream.common.records import BudgetRecord, DataAlert, FiredAlert
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,44 @@ def subject(alert: FiredAlert, budget: BudgetRecord) -> str:
     if alert.kind == "forecast":
         return f"[spendstream] {budget.name}: projected to exceed the {alert.period} budget"
     return f"[spendstream] {budget.name}: spend spike on {alert.period}"
+
+
+def data_subject(alert: DataAlert) -> str:
+    if alert.kind == "completeness_gap":
+        return f"[spendstream] completeness: {alert.gap_events} events differ at the {alert.stage} stage on {alert.day}"
+    return f"[spendstream] no price for {alert.provider}/{alert.model} ({alert.events} events)"
+
+
+@dataclass(frozen=True, slots=True)
+class AddressedDataAlert:
+    """A data alert on its way to one budget's channels, logged with that budget's alerts."""
+
+    alert: DataAlert
+    budget_id: str
+
+    @property
+    def workspace_id(self) -> str:
+        return self.alert.workspace_id
+
+    @property
+    def alert_id(self) -> str:
+        return self.alert.alert_id
+
+    @property
+    def kind(self) -> str:
+        return self.alert.kind
+
+    @property
+    def period(self) -> str:
+        return self.alert.day or ""
+
+    @property
+    def threshold_pct(self) -> int | None:
+        return None
+
+    @property
+    def fired_at(self) -> datetime:
+        return self.alert.fired_at
 
 
 class Dispatcher:
@@ -104,6 +144,40 @@ class Dispatcher:
             jobs.append(self._deliver(alert, self.mail_channel(address), "email", send_mail))
         await asyncio.gather(*jobs)
 
+    async def handle_data(self, alert: DataAlert) -> None:
+        """Deliver a data alert (rollup.alerts.v1) to every channel of the workspace's budgets, each channel
+        (webhook URL, e-mail address) once; returns once every one is delivered or dead-lettered."""
+        budgets = self._book.of_workspace(alert.workspace_id)
+        if not budgets:  # or the budget table has not replayed them yet
+            await self._book.table.catch_up()
+            budgets = self._book.of_workspace(alert.workspace_id)
+        if not budgets:
+            # No budget, so no channel: the alert stays on the topic and in rollup's metric and log.
+            metrics.DELIVERIES.labels("none", "no_channel").inc()
+            return
+        body = json.dumps(alert.model_dump(mode="json"), separators=(",", ":")).encode()
+        text = json.dumps(alert.model_dump(mode="json"), indent=2)
+        urls: set[str] = set()
+        addresses: set[str] = set()
+        jobs: list[Awaitable[None]] = []
+        for budget in budgets:
+            addressed = AddressedDataAlert(alert, budget.budget_id)
+            await self._log.open(addressed)
+            for hook in budget.webhooks:
+                if hook.url in urls:
+                    continue
+                urls.add(hook.url)
+                secret = self._book.box.open(budget, hook)
+                send_hook = partial(self._webhooks.send, hook.url, secret, alert.alert_id, body)
+                jobs.append(self._deliver(addressed, hook.webhook_id, "webhook", send_hook))
+            for address in budget.emails:
+                if address.lower() in addresses:
+                    continue
+                addresses.add(address.lower())
+                send_mail = partial(self._mail.send, address, data_subject(alert), text, alert.alert_id)
+                jobs.append(self._deliver(addressed, self.mail_channel(address), "email", send_mail))
+        await asyncio.gather(*jobs)
+
     def _backoff(self, attempt: int) -> float:
         """Exponential with full jitter: spreads retries of many alerts to one receiver that came back."""
         ceiling = min(
@@ -111,7 +185,9 @@ class Dispatcher:
         )
         return random.uniform(ceiling / 2, ceiling)
 
-    async def _deliver(self, alert: FiredAlert, channel: str, kind: str, send: Callable[[], Awaitable[object]]) -> None:
+    async def _deliver(
+        self, alert: LoggedAlert, channel: str, kind: str, send: Callable[[], Awaitable[object]]
+    ) -> None:
         lock = self._keys.delivery_lock(alert.workspace_id, alert.alert_id, channel)
         lock_seconds = int(self._settings.webhook_timeout_seconds + self._settings.delivery_backoff_max_seconds + 30)
         if not await self._redis.set(lock, b"1", nx=True, ex=lock_seconds):
@@ -143,7 +219,7 @@ class Dispatcher:
             await self._redis.delete(lock)
 
     async def _final(
-        self, alert: FiredAlert, channel: str, kind: str, status: str, attempts: int, code: str | None
+        self, alert: LoggedAlert, channel: str, kind: str, status: str, attempts: int, code: str | None
     ) -> None:
         await self._log.record(
             alert,

@@ -12,15 +12,34 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 import redis.asyncio as aioredis
 
 from spendstream.alerts.keyspace import KeySpace
-from spendstream.common.records import FiredAlert
 
 Status = Literal["pending", "retrying", "delivered", "dead_lettered"]
 FINAL: tuple[Status, ...] = ("delivered", "dead_lettered")
+
+
+class LoggedAlert(Protocol):
+    """What the log needs of an alert: a budget's FiredAlert, or a data alert addressed to a budget's channels."""
+
+    @property
+    def workspace_id(self) -> str: ...
+    @property
+    def budget_id(self) -> str: ...
+    @property
+    def alert_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def period(self) -> str: ...
+    @property
+    def threshold_pct(self) -> int | None: ...
+    @property
+    def fired_at(self) -> datetime: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +56,7 @@ class DeliveryLog:
         self._keys = keys
         self._keep = keep_days * 24 * 3600
 
-    async def open(self, alert: FiredAlert) -> None:
+    async def open(self, alert: LoggedAlert) -> None:
         key = self._keys.delivery_log(alert.workspace_id, alert.budget_id, alert.alert_id)
         index = self._keys.delivery_index(alert.workspace_id, alert.budget_id)
         summary = {
@@ -54,7 +73,7 @@ class DeliveryLog:
             pipe.expire(index, self._keep)
             await pipe.execute()
 
-    async def state(self, alert: FiredAlert, channel: str) -> ChannelState | None:
+    async def state(self, alert: LoggedAlert, channel: str) -> ChannelState | None:
         raw = await self._redis.hget(
             self._keys.delivery_log(alert.workspace_id, alert.budget_id, alert.alert_id), channel
         )
@@ -63,7 +82,7 @@ class DeliveryLog:
         doc = json.loads(raw)
         return ChannelState(doc["status"], doc["attempts"], doc.get("code"), doc["updated_at"])
 
-    async def record(self, alert: FiredAlert, channel: str, state: ChannelState) -> None:
+    async def record(self, alert: LoggedAlert, channel: str, state: ChannelState) -> None:
         key = self._keys.delivery_log(alert.workspace_id, alert.budget_id, alert.alert_id)
         doc = {"status": state.status, "attempts": state.attempts, "code": state.code, "updated_at": state.updated_at}
         async with self._redis.pipeline(transaction=True) as pipe:

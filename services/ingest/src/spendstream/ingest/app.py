@@ -2,6 +2,7 @@
 
 in                                                     -> out
 POST /v1/events (ingest key)                           -> usage.events.v1 (encrypted envelope)
+POST /v1/traces (OTLP/HTTP, ingest key)                -> usage.events.v1 (one event per GenAI span)
 ingest.raw.v1 (group spendstream-ingest-raw)           -> usage.events.v1, ingest.rejected.v1
 /v1/admin/* (admin key)                              -> ingest.{apikeys,datakeys,workspaces}.v1, retention.lifecycle.v1
 retention.commands.v1 (group spendstream-ingest-erasure) -> tombstones, retention.reports.v1
@@ -30,6 +31,7 @@ from spendstream.ingest.dedupe import Deduplicator
 from spendstream.ingest.erasure import Eraser
 from spendstream.ingest.intake import RawIntake
 from spendstream.ingest.limits import Limiter
+from spendstream.ingest.otlp_api import build_otlp_router
 from spendstream.ingest.redis_client import redis_client
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.topic_room import check_topic_room
@@ -98,8 +100,10 @@ def create_service(settings: IngestSettings) -> Service:
         workspaces,
         rotation_interval=timedelta(seconds=settings.data_key_rotation_interval_seconds),
     )
+    ingest_key = require(keys, workspaces, "ingest")
     routers = [
-        build_router(settings, acceptor, workspaces, require(keys, workspaces, "ingest")),
+        build_router(settings, acceptor, workspaces, ingest_key),
+        build_otlp_router(settings, acceptor, workspaces, ingest_key),
         build_admin_router(admin, require(keys, workspaces, "admin", allow_cancelled=True)),
     ]
     service = Service("ingest", routers=routers)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import uuid_utils
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
@@ -20,8 +21,9 @@ from opentelemetry.trace import SpanKind
 from spendstream.common import tracing
 from spendstream.common.envelope import seal
 from spendstream.common.events import EncodedBatch, Rejection, SealedEvent, encode, validate_events
+from spendstream.common.records import IngestTally
 from spendstream.common.tenants import KeyRing, KeyUnavailable
-from spendstream.common.topics import USAGE_EVENTS, topic_name
+from spendstream.common.topics import INGEST_TALLIES, USAGE_EVENTS, topic_name
 from spendstream.ingest import fastpath, metrics
 from spendstream.ingest.dedupe import Deduplicator
 from spendstream.ingest.fastpath import CheckedBatch
@@ -95,6 +97,7 @@ class BatchAcceptor:
         self._dedupe = dedupe
         self._limiter = limiter
         self._topic = topic_name(USAGE_EVENTS, topic_prefix)
+        self._tallies = topic_name(INGEST_TALLIES, topic_prefix)
         self._max_age = max_age
         self._publish_timeout = publish_timeout
 
@@ -192,47 +195,68 @@ class BatchAcceptor:
             # The publish span's own context travels on: in the envelope and in the record's headers.
             sent_traceparent = tracing.current_traceparent() or traceparent
 
-            def sealed(part: list[SealedEvent]) -> bytes:
+            def sealed(part: list[SealedEvent]) -> _Sealed:
+                batch_id = str(uuid_utils.uuid7())
                 envelope = seal(
                     EncodedBatch(encode(part), len(part)),
                     workspace_id=workspace_id,
-                    batch_id=str(uuid_utils.uuid7()),
+                    batch_id=batch_id,
                     key=key,
                     key_version=version,
                     ingested_at=now,
                     traceparent=sent_traceparent,
                 )
-                return envelope.model_dump_json().encode()
+                return _Sealed(envelope.model_dump_json().encode(), batch_id)
 
-            record = sealed(events)
+            whole = sealed(events)
             headers = {"traceparent": sent_traceparent} if sent_traceparent else None
             # Keyed by workspace: a workspace's envelopes stay ordered on one partition.
             key_bytes = workspace_id.encode()
             started = time.perf_counter()
-            if len(record) <= ENVELOPE_MAX_BYTES:  # the usual batch: one envelope
+            if len(whole.record) <= ENVELOPE_MAX_BYTES:  # the usual batch: one envelope
                 try:
                     await asyncio.wait_for(
-                        self._broker.publish(record, self._topic, key=key_bytes, headers=headers),
+                        self._broker.publish(whole.record, self._topic, key=key_bytes, headers=headers),
                         timeout=self._publish_timeout,
                     )
+                    await self._tally(workspace_id, whole.batch_id, events, now)
                 except Exception as exc:  # any failure to get the broker's ack means "not accepted"
                     raise PublishFailed(type(exc).__name__, permanent=isinstance(exc, _PERMANENT)) from exc
             else:
-                await self._publish_parts(_parts(events, record, sealed), key_bytes, headers)
+                await self._publish_parts(workspace_id, _parts(events, whole, sealed), key_bytes, headers, now)
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_EVENTS.observe(count)
 
-    async def _publish_parts(
-        self, parts: list[tuple[bytes, list[SealedEvent]]], key: bytes, headers: dict[str, str] | None
-    ) -> None:
-        # Side by side: the producer keeps them in order on the partition, and their acknowledgements overlap.
-        outcomes = await asyncio.gather(
-            *(
-                asyncio.wait_for(self._broker.publish(r, self._topic, key=key, headers=headers), self._publish_timeout)
-                for r, _ in parts
-            ),
-            return_exceptions=True,
+    async def _tally(self, workspace_id: str, batch_id: str, events: list[SealedEvent], now: datetime) -> None:
+        """Publish what one acknowledged envelope holds, per UTC day, for the completeness ledger.
+
+        After the envelope's ack and before the answer: an envelope without its tally (this publish failed) was
+        not accepted (the caller answers 503), and the retry's envelope brings its own tally; a tally is never
+        published for an envelope the broker did not take. An event both in an untallied envelope and in a
+        retried one is counted once on the ledger, which reads each event's carriers (rollup/ledger.py)."""
+        days = Counter(e.timestamp.astimezone(UTC).date() for e in events)
+        tally = IngestTally(workspace_id=workspace_id, batch_id=batch_id, days=dict(days), at=now)
+        await asyncio.wait_for(
+            self._broker.publish(tally.model_dump_json().encode(), self._tallies, key=workspace_id.encode()),
+            timeout=self._publish_timeout,
         )
+
+    async def _publish_parts(
+        self,
+        workspace_id: str,
+        parts: list[tuple[_Sealed, list[SealedEvent]]],
+        key: bytes,
+        headers: dict[str, str] | None,
+        now: datetime,
+    ) -> None:
+        async def one(sealed: _Sealed, part: list[SealedEvent]) -> None:
+            await asyncio.wait_for(
+                self._broker.publish(sealed.record, self._topic, key=key, headers=headers), self._publish_timeout
+            )
+            await self._tally(workspace_id, sealed.batch_id, part, now)
+
+        # Side by side: the producer keeps them in order on the partition, and their acknowledgements overlap.
+        outcomes = await asyncio.gather(*(one(s, part) for s, part in parts), return_exceptions=True)
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         if failed:
             acknowledged = [
@@ -248,16 +272,21 @@ class BatchAcceptor:
             ) from failed[0]
 
 
+class _Sealed(NamedTuple):
+    record: bytes
+    batch_id: str
+
+
 def _parts(
-    events: list[SealedEvent], record: bytes, sealed: Callable[[list[SealedEvent]], bytes]
-) -> list[tuple[bytes, list[SealedEvent]]]:
+    events: list[SealedEvent], whole: _Sealed, sealed: Callable[[list[SealedEvent]], _Sealed]
+) -> list[tuple[_Sealed, list[SealedEvent]]]:
     """The events in consecutive parts, each sealed as an envelope of at most ENVELOPE_MAX_BYTES, with the
-    events it holds; `record` is all of them sealed as one. One event always fits: its fields are bounded."""
-    if len(record) <= ENVELOPE_MAX_BYTES or len(events) == 1:
-        return [(record, events)]
-    count = -(-len(record) // ENVELOPE_MAX_BYTES)
+    events it holds; `whole` is all of them sealed as one. One event always fits: its fields are bounded."""
+    if len(whole.record) <= ENVELOPE_MAX_BYTES or len(events) == 1:
+        return [(whole, events)]
+    count = -(-len(whole.record) // ENVELOPE_MAX_BYTES)
     size = -(-len(events) // count)
-    parts: list[tuple[bytes, list[SealedEvent]]] = []
+    parts: list[tuple[_Sealed, list[SealedEvent]]] = []
     for start in range(0, len(events), size):
         part = events[start : start + size]
         # Events differ in size, so an even share of them may still be too large: that share is split again.

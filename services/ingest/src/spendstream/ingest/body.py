@@ -20,9 +20,17 @@ class BodyError(Exception):
 
 async def read_body(request: Request, max_bytes: int, max_inflated: int) -> bytes:
     """The request's JSON bytes, inflated, within the size caps; not parsed yet (the fast path reads bytes)."""
+    _, raw = await read_bounded(request, max_bytes, max_inflated, ("application/json",))
+    return raw
+
+
+async def read_bounded(
+    request: Request, max_bytes: int, max_inflated: int, media_types: tuple[str, ...]
+) -> tuple[str, bytes]:
+    """The request's media type (one of `media_types`) and its bytes, inflated, within the size caps."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise BodyError(415, "unsupported_media_type", "send Content-Type: application/json")
+    if media_type not in media_types:
+        raise BodyError(415, "unsupported_media_type", f"send Content-Type: {' or '.join(media_types)}")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise BodyError(413, "payload_too_large", f"request bodies are at most {max_bytes} bytes")
@@ -39,7 +47,7 @@ async def read_body(request: Request, max_bytes: int, max_inflated: int) -> byte
         raw = _gunzip(raw, max_inflated)
     elif encoding not in ("identity", ""):
         raise BodyError(415, "unsupported_encoding", "Content-Encoding may be gzip or identity")
-    return raw
+    return media_type, raw
 
 
 def parse_batch(raw: bytes) -> list[Any]:

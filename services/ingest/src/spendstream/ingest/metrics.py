@@ -16,6 +16,11 @@ PUBLISH_SECONDS = Histogram(
 BATCH_EVENTS = Histogram(
     "spendstream_ingest_batch_events", "Events per published batch", buckets=(1, 10, 50, 100, 250, 500)
 )
+OTLP_SPANS = Counter(
+    "spendstream_ingest_otlp_spans_total",
+    "Spans received on /v1/traces, by outcome (accepted, duplicate, refused, ignored: not a GenAI usage record)",
+    ["outcome"],
+)
 LIMITED = Counter("spendstream_ingest_limited_total", "Requests refused by a limit, by reason code", ["code"])
 LIMITER_UNAVAILABLE = Counter(
     "spendstream_ingest_limiter_unavailable_total", "Limit checks done without Redis (failed open), by limit", ["limit"]

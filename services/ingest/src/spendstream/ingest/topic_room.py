@@ -2,7 +2,9 @@
 
 ingest splits a sealed batch into envelopes of at most ENVELOPE_MAX_BYTES (batches.py), which Kafka's default
 limit holds. A topic or broker configured with a smaller `max.message.bytes` would refuse some batches the README
-allows, for good: ingest refuses to start against it instead, naming the setting to change.
+allows, for good: ingest refuses to start against it instead, naming the setting to change. The same goes for a
+missing `ingest.tallies.v1` (an installation upgraded without `spendstream topics create`): every batch would be
+refused for want of its tally (batches.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from spendstream.common.settings import BaseServiceSettings
-from spendstream.common.topics import USAGE_EVENTS, topic_name
+from spendstream.common.topics import INGEST_TALLIES, USAGE_EVENTS, topic_name
 from spendstream.ingest.batches import ENVELOPE_MAX_BYTES, RECORD_OVERHEAD_BYTES
 
 NEEDED_BYTES = ENVELOPE_MAX_BYTES + RECORD_OVERHEAD_BYTES
@@ -27,15 +29,19 @@ async def check_topic_room(settings: BaseServiceSettings) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
+        tallies = topic_name(INGEST_TALLIES, settings.topic_prefix)
         resource = ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
-        response = await admin.describe_configs([resource])
+        response = await admin.describe_configs([resource, ConfigResource(ConfigResourceType.TOPIC, tallies)])
     finally:
         await admin.close()
-    error_code, _, _, _, entries = response[0].resources[0][:5]
-    if error_code != 0:
-        raise TopicTooSmall(
-            f"topic {name} cannot be described (Kafka error code {error_code}); run `spendstream topics create`"
-        )
+    described = {r[3]: r for answer in response for r in answer.resources}
+    for topic in (name, tallies):
+        error_code = described[topic][0] if topic in described else -1
+        if error_code != 0:
+            raise TopicTooSmall(
+                f"topic {topic} cannot be described (Kafka error code {error_code}); run `spendstream topics create`"
+            )
+    entries = described[name][4]
     live = {entry[0]: entry[1] for entry in entries}
     size = int(live.get("max.message.bytes") or 0)
     if size < NEEDED_BYTES:

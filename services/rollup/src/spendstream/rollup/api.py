@@ -1,4 +1,4 @@
-"""rollup's read API: `GET /v1/usage`, `GET /v1/export`, `GET /v1/findings`.
+"""rollup's read API: `GET /v1/usage`, `GET /v1/export`, `GET /v1/findings`, `GET /v1/completeness`.
 
 Every route takes a read or admin key and answers for the key's workspace only: the workspace is never a
 parameter, so no request can name another one.
@@ -15,12 +15,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field
 
 from spendstream.common.errors import AUTH, responses
-from spendstream.common.prices import PriceTable
+from spendstream.common.pricebook import PriceBook
 from spendstream.common.tenants import Principal
 from spendstream.rollup import export, findings
+from spendstream.rollup.ledger import Ledger
 from spendstream.rollup.queries import GROUPABLE, UsageQueries
 from spendstream.rollup.schema import DIMENSIONS, MEASURES
 
@@ -58,6 +59,8 @@ class UnknownModel(BaseModel):
     provider: str
     model: str
     requests: int
+    input_tokens: int
+    output_tokens: int
 
 
 class UsageResponse(BaseModel):
@@ -95,7 +98,46 @@ class FindingsResponse(BaseModel):
     total_estimated_monthly_saving_usd: str
 
 
-def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRouter:
+class CompletenessGaps(BaseModel):
+    topic: int = Field(description="accepted - on_topic - dead_lettered: acknowledged by ingest, never read")
+    raw: int = Field(description="on_topic - erased - stored_raw: read, not stored")
+    rollup: int = Field(description="stored_raw - in_rollup: stored, not in the daily rollup yet")
+
+
+class CompletenessDay(BaseModel):
+    day: date
+    accepted: int = Field(description="events ingest accepted (202s and raw-intake acceptances), each once")
+    on_topic: int = Field(description="distinct events rollup read from usage.events.v1")
+    dead_lettered: int = Field(description="events of envelopes rollup could not read")
+    erased: int = Field(description="events of erased customers")
+    stored_raw: int = Field(description="events in the raw table (deduplicated)")
+    in_rollup: int = Field(description="requests in the daily rollup")
+    gaps: CompletenessGaps
+
+
+class CompletenessResponse(BaseModel):
+    workspace_id: str
+    start: date
+    end: date
+    ledger_since: datetime | None = Field(
+        description="when the ledger started: events ingested before it have no tally, so `accepted` omits them"
+    )
+    days: list[CompletenessDay]
+
+
+def _range(start: date | None, end: date | None) -> tuple[date, date]:
+    end = end or datetime.now(UTC).date()
+    start = start or end - timedelta(days=30)
+    if start > end:
+        raise HTTPException(422, detail={"error": "invalid_range", "message": "'from' is after 'to'"})
+    if (end - start).days > MAX_RANGE_DAYS:
+        raise HTTPException(
+            422, detail={"error": "invalid_range", "message": f"at most {MAX_RANGE_DAYS} days per query"}
+        )
+    return start, end
+
+
+def build_router(queries: UsageQueries, auth: Any, prices: PriceBook, ledger: Ledger) -> APIRouter:
     router = APIRouter(tags=["usage"], responses=responses(*AUTH, 422))
 
     @router.get(
@@ -117,15 +159,7 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRou
         end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
         group_by: Annotated[str, Query(description=f"comma-separated: {', '.join(GROUPABLE)}")] = "",
     ) -> dict[str, Any]:
-        today = datetime.now(UTC).date()
-        end = end or today
-        start = start or end - timedelta(days=30)
-        if start > end:
-            raise HTTPException(422, detail={"error": "invalid_range", "message": "'from' is after 'to'"})
-        if (end - start).days > MAX_RANGE_DAYS:
-            raise HTTPException(
-                422, detail={"error": "invalid_range", "message": f"at most {MAX_RANGE_DAYS} days per query"}
-            )
+        start, end = _range(start, end)
         groups = [g.strip() for g in group_by.split(",") if g.strip()]
         unknown = [g for g in groups if g not in GROUPABLE]
         if unknown:
@@ -190,6 +224,27 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRou
     )
     async def waste_findings(principal: Annotated[Principal, Depends(auth)]) -> dict[str, Any]:
         today = datetime.now(UTC).date()
-        return await asyncio.to_thread(findings.find, queries, prices, principal.workspace_id, today)
+        _, table = prices.table_at(today)  # savings are estimated at today's list prices
+        return await asyncio.to_thread(findings.find, queries, table, principal.workspace_id, today)
+
+    @router.get(
+        "/v1/completeness",
+        response_model=CompletenessResponse,
+        summary="The completeness ledger: per UTC day, the events each hop saw, from ingest's answer to the rollup",
+    )
+    async def completeness(
+        principal: Annotated[Principal, Depends(auth)],
+        start: Annotated[Day, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
+        end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
+    ) -> dict[str, Any]:
+        start, end = _range(start, end)
+        ws = principal.workspace_id
+        found = await asyncio.to_thread(ledger.days, ws, start, end)
+        since = await asyncio.to_thread(ledger.since)
+        days = [
+            {**{k: getattr(d, k) for k in CompletenessDay.model_fields if k != "gaps"}, "gaps": d.gaps()}
+            for d in found.values()
+        ]
+        return {"workspace_id": ws, "start": start, "end": end, "ledger_since": since, "days": days}
 
     return router

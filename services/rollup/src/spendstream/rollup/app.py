@@ -3,34 +3,45 @@
 | in                                             | out / owns                               |
 |------------------------------------------------|------------------------------------------|
 | usage.events.v1 (group spendstream-rollup, batches, NACK_ON_ERROR) | ClickHouse usage_events, usage_daily |
+| ingest.tallies.v1 (group spendstream-rollup-tallies, batches)  | ClickHouse ledger_* (ledger.py)          |
+| every completeness_check_seconds: completeness.py              | rollup.alerts.v1, gap metric             |
 | ingest.datakeys.v1, ingest.apikeys.v1 (replayed tables) | rollup.deadletter.v1            |
+| pricing.versions.v1, pricing.rates.v1 (replayed tables) | pricing.versions.v1, pricing.rates.v1 |
 | retention.commands.v1 (group spendstream-rollup-erasure)    | retention.reports.v1        |
-| GET /v1/usage, /v1/export, /v1/findings (read or admin key) |                            |
-| every reconcile/repair interval: corrections.py; hourly: sweeper.py                          |
+| GET /v1/usage, /v1/export, /v1/findings, /v1/completeness (read or admin key) |          |
+| /v1/prices/... (admin key; held tables: price admins)       |                            |
+| every reconcile/repair interval: corrections.py; hourly: sweeper.py; daily with a prices URL: price_refresh.py |
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from functools import partial
 from pathlib import Path
 
 from faststream import AckPolicy
 
-from spendstream.common import prices as price_tables
 from spendstream.common.erasure_owner import serve_erasure
 from spendstream.common.http_auth import require_scope
-from spendstream.common.kafka import RawBatch, make_broker, subscribe_batch
+from spendstream.common.kafka import Publisher, RawBatch, make_broker, subscribe_batch
+from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook, forget_rates
+from spendstream.common.records import DataAlert, IngestTally
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
-from spendstream.common.topics import USAGE_EVENTS
+from spendstream.common.topics import INGEST_TALLIES, ROLLUP_ALERTS, USAGE_EVENTS
 from spendstream.rollup import metrics
 from spendstream.rollup.api import build_router
 from spendstream.rollup.clickhouse import clickhouse_client
+from spendstream.rollup.completeness import CompletenessWatch
 from spendstream.rollup.consumer import BatchWriter
 from spendstream.rollup.corrections import Corrections
 from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.erasure import RollupErasure
 from spendstream.rollup.internal_api import build_internal_router
+from spendstream.rollup.ledger import Ledger
+from spendstream.rollup.price_refresh import PriceRefresher
+from spendstream.rollup.prices_api import build_prices_router
 from spendstream.rollup.queries import UsageQueries
 from spendstream.rollup.reconcile import Reconciler
 from spendstream.rollup.schema import migrate
@@ -54,11 +65,15 @@ def create_service(settings: RollupSettings) -> Service:
     broker = make_broker(settings, "rollup")
     keys = KeyDirectory(settings)
     keyring = KeyRing(settings)
-    prices = price_tables.load(settings.data_dir)
-    log.info("price table loaded", extra={"source": prices.source, "models": len(prices)})
+    # The versions and rates every service prices with; rollup publishes refreshes and the API's changes.
+    pricing = ReplayedPriceBook(settings)
+    price_publisher = PricePublisher(broker, settings.topic_prefix)
+    # Read at each scrape: a version held by the CLI or another replica counts as soon as it is replayed.
+    metrics.PRICES_HELD.set_function(lambda: len(pricing.book.held()))
     erased = ErasedSubjects(writer_client, settings.clickhouse_database)
+    ledger = Ledger(writer_client, settings.clickhouse_database)
     writer = BatchWriter(
-        writer=ClickHouseWriter(writer_client, settings.clickhouse_database, prices),
+        writer=ClickHouseWriter(writer_client, settings.clickhouse_database, pricing.book, ledger),
         repairs=Reconciler(writer_client, settings.clickhouse_database),
         keyring=keyring,
         broker=broker,
@@ -66,6 +81,7 @@ def create_service(settings: RollupSettings) -> Service:
         retry_seconds=settings.write_retry_seconds,
         erased=erased,
         chunk_records=settings.write_chunk_records,
+        ledger=ledger,
     )
 
     async def on_usage_events(batch: RawBatch) -> None:
@@ -85,8 +101,57 @@ def create_service(settings: RollupSettings) -> Service:
         max_partition_fetch_bytes=settings.fetch_max_partition_bytes,
         max_poll_interval_ms=120_000,
     )
+
+    async def on_tallies(batch: RawBatch) -> None:
+        tallies: list[IngestTally] = []
+        for record in batch.records:
+            try:
+                tally = INGEST_TALLIES.record.decode(record.value or b"")
+            except ValueError:  # not ingest's: logged by coordinates, never by content
+                log.error("skipping a tally that does not parse", extra={"offset": record.offset})
+                continue
+            # A workspace whose data key is gone is erased (or never existed): its ledger is not written again.
+            if keyring.current_version(tally.workspace_id) is None:
+                await keyring.table.catch_up()  # or a key newer than this replica's replay
+            if keyring.current_version(tally.workspace_id) is not None:
+                tallies.append(tally)
+        # Under the writer's lock, as every write: an erasure deletes the ledger while holding it.
+        async with writer.lock:
+            await asyncio.to_thread(ledger.record_tallies, tallies)
+
+    subscribe_batch(
+        broker,
+        INGEST_TALLIES,
+        prefix=settings.topic_prefix,
+        group=f"{settings.group_id}-tallies",
+        handler=on_tallies,
+        # Committed after the insert; a redelivered tally writes the same row (keyed by batch id).
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_records=5000,
+        batch_timeout_ms=settings.batch_timeout_ms,
+    )
+    alerts_out: Publisher[DataAlert] = Publisher(broker, ROLLUP_ALERTS, settings.topic_prefix)
+
+    async def publish_alert(alert: DataAlert) -> None:
+        await alerts_out.publish(alert, alert.workspace_id)
+
+    # Reads with the reader's client: the watch never queues behind an insert.
+    watch = CompletenessWatch(
+        client=reader_client,
+        database=settings.clickhouse_database,
+        ledger=Ledger(reader_client, settings.clickhouse_database),
+        publish=publish_alert,
+        grace_seconds=settings.completeness_grace_seconds,
+        days=settings.completeness_days,
+    )
     erasure = RollupErasure(
-        client=writer_client, settings=settings, keyring=keyring, writer_lock=writer.lock, erased=erased
+        client=writer_client,
+        settings=settings,
+        keyring=keyring,
+        writer_lock=writer.lock,
+        erased=erased,
+        ledger=ledger,
+        forget_workspace=partial(forget_rates, pricing, price_publisher),
     )
     # An erasure waits for the usage consumer to drain and for mutations: minutes, not the default 5 minutes' poll.
     serve_erasure(broker, erasure, settings.topic_prefix, max_poll_interval_ms=600_000)
@@ -101,14 +166,26 @@ def create_service(settings: RollupSettings) -> Service:
     )
     sweeper = Sweeper(writer_client, settings.clickhouse_database, lock=writer.lock)
 
-    router = build_router(queries, require_scope(keys, "read", "admin"), prices)
+    router = build_router(
+        queries, require_scope(keys, "read", "admin"), pricing.book, Ledger(reader_client, settings.clickhouse_database)
+    )
     internal = build_internal_router(queries, settings.internal_token)
-    service = Service("rollup", routers=[router, internal])
-    service.on_start(keys.table.start, keyring.table.start, broker.start)
+    prices_router = build_prices_router(pricing, price_publisher, require_scope(keys, "admin"), settings.price_admins())
+    service = Service("rollup", routers=[router, internal, prices_router])
+    # The book before the consumer: no event is priced before the versions and rates are replayed.
+    service.on_start(keys.table.start, keyring.table.start, pricing.start, broker.start)
+    if settings.prices_url:
+        refresher = PriceRefresher(
+            settings.prices_url, pricing, price_publisher, queries.models_in_use, settings.prices_in_use_days
+        )
+        service.every("rollup:prices", settings.prices_refresh_interval_seconds, refresher.run_once, immediately=True)
     service.every("rollup:reconcile", settings.reconcile_interval_seconds, corrections.reconcile)
     service.every("rollup:repair", settings.repair_interval_seconds, corrections.repair)
+    service.every("rollup:completeness", settings.completeness_check_seconds, watch.run_once)
     # The first sweep right away: a restarted service catches up at once.
     service.every("rollup:sweep", 3600.0, sweeper.run_once, immediately=True)
     # broker.stop finishes the batch in hand and commits it (graceful_timeout) before the clients close.
-    service.on_stop(broker.stop, keyring.table.stop, keys.table.stop, writer_client.close, reader_client.close)
+    service.on_stop(
+        broker.stop, pricing.stop, keyring.table.stop, keys.table.stop, writer_client.close, reader_client.close
+    )
     return service

@@ -24,7 +24,9 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
@@ -39,11 +41,21 @@ from spendstream.common.tenants import KeyRing, KeyUnavailable
 from spendstream.common.topics import ROLLUP_DEAD_LETTERS, topic_name
 from spendstream.rollup import metrics
 from spendstream.rollup.erased import ErasedSubjects
+from spendstream.rollup.ledger import Ledger
 from spendstream.rollup.reconcile import Repairs
 from spendstream.rollup.writes import EventWriter, Inserted, StoredBatch
 
 log = logging.getLogger(__name__)
 _TRACER = tracing.tracer("rollup")
+
+
+def _admitted(batch: StoredBatch, kept: StoredBatch) -> StoredBatch:
+    """`kept` (the events `admit` let through), with the per-day count of those it left out."""
+    if kept is batch:
+        return batch
+    left_out = Counter(e.timestamp.astimezone(UTC).date() for e in batch.events)
+    left_out.subtract(e.timestamp.astimezone(UTC).date() for e in kept.events)
+    return replace(kept, dropped=tuple(sorted((day, n) for day, n in left_out.items() if n)))
 
 
 class Publisher(Protocol):
@@ -65,8 +77,10 @@ class BatchWriter:
         erased: ErasedSubjects | None = None,
         chunk_records: int = 100,
         key_backoff: KeyBackoff | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self._writer = writer
+        self._ledger = ledger
         self._key_backoff = key_backoff or KeyBackoff("rollup")
         self._repairs = repairs
         self._chunk_records = chunk_records
@@ -114,7 +128,7 @@ class BatchWriter:
                 if writing is not None:
                     new += await writing
                     writing = None
-                if count:
+                if batches:  # even without events: the ledger records what was read (erased customers' events)
                     writing = asyncio.create_task(self._write_traced(insert, count, batches))
                     await asyncio.sleep(0)  # let it reach its worker thread before the next chunk is decoded
                 ingested += [b.ingested_at.timestamp() for b in batches]
@@ -138,7 +152,7 @@ class BatchWriter:
         """The write of a chunk (run in a worker thread) and its number of events. A workspace with an erased
         customer has its batches filtered by `admit` first (replayed events of erased customers stay erased)."""
         if self._erased is not None and self._erased.concern(b.workspace_id for b in batches):
-            batches = [kept for kept in map(self._erased.admit, batches) if kept.events]
+            batches = [_admitted(b, self._erased.admit(b)) for b in batches]
         count = sum(len(b.events) for b in batches)
         return partial(self._writer.insert_new, batches, self._writer.encode(batches)), count
 
@@ -159,6 +173,11 @@ class BatchWriter:
             envelope, events, events_json = await read_record(record.value, self._keyring)
         except UnreadableRecord as exc:
             await self._dead_letter(record, exc.workspace_id, exc.reason)
+            if self._ledger is not None and exc.batch_id is not None and exc.ingested_at is not None:
+                # An envelope of ingest's (it parsed, its key exists): its events count as dead-lettered.
+                await asyncio.to_thread(
+                    self._ledger.record_dead, exc.workspace_id or "", exc.batch_id, exc.ingested_at, exc.event_count
+                )
             return None
         except KeyUnavailable as exc:
             await self._key_backoff.wait(exc)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ from spendstream.common.erasure import (
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import USAGE_EVENTS, topic_name
 from spendstream.rollup.erased import ErasedSubjects
+from spendstream.rollup.ledger import Ledger
 from spendstream.rollup.settings import RollupSettings
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,13 @@ class RollupErasure:
         wait_seconds: float = 60.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         erased: ErasedSubjects | None = None,
+        ledger: Ledger | None = None,
+        forget_workspace: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self._erased = erased
+        self._ledger = ledger
+        # What rollup keeps of a workspace outside ClickHouse (its negotiated rates), dropped with it.
+        self._forget_workspace = forget_workspace
         self.clickhouse = ClickHouseEraser(client, settings.clickhouse_database)
         self._settings = settings
         self._keyring = keyring
@@ -193,7 +199,12 @@ class RollupErasure:
                 if customer is not None and self._erased is not None:
                     # Before the delete: a replay of the customer's older records must not bring them back.
                     await asyncio.to_thread(self._erased.add, command.scope.workspace_id, customer, self._now())
+                if customer is not None and self._ledger is not None:
+                    # The completeness ledger counts them as erased, not lost (a workspace's ledger goes with it).
+                    await asyncio.to_thread(self._ledger.record_erased, command.scope.workspace_id, customer, logged)
                 counts, checks = await asyncio.to_thread(self.clickhouse.erase, command.scope)
+            if command.scope.customer_id is None and self._forget_workspace is not None:
+                await self._forget_workspace(command.scope.workspace_id)
             document = {
                 "status": "done",
                 "counts": [c.model_dump() for c in counts],

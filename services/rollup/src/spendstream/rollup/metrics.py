@@ -28,6 +28,14 @@ CORRECTIONS = Counter("spendstream_rollup_reconcile_corrections_total", "Rollup 
 LAST_STORED_INGESTED_AT = Gauge(
     "spendstream_rollup_last_stored_ingested_at_seconds", "Ingestion time of the newest stored batch (unix seconds)"
 )
+COMPLETENESS_GAP_EVENTS = Gauge(
+    "spendstream_completeness_gap_events",
+    "Events missing (or unconfirmed) at a stage of the completeness ledger after the grace, over all workspaces",
+    ["stage"],
+)
+DATA_ALERTS = Counter(
+    "spendstream_rollup_data_alerts_total", "Data alerts raised (rollup.alerts.v1), by kind", ["kind"]
+)
 CONSUMER_LAG = Gauge(
     "spendstream_rollup_consumer_lag_records",
     "usage.events.v1 records not consumed yet on the partitions this replica owns",
@@ -49,3 +57,11 @@ async def observe_lag(consumer: object) -> None:
         if high is not None:
             lag += max(0, high - await consumer.position(tp))
     CONSUMER_LAG.set(lag)
+
+
+PRICE_REFRESHES = Counter(
+    "spendstream_rollup_price_refreshes_total",
+    "Scheduled price-table refreshes, by outcome (added, held, unchanged, invalid, unreachable)",
+    ["outcome"],
+)
+PRICES_HELD = Gauge("spendstream_rollup_price_versions_held", "Price versions waiting for an admin's approval")

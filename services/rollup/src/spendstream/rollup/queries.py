@@ -22,6 +22,14 @@ class UsageQueries:
         self._client = client
         self.db = database
 
+    def models_in_use(self, since: date) -> set[tuple[str, str]]:
+        """Every (provider, model) of any workspace with events on a UTC day from `since` on."""
+        rows = self._client.query(
+            f"SELECT DISTINCT provider, model FROM {self.db}.usage_daily WHERE day >= {{since:Date}}",
+            parameters={"since": since},
+        ).result_rows
+        return {(str(provider), str(model)) for provider, model in rows}
+
     def usage(
         self,
         workspace_id: str,
@@ -58,14 +66,18 @@ class UsageQueries:
         return rows
 
     def unknown_models(self, workspace_id: str, start: date, end: date) -> list[dict[str, Any]]:
-        """Models of the range that the price table could not price (their events carry cost 'unknown')."""
+        """Models of the range that the price table could not price (their events carry cost 'unknown', never a
+        silent zero), with their events and tokens."""
         result = self._client.query(
-            f"SELECT provider, model, sum(requests) FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} "
-            "AND day >= {start:Date} AND day <= {end:Date} AND cost_source = 'unknown' "
-            "GROUP BY provider, model HAVING sum(requests) > 0 ORDER BY provider, model",
+            f"SELECT provider, model, sum(requests), sum(input_tokens), sum(output_tokens) FROM {self.db}.usage_daily "
+            "WHERE workspace_id = {ws:String} AND day >= {start:Date} AND day <= {end:Date} "
+            "AND cost_source = 'unknown' GROUP BY provider, model HAVING sum(requests) > 0 ORDER BY provider, model",
             parameters={"ws": workspace_id, "start": start, "end": end},
         )
-        return [{"provider": p, "model": m, "requests": n} for p, m, n in result.result_rows]
+        return [
+            {"provider": p, "model": m, "requests": n, "input_tokens": i, "output_tokens": o}
+            for p, m, n, i, o in result.result_rows
+        ]
 
     def watermark(self, workspace_id: str) -> datetime | None:
         """Newest ingestion time stored for the workspace: every batch ingested before it is stored.

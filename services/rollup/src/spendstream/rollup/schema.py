@@ -59,6 +59,14 @@ MEASURES = (
     "latency_ms_sum",
 )
 TABLES = ("usage_events", "usage_daily", "workspace_watermarks")
+# The completeness ledger (version 10, ledger.py): per workspace, UTC day of the events and envelope (batch id).
+LEDGER_TABLES = (
+    "ledger_accepted",
+    "ledger_read",
+    "ledger_repeats",
+    "ledger_dead",
+    "ledger_erased",
+)
 # usage_events' columns of version 3, whose view wrote them all but stored_at (its own default).
 _V3_EVENT_COLUMNS = (
     "workspace_id",
@@ -90,6 +98,7 @@ EVENT_COLUMNS = (
     "cache_creation_1h_input_tokens",
     "service_tier",
     "reservation_id",
+    "price_ref",  # version 8
 )
 # The sealed event's keys and types (events.SealedEvent) as usage_batches_in reads them, of versions 4 and 7.
 _V4_EVENT_TUPLE = """event_id String, provider String, model String, input_tokens UInt64, output_tokens UInt64,
@@ -106,6 +115,7 @@ def _ttls(retention_months: int) -> dict[str, str]:
         "usage_events": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH",
         "usage_daily": f"day + INTERVAL {retention_months} MONTH",
         "workspace_watermarks": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH",
+        **{table: f"day + INTERVAL {retention_months} MONTH" for table in LEDGER_TABLES},
     }
 
 
@@ -307,12 +317,85 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
             FROM {db}.usage_events
             GROUP BY {_DAILY_KEY}, service_tier""",
         ],
+        8: [
+            # Every stored cost names its source (pricebook.py): '' reported or unknown, 'table:<version id>',
+            # 'rate:<rate id>' or 'rate:<rate id>/table:<version id>'. The entry table carries rollup's ref per
+            # event beside its computed cost. Column by column, then the view's query in place (no moment
+            # without a view, when an insert would vanish into the Null table); arrayResize lets an insert
+            # without refs (a rollup of the previous version, mid-upgrade) through with ''.
+            f"""ALTER TABLE {db}.usage_events
+                ADD COLUMN IF NOT EXISTS price_ref LowCardinality(String) DEFAULT '' AFTER cost_source""",
+            f"ALTER TABLE {db}.usage_batches_in ADD COLUMN IF NOT EXISTS computed_price_ref Array(String)",
+            f"""ALTER TABLE {db}.usage_batches_in_mv MODIFY QUERY
+            SELECT workspace_id, e.event_id AS event_id, e.timestamp AS ts, ingested_at, batch_id,
+                   e.provider AS provider, e.model AS model, e.input_tokens AS input_tokens,
+                   e.output_tokens AS output_tokens, ifNull(e.cached_input_tokens, 0) AS cached_input_tokens,
+                   ifNull(e.reasoning_tokens, 0) AS reasoning_tokens,
+                   ifNull(e.cache_creation_input_tokens, 0) AS cache_creation_input_tokens,
+                   ifNull(e.cache_creation_1h_input_tokens, 0) AS cache_creation_1h_input_tokens,
+                   ifNull(e.service_tier, '') AS service_tier, ifNull(e.reservation_id, '') AS reservation_id,
+                   e.latency_ms AS latency_ms,
+                   coalesce(e.cost_usd, computed, toDecimal64(0, 9)) AS cost_usd,
+                   multiIf(e.cost_usd IS NOT NULL, 'reported', computed IS NOT NULL, 'computed', 'unknown')
+                       AS cost_source,
+                   if(e.cost_usd IS NULL AND computed IS NOT NULL, ref, '') AS price_ref,
+                   e.tags['feature'] AS feature, e.tags['route'] AS route, e.tags['task_type'] AS task_type,
+                   e.tags['customer_plan'] AS customer_plan, e.tags['customer_id'] AS customer_id,
+                   e.tags['environment'] AS environment, e.tags AS tags
+            FROM {db}.usage_batches_in
+            ARRAY JOIN events AS e, computed_cost_usd AS computed,
+                       arrayResize(computed_price_ref, length(events)) AS ref""",
+        ],
+        10: [
+            # The completeness ledger (ledger.py). Each table is keyed so that a redelivered record writes the
+            # same row again (ReplacingMergeTree), and carries the envelope's ingestion time: the ledger of
+            # envelopes ingested before a cut-off is settled (completeness.py). Rows expire with their day.
+            # ingest's tallies (ingest.tallies.v1): events accepted per envelope and day.
+            f"""CREATE TABLE IF NOT EXISTS {db}.ledger_accepted (
+                workspace_id LowCardinality(String), day Date, batch_id String, ingested_at DateTime64(3, 'UTC'),
+                events UInt64)
+                ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(day) ORDER BY (workspace_id, day, batch_id)
+                TTL {ttl["ledger_accepted"]}""",
+            # What rollup read of each envelope: its events no earlier envelope carried (`events`), and those
+            # of erased customers it did not store (`dropped`).
+            f"""CREATE TABLE IF NOT EXISTS {db}.ledger_read (
+                workspace_id LowCardinality(String), day Date, batch_id String, ingested_at DateTime64(3, 'UTC'),
+                events UInt64, dropped UInt64)
+                ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(day) ORDER BY (workspace_id, day, batch_id)
+                TTL {ttl["ledger_read"]}""",
+            # Events carried by more than one envelope (a retry after a lost answer): one row per carrier.
+            f"""CREATE TABLE IF NOT EXISTS {db}.ledger_repeats (
+                workspace_id LowCardinality(String), day Date, event_id String, batch_id String,
+                ingested_at DateTime64(3, 'UTC'))
+                ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(day) ORDER BY (workspace_id, day, event_id, batch_id)
+                TTL {ttl["ledger_repeats"]}""",
+            # Envelopes rollup dead-lettered: their clear count; the day is the ingestion day (the events' days
+            # come from the envelope's tally when there is one).
+            f"""CREATE TABLE IF NOT EXISTS {db}.ledger_dead (
+                workspace_id LowCardinality(String), day Date, batch_id String, ingested_at DateTime64(3, 'UTC'),
+                events UInt64)
+                ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(day) ORDER BY (workspace_id, batch_id)
+                TTL {ttl["ledger_dead"]}""",
+            # Events a customer erasure deleted, per envelope and day, per request.
+            f"""CREATE TABLE IF NOT EXISTS {db}.ledger_erased (
+                workspace_id LowCardinality(String), day Date, batch_id String, ingested_at DateTime64(3, 'UTC'),
+                request_id String, events UInt64)
+                ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(day)
+                ORDER BY (workspace_id, day, batch_id, request_id)
+                TTL {ttl["ledger_erased"]}""",
+            # Data alerts raised (completeness.py), so each is raised once across restarts.
+            f"""CREATE TABLE IF NOT EXISTS {db}.data_alerts (
+                workspace_id LowCardinality(String), alert_id String, kind LowCardinality(String),
+                raised_at DateTime64(3, 'UTC') DEFAULT now64(3))
+                ENGINE = ReplacingMergeTree ORDER BY (workspace_id, alert_id)
+                TTL toDateTime(raised_at) + INTERVAL 13 MONTH""",
+        ],
     }
 
 
 SCHEMA_VERSION = max(migrations("db", 12))
 # The columns of usage_batches_in, in the order writes.encode_batches writes them.
-BATCH_COLUMNS = ("workspace_id", "batch_id", "ingested_at", "events", "computed_cost_usd")
+BATCH_COLUMNS = ("workspace_id", "batch_id", "ingested_at", "events", "computed_cost_usd", "computed_price_ref")
 
 
 def applied_versions(client: Client, db: str) -> set[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Protocol
@@ -14,7 +14,8 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from spendstream.common.envelope import SealedEvent
-from spendstream.common.prices import Price, PriceTable
+from spendstream.common.pricebook import PriceBook
+from spendstream.common.prices import PriceTable
 from spendstream.rollup.schema import BATCH_COLUMNS
 
 # Ids per existence query: a write chunk's worth (200 envelopes of 500, write_chunk_records). Each query
@@ -40,6 +41,8 @@ class StoredBatch:
     # The plaintext's JSON array of exactly `events`, when envelope.stored_events vouches for it; else the
     # array is encoded from the structs (encode_batches).
     events_json: bytes | None = None
+    # Events of erased customers left out of `events` (erased.py), per UTC day: read, not stored (ledger.py).
+    dropped: tuple[tuple[date, int], ...] = ()
 
     @classmethod
     def of(
@@ -55,13 +58,21 @@ class StoredBatch:
 
     def keeping(self, events: Sequence[SealedEvent]) -> StoredBatch:
         """The same batch with only `events` (some of its own); their JSON is encoded again when written."""
-        return StoredBatch(self.workspace_id, self.batch_id, self.ingested_at, events, self.traceparent)
+        return StoredBatch(
+            self.workspace_id, self.batch_id, self.ingested_at, events, self.traceparent, dropped=self.dropped
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Inserted:
     new: int  # events stored by this call
     repeated_days: frozenset[date]  # UTC days of events that were stored before it (see insert_new)
+
+
+class ReadLedger(Protocol):
+    """Where the writer records what it read of each envelope (ledger.py)."""
+
+    def record_read(self, batches: Sequence[StoredBatch], stored: Mapping[tuple[str, str], str]) -> None: ...
 
 
 class EventWriter(Protocol):
@@ -73,31 +84,28 @@ class EventWriter(Protocol):
     def insert_new(self, batches: Sequence[StoredBatch], body: bytes) -> Inserted: ...
 
 
-def _computed_cost(
-    event: SealedEvent, lookup: Callable[[str, str], Price | None], priced: dict[tuple[str, str], Price | None]
-) -> str | None:
-    """The price of an event that reports no cost, as decimal text; None when its model is not priced.
-
-    `priced` memoises the lookups of one chunk, which uses a handful of models (PriceTable's own memo costs a
-    call and two tuples per event)."""
-    model = (event.provider, event.model)
-    price = priced[model] if model in priced else priced.setdefault(model, lookup(*model))
-    if price is None:
-        return None
-    return str(price.cost(event))
-
-
-def encode_batches(batches: Sequence[StoredBatch], prices: PriceTable) -> bytes:
+def encode_batches(batches: Sequence[StoredBatch], prices: PriceBook | PriceTable) -> bytes:
     """Whole batches as the body of one insert into usage_batches_in (schema.py): a line per batch, its events as
-    the JSON array ingest sealed, with no Python per event but the price of those that report no cost. A batch
-    without that array (`events_json` None) gets it encoded from its structs: the same bytes ingest seals."""
-    lookup, priced = prices.lookup, dict[tuple[str, str], Price | None]()
+    the JSON array ingest sealed, with no Python per event but the price (and its source ref) of those that
+    report no cost. A batch without that array (`events_json` None) gets it encoded from its structs: the same
+    bytes ingest seals."""
+    price = PriceBook.of(prices).price
     lines = []
     for batch in batches:
+        ws = batch.workspace_id
         events_json = batch.events_json if batch.events_json is not None else _encode_events(batch.events)
-        computed = [None if e.cost_usd is not None else _computed_cost(e, lookup, priced) for e in batch.events]
-        head = orjson.dumps([batch.workspace_id, batch.batch_id, batch.ingested_at.astimezone(UTC)])[:-1]
-        lines.append(b"".join((head, b",", events_json, b",", orjson.dumps(computed), b"]")))
+        costs: list[str | None] = []
+        refs: list[str] = []
+        for e in batch.events:
+            if e.cost_usd is not None:
+                costs.append(None)
+                refs.append("")
+                continue
+            cost, ref = price(ws, e.provider, e.model, e.timestamp, e)
+            costs.append(None if cost is None else str(cost))
+            refs.append(ref)
+        head = orjson.dumps([ws, batch.batch_id, batch.ingested_at.astimezone(UTC)])[:-1]
+        lines.append(b"".join((head, b",", events_json, b",", orjson.dumps(costs), b",", orjson.dumps(refs), b"]")))
     return b"\n".join(lines)
 
 
@@ -109,13 +117,13 @@ def _plain_array(values: list[str]) -> str | None:
     return "['" + joined.replace("\x00", "','") + "']"
 
 
-def _tsv_pairs(answer: bytes) -> list[tuple[str, str]]:
-    """(workspace_id, event_id) pairs of a TabSeparated answer whose values are plain ids (no escapes)."""
-    pairs = []
+def _tsv_carriers(answer: bytes) -> list[tuple[tuple[str, str], str]]:
+    """((workspace_id, event_id), batch_id) of a TabSeparated answer whose values are plain ids (no escapes)."""
+    found = []
     for line in answer.decode().splitlines():
-        workspace_id, _, event_id = line.partition("\t")
-        pairs.append((workspace_id, event_id))
-    return pairs
+        workspace_id, event_id, batch_id = line.split("\t", 2)
+        found.append(((workspace_id, event_id), batch_id))
+    return found
 
 
 def _distinct(workspace_ids: list[str], ids: list[str]) -> bool:
@@ -124,7 +132,7 @@ def _distinct(workspace_ids: list[str], ids: list[str]) -> bool:
     return len(set(ids)) == len(ids) or len(set(zip(workspace_ids, ids, strict=True))) == len(ids)
 
 
-def fresh(batches: Sequence[StoredBatch], stored: set[tuple[str, str]]) -> tuple[list[StoredBatch], Inserted]:
+def fresh(batches: Sequence[StoredBatch], stored: Collection[tuple[str, str]]) -> tuple[list[StoredBatch], Inserted]:
     """The batches keeping only events not in `stored`, each (workspace_id, event_id) once; how many that
     is, and the UTC days of the events that were in `stored`."""
     seen = set(stored)
@@ -149,10 +157,13 @@ def fresh(batches: Sequence[StoredBatch], stored: set[tuple[str, str]]) -> tuple
 class ClickHouseWriter:
     """The EventWriter of ClickHouse: the existence check and the one insert."""
 
-    def __init__(self, client: Client, database: str, prices: PriceTable) -> None:
+    def __init__(
+        self, client: Client, database: str, prices: PriceBook | PriceTable, ledger: ReadLedger | None = None
+    ) -> None:
         self._client = client
         self.db = database
-        self._prices = prices
+        self._prices = PriceBook.of(prices)
+        self._ledger = ledger
 
     def encode(self, batches: Sequence[StoredBatch]) -> bytes:
         return encode_batches(batches, self._prices)
@@ -167,25 +178,31 @@ class ClickHouseWriter:
         that would trigger the view again. Their days are returned so the caller repairs them (reconcile.py)."""
         workspace_ids = [b.workspace_id for b in batches for _ in b.events]
         ids = [e.event_id for b in batches for e in b.events]
-        stored = self.existing(set(workspace_ids), ids)
+        stored = self.existing(set(workspace_ids), ids) if ids else {}
         if not stored and _distinct(workspace_ids, ids):
-            self.insert(body)
-            return Inserted(new=len(ids), repeated_days=frozenset())
-        kept, inserted = fresh(batches, stored)
-        if kept:
-            self.insert(self.encode(kept))
+            if ids:
+                self.insert(body)
+            inserted = Inserted(new=len(ids), repeated_days=frozenset())
+        else:
+            kept, inserted = fresh(batches, stored)
+            if kept:
+                self.insert(self.encode(kept))
+        # After the events: a crash between the two redelivers the batch, which writes the same rows again.
+        if self._ledger is not None:
+            self._ledger.record_read(batches, stored)
         return inserted
 
-    def existing(self, workspaces: set[str], ids: list[str]) -> set[tuple[str, str]]:
-        """Which (workspace_id, event_id) pairs of `workspaces` x `ids` are stored: one query per EXISTS_CHUNK
+    def existing(self, workspaces: set[str], ids: list[str]) -> dict[tuple[str, str], str]:
+        """Which (workspace_id, event_id) pairs of `workspaces` x `ids` are stored, each with the batch that
+        stored it (the completeness ledger tells a redelivery from a retry by it): one query per EXISTS_CHUNK
         ids, whatever the number of workspaces in the batch."""
-        found: set[tuple[str, str]] = set()
+        found: dict[tuple[str, str], str] = {}
         ordered = sorted(workspaces)
         ws_literal = _plain_array(ordered)
         for i in range(0, len(ids), EXISTS_CHUNK):
             chunk = ids[i : i + EXISTS_CHUNK]
             sql = (
-                f"SELECT workspace_id, event_id FROM {self.db}.usage_events "
+                f"SELECT workspace_id, event_id, batch_id FROM {self.db}.usage_events "
                 "WHERE workspace_id IN {ws} AND event_id IN {ids}"
             )
             lines = "\n".join(chunk)
@@ -203,13 +220,13 @@ class ClickHouseWriter:
                     fmt="TabSeparated",
                     settings={"max_query_size": len(lines) + 65_536},
                 )
-                found.update(_tsv_pairs(answer))
+                found.update(_tsv_carriers(answer))
             else:
                 result = self._client.query(
                     sql.format(ws="{ws:Array(String)}", ids="{ids:Array(String)}"),
                     parameters={"ws": ordered, "ids": chunk},
                 )
-                found.update((str(w), str(e)) for w, e in result.result_rows)
+                found.update(((str(w), str(e)), str(b)) for w, e, b in result.result_rows)
             # The IN pair over-selects across workspaces (same id elsewhere); the caller keeps exact pairs.
         return found
 

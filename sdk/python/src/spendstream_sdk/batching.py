@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from spendstream_sdk.outbox import Item
 
@@ -25,11 +25,16 @@ class Batch:
 
 
 def _stamp(items: list[Item]) -> None:
-    # The ISO text of a float timestamp, made once per event in the sender (an explicit one is text already).
+    # The ISO text of a float timestamp (Unix seconds), made once per event in the sender (an explicit one is text
+    # already): the date and time of day are formatted once per second, the microseconds appended.
+    second, prefix = -1, ""
     for _, event in items:
         stamp = event["timestamp"]
         if type(stamp) is float:
-            event["timestamp"] = datetime.fromtimestamp(stamp, UTC).isoformat()
+            whole = int(stamp)
+            if whole != second:
+                second, prefix = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            event["timestamp"] = f"{prefix}.{int((stamp - whole) * 1_000_000):06d}Z"
 
 
 def _json(items: list[Item]) -> bytes:

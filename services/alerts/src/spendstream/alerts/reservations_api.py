@@ -8,6 +8,7 @@ closed. See reservations.py for the atomic check-and-reserve.
 # No `from __future__ import annotations` here: FastAPI must evaluate the Annotated[..., Depends(auth)]
 # parameters at definition time, where `auth` is a local of the router factory.
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any

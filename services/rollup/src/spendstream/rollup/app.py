@@ -6,6 +6,7 @@
 | ingest.datakeys.v1, ingest.apikeys.v1 (replayed tables) | rollup.deadletter.v1            |
 | retention.commands.v1 (group spendstream-rollup-erasure)    | retention.reports.v1        |
 | GET /v1/usage, /v1/export, /v1/findings (read or admin key) |                            |
+| POST/GET /v1/prices/recompute (admin key; internal twin) | usage_events, usage_daily, price_recompute_* |
 | every reconcile/repair interval: corrections.py; hourly: sweeper.py                          |
 """
 
@@ -32,6 +33,9 @@ from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.erasure import RollupErasure
 from spendstream.rollup.internal_api import build_internal_router
 from spendstream.rollup.queries import UsageQueries
+from spendstream.rollup.recompute import Pricing, Repricer, TablePricing
+from spendstream.rollup.recompute_api import build_recompute_router
+from spendstream.rollup.recompute_jobs import RecomputeJobs
 from spendstream.rollup.reconcile import Reconciler
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
@@ -57,8 +61,9 @@ def create_service(settings: RollupSettings) -> Service:
     prices = price_tables.load(settings.data_dir)
     log.info("price table loaded", extra={"source": prices.source, "models": len(prices)})
     erased = ErasedSubjects(writer_client, settings.clickhouse_database)
+    store = ClickHouseWriter(writer_client, settings.clickhouse_database, prices)
     writer = BatchWriter(
-        writer=ClickHouseWriter(writer_client, settings.clickhouse_database, prices),
+        writer=store,
         repairs=Reconciler(writer_client, settings.clickhouse_database),
         keyring=keyring,
         broker=broker,
@@ -101,14 +106,26 @@ def create_service(settings: RollupSettings) -> Service:
     )
     sweeper = Sweeper(writer_client, settings.clickhouse_database, lock=writer.lock)
 
+    def load_pricing() -> Pricing:
+        # The prices in force now (a `prices refresh` since the start included), for the job and the writer alike.
+        table = price_tables.load(settings.data_dir)
+        store.prices = table
+        return TablePricing(table)
+
+    jobs = RecomputeJobs(Repricer(writer_client, settings.clickhouse_database), writer.lock, load_pricing)
+
     router = build_router(queries, require_scope(keys, "read", "admin"), prices)
     internal = build_internal_router(queries, settings.internal_token)
-    service = Service("rollup", routers=[router, internal])
-    service.on_start(keys.table.start, keyring.table.start, broker.start)
+    recompute = build_recompute_router(jobs, require_scope(keys, "admin"), settings.internal_token)
+    service = Service("rollup", routers=[router, internal, recompute])
+    # Jobs a previous process died under resume once the consumer runs (they share the writer lock).
+    service.on_start(keys.table.start, keyring.table.start, broker.start, jobs.resume)
     service.every("rollup:reconcile", settings.reconcile_interval_seconds, corrections.reconcile)
     service.every("rollup:repair", settings.repair_interval_seconds, corrections.repair)
     # The first sweep right away: a restarted service catches up at once.
     service.every("rollup:sweep", 3600.0, sweeper.run_once, immediately=True)
     # broker.stop finishes the batch in hand and commits it (graceful_timeout) before the clients close.
-    service.on_stop(broker.stop, keyring.table.stop, keys.table.stop, writer_client.close, reader_client.close)
+    service.on_stop(
+        jobs.stop, broker.stop, keyring.table.stop, keys.table.stop, writer_client.close, reader_client.close
+    )
     return service

@@ -1,24 +1,33 @@
 """rollup's subcommands of the `spendstream` CLI.
 
 spendstream prices refresh --from FILE|URL [--to PATH]   install a newer LiteLLM price table
+spendstream prices recompute --from DAY --to DAY [--workspace WS]   re-price stored computed costs (recompute.py)
 spendstream export --format csv|json --output FILE      download the workspace's data, with a progress bar
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from spendstream.common import prices as price_tables
 from spendstream.common.prices import PriceTable, local_path
+from spendstream.rollup import recompute
+from spendstream.rollup.clickhouse import clickhouse_client
+from spendstream.rollup.recompute import Repricer, Request, TablePricing
+from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
 
 MAX_PRICE_TABLE_BYTES = 64 * 1024 * 1024
@@ -38,6 +47,39 @@ def register(subparsers: Any) -> None:
         help="where to write it (default: <SPENDSTREAM_DATA_DIR>/prices/, which rollup reads first at start)",
     )
     refresh.set_defaults(handler=refresh_prices)
+
+    recompute = actions.add_parser(
+        "recompute",
+        help="re-price the computed costs of a UTC day range (raw events and rollups) under the prices in force now",
+    )
+    recompute.add_argument("--from", dest="start", required=True, type=_day, help="first UTC day, YYYY-MM-DD")
+    recompute.add_argument("--to", dest="end", required=True, type=_day, help="last UTC day, inclusive")
+    recompute.add_argument(
+        "--workspace", default=None, help="one workspace (default: the key's; every one with the internal token)"
+    )
+    recompute.add_argument(
+        "--url",
+        default=os.environ.get("SPENDSTREAM_URL", "http://127.0.0.1:8080"),
+        help="rollup's (or `spendstream up`'s) base URL (env SPENDSTREAM_URL)",
+    )
+    recompute.add_argument(
+        "--key", default=os.environ.get("SPENDSTREAM_API_KEY", ""), help="an admin key (env SPENDSTREAM_API_KEY)"
+    )
+    recompute.add_argument(
+        "--internal-token",
+        default=os.environ.get("SPENDSTREAM_INTERNAL_TOKEN", ""),
+        help="the operator token (env SPENDSTREAM_INTERNAL_TOKEN): any workspace, or all of them",
+    )
+    recompute.add_argument(
+        "--direct",
+        action="store_true",
+        help="open the store here instead of asking rollup (rollup stopped, or a ClickHouse server; "
+        "see docs/operations.md)",
+    )
+    recompute.add_argument(
+        "--progress", choices=("bar", "lines", "none"), default="bar", help="a progress bar, JSON lines, or nothing"
+    )
+    recompute.set_defaults(handler=recompute_prices)
 
     export = subparsers.add_parser("export", help="download every event and rollup row of a workspace")
     export.add_argument("--format", choices=("csv", "json"), default="json")
@@ -104,6 +146,107 @@ def refresh_prices(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else date.fromisoformat("invalid")
+    except ValueError:
+        raise argparse.ArgumentTypeError("a day is YYYY-MM-DD") from None
+
+
+class _Shown:
+    """Progress shown as a bar (tqdm, on stderr) or as one JSON line per step (for scripts and tests)."""
+
+    def __init__(self, mode: str, description: str) -> None:
+        self._mode = mode
+        self._bar: tqdm[Any] | None = None
+        if mode == "bar":
+            self._bar = tqdm(total=0, unit="day", desc=description, file=sys.stderr)
+
+    def __call__(self, progress: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.total = progress["days_total"]
+            self._bar.n = progress["days_done"]
+            self._bar.set_postfix(events=progress["events_done"], changed=progress["changed"], refresh=False)
+            self._bar.refresh()
+        elif self._mode == "lines":
+            print(json.dumps({"progress": progress}), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def recompute_prices(args: argparse.Namespace) -> int:
+    """Re-price through rollup's API (the default: rollup owns the store), or in this process with --direct."""
+    if args.start > args.end:
+        print("spendstream: --from is after --to", file=sys.stderr)
+        return 2
+    shown = _Shown(args.progress, f"re-pricing {args.start}..{args.end}")
+    try:
+        result = _recompute_direct(args, shown) if args.direct else _recompute_remote(args, shown)
+    finally:
+        shown.close()
+    if result is None:
+        return 2
+    print(json.dumps(result, sort_keys=True))
+    return 0 if result["state"] == "done" else 1
+
+
+def _recompute_direct(args: argparse.Namespace, shown: _Shown) -> dict[str, Any] | None:
+    settings = RollupSettings()
+    url = settings.resolved_clickhouse_url()
+    client = clickhouse_client(url)
+    try:
+        migrate(client, settings.clickhouse_database, settings.retention_months)
+        repricer = Repricer(client, settings.clickhouse_database)
+        request = Request(args.start, args.end, args.workspace, f"cli:{getpass.getuser()}")
+        pricing = TablePricing(price_tables.load(settings.data_dir))
+        return recompute.run(repricer, request, pricing, lambda p: shown(p.jsonable())).jsonable()
+    finally:
+        client.close()
+
+
+def _recompute_remote(args: argparse.Namespace, shown: _Shown) -> dict[str, Any] | None:
+    body: dict[str, Any] = {"from": args.start.isoformat(), "to": args.end.isoformat()}
+    if args.internal_token:
+        base, headers = "/internal/v1/prices/recompute", {"X-Internal-Token": args.internal_token}
+        if args.workspace:
+            body["workspace_id"] = args.workspace
+    elif args.key:
+        if args.workspace:
+            print("spendstream: --workspace needs the internal token; an admin key re-prices its own", file=sys.stderr)
+            return None
+        base, headers = "/v1/prices/recompute", {"Authorization": f"Bearer {args.key}"}
+    else:
+        print("spendstream: recompute needs an admin key (--key) or the internal token", file=sys.stderr)
+        return None
+    root = args.url.rstrip("/")
+
+    def call(path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(
+            root + path, data=data, headers={**headers, "Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (the operator's own URL)
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+
+    try:
+        job = call(base, body)
+        while job["state"] == "running":
+            shown(job)
+            time.sleep(0.5)
+            job = call(f"{base}/{job['job_id']}")
+    except urllib.error.HTTPError as exc:
+        print(
+            f"spendstream: recompute refused: HTTP {exc.code} {exc.read()[:500].decode(errors='replace')}",
+            file=sys.stderr,
+        )
+        return None
+    shown(job)
+    return job
 
 
 def export_data(args: argparse.Namespace) -> int:

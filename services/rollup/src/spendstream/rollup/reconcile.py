@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
@@ -35,8 +36,10 @@ class Reconciler:
         )
         return sorted(r[0] for r in result.result_rows)
 
-    def drift(self, start: date, end: date) -> list[tuple[Any, ...]]:
-        """Rows that would make the rollup equal the deduplicated raw events over [start, end] (UTC days)."""
+    def drift(self, start: date, end: date, workspaces: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+        """Rows that would make the rollup equal the deduplicated raw events over [start, end] (UTC days), of
+        `workspaces` only when given."""
+        only = " AND workspace_id IN {workspaces:Array(String)}" if workspaces is not None else ""
         keys = ", ".join(("workspace_id", "day", *DIMENSIONS, "cost_source"))
         raw = (
             f"SELECT workspace_id, toDate(ts) AS day, {', '.join(DIMENSIONS)}, cost_source, "
@@ -45,11 +48,11 @@ class Reconciler:
             "cached_input_tokens, toInt64(sum(reasoning_tokens)) AS reasoning_tokens, "
             "toDecimal128(sum(cost_usd), 9) AS cost_usd, toInt64(sum(latency_ms)) AS latency_ms_sum "
             f"FROM {self.db}.usage_events FINAL WHERE toDate(ts) >= {{start:Date}} AND toDate(ts) <= "
-            f"{{end:Date}} GROUP BY {keys}"
+            f"{{end:Date}}{only} GROUP BY {keys}"
         )
         rolled = (
             f"SELECT {keys}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)} FROM {self.db}.usage_daily "
-            f"WHERE day >= {{start:Date}} AND day <= {{end:Date}} GROUP BY {keys}"
+            f"WHERE day >= {{start:Date}} AND day <= {{end:Date}}{only} GROUP BY {keys}"
         )
         diff = (
             f"SELECT {keys}, {', '.join(f'r.{m} - d.{m}' for m in MEASURES)} FROM ({raw}) AS r "
@@ -57,19 +60,23 @@ class Reconciler:
             f"WHERE {' OR '.join(f'r.{m} != d.{m}' for m in MEASURES)} "
             f"ORDER BY {keys} SETTINGS join_use_nulls = 0"
         )
-        return [tuple(r) for r in self._client.query(diff, parameters={"start": start, "end": end}).result_rows]
+        parameters = {"start": start, "end": end, "workspaces": list(workspaces or ())}
+        return [tuple(r) for r in self._client.query(diff, parameters=parameters).result_rows]
 
-    def reconcile(self, start: date, end: date, confirm_after: float = 0.0) -> int:
-        """Make the rollup equal the deduplicated raw events over [start, end]; returns corrected groups.
+    def reconcile(
+        self, start: date, end: date, confirm_after: float = 0.0, workspaces: Sequence[str] | None = None
+    ) -> int:
+        """Make the rollup equal the deduplicated raw events over [start, end] (of `workspaces` only when
+        given); returns corrected groups.
 
         An insert in flight elsewhere (another replica on a ClickHouse server) can show its raw part before
         its view part; that looks like drift for a moment. With `confirm_after` > 0 only drift seen
         identically twice, that many seconds apart, is corrected. In one process the writer and reconcile
         share a lock (consumer.py), so no insert is ever in flight and 0 is exact."""
-        corrections = self.drift(start, end)
+        corrections = self.drift(start, end, workspaces)
         if corrections and confirm_after > 0:
             time.sleep(confirm_after)
-            again = set(self.drift(start, end))
+            again = set(self.drift(start, end, workspaces))
             corrections = [c for c in corrections if c in again]
         if corrections:
             self._client.insert(

@@ -242,6 +242,22 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
                 workspace_id LowCardinality(String), subject_hash String, erased_at DateTime64(3, 'UTC'))
                 ENGINE = ReplacingMergeTree(erased_at) ORDER BY (workspace_id, subject_hash)""",
         ],
+        9: [
+            # Re-pricing jobs (recompute.py): the audit record of each (who, range, prices, result), its latest
+            # state winning; and the durable cursor, one row per (job, workspace, day) whose raw events and rollup
+            # are re-priced, so a job killed half-way resumes where it stopped.
+            f"""CREATE TABLE IF NOT EXISTS {db}.price_recompute_jobs (
+                job_id String, workspace_id String, start Date, end Date, prices String, requested_by String,
+                state Enum8('running' = 1, 'done' = 2, 'failed' = 3), result String,
+                created_at DateTime64(3, 'UTC'), updated_at DateTime64(3, 'UTC'))
+                ENGINE = ReplacingMergeTree(updated_at) ORDER BY job_id
+                TTL toDateTime(created_at) + INTERVAL 400 DAY""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.price_recompute_days (
+                job_id String, workspace_id String, day Date, events UInt64,
+                done_at DateTime64(3, 'UTC') DEFAULT now64(3))
+                ENGINE = ReplacingMergeTree(done_at) ORDER BY (job_id, workspace_id, day)
+                TTL toDateTime(done_at) + INTERVAL 90 DAY""",
+        ],
     }
 
 

@@ -158,6 +158,15 @@ class ClickHouseWriter:
         self.db = database
         self._prices = prices
 
+    @property
+    def prices(self) -> PriceTable:
+        return self._prices
+
+    @prices.setter
+    def prices(self, table: PriceTable) -> None:
+        """Price the events of the next chunks with `table` (a re-pricing job's prices, recompute_jobs.py)."""
+        self._prices = table
+
     def encode(self, batches: Sequence[StoredBatch]) -> bytes:
         return encode_batches(batches, self._prices)
 

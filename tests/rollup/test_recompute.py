@@ -1,0 +1,209 @@
+"""Re-pricing (issue 22, item 4): a model's price changes for a past week; after recompute the week's computed
+costs, raw and rolled up, are the new prices' to the nano-dollar, reported ones untouched, other weeks
+untouched; a second run changes nothing; a SIGKILLed run and its rerun give the same result; events arriving
+during a job are priced right either way."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from spendstream.common.events import sealed_events
+from spendstream.common.prices import PriceTable
+from spendstream.rollup import recompute
+from spendstream.rollup.clickhouse import clickhouse_client
+from spendstream.rollup.queries import UsageQueries
+from spendstream.rollup.recompute import Repricer, Request, TablePricing
+from spendstream.rollup.schema import migrate
+from spendstream.rollup.writes import ClickHouseWriter, StoredBatch
+from tests.support import Isolation, usage_event
+
+pytestmark = pytest.mark.integration
+
+OLD = {
+    "gpt-4o-mini": {
+        "input_cost_per_token": 1.5e-7,
+        "output_cost_per_token": 6e-7,
+        "cache_read_input_token_cost": 7.5e-8,
+    },
+    "claude-sonnet-4": {
+        "input_cost_per_token": 3e-6,
+        "output_cost_per_token": 1.5e-5,
+        "cache_read_input_token_cost": 3e-7,
+        "input_cost_per_token_above_200k_tokens": 6e-6,
+        "output_cost_per_token_above_200k_tokens": 2.25e-5,
+    },
+}
+# gpt-4o-mini's price corrected, and a model the old table did not know.
+NEW = {
+    **OLD,
+    "gpt-4o-mini": {
+        "input_cost_per_token": 1.65e-7,
+        "output_cost_per_token": 6.6e-7,
+        "cache_read_input_token_cost": 8.25e-8,
+    },
+    "brand-new-1": {"input_cost_per_token": 1.1e-6, "output_cost_per_token": 4.4e-6},
+}
+WEEK = (date(2026, 10, 28), date(2026, 11, 3))  # a past week across a month boundary (two partitions)
+OTHER_WEEKS = ((date(2026, 10, 21), date(2026, 10, 27)), (date(2026, 11, 4), date(2026, 11, 10)))
+MODELS = ("gpt-4o-mini", "claude-sonnet-4", "brand-new-1")
+
+
+def _events(rng: random.Random, day: date, n: int) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        model = MODELS[i % len(MODELS)]
+        input_tokens = rng.choice((rng.randint(1, 5000), rng.randint(190_000, 260_000)))
+        output_tokens = rng.randint(0, 4000)
+        event = usage_event(
+            model=model,
+            provider="anthropic" if model.startswith("claude") else "openai",
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_input_tokens=rng.randint(0, input_tokens),
+            timestamp=datetime(
+                day.year, day.month, day.day, rng.randint(0, 23), rng.randint(0, 59), tzinfo=UTC
+            ).isoformat(),
+            tags={"feature": rng.choice(("chat", "search")), "customer_id": f"c{rng.randint(1, 3)}"},
+        )
+        # A third of the calls report their own cost: those are never re-priced.
+        if i % 3 == 2:
+            event["cost_usd"] = round(rng.uniform(0.001, 2.0), 6)
+        else:
+            event.pop("cost_usd")
+        out.append(event)
+    return out
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+@dataclass
+class Store:
+    client: Client
+    database: str
+    queries: UsageQueries
+
+    def events(self, workspace_id: str) -> dict[str, tuple[Decimal, str]]:
+        rows = self.client.query(
+            f"SELECT event_id, cost_usd, cost_source FROM {self.database}.usage_events FINAL "
+            "WHERE workspace_id = {ws:String}",
+            parameters={"ws": workspace_id},
+        ).result_rows
+        return {str(e): (Decimal(c), str(s)) for e, c, s in rows}
+
+    def usage(self, workspace_id: str, start: date, end: date) -> dict[tuple[Any, ...], tuple[int, Decimal]]:
+        """What /v1/usage answers for the range, by day and model, and the unpriced models it lists."""
+        rows = self.queries.usage(workspace_id, start, end, ["day", "model"], {})
+        unknown = self.queries.unknown_models(workspace_id, start, end)
+        return {
+            **{(r["day"], r["model"]): (r["requests"], r["cost_usd"]) for r in rows},
+            **{("unknown", u["model"]): (u["requests"], Decimal(0)) for u in unknown},
+        }
+
+    def rollup(self, workspace_id: str) -> dict[tuple[Any, ...], tuple[int, Decimal]]:
+        """The daily rollup's groups with usage, by every key."""
+        rows = self.client.query(
+            f"SELECT day, provider, model, feature, customer_id, cost_source, sum(requests), sum(cost_usd) "
+            f"FROM {self.database}.usage_daily WHERE workspace_id = {{ws:String}} "
+            "GROUP BY ALL HAVING sum(requests) != 0",
+            parameters={"ws": workspace_id},
+        ).result_rows
+        return {tuple(r[:6]): (int(r[6]), Decimal(r[7])) for r in rows}
+
+    def mutations(self) -> int:
+        return int(
+            self.client.query(
+                "SELECT count() FROM system.mutations WHERE database = {db:String} AND table = 'usage_events'",
+                parameters={"db": self.database},
+            ).result_rows[0][0]
+        )
+
+
+def _expected(
+    events: list[dict[str, Any]], table: PriceTable
+) -> tuple[dict[str, tuple[Decimal, str]], dict[tuple[Any, ...], tuple[int, Decimal]]]:
+    """Per event and per (day, model, source): what the writer stores for `events` under `table`."""
+    per_event: dict[str, tuple[Decimal, str]] = {}
+    usage: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0, Decimal(0)])
+    for event in sealed_events(events):
+        if event.cost_usd is not None:
+            cost, source = Decimal(str(event.cost_usd)).quantize(Decimal("1e-9")), "reported"
+        elif (price := table.lookup(event.provider, event.model)) is not None:
+            cost, source = price.cost(event), "computed"
+        else:
+            cost, source = Decimal(0), "unknown"
+        per_event[event.event_id] = (cost, source)
+        group = usage[(event.timestamp.astimezone(UTC).date().isoformat(), event.model)]
+        group[0] += 1
+        group[1] += cost
+        if source == "unknown":
+            usage[("unknown", event.model)][0] += 1
+    return per_event, {k: (n, c) for k, (n, c) in usage.items()}
+
+
+def _store(iso: Isolation) -> Store:
+    client = clickhouse_client(iso.stack.clickhouse)
+    migrate(client, iso.database, 12)
+    return Store(client, iso.database, UsageQueries(client, iso.database))
+
+
+def _write(store: Store, workspace_id: str, events: list[dict[str, Any]], table: PriceTable) -> None:
+    writer = ClickHouseWriter(store.client, store.database, table)
+    batch = StoredBatch.of(workspace_id, uuid.uuid4().hex, datetime.now(UTC), sealed_events(events))
+    writer.insert_new([batch], writer.encode([batch]))
+
+
+def _history(seed: int, per_day: int) -> dict[date, list[dict[str, Any]]]:
+    rng = random.Random(seed)
+    first, last = OTHER_WEEKS[0][0], OTHER_WEEKS[1][1]
+    return {day: _events(rng, day, per_day) for day in _days(first, last)}
+
+
+def _in(history: dict[date, list[dict[str, Any]]], start: date, end: date) -> list[dict[str, Any]]:
+    return [e for day, events in history.items() if start <= day <= end for e in events]
+
+
+def test_recompute_reprices_the_week_exactly_leaves_reported_and_other_weeks_and_a_second_run_changes_nothing(
+    iso: Isolation,
+) -> None:
+    store = _store(iso)
+    old, new = PriceTable(OLD), PriceTable(NEW)
+    history = _history(22, 30)
+    for events in history.values():
+        _write(store, "ws1", events, old)
+    _write(store, "ws2", _in(history, *WEEK), old)  # another workspace, the same calls: not asked, not touched
+    before_ws2 = store.events("ws2")
+
+    progress = recompute.run(Repricer(store.client, store.database), Request(*WEEK, "ws1", "test"), TablePricing(new))
+
+    week_events, week_usage = _expected(_in(history, *WEEK), new)
+    was, _ = _expected(_in(history, *WEEK), old)
+    assert progress.state == "done" and progress.days_done == progress.days_total == 7
+    # Computed gpt-4o-mini rows and formerly unpriced brand-new-1 rows changed (claude's price did not).
+    assert progress.changed == sum(1 for e, now in week_events.items() if now != was[e]) > 0
+    stored = store.events("ws1")
+    assert {e: stored[e] for e in week_events} == week_events
+    assert store.usage("ws1", *WEEK) == week_usage
+    assert not [k for k in week_usage if k[0] == "unknown"]  # brand-new-1 is priced now
+    for other in OTHER_WEEKS:
+        other_events, other_usage = _expected(_in(history, *other), old)
+        assert {e: stored[e] for e in other_events} == other_events
+        assert store.usage("ws1", *other) == other_usage
+    assert store.events("ws2") == before_ws2
+
+    rollup, mutations = store.rollup("ws1"), store.mutations()
+    again = recompute.run(Repricer(store.client, store.database), Request(*WEEK, "ws1", "test"), TablePricing(new))
+    assert again.state == "done" and again.changed == 0 and again.rollup_groups == 0
+    assert store.mutations() == mutations  # not one part rewritten
+    assert store.events("ws1") == stored
+    assert store.rollup("ws1") == rollup

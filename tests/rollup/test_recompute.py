@@ -5,12 +5,18 @@ during a job are priced right either way."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -207,3 +213,74 @@ def test_recompute_reprices_the_week_exactly_leaves_reported_and_other_weeks_and
     assert store.mutations() == mutations  # not one part rewritten
     assert store.events("ws1") == stored
     assert store.rollup("ws1") == rollup
+
+
+def _python(*args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_a_recompute_killed_mid_way_and_rerun_gives_the_result_of_an_uninterrupted_one(tmp_path: Path) -> None:
+    # Its own chDB directory, worked from other processes: the recompute is a real `spendstream` process.
+    url, db = f"chdb://{tmp_path / 'clickhouse'}", "repricing"
+    history = _history(23, 12)
+    events_file, old_file = tmp_path / "events.json", tmp_path / "old.json"
+    events_file.write_text(json.dumps([["ws1", e] for events in history.values() for e in events]))
+    old_file.write_text(json.dumps(OLD))
+    _python("-m", "tests.rollup.recompute_store", "seed", url, db, str(events_file), str(old_file))
+    # The prices in force now: `spendstream prices refresh` writes them there.
+    (tmp_path / "data" / "prices").mkdir(parents=True)
+    (tmp_path / "data" / "prices" / "litellm_model_prices.json").write_text(json.dumps(NEW))
+    env = {
+        **os.environ,
+        "SPENDSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "SPENDSTREAM_CLICKHOUSE_URL": url,
+        "SPENDSTREAM_CLICKHOUSE_DATABASE": db,
+    }
+    args = ["prices", "recompute", "--direct", "--from", WEEK[0].isoformat(), "--to", WEEK[1].isoformat()]
+    args += ["--workspace", "ws1", "--progress", "lines"]
+
+    slow = subprocess.Popen(
+        [sys.executable, "-m", "tests.rollup.recompute_store", "slow", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert slow.stderr is not None
+    for line in slow.stderr:
+        if line.startswith("{") and json.loads(line)["progress"]["days_done"] >= 2:
+            slow.send_signal(signal.SIGKILL)  # between two days: the next day's raw rows re-priced, its rollup not
+            break
+    assert slow.wait(timeout=60) == -signal.SIGKILL
+    slow.stdout.close()  # type: ignore[union-attr]
+    slow.stderr.close()
+
+    def dump() -> dict[str, Any]:
+        out = _python("-m", "tests.rollup.recompute_store", "dump", url, db, "ws1", "2026-10-01", "2026-11-30")
+        return dict(json.loads(out))
+
+    killed = dump()
+    assert 2 <= killed["days_done"] < 7 and list(killed["jobs"].values()) == ["running"]
+
+    rerun = subprocess.run(
+        [sys.executable, "-m", "spendstream.cli", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    result = json.loads(rerun.stdout)
+    assert result["state"] == "done" and result["resumed"] and result["job_id"] in killed["jobs"]
+    final = dump()
+    assert final["jobs"] == {result["job_id"]: "done"} and final["days_done"] == 7
+
+    # What an uninterrupted run gives: the writer's prices, new for the week and old elsewhere.
+    expected: dict[str, tuple[Decimal, str]] = {}
+    usage: dict[str, tuple[int, Decimal]] = {}
+    for start, end, table in ((*WEEK, PriceTable(NEW)), *((*w, PriceTable(OLD)) for w in OTHER_WEEKS)):
+        per_event, per_day = _expected(_in(history, start, end), table)
+        expected |= per_event
+        usage |= {f"{k[0]}|{k[1]}": (n, c) for k, (n, c) in per_day.items() if k[0] != "unknown"}
+    assert {e: (Decimal(c), s) for e, (c, s) in final["events"].items()} == expected
+    assert {k: (n, Decimal(c)) for k, (n, c) in final["usage"].items()} == usage

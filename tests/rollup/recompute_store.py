@@ -3,9 +3,9 @@ process holds the session's chDB directory, and a process opens one directory on
 
   python -m tests.rollup.recompute_store seed URL DB EVENTS.json PRICES.json   store events as the writer would
   python -m tests.rollup.recompute_store dump URL DB WS FROM TO                print stored costs and rollup as JSON
-  python -m tests.rollup.recompute_store slow ARGS...                          `spendstream ARGS` with each day's
+  python -m tests.rollup.recompute_store slow ARGS...                          `spendstream ARGS` with each partition's
                                                                                settling slowed, so a test can kill
-                                                                               it between two days
+                                                                               it between its two steps
 """
 
 from __future__ import annotations
@@ -67,14 +67,17 @@ def dump(url: str, db: str, workspace_id: str, start: str, end: str) -> None:
 def slow(argv: list[str]) -> int:
     from spendstream.cli.__main__ import main
 
-    settle = Repricer.settle_day
+    settle = Repricer.settle
 
     def slowly(self: Repricer, *args: Any, **kwargs: Any) -> int:
+        # The partition's raw rows are re-priced, its rollup not yet: say so, and give the test time to kill.
+        print(json.dumps({"settling": [u.day.isoformat() for u in args[1]]}), file=sys.stderr, flush=True)
+        time.sleep(1.5)
         fixed = settle(self, *args, **kwargs)
-        time.sleep(1.0)
+        time.sleep(1.5)
         return fixed
 
-    Repricer.settle_day = slowly  # type: ignore[method-assign]
+    Repricer.settle = slowly  # type: ignore[method-assign]
     return main(argv)
 
 

@@ -251,9 +251,13 @@ def test_a_recompute_killed_mid_way_and_rerun_gives_the_result_of_an_uninterrupt
         text=True,
     )
     assert slow.stderr is not None
+    october_done = False
     for line in slow.stderr:
-        if line.startswith("{") and json.loads(line)["progress"]["days_done"] >= 2:
-            slow.send_signal(signal.SIGKILL)  # between two days: the next day's raw rows re-priced, its rollup not
+        said = json.loads(line) if line.startswith("{") else {}
+        october_done = october_done or said.get("progress", {}).get("days_done") == 4
+        if october_done and "settling" in said:
+            # November's raw rows are re-priced, its rollup not yet settled: killed right there.
+            slow.send_signal(signal.SIGKILL)
             break
     assert slow.wait(timeout=60) == -signal.SIGKILL
     slow.stdout.close()  # type: ignore[union-attr]
@@ -264,7 +268,14 @@ def test_a_recompute_killed_mid_way_and_rerun_gives_the_result_of_an_uninterrupt
         return dict(json.loads(out))
 
     killed = dump()
-    assert 2 <= killed["days_done"] < 7 and list(killed["jobs"].values()) == ["running"]
+    assert killed["days_done"] == 4 and list(killed["jobs"].values()) == ["running"]
+    november = _in(history, date(2026, 11, 1), WEEK[1])
+    new_costs, _ = _expected(november, PriceTable(NEW))
+    _, old_usage = _expected(november, PriceTable(OLD))
+    assert {e: (Decimal(c), s) for e, (c, s) in killed["events"].items() if e in new_costs} == new_costs
+    assert {k: v for k, v in killed["usage"].items() if k[:10] in {"2026-11-01", "2026-11-02", "2026-11-03"}} == {
+        f"{k[0]}|{k[1]}": [n, str(c)] for k, (n, c) in old_usage.items() if k[0] != "unknown"
+    }
 
     rerun = subprocess.run(
         [sys.executable, "-m", "spendstream.cli", *args], env=env, capture_output=True, text=True, timeout=300

@@ -14,7 +14,8 @@ How, and why so:
     that day and those workspaces): the difference is inserted, so a group that moved from 'unknown' to
     'computed' leaves one key and joins the other. The periodic reconcile computes the same thing, so the two
     never disagree whichever runs first.
-  * The cursor is durable: after a day is settled, a row per (job, workspace, day) goes to price_recompute_days.
+  * The cursor is durable: once a partition's days are settled, a row per (job, workspace, day) goes to
+    price_recompute_days.
     A rerun of the same request under the same prices resumes the unfinished job and skips the days done; a
     day killed half-way (mutation applied, rollup not) is redone, which is harmless (both steps are idempotent).
   * Events that arrive meanwhile: the writer prices them with the same prices (the service swaps them in before a
@@ -302,11 +303,13 @@ class Repricer:
             )
         return changed
 
-    def settle_day(self, job_id: str, day: date, units: Sequence[Unit], workspace_id: str | None) -> int:
-        """Make the day's rollup equal its (re-priced) raw rows, then mark the day's units done; returns the
-        rollup groups corrected."""
+    def settle(self, job_id: str, units: Sequence[Unit], workspace_id: str | None) -> int:
+        """Make the rollup of `units` (one month partition) equal their re-priced raw rows, then mark them done;
+        returns the rollup groups corrected. One drift query for the partition's days: the raw table is ordered by
+        (workspace, event), so a query per day would read the whole partition once per day."""
         workspaces = None if workspace_id is None else [workspace_id]
-        fixed = self._reconciler.reconcile(day, day, 0.0, workspaces)
+        days = [u.day for u in units]
+        fixed = self._reconciler.reconcile(min(days), max(days), 0.0, workspaces)
         self._client.insert(
             f"{self.db}.price_recompute_days",
             [[job_id, u.workspace_id, u.day, u.events] for u in units],
@@ -342,7 +345,7 @@ Step = Callable[[], None]
 
 
 def steps(repricer: Repricer, request: Request, pricing: Pricing, progress: Progress, plan: Plan) -> Iterator[Step]:
-    """The job as short steps (each one mutation or one day's rollup), for a driver to run in order: the CLI
+    """The job as short steps (each one mutation or one partition's rollup), for a driver to run in order: the CLI
     runs them straight, the service under its writer lock so no insert interleaves. `progress` is updated after
     each; the final steps check the whole range again (see the module docstring)."""
     progress.days_total = len({u.day for u in plan.units})
@@ -365,18 +368,14 @@ def steps(repricer: Repricer, request: Request, pricing: Pricing, progress: Prog
                 progress.changed += repricer.reprice_partition(partition, units, pricing)
 
             yield reprice
-            by_day: dict[date, list[Unit]] = defaultdict(list)
-            for unit in units:
-                by_day[unit.day].append(unit)
-            for day, day_units in sorted(by_day.items()):
 
-                def settle(day: date = day, day_units: list[Unit] = day_units) -> None:
-                    progress.rollup_groups += repricer.settle_day(plan.job_id, day, day_units, request.workspace_id)
-                    progress.events_done += sum(u.events for u in day_units)
-                    if progress.rounds == 1:
-                        progress.days_done += 1
+            def settle(units: list[Unit] = units) -> None:
+                progress.rollup_groups += repricer.settle(plan.job_id, units, request.workspace_id)
+                progress.events_done += sum(u.events for u in units)
+                if progress.rounds == 1:
+                    progress.days_done += len({u.day for u in units})
 
-                yield settle
+            yield settle
         left: list[Unit] = []
 
         def check(left: list[Unit] = left) -> None:

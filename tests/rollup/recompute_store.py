@@ -50,7 +50,7 @@ def dump(url: str, db: str, workspace_id: str, start: str, end: str) -> None:
     rows = UsageQueries(client, db).usage(
         workspace_id, date.fromisoformat(start), date.fromisoformat(end), ["day", "model"], {}
     )
-    done = client.query(f"SELECT count() FROM {db}.price_recompute_days").result_rows[0][0]
+    done = client.query(f"SELECT count() FROM {db}.price_recompute_days WHERE step = 'settled'").result_rows[0][0]
     jobs = client.query(f"SELECT job_id, toString(state) FROM {db}.price_recompute_jobs FINAL").result_rows
     print(
         json.dumps(

@@ -39,7 +39,7 @@ from typing import Any, Literal, Protocol
 from clickhouse_connect.driver.client import Client
 
 from spendstream.common.prices import Price, PriceTable
-from spendstream.rollup.reconcile import Reconciler
+from spendstream.rollup.reconcile import CORRECTION_COLUMNS, Reconciler
 from spendstream.rollup.repricing import literal, priced_sql
 
 log = logging.getLogger(__name__)
@@ -189,10 +189,28 @@ class Repricer:
 
     def _done(self, job_id: str) -> set[tuple[str, date]]:
         rows = self._client.query(
-            f"SELECT workspace_id, day FROM {self.db}.price_recompute_days WHERE job_id = {{job:String}}",
+            f"SELECT workspace_id, day FROM {self.db}.price_recompute_days WHERE job_id = {{job:String}} "
+            "AND step = 'settled'",
             parameters={"job": job_id},
         ).result_rows
         return {(str(ws), day) for ws, day in rows}
+
+    def _mark(self, job_id: str, units: Sequence[Unit], step: str, models: Sequence[tuple[str, str]] = ()) -> None:
+        self._client.insert(
+            f"{self.db}.price_recompute_days",
+            [[job_id, u.workspace_id, u.day, step, u.events, list(models)] for u in units],
+            column_names=("job_id", "workspace_id", "day", "step", "events", "models"),
+            settings={"insert_deduplicate": 0},
+        )
+
+    def repriced_models(self, job_id: str, units: Sequence[Unit]) -> list[tuple[str, str]]:
+        """The models this job re-priced (or set out to) in `units`' raw rows: what their rollup must settle."""
+        rows = self._client.query(
+            f"SELECT DISTINCT arrayJoin(models) FROM {self.db}.price_recompute_days WHERE job_id = {{job:String}} "
+            f"AND step = 'repriced' AND {self._unit_condition(units, 'day')}",
+            parameters={"job": job_id},
+        ).result_rows
+        return sorted((str(m[0][0]), str(m[0][1])) for m in rows)
 
     # --- the job record (audit) -----------------------------------------------------------------------------
 
@@ -247,10 +265,10 @@ class Repricer:
 
     # --- the steps ------------------------------------------------------------------------------------------
 
-    def _unit_condition(self, units: Sequence[Unit]) -> str:
+    def _unit_condition(self, units: Sequence[Unit], day_sql: str = "toDate(ts)") -> str:
         pairs = sorted({(u.workspace_id, u.day) for u in units})
         tuples = ", ".join(f"({literal(ws)}, toDate('{day.isoformat()}'))" for ws, day in pairs)
-        return f"(workspace_id, toDate(ts)) IN ({tuples})"
+        return f"(workspace_id, {day_sql}) IN ({tuples})"
 
     def _expressions(self, condition: str, partition: int, pricing: Pricing) -> tuple[str, str]:
         """(cost_usd, cost_source) under `pricing` for the rows of `condition`: one price group per distinct Price,
@@ -275,9 +293,11 @@ class Repricer:
                 groups[price].append(key)
         return priced_sql(key_sql, [(k, price) for price, k in groups.items()])
 
-    def reprice_partition(self, partition: int, units: Sequence[Unit], pricing: Pricing) -> int:
+    def reprice_partition(self, job_id: str, partition: int, units: Sequence[Unit], pricing: Pricing) -> int:
         """Re-price the raw rows of `units` (all in month `partition`) whose cost or source differs from
-        `pricing`'s; returns how many rows changed. Synchronous: the rows are re-priced when it returns."""
+        `pricing`'s; returns how many rows changed. Synchronous: the rows are re-priced when it returns. The
+        models it changes are recorded first ('repriced'), so a crash before the rollup is settled leaves the
+        settling step knowing what to settle."""
         condition = self._unit_condition(units)
         cost, source = self._expressions(condition, partition, pricing)
         differs = (
@@ -289,33 +309,45 @@ class Repricer:
             "max_ast_elements": 5_000_000,
             "max_expanded_ast_elements": 5_000_000,
         }
-        changed = int(
-            self._client.query(
-                f"SELECT count() FROM {self.db}.usage_events WHERE _partition_id = '{partition}' AND {differs}",
-                settings=big,
-            ).result_rows[0][0]
+        changing = self._client.query(
+            f"SELECT provider, model, count() FROM {self.db}.usage_events WHERE _partition_id = '{partition}' "
+            f"AND {differs} GROUP BY provider, model",
+            settings=big,
+        ).result_rows
+        if not changing:
+            return 0
+        self._mark(job_id, units, "repriced", sorted((str(p), str(m)) for p, m, _ in changing))
+        self._client.command(
+            f"ALTER TABLE {self.db}.usage_events UPDATE cost_usd = {cost}, cost_source = {source} "
+            f"IN PARTITION ID '{partition}' WHERE {differs}",
+            settings={**big, "mutations_sync": 2},
         )
-        if changed:
-            self._client.command(
-                f"ALTER TABLE {self.db}.usage_events UPDATE cost_usd = {cost}, cost_source = {source} "
-                f"IN PARTITION ID '{partition}' WHERE {differs}",
-                settings={**big, "mutations_sync": 2},
-            )
-        return changed
+        return sum(int(n) for _, _, n in changing)
 
     def settle(self, job_id: str, units: Sequence[Unit], workspace_id: str | None) -> int:
-        """Make the rollup of `units` (one month partition) equal their re-priced raw rows, then mark them done;
-        returns the rollup groups corrected. One drift query for the partition's days: the raw table is ordered by
-        (workspace, event), so a query per day would read the whole partition once per day."""
-        workspaces = None if workspace_id is None else [workspace_id]
-        days = [u.day for u in units]
-        fixed = self._reconciler.reconcile(min(days), max(days), 0.0, workspaces)
-        self._client.insert(
-            f"{self.db}.price_recompute_days",
-            [[job_id, u.workspace_id, u.day, u.events] for u in units],
-            column_names=("job_id", "workspace_id", "day", "events"),
-            settings={"insert_deduplicate": 0},
-        )
+        """Make the rollup of the models this job re-priced in `units` (one month partition) equal their raw
+        rows, then mark the units done; returns the rollup groups corrected. One drift query for the partition's
+        days (the raw table is ordered by (workspace, event): a query per day would read the whole partition
+        once per day), narrowed to the re-priced models; nothing when the job changed no row there."""
+        models = self.repriced_models(job_id, units)
+        fixed = 0
+        if models:
+            workspaces = None if workspace_id is None else [workspace_id]
+            days = [u.day for u in units]
+            sql, parameters = self._reconciler.drift_sql(min(days), max(days), workspaces, models, ordered=False)
+            # The corrections go from ClickHouse to ClickHouse (a month has hundreds of thousands of groups, slow
+            # to carry through Python), through a scratch table of this job that also counts them.
+            scratch = f"{self.db}.price_recompute_drift_{job_id}"
+            self._client.command(f"DROP TABLE IF EXISTS {scratch}")
+            self._client.command(f"CREATE TABLE {scratch} ENGINE = Memory AS {sql}", parameters=parameters)
+            fixed = int(self._client.query(f"SELECT count() FROM {scratch}").result_rows[0][0])
+            if fixed:
+                self._client.command(
+                    f"INSERT INTO {self.db}.usage_daily ({', '.join(CORRECTION_COLUMNS)}) SELECT * FROM {scratch}",
+                    settings={"insert_deduplicate": 0},  # a correction may equal an earlier one; it must still apply
+                )
+            self._client.command(f"DROP TABLE {scratch}")
+        self._mark(job_id, units, "settled")
         return fixed
 
     def still_differing(self, request: Request, pricing: Pricing) -> list[Unit]:
@@ -365,7 +397,7 @@ def steps(repricer: Repricer, request: Request, pricing: Pricing, progress: Prog
         for partition, units in by_partition.items():
 
             def reprice(partition: int = partition, units: list[Unit] = units) -> None:
-                progress.changed += repricer.reprice_partition(partition, units, pricing)
+                progress.changed += repricer.reprice_partition(plan.job_id, partition, units, pricing)
 
             yield reprice
 

@@ -11,6 +11,8 @@ from clickhouse_connect.driver.client import Client
 
 from spendstream.rollup.schema import DIMENSIONS, MEASURES
 
+CORRECTION_COLUMNS = ("workspace_id", "day", *DIMENSIONS, "cost_source", *MEASURES)
+
 
 class Repairs(Protocol):
     """The reconciling side of the store, as the consumer uses it (consumer.BatchWriter.repair, reconcile)."""
@@ -36,10 +38,19 @@ class Reconciler:
         )
         return sorted(r[0] for r in result.result_rows)
 
-    def drift(self, start: date, end: date, workspaces: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
-        """Rows that would make the rollup equal the deduplicated raw events over [start, end] (UTC days), of
-        `workspaces` only when given."""
+    def drift_sql(
+        self,
+        start: date,
+        end: date,
+        workspaces: Sequence[str] | None = None,
+        models: Sequence[tuple[str, str]] | None = None,
+        ordered: bool = True,
+    ) -> tuple[str, dict[str, Any]]:
+        """The query of `drift` and its parameters: its columns are usage_daily's CORRECTION_COLUMNS, in order.
+        `workspaces` and `models` ((provider, model) pairs) narrow it to those groups when given."""
         only = " AND workspace_id IN {workspaces:Array(String)}" if workspaces is not None else ""
+        if models is not None:
+            only += " AND (provider, model) IN {models:Array(Tuple(String, String))}"
         keys = ", ".join(("workspace_id", "day", *DIMENSIONS, "cost_source"))
         raw = (
             f"SELECT workspace_id, toDate(ts) AS day, {', '.join(DIMENSIONS)}, cost_source, "
@@ -58,10 +69,17 @@ class Reconciler:
             f"SELECT {keys}, {', '.join(f'r.{m} - d.{m}' for m in MEASURES)} FROM ({raw}) AS r "
             f"FULL OUTER JOIN ({rolled}) AS d USING ({keys}) "
             f"WHERE {' OR '.join(f'r.{m} != d.{m}' for m in MEASURES)} "
-            f"ORDER BY {keys} SETTINGS join_use_nulls = 0"
+            + (f"ORDER BY {keys} " if ordered else "")
+            + "SETTINGS join_use_nulls = 0"
         )
-        parameters = {"start": start, "end": end, "workspaces": list(workspaces or ())}
-        return [tuple(r) for r in self._client.query(diff, parameters=parameters).result_rows]
+        parameters = {"start": start, "end": end, "workspaces": list(workspaces or ()), "models": list(models or ())}
+        return diff, parameters
+
+    def drift(self, start: date, end: date, workspaces: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+        """Rows that would make the rollup equal the deduplicated raw events over [start, end] (UTC days), of
+        `workspaces` only when given."""
+        sql, parameters = self.drift_sql(start, end, workspaces)
+        return [tuple(r) for r in self._client.query(sql, parameters=parameters).result_rows]
 
     def reconcile(
         self, start: date, end: date, confirm_after: float = 0.0, workspaces: Sequence[str] | None = None
@@ -82,7 +100,7 @@ class Reconciler:
             self._client.insert(
                 f"{self.db}.usage_daily",
                 corrections,
-                column_names=("workspace_id", "day", *DIMENSIONS, "cost_source", *MEASURES),
+                column_names=CORRECTION_COLUMNS,
                 # A correction may equal an earlier one byte for byte; it must still apply.
                 settings={"insert_deduplicate": 0},
             )

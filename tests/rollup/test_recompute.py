@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -295,3 +296,45 @@ def test_a_recompute_killed_mid_way_and_rerun_gives_the_result_of_an_uninterrupt
         usage |= {f"{k[0]}|{k[1]}": (n, c) for k, (n, c) in per_day.items() if k[0] != "unknown"}
     assert {e: (Decimal(c), s) for e, (c, s) in final["events"].items()} == expected
     assert {k: (n, Decimal(c)) for k, (n, c) in final["usage"].items()} == usage
+
+
+def test_events_stored_while_a_job_runs_end_priced_by_the_new_prices_raw_and_rolled_up(iso: Isolation) -> None:
+    # Writers store more of the week's events while the job runs (from its first step until its final check):
+    # half with the new prices (the service hands them to its writer before a job starts), half with the old
+    # ones (a replica not told yet). Whichever step each insert falls between, the week ends at the new prices.
+    store = _store(iso)
+    old, new = PriceTable(OLD), PriceTable(NEW)
+    history = _history(24, 20)
+    for events in history.values():
+        _write(store, "ws1", events, old)
+    rng = random.Random(25)
+    late = [_events(rng, day, 5) for _ in range(3) for day in _days(*WEEK)]
+
+    def keep_writing() -> None:
+        client = clickhouse_client(iso.stack.clickhouse)
+        try:
+            for i, events in enumerate(late):
+                _write(Store(client, store.database, store.queries), "ws1", events, new if i % 2 else old)
+        finally:
+            client.close()
+
+    arriving = threading.Thread(target=keep_writing)
+
+    class Checking(Repricer):
+        def still_differing(self, request: Request, pricing: recompute.Pricing) -> list[recompute.Unit]:
+            arriving.join()  # the job's final check comes after the last late write
+            return super().still_differing(request, pricing)
+
+    def on_progress(_: recompute.Progress) -> None:
+        if arriving.ident is None:
+            arriving.start()  # once the first partition's raw rows are re-priced
+
+    progress = recompute.run(
+        Checking(store.client, store.database), Request(*WEEK, "ws1", "test"), TablePricing(new), on_progress
+    )
+
+    assert progress.state == "done" and progress.rounds == 2  # the second round re-priced the stale writes
+    week_events, week_usage = _expected(_in(history, *WEEK) + [e for events in late for e in events], new)
+    stored = store.events("ws1")
+    assert {e: stored[e] for e in week_events} == week_events
+    assert store.usage("ws1", *WEEK) == week_usage

@@ -4,10 +4,11 @@
 
 N events over W workspaces and D days (two month partitions), written straight into usage_events with
 INSERT ... SELECT FROM numbers() (the view builds the rollup as it does for rollup's own inserts): a quarter
-reported, the rest stored 'computed' at a stale price or 'unknown', across models with cached reads, reasoning
-and a long-context tier. Then one job re-prices the whole range under the bundled table, and a second job runs
-again (it must change nothing). Prints the seconds of each phase, rows changed, and a check of a sample of rows
-against the writer's own Python price (Price.cost_of): mismatches must be 0.
+reported, the rest stored 'computed' at a stale price or 'unknown', across models with cached reads, cache
+writes, reasoning, a long-context tier, and the standard, batch, priority and flex service tiers. Then one job
+re-prices the whole range under the bundled table, and a second job runs again (it must change nothing). Prints
+the seconds of each phase, rows changed, and a check of a sample of rows against the writer's own Python price
+(Price.cost_of): mismatches must be 0.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def prefill(client: Any, events: int, workspaces: int, days: int) -> float:
     started = time.perf_counter()
     client.command(
         f"INSERT INTO {DB}.usage_events (workspace_id, event_id, ts, ingested_at, batch_id, provider, model, "
-        "input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, latency_ms, cost_usd, cost_source, "
+        "input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, cache_creation_input_tokens, "
+        "cache_creation_1h_input_tokens, service_tier, latency_ms, cost_usd, cost_source, "
         "feature, route, task_type, customer_plan, customer_id, environment, tags) "
         f"SELECT concat('ws', toString(number % {workspaces})), concat('e', toString(number)), "
         f"toDateTime64('{FIRST_DAY.isoformat()}', 3, 'UTC') + toIntervalSecond(number % {days * 86400}), "
@@ -58,7 +60,9 @@ def prefill(client: Any, events: int, workspaces: int, days: int) -> float:
         f"{providers}[intDiv(number, 7) % {len(MODELS)} + 1] AS provider, "
         f"{models}[intDiv(number, 7) % {len(MODELS)} + 1] AS model, "
         "200 + (number * 7919) % 260000 AS input_tokens, 50 + number % 4000 AS output_tokens, "
-        "intDiv(input_tokens * (number % 3), 4), intDiv(output_tokens * (number % 2), 3), 100 + number % 3000, "
+        "intDiv(input_tokens * (number % 3), 4) AS cached, intDiv(output_tokens * (number % 2), 3), "
+        "intDiv((input_tokens - cached) * (number % 5), 8) AS writes, intDiv(writes, 1 + number % 3), "
+        "['', '', '', 'batch', 'priority', 'flex'][number % 6 + 1], 100 + number % 3000, "
         "if(number % 4 = 0, toDecimal64((number % 1000) / 100000, 9), toDecimal64(0, 9)), "
         "multiIf(number % 4 = 0, 'reported', number % 11 = 0, 'unknown', 'computed'), "
         "['chat','search','summarize'][number % 3 + 1], '', '', '', concat('cust-', toString(number % 1000)), "
@@ -86,13 +90,17 @@ def timed(target: Any, name: str, spent: dict[str, float]) -> None:
 def sample_mismatches(client: Any, n: int = 2000) -> int:
     table = bundled()
     rows = client.query(
-        f"SELECT provider, model, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, cost_usd, "
-        f"cost_source FROM {DB}.usage_events WHERE cost_source != 'reported' ORDER BY cityHash64(event_id) LIMIT {n}"
+        f"SELECT provider, model, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, "
+        "cache_creation_input_tokens, cache_creation_1h_input_tokens, service_tier, cost_usd, cost_source "
+        f"FROM {DB}.usage_events WHERE cost_source != 'reported' ORDER BY cityHash64(event_id) LIMIT {n}"
     ).result_rows
     bad = 0
-    for provider, model, i, o, c, r, cost, source in rows:
+    for provider, model, i, o, c, r, w, h, tier, cost, source in rows:
         price = table.lookup(provider, model)
-        expected = (Decimal(0), "unknown") if price is None else (price.cost_of(i, o, c, r), "computed")
+        computed = (
+            price.cost_of(i, o, c, r, cache_writes=w, cache_writes_1h=h, service_tier=tier or None) if price else None
+        )
+        expected = (Decimal(0), "unknown") if computed is None else (computed, "computed")
         bad += (Decimal(cost), source) != expected
     return bad
 

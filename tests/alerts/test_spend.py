@@ -49,6 +49,26 @@ async def test_events_without_cost_are_priced_and_unknown_models_count_zero(back
         assert await r.counter.month_to_date("ws1", MONTH, ALL) == 750_000
 
 
+async def test_live_spend_prices_cache_writes_and_the_service_tier(backend: Isolation | None) -> None:
+    async with rig(backend) as r:
+        writes = event(
+            None,
+            NOW,
+            provider="anthropic",
+            model="claude-sonnet-4-5",
+            input_tokens=10_000,
+            cached_input_tokens=2_000,
+            cache_creation_input_tokens=5_000,
+            cache_creation_1h_input_tokens=1_000,
+            output_tokens=300,
+        )
+        # gpt-5 flex: 6.25e-7 per input, 5e-6 per output token.
+        flex = event(None, NOW, model="gpt-5", service_tier="flex")
+        await r.counter.count([record("ws1", writes, flex)], {})
+        # 3000*3e-6 + 2000*3e-7 + 4000*3.75e-6 + 1000*6e-6 + 300*1.5e-5 = 0.0351; 1000*6.25e-7 + 1000*5e-6
+        assert await r.counter.month_to_date("ws1", MONTH, ALL) == 35_100_000 + 5_625_000
+
+
 async def test_tag_scopes_are_counted_only_when_budgeted_and_keyed_without_the_value(backend: Isolation | None) -> None:
     async with rig(backend) as r:
         tags = {"customer_id": "cust-42", "feature": "chat"}

@@ -160,6 +160,14 @@ VARIED = [
         tags={"customer_id": "cust-1", "route": "/v1/x", "feature": "é ünïcode"},
     ),
     _event(event_id="e4", cost_usd=1_000_000, input_tokens=0, output_tokens=0, latency_ms=0),
+    _event(
+        event_id="e5",
+        cached_input_tokens=300,
+        cache_creation_input_tokens=500,
+        cache_creation_1h_input_tokens=200,
+        service_tier="priority",
+        reservation_id="rsv_1",
+    ),
 ]
 
 
@@ -190,6 +198,10 @@ def test_a_sealed_event_has_exactly_the_fields_of_a_usage_event() -> None:
         "cost_usd",
         "timestamp",
         "tags",
+        "cache_creation_input_tokens",
+        "cache_creation_1h_input_tokens",
+        "service_tier",
+        "reservation_id",
     )
 
 
@@ -234,6 +246,10 @@ def test_stored_events_hands_on_no_array_that_is_not_seals_form(plaintext: bytes
         orjson.dumps({"events": [_full(output_tokens=True)]}),
         orjson.dumps({"events": [_full(latency_ms=1.0)]}),
         orjson.dumps({"events": [_full(cached_input_tokens="1")]}),
+        orjson.dumps({"events": [_full(cache_creation_input_tokens="1")]}),
+        orjson.dumps({"events": [_full(cache_creation_1h_input_tokens=1.0)]}),
+        orjson.dumps({"events": [_full(service_tier=1)]}),
+        orjson.dumps({"events": [_full(reservation_id=["r"])]}),
         orjson.dumps({"events": [_full(event_id=None)]}),
         orjson.dumps({"events": [_full(model=7)]}),
         orjson.dumps({"events": [_full(timestamp="2026-11-01T12:00:00")]}),  # naive
@@ -326,6 +342,10 @@ _VALID = st.fixed_dictionaries(
         "output_tokens": st.integers(0, 10**9),
         "cached_input_tokens": st.none() | st.integers(0, 10**9),
         "reasoning_tokens": st.none() | st.integers(0, 10**9),
+        "cache_creation_input_tokens": st.none() | st.integers(0, 10**9),
+        "cache_creation_1h_input_tokens": st.none() | st.integers(0, 10**9),
+        "service_tier": st.none() | st.sampled_from(["default", "flex", "priority", "scale", "batch"]),
+        "reservation_id": st.none() | st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
         "latency_ms": st.integers(0, 3_600_000),
         "cost_usd": st.none()
         | st.integers(0, 10**6)
@@ -344,7 +364,9 @@ _VALID = st.fixed_dictionaries(
 def test_any_valid_batch_reads_back_as_it_was_validated(raws: list[dict[str, Any]]) -> None:
     try:
         events = sealed_events(raws)
-    except ValueError:  # cached above input, a tag value the guard refuses: not a valid batch, nothing to seal
+    except (
+        ValueError
+    ):  # token parts above their whole, a tag value the guard refuses: not a valid batch, nothing to seal
         assume(False)
         return
     plaintext = encode(events)

@@ -22,31 +22,44 @@ async def test_posted_events_are_visible_in_usage_with_exact_totals(iso: Isolati
         usage_event(input_tokens=800, output_tokens=100, cost_usd=0.0005, tags={"feature": "search"}),
         # No cost: priced from the LiteLLM table (gpt-4o-mini: 1.5e-7 in, 6e-7 out per token).
         usage_event(input_tokens=1000, output_tokens=1000, cost_usd=None, tags={"feature": "chat"}),
+        # Prompt caching on the priority tier: 500 cache reads and 1000 cache writes (400 of them for an hour).
+        usage_event(
+            input_tokens=2000,
+            cached_input_tokens=500,
+            cache_creation_input_tokens=1000,
+            cache_creation_1h_input_tokens=400,
+            output_tokens=100,
+            cost_usd=0.01,
+            service_tier="priority",
+            tags={"feature": "cache"},
+        ),
     ]
     del events[2]["cost_usd"]
     services = [create_ingest(iso.settings(IngestSettings)), create_rollup(iso.settings(RollupSettings))]
     async with serving(services) as client:
         accepted = await client.post("/v1/events", json={"events": events}, headers=auth(ws["ingest"]))
         assert accepted.status_code == 202, accepted.text
-        assert accepted.json() == {"accepted": 3, "duplicates": 0, "rejected": []}
+        assert accepted.json() == {"accepted": 4, "duplicates": 0, "rejected": []}
 
         async def usage() -> dict[str, Any] | None:
             r = await client.get("/v1/usage", params={"group_by": "feature"}, headers=auth(ws["read"]))
             body: dict[str, Any] = r.json()
-            return body if body["totals"]["requests"] == 3 else None
+            return body if body["totals"]["requests"] == 4 else None
 
         body = await eventually(usage, timeout=10)
     assert body["totals"] == {
-        "requests": 3,
-        "input_tokens": 3000,
-        "output_tokens": 1400,
-        "cached_input_tokens": 0,
+        "requests": 4,
+        "input_tokens": 5000,
+        "output_tokens": 1500,
+        "cached_input_tokens": 500,
         "reasoning_tokens": 0,
-        "cost_usd": "0.126250000",
-        "latency_ms_sum": 1260,
+        "cache_creation_input_tokens": 1000,
+        "cache_creation_1h_input_tokens": 400,
+        "cost_usd": "0.136250000",
+        "latency_ms_sum": 1680,
     }
     by_feature = {row["feature"]: row["cost_usd"] for row in body["rows"]}
-    assert by_feature == {"chat": "0.125750000", "search": "0.000500000"}
+    assert by_feature == {"chat": "0.125750000", "search": "0.000500000", "cache": "0.010000000"}
     assert body["watermark"] is not None
 
 

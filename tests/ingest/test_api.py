@@ -53,6 +53,15 @@ REFUSED_EVENTS: list[tuple[str, dict[str, Any], str, str]] = [
     ("bad tag key", usage_event(tags={"Bad Key": "x"}), "tags.?", "invalid_tag_key"),
     ("negative tokens", usage_event(input_tokens=-1), "input_tokens", "out_of_range"),
     ("cached above input", usage_event(input_tokens=5, cached_input_tokens=6), "", "inconsistent_tokens"),
+    (
+        "cache reads and writes above input",
+        usage_event(input_tokens=5, cached_input_tokens=3, cache_creation_input_tokens=3),
+        "",
+        "inconsistent_tokens",
+    ),
+    ("hour-long writes without writes", usage_event(cache_creation_1h_input_tokens=1), "", "inconsistent_tokens"),
+    ("bad service tier", usage_event(service_tier="Priority"), "service_tier", "invalid_format"),
+    ("bad reservation id", usage_event(reservation_id="r 1"), "reservation_id", "invalid_format"),
     ("naive timestamp", usage_event(timestamp="2026-01-01T00:00:00"), "timestamp", "invalid_timestamp"),
 ]
 
@@ -167,6 +176,21 @@ async def test_repeated_event_id_is_a_duplicate_not_a_second_event(running: Runn
     assert first.json()["accepted"] == 1
     assert again.status_code == 202
     assert again.json() == {"accepted": 0, "duplicates": 2, "rejected": []}
+
+
+async def test_cache_writes_service_tier_and_reservation_are_accepted(running: Running) -> None:
+    event = usage_event(
+        provider="anthropic",
+        input_tokens=1000,
+        cached_input_tokens=300,
+        cache_creation_input_tokens=500,
+        cache_creation_1h_input_tokens=200,
+        service_tier="batch",
+        reservation_id="rsv_1",
+    )
+    r = await _post(running, {"events": [event]})
+    assert r.status_code == 202
+    assert r.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
 
 
 async def test_accepted_batch_is_one_encrypted_record_keyed_by_workspace(running: Running) -> None:

@@ -101,6 +101,10 @@ def _event(field: str, text: str) -> str:
     return "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
 
 
+# The optional fields after `tags` are sealed only when set (SealedEvent's omit_defaults).
+OMITTED_WHEN_NULL = ("cache_creation_input_tokens", "cache_creation_1h_input_tokens", "service_tier", "reservation_id")
+
+
 class Refused(tuple[str, str]):
     """The expected refusal: field path and reason code."""
 
@@ -116,6 +120,8 @@ def _decide(field: str, text: str) -> Any:
         assert len(result) == 1, result
         return Refused(result[0][1:])
     sealed = orjson.loads(result)["events"][0]
+    if field in OMITTED_WHEN_NULL:
+        return sealed.get(field)
     return sealed["tags" if field.startswith("tag") else field]
 
 
@@ -259,6 +265,33 @@ COSTS = [
     ('"NaN"', _no("cost_usd", "invalid_value")),
 ]
 
+SERVICE_TIERS = [
+    *((_text(tier), tier) for tier in ("default", "flex", "priority", "scale", "batch")),
+    ('"on_demand-2"', "on_demand-2"),  # a provider's own tier matching the pattern is kept
+    (_text("t" * 32), "t" * 32),
+    ("null", None),
+    (_text("t" * 33), _no("service_tier", "invalid_format")),
+    ('""', _no("service_tier", "invalid_format")),
+    ('"Flex"', _no("service_tier", "invalid_format")),
+    ('"flex "', _no("service_tier", "invalid_format")),
+    ('"flex\\n"', _no("service_tier", "invalid_format")),
+    ('"a.b"', _no("service_tier", "invalid_format")),
+    ("1", _no("service_tier", "invalid_value")),
+    ("true", _no("service_tier", "invalid_value")),
+]
+# a reservation id has an event id's pattern; null or absent: the call settles no reservation
+RESERVATION_IDS = [
+    ('"rsv_A-z09"', "rsv_A-z09"),
+    (_text("r" * 64), "r" * 64),
+    ("null", None),
+    ('""', _no("reservation_id", "invalid_format")),
+    (_text("r" * 65), _no("reservation_id", "invalid_format")),
+    ('"r 1"', _no("reservation_id", "invalid_format")),
+    ('"r\\n"', _no("reservation_id", "invalid_format")),
+    ('"\u00e9"', _no("reservation_id", "invalid_format")),
+    ("12", _no("reservation_id", "invalid_value")),
+]
+
 TAG_KEYS = [
     ('"feature"', {"feature": "x"}),
     ('"a.b-c_d"', {"a.b-c_d": "x"}),
@@ -327,6 +360,9 @@ FIELD_CASES = [
     *_cases("latency_ms", _counts("latency_ms", 3_600_000)),
     *_cases("cached_input_tokens", _parts("cached_input_tokens")),
     *_cases("reasoning_tokens", _parts("reasoning_tokens")),
+    *_cases("cache_creation_input_tokens", _parts("cache_creation_input_tokens")),
+    *_cases("service_tier", SERVICE_TIERS),
+    *_cases("reservation_id", RESERVATION_IDS),
     *_cases("cost_usd", COSTS),
     *_cases("tag key", TAG_KEYS),
     *_cases("tags.owner", TAG_VALUES),
@@ -347,6 +383,11 @@ def _body(*events: str) -> bytes:
 _VALID = _event("event_id", '"e1"')
 
 
+def _tokens(**parts: Any) -> str:
+    """A valid event (10 input tokens) with the given optional fields."""
+    return _VALID[:-1] + "".join(f',"{name}":{_text(value)}' for name, value in parts.items()) + "}"
+
+
 @pytest.mark.parametrize(
     ("event", "expected"),
     [
@@ -355,6 +396,26 @@ _VALID = _event("event_id", '"e1"')
         (_event("cached_input_tokens", "11"), [(0, "", "inconsistent_tokens")]),
         (_event("reasoning_tokens", "2"), None),
         (_event("reasoning_tokens", "3"), [(0, "", "inconsistent_tokens")]),
+        # cache reads and cache writes are disjoint parts of the input: together within it (input_tokens is 10)
+        (_tokens(cached_input_tokens=4, cache_creation_input_tokens=6), None),
+        (_tokens(cached_input_tokens=5, cache_creation_input_tokens=6), [(0, "", "inconsistent_tokens")]),
+        (_tokens(cache_creation_input_tokens=10), None),
+        (_tokens(cache_creation_input_tokens=11), [(0, "", "inconsistent_tokens")]),
+        (_tokens(cached_input_tokens=None, cache_creation_input_tokens=None), None),
+        # the hour-long writes are a part of the cache writes, which they need
+        (_tokens(cache_creation_input_tokens=6, cache_creation_1h_input_tokens=6), None),
+        (_tokens(cache_creation_input_tokens=6, cache_creation_1h_input_tokens=0), None),
+        (_tokens(cache_creation_input_tokens=6, cache_creation_1h_input_tokens=7), [(0, "", "inconsistent_tokens")]),
+        (_tokens(cache_creation_1h_input_tokens=1), [(0, "", "inconsistent_tokens")]),
+        (_tokens(cache_creation_1h_input_tokens=0), [(0, "", "inconsistent_tokens")]),
+        (_tokens(cache_creation_input_tokens=None, cache_creation_1h_input_tokens=None), None),
+        (_tokens(cache_creation_1h_input_tokens=-1), [(0, "cache_creation_1h_input_tokens", "out_of_range")]),
+        (_tokens(cache_creation_1h_input_tokens=1.0), [(0, "cache_creation_1h_input_tokens", "invalid_value")]),
+        # a part larger than its whole is checked only once each field has its type
+        (
+            _tokens(cache_creation_input_tokens=11, service_tier="Flex"),
+            [(0, "service_tier", "invalid_format")],
+        ),
         # a missing required field; the optional ones may be absent
         (
             '{"provider":"openai","input_tokens":1,"output_tokens":1,"latency_ms":1,"timestamp":"2026-11-23T12:00:00Z"}',

@@ -41,7 +41,13 @@ FIELDS = (
     "cost_usd",
     "timestamp",
     "tags",
+    "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens",
+    "service_tier",
+    "reservation_id",
 )
+# Sealed only when set (after `tags`): an event without them seals the bytes it sealed before they existed.
+OPTIONAL_TAIL = FIELDS[FIELDS.index("tags") + 1 :]
 
 
 def _valid(**overrides: Any) -> dict[str, Any]:
@@ -64,7 +70,8 @@ _DROP = object()
 
 
 def _contract(events: list[dict[str, Any]]) -> bytes:
-    """The sealed plaintext of valid events, written from the contract: every field in order, a missing event_id
+    """The sealed plaintext of valid events, written from the contract: every field in order (those after `tags`
+    only when set), a missing event_id
     named by the caller (absent-<index>), null by the server (u<n>, in order), the cost as the text of the
     decimal its JSON number names, the timestamp in UTC with microseconds when there are any, and `Z`."""
     sealed: list[dict[str, Any]] = []
@@ -89,6 +96,7 @@ def _contract(events: list[dict[str, Any]]) -> bytes:
                 "cost_usd": None if cost is None else str(Decimal(repr(cost))),
                 "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z",
                 "tags": event.get("tags", {}),
+                **{name: event[name] for name in OPTIONAL_TAIL if event.get(name) is not None},
             }
         )
     return orjson.dumps({"events": sealed})
@@ -98,6 +106,8 @@ def _contract(events: list[dict[str, Any]]) -> bytes:
 def _valid_event(draw: st.DrawFn) -> dict[str, Any]:
     """Events every rule accepts, spelled as clients usually spell them."""
     total_in, total_out = draw(st.integers(0, 10**9)), draw(st.integers(0, 10**9))
+    cached = draw(st.none() | st.integers(0, total_in))
+    writes = draw(st.none() | st.integers(0, total_in - (cached or 0)))
     stamp = draw(
         st.datetimes(min_value=datetime(2025, 11, 17), max_value=datetime(2026, 11, 23, 12, 5), timezones=st.just(UTC))
     )
@@ -107,8 +117,12 @@ def _valid_event(draw: st.DrawFn) -> dict[str, Any]:
         model=draw(st.from_regex(r"\A[A-Za-z0-9._:/@-]{1,128}\Z")),
         input_tokens=total_in,
         output_tokens=total_out,
-        cached_input_tokens=draw(st.none() | st.integers(0, total_in)),
+        cached_input_tokens=cached,
         reasoning_tokens=draw(st.none() | st.integers(0, total_out)),
+        cache_creation_input_tokens=writes,
+        cache_creation_1h_input_tokens=_DROP if writes is None else draw(st.none() | st.integers(0, writes)),
+        service_tier=draw(st.sampled_from([_DROP, None, "default", "flex", "priority", "scale", "batch"])),
+        reservation_id=draw(st.from_regex(r"\A[A-Za-z0-9_-]{1,64}\Z") | st.none() | st.just(_DROP)),
         latency_ms=draw(st.integers(0, 3_600_000)),
         cost_usd=draw(st.none() | st.integers(0, 10**6) | st.floats(0, 1e6).filter(lambda f: f == round(f, 12))),
         timestamp=stamp.astimezone(
@@ -289,3 +303,26 @@ def test_a_sealed_batch_is_byte_for_byte_the_plaintext_rollup_reads() -> None:
     assert open_plaintext(envelope, key) == _PLAINTEXT
     assert stored_events(open_plaintext(envelope, key))[0] == checked.events
     assert msgspec.json.decode(_PLAINTEXT, type=SealedBatch).events == checked.events
+
+
+def test_the_fields_after_tags_are_sealed_when_set_and_left_out_when_null_or_absent() -> None:
+    parts = {
+        "cache_creation_input_tokens": 6,
+        "cache_creation_1h_input_tokens": 2,
+        "service_tier": "batch",
+        "reservation_id": "rsv-1",
+    }
+    events = [
+        _valid(cached_input_tokens=4, **parts),
+        _valid(event_id="e2", **dict.fromkeys(parts)),
+        _valid(event_id="e3"),
+    ]
+    sealed = verdict(orjson.dumps({"events": events}))
+    assert isinstance(sealed, bytes)
+    assert sealed == _contract(events)
+    first, second, third = orjson.loads(sealed)["events"]
+    assert list(first)[-5:] == ["tags", *parts] and {k: first[k] for k in parts} == parts
+    assert list(second) == list(third) == list(FIELDS[: FIELDS.index("tags") + 1])
+    read = stored_events(sealed)[0]
+    assert (read[0].cache_creation_input_tokens, read[0].service_tier, read[0].reservation_id) == (6, "batch", "rsv-1")
+    assert (read[1].cache_creation_input_tokens, read[1].cache_creation_1h_input_tokens) == (None, None)

@@ -21,6 +21,15 @@ from tests.ingest.topics import read_all
 from tests.support import Isolation, create_workspace, eventually, serving, usage_event
 
 pytestmark = pytest.mark.integration
+# The optional fields of the event, accepted here as over HTTP (one acceptor).
+_ALL_PARTS: dict[str, Any] = {
+    "cached_input_tokens": 300,
+    "reasoning_tokens": 50,
+    "cache_creation_input_tokens": 500,
+    "cache_creation_1h_input_tokens": 200,
+    "service_tier": "flex",
+    "reservation_id": "rsv_1",
+}
 
 
 async def test_raw_records_are_forwarded_or_rejected_and_poison_never_stops_the_consumer(iso: Isolation) -> None:
@@ -29,7 +38,7 @@ async def test_raw_records_are_forwarded_or_rejected_and_poison_never_stops_the_
     secret = f"raw-secret-{uuid.uuid4().hex}"
     key = [("x-api-key", ws["ingest"].encode())]
     records: list[tuple[bytes, list[tuple[str, bytes]]]] = [
-        (orjson.dumps({"events": [usage_event(), usage_event(prompt=secret)]}), key),  # 0: 1 ok, 1 refused
+        (orjson.dumps({"events": [usage_event(**_ALL_PARTS), usage_event(prompt=secret)]}), key),  # 0: 1 ok, 1 not
         (b"\xff\xfe not json " + secret.encode(), key),  # 1: bad bytes
         (orjson.dumps({"events": [usage_event()]}), [("x-api-key", b"ssk_ingest_forged")]),  # 2: unknown key
         (orjson.dumps({"events": [usage_event()]}), []),  # 3: no key

@@ -36,6 +36,7 @@ class World:
     client: httpx.AsyncClient
     a: dict[str, str]
     b: dict[str, str]
+    c: dict[str, str]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ async def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Async
     Shared by this module's tests, which only read."""
     iso = new_isolation(stack, tmp_path_factory.mktemp("rollup-api"))
     await provision(iso)
-    a, b = await create_workspace(iso, "a"), await create_workspace(iso, "b")
+    a, b, c = await create_workspace(iso, "a"), await create_workspace(iso, "b"), await create_workspace(iso, "c")
     async with publisher(iso) as pub:
         # wrong tier: gpt-4o classifying, 1000 in / 50 out.
         await pub.batch(
@@ -95,13 +96,30 @@ async def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Async
             ),
         )
         await pub.batch(b["workspace_id"], [usage_event(cost_usd=9.0, tags={"feature": "b-only"})])
+        # c: prompt caching on two service tiers, and a call without cache writes.
+        cached = {"provider": "anthropic", "model": "claude-sonnet-4-5", "input_tokens": 10_000, "cost_usd": 0.5}
+        await pub.batch(
+            c["workspace_id"],
+            [
+                usage_event(
+                    **cached,
+                    cached_input_tokens=1_000,
+                    cache_creation_input_tokens=4_000,
+                    cache_creation_1h_input_tokens=1_500,
+                    service_tier="batch",
+                    reservation_id="rsv_c1",
+                ),
+                usage_event(**cached, cache_creation_input_tokens=2_000, service_tier="priority"),
+                usage_event(**cached),
+            ],
+        )
     async with serving([create_service(iso.settings(RollupSettings, batch_timeout_ms=50))]) as client:
 
         async def drained() -> bool:
             return await lag(iso) == 0
 
         await eventually(drained, timeout=30)
-        yield World(client, a, b)
+        yield World(client, a, b, c)
 
 
 async def test_usage_refuses_missing_ingest_only_and_unknown_keys(world: World) -> None:
@@ -183,3 +201,41 @@ async def test_findings_name_each_kind_of_waste_with_its_evidence_and_monthly_sa
     assert by_kind["free_tier_subsidy"]["customer_id"] == "cust-free"
     assert by_kind["rag_bloat"]["input_output_ratio"] == 200.0
     assert by_kind["batchable_workload"]["task_type"] == "evaluation"
+
+
+async def test_usage_and_export_carry_cache_writes_and_the_service_tier(world: World) -> None:
+    read = auth(world.c["read"])
+    r = await world.client.get("/v1/usage", params={"group_by": "service_tier"}, headers=read)
+    body = r.json()
+    assert [
+        (x["service_tier"], x["requests"], x["cache_creation_input_tokens"], x["cache_creation_1h_input_tokens"])
+        for x in body["rows"]
+    ] == [("", 1, 0, 0), ("batch", 1, 4_000, 1_500), ("priority", 1, 2_000, 0)]
+    totals = body["totals"]
+    assert (totals["requests"], totals["cached_input_tokens"], totals["cache_creation_input_tokens"]) == (
+        3,
+        1_000,
+        6_000,
+    )
+    assert totals["cache_creation_1h_input_tokens"] == 1_500
+    only = await world.client.get(
+        "/v1/usage", params=[("service_tier", "priority"), ("service_tier", "scale")], headers=read
+    )
+    assert only.json()["totals"]["requests"] == 1 and only.json()["totals"]["cache_creation_input_tokens"] == 2_000
+
+    csv_rows = list(
+        csv.DictReader(io.StringIO((await world.client.get("/v1/export", params={"format": "csv"}, headers=read)).text))
+    )
+    events = {row["service_tier"]: row for row in csv_rows if row["record_type"] == "event"}
+    assert (events["batch"]["cache_creation_input_tokens"], events["batch"]["cache_creation_1h_input_tokens"]) == (
+        "4000",
+        "1500",
+    )
+    assert events["batch"]["reservation_id"] == "rsv_c1" and events[""]["reservation_id"] == ""
+    daily = sorted(
+        (row["service_tier"], row["cache_creation_input_tokens"]) for row in csv_rows if row["record_type"] == "daily"
+    )
+    assert daily == [("", "0"), ("batch", "4000"), ("priority", "2000")]
+    doc = json.loads((await world.client.get("/v1/export", params={"format": "json"}, headers=read)).text)
+    assert sum(e["cache_creation_input_tokens"] for e in doc["events"]) == 6_000
+    assert sum(d["cache_creation_1h_input_tokens"] for d in doc["daily"]) == 1_500

@@ -40,22 +40,30 @@ OLD = {
         "input_cost_per_token": 1.5e-7,
         "output_cost_per_token": 6e-7,
         "cache_read_input_token_cost": 7.5e-8,
+        "input_cost_per_token_priority": 2.5e-7,
+        "output_cost_per_token_priority": 1e-6,
     },
     "claude-sonnet-4": {
         "input_cost_per_token": 3e-6,
         "output_cost_per_token": 1.5e-5,
         "cache_read_input_token_cost": 3e-7,
+        "cache_creation_input_token_cost": 3.75e-6,
+        "cache_creation_input_token_cost_above_1hr": 6e-6,
         "input_cost_per_token_above_200k_tokens": 6e-6,
         "output_cost_per_token_above_200k_tokens": 2.25e-5,
     },
 }
-# gpt-4o-mini's price corrected, and a model the old table did not know.
+# gpt-4o-mini's price corrected (standard, priority and batch rates), and a model the old table did not know.
 NEW = {
     **OLD,
     "gpt-4o-mini": {
         "input_cost_per_token": 1.65e-7,
         "output_cost_per_token": 6.6e-7,
         "cache_read_input_token_cost": 8.25e-8,
+        "input_cost_per_token_priority": 2.75e-7,
+        "output_cost_per_token_priority": 1.1e-6,
+        "input_cost_per_token_batches": 8.25e-8,
+        "output_cost_per_token_batches": 3.3e-7,
     },
     "brand-new-1": {"input_cost_per_token": 1.1e-6, "output_cost_per_token": 4.4e-6},
 }
@@ -70,12 +78,17 @@ def _events(rng: random.Random, day: date, n: int) -> list[dict[str, Any]]:
         model = MODELS[i % len(MODELS)]
         input_tokens = rng.choice((rng.randint(1, 5000), rng.randint(190_000, 260_000)))
         output_tokens = rng.randint(0, 4000)
+        cached = rng.randint(0, input_tokens)
+        writes = rng.choice((None, rng.randint(0, input_tokens - cached)))
         event = usage_event(
             model=model,
             provider="anthropic" if model.startswith("claude") else "openai",
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cached_input_tokens=rng.randint(0, input_tokens),
+            cached_input_tokens=cached,
+            cache_creation_input_tokens=writes,
+            cache_creation_1h_input_tokens=None if writes is None else rng.randint(0, writes),
+            service_tier=rng.choice((None, None, "priority", "batch", "flex")),
             timestamp=datetime(
                 day.year, day.month, day.day, rng.randint(0, 23), rng.randint(0, 59), tzinfo=UTC
             ).isoformat(),

@@ -108,7 +108,16 @@ def test_reconcile_repairs_a_double_counted_and_a_missing_rollup_exactly(iso: Is
         settings={"insert_deduplicate": 0},
     )
     # Drift 2: a view part lost (killed between the raw part and the view part) for another workspace.
-    db.insert(_batch("ws2", 3, cost_usd=2.0))
+    db.insert(
+        _batch(
+            "ws2",
+            3,
+            cost_usd=2.0,
+            cache_creation_input_tokens=100,
+            cache_creation_1h_input_tokens=40,
+            service_tier="flex",
+        )
+    )
     keys = ("workspace_id", "day", *DIMENSIONS, "cost_source")
     db.client.command(
         f"INSERT INTO {iso.database}.usage_daily ({', '.join((*keys, *MEASURES))}) "
@@ -123,6 +132,12 @@ def test_reconcile_repairs_a_double_counted_and_a_missing_rollup_exactly(iso: Is
     assert db.reconciler.reconcile(today, today) == 2
     assert _totals(db, "ws1") == {"requests": 4, "input_tokens": 4000, "cost_usd": Decimal("2")}
     assert _totals(db, "ws2") == {"requests": 3, "input_tokens": 3000, "cost_usd": Decimal("6")}
+    [ws2] = db.queries.usage("ws2", today, today, ["service_tier"], {})
+    assert (ws2["service_tier"], ws2["cache_creation_input_tokens"], ws2["cache_creation_1h_input_tokens"]) == (
+        "flex",
+        300,
+        120,
+    )
     # Exact means a second pass finds nothing, and a confirmed pass agrees.
     assert db.reconciler.reconcile(today, today) == 0
     assert db.reconciler.reconcile(today, today, confirm_after=0.01) == 0
@@ -241,6 +256,30 @@ _KINDS = [  # every kind of cost and value a batch can carry
         cost_usd=None,
     ),
     usage_event(event_id="unknown", provider="acme", model="no-such-model", cost_usd=None),
+    usage_event(
+        event_id="computed-writes",
+        provider="anthropic",
+        model="claude-sonnet-4-5",
+        input_tokens=10_000,
+        cached_input_tokens=2_000,
+        cache_creation_input_tokens=5_000,
+        cache_creation_1h_input_tokens=1_000,
+        output_tokens=300,
+        cost_usd=None,
+    ),
+    usage_event(
+        event_id="cache-writes",
+        provider="anthropic",
+        model="claude-sonnet-4-5",
+        input_tokens=10_000,
+        cached_input_tokens=2_000,
+        cache_creation_input_tokens=5_000,
+        cache_creation_1h_input_tokens=1_000,
+        output_tokens=300,
+        service_tier="priority",
+        reservation_id="rsv_1",
+        cost_usd=0.25,
+    ),
 ]
 
 
@@ -260,10 +299,38 @@ def test_a_batch_is_stored_alike_from_its_sealed_json_and_encoded_again_from_its
     by_id = {r["event_id"]: r for r in sealed}
     assert (by_id["computed"]["cost_usd"], by_id["computed"]["cost_source"]) == (Decimal("0.0024"), "computed")
     assert (by_id["unknown"]["cost_usd"], by_id["unknown"]["cost_source"]) == (0, "unknown")
+    # 3000*3e-6 (input) + 2000*3e-7 (cache reads) + 4000*3.75e-6 (5-minute writes) + 1000*6e-6 (1-hour writes)
+    # + 300*1.5e-5 (output)
+    assert by_id["computed-writes"]["cost_usd"] == Decimal("0.0351")
     assert by_id["reported"]["cost_usd"] == Decimal("0.000123456") and by_id["reported"]["route"] == "/v1/é/日本"
     assert by_id["computed"]["customer_plan"] == "free" and by_id["reported-zero"]["tags"] == {}
+    writes = by_id["cache-writes"]
+    assert (
+        writes["cached_input_tokens"],
+        writes["cache_creation_input_tokens"],
+        writes["cache_creation_1h_input_tokens"],
+        writes["service_tier"],
+        writes["reservation_id"],
+    ) == (2_000, 5_000, 1_000, "priority", "rsv_1")
+    # an event without them stores zeros and empty strings
+    assert (
+        by_id["big"]["cache_creation_input_tokens"],
+        by_id["big"]["service_tier"],
+        by_id["big"]["reservation_id"],
+    ) == (
+        0,
+        "",
+        "",
+    )
     day = by_id["reported"]["ts"].date()
     assert db.queries.daily_rows("wsSealed", day) == db.queries.daily_rows("wsStructs", day)
+    [tiered] = [r for r in db.queries.daily_rows("wsSealed", by_id["cache-writes"]["ts"].date()) if r["service_tier"]]
+    assert (
+        tiered["service_tier"],
+        tiered["requests"],
+        tiered["cache_creation_input_tokens"],
+        tiered["cache_creation_1h_input_tokens"],
+    ) == ("priority", 1, 5_000, 1_000)
     assert (
         db.queries.watermark("wsSealed")
         == db.queries.watermark("wsStructs")

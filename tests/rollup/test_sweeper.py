@@ -49,6 +49,10 @@ def test_sweeper_drops_what_the_ttl_has_not_yet_removed_by_the_injected_clock(is
             "c",
             "",
             {},
+            0,
+            0,
+            "",
+            "",
         )
 
     client.insert(

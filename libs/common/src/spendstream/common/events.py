@@ -27,6 +27,10 @@ MAX_EVENTS_PER_BATCH = 500
 EVENT_ID_MAX_LENGTH = 64
 EVENT_ID_PATTERN = f"[A-Za-z0-9_-]{{1,{EVENT_ID_MAX_LENGTH}}}"
 PROVIDER_PATTERN = r"[a-z0-9._-]{1,64}"
+SERVICE_TIER_PATTERN = r"[a-z0-9_-]{1,32}"
+# The tiers spendstream's price table prices (prices.py); any other value matching the pattern is stored and
+# priced at the standard rates.
+SERVICE_TIERS = ("default", "flex", "priority", "scale", "batch")
 MODEL_PATTERN = r"[A-Za-z0-9._:/@-]{1,128}"
 TAG_KEY_PATTERN = r"[a-z][a-z0-9_.-]{0,63}"
 MAX_TAGS = 24
@@ -42,6 +46,7 @@ MAX_FRACTION_DIGITS = 9
 PROVIDER = re.compile(PROVIDER_PATTERN + r"\Z")
 MODEL = re.compile(MODEL_PATTERN + r"\Z")
 TAG_KEY = re.compile(TAG_KEY_PATTERN + r"\Z")
+SERVICE_TIER = re.compile(SERVICE_TIER_PATTERN + r"\Z")
 
 # Bounds msgspec checks while decoding a request. A sealed event is read back without them: ingest checked them,
 # the GCM tag vouches for it.
@@ -52,6 +57,8 @@ BOUNDED_FIELDS: dict[str, Any] = {
     "output_tokens": _TokenCount,
     "cached_input_tokens": _TokenCount | None,
     "reasoning_tokens": _TokenCount | None,
+    "cache_creation_input_tokens": _TokenCount | None,
+    "cache_creation_1h_input_tokens": _TokenCount | None,
     "latency_ms": Annotated[int, msgspec.Meta(ge=0, le=MAX_LATENCY_MS)],
     "tags": Annotated[
         dict[str, _TagValue],
@@ -65,9 +72,17 @@ WELL_KNOWN_TAGS = ("feature", "route", "task_type", "customer_plan", "customer_i
 
 # gc=False: the structs hold strings, numbers and the tags dict, never a reference back, so the cycle collector
 # need not track them: rollup keeps 100,000 alive per batch, which it would otherwise walk again and again.
-class SealedEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+# omit_defaults: the optional fields after `tags` are sealed only when set, so an event without them seals the
+# same bytes as before they existed, and a sealed event without them reads back with None.
+class SealedEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False, omit_defaults=True):
     """A valid usage event as ingest seals it (each field of its exact JSON type, the timestamp in UTC) and rollup
-    and alerts read it back. A request is decoded into `RequestEvent`, derived from this one."""
+    and alerts read it back. A request is decoded into `RequestEvent`, derived from this one.
+
+    Token parts: `cached_input_tokens` (cache reads) and `cache_creation_input_tokens` (cache writes) are disjoint
+    parts of `input_tokens`; `cache_creation_1h_input_tokens` is the part of the cache writes written for an hour;
+    `reasoning_tokens` is a part of `output_tokens`. `service_tier` is the tier the provider billed (`default`,
+    `flex`, `priority`, `scale`, `batch` for batch-API calls); `reservation_id` names the hard-budget reservation
+    the call settles."""
 
     event_id: str
     provider: str
@@ -80,6 +95,10 @@ class SealedEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=Fa
     cost_usd: str | None  # the decimal's text; checked by envelope.stored_events, parsed by ClickHouse
     timestamp: Annotated[datetime, msgspec.Meta(tz=True)]
     tags: dict[str, str]
+    cache_creation_input_tokens: int | None = None
+    cache_creation_1h_input_tokens: int | None = None
+    service_tier: str | None = None
+    reservation_id: str | None = None
 
 
 class SealedBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -109,8 +128,18 @@ _AS_SENT: dict[str, tuple[Any, Any]] = {
 _DOCUMENTED: dict[str, Any] = {
     "provider": _documented(str, pattern=f"^{PROVIDER_PATTERN}$"),
     "model": _documented(str, pattern=f"^{MODEL_PATTERN}$"),
+    "service_tier": _documented(str, pattern=f"^{SERVICE_TIER_PATTERN}$") | None,
+    "reservation_id": _documented(str, pattern=f"^{EVENT_ID_PATTERN}$") | None,
 }
-_OPTIONAL: dict[str, Any] = {"cached_input_tokens": None, "reasoning_tokens": None, "tags": {}}
+_OPTIONAL: dict[str, Any] = {
+    "cached_input_tokens": None,
+    "reasoning_tokens": None,
+    "tags": {},
+    "cache_creation_input_tokens": None,
+    "cache_creation_1h_input_tokens": None,
+    "service_tier": None,
+    "reservation_id": None,
+}
 # gc=False like SealedEvent: 500 more objects per request the cycle collector need not track.
 RequestEvent: Any = msgspec.defstruct(
     "RequestEvent",
@@ -233,10 +262,35 @@ def window_refusal(instants: Sequence[datetime], now: datetime, max_age: timedel
 
 
 def parts_within(parts: Sequence[int | None], totals: Sequence[int]) -> bool:
-    """Each part (cached_input_tokens, reasoning_tokens) is absent or at most its total."""
+    """Each part (reasoning_tokens of output_tokens) is absent or at most its total."""
     return parts.count(None) == len(parts) or not any(
         p is not None and p > t for p, t in zip(parts, totals, strict=True)
     )
+
+
+def input_parts_within(cached: Sequence[int | None], writes: Sequence[int | None], inputs: Sequence[int]) -> bool:
+    """The cache reads and the cache writes, disjoint parts of the input, are together at most input_tokens."""
+    if writes.count(None) == len(writes):
+        return parts_within(cached, inputs)
+    return not any((c or 0) + (w or 0) > i for c, w, i in zip(cached, writes, inputs, strict=True))
+
+
+def hour_writes_within(hour: Sequence[int | None], writes: Sequence[int | None]) -> bool:
+    """Each hour-long part of the cache writes is absent, or present with the cache writes and at most them."""
+    return hour.count(None) == len(hour) or not any(
+        h is not None and (w is None or h > w) for h, w in zip(hour, writes, strict=True)
+    )
+
+
+def service_tiers_valid(tiers: Sequence[str | None]) -> bool:
+    """Each is absent or matches SERVICE_TIER_PATTERN."""
+    return all(t is None or SERVICE_TIER.match(t) is not None for t in tiers)
+
+
+def reservation_ids_valid(ids: Sequence[str | None]) -> bool:
+    """Each is absent or matches EVENT_ID_PATTERN."""
+    named = [i for i in ids if i is not None]
+    return not named or event_ids_valid(named)
 
 
 _MAX_COST = Decimal(MAX_COST_USD)
@@ -380,6 +434,10 @@ def _rule_refusals(index: int, values: dict[str, Any]) -> list[Rejection]:
     for name, pattern in (("provider", PROVIDER), ("model", MODEL)):
         if name in values and pattern.match(values[name]) is None:
             refusals.append(Rejection(index, name, "invalid_format", _BAD_FORMAT))
+    if values.get("service_tier") is not None and not service_tiers_valid([values["service_tier"]]):
+        refusals.append(Rejection(index, "service_tier", "invalid_format", _BAD_FORMAT))
+    if values.get("reservation_id") is not None and not reservation_ids_valid([values["reservation_id"]]):
+        refusals.append(Rejection(index, "reservation_id", "invalid_format", _BAD_FORMAT))
     if "cost_usd" in values:
         try:
             values["cost_usd"] = cost_text(values["cost_usd"])
@@ -424,8 +482,25 @@ def validate_event(index: int, raw: Any, now: datetime, max_age: timedelta | Non
     refusals += _rule_refusals(index, values)
     if refusals:
         return sorted(refusals, key=_in_field_order)
-    if not parts_within([values["cached_input_tokens"]], [values["input_tokens"]]):
-        message = "cached_input_tokens is part of input_tokens and cannot exceed it"
+    cached, writes, hour = (
+        [values["cached_input_tokens"]],
+        [values["cache_creation_input_tokens"]],
+        [values["cache_creation_1h_input_tokens"]],
+    )
+    if not input_parts_within(cached, writes, [values["input_tokens"]]):
+        message = (
+            "cached_input_tokens is part of input_tokens and cannot exceed it"
+            if writes[0] is None
+            else "cached_input_tokens and cache_creation_input_tokens are disjoint parts of input_tokens "
+            "and together cannot exceed it"
+        )
+        return [Rejection(index, "", "inconsistent_tokens", message)]
+    if not hour_writes_within(hour, writes):
+        message = (
+            "cache_creation_1h_input_tokens is part of cache_creation_input_tokens, which must be given"
+            if writes[0] is None
+            else "cache_creation_1h_input_tokens is part of cache_creation_input_tokens and cannot exceed it"
+        )
         return [Rejection(index, "", "inconsistent_tokens", message)]
     if not parts_within([values["reasoning_tokens"]], [values["output_tokens"]]):
         message = "reasoning_tokens is part of output_tokens and cannot exceed it"

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 # The numeric fields of the usage event are the only keys allowed to contain a content word.
-NUMERIC_EXCEPTIONS = frozenset({"input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"})
+NUMERIC_EXCEPTIONS = frozenset(
+    {
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "reasoning_tokens",
+        "cache_creation_input_tokens",
+        "cache_creation_1h_input_tokens",
+    }
+)
 
 # Words that name content. "Strong" words are also refused when glued to another word
 # (`systemprompt`, `promptid`); the short generic ones only as a whole word, so `context` or

@@ -24,6 +24,7 @@ from uuid_utils import uuid7
 from spendstream.common.events import (
     MODEL,
     PROVIDER,
+    SERVICE_TIER,
     TAG_KEY,
     ZONE,
     InvalidCost,
@@ -31,7 +32,10 @@ from spendstream.common.events import (
     SealedEvent,
     cost_text,
     event_ids_valid,
+    hour_writes_within,
+    input_parts_within,
     parts_within,
+    reservation_ids_valid,
     stamp_shapes_valid,
     stamps_to_utc,
     window_refusal,
@@ -54,11 +58,11 @@ class _Refused(Exception):
 
 _DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(RequestBatch)
 
-# Values already found acceptable: providers and models (their patterns), zones, tag keys (the pattern, and not a
-# content key). Clients repeat the same few, so a batch is usually checked with C-level set comparisons. Only
-# accepted values are kept (they are stored anyway); bounded like the guard's memos (guard.remember). Tag values
-# found clean are the guard's own memo (guard.all_clean), shared with validate_events.
-_GOOD: dict[str, set[str]] = {"provider": set(), "model": set(), "zone": set(), "tag_key": set()}
+# Values already found acceptable: providers, models and service tiers (their patterns), zones, tag keys (the
+# pattern, and not a content key). Clients repeat the same few, so a batch is usually checked with C-level set
+# comparisons. Only accepted values are kept (they are stored anyway); bounded like the guard's memos
+# (guard.remember). Tag values found clean are the guard's own memo (guard.all_clean), shared with validate_events.
+_GOOD: dict[str, set[str]] = {"provider": set(), "model": set(), "service_tier": set(), "zone": set(), "tag_key": set()}
 _MEMO_MAX = 16_384
 
 
@@ -88,16 +92,21 @@ def check(body: bytes, now: datetime, max_age: timedelta, name_absent: Callable[
         return None
     # Column by column, each rule over the whole batch at once: C-level maps, set operations and str methods
     # instead of a Python loop per event.
-    ids, providers, models, inputs, outputs, cached, reasoning, latencies, costs, stamps, tags = zip(
-        *map(astuple, wire), strict=True
-    )
+    columns = list(zip(*map(astuple, wire), strict=True))
+    ids, providers, models, inputs, outputs, cached, reasoning, latencies, costs, stamps, tags = columns[:11]
+    writes, hour, tiers, reservations = columns[11:]
     try:
         named = [i for i in ids if type(i) is str]
         if named and not event_ids_valid(named):
             return None
         _learn("provider", set(providers), PROVIDER.match)
         _learn("model", set(models), MODEL.match)
-        if not parts_within(cached, inputs) or not parts_within(reasoning, outputs):
+        if not input_parts_within(cached, writes, inputs) or not parts_within(reasoning, outputs):
+            return None
+        if not hour_writes_within(hour, writes):
+            return None
+        _learn("service_tier", set(tiers) - {None}, SERVICE_TIER.match)
+        if not reservation_ids_valid(reservations):
             return None
         if not stamp_shapes_valid(stamps):
             return None
@@ -130,6 +139,10 @@ def check(body: bytes, now: datetime, max_age: timedelta, name_absent: Callable[
             cost_texts,
             instants,
             tags,
+            writes,
+            hour,
+            tiers,
+            reservations,
         )
     )
     return CheckedBatch(events, now)

@@ -48,6 +48,8 @@ class UsageRow(BaseModel):
     output_tokens: int
     cached_input_tokens: int
     reasoning_tokens: int
+    cache_creation_input_tokens: int
+    cache_creation_1h_input_tokens: int
     cost_usd: str
     latency_ms_sum: int
 
@@ -110,6 +112,7 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRou
         task_type: Filter,
         customer_plan: Filter,
         customer_id: Filter,
+        service_tier: Filter,
         start: Annotated[Day, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
         end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
         group_by: Annotated[str, Query(description=f"comma-separated: {', '.join(GROUPABLE)}")] = "",
@@ -137,6 +140,7 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRou
             "task_type": task_type,
             "customer_plan": customer_plan,
             "customer_id": customer_id,
+            "service_tier": service_tier,
         }
         filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
         ws = principal.workspace_id

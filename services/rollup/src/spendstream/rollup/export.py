@@ -37,12 +37,16 @@ COLUMNS = (
     "customer_plan",
     "customer_id",
     "environment",
+    "service_tier",
+    "reservation_id",
     "cost_source",
     "requests",
     "input_tokens",
     "output_tokens",
     "cached_input_tokens",
     "reasoning_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens",
     "cost_usd",
     "latency_ms",
     "tags",
@@ -74,7 +78,7 @@ def _event(row: dict[str, Any]) -> dict[str, Any]:
 
 def _daily(row: dict[str, Any]) -> dict[str, Any]:
     day: date = row["day"]
-    # A daily row has no single event: its event columns are empty, its environment summed away.
+    # A daily row has no single event: its event columns are empty, its environment and reservations summed away.
     return _record(
         row,
         record_type="daily",
@@ -83,6 +87,7 @@ def _daily(row: dict[str, Any]) -> dict[str, Any]:
         day=day.isoformat(),
         ingested_at="",
         environment="",
+        reservation_id="",
         cost_usd=format(Decimal(row["cost_usd"]), "f"),
         latency_ms=row["latency_ms_sum"],
         tags={},

@@ -40,7 +40,7 @@ from clickhouse_connect.driver.client import Client
 
 from spendstream.common.prices import Price, PriceTable
 from spendstream.rollup.reconcile import CORRECTION_COLUMNS, Reconciler
-from spendstream.rollup.repricing import literal, priced_sql
+from spendstream.rollup.repricing import cost_sql, literal, priced_sql
 
 log = logging.getLogger(__name__)
 
@@ -270,28 +270,42 @@ class Repricer:
         tuples = ", ".join(f"({literal(ws)}, toDate('{day.isoformat()}'))" for ws, day in pairs)
         return f"(workspace_id, {day_sql}) IN ({tuples})"
 
-    def _expressions(self, condition: str, partition: int, pricing: Pricing) -> tuple[str, str]:
-        """(cost_usd, cost_source) under `pricing` for the rows of `condition`: one price group per distinct Price,
-        keyed by (provider, model) when no workspace or day prices differently, else by all four."""
+    def _expressions(self, condition: str, partition: int, pricing: Pricing) -> tuple[str, str, str]:
+        """(cost_usd, cost_source, price_ref) under `pricing` for the rows of `condition`. Rows are keyed by
+        (provider, model, service tier) when no workspace or day is priced differently, else by all five; keys
+        whose cost expression is the same share one group."""
         keys = self._client.query(
-            f"SELECT DISTINCT workspace_id, toDate(ts), provider, model FROM {self.db}.usage_events "
+            f"SELECT DISTINCT workspace_id, toDate(ts), provider, model, service_tier FROM {self.db}.usage_events "
             f"WHERE _partition_id = '{partition}' AND {condition} AND cost_source != 'reported'"
         ).result_rows
-        prices = {(str(ws), d, str(p), str(m)): pricing.price(str(ws), d, str(p), str(m)) for ws, d, p, m in keys}
-        by_model: dict[tuple[str, str], set[Price | None]] = defaultdict(set)
-        for (_, _, p, m), price in prices.items():
-            by_model[(p, m)].add(price)
+        quotes: dict[tuple[str, date, str, str, str], tuple[str, str] | None] = {}
+        memo: dict[tuple[int, str], str] = {}
+        for ws, d, p, m, tier in keys:
+            price = pricing.price(str(ws), d, str(p), str(m))
+            if price is None:
+                quotes[(str(ws), d, str(p), str(m), str(tier))] = None
+                continue
+            sql = memo.get((id(price), str(tier)))
+            if sql is None:
+                sql = memo.setdefault((id(price), str(tier)), cost_sql(price, str(tier)))
+            quotes[(str(ws), d, str(p), str(m), str(tier))] = (sql, "")
+        by_model: dict[tuple[str, str, str], set[tuple[str, str] | None]] = defaultdict(set)
+        for (_, _, p, m, tier), quote in quotes.items():
+            by_model[(p, m, tier)].add(quote)
         if all(len(found) == 1 for found in by_model.values()):
-            key_sql = "concat(provider, char(31), model)"
-            keyed = {f"{p}{_SEP}{m}": next(iter(found)) for (p, m), found in by_model.items()}
+            key_sql = "concat(provider, char(31), model, char(31), service_tier)"
+            keyed = {_SEP.join(k): next(iter(found)) for k, found in by_model.items()}
         else:
-            key_sql = "concat(workspace_id, char(31), toString(toDate(ts)), char(31), provider, char(31), model)"
-            keyed = {_SEP.join((ws, d.isoformat(), p, m)): price for (ws, d, p, m), price in prices.items()}
-        groups: dict[Price, list[str]] = defaultdict(list)
-        for key, price in keyed.items():
-            if price is not None:
-                groups[price].append(key)
-        return priced_sql(key_sql, [(k, price) for price, k in groups.items()])
+            key_sql = (
+                "concat(workspace_id, char(31), toString(toDate(ts)), char(31), provider, char(31), model, "
+                "char(31), service_tier)"
+            )
+            keyed = {_SEP.join((ws, d.isoformat(), p, m, t)): q for (ws, d, p, m, t), q in quotes.items()}
+        groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for key, quote in keyed.items():
+            if quote is not None:
+                groups[quote].append(key)
+        return priced_sql(key_sql, [(k, sql, ref) for (sql, ref), k in groups.items()])
 
     def reprice_partition(self, job_id: str, partition: int, units: Sequence[Unit], pricing: Pricing) -> int:
         """Re-price the raw rows of `units` (all in month `partition`) whose cost or source differs from
@@ -299,7 +313,7 @@ class Repricer:
         models it changes are recorded first ('repriced'), so a crash before the rollup is settled leaves the
         settling step knowing what to settle."""
         condition = self._unit_condition(units)
-        cost, source = self._expressions(condition, partition, pricing)
+        cost, source, _ = self._expressions(condition, partition, pricing)
         differs = (
             f"{condition} AND cost_source != 'reported' AND (cost_usd != {cost} OR toString(cost_source) != {source})"
         )
@@ -362,7 +376,7 @@ class Repricer:
         for partition, pairs in rows:
             units = [Unit(str(ws), d, 0) for ws, d in pairs]
             condition = self._unit_condition(units)
-            cost, source = self._expressions(condition, int(partition), pricing)
+            cost, source, _ = self._expressions(condition, int(partition), pricing)
             differing = self._client.query(
                 f"SELECT DISTINCT workspace_id, toDate(ts) FROM {self.db}.usage_events WHERE _partition_id = "
                 f"'{partition}' AND {condition} AND cost_source != 'reported' AND (cost_usd != {cost} "

@@ -57,6 +57,8 @@ class Reconciler:
             "toInt64(count()) AS requests, toInt64(sum(input_tokens)) AS input_tokens, "
             "toInt64(sum(output_tokens)) AS output_tokens, toInt64(sum(cached_input_tokens)) AS "
             "cached_input_tokens, toInt64(sum(reasoning_tokens)) AS reasoning_tokens, "
+            "toInt64(sum(cache_creation_input_tokens)) AS cache_creation_input_tokens, "
+            "toInt64(sum(cache_creation_1h_input_tokens)) AS cache_creation_1h_input_tokens, "
             "toDecimal128(sum(cost_usd), 9) AS cost_usd, toInt64(sum(latency_ms)) AS latency_ms_sum "
             f"FROM {self.db}.usage_events FINAL WHERE toDate(ts) >= {{start:Date}} AND toDate(ts) <= "
             f"{{end:Date}}{only} GROUP BY {keys}"

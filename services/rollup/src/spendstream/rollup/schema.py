@@ -25,7 +25,9 @@ array (msgspec writes the sealed events as ingest does). ClickHouse's JSON reade
 value by value, so the entry table has plain String types and the view converts whole columns. A block keeps
 its insert_deduplication_token through the view (deduplicate_blocks_in_dependent_materialized_views), so a
 retried insert is still discarded in usage_events and in usage_daily (tests/rollup/test_store.py). A column
-added to usage_events later must be added to the entry table and its view in the same migration.
+added to usage_events later must be added to the entry table and its view in the same migration, as version 7
+does (the event's cache writes, service tier and reservation: existing tables altered, both views replaced;
+`service_tier` also ends usage_daily's sort key, a dimension of few values).
 Version 3's entry table of single rows, `usage_events_in`, is dropped by version 5.
 
 `workspace_watermarks` (version 2) keeps max(ingested_at) per workspace through its own view. max() is
@@ -43,19 +45,22 @@ from __future__ import annotations
 
 from clickhouse_connect.driver.client import Client
 
-DIMENSIONS = ("provider", "model", "feature", "route", "task_type", "customer_plan", "customer_id")
+# service_tier (version 7) is last: it ends usage_daily's sort key.
+DIMENSIONS = ("provider", "model", "feature", "route", "task_type", "customer_plan", "customer_id", "service_tier")
 MEASURES = (
     "requests",
     "input_tokens",
     "output_tokens",
     "cached_input_tokens",
     "reasoning_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens",
     "cost_usd",
     "latency_ms_sum",
 )
 TABLES = ("usage_events", "usage_daily", "workspace_watermarks")
-# usage_events' columns but stored_at (its own default): what each event fills in (version 3's view wrote them).
-EVENT_COLUMNS = (
+# usage_events' columns of version 3, whose view wrote them all but stored_at (its own default).
+_V3_EVENT_COLUMNS = (
     "workspace_id",
     "event_id",
     "ts",
@@ -78,6 +83,22 @@ EVENT_COLUMNS = (
     "environment",
     "tags",
 )
+# usage_events' columns but stored_at: what each event fills in.
+EVENT_COLUMNS = (
+    *_V3_EVENT_COLUMNS,
+    "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens",
+    "service_tier",
+    "reservation_id",
+)
+# The sealed event's keys and types (events.SealedEvent) as usage_batches_in reads them, of versions 4 and 7.
+_V4_EVENT_TUPLE = """event_id String, provider String, model String, input_tokens UInt64, output_tokens UInt64,
+                    cached_input_tokens Nullable(UInt64), reasoning_tokens Nullable(UInt64), latency_ms UInt32,
+                    cost_usd Nullable(Decimal(18, 9)), timestamp DateTime64(3, 'UTC'), tags Map(String, String)"""
+_EVENT_TUPLE = f"""{_V4_EVENT_TUPLE},
+                    cache_creation_input_tokens Nullable(UInt64), cache_creation_1h_input_tokens Nullable(UInt64),
+                    service_tier Nullable(String), reservation_id Nullable(String)"""
+_DAILY_KEY = "workspace_id, day, provider, model, feature, route, task_type, customer_plan, customer_id, cost_source"
 
 
 def _ttls(retention_months: int) -> dict[str, str]:
@@ -196,7 +217,7 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
                 tags Map(String, String)
             ) ENGINE = Null""",
             f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_events_in_mv TO {db}.usage_events AS
-            SELECT {", ".join(EVENT_COLUMNS)} FROM {db}.usage_events_in""",
+            SELECT {", ".join(_V3_EVENT_COLUMNS)} FROM {db}.usage_events_in""",
         ],
         4: [
             # The entry table for whole batches (see the module docstring): `events` has the keys and types of
@@ -206,10 +227,7 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
                 workspace_id String,
                 batch_id String,
                 ingested_at DateTime64(3, 'UTC'),
-                events Array(Tuple(
-                    event_id String, provider String, model String, input_tokens UInt64, output_tokens UInt64,
-                    cached_input_tokens Nullable(UInt64), reasoning_tokens Nullable(UInt64), latency_ms UInt32,
-                    cost_usd Nullable(Decimal(18, 9)), timestamp DateTime64(3, 'UTC'), tags Map(String, String))),
+                events Array(Tuple({_V4_EVENT_TUPLE})),
                 computed_cost_usd Array(Nullable(Decimal(18, 9)))
             ) ENGINE = Null""",
             f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_batches_in_mv TO {db}.usage_events AS
@@ -241,6 +259,53 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
             f"""CREATE TABLE IF NOT EXISTS {db}.erased_subjects (
                 workspace_id LowCardinality(String), subject_hash String, erased_at DateTime64(3, 'UTC'))
                 ENGINE = ReplacingMergeTree(erased_at) ORDER BY (workspace_id, subject_hash)""",
+        ],
+        7: [
+            # The event's cache writes, service tier and reservation (events.SealedEvent). Both views are
+            # replaced: dropped first, so no block passes an old view into a changed table; an insert between
+            # the drop and the create (another replica on a server) is repaired by the reconciler.
+            f"DROP VIEW IF EXISTS {db}.usage_batches_in_mv SYNC",
+            f"DROP VIEW IF EXISTS {db}.usage_daily_mv SYNC",
+            f"""ALTER TABLE {db}.usage_events
+                ADD COLUMN IF NOT EXISTS cache_creation_input_tokens UInt64 AFTER reasoning_tokens,
+                ADD COLUMN IF NOT EXISTS cache_creation_1h_input_tokens UInt64 AFTER cache_creation_input_tokens,
+                ADD COLUMN IF NOT EXISTS service_tier LowCardinality(String) AFTER cache_creation_1h_input_tokens,
+                ADD COLUMN IF NOT EXISTS reservation_id String AFTER service_tier""",
+            # service_tier ends the sort key: ClickHouse allows a column added in the same ALTER (without a
+            # default expression; a String's default is '' anyway) at the end of it, and accepts the ALTER again.
+            f"""ALTER TABLE {db}.usage_daily
+                ADD COLUMN IF NOT EXISTS service_tier LowCardinality(String) AFTER cost_source,
+                ADD COLUMN IF NOT EXISTS cache_creation_input_tokens Int64 AFTER reasoning_tokens,
+                ADD COLUMN IF NOT EXISTS cache_creation_1h_input_tokens Int64 AFTER cache_creation_input_tokens,
+                MODIFY ORDER BY ({_DAILY_KEY}, service_tier)""",
+            f"ALTER TABLE {db}.usage_batches_in MODIFY COLUMN events Array(Tuple({_EVENT_TUPLE}))",
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_batches_in_mv TO {db}.usage_events AS
+            SELECT workspace_id, e.event_id AS event_id, e.timestamp AS ts, ingested_at, batch_id,
+                   e.provider AS provider, e.model AS model, e.input_tokens AS input_tokens,
+                   e.output_tokens AS output_tokens, ifNull(e.cached_input_tokens, 0) AS cached_input_tokens,
+                   ifNull(e.reasoning_tokens, 0) AS reasoning_tokens,
+                   ifNull(e.cache_creation_input_tokens, 0) AS cache_creation_input_tokens,
+                   ifNull(e.cache_creation_1h_input_tokens, 0) AS cache_creation_1h_input_tokens,
+                   ifNull(e.service_tier, '') AS service_tier, ifNull(e.reservation_id, '') AS reservation_id,
+                   e.latency_ms AS latency_ms,
+                   coalesce(e.cost_usd, computed, toDecimal64(0, 9)) AS cost_usd,
+                   multiIf(e.cost_usd IS NOT NULL, 'reported', computed IS NOT NULL, 'computed', 'unknown')
+                       AS cost_source,
+                   e.tags['feature'] AS feature, e.tags['route'] AS route, e.tags['task_type'] AS task_type,
+                   e.tags['customer_plan'] AS customer_plan, e.tags['customer_id'] AS customer_id,
+                   e.tags['environment'] AS environment, e.tags AS tags
+            FROM {db}.usage_batches_in ARRAY JOIN events AS e, computed_cost_usd AS computed""",
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_daily_mv TO {db}.usage_daily AS
+            SELECT workspace_id, toDate(ts) AS day, provider, model, feature, route, task_type, customer_plan,
+                   customer_id, cost_source, service_tier, toInt64(count()) AS requests,
+                   toInt64(sum(input_tokens)) AS input_tokens, toInt64(sum(output_tokens)) AS output_tokens,
+                   toInt64(sum(cached_input_tokens)) AS cached_input_tokens,
+                   toInt64(sum(reasoning_tokens)) AS reasoning_tokens,
+                   toInt64(sum(cache_creation_input_tokens)) AS cache_creation_input_tokens,
+                   toInt64(sum(cache_creation_1h_input_tokens)) AS cache_creation_1h_input_tokens,
+                   toDecimal128(sum(cost_usd), 9) AS cost_usd, toInt64(sum(latency_ms)) AS latency_ms_sum
+            FROM {db}.usage_events
+            GROUP BY {_DAILY_KEY}, service_tier""",
         ],
         9: [
             # Re-pricing jobs (recompute.py): the audit record of each (who, range, prices, result), its latest

@@ -84,11 +84,7 @@ def _computed_cost(
     price = priced[model] if model in priced else priced.setdefault(model, lookup(*model))
     if price is None:
         return None
-    return str(
-        price.cost_of(
-            event.input_tokens, event.output_tokens, event.cached_input_tokens or 0, event.reasoning_tokens or 0
-        )
-    )
+    return str(price.cost(event))
 
 
 def encode_batches(batches: Sequence[StoredBatch], prices: PriceTable) -> bytes:

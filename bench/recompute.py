@@ -24,10 +24,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from spendstream.common.pricebook import PriceBook
 from spendstream.common.prices import bundled
 from spendstream.rollup import recompute
 from spendstream.rollup.clickhouse import clickhouse_client
-from spendstream.rollup.recompute import Repricer, Request, TablePricing
+from spendstream.rollup.recompute import BookPricing, Repricer, Request
 from spendstream.rollup.schema import migrate
 
 DB = "bench"
@@ -120,7 +121,7 @@ def main() -> None:
         for name in ("plan", "reprice_partition", "settle", "still_differing"):
             timed(repricer, name, spent)
         request = Request(FIRST_DAY, FIRST_DAY + timedelta(days=args.days - 1), None, "bench")
-        pricing = TablePricing(bundled())
+        pricing = BookPricing(PriceBook())
         started = time.perf_counter()
         first = recompute.run(repricer, request, pricing)
         first_s = time.perf_counter() - started

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from spendstream.common.events import SealedEvent, sealed_events
-from spendstream.common.prices import PriceTable, bundled, load, local_path
+from spendstream.common.prices import PriceTable, bundled
 
 # (provider, model as sent, input, cached, output, reasoning, expected USD, the hand computation)
 CASES = [
@@ -181,12 +181,10 @@ def test_an_unknown_model_is_not_priced_at_all() -> None:
     assert bundled().lookup("openai", "no-such-model-2024-01-01") is None
 
 
-def test_a_refreshed_table_under_the_data_dir_takes_precedence(tmp_path: Path) -> None:
-    assert load(tmp_path).source == "bundled"
-    path = local_path(tmp_path)
-    path.parent.mkdir(parents=True)
+def test_a_table_file_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "prices.json"
     path.write_text('{"acme-large-1": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}')
-    table = load(tmp_path)
+    table = PriceTable.load(path)
     assert table.source == str(path) and len(table) == 1
     price = table.lookup("acme", "acme-large-1")
     assert price is not None and price.cost_of(1000, 1000) == Decimal("0.003")

@@ -43,7 +43,7 @@ def seed(url: str, db: str, events_path: str, prices_path: str) -> None:
 def dump(url: str, db: str, workspace_id: str, start: str, end: str) -> None:
     client = clickhouse_client(url)
     events = client.query(
-        f"SELECT event_id, toString(cost_usd), toString(cost_source) FROM {db}.usage_events FINAL "
+        f"SELECT event_id, toString(cost_usd), toString(cost_source), price_ref FROM {db}.usage_events FINAL "
         "WHERE workspace_id = {ws:String}",
         parameters={"ws": workspace_id},
     ).result_rows
@@ -55,7 +55,7 @@ def dump(url: str, db: str, workspace_id: str, start: str, end: str) -> None:
     print(
         json.dumps(
             {
-                "events": {e: [c, s] for e, c, s in events},
+                "events": {e: [c, s, r] for e, c, s, r in events},
                 "usage": {f"{r['day']}|{r['model']}": [r["requests"], str(r["cost_usd"])] for r in rows},
                 "days_done": int(done),
                 "jobs": {j: s for j, s in jobs},

@@ -24,11 +24,15 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from spendstream.common.events import sealed_events
+from spendstream.common.kafka import make_broker
+from spendstream.common.price_replica import PricePublisher
+from spendstream.common.pricebook import PriceBook, PriceVersion, TenantRate, VersionRecord, digest_of, version_id
 from spendstream.common.prices import PriceTable
+from spendstream.common.settings import BaseServiceSettings
 from spendstream.rollup import recompute
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.queries import UsageQueries
-from spendstream.rollup.recompute import Repricer, Request, TablePricing
+from spendstream.rollup.recompute import BookPricing, Repricer, Request
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.writes import ClickHouseWriter, StoredBatch
 from tests.support import Isolation, usage_event
@@ -70,6 +74,46 @@ NEW = {
 WEEK = (date(2026, 10, 28), date(2026, 11, 3))  # a past week across a month boundary (two partitions)
 OTHER_WEEKS = ((date(2026, 10, 21), date(2026, 10, 27)), (date(2026, 11, 4), date(2026, 11, 10)))
 MODELS = ("gpt-4o-mini", "claude-sonnet-4", "brand-new-1")
+CREATED = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def _version(table: dict[str, Any], day: date) -> VersionRecord:
+    raw = json.dumps(table).encode()
+    digest = digest_of(raw)
+    meta = PriceVersion(
+        version_id=version_id(day, digest),
+        effective_from=day,
+        created_at=CREATED,
+        source="file:test.json",
+        digest=digest,
+        models=len(table),
+        status="active",
+    )
+    return VersionRecord(meta, raw)
+
+
+def _rate(rate_id: str, day: date, **fields: Any) -> TenantRate:
+    return TenantRate(
+        rate_id=rate_id, workspace_id="ws1", effective_from=day, created_at=CREATED, created_by="t", **fields
+    )
+
+
+def stale() -> PriceBook:
+    """The prices the events were stored with."""
+    return PriceBook(PriceTable(OLD))
+
+
+def corrected() -> PriceBook:
+    """The prices in force after the correction of the past week: a version for the week (the old table again
+    from the day after), a discount on claude and a fixed rate for brand-new models, both ws1's from the week."""
+    book = stale()
+    book.put_version(_version(NEW, WEEK[0]))
+    book.put_version(_version(OLD, WEEK[1] + timedelta(days=1)))
+    book.put_rate(_rate("claude-deal", WEEK[0], provider="anthropic", model="claude-*", kind="discount", percent=15))
+    book.put_rate(
+        _rate("fixed-new", WEEK[0], model="brand-new-*", kind="fixed", input=Decimal("9e-7"), output=Decimal("3.3e-6"))
+    )
+    return book
 
 
 def _events(rng: random.Random, day: date, n: int) -> list[dict[str, Any]]:
@@ -94,8 +138,8 @@ def _events(rng: random.Random, day: date, n: int) -> list[dict[str, Any]]:
             ).isoformat(),
             tags={"feature": rng.choice(("chat", "search")), "customer_id": f"c{rng.randint(1, 3)}"},
         )
-        # A third of the calls report their own cost: those are never re-priced.
-        if i % 3 == 2:
+        # A quarter of the calls report their own cost: those are never re-priced.
+        if i % 4 == 3:
             event["cost_usd"] = round(rng.uniform(0.001, 2.0), 6)
         else:
             event.pop("cost_usd")
@@ -113,13 +157,13 @@ class Store:
     database: str
     queries: UsageQueries
 
-    def events(self, workspace_id: str) -> dict[str, tuple[Decimal, str]]:
+    def events(self, workspace_id: str) -> dict[str, tuple[Decimal, str, str]]:
         rows = self.client.query(
-            f"SELECT event_id, cost_usd, cost_source FROM {self.database}.usage_events FINAL "
+            f"SELECT event_id, cost_usd, cost_source, price_ref FROM {self.database}.usage_events FINAL "
             "WHERE workspace_id = {ws:String}",
             parameters={"ws": workspace_id},
         ).result_rows
-        return {str(e): (Decimal(c), str(s)) for e, c, s in rows}
+        return {str(e): (Decimal(c), str(s), str(r)) for e, c, s, r in rows}
 
     def usage(self, workspace_id: str, start: date, end: date) -> dict[tuple[Any, ...], tuple[int, Decimal]]:
         """What /v1/usage answers for the range, by day and model, and the unpriced models it lists."""
@@ -150,19 +194,21 @@ class Store:
 
 
 def _expected(
-    events: list[dict[str, Any]], table: PriceTable
-) -> tuple[dict[str, tuple[Decimal, str]], dict[tuple[Any, ...], tuple[int, Decimal]]]:
-    """Per event and per (day, model, source): what the writer stores for `events` under `table`."""
-    per_event: dict[str, tuple[Decimal, str]] = {}
+    events: list[dict[str, Any]], book: PriceBook, workspace_id: str = "ws1"
+) -> tuple[dict[str, tuple[Decimal, str, str]], dict[tuple[Any, ...], tuple[int, Decimal]]]:
+    """Per event (cost, source, ref) and per (day, model) (requests, cost): what the writer stores for `events`
+    under `book`."""
+    per_event: dict[str, tuple[Decimal, str, str]] = {}
     usage: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0, Decimal(0)])
     for event in sealed_events(events):
+        cost, ref = book.cost(workspace_id, event)
         if event.cost_usd is not None:
             cost, source = Decimal(str(event.cost_usd)).quantize(Decimal("1e-9")), "reported"
-        elif (price := table.lookup(event.provider, event.model)) is not None:
-            cost, source = price.cost(event), "computed"
+        elif cost is not None:
+            source = "computed"
         else:
             cost, source = Decimal(0), "unknown"
-        per_event[event.event_id] = (cost, source)
+        per_event[event.event_id] = (cost, source, ref)
         group = usage[(event.timestamp.astimezone(UTC).date().isoformat(), event.model)]
         group[0] += 1
         group[1] += cost
@@ -177,8 +223,8 @@ def _store(iso: Isolation) -> Store:
     return Store(client, iso.database, UsageQueries(client, iso.database))
 
 
-def _write(store: Store, workspace_id: str, events: list[dict[str, Any]], table: PriceTable) -> None:
-    writer = ClickHouseWriter(store.client, store.database, table)
+def _write(store: Store, workspace_id: str, events: list[dict[str, Any]], book: PriceBook) -> None:
+    writer = ClickHouseWriter(store.client, store.database, book)
     batch = StoredBatch.of(workspace_id, uuid.uuid4().hex, datetime.now(UTC), sealed_events(events))
     writer.insert_new([batch], writer.encode([batch]))
 
@@ -197,24 +243,27 @@ def test_recompute_reprices_the_week_exactly_leaves_reported_and_other_weeks_and
     iso: Isolation,
 ) -> None:
     store = _store(iso)
-    old, new = PriceTable(OLD), PriceTable(NEW)
+    old, new = stale(), corrected()
     history = _history(22, 30)
     for events in history.values():
         _write(store, "ws1", events, old)
     _write(store, "ws2", _in(history, *WEEK), old)  # another workspace, the same calls: not asked, not touched
     before_ws2 = store.events("ws2")
 
-    progress = recompute.run(Repricer(store.client, store.database), Request(*WEEK, "ws1", "test"), TablePricing(new))
+    progress = recompute.run(Repricer(store.client, store.database), Request(*WEEK, "ws1", "test"), BookPricing(new))
 
     week_events, week_usage = _expected(_in(history, *WEEK), new)
     was, _ = _expected(_in(history, *WEEK), old)
     assert progress.state == "done" and progress.days_done == progress.days_total == 7
-    # Computed gpt-4o-mini rows and formerly unpriced brand-new-1 rows changed (claude's price did not).
+    # Every computed row changed: gpt-4o-mini's price (the week's version), claude's (the discount), and the
+    # formerly unpriced brand-new-1 is priced (the fixed rate); so did their refs.
     assert progress.changed == sum(1 for e, now in week_events.items() if now != was[e]) > 0
     stored = store.events("ws1")
     assert {e: stored[e] for e in week_events} == week_events
     assert store.usage("ws1", *WEEK) == week_usage
     assert not [k for k in week_usage if k[0] == "unknown"]  # brand-new-1 is priced now
+    refs = {ref for _, source, ref in week_events.values() if source == "computed"}
+    assert {r.split("/")[0].split(":")[0] for r in refs} == {"table", "rate"} and len(refs) == 3
     for other in OTHER_WEEKS:
         other_events, other_usage = _expected(_in(history, *other), old)
         assert {e: stored[e] for e in other_events} == other_events
@@ -222,7 +271,7 @@ def test_recompute_reprices_the_week_exactly_leaves_reported_and_other_weeks_and
     assert store.events("ws2") == before_ws2
 
     rollup, mutations = store.rollup("ws1"), store.mutations()
-    again = recompute.run(Repricer(store.client, store.database), Request(*WEEK, "ws1", "test"), TablePricing(new))
+    again = recompute.run(Repricer(store.client, store.database), Request(*WEEK, "ws1", "test"), BookPricing(new))
     assert again.state == "done" and again.changed == 0 and again.rollup_groups == 0
     assert store.mutations() == mutations  # not one part rewritten
     assert store.events("ws1") == stored
@@ -237,7 +286,9 @@ def _python(*args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def test_a_recompute_killed_mid_way_and_rerun_gives_the_result_of_an_uninterrupted_one(tmp_path: Path) -> None:
+async def test_a_recompute_killed_mid_way_and_rerun_gives_the_result_of_an_uninterrupted_one(
+    iso: Isolation, tmp_path: Path
+) -> None:
     # Its own chDB directory, worked from other processes: the recompute is a real `spendstream` process.
     url, db = f"chdb://{tmp_path / 'clickhouse'}", "repricing"
     history = _history(23, 12)
@@ -245,15 +296,18 @@ def test_a_recompute_killed_mid_way_and_rerun_gives_the_result_of_an_uninterrupt
     events_file.write_text(json.dumps([["ws1", e] for events in history.values() for e in events]))
     old_file.write_text(json.dumps(OLD))
     _python("-m", "tests.rollup.recompute_store", "seed", url, db, str(events_file), str(old_file))
-    # The prices in force now: `spendstream prices refresh` writes them there.
-    (tmp_path / "data" / "prices").mkdir(parents=True)
-    (tmp_path / "data" / "prices" / "litellm_model_prices.json").write_text(json.dumps(NEW))
-    env = {
-        **os.environ,
-        "SPENDSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "SPENDSTREAM_CLICKHOUSE_URL": url,
-        "SPENDSTREAM_CLICKHOUSE_DATABASE": db,
-    }
+    # The prices in force now: the bundled table, and a version of NEW's from October (`prices refresh` adds one
+    # so), on the isolated pricing topics the command replays.
+    version = _version(NEW, date(2026, 10, 1))
+    broker = make_broker(iso.settings(BaseServiceSettings), "tests")
+    await broker.connect()
+    try:
+        await PricePublisher(broker, iso.prefix).version(version)
+    finally:
+        await broker.stop()
+    now = PriceBook()
+    now.put_version(version)
+    env = {**os.environ, **iso.env(), "SPENDSTREAM_CLICKHOUSE_URL": url, "SPENDSTREAM_CLICKHOUSE_DATABASE": db}
     args = ["prices", "recompute", "--direct", "--from", WEEK[0].isoformat(), "--to", WEEK[1].isoformat()]
     args += ["--workspace", "ws1", "--progress", "lines"]
 
@@ -284,9 +338,9 @@ def test_a_recompute_killed_mid_way_and_rerun_gives_the_result_of_an_uninterrupt
     killed = dump()
     assert killed["days_done"] == 4 and list(killed["jobs"].values()) == ["running"]
     november = _in(history, date(2026, 11, 1), WEEK[1])
-    new_costs, _ = _expected(november, PriceTable(NEW))
-    _, old_usage = _expected(november, PriceTable(OLD))
-    assert {e: (Decimal(c), s) for e, (c, s) in killed["events"].items() if e in new_costs} == new_costs
+    new_costs, _ = _expected(november, now)
+    _, old_usage = _expected(november, stale())
+    assert {e: (Decimal(c), s, r) for e, (c, s, r) in killed["events"].items() if e in new_costs} == new_costs
     assert {k: v for k, v in killed["usage"].items() if k[:10] in {"2026-11-01", "2026-11-02", "2026-11-03"}} == {
         f"{k[0]}|{k[1]}": [n, str(c)] for k, (n, c) in old_usage.items() if k[0] != "unknown"
     }
@@ -301,13 +355,13 @@ def test_a_recompute_killed_mid_way_and_rerun_gives_the_result_of_an_uninterrupt
     assert final["jobs"] == {result["job_id"]: "done"} and final["days_done"] == 7
 
     # What an uninterrupted run gives: the writer's prices, new for the week and old elsewhere.
-    expected: dict[str, tuple[Decimal, str]] = {}
+    expected: dict[str, tuple[Decimal, str, str]] = {}
     usage: dict[str, tuple[int, Decimal]] = {}
-    for start, end, table in ((*WEEK, PriceTable(NEW)), *((*w, PriceTable(OLD)) for w in OTHER_WEEKS)):
-        per_event, per_day = _expected(_in(history, start, end), table)
+    for start, end, book in ((*WEEK, now), *((*w, stale()) for w in OTHER_WEEKS)):
+        per_event, per_day = _expected(_in(history, start, end), book)
         expected |= per_event
         usage |= {f"{k[0]}|{k[1]}": (n, c) for k, (n, c) in per_day.items() if k[0] != "unknown"}
-    assert {e: (Decimal(c), s) for e, (c, s) in final["events"].items()} == expected
+    assert {e: (Decimal(c), s, r) for e, (c, s, r) in final["events"].items()} == expected
     assert {k: (n, Decimal(c)) for k, (n, c) in final["usage"].items()} == usage
 
 
@@ -316,7 +370,7 @@ def test_events_stored_while_a_job_runs_end_priced_by_the_new_prices_raw_and_rol
     # half with the new prices (the service hands them to its writer before a job starts), half with the old
     # ones (a replica not told yet). Whichever step each insert falls between, the week ends at the new prices.
     store = _store(iso)
-    old, new = PriceTable(OLD), PriceTable(NEW)
+    old, new = stale(), corrected()
     history = _history(24, 20)
     for events in history.values():
         _write(store, "ws1", events, old)
@@ -343,7 +397,7 @@ def test_events_stored_while_a_job_runs_end_priced_by_the_new_prices_raw_and_rol
             arriving.start()  # once the first partition's raw rows are re-priced
 
     progress = recompute.run(
-        Checking(store.client, store.database), Request(*WEEK, "ws1", "test"), TablePricing(new), on_progress
+        Checking(store.client, store.database), Request(*WEEK, "ws1", "test"), BookPricing(new), on_progress
     )
 
     assert progress.state == "done" and progress.rounds == 2  # the second round re-priced the stale writes

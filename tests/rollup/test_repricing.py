@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,9 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spendstream.common.events import MAX_TOKENS
+from spendstream.common.pricebook import PriceBook, TenantRate
 from spendstream.common.prices import Price, PriceTable, bundled
 from spendstream.rollup.clickhouse import clickhouse_client
-from spendstream.rollup.repricing import cost_sql, literal, priced_sql
+from spendstream.rollup.repricing import cost_sql, literal, priced_sql, quote_sql
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration
@@ -95,7 +98,7 @@ def test_every_entry_of_the_bundled_table_on_every_tier_at_every_threshold_edge_
 ) -> None:
     rng = random.Random(22)
     rows: list[Row] = []
-    for key, price in bundled()._prices.items():
+    for key, price in bundled().items():
         sizes = [0, 1, rng.randint(2, 100_000), MAX_TOKENS]
         for breakpoint in price.input_breakpoints():
             sizes += [breakpoint, breakpoint + 1]
@@ -148,7 +151,7 @@ def test_a_long_context_tier_bills_the_whole_request_at_its_rates(client: Client
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(sorted(k for k, _ in bundled()._prices.items())),
+            st.sampled_from(sorted(k for k, _ in bundled().items())),
             st.sampled_from(TIERS),
             st.integers(0, MAX_TOKENS),
             st.integers(0, MAX_TOKENS),
@@ -195,3 +198,72 @@ def test_rows_are_dispatched_to_their_price_and_a_key_no_group_names_is_unknown_
         ("c", Decimal("0.010200000"), "computed", "rate:x"),
         ("x", Decimal(0), "unknown", ""),
     ]
+
+
+def test_a_price_books_percent_and_fixed_rates_are_priced_as_quote_cost_prices_them(client: Client) -> None:
+    book = PriceBook()
+    made = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def rate(rate_id: str, model: str, **fields: Any) -> TenantRate:
+        return TenantRate(
+            rate_id=rate_id,
+            workspace_id="w",
+            model=model,
+            effective_from=date(2026, 1, 1),
+            created_at=made,
+            created_by="t",
+            **fields,
+        )
+
+    book.put_rate(rate("off", "gpt-4o*", kind="discount", percent=Decimal("12.345678")))
+    book.put_rate(rate("up", "*claude*", kind="markup", percent=Decimal("7.5")))
+    book.put_rate(rate("fix", "gemini-*", kind="fixed", input=Decimal("1.23456789012e-7"), output=Decimal("3e-6")))
+    book.put_rate(
+        rate(
+            "fix-all",
+            "mistral-*",
+            kind="fixed",
+            input=Decimal("2e-7"),
+            output=Decimal("6e-7"),
+            cached_input=Decimal("5e-8"),
+            cache_write=Decimal("2.5e-7"),
+        )
+    )
+    rng = random.Random(7)
+    models = (
+        ("openai", "gpt-4o"),
+        ("openai", "gpt-4o-mini"),
+        ("bedrock", "us.anthropic.claude-3-5-haiku-20241022-v1:0"),
+        ("google", "gemini-2.5-pro"),
+        ("mistral", "mistral-large-latest"),
+    )
+    for provider, model in models:
+        quote = book.quote("w", provider, model, date(2026, 11, 1))
+        assert quote is not None and quote.ref.startswith("rate:")
+        for tier in ("", "batch", "priority"):
+            sql = quote_sql(quote, tier)
+            rows = []
+            for size in (0, 1, 150_000, 250_000, MAX_TOKENS):
+                rows += [(size, *c[1:]) for c in _counts(rng, size)]
+            values = ", ".join(f"({n}, {', '.join(map(str, c))})" for n, c in enumerate(rows))
+            got = [
+                Decimal(r[1])
+                for r in client.query(
+                    f"SELECT n, {sql} FROM values({literal(COLUMNS)}, {values}) ORDER BY n"
+                ).result_rows
+            ]
+            expected = [
+                quote.cost(
+                    SimpleNamespace(
+                        input_tokens=i,
+                        output_tokens=o,
+                        cached_input_tokens=c,
+                        reasoning_tokens=r,
+                        cache_creation_input_tokens=w,
+                        cache_creation_1h_input_tokens=h,
+                        service_tier=tier or None,
+                    )
+                )
+                for i, o, c, r, w, h in rows
+            ]
+            assert got == expected, (model, tier)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +13,7 @@ from spendstream.rollup import schema
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.queries import UsageQueries
 from spendstream.rollup.reconcile import Reconciler
-from spendstream.rollup.schema import SCHEMA_VERSION, applied_versions, migrate
+from spendstream.rollup.schema import BATCH_COLUMNS, SCHEMA_VERSION, applied_versions, migrate
 from spendstream.rollup.writes import ClickHouseWriter, StoredBatch
 from tests.support import Isolation, usage_event
 
@@ -93,12 +94,21 @@ def test_tables_of_version_6_on_disk_gain_the_cache_writes_and_service_tier_and_
         batch = StoredBatch.of("ws1", batch_id, datetime.now(UTC), events)
         writer.insert_new([batch], writer.encode([batch]))
 
-    insert("old")
+    # What a rollup of version 6 inserted: the entry table's columns of then (no price refs).
+    events = sealed_events([usage_event(event_id=f"old-{i}", cost_usd=0.5) for i in range(2)])
+    line = json.loads(writer.encode([StoredBatch.of("ws1", "old", datetime.now(UTC), events)]))
+    client.raw_insert(
+        f"{iso.database}.usage_batches_in",
+        BATCH_COLUMNS[:5],
+        json.dumps(line[:5]),
+        fmt="JSONCompactEachRow",
+        settings={"date_time_input_format": "best_effort"},
+    )
     monkeypatch.setattr(schema, "migrations", full)
-    assert migrate(client, iso.database, 12) == [7]
-    # As if the process died after version 7's statements but before recording it: they run again.
-    client.command(f"DELETE FROM {iso.database}.schema_migrations WHERE version = 7")
-    assert migrate(client, iso.database, 12) == [7]
+    assert migrate(client, iso.database, 12) == [7, 8]
+    # As if the process died after version 7's statements but before recording it: they run again, and so does 8.
+    client.command(f"DELETE FROM {iso.database}.schema_migrations WHERE version IN (7, 8)")
+    assert migrate(client, iso.database, 12) == [7, 8]
     insert("new", cache_creation_input_tokens=300, cache_creation_1h_input_tokens=100, service_tier="batch")
     today = datetime.now(UTC).date()
     rows = UsageQueries(client, iso.database).usage("ws1", today, today, ["service_tier"], {})
@@ -113,3 +123,31 @@ def test_tables_of_version_6_on_disk_gain_the_cache_writes_and_service_tier_and_
     ).result_rows[0][0]
     assert str(sort_key).endswith("cost_source, service_tier")
     assert Reconciler(client, iso.database).reconcile(today, today) == 0  # the views and the raw table agree
+
+
+def test_version_8_stores_each_cost_s_source_and_still_takes_an_insert_without_sources(iso: Isolation) -> None:
+    client = clickhouse_client(iso.stack.clickhouse)
+    migrate(client, iso.database, 12)
+    client.command(f"DELETE FROM {iso.database}.schema_migrations WHERE version = 8")
+    assert migrate(client, iso.database, 12) == [8]  # a rerun of its statements is harmless
+    event = {
+        "event_id": "e1", "provider": "openai", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1,
+        "cached_input_tokens": None, "reasoning_tokens": None, "latency_ms": 1, "cost_usd": None,
+        "timestamp": "2026-03-01 00:00:00.000", "tags": {},
+    }  # fmt: skip
+    reported = {**event, "event_id": "e2", "cost_usd": "0.5"}
+    with_refs = json.dumps(["ws", "b1", "2026-03-01 00:00:00.000", [event, reported], ["0.1", None], ["table:0", ""]])
+    client.raw_insert(f"{iso.database}.usage_batches_in", BATCH_COLUMNS, with_refs, fmt="JSONCompactEachRow")
+    # A rollup of the previous version, mid-upgrade, inserts no sources: its events store ''.
+    older = {**event, "event_id": "e3"}
+    without = json.dumps(["ws", "b2", "2026-03-01 00:00:00.000", [older], ["0.2"]])
+    client.raw_insert(f"{iso.database}.usage_batches_in", BATCH_COLUMNS[:5], without, fmt="JSONCompactEachRow")
+    rows = client.query(
+        f"SELECT event_id, toString(cost_usd), toString(cost_source), price_ref FROM {iso.database}.usage_events "
+        "ORDER BY event_id"
+    ).result_rows
+    assert [tuple(r) for r in rows] == [
+        ("e1", "0.1", "computed", "table:0"),
+        ("e2", "0.5", "reported", ""),
+        ("e3", "0.2", "computed", ""),
+    ]

@@ -53,6 +53,7 @@ def test_sweeper_drops_what_the_ttl_has_not_yet_removed_by_the_injected_clock(is
             0,
             "",
             "",
+            "",
         )
 
     client.insert(

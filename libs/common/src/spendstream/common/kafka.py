@@ -297,7 +297,8 @@ class CompactedTable(Generic[V]):
     def values(self) -> list[V]:
         return list(self._values.values())
 
-    async def start(self) -> None:
+    async def start(self, timeout: float = 15.0) -> None:
+        """Replay the topic; returns once caught up (`catch_up(timeout)`)."""
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
         )
@@ -315,7 +316,7 @@ class CompactedTable(Generic[V]):
         self._consumer.assign(self._partitions)
         await self._consumer.seek_to_beginning(*self._partitions)
         self._task = asyncio.create_task(self._run(), name=f"table:{self._topic}")
-        await self.catch_up()
+        await self.catch_up(timeout)
 
     async def stop(self) -> None:
         if self._task is not None:

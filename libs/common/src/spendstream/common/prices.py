@@ -1,8 +1,8 @@
 """Cost from the LiteLLM community price table when an event reports none.
 
 Shared since its second use (rollup stores costs, alerts counts live spend): the table ships here
-(`data/litellm_model_prices.json`); `spendstream prices refresh` writes a newer copy to `<data_dir>/prices/`, which
-then takes precedence for every service (an image's package directory stays read-only).
+(`data/litellm_model_prices.json`) and is version 0 of the price book (pricebook.py), which adds dated versions
+and tenant rates.
 Prices are per token in USD; arithmetic is Decimal so sums stay exact to the nano-dollar.
 
 What a call costs follows LiteLLM's own cost functions over the same table (tests/common/test_prices_oracle.py
@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import ItemsView
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -513,18 +514,11 @@ class PriceTable:
     def get(self, key: str) -> Price | None:
         return self._prices.get(key.lower())
 
-
-def local_path(data_dir: Path) -> Path:
-    """Where `spendstream prices refresh` writes by default and where services look first."""
-    return data_dir / "prices" / BUNDLED
+    def items(self) -> ItemsView[str, Price]:
+        """Every priced table key (lower case) and its price."""
+        return self._prices.items()
 
 
 @lru_cache(maxsize=1)
 def bundled() -> PriceTable:
     return PriceTable.load()
-
-
-def load(data_dir: Path) -> PriceTable:
-    """The refreshed table under data_dir when there is one, else the bundled copy."""
-    path = local_path(data_dir)
-    return PriceTable.load(path) if path.exists() else bundled()

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from spendstream.common.crypto import DataKeyCodec
 from spendstream.common.erasure import DeletionCommand, DeletionReport, DeletionRequest, LifecycleEvent, Receipt
+from spendstream.common.pricebook import PriceVersionCodec, TenantRate
 from spendstream.common.records import (
     ApiKeyRecord,
     BudgetRecord,
@@ -266,6 +267,31 @@ AUDIT = Topic(
     retention_ms=None,
     cleanup="compact",
 )
+# The largest price table a version may carry (LiteLLM's is ~3 MB): under the producer's max_request_size
+# (kafka.make_broker), which aiokafka checks before compression.
+PRICE_TABLE_MAX_BYTES = 7 * 1024 * 1024
+PRICE_VERSIONS = Topic(
+    "pricing.versions.v1",
+    "rollup (scheduled refresh, approvals) / spendstream prices",
+    ("rollup", "alerts"),
+    PriceVersionCodec(),  # pricebook.VersionRecord: metadata JSON, a newline, the LiteLLM table's JSON
+    "version_id (<effective day>.<digest prefix>)",
+    partitions=1,
+    retention_ms=None,
+    cleanup="compact",
+    # The broker checks the compressed batch (~300 KB for LiteLLM's table under LZ4); room for an uncompressed one.
+    extra={"max.message.bytes": str(PRICE_TABLE_MAX_BYTES + 1024 * 1024)},
+)
+PRICE_RATES = Topic(
+    "pricing.rates.v1",
+    "rollup (admin API) / spendstream prices rates",
+    ("rollup", "alerts"),
+    Json(TenantRate),
+    "<workspace_id>/<rate_id> (pricebook.rate_key); a tombstone deletes the rate",
+    partitions=1,
+    retention_ms=None,
+    cleanup="compact",
+)
 
 ALL_TOPICS: tuple[AnyTopic, ...] = (
     USAGE_EVENTS,
@@ -282,6 +308,8 @@ ALL_TOPICS: tuple[AnyTopic, ...] = (
     DELETION_COMMANDS,
     DELETION_REPORTS,
     AUDIT,
+    PRICE_VERSIONS,
+    PRICE_RATES,
 )
 
 

@@ -7,6 +7,7 @@
 | alerts.fired.v1 (group spendstream-alerts-delivery, NACK_ON_ERROR) | webhooks, e-mail; Redis: delivery log (30 d) |
 | retention.commands.v1 (group spendstream-alerts-erasure)        | retention.reports.v1                         |
 | ingest.apikeys.v1, ingest.datakeys.v1 (replayed tables)         |                                              |
+| pricing.versions.v1, pricing.rates.v1 (replayed: the price book) |                                              |
 | /v1/budgets (admin key)                                         |                                              |
 | every `sweep_interval_seconds`, or when a budget changes: sweep.py                                             |
 """
@@ -38,7 +39,7 @@ from spendstream.alerts.webhooks import WebhookSender
 from spendstream.common.erasure_owner import serve_erasure
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import RawBatch, Received, make_broker, subscribe, subscribe_batch
-from spendstream.common.prices import load as load_prices
+from spendstream.common.price_replica import ReplayedPriceBook
 from spendstream.common.records import FiredAlert
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
@@ -60,10 +61,9 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
 
     changes = ChangedBudgets()
     book = BudgetBook(settings, broker, on_change=changes)
-    # The same table rollup prices with (a refreshed copy under data_dir first), so both agree on computed costs.
-    counter = SpendCounter(
-        RedisSpendStore(redis), keys, load_prices(settings.data_dir), settings.counted_offsets_ttl_days * 86400
-    )
+    # The book rollup prices with (replayed from the same topics), so both agree on computed costs.
+    pricing = ReplayedPriceBook(settings)
+    counter = SpendCounter(RedisSpendStore(redis), keys, pricing.book, settings.counted_offsets_ttl_days * 86400)
     evaluator = Evaluator(
         RedisMarkerStore(redis),
         keys,
@@ -129,8 +129,10 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
         forget=eraser.forget,
     )
     service = Service("alerts", routers=[router])
-    service.on_start(api_keys.table.start, keyring.table.start, broker.start, book.table.start)
+    service.on_start(api_keys.table.start, keyring.table.start, pricing.start, broker.start, book.table.start)
     # The sweep is a safety net; it must outlive a Redis or Kafka blip (a failed round is logged, the next runs).
     service.every("alerts:sweep", settings.sweep_interval_seconds, sweep.run_once, wake=changes.wake)
-    service.on_stop(broker.stop, book.table.stop, keyring.table.stop, api_keys.table.stop, http.aclose, redis.aclose)
+    service.on_stop(
+        broker.stop, book.table.stop, pricing.stop, keyring.table.stop, api_keys.table.stop, http.aclose, redis.aclose
+    )
     return service

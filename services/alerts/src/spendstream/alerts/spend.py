@@ -8,7 +8,8 @@ atomic step on the workspace's Redis slot. Hence:
     records all count nothing twice: the offset is at or below the mark;
   * a crash between the script and the offset commit loses nothing: the counters and the mark moved together.
 The mark outlives the topic's retention (7 days), so no record older than it can come back. Costs are integer
-nano-dollars. Events without `cost_usd` are priced from the shared LiteLLM table; an unpriced model counts 0
+nano-dollars. Events without `cost_usd` are priced by the shared price book (pricebook.py: the dated table
+versions and the workspace's rates), with the function rollup stores costs with; an unpriced model counts 0
 here as it does in rollup.
 SpendCounter decides what a record adds where; a SpendStore applies it atomically: RedisSpendStore with the
 Lua scripts below, and the in-memory stand-in of the tests with the same semantics.
@@ -20,7 +21,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from spendstream.alerts.keyspace import ALL, KeySpace
 from spendstream.alerts.periods import month_end, month_id, to_nanos
 from spendstream.common.events import SealedEvent
+from spendstream.common.pricebook import PriceBook
 from spendstream.common.prices import PriceTable
 
 # Month counters stay a month past their period (reconciliation, late events); day counters cover the spike
@@ -66,12 +67,10 @@ class CountedRecord:
     events: Sequence[SealedEvent]
 
 
-def event_cost(event: SealedEvent, prices: PriceTable) -> int:
-    """Cost in nano-dollars: reported, else computed from the price table, else 0 (unknown model)."""
-    if event.cost_usd is not None:
-        return to_nanos(Decimal(event.cost_usd))
-    price = prices.lookup(event.provider, event.model)
-    return to_nanos(price.cost(event)) if price is not None else 0
+def event_cost(workspace_id: str, event: SealedEvent, prices: PriceBook) -> int:
+    """Cost in nano-dollars: reported, else computed by the price book, else 0 (unknown model)."""
+    cost, _ = prices.cost(workspace_id, event)
+    return to_nanos(cost) if cost is not None else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +129,12 @@ class RedisSpendStore:
 
 
 class SpendCounter:
-    def __init__(self, store: SpendStore, keys: KeySpace, prices: PriceTable, offsets_ttl_seconds: int) -> None:
+    def __init__(
+        self, store: SpendStore, keys: KeySpace, prices: PriceBook | PriceTable, offsets_ttl_seconds: int
+    ) -> None:
         self._store = store
         self._keys = keys
-        self._prices = prices
+        self._prices = PriceBook.of(prices)
         self._offsets_ttl = offsets_ttl_seconds
 
     def _increments(self, record: CountedRecord, scopes: Iterable[tuple[str, str]]) -> Increments:
@@ -142,7 +143,7 @@ class SpendCounter:
         expiry: dict[str, int] = {}
         ws = record.workspace_id
         for event in record.events:
-            cost = event_cost(event, self._prices)
+            cost = event_cost(ws, event, self._prices)
             if cost == 0:
                 continue
             month = month_id(event.timestamp)

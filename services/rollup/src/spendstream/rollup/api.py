@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator
 
 from spendstream.common.errors import AUTH, responses
-from spendstream.common.prices import PriceTable
+from spendstream.common.pricebook import PriceBook
 from spendstream.common.tenants import Principal
 from spendstream.rollup import export, findings
 from spendstream.rollup.queries import GROUPABLE, UsageQueries
@@ -95,7 +95,7 @@ class FindingsResponse(BaseModel):
     total_estimated_monthly_saving_usd: str
 
 
-def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRouter:
+def build_router(queries: UsageQueries, auth: Any, prices: PriceBook) -> APIRouter:
     router = APIRouter(tags=["usage"], responses=responses(*AUTH, 422))
 
     @router.get(
@@ -190,6 +190,7 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceTable) -> APIRou
     )
     async def waste_findings(principal: Annotated[Principal, Depends(auth)]) -> dict[str, Any]:
         today = datetime.now(UTC).date()
-        return await asyncio.to_thread(findings.find, queries, prices, principal.workspace_id, today)
+        _, table = prices.table_at(today)  # savings are estimated at today's list prices
+        return await asyncio.to_thread(findings.find, queries, table, principal.workspace_id, today)
 
     return router

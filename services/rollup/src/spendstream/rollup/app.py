@@ -4,23 +4,26 @@
 |------------------------------------------------|------------------------------------------|
 | usage.events.v1 (group spendstream-rollup, batches, NACK_ON_ERROR) | ClickHouse usage_events, usage_daily |
 | ingest.datakeys.v1, ingest.apikeys.v1 (replayed tables) | rollup.deadletter.v1            |
+| pricing.versions.v1, pricing.rates.v1 (replayed tables) | pricing.versions.v1, pricing.rates.v1 |
 | retention.commands.v1 (group spendstream-rollup-erasure)    | retention.reports.v1        |
 | GET /v1/usage, /v1/export, /v1/findings (read or admin key) |                            |
+| /v1/prices/... (admin key; held tables: price admins)       |                            |
 | POST/GET /v1/prices/recompute (admin key; internal twin) | usage_events, usage_daily, price_recompute_* |
-| every reconcile/repair interval: corrections.py; hourly: sweeper.py                          |
+| every reconcile/repair interval: corrections.py; hourly: sweeper.py; daily with a prices URL: price_refresh.py |
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 from faststream import AckPolicy
 
-from spendstream.common import prices as price_tables
 from spendstream.common.erasure_owner import serve_erasure
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import RawBatch, make_broker, subscribe_batch
+from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook, forget_rates
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.common.topics import USAGE_EVENTS
@@ -32,8 +35,10 @@ from spendstream.rollup.corrections import Corrections
 from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.erasure import RollupErasure
 from spendstream.rollup.internal_api import build_internal_router
+from spendstream.rollup.price_refresh import PriceRefresher
+from spendstream.rollup.prices_api import build_prices_router
 from spendstream.rollup.queries import UsageQueries
-from spendstream.rollup.recompute import Pricing, Repricer, TablePricing
+from spendstream.rollup.recompute import BookPricing, Repricer
 from spendstream.rollup.recompute_api import build_recompute_router
 from spendstream.rollup.recompute_jobs import RecomputeJobs
 from spendstream.rollup.reconcile import Reconciler
@@ -58,12 +63,12 @@ def create_service(settings: RollupSettings) -> Service:
     broker = make_broker(settings, "rollup")
     keys = KeyDirectory(settings)
     keyring = KeyRing(settings)
-    prices = price_tables.load(settings.data_dir)
-    log.info("price table loaded", extra={"source": prices.source, "models": len(prices)})
+    # The versions and rates every service prices with; rollup publishes refreshes and the API's changes.
+    pricing = ReplayedPriceBook(settings)
+    price_publisher = PricePublisher(broker, settings.topic_prefix)
     erased = ErasedSubjects(writer_client, settings.clickhouse_database)
-    store = ClickHouseWriter(writer_client, settings.clickhouse_database, prices)
     writer = BatchWriter(
-        writer=store,
+        writer=ClickHouseWriter(writer_client, settings.clickhouse_database, pricing.book),
         repairs=Reconciler(writer_client, settings.clickhouse_database),
         keyring=keyring,
         broker=broker,
@@ -91,7 +96,12 @@ def create_service(settings: RollupSettings) -> Service:
         max_poll_interval_ms=120_000,
     )
     erasure = RollupErasure(
-        client=writer_client, settings=settings, keyring=keyring, writer_lock=writer.lock, erased=erased
+        client=writer_client,
+        settings=settings,
+        keyring=keyring,
+        writer_lock=writer.lock,
+        erased=erased,
+        forget_workspace=partial(forget_rates, pricing, price_publisher),
     )
     # An erasure waits for the usage consumer to drain and for mutations: minutes, not the default 5 minutes' poll.
     serve_erasure(broker, erasure, settings.topic_prefix, max_poll_interval_ms=600_000)
@@ -106,26 +116,35 @@ def create_service(settings: RollupSettings) -> Service:
     )
     sweeper = Sweeper(writer_client, settings.clickhouse_database, lock=writer.lock)
 
-    def load_pricing() -> Pricing:
-        # The prices in force now (a `prices refresh` since the start included), for the job and the writer alike.
-        table = price_tables.load(settings.data_dir)
-        store.prices = table
-        return TablePricing(table)
+    jobs = RecomputeJobs(
+        Repricer(writer_client, settings.clickhouse_database), writer.lock, lambda: BookPricing(pricing.book)
+    )
 
-    jobs = RecomputeJobs(Repricer(writer_client, settings.clickhouse_database), writer.lock, load_pricing)
-
-    router = build_router(queries, require_scope(keys, "read", "admin"), prices)
+    router = build_router(queries, require_scope(keys, "read", "admin"), pricing.book)
     internal = build_internal_router(queries, settings.internal_token)
+    prices_router = build_prices_router(pricing, price_publisher, require_scope(keys, "admin"), settings.price_admins())
     recompute = build_recompute_router(jobs, require_scope(keys, "admin"), settings.internal_token)
-    service = Service("rollup", routers=[router, internal, recompute])
-    # Jobs a previous process died under resume once the consumer runs (they share the writer lock).
-    service.on_start(keys.table.start, keyring.table.start, broker.start, jobs.resume)
+    service = Service("rollup", routers=[router, internal, prices_router, recompute])
+    # The book before the consumer: no event is priced before the versions and rates are replayed. Jobs a
+    # previous process died under resume once the consumer runs (they share the writer lock).
+    service.on_start(keys.table.start, keyring.table.start, pricing.start, broker.start, jobs.resume)
+    if settings.prices_url:
+        refresher = PriceRefresher(
+            settings.prices_url, pricing, price_publisher, queries.models_in_use, settings.prices_in_use_days
+        )
+        service.every("rollup:prices", settings.prices_refresh_interval_seconds, refresher.run_once, immediately=True)
     service.every("rollup:reconcile", settings.reconcile_interval_seconds, corrections.reconcile)
     service.every("rollup:repair", settings.repair_interval_seconds, corrections.repair)
     # The first sweep right away: a restarted service catches up at once.
     service.every("rollup:sweep", 3600.0, sweeper.run_once, immediately=True)
     # broker.stop finishes the batch in hand and commits it (graceful_timeout) before the clients close.
     service.on_stop(
-        jobs.stop, broker.stop, keyring.table.stop, keys.table.stop, writer_client.close, reader_client.close
+        jobs.stop,
+        broker.stop,
+        pricing.stop,
+        keyring.table.stop,
+        keys.table.stop,
+        writer_client.close,
+        reader_client.close,
     )
     return service

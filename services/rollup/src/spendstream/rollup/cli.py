@@ -1,52 +1,109 @@
 """rollup's subcommands of the `spendstream` CLI.
 
-spendstream prices refresh --from FILE|URL [--to PATH]   install a newer LiteLLM price table
+spendstream prices refresh [--from DAY] [--url URL | --file PATH] [--approve]   add a price version
+spendstream prices versions | held | approve ID              the versions; approve a held one
+spendstream prices rates set WS RATE_ID --from DAY (--discount PCT | --markup PCT | --input X --output Y ...)
+spendstream prices rates list WS | delete WS RATE_ID         a workspace's negotiated rates
 spendstream prices recompute --from DAY --to DAY [--workspace WS]   re-price stored computed costs (recompute.py)
-spendstream export --format csv|json --output FILE      download the workspace's data, with a progress bar
+spendstream export --format csv|json --output FILE           download the workspace's data, with a progress bar
+
+The price commands are an operator's: they read and write the pricing topics on Kafka directly (as
+`spendstream workspace create` does), and every service's book follows within a poll. `recompute` asks rollup,
+which owns ClickHouse (or, with --direct, opens the store itself).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import os
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from datetime import date
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from tqdm import tqdm
 
-from spendstream.common import prices as price_tables
-from spendstream.common.prices import PriceTable, local_path
+from spendstream.common.kafka import make_broker
+from spendstream.common.price_holds import approved, propose, read_source
+from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook
+from spendstream.common.pricebook import PriceBook, TenantRate
 from spendstream.rollup import recompute
 from spendstream.rollup.clickhouse import clickhouse_client
-from spendstream.rollup.recompute import Repricer, Request, TablePricing
+from spendstream.rollup.recompute import BookPricing, Repricer, Request
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
 
-MAX_PRICE_TABLE_BYTES = 64 * 1024 * 1024
-MIN_PRICED_MODELS = 50  # a truncated or wrong download must not replace a good table
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a UTC day is YYYY-MM-DD") from None
+
+
+def _decimal(value: str) -> Decimal:
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError("a decimal number (e.g. 0.0000025)") from None
 
 
 def register(subparsers: Any) -> None:
-    prices = subparsers.add_parser("prices", help="the LiteLLM price table rollup computes costs from")
+    prices = subparsers.add_parser("prices", help="the price book: dated price versions, held tables, tenant rates")
     actions = prices.add_subparsers(dest="action", required=True)
-    refresh = actions.add_parser("refresh", help="validate a newer price table and install it")
-    refresh.add_argument("--from", dest="source", required=True, help="a file path or an http(s) URL")
+    refresh = actions.add_parser("refresh", help="add a price version from a LiteLLM-format table")
     refresh.add_argument(
-        "--to",
-        dest="target",
-        type=Path,
-        default=None,
-        help="where to write it (default: <SPENDSTREAM_DATA_DIR>/prices/, which rollup reads first at start)",
+        "--from", dest="effective_from", type=_day, default=None, help="the UTC day it holds from (default: tomorrow)"
     )
-    refresh.set_defaults(handler=refresh_prices)
+    source = refresh.add_mutually_exclusive_group()
+    source.add_argument("--url", help="an http(s) URL (default: SPENDSTREAM_PRICES_URL)")
+    source.add_argument("--file", type=Path, help="a file path")
+    refresh.add_argument(
+        "--approve", action="store_true", help="make it active even where it would be held (an operator's decision)"
+    )
+    refresh.set_defaults(handler=lambda args: _run(_refresh, args))
+    versions = actions.add_parser("versions", help="every price version, oldest first")
+    versions.set_defaults(handler=lambda args: _run(_versions, args))
+    held = actions.add_parser("held", help="the versions held for approval, with why")
+    held.set_defaults(handler=lambda args: _run(_held, args))
+    approve = actions.add_parser("approve", help="approve a held version: it prices events from its day")
+    approve.add_argument("version_id")
+    approve.set_defaults(handler=lambda args: _run(_approve, args))
+
+    rates = actions.add_parser("rates", help="a workspace's negotiated rates").add_subparsers(
+        dest="rates_action", required=True
+    )
+    set_rate = rates.add_parser("set", help="set (create or replace) one rate")
+    set_rate.add_argument("workspace_id")
+    set_rate.add_argument("rate_id")
+    set_rate.add_argument("--from", dest="effective_from", type=_day, required=True, help="the UTC day it holds from")
+    set_rate.add_argument("--provider", default=None, help="only this provider's events (default: any)")
+    set_rate.add_argument("--model", default="*", help="a glob of model names (default: *)")
+    kind = set_rate.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--discount", type=_decimal, help="percent off the table's price")
+    kind.add_argument("--markup", type=_decimal, help="percent over the table's price")
+    kind.add_argument("--input", type=_decimal, help="fixed USD per input token (with --output)")
+    set_rate.add_argument("--output", type=_decimal, help="fixed USD per output token")
+    set_rate.add_argument("--cached", type=_decimal, help="fixed USD per cached input token (default: --input)")
+    set_rate.add_argument("--cache-write", type=_decimal, help="fixed USD per cache-write token (default: --input)")
+    set_rate.set_defaults(handler=lambda args: _run(_set_rate, args))
+    list_rates = rates.add_parser("list", help="a workspace's rates")
+    list_rates.add_argument("workspace_id")
+    list_rates.set_defaults(handler=lambda args: _run(_list_rates, args))
+    delete_rate = rates.add_parser("delete", help="delete one rate")
+    delete_rate.add_argument("workspace_id")
+    delete_rate.add_argument("rate_id")
+    delete_rate.set_defaults(handler=lambda args: _run(_delete_rate, args))
 
     recompute = actions.add_parser(
         "recompute",
@@ -96,63 +153,133 @@ def register(subparsers: Any) -> None:
     export.set_defaults(handler=export_data)
 
 
-def _read_source(source: str) -> bytes:
-    if source.startswith(("http://", "https://")):
-        with urllib.request.urlopen(source, timeout=60) as response:  # noqa: S310 (scheme checked above)
-            data: bytes = response.read(MAX_PRICE_TABLE_BYTES + 1)
-    else:
-        data = Path(source).read_bytes()
-    if len(data) > MAX_PRICE_TABLE_BYTES:
-        raise ValueError(f"price table is larger than {MAX_PRICE_TABLE_BYTES} bytes")
-    return data
+Command = Callable[[argparse.Namespace, ReplayedPriceBook, PricePublisher], Awaitable[int]]
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Readers see the old table or the new one, never half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".prices-")
+def _run(command: Command, args: argparse.Namespace) -> int:
+    async def go() -> int:
+        async with _pricing() as (pricing, publisher):
+            return await command(args, pricing, publisher)
+
+    return asyncio.run(go())
+
+
+@asynccontextmanager
+async def _pricing() -> AsyncIterator[tuple[ReplayedPriceBook, PricePublisher]]:
+    settings = RollupSettings()
+    broker = make_broker(settings, "cli")
+    await broker.connect()
+    pricing = ReplayedPriceBook(settings)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        await pricing.start()
+        yield pricing, PricePublisher(broker, settings.topic_prefix)
+    finally:
+        await pricing.stop()
+        await broker.stop()
 
 
-def refresh_prices(args: argparse.Namespace) -> int:
-    """Validate the new table (JSON, enough priced models) before replacing anything; exit 2 if invalid."""
-    data = _read_source(args.source)
+def _print(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+async def _refresh(args: argparse.Namespace, pricing: ReplayedPriceBook, publisher: PricePublisher) -> int:
+    """Validate the table and add it as a version (held unless --approve where the checks object); exit 2 if
+    it is not a valid table. The CLI does not see which models are in use, so any removed model holds."""
+    source = str(args.file) if args.file is not None else args.url or RollupSettings().prices_url
+    if not source:
+        print("spendstream: give --url or --file (or set SPENDSTREAM_PRICES_URL)", file=sys.stderr)
+        return 2
+    now = datetime.now(UTC)
     try:
-        table = PriceTable(json.loads(data), args.source)
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        print("spendstream: the source is not a LiteLLM price table (JSON object of models)", file=sys.stderr)
+        raw = read_source(source)
+        record = propose(pricing.book, raw, source, args.effective_from or now.date() + timedelta(days=1), None, now)
+    except ValueError as exc:
+        print(f"spendstream: {exc}; nothing added", file=sys.stderr)
         return 2
-    if len(table) < MIN_PRICED_MODELS:
-        print(
-            f"spendstream: the source prices {len(table)} models per token; refusing (< {MIN_PRICED_MODELS})",
-            file=sys.stderr,
+    if record is None:
+        _print({"added": None, "note": "the table prices as the version in force then, or is already there"})
+        return 0
+    if record.meta.status == "held" and args.approve:
+        record = record.with_meta(
+            record.meta.model_copy(update={"status": "active", "approved_by": "cli", "approved_at": now})
         )
+    await publisher.version(record)
+    await pricing.catch_up()
+    _print({"added": record.meta.model_dump(mode="json")})
+    return 0
+
+
+async def _versions(args: argparse.Namespace, pricing: ReplayedPriceBook, publisher: PricePublisher) -> int:
+    in_force, _ = pricing.book.table_at(datetime.now(UTC).date())
+    _print({"in_force": in_force, "versions": [v.model_dump(mode="json") for v in pricing.book.versions()]})
+    return 0
+
+
+async def _held(args: argparse.Namespace, pricing: ReplayedPriceBook, publisher: PricePublisher) -> int:
+    _print([v.model_dump(mode="json") for v in pricing.book.held()])
+    return 0
+
+
+async def _approve(args: argparse.Namespace, pricing: ReplayedPriceBook, publisher: PricePublisher) -> int:
+    try:
+        record = approved(pricing.book, args.version_id, "cli", datetime.now(UTC))
+    except KeyError:
+        print(f"spendstream: no held price version {args.version_id}", file=sys.stderr)
         return 2
-    target: Path = args.target or local_path(RollupSettings().data_dir)
-    _write_atomically(target, data)
-    print(
-        json.dumps(
-            {
-                "installed": str(target),
-                "priced_models": len(table),
-                "note": "running rollup processes pick it up at their next start",
-            }
+    await publisher.version(record)
+    await pricing.catch_up()
+    _print({"approved": record.meta.model_dump(mode="json")})
+    return 0
+
+
+async def _set_rate(args: argparse.Namespace, pricing: ReplayedPriceBook, publisher: PricePublisher) -> int:
+    kind = "discount" if args.discount is not None else "markup" if args.markup is not None else "fixed"
+    try:
+        rate = TenantRate(
+            rate_id=args.rate_id,
+            workspace_id=args.workspace_id,
+            provider=args.provider,
+            model=args.model,
+            effective_from=args.effective_from,
+            kind=kind,
+            percent=args.discount if kind == "discount" else args.markup,
+            input=args.input,
+            output=args.output,
+            cached_input=args.cached,
+            cache_write=args.cache_write,
+            created_at=datetime.now(UTC),
+            created_by="cli",
         )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        print(f"spendstream: invalid rate: {where + ': ' if where else ''}{message}", file=sys.stderr)
+        return 2
+    await publisher.rate(rate)
+    await pricing.catch_up()
+    _print({"set": rate.model_dump(mode="json")})
+    return 0
+
+
+async def _list_rates(args: argparse.Namespace, pricing: ReplayedPriceBook, publisher: PricePublisher) -> int:
+    _print(
+        {
+            "workspace_id": args.workspace_id,
+            "rates": [r.model_dump(mode="json") for r in pricing.book.rates(args.workspace_id)],
+        }
     )
     return 0
 
 
-def _day(value: str) -> date:
-    try:
-        return date.fromisoformat(value) if len(value) == 10 else date.fromisoformat("invalid")
-    except ValueError:
-        raise argparse.ArgumentTypeError("a day is YYYY-MM-DD") from None
+async def _delete_rate(args: argparse.Namespace, pricing: ReplayedPriceBook, publisher: PricePublisher) -> int:
+    if pricing.book.rate(args.workspace_id, args.rate_id) is None:
+        print(f"spendstream: workspace {args.workspace_id} has no rate {args.rate_id}", file=sys.stderr)
+        return 2
+    await publisher.delete_rate(args.workspace_id, args.rate_id)
+    await pricing.catch_up()
+    _print({"deleted": args.rate_id})
+    return 0
 
 
 class _Shown:
@@ -194,6 +321,12 @@ def recompute_prices(args: argparse.Namespace) -> int:
     return 0 if result["state"] == "done" else 1
 
 
+async def _book() -> PriceBook:
+    """The price book as the pricing topics hold it now (it stays usable once its replica stopped)."""
+    async with _pricing() as (pricing, _):
+        return pricing.book
+
+
 def _recompute_direct(args: argparse.Namespace, shown: _Shown) -> dict[str, Any] | None:
     settings = RollupSettings()
     url = settings.resolved_clickhouse_url()
@@ -202,7 +335,7 @@ def _recompute_direct(args: argparse.Namespace, shown: _Shown) -> dict[str, Any]
         migrate(client, settings.clickhouse_database, settings.retention_months)
         repricer = Repricer(client, settings.clickhouse_database)
         request = Request(args.start, args.end, args.workspace, f"cli:{getpass.getuser()}")
-        pricing = TablePricing(price_tables.load(settings.data_dir))
+        pricing = BookPricing(asyncio.run(_book()))
         return recompute.run(repricer, request, pricing, lambda p: shown(p.jsonable())).jsonable()
     finally:
         client.close()

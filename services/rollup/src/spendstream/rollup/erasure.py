@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,8 +147,11 @@ class RollupErasure:
         wait_seconds: float = 60.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         erased: ErasedSubjects | None = None,
+        forget_workspace: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self._erased = erased
+        # What rollup keeps of a workspace outside ClickHouse (its negotiated rates), dropped with it.
+        self._forget_workspace = forget_workspace
         self.clickhouse = ClickHouseEraser(client, settings.clickhouse_database)
         self._settings = settings
         self._keyring = keyring
@@ -194,6 +197,8 @@ class RollupErasure:
                     # Before the delete: a replay of the customer's older records must not bring them back.
                     await asyncio.to_thread(self._erased.add, command.scope.workspace_id, customer, self._now())
                 counts, checks = await asyncio.to_thread(self.clickhouse.erase, command.scope)
+            if command.scope.customer_id is None and self._forget_workspace is not None:
+                await self._forget_workspace(command.scope.workspace_id)
             document = {
                 "status": "done",
                 "counts": [c.model_dump() for c in counts],

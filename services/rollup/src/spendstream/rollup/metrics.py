@@ -49,3 +49,11 @@ async def observe_lag(consumer: object) -> None:
         if high is not None:
             lag += max(0, high - await consumer.position(tp))
     CONSUMER_LAG.set(lag)
+
+
+PRICE_REFRESHES = Counter(
+    "spendstream_rollup_price_refreshes_total",
+    "Scheduled price-table refreshes, by outcome (added, held, unchanged, invalid, unreachable)",
+    ["outcome"],
+)
+PRICES_HELD = Gauge("spendstream_rollup_price_versions_held", "Price versions waiting for an admin's approval")

@@ -22,6 +22,14 @@ class UsageQueries:
         self._client = client
         self.db = database
 
+    def models_in_use(self, since: date) -> set[tuple[str, str]]:
+        """Every (provider, model) of any workspace with events on a UTC day from `since` on."""
+        rows = self._client.query(
+            f"SELECT DISTINCT provider, model FROM {self.db}.usage_daily WHERE day >= {{since:Date}}",
+            parameters={"since": since},
+        ).result_rows
+        return {(str(provider), str(model)) for provider, model in rows}
+
     def usage(
         self,
         workspace_id: str,

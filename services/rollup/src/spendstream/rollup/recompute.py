@@ -38,9 +38,9 @@ from typing import Any, Literal, Protocol
 
 from clickhouse_connect.driver.client import Client
 
-from spendstream.common.prices import Price, PriceTable
+from spendstream.common.pricebook import PriceBook, Quote
 from spendstream.rollup.reconcile import CORRECTION_COLUMNS, Reconciler
-from spendstream.rollup.repricing import cost_sql, literal, priced_sql
+from spendstream.rollup.repricing import literal, priced_sql, quote_sql
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +52,19 @@ State = Literal["running", "done", "failed"]
 
 
 class Pricing(Protocol):
-    """The prices in force now, for an event of `workspace_id` on `day`."""
+    """The prices in force now, for an event of `workspace_id` on `day`: a quote, or None when unpriced."""
 
-    def price(self, workspace_id: str, day: date, provider: str, model: str) -> Price | None: ...
+    def quote(self, workspace_id: str, day: date, provider: str, model: str) -> Quote | None: ...
 
 
-class TablePricing:
-    """One price table for every date and workspace, resolved as the writer resolves it (PriceTable.lookup)."""
+class BookPricing:
+    """A price book's quotes (dated versions, tenant rates), as the writer prices with them (PriceBook.price)."""
 
-    def __init__(self, table: PriceTable) -> None:
-        self.table = table
+    def __init__(self, book: PriceBook) -> None:
+        self.book = book
 
-    def price(self, workspace_id: str, day: date, provider: str, model: str) -> Price | None:
-        return self.table.lookup(provider, model)
+    def quote(self, workspace_id: str, day: date, provider: str, model: str) -> Quote | None:
+        return self.book.quote(workspace_id, provider, model, day)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +163,7 @@ class Repricer:
         digest = hashlib.sha256()
         for ws, day, provider, model, n in rows:
             counts[(ws, day)] += int(n)
-            digest.update(repr((ws, day, provider, model, pricing.price(ws, day, provider, model))).encode())
+            digest.update(repr((ws, day, provider, model, pricing.quote(ws, day, provider, model))).encode())
         fingerprint = digest.hexdigest()[:32]
         units = [Unit(ws, day, n) for (ws, day), n in sorted(counts.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
         job_id = self._unfinished(request, fingerprint)
@@ -279,19 +279,21 @@ class Repricer:
             f"WHERE _partition_id = '{partition}' AND {condition} AND cost_source != 'reported'"
         ).result_rows
         quotes: dict[tuple[str, date, str, str, str], tuple[str, str] | None] = {}
-        memo: dict[tuple[int, str], str] = {}
+        memo: dict[tuple[int, int, str], str] = {}
         for ws, d, p, m, tier in keys:
-            price = pricing.price(str(ws), d, str(p), str(m))
-            if price is None:
-                quotes[(str(ws), d, str(p), str(m), str(tier))] = None
+            row = (str(ws), d, str(p), str(m), str(tier))
+            quote = pricing.quote(str(ws), d, str(p), str(m))
+            if quote is None:
+                quotes[row] = None
                 continue
-            sql = memo.get((id(price), str(tier)))
+            memo_key = (id(quote.price), id(quote.rate), str(tier))
+            sql = memo.get(memo_key)
             if sql is None:
-                sql = memo.setdefault((id(price), str(tier)), cost_sql(price, str(tier)))
-            quotes[(str(ws), d, str(p), str(m), str(tier))] = (sql, "")
+                sql = memo.setdefault(memo_key, quote_sql(quote, str(tier)))
+            quotes[row] = (sql, quote.ref)
         by_model: dict[tuple[str, str, str], set[tuple[str, str] | None]] = defaultdict(set)
-        for (_, _, p, m, tier), quote in quotes.items():
-            by_model[(p, m, tier)].add(quote)
+        for (_, _, p, m, tier), priced in quotes.items():
+            by_model[(p, m, tier)].add(priced)
         if all(len(found) == 1 for found in by_model.values()):
             key_sql = "concat(provider, char(31), model, char(31), service_tier)"
             keyed = {_SEP.join(k): next(iter(found)) for k, found in by_model.items()}
@@ -302,9 +304,9 @@ class Repricer:
             )
             keyed = {_SEP.join((ws, d.isoformat(), p, m, t)): q for (ws, d, p, m, t), q in quotes.items()}
         groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for key, quote in keyed.items():
-            if quote is not None:
-                groups[quote].append(key)
+        for key, priced in keyed.items():
+            if priced is not None:
+                groups[priced].append(key)
         return priced_sql(key_sql, [(k, sql, ref) for (sql, ref), k in groups.items()])
 
     def reprice_partition(self, job_id: str, partition: int, units: Sequence[Unit], pricing: Pricing) -> int:
@@ -313,9 +315,10 @@ class Repricer:
         models it changes are recorded first ('repriced'), so a crash before the rollup is settled leaves the
         settling step knowing what to settle."""
         condition = self._unit_condition(units)
-        cost, source, _ = self._expressions(condition, partition, pricing)
+        cost, source, ref = self._expressions(condition, partition, pricing)
         differs = (
-            f"{condition} AND cost_source != 'reported' AND (cost_usd != {cost} OR toString(cost_source) != {source})"
+            f"{condition} AND cost_source != 'reported' AND (cost_usd != {cost} OR toString(cost_source) != {source} "
+            f"OR price_ref != {ref})"
         )
         # The query text holds a price key per model in use, a few hundred bytes each.
         big = {
@@ -332,7 +335,7 @@ class Repricer:
             return 0
         self._mark(job_id, units, "repriced", sorted((str(p), str(m)) for p, m, _ in changing))
         self._client.command(
-            f"ALTER TABLE {self.db}.usage_events UPDATE cost_usd = {cost}, cost_source = {source} "
+            f"ALTER TABLE {self.db}.usage_events UPDATE cost_usd = {cost}, cost_source = {source}, price_ref = {ref} "
             f"IN PARTITION ID '{partition}' WHERE {differs}",
             settings={**big, "mutations_sync": 2},
         )
@@ -376,11 +379,11 @@ class Repricer:
         for partition, pairs in rows:
             units = [Unit(str(ws), d, 0) for ws, d in pairs]
             condition = self._unit_condition(units)
-            cost, source, _ = self._expressions(condition, int(partition), pricing)
+            cost, source, ref = self._expressions(condition, int(partition), pricing)
             differing = self._client.query(
                 f"SELECT DISTINCT workspace_id, toDate(ts) FROM {self.db}.usage_events WHERE _partition_id = "
                 f"'{partition}' AND {condition} AND cost_source != 'reported' AND (cost_usd != {cost} "
-                f"OR toString(cost_source) != {source})",
+                f"OR toString(cost_source) != {source} OR price_ref != {ref})",
                 settings={"max_query_size": 16 * 1024 * 1024},
             ).result_rows
             found += [Unit(str(ws), d, 0) for ws, d in differing]

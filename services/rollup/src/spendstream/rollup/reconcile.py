@@ -63,16 +63,20 @@ class Reconciler:
             f"FROM {self.db}.usage_events FINAL WHERE toDate(ts) >= {{start:Date}} AND toDate(ts) <= "
             f"{{end:Date}}{only} GROUP BY {keys}"
         )
+        # The rollup's groups negated, so that raw minus rollup is one sum per group: a UNION ALL and a GROUP BY
+        # rather than a FULL JOIN, whose key columns come back as their type's default on the rollup-only side
+        # (an Enum's first value: an 'unknown' group the raw rows left became a 'reported' correction).
+        negated = ", ".join(
+            f"toDecimal128(-sum({m}), 9) AS {m}" if m == "cost_usd" else f"toInt64(-sum({m})) AS {m}" for m in MEASURES
+        )
         rolled = (
-            f"SELECT {keys}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)} FROM {self.db}.usage_daily "
+            f"SELECT {keys}, {negated} FROM {self.db}.usage_daily "
             f"WHERE day >= {{start:Date}} AND day <= {{end:Date}}{only} GROUP BY {keys}"
         )
         diff = (
-            f"SELECT {keys}, {', '.join(f'r.{m} - d.{m}' for m in MEASURES)} FROM ({raw}) AS r "
-            f"FULL OUTER JOIN ({rolled}) AS d USING ({keys}) "
-            f"WHERE {' OR '.join(f'r.{m} != d.{m}' for m in MEASURES)} "
-            + (f"ORDER BY {keys} " if ordered else "")
-            + "SETTINGS join_use_nulls = 0"
+            f"SELECT {keys}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)} "
+            f"FROM ({raw} UNION ALL {rolled}) GROUP BY {keys} "
+            f"HAVING {' OR '.join(f'{m} != 0' for m in MEASURES)}" + (f" ORDER BY {keys}" if ordered else "")
         )
         parameters = {"start": start, "end": end, "workspaces": list(workspaces or ()), "models": list(models or ())}
         return diff, parameters

@@ -12,8 +12,11 @@ exactly in integers and rounding half to even gives the same nano-dollars. Here:
     reasoning) and evaluated in ClickHouse Decimals of the rates' largest scale (Decimal128, or Decimal256 when
     the bound requires it), where products and sums are exact, and nothing rounds until the final half-to-even
     step to 9 places (roundBankers).
+A price book's quote (pricebook.Quote) is priced the same way: a percent rate multiplies the exact sum by its
+factor before the one rounding; a fixed rate is a sum of its own rates.
 tests/rollup/test_repricing.py proves the agreement with `Price.cost_of` on every entry of the bundled table,
-every service tier, every threshold edge, with and without each part, and on the rounding edges (exact halves).
+every service tier, every threshold edge, with and without each part, and on the rounding edges (exact halves),
+and with `Quote.cost` for percent and fixed rates.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from spendstream.common.events import MAX_TOKENS
+from spendstream.common.pricebook import Quote, TenantRate
 from spendstream.common.prices import NANO, CallRates, Price
 
 NANO_PLACES = -int(NANO.as_tuple().exponent)
@@ -82,20 +86,48 @@ def _scaled_sum(coefficients: Sequence[Decimal], scale: int, decimal_type: str) 
     return " + ".join(parts) or f"to{decimal_type}(0, {scale})"
 
 
-def cost_sql(price: Price, service_tier: str) -> str:
-    """The Decimal(18, 9) cost of one stored row of `service_tier` under `price`: `Price.cost_of` of its counts."""
-    intervals = _intervals(price, service_tier)
+def _fixed(rate: TenantRate) -> tuple[Decimal, ...]:
+    """A fixed rate's sum per stored column (pricebook.Quote.cost): (input - cached - writes) * input + output
+    * output + cached * cached_input + writes * cache_write, the one-hour part and reasoning at no rate of
+    their own."""
+    assert rate.input is not None and rate.output is not None  # TenantRate checks a fixed one
+    cached = rate.cached_input if rate.cached_input is not None else rate.input
+    write = rate.cache_write if rate.cache_write is not None else rate.input
+    return (rate.input, cached - rate.input, write - rate.input, Decimal(0), rate.output, Decimal(0))
+
+
+def cost_sql(price: Price, service_tier: str, factor: Decimal | None = None) -> str:
+    """The Decimal(18, 9) cost of one stored row of `service_tier` under `price`: `Price.cost_of` of its counts,
+    or, with a percent rate's `factor`, the exact price times it rounded once (pricebook.Quote.cost)."""
+    return _priced(_intervals(price, service_tier), factor)
+
+
+def quote_sql(quote: Quote, service_tier: str) -> str:
+    """The Decimal(18, 9) cost of one stored row of `service_tier` under a price book's quote (Quote.cost)."""
+    if quote.price is not None:
+        return cost_sql(quote.price, service_tier, quote.factor)
+    assert quote.rate is not None
+    return _priced([(None, _fixed(quote.rate))], None)
+
+
+def _priced(intervals: Sequence[tuple[int | None, tuple[Decimal, ...]]], factor: Decimal | None) -> str:
     rates = [rate for _, coefficients in intervals for rate in coefficients]
     scale = max([NANO_PLACES, *map(_places, rates)])
-    # Each of six terms is at most MAX_TOKENS times its rate, as an integer of 10^-scale; 38 digits or 76.
+    factor_places = _places(factor) if factor is not None else 0
+    # Each of six terms is at most MAX_TOKENS times its rate, as an integer of 10^-scale (times the factor's
+    # integer): Decimal128 holds 38 digits, Decimal256 76.
     bound = 6 * MAX_TOKENS * max(abs(int(rate.scaleb(scale))) for rate in rates)
-    decimal_type = "Decimal128" if bound < 10**38 else "Decimal256"
+    if factor is not None:
+        bound *= abs(int(factor.scaleb(factor_places)))
+    decimal_type = "Decimal128" if bound < 10**38 and scale + factor_places <= 38 else "Decimal256"
     branches = []
     for threshold, coefficients in intervals:
         if threshold is not None:
             branches.append(f"input_tokens > {threshold}")
         branches.append(_scaled_sum(coefficients, scale, decimal_type))
     exact = branches[0] if len(branches) == 1 else f"multiIf({', '.join(branches)})"
+    if factor is not None:
+        exact = f"({exact}) * to{decimal_type}('{factor:f}', {factor_places})"
     # roundBankers on a Decimal rounds the exact value half to even at 9 places, as Decimal.quantize does.
     return f"toDecimal64(roundBankers({exact}, {NANO_PLACES}), {NANO_PLACES})"
 

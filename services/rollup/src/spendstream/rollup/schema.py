@@ -90,6 +90,7 @@ EVENT_COLUMNS = (
     "cache_creation_1h_input_tokens",
     "service_tier",
     "reservation_id",
+    "price_ref",  # version 8
 )
 # The sealed event's keys and types (events.SealedEvent) as usage_batches_in reads them, of versions 4 and 7.
 _V4_EVENT_TUPLE = """event_id String, provider String, model String, input_tokens UInt64, output_tokens UInt64,
@@ -307,6 +308,35 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
             FROM {db}.usage_events
             GROUP BY {_DAILY_KEY}, service_tier""",
         ],
+        8: [
+            # Every stored cost names its source (pricebook.py): '' reported or unknown, 'table:<version id>',
+            # 'rate:<rate id>' or 'rate:<rate id>/table:<version id>'. The entry table carries rollup's ref per
+            # event beside its computed cost. Column by column, then the view's query in place (no moment
+            # without a view, when an insert would vanish into the Null table); arrayResize lets an insert
+            # without refs (a rollup of the previous version, mid-upgrade) through with ''.
+            f"""ALTER TABLE {db}.usage_events
+                ADD COLUMN IF NOT EXISTS price_ref LowCardinality(String) DEFAULT '' AFTER cost_source""",
+            f"ALTER TABLE {db}.usage_batches_in ADD COLUMN IF NOT EXISTS computed_price_ref Array(String)",
+            f"""ALTER TABLE {db}.usage_batches_in_mv MODIFY QUERY
+            SELECT workspace_id, e.event_id AS event_id, e.timestamp AS ts, ingested_at, batch_id,
+                   e.provider AS provider, e.model AS model, e.input_tokens AS input_tokens,
+                   e.output_tokens AS output_tokens, ifNull(e.cached_input_tokens, 0) AS cached_input_tokens,
+                   ifNull(e.reasoning_tokens, 0) AS reasoning_tokens,
+                   ifNull(e.cache_creation_input_tokens, 0) AS cache_creation_input_tokens,
+                   ifNull(e.cache_creation_1h_input_tokens, 0) AS cache_creation_1h_input_tokens,
+                   ifNull(e.service_tier, '') AS service_tier, ifNull(e.reservation_id, '') AS reservation_id,
+                   e.latency_ms AS latency_ms,
+                   coalesce(e.cost_usd, computed, toDecimal64(0, 9)) AS cost_usd,
+                   multiIf(e.cost_usd IS NOT NULL, 'reported', computed IS NOT NULL, 'computed', 'unknown')
+                       AS cost_source,
+                   if(e.cost_usd IS NULL AND computed IS NOT NULL, ref, '') AS price_ref,
+                   e.tags['feature'] AS feature, e.tags['route'] AS route, e.tags['task_type'] AS task_type,
+                   e.tags['customer_plan'] AS customer_plan, e.tags['customer_id'] AS customer_id,
+                   e.tags['environment'] AS environment, e.tags AS tags
+            FROM {db}.usage_batches_in
+            ARRAY JOIN events AS e, computed_cost_usd AS computed,
+                       arrayResize(computed_price_ref, length(events)) AS ref""",
+        ],
         9: [
             # Re-pricing jobs (recompute.py): the audit record of each (who, range, prices, result), its latest
             # state winning; and the durable cursor, rows per (job, workspace, day) and step, so a job killed
@@ -329,7 +359,7 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
 
 SCHEMA_VERSION = max(migrations("db", 12))
 # The columns of usage_batches_in, in the order writes.encode_batches writes them.
-BATCH_COLUMNS = ("workspace_id", "batch_id", "ingested_at", "events", "computed_cost_usd")
+BATCH_COLUMNS = ("workspace_id", "batch_id", "ingested_at", "events", "computed_cost_usd", "computed_price_ref")
 
 
 def applied_versions(client: Client, db: str) -> set[int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from spendstream.common.settings import BaseServiceSettings
 
@@ -29,3 +29,22 @@ class RollupSettings(BaseServiceSettings):
     # How soon the days of redelivered events are reconciled (a view part lost in a crash, consumer.py).
     repair_interval_seconds: float = Field(default=2.0, gt=0)
     reconcile_days: int = Field(default=2, ge=1)
+    # The scheduled price refresh (price_refresh.py): the LiteLLM-format table to fetch daily; unset, the bundled
+    # copy and the versions added with `spendstream prices refresh` are all there is (the offline default).
+    prices_url: str | None = Field(default=None, pattern=r"^https?://", max_length=2048)
+    prices_refresh_interval_seconds: float = Field(default=86400.0, gt=0)
+    # A model with events in this many last days is in use: a table that stops pricing it is held.
+    prices_in_use_days: int = Field(default=30, ge=1, le=400)
+    # Comma-separated workspace ids whose admin keys may see and approve held price tables (a change for
+    # every tenant); empty, only the CLI approves.
+    price_admin_workspaces: str = ""
+
+    @field_validator("price_admin_workspaces")
+    @classmethod
+    def _workspace_list(cls, value: str) -> str:
+        if any(not w.strip() for w in value.split(",")) and value.strip():
+            raise ValueError("a comma-separated list of workspace ids")
+        return value
+
+    def price_admins(self) -> frozenset[str]:
+        return frozenset(w.strip() for w in self.price_admin_workspaces.split(",") if w.strip())

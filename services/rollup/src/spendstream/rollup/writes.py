@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Protocol
@@ -14,7 +14,8 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from spendstream.common.envelope import SealedEvent
-from spendstream.common.prices import Price, PriceTable
+from spendstream.common.pricebook import PriceBook
+from spendstream.common.prices import PriceTable
 from spendstream.rollup.schema import BATCH_COLUMNS
 
 # Ids per existence query: a write chunk's worth (200 envelopes of 500, write_chunk_records). Each query
@@ -73,31 +74,28 @@ class EventWriter(Protocol):
     def insert_new(self, batches: Sequence[StoredBatch], body: bytes) -> Inserted: ...
 
 
-def _computed_cost(
-    event: SealedEvent, lookup: Callable[[str, str], Price | None], priced: dict[tuple[str, str], Price | None]
-) -> str | None:
-    """The price of an event that reports no cost, as decimal text; None when its model is not priced.
-
-    `priced` memoises the lookups of one chunk, which uses a handful of models (PriceTable's own memo costs a
-    call and two tuples per event)."""
-    model = (event.provider, event.model)
-    price = priced[model] if model in priced else priced.setdefault(model, lookup(*model))
-    if price is None:
-        return None
-    return str(price.cost(event))
-
-
-def encode_batches(batches: Sequence[StoredBatch], prices: PriceTable) -> bytes:
+def encode_batches(batches: Sequence[StoredBatch], prices: PriceBook | PriceTable) -> bytes:
     """Whole batches as the body of one insert into usage_batches_in (schema.py): a line per batch, its events as
-    the JSON array ingest sealed, with no Python per event but the price of those that report no cost. A batch
-    without that array (`events_json` None) gets it encoded from its structs: the same bytes ingest seals."""
-    lookup, priced = prices.lookup, dict[tuple[str, str], Price | None]()
+    the JSON array ingest sealed, with no Python per event but the price (and its source ref) of those that
+    report no cost. A batch without that array (`events_json` None) gets it encoded from its structs: the same
+    bytes ingest seals."""
+    price = PriceBook.of(prices).price
     lines = []
     for batch in batches:
+        ws = batch.workspace_id
         events_json = batch.events_json if batch.events_json is not None else _encode_events(batch.events)
-        computed = [None if e.cost_usd is not None else _computed_cost(e, lookup, priced) for e in batch.events]
-        head = orjson.dumps([batch.workspace_id, batch.batch_id, batch.ingested_at.astimezone(UTC)])[:-1]
-        lines.append(b"".join((head, b",", events_json, b",", orjson.dumps(computed), b"]")))
+        costs: list[str | None] = []
+        refs: list[str] = []
+        for e in batch.events:
+            if e.cost_usd is not None:
+                costs.append(None)
+                refs.append("")
+                continue
+            cost, ref = price(ws, e.provider, e.model, e.timestamp, e)
+            costs.append(None if cost is None else str(cost))
+            refs.append(ref)
+        head = orjson.dumps([ws, batch.batch_id, batch.ingested_at.astimezone(UTC)])[:-1]
+        lines.append(b"".join((head, b",", events_json, b",", orjson.dumps(costs), b",", orjson.dumps(refs), b"]")))
     return b"\n".join(lines)
 
 
@@ -149,19 +147,10 @@ def fresh(batches: Sequence[StoredBatch], stored: set[tuple[str, str]]) -> tuple
 class ClickHouseWriter:
     """The EventWriter of ClickHouse: the existence check and the one insert."""
 
-    def __init__(self, client: Client, database: str, prices: PriceTable) -> None:
+    def __init__(self, client: Client, database: str, prices: PriceBook | PriceTable) -> None:
         self._client = client
         self.db = database
-        self._prices = prices
-
-    @property
-    def prices(self) -> PriceTable:
-        return self._prices
-
-    @prices.setter
-    def prices(self, table: PriceTable) -> None:
-        """Price the events of the next chunks with `table` (a re-pricing job's prices, recompute_jobs.py)."""
-        self._prices = table
+        self._prices = PriceBook.of(prices)
 
     def encode(self, batches: Sequence[StoredBatch]) -> bytes:
         return encode_batches(batches, self._prices)

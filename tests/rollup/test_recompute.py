@@ -30,12 +30,15 @@ from spendstream.common.pricebook import PriceBook, PriceVersion, TenantRate, Ve
 from spendstream.common.prices import PriceTable
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.rollup import recompute
+from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.queries import UsageQueries
 from spendstream.rollup.recompute import BookPricing, Repricer, Request
 from spendstream.rollup.schema import migrate
+from spendstream.rollup.settings import RollupSettings
 from spendstream.rollup.writes import ClickHouseWriter, StoredBatch
-from tests.support import Isolation, usage_event
+from tests.rollup.kafka import lag, publisher
+from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
 
 pytestmark = pytest.mark.integration
 
@@ -405,3 +408,74 @@ def test_events_stored_while_a_job_runs_end_priced_by_the_new_prices_raw_and_rol
     stored = store.events("ws1")
     assert {e: stored[e] for e in week_events} == week_events
     assert store.usage("ws1", *WEEK) == week_usage
+
+
+async def test_an_admin_changes_a_rate_for_a_past_week_and_recomputes_it_over_the_api(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    today = datetime.now(UTC).date()
+    week = (today - timedelta(days=21), today - timedelta(days=15))
+    after = (today - timedelta(days=14), today - timedelta(days=8))
+    rng = random.Random(26)
+    stored = {day: _events(rng, day, 9) for day in _days(week[0], after[1])}
+    async with serving([create_rollup(iso.settings(RollupSettings, batch_timeout_ms=50))]) as http:
+        async with publisher(iso) as pub:
+            await pub.batch(ws["workspace_id"], [e for events in stored.values() for e in events])
+
+        async def drained() -> bool:
+            return await lag(iso) == 0
+
+        await eventually(drained, timeout=60)
+
+        async def usage(start: date, end: date) -> dict[str, Any]:
+            answer = await http.get(f"/v1/usage?from={start}&to={end}", headers=auth(ws["read"]))
+            return dict(answer.json()["totals"])
+
+        before_after = await usage(*after)
+        # A negotiated discount from the week's first day: events stored from now on get it; the stored ones of
+        # the week get it once recomputed.
+        put = await http.put(
+            "/v1/prices/rates/deal",
+            json={"model": "gpt-4o*", "effective_from": week[0].isoformat(), "kind": "discount", "percent": "20"},
+            headers=auth(ws["admin"]),
+        )
+        assert put.status_code == 200, put.text
+        refused = await http.post(
+            "/v1/prices/recompute",
+            json={"from": week[0].isoformat(), "to": week[1].isoformat()},
+            headers=auth(ws["read"]),
+        )
+        assert refused.status_code == 403
+        started = await http.post(
+            "/v1/prices/recompute",
+            json={"from": week[0].isoformat(), "to": week[1].isoformat()},
+            headers=auth(ws["admin"]),
+        )
+        assert started.status_code == 202, started.text
+        job = started.json()
+
+        async def finished() -> dict[str, Any] | None:
+            answer = (await http.get(f"/v1/prices/recompute/{job['job_id']}", headers=auth(ws["admin"]))).json()
+            return dict(answer) if answer["state"] != "running" else None
+
+        done = await eventually(finished, timeout=120)
+        assert done["state"] == "done" and done["days_done"] == done["days_total"] == 7 and done["changed"] > 0
+        assert done["requested_by"].startswith("key:")
+
+        book = PriceBook()
+        book.put_rate(
+            TenantRate(
+                rate_id="deal",
+                workspace_id=ws["workspace_id"],
+                model="gpt-4o*",
+                effective_from=week[0],
+                kind="discount",
+                percent=Decimal(20),
+                created_at=CREATED,
+                created_by="t",
+            )
+        )
+        _, expected = _expected(_in(stored, *week), book, ws["workspace_id"])
+        totals = await usage(*week)
+        assert Decimal(totals["cost_usd"]) == sum(c for k, (_, c) in expected.items() if k[0] != "unknown")
+        assert totals["requests"] == 63
+        assert await usage(*after) == before_after  # not in the range: untouched

@@ -8,19 +8,20 @@ How, and why so:
     old row can win a later merge; and it feeds no materialized view, so the rollup is not counted twice (a
     re-insert with a higher version would fire usage_daily_mv and move the freshness watermark). Its expression
     is the writer's price (repricing.py), so the result is the writer's to the nano-dollar.
-  * Only rows whose cost or source would change are touched (the WHERE repeats the expression): a second run
-    finds nothing to do and writes nothing.
-  * The rollup of each re-priced day is then made equal to the deduplicated raw rows (Reconciler.reconcile of
-    that day and those workspaces): the difference is inserted, so a group that moved from 'unknown' to
-    'computed' leaves one key and joins the other. The periodic reconcile computes the same thing, so the two
-    never disagree whichever runs first.
-  * The cursor is durable: once a partition's days are settled, a row per (job, workspace, day) goes to
-    price_recompute_days.
-    A rerun of the same request under the same prices resumes the unfinished job and skips the days done; a
-    day killed half-way (mutation applied, rollup not) is redone, which is harmless (both steps are idempotent).
-  * Events that arrive meanwhile: the writer prices them with the same prices (the service swaps them in before a
-    job starts), and a job ends with a check of its whole range that re-prices any row still differing (written
-    by a writer with other prices, or on a day the plan did not see), until none does.
+  * Only rows whose cost, source or price_ref would change are touched (the WHERE repeats the expression): a
+    second run finds nothing to do and writes nothing. Prices are the price book's quotes (a dated version, a
+    tenant's percent of it, or a tenant's fixed rate) for each row's workspace, UTC day, model and service tier.
+  * Before the mutation, a 'repriced' row per (job, workspace, day) names the models it changes; then the
+    rollup of those models over the partition's days is made equal to the deduplicated raw rows (the
+    reconciler's drift, inserted server-side): the difference is inserted, so a group that moved from
+    'unknown' to 'computed' leaves one key and joins the other. The periodic reconcile computes the same thing,
+    so the two never disagree whichever runs first. A 'settled' row per (job, workspace, day) ends the step.
+  * The cursor is durable (price_recompute_days): a rerun of the same request under the same prices resumes the
+    unfinished job and skips the settled days; a partition killed between its mutation and its rollup finds no
+    row left to change and settles the models its 'repriced' rows name (both steps are idempotent).
+  * Events that arrive meanwhile: in rollup the writer prices them with the same book, and every step holds the
+    writer lock; and a job ends with a check of its whole range that re-prices any row still differing (written
+    by a writer with other prices, or on a day the plan did not see), for up to MAX_ROUNDS rounds.
   * Audited: the job row (who, range, prices fingerprint, state, result) and a structured log line.
 """
 

@@ -2,9 +2,9 @@
 
 Jobs run one at a time, in order of submission, as background tasks; each step (one mutation, one day's rollup)
 holds the writer lock, so no batch insert, reconcile or sweep interleaves with it and the consumer waits at
-most one step. Before a job plans, the prices are read again (`load_pricing`) and handed to the writer, so
-events stored during the job are priced as the job prices them. A job the process died under is resumed at
-the next start, from its durable cursor (recompute.py).
+most one step. A job prices with the replayed price book the writer prices with (`load_pricing`), so events
+stored during the job are priced as the job prices them. A job the process died under is resumed at the next
+start, from its durable cursor (recompute.py).
 """
 
 from __future__ import annotations

@@ -72,7 +72,10 @@ def build_recompute_router(jobs: RecomputeJobs, admin: Any, internal_token: Secr
         return (await jobs.submit(request)).jsonable()
 
     @router.get(
-        "/v1/prices/recompute/{job_id}", response_model=RecomputeJob, summary="A re-pricing job's progress and result"
+        "/v1/prices/recompute/{job_id}",
+        response_model=RecomputeJob,
+        summary="A re-pricing job's progress and result",
+        responses=responses(404),
     )
     async def progress(principal: Annotated[Principal, Depends(admin)], job_id: str) -> dict[str, Any]:
         found = jobs.progress(job_id)

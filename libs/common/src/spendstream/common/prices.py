@@ -27,6 +27,7 @@ Model names arrive in many spellings; `PriceTable.lookup` resolves, in order:
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import ItemsView
 from dataclasses import dataclass, field
@@ -279,6 +280,20 @@ class Price:
                 made = _tier_rates(self.entry, kind, thresholds[:crossed])
             found = self._call_rates.setdefault((kind, crossed, reads), made)
         return found
+
+    def input_breakpoints(self) -> tuple[int, ...]:
+        """Every input size above which some rate of this entry may change (its `*_above_<n>_tokens` keys), in
+        whole tokens, ascending: between two of them `call_rates` is the same for every size, so re-pricing
+        (rollup's repricing.py) reads a call's rates once per interval. (`input_tokens > t` for a whole number of
+        tokens is `input_tokens > floor(t)`.)"""
+        found = set()
+        for key in self.entry:
+            if "_above_" in key:
+                try:
+                    found.add(math.floor(_threshold(key)[0]))
+                except ValueError:
+                    continue  # not a size (the one-hour write rate's `_above_1hr`)
+        return tuple(sorted(found))
 
 
 def _dec(value: Any) -> Decimal | None:

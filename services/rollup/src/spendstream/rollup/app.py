@@ -10,6 +10,7 @@
 | retention.commands.v1 (group spendstream-rollup-erasure)    | retention.reports.v1        |
 | GET /v1/usage, /v1/export, /v1/findings, /v1/completeness (read or admin key) |          |
 | /v1/prices/... (admin key; held tables: price admins)       |                            |
+| POST/GET /v1/prices/recompute (admin key; internal twin) | usage_events, usage_daily, price_recompute_* |
 | every reconcile/repair interval: corrections.py; hourly: sweeper.py; daily with a prices URL: price_refresh.py |
 """
 
@@ -43,6 +44,9 @@ from spendstream.rollup.ledger import Ledger
 from spendstream.rollup.price_refresh import PriceRefresher
 from spendstream.rollup.prices_api import build_prices_router
 from spendstream.rollup.queries import UsageQueries
+from spendstream.rollup.recompute import BookPricing, Repricer
+from spendstream.rollup.recompute_api import build_recompute_router
+from spendstream.rollup.recompute_jobs import RecomputeJobs
 from spendstream.rollup.reconcile import Reconciler
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
@@ -166,14 +170,20 @@ def create_service(settings: RollupSettings) -> Service:
     )
     sweeper = Sweeper(writer_client, settings.clickhouse_database, lock=writer.lock)
 
+    jobs = RecomputeJobs(
+        Repricer(writer_client, settings.clickhouse_database), writer.lock, lambda: BookPricing(pricing.book)
+    )
+
     router = build_router(
         queries, require_scope(keys, "read", "admin"), pricing.book, Ledger(reader_client, settings.clickhouse_database)
     )
     internal = build_internal_router(queries, settings.internal_token)
     prices_router = build_prices_router(pricing, price_publisher, require_scope(keys, "admin"), settings.price_admins())
-    service = Service("rollup", routers=[router, internal, prices_router])
-    # The book before the consumer: no event is priced before the versions and rates are replayed.
-    service.on_start(keys.table.start, keyring.table.start, pricing.start, broker.start)
+    recompute = build_recompute_router(jobs, require_scope(keys, "admin"), settings.internal_token)
+    service = Service("rollup", routers=[router, internal, prices_router, recompute])
+    # The book before the consumer: no event is priced before the versions and rates are replayed. Jobs a
+    # previous process died under resume once the consumer runs (they share the writer lock).
+    service.on_start(keys.table.start, keyring.table.start, pricing.start, broker.start, jobs.resume)
     if settings.prices_url:
         refresher = PriceRefresher(
             settings.prices_url, pricing, price_publisher, queries.models_in_use, settings.prices_in_use_days
@@ -186,6 +196,12 @@ def create_service(settings: RollupSettings) -> Service:
     service.every("rollup:sweep", 3600.0, sweeper.run_once, immediately=True)
     # broker.stop finishes the batch in hand and commits it (graceful_timeout) before the clients close.
     service.on_stop(
-        broker.stop, pricing.stop, keyring.table.stop, keys.table.stop, writer_client.close, reader_client.close
+        jobs.stop,
+        broker.stop,
+        pricing.stop,
+        keyring.table.stop,
+        keys.table.stop,
+        writer_client.close,
+        reader_client.close,
     )
     return service

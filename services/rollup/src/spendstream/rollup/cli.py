@@ -4,19 +4,23 @@ spendstream prices refresh [--from DAY] [--url URL | --file PATH] [--approve]   
 spendstream prices versions | held | approve ID              the versions; approve a held one
 spendstream prices rates set WS RATE_ID --from DAY (--discount PCT | --markup PCT | --input X --output Y ...)
 spendstream prices rates list WS | delete WS RATE_ID         a workspace's negotiated rates
+spendstream prices recompute --from DAY --to DAY [--workspace WS]   re-price stored computed costs (recompute.py)
 spendstream export --format csv|json --output FILE           download the workspace's data, with a progress bar
 
 The price commands are an operator's: they read and write the pricing topics on Kafka directly (as
-`spendstream workspace create` does), and every service's book follows within a poll.
+`spendstream workspace create` does), and every service's book follows within a poll. `recompute` asks rollup,
+which owns ClickHouse (or, with --direct, opens the store itself).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,7 +36,11 @@ from tqdm import tqdm
 from spendstream.common.kafka import make_broker
 from spendstream.common.price_holds import approved, propose, read_source
 from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook
-from spendstream.common.pricebook import TenantRate
+from spendstream.common.pricebook import PriceBook, TenantRate
+from spendstream.rollup import recompute
+from spendstream.rollup.clickhouse import clickhouse_client
+from spendstream.rollup.recompute import BookPricing, Repricer, Request
+from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
 
 
@@ -96,6 +104,39 @@ def register(subparsers: Any) -> None:
     delete_rate.add_argument("workspace_id")
     delete_rate.add_argument("rate_id")
     delete_rate.set_defaults(handler=lambda args: _run(_delete_rate, args))
+
+    recompute = actions.add_parser(
+        "recompute",
+        help="re-price the computed costs of a UTC day range (raw events and rollups) under the prices in force now",
+    )
+    recompute.add_argument("--from", dest="start", required=True, type=_day, help="first UTC day, YYYY-MM-DD")
+    recompute.add_argument("--to", dest="end", required=True, type=_day, help="last UTC day, inclusive")
+    recompute.add_argument(
+        "--workspace", default=None, help="one workspace (default: the key's; every one with the internal token)"
+    )
+    recompute.add_argument(
+        "--url",
+        default=os.environ.get("SPENDSTREAM_URL", "http://127.0.0.1:8080"),
+        help="rollup's (or `spendstream up`'s) base URL (env SPENDSTREAM_URL)",
+    )
+    recompute.add_argument(
+        "--key", default=os.environ.get("SPENDSTREAM_API_KEY", ""), help="an admin key (env SPENDSTREAM_API_KEY)"
+    )
+    recompute.add_argument(
+        "--internal-token",
+        default=os.environ.get("SPENDSTREAM_INTERNAL_TOKEN", ""),
+        help="the operator token (env SPENDSTREAM_INTERNAL_TOKEN): any workspace, or all of them",
+    )
+    recompute.add_argument(
+        "--direct",
+        action="store_true",
+        help="open the store here instead of asking rollup (rollup stopped, or a ClickHouse server; "
+        "see docs/operations.md)",
+    )
+    recompute.add_argument(
+        "--progress", choices=("bar", "lines", "none"), default="bar", help="a progress bar, JSON lines, or nothing"
+    )
+    recompute.set_defaults(handler=recompute_prices)
 
     export = subparsers.add_parser("export", help="download every event and rollup row of a workspace")
     export.add_argument("--format", choices=("csv", "json"), default="json")
@@ -239,6 +280,106 @@ async def _delete_rate(args: argparse.Namespace, pricing: ReplayedPriceBook, pub
     await pricing.catch_up()
     _print({"deleted": args.rate_id})
     return 0
+
+
+class _Shown:
+    """Progress shown as a bar (tqdm, on stderr) or as one JSON line per step (for scripts and tests)."""
+
+    def __init__(self, mode: str, description: str) -> None:
+        self._mode = mode
+        self._bar: tqdm[Any] | None = None
+        if mode == "bar":
+            self._bar = tqdm(total=0, unit="day", desc=description, file=sys.stderr)
+
+    def __call__(self, progress: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.total = progress["days_total"]
+            self._bar.n = progress["days_done"]
+            self._bar.set_postfix(events=progress["events_done"], changed=progress["changed"], refresh=False)
+            self._bar.refresh()
+        elif self._mode == "lines":
+            print(json.dumps({"progress": progress}), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def recompute_prices(args: argparse.Namespace) -> int:
+    """Re-price through rollup's API (the default: rollup owns the store), or in this process with --direct."""
+    if args.start > args.end:
+        print("spendstream: --from is after --to", file=sys.stderr)
+        return 2
+    shown = _Shown(args.progress, f"re-pricing {args.start}..{args.end}")
+    try:
+        result = _recompute_direct(args, shown) if args.direct else _recompute_remote(args, shown)
+    finally:
+        shown.close()
+    if result is None:
+        return 2
+    print(json.dumps(result, sort_keys=True))
+    return 0 if result["state"] == "done" else 1
+
+
+async def _book() -> PriceBook:
+    """The price book as the pricing topics hold it now (it stays usable once its replica stopped)."""
+    async with _pricing() as (pricing, _):
+        return pricing.book
+
+
+def _recompute_direct(args: argparse.Namespace, shown: _Shown) -> dict[str, Any] | None:
+    settings = RollupSettings()
+    url = settings.resolved_clickhouse_url()
+    client = clickhouse_client(url)
+    try:
+        migrate(client, settings.clickhouse_database, settings.retention_months)
+        repricer = Repricer(client, settings.clickhouse_database)
+        request = Request(args.start, args.end, args.workspace, f"cli:{getpass.getuser()}")
+        pricing = BookPricing(asyncio.run(_book()))
+        return recompute.run(repricer, request, pricing, lambda p: shown(p.jsonable())).jsonable()
+    finally:
+        client.close()
+
+
+def _recompute_remote(args: argparse.Namespace, shown: _Shown) -> dict[str, Any] | None:
+    body: dict[str, Any] = {"from": args.start.isoformat(), "to": args.end.isoformat()}
+    if args.internal_token:
+        base, headers = "/internal/v1/prices/recompute", {"X-Internal-Token": args.internal_token}
+        if args.workspace:
+            body["workspace_id"] = args.workspace
+    elif args.key:
+        if args.workspace:
+            print("spendstream: --workspace needs the internal token; an admin key re-prices its own", file=sys.stderr)
+            return None
+        base, headers = "/v1/prices/recompute", {"Authorization": f"Bearer {args.key}"}
+    else:
+        print("spendstream: recompute needs an admin key (--key) or the internal token", file=sys.stderr)
+        return None
+    root = args.url.rstrip("/")
+
+    def call(path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(
+            root + path, data=data, headers={**headers, "Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (the operator's own URL)
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+
+    try:
+        job = call(base, body)
+        while job["state"] == "running":
+            shown(job)
+            time.sleep(0.5)
+            job = call(f"{base}/{job['job_id']}")
+    except urllib.error.HTTPError as exc:
+        print(
+            f"spendstream: recompute refused: HTTP {exc.code} {exc.read()[:500].decode(errors='replace')}",
+            file=sys.stderr,
+        )
+        return None
+    shown(job)
+    return job
 
 
 def export_data(args: argparse.Namespace) -> int:

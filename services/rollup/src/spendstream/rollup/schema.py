@@ -346,6 +346,23 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
             ARRAY JOIN events AS e, computed_cost_usd AS computed,
                        arrayResize(computed_price_ref, length(events)) AS ref""",
         ],
+        9: [
+            # Re-pricing jobs (recompute.py): the audit record of each (who, range, prices, result), its latest
+            # state winning; and the durable cursor, rows per (job, workspace, day) and step, so a job killed
+            # half-way resumes where it stopped.
+            f"""CREATE TABLE IF NOT EXISTS {db}.price_recompute_jobs (
+                job_id String, workspace_id String, start Date, end Date, prices String, requested_by String,
+                state Enum8('running' = 1, 'done' = 2, 'failed' = 3), result String,
+                created_at DateTime64(3, 'UTC'), updated_at DateTime64(3, 'UTC'))
+                ENGINE = ReplacingMergeTree(updated_at) ORDER BY job_id
+                TTL toDateTime(created_at) + INTERVAL 400 DAY""",
+            # 'repriced' (before the raw rows' mutation: the models it changes) then 'settled' (rollup done).
+            f"""CREATE TABLE IF NOT EXISTS {db}.price_recompute_days (
+                job_id String, workspace_id String, day Date, step Enum8('repriced' = 1, 'settled' = 2),
+                events UInt64, models Array(Tuple(String, String)), done_at DateTime64(3, 'UTC') DEFAULT now64(3))
+                ENGINE = ReplacingMergeTree(done_at) ORDER BY (job_id, workspace_id, day, step)
+                TTL toDateTime(done_at) + INTERVAL 90 DAY""",
+        ],
         10: [
             # The completeness ledger (ledger.py). Each table is keyed so that a redelivered record writes the
             # same row again (ReplacingMergeTree), and carries the envelope's ingestion time: the ledger of

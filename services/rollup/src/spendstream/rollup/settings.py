@@ -36,3 +36,8 @@ class RollupSettings(BaseServiceSettings):
     # Each check reads the raw table (FINAL) over `completeness_days` days of every workspace: minutes apart.
     completeness_check_seconds: float = Field(default=300.0, gt=0)
     completeness_days: int = Field(default=3, ge=1)
+    # Margin alerts (margin_watch.py): a customer's or plan's month whose AI cost passes this share of its revenue.
+    margin_alert_pct: int = Field(default=100, ge=1, le=10_000)
+    margin_check_seconds: float = Field(default=900.0, gt=0)
+    # Stripe's signature timestamp tolerance (the official package's default).
+    stripe_tolerance_seconds: int = Field(default=300, ge=1)

@@ -30,8 +30,9 @@ MAX_EXAMPLES = 10
 # Schema-valid data these routes refuse by rules JSON Schema cannot state, so "valid data is accepted"
 # (positive_data_acceptance) is off there and only there: /v1/events' time window and privacy guard (content
 # words, PII values), /v1/usage's span of at most 400 days between `from` and `to` (the default `to` is today),
-# and a budget amount's at most 9 decimal places and positive value when sent as a string.
-CROSS_FIELD_RULES = ("ingest", "usage", "budgets")
+# a budget amount's at most 9 decimal places and positive value when sent as a string, and the revenue routes'
+# rules (a margin needs a rate for each currency of its months; the Stripe webhook needs Stripe's signature).
+CROSS_FIELD_RULES = ("ingest", "usage", "budgets", "revenue")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,7 @@ def _config(keys: dict[str, Any]) -> str:
         "ingest": keys["usage"]["ingest"],
         "usage": keys["usage"]["read"],
         "budgets": keys["usage"]["admin"],
+        "revenue": keys["usage"]["admin"],
         "admin": keys["admin"]["admin"],
         "retention": keys["doomed"]["admin"],
     }
@@ -86,7 +88,7 @@ def test_every_answer_of_every_route_is_what_the_openapi_document_says(
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[-8000:]
     tested = next(line for line in report.splitlines() if "Tested:" in line)
-    assert tested.split()[-1] == "20", report[-3000:]  # every documented operation, none skipped
+    assert tested.split()[-1] == "28", report[-3000:]  # every documented operation, none skipped
     assert "Stateful" in report and "generated" in report
 
 

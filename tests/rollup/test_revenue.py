@@ -4,20 +4,23 @@ and revenue in the workspace's export."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from spendstream.cli.__main__ import main
 from spendstream.rollup.app import create_service
 from spendstream.rollup.revenue import parse_csv
 from spendstream.rollup.settings import RollupSettings
-from tests.support import Stack, auth, create_workspace, new_isolation, provision, serving
+from tests.support import Isolation, ServiceProcess, Stack, auth, create_workspace, new_isolation, provision, serving
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +144,24 @@ async def test_revenue_records_are_part_of_the_export(world: World) -> None:
     c = await world.client.get("/v1/export", params={"format": "csv"}, headers=auth(world.ws["admin"]))
     rows = [row for row in csv.DictReader(io.StringIO(c.text)) if row["record_type"] == "revenue"]
     assert {row["source_id"] for row in rows} == {x["source_id"] for x in revenue}
+
+
+async def test_the_cli_imports_a_csv_through_a_running_rollup_and_lists_line_errors(
+    iso: Isolation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = await create_workspace(iso, "cli")
+    rollup = ServiceProcess("rollup", iso.env(), tmp_path / "rollup.log")
+    try:
+        rollup.start(ready_timeout=180.0)  # a process start on a shared machine; the test is about the CLI
+        server = ["--url", rollup.url, "--key", ws["admin"]]
+        bad = tmp_path / "bad.csv"
+        bad.write_text(f"source,source_id,customer_id,amount,currency,month\ncsv,r1,c1,{SECRET_VALUE},USD,2026-05\n")
+        assert await asyncio.to_thread(main, ["revenue", "import", str(bad), *server]) == 2
+        err = capsys.readouterr().err
+        assert "line.2.amount: decimal" in err and SECRET_VALUE not in err
+        good = tmp_path / "good.csv"
+        good.write_text("source,source_id,customer_id,amount,currency,month\ncsv,r1,c1,5.00,USD,2026-05\n")
+        assert await asyncio.to_thread(main, ["revenue", "import", str(good), *server]) == 0
+        assert json.loads(capsys.readouterr().out) == {"imported": 1}
+    finally:
+        rollup.terminate()

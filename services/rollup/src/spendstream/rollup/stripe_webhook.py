@@ -170,7 +170,7 @@ class StripeWebhook:
         except stripe.SignatureVerificationError:
             # The exception carries the header and payload: never logged, never echoed.
             raise Refused(400, "invalid_signature", "the Stripe-Signature header does not verify") from None
-        except ValueError:
+        except (ValueError, TypeError, AttributeError, KeyError):  # signed, but not a JSON object of an event
             raise Refused(400, "invalid_body", "the body is not a JSON Stripe event") from None
         event_id, kind = str(_get(event, "id") or ""), str(_get(event, "type") or "")
         if not event_id:

@@ -32,6 +32,8 @@ from spendstream.rollup.stripe_webhook import Refused, StripeEndpoints, StripeWe
 
 MAX_MONTHS = 24
 MAX_CSV_CHARS = 4 * 1024 * 1024
+# Stripe's events are a few KiB; an unauthenticated route reads no more than this before verifying.
+MAX_STRIPE_BYTES = 1024 * 1024
 MonthParam = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
 
 
@@ -289,6 +291,7 @@ def build_revenue_router(
         responses=responses(
             400,
             404,
+            413,
             422,
             s400="the signature does not verify, its timestamp is outside the tolerance, or the body "
             "is not a Stripe event",
@@ -306,9 +309,13 @@ def build_revenue_router(
         workspace_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
         stripe_signature: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
-        payload = await request.body()
+        payload = bytearray()
+        async for chunk in request.stream():
+            payload += chunk
+            if len(payload) > MAX_STRIPE_BYTES:
+                raise HTTPException(413, detail={"error": "too_large", "message": "a Stripe event is at most 1 MiB"})
         try:
-            return await webhook.receive(workspace_id, payload, stripe_signature)
+            return await webhook.receive(workspace_id, bytes(payload), stripe_signature)
         except Refused as exc:
             raise HTTPException(exc.status, detail={"error": exc.error, "message": exc.message}) from None
 

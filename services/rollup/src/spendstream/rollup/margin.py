@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any, Literal
 
 from clickhouse_connect.driver.client import Client
@@ -154,6 +154,12 @@ class MarginQueries:
         return dict(sorted(months.items()))
 
     def margin(self, workspace_id: str, first: date, last: date, group_by: GroupBy) -> dict[str, Any]:
+        # Exact sums and products: the default context's 28 digits could round a large amount times a rate.
+        with localcontext() as ctx:
+            ctx.prec = 100
+            return self._margin(workspace_id, first, last, group_by)
+
+    def _margin(self, workspace_id: str, first: date, last: date, group_by: GroupBy) -> dict[str, Any]:
         months = self.groups(workspace_id, first, last, group_by)
         every = [g for groups in months.values() for g in groups.values()]
         return {

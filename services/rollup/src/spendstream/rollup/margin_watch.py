@@ -15,11 +15,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from spendstream.common.records import DataAlert, DataAlertKind
 from spendstream.rollup.completeness import alert_id
-from spendstream.rollup.margin import GroupBy, MarginQueries, MissingRate
+from spendstream.rollup.margin import Group, GroupBy, MarginQueries, MissingRate
 
 log = logging.getLogger(__name__)
 KINDS: dict[GroupBy, DataAlertKind] = {"customer_id": "margin_customer", "customer_plan": "margin_plan"}
@@ -39,6 +39,11 @@ class MarginWatch:
         self._pct = threshold_pct
         self._now = now
 
+    def _groups(self, ws: str, first: date, last: date, group_by: GroupBy) -> dict[str, dict[str, Group]]:
+        with localcontext() as ctx:
+            ctx.prec = 100  # exact, as /v1/margin
+            return self._queries.groups(ws, first, last, group_by)
+
     async def run_once(self) -> int:
         """Check every workspace; returns how many groups are over the threshold (raised now or before)."""
         now = self._now()
@@ -48,7 +53,7 @@ class MarginWatch:
         for ws in await asyncio.to_thread(self._queries.revenue.workspaces):
             for group_by, kind in KINDS.items():
                 try:
-                    months = await asyncio.to_thread(self._queries.groups, ws, previous, this_month, group_by)
+                    months = await asyncio.to_thread(self._groups, ws, previous, this_month, group_by)
                 except MissingRate as exc:
                     log.warning(
                         "margin check skipped: a currency has no rate",

@@ -22,7 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Month = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+# Months 1970-01 to 2139-12: a ClickHouse Date holds 1970-01-01 to 2149-06-06.
+MONTH_PATTERN = r"^(19[7-9]\d|20\d\d|21[0-3]\d)-(0[1-9]|1[0-2])$"
+Month = Annotated[str, StringConstraints(pattern=MONTH_PATTERN)]
+Day = Annotated[date, Field(ge=date(1970, 1, 1), le=date(2149, 5, 31))]
 Amount = Annotated[Decimal, Field(max_digits=27, decimal_places=9, allow_inf_nan=False)]
 MAX_RECORDS = 1000
 
@@ -52,8 +55,8 @@ class RevenueRecord(BaseModel):
     amount: Amount = Field(description="a decimal in the currency's units; negative for refunds and credit notes")
     currency: Currency = Field(description="ISO 4217, upper case")
     month: Month | None = Field(default=None, description="the month it pays for (YYYY-MM), or period_start/end")
-    period_start: date | None = None
-    period_end: date | None = None
+    period_start: Day | None = None
+    period_end: Day | None = None
 
     @model_validator(mode="after")
     def _one_period(self) -> RevenueRecord:

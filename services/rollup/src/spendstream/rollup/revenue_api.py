@@ -19,6 +19,7 @@ from spendstream.common.tenants import Principal
 from spendstream.rollup.margin import MarginQueries, MissingRate
 from spendstream.rollup.revenue import (
     MAX_RECORDS,
+    MONTH_PATTERN,
     CurrencyRate,
     PlanPrice,
     RecordError,
@@ -34,7 +35,7 @@ MAX_MONTHS = 24
 MAX_CSV_CHARS = 4 * 1024 * 1024
 # Stripe's events are a few KiB; an unauthenticated route reads no more than this before verifying.
 MAX_STRIPE_BYTES = 1024 * 1024
-MonthParam = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+MonthParam = Annotated[str, StringConstraints(pattern=MONTH_PATTERN)]
 
 
 class RevenueBatch(BaseModel):
@@ -189,7 +190,7 @@ def build_revenue_router(
         "/v1/revenue",
         response_model=RevenueAnswer,
         summary="Store revenue records (a known source and source_id replaces its record); per-record errors",
-        responses=responses(*AUTH, 422),
+        responses=responses(*AUTH, 400, 422),
     )
     async def post_revenue(principal: Annotated[Principal, Depends(admin)], body: RevenueBatch) -> dict[str, Any]:
         good, errors = validate_batch(body.records)
@@ -201,7 +202,9 @@ def build_revenue_router(
         "/v1/revenue/import",
         response_model=CsvAnswer,
         summary="Import a CSV file of revenue records: all of it, or nothing (every line error listed)",
-        responses=responses(*AUTH, 422, s422="the file has errors (`details`: `line.<n>.<column>`); nothing stored"),
+        responses=responses(
+            *AUTH, 400, 422, s422="the file has errors (`details`: `line.<n>.<column>`); nothing stored"
+        ),
     )
     async def import_csv(principal: Annotated[Principal, Depends(admin)], body: CsvImport) -> dict[str, Any]:
         good, errors = parse_csv(body.csv)
@@ -248,7 +251,7 @@ def build_revenue_router(
         "/v1/revenue/plans",
         response_model=Saved,
         summary="Set plan prices: the monthly amount of customers billed by plan without a revenue record",
-        responses=responses(*AUTH, 422),
+        responses=responses(*AUTH, 400, 422),
     )
     async def set_plans(principal: Annotated[Principal, Depends(admin)], body: Plans) -> dict[str, Any]:
         async with lock:
@@ -259,7 +262,7 @@ def build_revenue_router(
         "/v1/revenue/rates",
         response_model=Saved,
         summary="Set monthly currency rates (USD per unit); amounts in a currency without a rate are refused",
-        responses=responses(*AUTH, 422),
+        responses=responses(*AUTH, 400, 422),
     )
     async def set_rates(principal: Annotated[Principal, Depends(admin)], body: Rates) -> dict[str, Any]:
         async with lock:
@@ -270,7 +273,7 @@ def build_revenue_router(
         "/v1/stripe/endpoint",
         response_model=StripeEndpointOut,
         summary="Set the workspace's Stripe webhook signing secret (sealed, never shown again) and metadata key",
-        responses=responses(*AUTH, 409, 422, s409="the workspace has no data key (erased)"),
+        responses=responses(*AUTH, 400, 409, 422, s409="the workspace has no data key (erased)"),
     )
     async def set_stripe(principal: Annotated[Principal, Depends(admin)], body: StripeEndpointIn) -> dict[str, Any]:
         ws = principal.workspace_id

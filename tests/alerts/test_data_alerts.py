@@ -104,8 +104,9 @@ async def test_a_customer_whose_ai_cost_passes_its_revenue_is_alerted_once_per_m
         await asyncio.sleep(2)  # several more checks: nothing raised twice
     alerted = sorted((a["kind"], a["customer_id"], a["customer_plan"], a["month"]) for a in receiver.accepted)
     assert alerted == [("margin_customer", "cust-loss", None, month), ("margin_plan", None, "solo", month)]
-    passed = f"AI cost 6.000000000 USD passed 100% of its {month} revenue (5.000000000 USD)"
     assert sorted(smtp.subjects()) == [
-        f"[spendstream] customer cust-loss: {passed}",
-        f"[spendstream] plan solo: {passed}",
+        f"[spendstream] customer cust-loss: AI cost > 100% of {month} revenue",
+        f"[spendstream] plan solo: AI cost > 100% of {month} revenue",
     ]
+    figures = sorted((a["revenue_usd"], a["ai_cost_usd"], a["threshold_pct"]) for a in receiver.accepted)
+    assert figures == [("5.000000000", "6.000000000", 100)] * 2

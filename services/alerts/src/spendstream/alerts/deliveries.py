@@ -57,16 +57,10 @@ def subject(alert: FiredAlert, budget: BudgetRecord) -> str:
 def data_subject(alert: DataAlert) -> str:
     if alert.kind == "completeness_gap":
         return f"[spendstream] completeness: {alert.gap_events} events differ at the {alert.stage} stage on {alert.day}"
-    if alert.kind == "margin_customer":
-        return (
-            f"[spendstream] customer {alert.customer_id}: AI cost {alert.ai_cost_usd} USD passed "
-            f"{alert.threshold_pct}% of its {alert.month} revenue ({alert.revenue_usd} USD)"
-        )
-    if alert.kind == "margin_plan":
-        return (
-            f"[spendstream] plan {alert.customer_plan}: AI cost {alert.ai_cost_usd} USD passed "
-            f"{alert.threshold_pct}% of its {alert.month} revenue ({alert.revenue_usd} USD)"
-        )
+    # Short enough to stay on one header line for usual ids; the figures travel in the body and the webhook.
+    if alert.kind in ("margin_customer", "margin_plan"):
+        who = f"customer {alert.customer_id}" if alert.kind == "margin_customer" else f"plan {alert.customer_plan}"
+        return f"[spendstream] {who}: AI cost > {alert.threshold_pct}% of {alert.month} revenue"
     return f"[spendstream] no price for {alert.provider}/{alert.model} ({alert.events} events)"
 
 

@@ -10,6 +10,7 @@ import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.support import Isolation, ServiceProcess, Stack, auth, create_workspa
 pytestmark = pytest.mark.integration
 
 SECRET_VALUE = "secret-value-9d2c"
+YEAR = datetime.now(UTC).year  # recent: revenue expires with the retention
 
 
 @dataclass
@@ -34,7 +36,7 @@ class World:
 
     async def records(self) -> dict[str, dict[str, Any]]:
         r = await self.client.get(
-            "/v1/revenue", params={"from": "2026-01", "to": "2026-12"}, headers=auth(self.ws["read"])
+            "/v1/revenue", params={"from": f"{YEAR}-01", "to": f"{YEAR}-12"}, headers=auth(self.ws["read"])
         )
         return {f"{x['source']}/{x['source_id']}": x for x in r.json()["records"]}
 
@@ -50,7 +52,7 @@ async def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Async
 
 def _record(**fields: Any) -> dict[str, Any]:
     base = {"source": "billing", "source_id": "inv-1", "customer_id": "c1", "amount": "10.50", "currency": "USD"}
-    return base | {"month": "2026-03"} | fields
+    return base | {"month": f"{YEAR}-03"} | fields
 
 
 async def test_only_the_admin_key_writes_revenue_and_a_read_key_reads_it(world: World) -> None:
@@ -67,10 +69,10 @@ async def test_each_bad_record_is_refused_by_index_and_field_without_its_value_a
     world: World,
 ) -> None:
     records = [
-        _record(source_id="ok-1", amount="-3.25", period_start="2026-03-05", period_end="2026-04-04", month=None),
+        _record(source_id="ok-1", amount="-3.25", period_start=f"{YEAR}-03-05", period_end=f"{YEAR}-04-04", month=None),
         _record(source_id="bad-currency", currency=SECRET_VALUE),
         _record(source_id="bad-amount", amount=SECRET_VALUE),
-        _record(source_id="both-periods", period_start="2026-03-01", period_end="2026-03-31"),
+        _record(source_id="both-periods", period_start=f"{YEAR}-03-01", period_end=f"{YEAR}-03-31"),
         _record(source_id="ok-2", customer_plan="pro"),
     ]
     r = await world.client.post(
@@ -88,7 +90,9 @@ async def test_each_bad_record_is_refused_by_index_and_field_without_its_value_a
     ]
     assert SECRET_VALUE not in r.text
     stored = await world.records()
-    assert stored["billing/ok-1"]["period_start"] == "2026-03-05" and stored["billing/ok-1"]["amount"] == "-3.250000000"
+    assert (
+        stored["billing/ok-1"]["period_start"] == f"{YEAR}-03-05" and stored["billing/ok-1"]["amount"] == "-3.250000000"
+    )
     assert stored["billing/ok-2"]["customer_plan"] == "pro"
     assert not {"billing/bad-currency", "billing/bad-amount", "billing/both-periods"} & set(stored)
 
@@ -104,9 +108,9 @@ async def test_the_same_source_id_again_replaces_the_record(world: World) -> Non
 async def test_a_csv_with_errors_names_line_and_column_and_imports_nothing(world: World) -> None:
     text = (
         "source,source_id,customer_id,amount,currency,month\n"
-        "csv,row-ok,c7,12.00,USD,2026-04\n"
-        f"csv,row-bad,c8,{SECRET_VALUE},USD,2026-04\n"
-        "csv,row-bad-month,c9,1.00,USD,2026-13\n"
+        f"csv,row-ok,c7,12.00,USD,{YEAR}-04\n"
+        f"csv,row-bad,c8,{SECRET_VALUE},USD,{YEAR}-04\n"
+        f"csv,row-bad-month,c9,1.00,USD,{YEAR}-13\n"
     )
     r = await world.client.post("/v1/revenue/import", json={"csv": text}, headers=auth(world.ws["admin"]))
     assert r.status_code == 422
@@ -117,7 +121,7 @@ async def test_a_csv_with_errors_names_line_and_column_and_imports_nothing(world
     assert SECRET_VALUE not in r.text
     assert "csv/row-ok" not in await world.records()  # nothing half-imported
 
-    good = "source,source_id,customer_id,customer_plan,amount,currency,month\ncsv,row-ok,c7,pro,12.00,EUR,2026-04\n"
+    good = f"source,source_id,customer_id,customer_plan,amount,currency,month\ncsv,row-ok,c7,pro,12.00,EUR,{YEAR}-04\n"
     r = await world.client.post("/v1/revenue/import", json={"csv": good}, headers=auth(world.ws["admin"]))
     assert r.json() == {"imported": 1}
     assert (await world.records())["csv/row-ok"]["currency"] == "EUR"
@@ -139,7 +143,7 @@ async def test_revenue_records_are_part_of_the_export(world: World) -> None:
         "revenue",
         "80.000000000",
         "USD",
-        "2026-03-01",
+        f"{YEAR}-03-01",
     )
     c = await world.client.get("/v1/export", params={"format": "csv"}, headers=auth(world.ws["admin"]))
     rows = [row for row in csv.DictReader(io.StringIO(c.text)) if row["record_type"] == "revenue"]
@@ -155,12 +159,12 @@ async def test_the_cli_imports_a_csv_through_a_running_rollup_and_lists_line_err
         rollup.start(ready_timeout=180.0)  # a process start on a shared machine; the test is about the CLI
         server = ["--url", rollup.url, "--key", ws["admin"]]
         bad = tmp_path / "bad.csv"
-        bad.write_text(f"source,source_id,customer_id,amount,currency,month\ncsv,r1,c1,{SECRET_VALUE},USD,2026-05\n")
+        bad.write_text(f"source,source_id,customer_id,amount,currency,month\ncsv,r1,c1,{SECRET_VALUE},USD,{YEAR}-05\n")
         assert await asyncio.to_thread(main, ["revenue", "import", str(bad), *server]) == 2
         err = capsys.readouterr().err
         assert "line.2.amount: decimal" in err and SECRET_VALUE not in err
         good = tmp_path / "good.csv"
-        good.write_text("source,source_id,customer_id,amount,currency,month\ncsv,r1,c1,5.00,USD,2026-05\n")
+        good.write_text(f"source,source_id,customer_id,amount,currency,month\ncsv,r1,c1,5.00,USD,{YEAR}-05\n")
         assert await asyncio.to_thread(main, ["revenue", "import", str(good), *server]) == 0
         assert json.loads(capsys.readouterr().out) == {"imported": 1}
     finally:

@@ -115,6 +115,8 @@ def _ttls(retention_months: int) -> dict[str, str]:
         "usage_daily": f"day + INTERVAL {retention_months} MONTH",
         "workspace_watermarks": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH",
         **{table: f"day + INTERVAL {retention_months} MONTH" for table in LEDGER_TABLES},
+        # Revenue lives as long as the usage it is compared with.
+        "revenue": f"period_end + INTERVAL {retention_months} MONTH",
     }
 
 
@@ -368,7 +370,8 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
                 workspace_id LowCardinality(String), source LowCardinality(String), source_id String,
                 customer_id String, customer_plan String, amount Decimal(38, 9), currency LowCardinality(String),
                 period_start Date, period_end Date, version UInt64)
-                ENGINE = ReplacingMergeTree(version) ORDER BY (workspace_id, source, source_id)""",
+                ENGINE = ReplacingMergeTree(version) ORDER BY (workspace_id, source, source_id)
+                TTL {ttl["revenue"]}""",
             # Plan prices: a plan's monthly amount, for customers billed by plan without a revenue record.
             f"""CREATE TABLE IF NOT EXISTS {db}.plan_prices (
                 workspace_id LowCardinality(String), plan String, amount Decimal(38, 9),

@@ -32,7 +32,7 @@ from spendstream.rollup.margin import MarginQueries
 from spendstream.rollup.margin_watch import MarginWatch
 from spendstream.rollup.revenue import month_end
 from spendstream.rollup.settings import RollupSettings
-from tests.retention.pipeline import reports, send_command
+from tests.retention.pipeline import reports, send_command, shred
 from tests.rollup.kafka import lag, publisher
 from tests.support import Isolation, Stack, auth, create_workspace, eventually, new_isolation, provision, serving
 from tests.support import usage_event as event
@@ -230,3 +230,28 @@ async def test_a_customer_erasure_removes_its_revenue_and_its_margin_rows(world:
     assert "cust-b" not in {g["key"] for m in body["months"] for g in m["groups"]}
     listing = await world.client.get("/v1/revenue", params={"from": M, "to": M}, headers=auth(world.ws["read"]))
     assert "cust-b" not in listing.text
+
+
+async def test_a_workspace_erasure_removes_its_revenue_prices_rates_and_the_sealed_stripe_secret(world: World) -> None:
+    doomed = await create_workspace(world.iso, "doomed")
+    admin = auth(doomed["admin"])
+    record = {"source": "invoices", "source_id": "inv-x", "customer_id": "cust-x", "amount": "5", "currency": "USD"}
+    assert (await world.client.post("/v1/revenue", json={"records": [record | {"month": M}]}, headers=admin)).json()[
+        "accepted"
+    ] == 1
+    plans = {"plans": [{"plan": "solo", "monthly_amount": "9", "currency": "USD"}]}
+    assert (await world.client.put("/v1/revenue/plans", json=plans, headers=admin)).status_code == 200
+    rates = {"rates": [{"month": M, "currency": "EUR", "usd_per_unit": "1.1"}]}
+    assert (await world.client.put("/v1/revenue/rates", json=rates, headers=admin)).status_code == 200
+    endpoint = {"signing_secret": "whsec_doomed_0123456789"}
+    assert (await world.client.put("/v1/stripe/endpoint", json=endpoint, headers=admin)).status_code == 200
+
+    await shred(world.iso, doomed["workspace_id"])  # ingest's part of the saga
+    await send_command(world.iso, "req-margin-ws", doomed["workspace_id"])
+    (report,) = await reports(world.iso, "req-margin-ws", "rollup")
+    assert report.status == "done"
+    counts = {c.store: (c.before, c.after) for c in report.counts}
+    for table in ("revenue", "plan_prices", "currency_rates", "stripe_endpoints"):
+        assert counts[f"clickhouse:{table}"] == (1, 0), table
+    # The other workspace's revenue is untouched: 203.25 less cust-b's 40.00 (erased above).
+    assert (await _margin(world, "customer_id"))["total"]["revenue_usd"] == "163.250000000"

@@ -19,11 +19,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from spendstream.common import crypto, datakeys
+from spendstream.common.settings import BaseServiceSettings
+from spendstream.common.topics import DATA_KEYS
 from spendstream.rollup.app import create_service
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.revenue import month_end
 from spendstream.rollup.settings import RollupSettings
-from tests.support import Isolation, Stack, auth, create_workspace, new_isolation, provision, serving
+from tests.retention.pipeline import publish
+from tests.support import Isolation, Stack, auth, create_workspace, eventually, new_isolation, provision, serving
 
 pytestmark = pytest.mark.integration
 
@@ -240,3 +244,32 @@ async def test_the_secret_email_is_in_no_log_line_topic_record_or_table_row(
     finally:
         await consumer.stop()
     assert topics and read  # the workspace's records (keys, data keys) were read
+
+
+async def test_after_a_data_key_rotation_the_secret_is_resealed_under_the_new_version_and_still_verifies(
+    world: World,
+) -> None:
+    settings = world.iso.settings(BaseServiceSettings)
+    ws = world.ws["workspace_id"]
+    rotated = crypto.new_version(ws, 2, settings.kek_bytes(), settings.kek_identity())
+    await publish(world.iso, DATA_KEYS, datakeys.record_key(ws, 2), rotated.model_dump_json().encode())
+    client = clickhouse_client(world.iso.stack.clickhouse)
+
+    def sealed_version() -> int:
+        rows = client.query(
+            f"SELECT key_version FROM {world.iso.database}.stripe_endpoints FINAL WHERE workspace_id = {{ws:String}}",
+            parameters={"ws": ws},
+        ).result_rows
+        return int(rows[0][0])
+
+    assert sealed_version() == 1
+
+    async def resealed() -> bool:
+        payload, headers = signed(invoice_paid(f"evt_rot_{time.time_ns()}", "in_rot", 700))
+        r = await world.client.post(world.url, content=payload, headers=headers)
+        assert r.status_code == 200, r.text
+        return sealed_version() == 2
+
+    await eventually(resealed, timeout=20, interval=0.3)
+    payload, headers = signed(invoice_paid("evt_rot_after", "in_rot_after", 700))
+    assert (await world.client.post(world.url, content=payload, headers=headers)).json()["status"] == "recorded"

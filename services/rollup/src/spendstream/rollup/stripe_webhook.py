@@ -114,6 +114,9 @@ class StripeEndpoints:
             secret = crypto.decrypt(key, base64.b64decode(sealed), _aad(workspace_id, version)).decode()
         except InvalidTag:
             return None
+        if version != self._keyring.current_version(workspace_id):
+            # Re-sealed under the current version: a retired version's key is removed after a while.
+            await self.set(workspace_id, secret, metadata_key)
         return Endpoint(secret, metadata_key)
 
 

@@ -160,13 +160,30 @@ async def test_refunds_and_credit_notes_are_negative_records_on_the_invoice_they
             }
         },
     }
-    for body in (refund, credit):
+    single_refund = {
+        "id": "evt_re_1",
+        "type": "refund.created",
+        "created": _ts(MONTH) + 60,
+        "data": {
+            "object": {
+                "id": "re_1",
+                "amount": 300,
+                "currency": "usd",
+                "charge": "ch_2",
+                "metadata": {"spendstream_customer_id": "cust-r"},
+                **_personal(),
+            }
+        },
+    }
+    for body in (refund, credit, single_refund):
         payload, headers = signed(body)
         r = await world.client.post(world.url, content=payload, headers=headers)
         assert r.json()["status"] == "recorded", r.text
     by_id = {r["source_id"]: r for r in await world.records()}
     assert (by_id["ch_1:refunded"]["customer_id"], by_id["ch_1:refunded"]["amount"]) == ("cust-s", "-9.000000000")
     assert by_id["ch_1:refunded"]["period_start"] == MONTH.isoformat()  # the invoice's period
+    assert (by_id["re_1"]["customer_id"], by_id["re_1"]["amount"]) == ("cust-r", "-3.000000000")
+    assert by_id["re_1"]["period_start"] == MONTH.isoformat()  # no stored invoice named: the event's month
     assert (by_id["cn_1"]["customer_id"], by_id["cn_1"]["amount"], by_id["cn_1"]["currency"]) == (
         "cust-j",
         "-500.000000000",

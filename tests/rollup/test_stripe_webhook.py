@@ -26,7 +26,7 @@ from spendstream.rollup.app import create_service
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.revenue import month_end
 from spendstream.rollup.settings import RollupSettings
-from tests.retention.pipeline import publish
+from tests.retention.pipeline import publish, reports, send_command
 from tests.support import Isolation, Stack, auth, create_workspace, eventually, new_isolation, provision, serving
 
 pytestmark = pytest.mark.integration
@@ -290,3 +290,22 @@ async def test_after_a_data_key_rotation_the_secret_is_resealed_under_the_new_ve
     await eventually(resealed, timeout=20, interval=0.3)
     payload, headers = signed(invoice_paid("evt_rot_after", "in_rot_after", 700))
     assert (await world.client.post(world.url, content=payload, headers=headers)).json()["status"] == "recorded"
+
+
+async def test_after_a_customer_erasure_an_event_made_before_it_does_not_bring_the_customer_back(
+    world: World,
+) -> None:
+    await send_command(world.iso, "req-stripe-erase", world.ws["workspace_id"], customer_id="cust-s")
+    (report,) = await reports(world.iso, "req-stripe-erase", "rollup")
+    assert report.status == "done"
+    assert not [r for r in await world.records() if r["customer_id"] == "cust-s"]
+    # Stripe retries an undelivered event for days: one made before the erasure is ignored ...
+    before = invoice_paid("evt_retry_old", "in_retry_old", 4900)
+    payload, headers = signed(before)
+    r = await world.client.post(world.url, content=payload, headers=headers)
+    assert r.json()["status"] == "ignored" and r.json()["reason"] == "customer_erased"
+    # ... while a payment made after it is new data.
+    after = invoice_paid("evt_new", "in_new", 1500) | {"created": int(time.time()) + 1}
+    payload, headers = signed(after)
+    assert (await world.client.post(world.url, content=payload, headers=headers)).json()["status"] == "recorded"
+    assert [r["source_id"] for r in await world.records() if r["customer_id"] == "cust-s"] == ["in_new"]

@@ -180,6 +180,7 @@ def create_service(settings: RollupSettings) -> Service:
         settings.clickhouse_database,
         writer.lock,
         tolerance_seconds=settings.stripe_tolerance_seconds,
+        erased=erased,
     )
     revenue_router = build_revenue_router(
         store,

@@ -16,9 +16,9 @@ Only the fields named here are read from an event, nothing else of the payload i
     `charge.refunded`, not both: each would count the same refund).
   * `credit_note.created`: id, total, currency, invoice, metadata -> a negative record `stripe`/<credit note id>.
 A refund or credit note takes the customer and period of the invoice it names when that invoice is stored,
-else its own metadata and the month of the event. An event whose customer maps to no customer_id is answered
-200 and ignored (Stripe would retry an error for days). Event ids already applied are answered 200 and not
-applied again.
+else its own metadata and the month of the event. An event whose customer maps to no customer_id, or that was
+created before its customer's erasure, is answered 200 and ignored (Stripe would retry an error for days).
+Event ids already applied are answered 200 and not applied again.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from spendstream.common import crypto
 from spendstream.common.tenants import KeyRing
+from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.revenue import RevenueRecord, RevenueStore
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,9 @@ class StripeWebhook:
         database: str,
         lock: asyncio.Lock,
         tolerance_seconds: int = 300,
+        erased: ErasedSubjects | None = None,
     ) -> None:
+        self._erased = erased
         self._endpoints = endpoints
         self._store = store
         self._client = client
@@ -193,6 +196,13 @@ class StripeWebhook:
             if record is None:
                 log.info("stripe event unmapped", extra={"workspace_id": workspace_id, "event_id": event_id})
                 return {"status": "ignored", "reason": "customer_not_mapped"}
+            created = datetime.fromtimestamp(int(_get(event, "created") or 0), UTC)
+            if self._erased is not None and self._erased.erased_since(workspace_id, record.customer_id, created):
+                # An event made before the customer's erasure (Stripe retries for days) does not bring it back.
+                log.info(
+                    "stripe event of an erased customer", extra={"workspace_id": workspace_id, "event_id": event_id}
+                )
+                return {"status": "ignored", "reason": "customer_erased"}
             await asyncio.to_thread(self._store.write, workspace_id, [record])
             await asyncio.to_thread(self._mark, workspace_id, event_id)
         log.info("stripe revenue recorded", extra={"workspace_id": workspace_id, "event_id": event_id, "type": kind})

@@ -32,9 +32,10 @@ MAX_EXAMPLES = 10
 # (positive_data_acceptance) is off there and only there: /v1/events' time window and privacy guard (content
 # words, PII values), /v1/usage's span of at most 400 days between `from` and `to` (the default `to` is today),
 # a budget amount's at most 9 decimal places and positive value when sent as a string, a tenant rate's kind
-# deciding which of percent and per-token prices it takes, and a reservation's exactly one of
-# `estimated_cost_usd` and `estimate` (whose model the price book must know).
-CROSS_FIELD_RULES = ("ingest", "usage", "budgets", "prices", "reservations")
+# deciding which of percent and per-token prices it takes, a reservation's exactly one of `estimated_cost_usd`
+# and `estimate` (whose model the price book must know), and the revenue routes' rules (a margin needs a rate for
+# each currency of its months; the Stripe webhook needs Stripe's signature).
+CROSS_FIELD_RULES = ("ingest", "usage", "budgets", "prices", "reservations", "revenue")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,7 @@ def _config(keys: dict[str, Any]) -> str:
         "budgets": keys["usage"]["admin"],
         "prices": keys["usage"]["admin"],
         "reservations": keys["usage"]["ingest"],
+        "revenue": keys["usage"]["admin"],
         "admin": keys["admin"]["admin"],
         "retention": keys["doomed"]["admin"],
     }

@@ -109,6 +109,7 @@ def test_an_event_row_becomes_one_record_with_every_column_in_order() -> None:
         ("cost_usd", "0.000125000"),
         ("latency_ms", 250),
         ("tags", {"team": "a"}),
+        *((column, "") for column in export.REVENUE_COLUMNS),
     ]
 
 
@@ -142,4 +143,32 @@ def test_a_daily_row_becomes_a_record_with_sums_and_no_event_columns() -> None:
         ("cost_usd", "1.5"),
         ("latency_ms", 900),
         ("tags", {}),
+        *((column, "") for column in export.REVENUE_COLUMNS),
     ]
+
+
+def test_a_revenue_row_becomes_a_record_with_its_period_and_amount_and_no_usage_columns() -> None:
+    row = {
+        "source": "stripe",
+        "source_id": "in_1",
+        "customer_id": "c1",
+        "customer_plan": "pro",
+        "amount": Decimal("-9.500000000"),
+        "currency": "EUR",
+        "period_start": date(2026, 3, 1),
+        "period_end": date(2026, 3, 31),
+    }
+    record = export._revenue(row)
+    assert list(record) == list(export.COLUMNS)
+    assert {k: v for k, v in record.items() if v not in ("", {})} == {
+        "record_type": "revenue",
+        "day": "2026-03-01",
+        "customer_plan": "pro",
+        "customer_id": "c1",
+        "source": "stripe",
+        "source_id": "in_1",
+        "amount": "-9.500000000",
+        "currency": "EUR",
+        "period_start": "2026-03-01",
+        "period_end": "2026-03-31",
+    }

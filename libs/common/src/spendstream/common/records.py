@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 KeyScope = Literal["ingest", "read", "admin"]
 AlertKind = Literal["threshold", "forecast", "spike"]
-DataAlertKind = Literal["completeness_gap", "unpriced_model"]
+DataAlertKind = Literal["completeness_gap", "unpriced_model", "margin_customer", "margin_plan"]
 ScopeTag = Literal["feature", "customer_id"]
 # What a hard budget answers while its live state (Redis) is unreachable: deny every reservation it covers
 # (fail closed, the default) or allow them, saying so in each answer.
@@ -150,7 +150,8 @@ class IngestTally(BaseModel):
 
 class DataAlert(BaseModel):
     """A finding about a workspace's data that rollup raises and alerts delivers to the workspace's budget
-    channels: a completeness gap that outlived the repair interval, or a model the price table cannot price.
+    channels: a completeness gap that outlived the repair interval, a model the price table cannot price, or a
+    customer or plan whose month's AI cost passed a share of its revenue (rollup/margin_watch.py).
 
     Ids and numbers only (a model name is the provider's public name). `alert_id` is stable per finding (per
     workspace, day, stage and gap; per workspace and model), so a re-publish is recognised as the same alert."""
@@ -167,4 +168,10 @@ class DataAlert(BaseModel):
     model: str | None = None  # unpriced_model
     events: int | None = None  # unpriced_model: its events so far
     tokens: int | None = None  # unpriced_model: their input and output tokens
+    month: str | None = None  # margin_*: the month (YYYY-MM)
+    customer_id: str | None = None  # margin_customer: the opaque id the events carry
+    customer_plan: str | None = None  # margin_plan
+    revenue_usd: str | None = None  # margin_*: the month's revenue
+    ai_cost_usd: str | None = None  # margin_*: the month's AI cost so far
+    threshold_pct: int | None = None  # margin_*: the share of revenue the cost passed
     fired_at: datetime

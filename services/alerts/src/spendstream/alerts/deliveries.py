@@ -57,6 +57,10 @@ def subject(alert: FiredAlert, budget: BudgetRecord) -> str:
 def data_subject(alert: DataAlert) -> str:
     if alert.kind == "completeness_gap":
         return f"[spendstream] completeness: {alert.gap_events} events differ at the {alert.stage} stage on {alert.day}"
+    # Short enough to stay on one header line for usual ids; the figures travel in the body and the webhook.
+    if alert.kind in ("margin_customer", "margin_plan"):
+        who = f"customer {alert.customer_id}" if alert.kind == "margin_customer" else f"plan {alert.customer_plan}"
+        return f"[spendstream] {who}: AI cost > {alert.threshold_pct}% of {alert.month} revenue"
     return f"[spendstream] no price for {alert.provider}/{alert.model} ({alert.events} events)"
 
 

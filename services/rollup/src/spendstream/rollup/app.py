@@ -11,6 +11,9 @@
 | GET /v1/usage, /v1/export, /v1/findings, /v1/completeness (read or admin key) |          |
 | /v1/prices/... (admin key; held tables: price admins)       |                            |
 | POST/GET /v1/prices/recompute (admin key; internal twin) | usage_events, usage_daily, price_recompute_* |
+| /v1/revenue*, /v1/stripe/endpoint (admin), GET /v1/margin (read) | ClickHouse revenue tables (revenue.py) |
+| POST /v1/stripe/webhook/{workspace} (Stripe's signature)      | ClickHouse revenue, stripe_events        |
+| every margin_check_seconds: margin_watch.py                   | rollup.alerts.v1 (margin alerts)         |
 | every reconcile/repair interval: corrections.py; hourly: sweeper.py; daily with a prices URL: price_refresh.py |
 """
 
@@ -41,6 +44,8 @@ from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.erasure import RollupErasure
 from spendstream.rollup.internal_api import build_internal_router
 from spendstream.rollup.ledger import Ledger
+from spendstream.rollup.margin import MarginQueries
+from spendstream.rollup.margin_watch import MarginWatch
 from spendstream.rollup.price_refresh import PriceRefresher
 from spendstream.rollup.prices_api import build_prices_router
 from spendstream.rollup.queries import UsageQueries
@@ -48,8 +53,11 @@ from spendstream.rollup.recompute import BookPricing, Repricer
 from spendstream.rollup.recompute_api import build_recompute_router
 from spendstream.rollup.recompute_jobs import RecomputeJobs
 from spendstream.rollup.reconcile import Reconciler
+from spendstream.rollup.revenue import RevenueStore
+from spendstream.rollup.revenue_api import build_revenue_router
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
+from spendstream.rollup.stripe_webhook import StripeEndpoints, StripeWebhook
 from spendstream.rollup.sweeper import Sweeper
 from spendstream.rollup.writes import ClickHouseWriter
 
@@ -177,10 +185,34 @@ def create_service(settings: RollupSettings) -> Service:
     router = build_router(
         queries, require_scope(keys, "read", "admin"), pricing.book, Ledger(reader_client, settings.clickhouse_database)
     )
+    # Revenue is written with the writer's client under its lock (an erasure deletes under it) and read with
+    # the reader's, like usage.
+    store = RevenueStore(writer_client, settings.clickhouse_database)
+    margin = MarginQueries(reader_client, settings.clickhouse_database)
+    stripe_endpoints = StripeEndpoints(writer_client, settings.clickhouse_database, keyring)
+    webhook = StripeWebhook(
+        stripe_endpoints,
+        store,
+        writer_client,
+        settings.clickhouse_database,
+        writer.lock,
+        tolerance_seconds=settings.stripe_tolerance_seconds,
+        erased=erased,
+    )
+    revenue_router = build_revenue_router(
+        store,
+        margin,
+        stripe_endpoints,
+        webhook,
+        read=require_scope(keys, "read", "admin"),
+        admin=require_scope(keys, "admin"),
+        lock=writer.lock,
+    )
+    margin_watch = MarginWatch(queries=margin, raise_once=watch.raise_once, threshold_pct=settings.margin_alert_pct)
     internal = build_internal_router(queries, settings.internal_token)
     prices_router = build_prices_router(pricing, price_publisher, require_scope(keys, "admin"), settings.price_admins())
     recompute = build_recompute_router(jobs, require_scope(keys, "admin"), settings.internal_token)
-    service = Service("rollup", routers=[router, internal, prices_router, recompute])
+    service = Service("rollup", routers=[router, revenue_router, internal, prices_router, recompute])
     # The book before the consumer: no event is priced before the versions and rates are replayed. Jobs a
     # previous process died under resume once the consumer runs (they share the writer lock).
     service.on_start(keys.table.start, keyring.table.start, pricing.start, broker.start, jobs.resume)
@@ -192,6 +224,7 @@ def create_service(settings: RollupSettings) -> Service:
     service.every("rollup:reconcile", settings.reconcile_interval_seconds, corrections.reconcile)
     service.every("rollup:repair", settings.repair_interval_seconds, corrections.repair)
     service.every("rollup:completeness", settings.completeness_check_seconds, watch.run_once)
+    service.every("rollup:margin", settings.margin_check_seconds, margin_watch.run_once)
     # The first sweep right away: a restarted service catches up at once.
     service.every("rollup:sweep", 3600.0, sweeper.run_once, immediately=True)
     # broker.stop finishes the batch in hand and commits it (graceful_timeout) before the clients close.

@@ -6,6 +6,9 @@ spendstream prices rates set WS RATE_ID --from DAY (--discount PCT | --markup PC
 spendstream prices rates list WS | delete WS RATE_ID         a workspace's negotiated rates
 spendstream prices recompute --from DAY --to DAY [--workspace WS]   re-price stored computed costs (recompute.py)
 spendstream export --format csv|json --output FILE           download the workspace's data, with a progress bar
+spendstream revenue import FILE                              import a CSV of revenue records (all of it, or nothing)
+spendstream stripe endpoint [--metadata-key KEY]             set the Stripe signing secret (read from the terminal
+                                                             or SPENDSTREAM_STRIPE_SIGNING_SECRET, never an argument)
 
 The price commands are an operator's: they read and write the pricing topics on Kafka directly (as
 `spendstream workspace create` does), and every service's book follows within a poll. `recompute` asks rollup,
@@ -151,6 +154,77 @@ def register(subparsers: Any) -> None:
     )
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=export_data)
+
+    revenue = subparsers.add_parser("revenue", help="revenue records for the AI margin")
+    revenue_actions = revenue.add_subparsers(dest="action", required=True)
+    imports = revenue_actions.add_parser("import", help="import a CSV file of revenue records (all or nothing)")
+    imports.add_argument("file", type=Path)
+    _server_arguments(imports, "an admin key")
+    imports.set_defaults(handler=import_revenue)
+
+    stripe = subparsers.add_parser("stripe", help="Stripe as a revenue source")
+    stripe_actions = stripe.add_subparsers(dest="action", required=True)
+    endpoint = stripe_actions.add_parser("endpoint", help="set the webhook's signing secret and metadata key")
+    endpoint.add_argument("--metadata-key", default="spendstream_customer_id")
+    _server_arguments(endpoint, "an admin key")
+    endpoint.set_defaults(handler=set_stripe_endpoint)
+
+
+def _server_arguments(parser: Any, key: str) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("SPENDSTREAM_URL", "http://127.0.0.1:8080"),
+        help="rollup's (or `spendstream up`'s) base URL (env SPENDSTREAM_URL)",
+    )
+    parser.add_argument(
+        "--key", default=os.environ.get("SPENDSTREAM_API_KEY", ""), help=f"{key} (env SPENDSTREAM_API_KEY)"
+    )
+
+
+def _send(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        f"{args.url.rstrip('/')}{path}",
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {args.key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (the operator's URL)
+            answer: dict[str, Any] = json.loads(response.read())
+            return response.status, answer
+    except urllib.error.HTTPError as exc:
+        refused: dict[str, Any] = json.loads(exc.read() or b"{}")
+        return exc.code, refused
+
+
+def import_revenue(args: argparse.Namespace) -> int:
+    """Print the import's count, or every line error (line and column, never a value); exit 2 on any error."""
+    if not args.key:
+        print("spendstream: revenue import needs an admin key (--key or SPENDSTREAM_API_KEY)", file=sys.stderr)
+        return 2
+    status, answer = _send(args, "POST", "/v1/revenue/import", {"csv": args.file.read_text(encoding="utf-8")})
+    if status != 200:
+        print(f"spendstream: {answer.get('message', f'HTTP {status}')}", file=sys.stderr)
+        for detail in answer.get("details") or []:
+            print(f"  {detail['field']}: {detail['code']}", file=sys.stderr)
+        return 2
+    print(json.dumps(answer))
+    return 0
+
+
+def set_stripe_endpoint(args: argparse.Namespace) -> int:
+    """The secret never travels as an argument (it would show in `ps` and shell history)."""
+    if not args.key:
+        print("spendstream: stripe endpoint needs an admin key (--key or SPENDSTREAM_API_KEY)", file=sys.stderr)
+        return 2
+    secret = os.environ.get("SPENDSTREAM_STRIPE_SIGNING_SECRET") or getpass.getpass("Stripe signing secret: ")
+    body = {"signing_secret": secret.strip(), "customer_metadata_key": args.metadata_key}
+    status, answer = _send(args, "PUT", "/v1/stripe/endpoint", body)
+    if status != 200:
+        print(f"spendstream: {answer.get('message', f'HTTP {status}')}", file=sys.stderr)
+        return 2
+    print(json.dumps(answer))
+    return 0
 
 
 Command = Callable[[argparse.Namespace, ReplayedPriceBook, PricePublisher], Awaitable[int]]

@@ -102,7 +102,7 @@ class CompletenessWatch:
                 found.append((*key, "rollup", gap))
         self._rollup_seen = {k: v for k, v in self._rollup_seen.items() if k in rollup_now}
         for ws, day, stage, gap in found:
-            await self._raise(
+            await self.raise_once(
                 DataAlert(
                     alert_id=alert_id(ws, day.isoformat(), stage, gap),
                     workspace_id=ws,
@@ -120,7 +120,7 @@ class CompletenessWatch:
         now = self._now()
         rows = await asyncio.to_thread(self._unpriced, now.date() - timedelta(days=self._days))
         for ws, provider, model, events, tokens in rows:
-            await self._raise(
+            await self.raise_once(
                 DataAlert(
                     alert_id=alert_id(ws, "unpriced", provider, model),
                     workspace_id=ws,
@@ -142,7 +142,8 @@ class CompletenessWatch:
         ).result_rows
         return [(str(w), str(p), str(m), int(n), int(t)) for w, p, m, n, t in rows]
 
-    async def _raise(self, alert: DataAlert) -> None:
+    async def raise_once(self, alert: DataAlert) -> None:
+        """Publish the alert unless it was raised before (data_alerts), then record it."""
         if await asyncio.to_thread(self._raised, alert):
             return
         await self._publish(alert)

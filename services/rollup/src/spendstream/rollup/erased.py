@@ -51,6 +51,11 @@ class ErasedSubjects:
         self._erased[key] = max(at, self._erased.get(key, at))
         self._workspaces.add(workspace_id)
 
+    def erased_since(self, workspace_id: str, customer_id: str, at: datetime) -> bool:
+        """Whether the customer was erased at or after `at`: a record made before its erasure is not stored."""
+        erased_at = self._erased.get((workspace_id, subject_hash(workspace_id, customer_id)))
+        return erased_at is not None and _utc(at) <= erased_at
+
     def concern(self, workspace_ids: Iterable[str]) -> bool:
         """Whether any of these workspaces has an erased subject (its batches must then go through `admit`)."""
         return not self._workspaces.isdisjoint(workspace_ids)

@@ -1,10 +1,12 @@
-"""Export of one workspace's data (data portability): every stored event, then every daily rollup row.
+"""Export of one workspace's data (data portability): every stored event, every daily rollup row, then every
+revenue record (corrections applied).
 
 Streamed: events are read in keyset pages of PAGE_ROWS (ordered by event_id, the table's sort key) and rollups
 one day at a time, each page in a worker thread (the chDB client is synchronous), so memory stays bounded by
-one page whatever the workspace's size. CSV has one header and a `record_type` column (`event` or `daily`);
-for a daily row `requests` and `latency_ms` are sums. JSON is one document, one record per line:
-`{"workspace_id": …, "exported_at": …, "events": [...], "daily": [...]}`.
+one page whatever the workspace's size. CSV has one header and a `record_type` column (`event`, `daily` or
+`revenue`); for a daily row `requests` and `latency_ms` are sums; a revenue row fills customer_id, customer_plan,
+day (its period's start) and the revenue columns. JSON is one document, one record per line:
+`{"workspace_id": …, "exported_at": …, "events": [...], "daily": [...], "revenue": [...]}`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from spendstream.rollup.queries import UsageQueries
 Format = Literal["csv", "json"]
 PAGE_ROWS = 5000
 CHUNK_BYTES = 64 * 1024
+REVENUE_COLUMNS = ("source", "source_id", "amount", "currency", "period_start", "period_end")
 COLUMNS = (
     "record_type",
     "event_id",
@@ -51,6 +54,7 @@ COLUMNS = (
     "cost_usd",
     "latency_ms",
     "tags",
+    *REVENUE_COLUMNS,
 )
 
 
@@ -61,7 +65,7 @@ def _utc(value: datetime) -> str:
 
 def _record(row: dict[str, Any], **own: Any) -> dict[str, Any]:
     """A record in COLUMNS order: the values in `own`, every other column copied from the row as stored."""
-    return {column: own[column] if column in own else row[column] for column in COLUMNS}
+    return {column: own[column] if column in own else row.get(column, "") for column in COLUMNS}
 
 
 def _event(row: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +100,25 @@ def _daily(row: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _revenue(row: dict[str, Any]) -> dict[str, Any]:
+    start: date = row["period_start"]
+    end: date = row["period_end"]
+    return _record(
+        row,
+        record_type="revenue",
+        day=start.isoformat(),
+        amount=format(Decimal(row["amount"]), "f"),
+        period_start=start.isoformat(),
+        period_end=end.isoformat(),
+        tags={},
+    )
+
+
+async def revenue(queries: UsageQueries, workspace_id: str) -> AsyncIterator[dict[str, Any]]:
+    for row in await asyncio.to_thread(queries.revenue_rows, workspace_id):
+        yield _revenue(row)
+
+
 async def events(queries: UsageQueries, workspace_id: str, page_rows: int = PAGE_ROWS) -> AsyncIterator[dict[str, Any]]:
     after = ""
     while True:
@@ -117,7 +140,11 @@ async def csv_stream(queries: UsageQueries, workspace_id: str, page_rows: int = 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for source in (events(queries, workspace_id, page_rows), daily(queries, workspace_id)):
+    for source in (
+        events(queries, workspace_id, page_rows),
+        daily(queries, workspace_id),
+        revenue(queries, workspace_id),
+    ):
         async for record in source:
             writer.writerow({**record, "tags": json.dumps(record["tags"], sort_keys=True) if record["tags"] else ""})
             if buffer.tell() >= CHUNK_BYTES:
@@ -131,9 +158,14 @@ async def json_stream(queries: UsageQueries, workspace_id: str, page_rows: int =
     head = {"workspace_id": workspace_id, "exported_at": datetime.now(UTC).isoformat()}
     parts: list[str] = [json.dumps(head)[:-1] + ', "events": [']
     size = 0
-    for name, source in (("events", events(queries, workspace_id, page_rows)), ("daily", daily(queries, workspace_id))):
-        if name == "daily":
-            parts.append('\n], "daily": [')
+    sources = (
+        ("events", events(queries, workspace_id, page_rows)),
+        ("daily", daily(queries, workspace_id)),
+        ("revenue", revenue(queries, workspace_id)),
+    )
+    for name, source in sources:
+        if name != "events":
+            parts.append(f'\n], "{name}": [')
         first = True
         async for record in source:
             line = ("\n" if first else ",\n") + json.dumps(record)

@@ -141,3 +141,12 @@ class UsageQueries:
         )
         first, count = result.result_rows[0]
         return first if count else None
+
+    def revenue_rows(self, workspace_id: str) -> list[dict[str, Any]]:
+        """Every current revenue record of the workspace (corrections applied), for the export."""
+        result = self._client.query(
+            "SELECT source, source_id, customer_id, customer_plan, amount, currency, period_start, period_end "
+            f"FROM {self.db}.revenue FINAL WHERE workspace_id = {{ws:String}} ORDER BY source, source_id",
+            parameters={"ws": workspace_id},
+        )
+        return [dict(zip(result.column_names, values, strict=True)) for values in result.result_rows]

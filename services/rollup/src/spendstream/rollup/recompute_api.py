@@ -65,6 +65,7 @@ def build_recompute_router(jobs: RecomputeJobs, admin: Any, internal_token: Secr
         status_code=202,
         response_model=RecomputeJob,
         summary="Re-price the workspace's computed costs of a UTC day range under the prices in force now",
+        responses=responses(400),  # a body that is not JSON
     )
     async def start(principal: Annotated[Principal, Depends(admin)], body: RecomputeBody) -> dict[str, Any]:
         _checked(body)

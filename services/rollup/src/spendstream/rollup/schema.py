@@ -116,6 +116,8 @@ def _ttls(retention_months: int) -> dict[str, str]:
         "usage_daily": f"day + INTERVAL {retention_months} MONTH",
         "workspace_watermarks": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH",
         **{table: f"day + INTERVAL {retention_months} MONTH" for table in LEDGER_TABLES},
+        # Revenue lives as long as the usage it is compared with.
+        "revenue": f"period_end + INTERVAL {retention_months} MONTH",
     }
 
 
@@ -406,6 +408,36 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
                 raised_at DateTime64(3, 'UTC') DEFAULT now64(3))
                 ENGINE = ReplacingMergeTree ORDER BY (workspace_id, alert_id)
                 TTL toDateTime(raised_at) + INTERVAL 13 MONTH""",
+        ],
+        12: [
+            # Revenue (revenue.py): one row per (workspace, source, source id), the idempotency key; a record sent
+            # again is a correction that replaces the row (the greatest `version` wins, read with FINAL). Kept
+            # beside usage_daily so /v1/margin reads both from one store, and erasure.py finds it by its columns.
+            f"""CREATE TABLE IF NOT EXISTS {db}.revenue (
+                workspace_id LowCardinality(String), source LowCardinality(String), source_id String,
+                customer_id String, customer_plan String, amount Decimal(38, 9), currency LowCardinality(String),
+                period_start Date, period_end Date, version UInt64)
+                ENGINE = ReplacingMergeTree(version) ORDER BY (workspace_id, source, source_id)
+                TTL {ttl["revenue"]}""",
+            # Plan prices: a plan's monthly amount, for customers billed by plan without a revenue record.
+            f"""CREATE TABLE IF NOT EXISTS {db}.plan_prices (
+                workspace_id LowCardinality(String), plan String, amount Decimal(38, 9),
+                currency LowCardinality(String), version UInt64)
+                ENGINE = ReplacingMergeTree(version) ORDER BY (workspace_id, plan)""",
+            # Monthly currency rates an admin sets: USD per unit of `currency` in `month` (first day).
+            f"""CREATE TABLE IF NOT EXISTS {db}.currency_rates (
+                workspace_id LowCardinality(String), month Date, currency LowCardinality(String),
+                usd_per_unit Decimal(38, 12), version UInt64)
+                ENGINE = ReplacingMergeTree(version) ORDER BY (workspace_id, month, currency)""",
+            # A workspace's Stripe endpoint: its signing secret sealed with the workspace's data key (stripe.py).
+            f"""CREATE TABLE IF NOT EXISTS {db}.stripe_endpoints (
+                workspace_id LowCardinality(String), key_version UInt32, sealed_secret String,
+                customer_metadata_key String, version UInt64)
+                ENGINE = ReplacingMergeTree(version) ORDER BY workspace_id""",
+            # Stripe event ids already applied, so a replayed event counts once.
+            f"""CREATE TABLE IF NOT EXISTS {db}.stripe_events (
+                workspace_id LowCardinality(String), event_id String, received_at DateTime64(3, 'UTC') DEFAULT now64(3))
+                ENGINE = ReplacingMergeTree ORDER BY (workspace_id, event_id)""",
         ],
     }
 

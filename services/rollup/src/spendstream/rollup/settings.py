@@ -56,3 +56,9 @@ class RollupSettings(BaseServiceSettings):
 
     def price_admins(self) -> frozenset[str]:
         return frozenset(w.strip() for w in self.price_admin_workspaces.split(",") if w.strip())
+
+    # Margin alerts (margin_watch.py): a customer's or plan's month whose AI cost passes this share of its revenue.
+    margin_alert_pct: int = Field(default=100, ge=1, le=10_000)
+    margin_check_seconds: float = Field(default=900.0, gt=0)
+    # Stripe's signature timestamp tolerance (the official package's default).
+    stripe_tolerance_seconds: int = Field(default=300, ge=1)

@@ -18,6 +18,8 @@ from spendstream.common.service import Service, build_http_app, entrypoint, serv
 from spendstream.common.settings import BaseServiceSettings, ConfigurationError, load
 from spendstream.common.settings import check as check_settings
 from spendstream.common.topics import ALL_TOPICS, topic_name
+from spendstream.connectors.app import create_service as create_connectors
+from spendstream.connectors.settings import ConnectorsSettings
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import ControlPlane
@@ -26,7 +28,7 @@ from spendstream.retention.settings import RetentionSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.settings import RollupSettings
 
-SERVICES = ("ingest", "rollup", "alerts", "retention")
+SERVICES = ("ingest", "rollup", "alerts", "retention", "connectors")
 
 
 async def create_topics() -> list[str]:
@@ -74,6 +76,7 @@ SETTINGS: dict[str, type[BaseServiceSettings]] = {
     "rollup": RollupSettings,
     "alerts": AlertsSettings,
     "retention": RetentionSettings,
+    "connectors": ConnectorsSettings,
 }
 
 
@@ -86,6 +89,7 @@ def _monolith(settings: BaseServiceSettings) -> list[Service]:
         create_rollup(load(RollupSettings, internal_token=token)),
         create_alerts(load(AlertsSettings, internal_token=token, rollup_url=f"http://127.0.0.1:{settings.http_port}")),
         create_retention(load(RetentionSettings)),
+        create_connectors(load(ConnectorsSettings)),
     ]
 
 
@@ -116,6 +120,7 @@ def run(name: str, check: bool = False) -> int:
         "rollup": create_rollup,
         "alerts": create_alerts,
         "retention": create_retention,
+        "connectors": create_connectors,
     }
     if not check:
         settings = check_settings(SETTINGS[name])

@@ -18,10 +18,13 @@ from spendstream.common.erasure import DeletionCommand, DeletionReport, Deletion
 from spendstream.common.records import (
     ApiKeyRecord,
     BudgetRecord,
+    ConnectorRecord,
+    ConnectorState,
     DataAlert,
     DeadLetter,
     FiredAlert,
     IngestTally,
+    ProviderDay,
     RejectionRecord,
     WorkspaceRecord,
 )
@@ -284,10 +287,43 @@ INGEST_TALLIES = Topic(
 # workspace's budget channels; ids and numbers only.
 ROLLUP_ALERTS = Topic(
     "rollup.alerts.v1",
-    "rollup",
+    "rollup / connectors",
     ("alerts",),
     Json(DataAlert),
     "workspace_id",
+    partitions=1,
+    retention_ms=30 * DAY_MS,
+    cleanup="delete",
+)
+# Provider connectors (connectors service): their configuration with the sealed admin key, and their cursors.
+CONNECTORS_CONFIG = Topic(
+    "connectors.config.v1",
+    "connectors",
+    ("connectors", "rollup"),
+    Json(ConnectorRecord),
+    "<workspace_id>/<connector_id>",
+    partitions=1,
+    retention_ms=None,
+    cleanup="compact",
+)
+CONNECTORS_STATE = Topic(
+    "connectors.state.v1",
+    "connectors",
+    ("connectors",),
+    Json(ConnectorState),
+    "<workspace_id>/<connector_id>",
+    partitions=1,
+    retention_ms=None,
+    cleanup="compact",
+)
+# What a connector read of a provider's usage and bill, one record per connector and day (ProviderDay.key):
+# a re-read replaces the day. Figures only, no content.
+CONNECTORS_USAGE = Topic(
+    "connectors.usage.v1",
+    "connectors",
+    ("rollup",),
+    Json(ProviderDay),
+    "<workspace_id>/<connector_id>/<day> (ProviderDay.key)",
     partitions=1,
     retention_ms=30 * DAY_MS,
     cleanup="delete",
@@ -310,6 +346,9 @@ ALL_TOPICS: tuple[AnyTopic, ...] = (
     AUDIT,
     INGEST_TALLIES,
     ROLLUP_ALERTS,
+    CONNECTORS_CONFIG,
+    CONNECTORS_STATE,
+    CONNECTORS_USAGE,
 )
 
 

@@ -57,6 +57,13 @@ def subject(alert: FiredAlert, budget: BudgetRecord) -> str:
 def data_subject(alert: DataAlert) -> str:
     if alert.kind == "completeness_gap":
         return f"[spendstream] completeness: {alert.gap_events} events differ at the {alert.stage} stage on {alert.day}"
+    if alert.kind == "provider_drift":
+        return (
+            f"[spendstream] {alert.provider}/{alert.model} on {alert.day}: metered cost differs from the bill by "
+            f"{alert.difference_pct}%"
+        )
+    if alert.kind == "connector_unauthorised":
+        return f"[spendstream] the {alert.provider} connector {alert.connector_id} was refused by the provider"
     return f"[spendstream] no price for {alert.provider}/{alert.model} ({alert.events} events)"
 
 

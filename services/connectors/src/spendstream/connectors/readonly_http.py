@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
 log = logging.getLogger(__name__)
-Params = Mapping[str, str | int | Sequence[str]]
+Params = Mapping[str, str | int | list[str]]
 
 
 class Unauthorised(Exception):

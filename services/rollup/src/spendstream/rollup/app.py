@@ -8,6 +8,9 @@
 | ingest.datakeys.v1, ingest.apikeys.v1 (replayed tables) | rollup.deadletter.v1            |
 | retention.commands.v1 (group spendstream-rollup-erasure)    | retention.reports.v1        |
 | GET /v1/usage, /v1/export, /v1/findings, /v1/completeness (read or admin key) |          |
+| connectors.usage.v1 (group spendstream-rollup-providers) | ClickHouse provider_usage, provider_days |
+| connectors.config.v1 (replayed: tag mappings); GET /v1/reconciliation |                      |
+| every drift_check_seconds: reconciliation.DriftWatch  | rollup.alerts.v1                         |
 | every reconcile/repair interval: corrections.py; hourly: sweeper.py                          |
 """
 
@@ -22,11 +25,17 @@ from faststream import AckPolicy
 from spendstream.common import prices as price_tables
 from spendstream.common.erasure_owner import serve_erasure
 from spendstream.common.http_auth import require_scope
-from spendstream.common.kafka import Publisher, RawBatch, make_broker, subscribe_batch
-from spendstream.common.records import DataAlert, IngestTally
+from spendstream.common.kafka import CompactedTable, Publisher, RawBatch, make_broker, subscribe_batch
+from spendstream.common.records import ConnectorRecord, DataAlert, IngestTally, ProviderDay
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
-from spendstream.common.topics import INGEST_TALLIES, ROLLUP_ALERTS, USAGE_EVENTS
+from spendstream.common.topics import (
+    CONNECTORS_CONFIG,
+    CONNECTORS_USAGE,
+    INGEST_TALLIES,
+    ROLLUP_ALERTS,
+    USAGE_EVENTS,
+)
 from spendstream.rollup import metrics
 from spendstream.rollup.api import build_router
 from spendstream.rollup.clickhouse import clickhouse_client
@@ -37,8 +46,11 @@ from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.erasure import RollupErasure
 from spendstream.rollup.internal_api import build_internal_router
 from spendstream.rollup.ledger import Ledger
+from spendstream.rollup.provider_figures import ProviderFigures
 from spendstream.rollup.queries import UsageQueries
 from spendstream.rollup.reconcile import Reconciler
+from spendstream.rollup.reconciliation import DriftWatch, Reconciliation, scopes
+from spendstream.rollup.reconciliation_api import build_reconciliation_router
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
 from spendstream.rollup.sweeper import Sweeper
@@ -157,17 +169,62 @@ def create_service(settings: RollupSettings) -> Service:
     )
     sweeper = Sweeper(writer_client, settings.clickhouse_database, lock=writer.lock)
 
+    figures = ProviderFigures(writer_client, settings.clickhouse_database)
+
+    async def on_provider_days(batch: RawBatch) -> None:
+        days: list[ProviderDay] = []
+        for record in batch.records:
+            try:
+                days.append(CONNECTORS_USAGE.record.decode(record.value or b""))
+            except ValueError:
+                log.error("skipping a provider day that does not parse", extra={"offset": record.offset})
+        if days:
+            async with writer.lock:  # an erasure deletes while holding it
+                await asyncio.to_thread(figures.store, days)
+
+    subscribe_batch(
+        broker,
+        CONNECTORS_USAGE,
+        prefix=settings.topic_prefix,
+        group=f"{settings.group_id}-providers",
+        handler=on_provider_days,
+        ack_policy=AckPolicy.NACK_ON_ERROR,  # committed after the insert; a redelivered day replaces itself
+        max_records=1000,
+        batch_timeout_ms=settings.batch_timeout_ms,
+    )
+    connectors: CompactedTable[ConnectorRecord] = CompactedTable(settings, CONNECTORS_CONFIG)
+    reader_figures = ProviderFigures(reader_client, settings.clickhouse_database)
+    reconciliation = Reconciliation(
+        reader_client, settings.clickhouse_database, reader_figures, settings.reconciliation_settle_seconds
+    )
+    drift = DriftWatch(
+        client=reader_client,
+        database=settings.clickhouse_database,
+        reconciliation=reconciliation,
+        figures=reader_figures,
+        narrow=lambda ws: scopes(connectors.values(), ws),
+        publish=publish_alert,
+        threshold_pct=settings.drift_threshold_pct,
+        days=settings.drift_days,
+    )
+
     router = build_router(
         queries, require_scope(keys, "read", "admin"), prices, Ledger(reader_client, settings.clickhouse_database)
     )
+    reconciliation_router = build_reconciliation_router(
+        reconciliation, require_scope(keys, "read", "admin"), lambda ws: scopes(connectors.values(), ws)
+    )
     internal = build_internal_router(queries, settings.internal_token)
-    service = Service("rollup", routers=[router, internal])
-    service.on_start(keys.table.start, keyring.table.start, broker.start)
+    service = Service("rollup", routers=[router, reconciliation_router, internal])
+    service.on_start(keys.table.start, keyring.table.start, connectors.start, broker.start)
+    service.every("rollup:drift", settings.drift_check_seconds, drift.run_once)
     service.every("rollup:reconcile", settings.reconcile_interval_seconds, corrections.reconcile)
     service.every("rollup:repair", settings.repair_interval_seconds, corrections.repair)
     service.every("rollup:completeness", settings.completeness_check_seconds, watch.run_once)
     # The first sweep right away: a restarted service catches up at once.
     service.every("rollup:sweep", 3600.0, sweeper.run_once, immediately=True)
     # broker.stop finishes the batch in hand and commits it (graceful_timeout) before the clients close.
-    service.on_stop(broker.stop, keyring.table.stop, keys.table.stop, writer_client.close, reader_client.close)
+    service.on_stop(
+        broker.stop, connectors.stop, keyring.table.stop, keys.table.stop, writer_client.close, reader_client.close
+    )
     return service

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from pydantic import Field
 
 from spendstream.common.settings import BaseServiceSettings
@@ -36,3 +38,9 @@ class RollupSettings(BaseServiceSettings):
     # Each check reads the raw table (FINAL) over `completeness_days` days of every workspace: minutes apart.
     completeness_check_seconds: float = Field(default=300.0, gt=0)
     completeness_days: int = Field(default=3, ge=1)
+    # Reconciliation with the provider's bill (reconciliation.py): a day's provider figures settle once read this
+    # long after the day ended; a settled cost differing by more than the threshold raises one drift alert.
+    reconciliation_settle_seconds: float = Field(default=2 * 86400.0, ge=0)
+    drift_threshold_pct: Decimal = Field(default=Decimal(5), ge=0)
+    drift_check_seconds: float = Field(default=900.0, gt=0)
+    drift_days: int = Field(default=35, ge=1)

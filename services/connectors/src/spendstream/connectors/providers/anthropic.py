@@ -46,7 +46,12 @@ class AnthropicReader:
         return {"x-api-key": admin_key, "anthropic-version": API_VERSION}
 
     async def read(self, http: ReadOnlyHttp, start: date, end: date) -> Days:
-        window = {"starting_at": _rfc3339(start), "ending_at": _rfc3339(end), "bucket_width": "1d", "limit": 31}
+        window: dict[str, str | int | list[str]] = {
+            "starting_at": _rfc3339(start),
+            "ending_at": _rfc3339(end),
+            "bucket_width": "1d",
+            "limit": 31,
+        }
         rows: dict[tuple[date, str, str], dict[str, Any]] = {}
 
         def row(day: date, model: str, project: str) -> dict[str, Any]:

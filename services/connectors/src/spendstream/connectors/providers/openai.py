@@ -44,7 +44,12 @@ class OpenAIReader:
         return {"Authorization": f"Bearer {admin_key}"}
 
     async def read(self, http: ReadOnlyHttp, start: date, end: date) -> Days:
-        window = {"start_time": _unix(start), "end_time": _unix(end), "bucket_width": "1d", "limit": 31}
+        window: dict[str, str | int | list[str]] = {
+            "start_time": _unix(start),
+            "end_time": _unix(end),
+            "bucket_width": "1d",
+            "limit": 31,
+        }
         rows: dict[tuple[date, str, str], dict[str, Any]] = {}
 
         def row(day: date, model: str, project: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Each window's days are published before the cursor moves past them, so a crash i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -45,8 +46,10 @@ class Puller:
         save_state: Callable[[ConnectorState], Awaitable[None]],
         alert: Callable[[DataAlert], Awaitable[None]],
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings = settings
+        self._sleep = sleep
         self._readers = readers
         self._publish_day = publish_day
         self._save_state = save_state
@@ -76,6 +79,7 @@ class Puller:
             max_attempts=s.connector_max_attempts,
             backoff_seconds=s.connector_backoff_seconds,
             max_wait_seconds=s.connector_max_wait_seconds,
+            sleep=self._sleep,
         )
         today = self._now().date()
         cursor = state.next_day if state is not None else None

@@ -54,6 +54,7 @@ def _unix(day: date) -> int:
 
 def _openai_bucket(state: ProviderState, path: str, day: date) -> dict[str, Any]:
     rows = [(m, p, f) for (d, m, p), f in sorted(state.data.items()) if d == day]
+    results: list[dict[str, Any]]
     if path.endswith("/usage/completions"):
         results = [
             {

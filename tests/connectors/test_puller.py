@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -75,11 +75,11 @@ def _puller(settings: ConnectorsSettings, sink: Sink) -> Puller:
     return Puller(settings, READERS, sink.publish, sink.save, sink.alert, now=lambda: NOW, sleep=sink.sleep)
 
 
-def _connector(provider: str) -> ConnectorRecord:
+def _connector(provider: Literal["openai", "anthropic"]) -> ConnectorRecord:
     return ConnectorRecord(
         connector_id="con_1",
         workspace_id="ws_1",
-        provider=provider,  # type: ignore[arg-type]
+        provider=provider,
         key_version=1,
         sealed_key=b"sealed",
         key_hint=ADMIN_KEY[-4:],
@@ -138,7 +138,9 @@ def _same(got: dict[tuple[date, str, str], ProviderUsage], want: dict[tuple[date
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-async def test_a_backfill_through_pages_429_and_500_publishes_exactly_what_the_provider_reported(provider: str) -> None:
+async def test_a_backfill_through_pages_429_and_500_publishes_exactly_what_the_provider_reported(
+    provider: Literal["openai", "anthropic"],
+) -> None:
     with provider_server(provider, ADMIN_KEY) as (url, state):
         _fill(state, 10)
         state.faults = [(429, {"Retry-After": "7"}), (500, {})]
@@ -158,12 +160,13 @@ async def test_a_backfill_through_pages_429_and_500_publishes_exactly_what_the_p
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-async def test_a_late_correction_of_a_past_day_replaces_that_day(provider: str) -> None:
+async def test_a_late_correction_of_a_past_day_replaces_that_day(provider: Literal["openai", "anthropic"]) -> None:
     with provider_server(provider, ADMIN_KEY) as (url, state):
         _fill(state, 10)
         sink = Sink()
         puller = _puller(_settings(url), sink)
         first = await puller.pull(_connector(provider), ADMIN_KEY, None)
+        seen = len(state.requests)
         two_days_ago = TODAY - timedelta(days=2)
         state.data[(two_days_ago, "gpt-4o-mini", "proj_a")].cost = Decimal("9.87")
         del state.data[(two_days_ago, "gpt-4o", "proj_b")]  # a row the provider withdrew
@@ -173,7 +176,13 @@ async def test_a_late_correction_of_a_past_day_replaces_that_day(provider: str) 
         expected = _expected_openai(state) if provider == "openai" else _expected_anthropic(state)
         _same(sink.rows(), expected)
         # The second round re-read only the trailing window (and today), never the whole backfill again.
-        assert {d.day for d in list(sink.days.values()) if d.pulled_at} >= {two_days_ago}
+        starts = {(q.get("start_time") or q["starting_at"])[0] for _, _, q in state.requests[seen:]}
+        trailing = TODAY - timedelta(days=3)
+        assert starts == {
+            str(int(datetime(trailing.year, trailing.month, trailing.day, tzinfo=UTC).timestamp()))
+            if provider == "openai"
+            else f"{trailing.isoformat()}T00:00:00Z"
+        }
 
 
 async def test_a_crash_between_publish_and_cursor_commit_resumes_without_gap_or_double_count() -> None:

@@ -93,7 +93,7 @@ class Reconciliation:
         now: datetime,
     ) -> list[dict[str, Any]]:
         """Side by side per group (a subset of day, provider, model), metered and provider figures with their
-        differences. Only providers with a connector appear."""
+        differences (`reported`: the provider's figures). Only providers with a connector appear."""
         projects = {c: p for s in narrow.values() for c, p in s.projects.items()}
         provider_rows = self._figures.latest(workspace_id, start, end, projects)
         reads = self._figures.read_days(workspace_id, start, end)
@@ -109,7 +109,7 @@ class Reconciliation:
                 {
                     "key": dict(zip(groups, key, strict=True)),
                     "metered": {m: (Decimal(0) if m == "cost" else 0) for m in MEASURES},
-                    "provider": {m: None for m in MEASURES},
+                    "reported": {m: None for m in MEASURES},
                     "currency": None,
                     "days": set(),
                 },
@@ -124,21 +124,21 @@ class Reconciliation:
             e = entry(row)
             for m in MEASURES:
                 if row[m] is not None:
-                    e["provider"][m] = (e["provider"][m] or 0) + row[m]
+                    e["reported"][m] = (e["reported"][m] or 0) + row[m]
             e["currency"] = row["currency"]
             e["days"].add((row["day"], row["provider"]))
         out = []
         for key in sorted(merged, key=lambda k: tuple(str(v) for v in k)):
             e = merged[key]
             settled = all(self.settled(d, reads.get((d, p)), now) for d, p in e["days"])
-            difference = {m: None if e["provider"][m] is None else e["metered"][m] - e["provider"][m] for m in MEASURES}
+            difference = {m: None if e["reported"][m] is None else e["metered"][m] - e["reported"][m] for m in MEASURES}
             out.append(
                 {
                     **{k: (v.isoformat() if isinstance(v, date) else v) for k, v in e["key"].items()},
                     "metered": {m: _text(v) for m, v in e["metered"].items()},
-                    "provider": {m: _text(v) for m, v in e["provider"].items()},
+                    "reported": {m: _text(v) for m, v in e["reported"].items()},
                     "difference": {m: _text(v) for m, v in difference.items()},
-                    "difference_pct": {m: _pct(difference[m], e["provider"][m]) for m in MEASURES},
+                    "difference_pct": {m: _pct(difference[m], e["reported"][m]) for m in MEASURES},
                     "provider_currency": e["currency"],
                     "settled": settled,
                 }
@@ -200,7 +200,7 @@ class DriftWatch:
         rows = self._reconciliation.rows(workspace_id, start, end, GROUPS, self._narrow(workspace_id), now)
         found = []
         for row in rows:
-            metered, billed = Decimal(row["metered"]["cost"]), row["provider"]["cost"]
+            metered, billed = Decimal(row["metered"]["cost"]), row["reported"]["cost"]
             if not row["settled"] or billed is None or (row["provider_currency"] or "usd") != "usd":
                 continue
             billed = Decimal(billed)

@@ -40,9 +40,9 @@ class ReconciliationRow(BaseModel):
     model_config = {"extra": "allow"}  # the group's keys: day, provider, model
 
     metered: Figures
-    provider: Figures
-    difference: Figures = Field(description="metered - provider; None where the provider reports nothing")
-    difference_pct: Percentages = Field(description="difference / provider x 100, two decimals")
+    reported: Figures = Field(description="what the provider reported for the group")
+    difference: Figures = Field(description="metered - reported; None where the provider reports nothing")
+    difference_pct: Percentages = Field(description="difference / reported x 100, two decimals")
     provider_currency: str | None
     settled: bool = Field(description="the provider's figures were read after the settle delay had passed")
 

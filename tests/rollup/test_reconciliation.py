@@ -20,7 +20,7 @@ from spendstream.common.kafka import make_broker
 from spendstream.common.records import DataAlert
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyRing
-from spendstream.common.topics import CONNECTORS_CONFIG, DATA_KEYS, ROLLUP_ALERTS, topic_name
+from spendstream.common.topics import CONNECTORS_CONFIG, CONNECTORS_USAGE, DATA_KEYS, ROLLUP_ALERTS, topic_name
 from spendstream.connectors.app import create_service as create_connectors
 from spendstream.connectors.sealing import NoDataKey, unseal
 from spendstream.connectors.settings import ConnectorsSettings
@@ -239,3 +239,36 @@ async def test_reconciliation_refuses_an_unknown_group(iso: Isolation) -> None:
         r = await client.get("/v1/reconciliation", headers=auth(ws["ingest"]))
         assert r.status_code == 403
         assert isinstance(client, httpx.AsyncClient)
+
+
+async def test_a_csv_with_one_bad_line_stores_nothing_and_a_valid_one_reaches_reconciliation(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    header = "day,provider,model,input_tokens,output_tokens,requests,cost\n"
+    good = f"{YESTERDAY.isoformat()},mistral,mistral-large,1200,300,3,0.42\n"
+    bad = f"{YESTERDAY.isoformat()},mistral,mistral-small,12,3,1,NaN\n"
+    services = [
+        create_rollup(iso.settings(RollupSettings, batch_timeout_ms=50)),
+        create_connectors(iso.settings(ConnectorsSettings)),
+    ]
+    async with serving(services) as client:
+        r = await client.post("/v1/connectors/import", content=header + good + bad, headers=auth(ws["admin"]))
+        assert r.status_code == 422
+        assert (r.json()["field"], r.json()["code"]) == ("body.line.3.cost", "invalid_cost")
+        assert "NaN" not in r.text
+        assert await _records(iso, topic_name(CONNECTORS_USAGE, iso.prefix)) == []
+
+        r = await client.post("/v1/connectors/import", content=header + good, headers=auth(ws["admin"]))
+        assert r.status_code == 200, r.text
+        assert r.json() == {"imported": [{"provider": "mistral", "day": YESTERDAY.isoformat(), "rows": 1}]}
+        params = {"from": YESTERDAY.isoformat(), "to": YESTERDAY.isoformat()}
+
+        async def imported() -> list[dict[str, Any]] | None:
+            rows: list[dict[str, Any]] = (
+                await client.get("/v1/reconciliation", params=params, headers=auth(ws["read"]))
+            ).json()["rows"]
+            return rows or None
+
+        (row,) = await eventually(imported, timeout=30, interval=0.3)
+        assert (row["provider"], row["model"]) == ("mistral", "mistral-large")
+        assert row["reported"]["input_tokens"] == 1200 and row["reported"]["requests"] == 3
+        assert Decimal(row["reported"]["cost"]) == Decimal("0.42")

@@ -10,12 +10,13 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from spendstream.common.errors import AUTH, responses
 from spendstream.common.records import ConnectorRecord, ConnectorStatus, TagMapping
 from spendstream.common.tenants import Principal
+from spendstream.connectors.csv_import import ImportRefused, parse
 from spendstream.connectors.registry import Registry
 from spendstream.connectors.sealing import NoDataKey, hint, seal
 
@@ -58,6 +59,19 @@ def _view(registry: Registry, connector: ConnectorRecord) -> dict[str, Any]:
         "last_success_at": state.last_success_at if state else None,
         "created_at": connector.created_at,
     }
+
+
+MAX_IMPORT_BYTES = 8 * 1024 * 1024
+
+
+class ImportedDay(BaseModel):
+    provider: str
+    day: date
+    rows: int
+
+
+class ImportResult(BaseModel):
+    imported: list[ImportedDay]
 
 
 def _not_found() -> HTTPException:
@@ -111,5 +125,47 @@ def build_router(registry: Registry, auth: Any) -> APIRouter:
         if connector is None:
             raise _not_found()
         await registry.delete(connector)
+
+    @router.post(
+        "/v1/connectors/import",
+        response_model=ImportResult,
+        summary="Import a CSV of daily provider usage (README: the format); all lines or none",
+        responses={413: {"description": "the file is too large"}},
+    )
+    async def import_csv(principal: Annotated[Principal, Depends(auth)], request: Request) -> dict[str, Any]:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_IMPORT_BYTES:
+                raise HTTPException(
+                    413, detail={"error": "too_large", "message": f"at most {MAX_IMPORT_BYTES} bytes a file"}
+                )
+        try:
+            text = bytes(body).decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise HTTPException(
+                422, detail={"error": "invalid_encoding", "message": "the file must be UTF-8"}
+            ) from None
+        try:
+            days = parse(text, principal.workspace_id)
+        except ImportRefused as refused:
+            first = refused.errors[0]
+            raise HTTPException(
+                422,
+                detail={
+                    "error": "invalid_csv",
+                    "message": f"line {first.line}, field {first.field}: {first.message}; "
+                    f"{len(refused.errors)} problems in all, nothing was imported",
+                    "field": f"body.line.{first.line}.{first.field}",
+                    "code": first.code,
+                    # `body.line.<n>.<field>`: n counts the header as line 1.
+                    "details": [
+                        {"field": f"body.line.{e.line}.{e.field}", "code": e.code} for e in refused.errors[:100]
+                    ],
+                },
+            ) from None
+        for day in days:
+            await registry.publish_day(day)
+        return {"imported": [{"provider": d.provider, "day": d.day, "rows": len(d.rows)} for d in days]}
 
     return router

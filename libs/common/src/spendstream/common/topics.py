@@ -244,7 +244,7 @@ DELETION_REQUESTS = Topic(
 DELETION_COMMANDS = Topic(
     "retention.commands.v1",
     "retention",
-    ("ingest", "rollup", "alerts"),
+    ("ingest", "rollup", "alerts", "connectors"),
     Json(DeletionCommand),
     "request_id",
     partitions=1,

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from spendstream.common.kafka import make_broker
-from spendstream.common.records import DataAlert
+from spendstream.common.records import ConnectorRecord, DataAlert, ProviderDay, ProviderUsage, TagMapping
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyRing
 from spendstream.common.topics import CONNECTORS_CONFIG, CONNECTORS_USAGE, DATA_KEYS, ROLLUP_ALERTS, topic_name
@@ -27,6 +27,10 @@ from spendstream.connectors.settings import ConnectorsSettings
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.rollup.app import create_service as create_rollup
+from spendstream.rollup.clickhouse import clickhouse_client
+from spendstream.rollup.provider_figures import ProviderFigures
+from spendstream.rollup.reconciliation import Reconciliation, scopes
+from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
 from tests.connectors.fake_providers import Figures, provider_server
 from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
@@ -272,3 +276,96 @@ async def test_a_csv_with_one_bad_line_stores_nothing_and_a_valid_one_reaches_re
         assert (row["provider"], row["model"]) == ("mistral", "mistral-large")
         assert row["reported"]["input_tokens"] == 1200 and row["reported"]["requests"] == 3
         assert Decimal(row["reported"]["cost"]) == Decimal("0.42")
+
+
+def _usage_daily(client: Any, db: str, ws: str, feature: str, requests: int, cost: str) -> None:
+    client.insert(
+        f"{db}.usage_daily",
+        [
+            (
+                ws,
+                YESTERDAY,
+                "openai",
+                "gpt-4o",
+                feature,
+                "reported",
+                requests,
+                100 * requests,
+                10 * requests,
+                Decimal(cost),
+            )
+        ],
+        column_names=[
+            "workspace_id",
+            "day",
+            "provider",
+            "model",
+            "feature",
+            "cost_source",
+            "requests",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+        ],
+    )
+
+
+async def test_a_tag_mapping_narrows_both_sides_and_a_day_settles_after_the_delay(iso: Isolation) -> None:
+    client = clickhouse_client(iso.stack.clickhouse)
+    migrate(client, iso.database, 12)
+    ws = "ws_map"
+    _usage_daily(client, iso.database, ws, "search", 3, "0.30")
+    _usage_daily(client, iso.database, ws, "chat", 5, "0.50")
+    read_at = datetime.combine(TODAY, datetime.min.time(), UTC) + timedelta(hours=6)
+    figures = ProviderFigures(client, iso.database)
+    figures.store(
+        [
+            ProviderDay(
+                workspace_id=ws,
+                connector_id="con_m",
+                provider="openai",
+                day=YESTERDAY,
+                rows=(
+                    ProviderUsage(
+                        model="gpt-4o",
+                        project="proj_s",
+                        input_tokens=300,
+                        output_tokens=30,
+                        requests=3,
+                        cost=Decimal("0.33"),
+                    ),
+                    ProviderUsage(
+                        model="gpt-4o",
+                        project="proj_c",
+                        input_tokens=500,
+                        output_tokens=50,
+                        requests=5,
+                        cost=Decimal("0.50"),
+                    ),
+                ),
+                source="api",
+                pulled_at=read_at,
+            )
+        ]
+    )
+    connector = ConnectorRecord(
+        connector_id="con_m",
+        workspace_id=ws,
+        provider="openai",
+        key_version=1,
+        sealed_key=b"x",
+        key_hint="abcd",
+        mapping=TagMapping(tag="feature", values={"search": "proj_s"}),
+        created_at=read_at,
+    )
+    narrow = scopes([connector], ws)
+    # Read 6 hours after the day ended: settled under a 1-hour delay, not under a 1-day one.
+    for settle, settled in ((3600.0, True), (86400.0, False)):
+        reconciliation = Reconciliation(client, iso.database, figures, settle)
+        (row,) = reconciliation.rows(ws, YESTERDAY, YESTERDAY, ["day", "provider", "model"], narrow, read_at)
+        assert row["settled"] is settled
+    assert (row["metered"]["requests"], row["metered"]["cost"]) == (3, "0.300000000")
+    assert (row["reported"]["requests"], Decimal(row["reported"]["cost"])) == (3, Decimal("0.33"))
+    assert row["difference_pct"]["cost"] == "-9.09"
+    (whole,) = Reconciliation(client, iso.database, figures, 0).rows(ws, YESTERDAY, YESTERDAY, ["model"], {}, read_at)
+    assert (whole["metered"]["requests"], Decimal(whole["reported"]["cost"])) == (8, Decimal("0.83"))

@@ -106,6 +106,7 @@ def build_router(registry: Registry, auth: Any) -> APIRouter:
             created_at=datetime.now(UTC),
         )
         await registry.save(connector)
+        registry.wake.set()
         return _view(registry, connector)
 
     @router.get("/v1/connectors", response_model=ConnectorList, summary="The workspace's connectors")

@@ -40,6 +40,6 @@ def create_service(settings: ConnectorsSettings) -> Service:
     service = Service("connectors", routers=[build_router(registry, require_scope(keys, "admin"))])
     # The tables before the broker: a deletion command may arrive as soon as the broker runs.
     service.on_start(keys.table.start, keyring.table.start, registry.start, broker.start)
-    service.every("connectors:pull", settings.connector_pull_seconds, pull_round, immediately=True)
+    service.every("connectors:pull", settings.connector_pull_seconds, pull_round, immediately=True, wake=registry.wake)
     service.on_stop(registry.stop, broker.stop, keyring.table.stop, keys.table.stop)
     return service

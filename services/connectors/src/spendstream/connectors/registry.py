@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from faststream.kafka import KafkaBroker
@@ -31,6 +32,7 @@ class Registry:
         self._usage_out = Publisher(broker, CONNECTORS_USAGE, prefix)
         self._alerts_out = Publisher(broker, ROLLUP_ALERTS, prefix)
         self.keyring = keyring
+        self.wake = asyncio.Event()  # set on a new connector: its backfill starts now, not at the next round
 
     async def start(self) -> None:
         await self.configs.start()
@@ -84,4 +86,10 @@ class Registry:
                 )
             except NoDataKey:
                 continue
-            await puller.pull(connector, admin_key, self.state(connector))
+            try:
+                await puller.pull(connector, admin_key, self.state(connector))
+            except Exception as exc:  # one connector's failure must not hold the others back
+                log.warning(
+                    "connector round failed",
+                    extra={"connector_id": connector.connector_id, "error": type(exc).__name__},
+                )

@@ -81,7 +81,7 @@ SETTINGS: dict[str, type[BaseServiceSettings]] = {
 
 
 def _monolith(settings: BaseServiceSettings) -> list[Service]:
-    """The four services in one process. alerts reconciles against rollup on the same port; unless an internal
+    """The five services in one process. alerts reconciles against rollup on the same port; unless an internal
     token is configured, a random one joins them (nothing outside the process needs it)."""
     token = settings.internal_token.get_secret_value() or secrets.token_urlsafe(32)
     return [
@@ -94,7 +94,7 @@ def _monolith(settings: BaseServiceSettings) -> list[Service]:
 
 
 def up(check: bool = False) -> int:
-    """Monolithic mode: the four services, one process, one HTTP port (SPENDSTREAM_HTTP_PORT, 8080).
+    """Monolithic mode: the five services, one process, one HTTP port (SPENDSTREAM_HTTP_PORT, 8080).
 
     With `check`, validate every service's configuration and the KEK against the data keys, and write nothing."""
     settings = check_settings(BaseServiceSettings)

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings
 
 from spendstream.alerts.settings import AlertsSettings
 from spendstream.common.settings import BaseServiceSettings
+from spendstream.connectors.settings import ConnectorsSettings
 from spendstream.ingest.settings import IngestSettings
 from spendstream.retention.settings import RetentionSettings
 from spendstream.rollup.settings import RollupSettings
@@ -48,6 +49,7 @@ SERVICES = (
     Deployable("rollup", RollupSettings),
     Deployable("alerts", AlertsSettings),
     Deployable("retention", RetentionSettings),
+    Deployable("connectors", ConnectorsSettings),
 )
 
 

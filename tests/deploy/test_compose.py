@@ -58,7 +58,9 @@ def test_each_service_is_built_from_its_dockerfile_and_waits_for_what_it_needs(
     assert (ROOT / spec["build"]["dockerfile"]).is_file()
     needs = {"kafka": "service_healthy", "topics": "service_completed_successfully"}
     needs.update(
-        {"rollup": {"clickhouse": "service_healthy"}, "retention": {}}.get(service.name, {"redis": "service_healthy"})
+        {"rollup": {"clickhouse": "service_healthy"}, "retention": {}, "connectors": {}}.get(
+            service.name, {"redis": "service_healthy"}
+        )
     )
     assert {dep: cond["condition"] for dep, cond in spec["depends_on"].items()} == needs
     assert f"http://127.0.0.1:{service.port}/readyz" in " ".join(spec["healthcheck"]["test"])

@@ -32,13 +32,20 @@ Obj = dict[str, Any]
 # Worst-case drain per service after SIGTERM, in seconds (docs/operations.md, "SIGTERM"): the 5 s preStop
 # pause, uvicorn's 30 s for in-flight HTTP requests, then the consumer's graceful stop (30 s: finish the batch,
 # write it, commit). terminationGracePeriodSeconds must exceed it or Kubernetes SIGKILLs a batch half-done.
-DRAIN_SECONDS = {"ingest": 5 + 30, "rollup": 5 + 30 + 30, "alerts": 5 + 30 + 30, "retention": 5 + 30}
+DRAIN_SECONDS = {
+    "ingest": 5 + 30,
+    "rollup": 5 + 30 + 30,
+    "alerts": 5 + 30 + 30,
+    "retention": 5 + 30,
+    "connectors": 5 + 30,
+}
 # The traffic each workload may open (egress ports besides DNS).
 EGRESS_PORTS = {
     "ingest": {9092, 6379},
     "rollup": {9092, 8123},
     "alerts": {9092, 6379, 8082, 443, 465, 587},
     "retention": {9092},
+    "connectors": {9092, 443},  # Kafka and the providers' APIs
     "topics": {9092},
     "admin": {9092},
 }
@@ -245,15 +252,15 @@ def test_consumers_scale_on_their_group_lag_and_never_past_the_partition_count(r
     assert trigger["metadata"]["consumerGroup"] == service.group_id
 
 
-def test_retention_runs_one_coordinator_even_during_a_rollout(rendered: list[Obj]) -> None:
-    deployment = find(rendered, "Deployment", "retention")
+@pytest.mark.parametrize("name", ["retention", "connectors"])
+def test_a_single_coordinator_stays_single_even_during_a_rollout(rendered: list[Obj], name: str) -> None:
+    deployment = find(rendered, "Deployment", name)
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert not [
         o
         for o in rendered
-        if o["kind"] in ("ScaledObject", "HorizontalPodAutoscaler")
-        and o["spec"]["scaleTargetRef"]["name"] == "retention"
+        if o["kind"] in ("ScaledObject", "HorizontalPodAutoscaler") and o["spec"]["scaleTargetRef"]["name"] == name
     ]
 
 
@@ -281,7 +288,9 @@ def test_overlays_set_namespace_and_image_tags(overlay: str, namespace: str, tag
     )
     assert {o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"} == {namespace}
     images = {c["image"] for _, c in containers(objs)}
-    assert images == {f"spendstream/{n}:{tag}" for n in ("ingest", "rollup", "alerts", "retention", "cli")}
+    assert images == {
+        f"spendstream/{n}:{tag}" for n in ("ingest", "rollup", "alerts", "retention", "connectors", "cli")
+    }
 
 
 def test_the_admin_pod_is_valid_locked_down_and_reaches_only_kafka(rendered: list[Obj]) -> None:

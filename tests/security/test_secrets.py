@@ -1,5 +1,6 @@
 """Secrets stay secret: API keys are compared in constant time and stored only hashed; the KEK is never logged
-or printed; a webhook secret is shown once and sealed on its topic; client IPs are recorded nowhere."""
+or printed; a webhook secret is shown once and sealed on its topic; a provider's admin key (connectors) is in
+no answer, log line or topic in clear; client IPs are recorded nowhere."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ import pytest
 
 from spendstream.common.logs import JsonFormatter
 from spendstream.common.topics import API_KEYS, BUDGETS, topic_name
+from spendstream.connectors.app import create_service as create_connectors
+from spendstream.connectors.settings import ConnectorsSettings
+from tests.connectors.fake_providers import provider_server
 from tests.ingest.topics import read_all, topic_names
 from tests.security.pipeline import running
-from tests.support import Isolation, ServiceProcess, auth, create_workspace, eventually, usage_event
+from tests.support import Isolation, ServiceProcess, auth, create_workspace, eventually, serving, usage_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -208,3 +212,44 @@ def test_the_kek_is_never_printed_or_logged(iso: Isolation, tmp_path: Path) -> N
     assert "workspace_id" in outputs[2]  # the create command did print its answer
     for text in outputs:
         assert not [form for form in _kek_forms(iso.kek) if form in text]
+
+
+async def test_a_providers_admin_key_is_in_no_answer_log_line_or_topic(
+    iso: Isolation, captured_logs: io.StringIO
+) -> None:
+    ws = await create_workspace(iso)
+    admin_key = "sk-admin-leakcheck-Q7v2Lr9x0Tz4"
+    forms = [admin_key, base64.b64encode(admin_key.encode()).decode(), admin_key[:-4]]
+    # The provider refuses this key: the refusal travels through logs, state and an alert.
+    with provider_server("openai", "another-key-entirely") as (url, provider):
+        settings = iso.settings(ConnectorsSettings, connector_openai_base_url=url, connector_pull_seconds=0.3)
+        async with serving([create_connectors(settings)]) as client:
+            answers = [
+                await client.post(
+                    "/v1/connectors", json={"provider": "openai", "admin_key": admin_key}, headers=auth(ws["admin"])
+                ),
+                await client.post(
+                    "/v1/connectors", json={"provider": "nope", "admin_key": admin_key}, headers=auth(ws["admin"])
+                ),
+                await client.post(
+                    "/v1/connectors",
+                    json={"provider": "openai", "admin_key": admin_key + " x"},
+                    headers=auth(ws["admin"]),
+                ),
+            ]
+            connector_id = answers[0].json()["connector_id"]
+
+            async def refused() -> bool:
+                shown = await client.get(f"/v1/connectors/{connector_id}", headers=auth(ws["admin"]))
+                answers.append(shown)
+                return bool(shown.json()["status"] == "unauthorised")
+
+            await eventually(refused, timeout=30)
+            answers.append(await client.get("/v1/connectors", headers=auth(ws["admin"])))
+        assert provider.requests  # the key did reach the provider, and only there
+    assert [a.status_code for a in answers[:3]] == [201, 422, 422]
+    for answer in answers:
+        assert not [f for f in forms if f in answer.text], answer.request.url
+    assert not [f for f in forms if f in captured_logs.getvalue()]
+    blob = await _everything_on_topics(iso)
+    assert not [f for f in forms if f.encode() in blob]

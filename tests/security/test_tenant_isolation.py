@@ -154,7 +154,18 @@ def test_every_route_refuses_requests_without_a_valid_key(world: World) -> None:
 
 def test_keys_of_a_reach_nothing_of_b_on_any_route(world: World) -> None:
     b_ws = world.b["workspace_id"]
-    params = {"budget_id": world.b_budget, "request_id": world.b_request, "key_id": world.b_key_ids[0]}
+    params = {
+        "budget_id": world.b_budget,
+        "request_id": world.b_request,
+        "key_id": world.b_key_ids[0],
+        "workspace_id": b_ws,
+        # Objects B may own on the newer routes: what A's keys reach of them is what this test looks at.
+        "rate_id": "b-rate",
+        "connector_id": "conn_b",
+        "job_id": "job_b",
+        "reservation_id": "res_b",
+        "version_id": "0",
+    }
     with httpx.Client(base_url=world.url, timeout=60) as http:
         for method, template in _calls(world.app):
             path = template.format(**{k: v for k, v in params.items() if "{" + k + "}" in template})

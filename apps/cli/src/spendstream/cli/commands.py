@@ -18,6 +18,8 @@ from spendstream.common.service import Service, build_http_app, entrypoint, serv
 from spendstream.common.settings import BaseServiceSettings, ConfigurationError, load
 from spendstream.common.settings import check as check_settings
 from spendstream.common.topics import ALL_TOPICS, topic_name
+from spendstream.connectors.app import create_service as create_connectors
+from spendstream.connectors.settings import ConnectorsSettings
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import ControlPlane
@@ -26,7 +28,7 @@ from spendstream.retention.settings import RetentionSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.settings import RollupSettings
 
-SERVICES = ("ingest", "rollup", "alerts", "retention")
+SERVICES = ("ingest", "rollup", "alerts", "retention", "connectors")
 
 
 async def create_topics() -> list[str]:
@@ -74,11 +76,12 @@ SETTINGS: dict[str, type[BaseServiceSettings]] = {
     "rollup": RollupSettings,
     "alerts": AlertsSettings,
     "retention": RetentionSettings,
+    "connectors": ConnectorsSettings,
 }
 
 
 def _monolith(settings: BaseServiceSettings) -> list[Service]:
-    """The four services in one process. alerts reconciles against rollup on the same port; unless an internal
+    """The five services in one process. alerts reconciles against rollup on the same port; unless an internal
     token is configured, a random one joins them (nothing outside the process needs it)."""
     token = settings.internal_token.get_secret_value() or secrets.token_urlsafe(32)
     return [
@@ -86,11 +89,12 @@ def _monolith(settings: BaseServiceSettings) -> list[Service]:
         create_rollup(load(RollupSettings, internal_token=token)),
         create_alerts(load(AlertsSettings, internal_token=token, rollup_url=f"http://127.0.0.1:{settings.http_port}")),
         create_retention(load(RetentionSettings)),
+        create_connectors(load(ConnectorsSettings)),
     ]
 
 
 def up(check: bool = False) -> int:
-    """Monolithic mode: the four services, one process, one HTTP port (SPENDSTREAM_HTTP_PORT, 8080).
+    """Monolithic mode: the five services, one process, one HTTP port (SPENDSTREAM_HTTP_PORT, 8080).
 
     With `check`, validate every service's configuration and the KEK against the data keys, and write nothing."""
     settings = check_settings(BaseServiceSettings)
@@ -116,6 +120,7 @@ def run(name: str, check: bool = False) -> int:
         "rollup": create_rollup,
         "alerts": create_alerts,
         "retention": create_retention,
+        "connectors": create_connectors,
     }
     if not check:
         settings = check_settings(SETTINGS[name])

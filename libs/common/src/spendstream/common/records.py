@@ -12,9 +12,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+# A day ClickHouse's Date holds (1970-01-01 to 2149-06-06): every day that reaches a table is one.
+StoredDay = Annotated[date, Field(ge=date(1970, 1, 1), le=date(2149, 6, 6))]
 KeyScope = Literal["ingest", "read", "admin"]
 AlertKind = Literal["threshold", "forecast", "spike"]
-DataAlertKind = Literal["completeness_gap", "unpriced_model", "margin_customer", "margin_plan"]
+DataAlertKind = Literal[
+    "completeness_gap", "unpriced_model", "margin_customer", "margin_plan", "provider_drift", "connector_unauthorised"
+]
 ScopeTag = Literal["feature", "customer_id"]
 # What a hard budget answers while its live state (Redis) is unreachable: deny every reservation it covers
 # (fail closed, the default) or allow them, saying so in each answer.
@@ -144,7 +148,7 @@ class IngestTally(BaseModel):
     workspace_id: str
     batch_id: str
     # UTC day of the events' timestamps -> events of the envelope on that day (a day a ClickHouse Date holds).
-    days: dict[Annotated[date, Field(ge=date(1970, 1, 1), le=date(2149, 6, 6))], Annotated[int, Field(ge=1, le=10**9)]]
+    days: dict[StoredDay, Annotated[int, Field(ge=1, le=10**9)]]
     at: datetime
 
 
@@ -174,4 +178,90 @@ class DataAlert(BaseModel):
     revenue_usd: str | None = None  # margin_*: the month's revenue
     ai_cost_usd: str | None = None  # margin_*: the month's AI cost so far
     threshold_pct: int | None = None  # margin_*: the share of revenue the cost passed
+    connector_id: str | None = None  # provider_drift, connector_unauthorised
+    metered_cost: str | None = None  # provider_drift: spendstream's cost of the day (decimal text)
+    provider_cost: str | None = None  # provider_drift: the provider's billed cost of the day (decimal text)
+    difference_pct: str | None = None  # provider_drift: (metered - provider) / provider, in percent
     fired_at: datetime
+
+
+ConnectorProvider = Literal["openai", "anthropic", "csv"]
+ConnectorStatus = Literal["pending", "ok", "failing", "unauthorised"]
+
+
+class TagMapping(BaseModel):
+    """Narrows reconciliation to one scope: events whose tag `tag` equals a key of `values` are the usage of the
+    provider's project (OpenAI) or workspace (Anthropic) named by its value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tag: Literal["feature", "route", "task_type", "customer_plan", "customer_id"]
+    values: dict[Annotated[str, StringConstraints(min_length=1, max_length=120)], Annotated[str, Field(min_length=1)]]
+
+
+class ConnectorRecord(BaseModel):
+    """A provider connector as stored on `connectors.config.v1`: the admin key only sealed under the workspace's
+    data key (AAD binds workspace and connector, connectors/sealing.py), its last four characters as a hint."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
+    connector_id: str
+    workspace_id: str
+    provider: ConnectorProvider
+    key_version: int  # the data-key version that sealed the admin key
+    sealed_key: bytes  # nonce || AESGCM(data key).encrypt(admin key), AAD = connector|workspace|connector_id
+    key_hint: str  # the admin key's last four characters
+    mapping: TagMapping | None = None
+    created_at: datetime
+
+
+class ConnectorState(BaseModel):
+    """A connector's progress on `connectors.state.v1`: every day before `next_day` was pulled and published at
+    least once (the cursor), and how the last round went."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connector_id: str
+    workspace_id: str
+    next_day: date | None = None
+    status: ConnectorStatus = "pending"
+    reason: str | None = None  # a code: http_500, http_429, unauthorised, ...
+    last_success_at: datetime | None = None
+    updated_at: datetime
+
+
+class ProviderUsage(BaseModel):
+    """One provider's figures for one day, model and scope (project or workspace at the provider, API key)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    project: str = ""
+    api_key: str = ""
+    input_tokens: int = Field(ge=0)  # every input token, cache reads and writes included (as spendstream counts)
+    cached_input_tokens: int = Field(default=0, ge=0)  # cache reads
+    cache_creation_input_tokens: int = Field(default=0, ge=0)  # cache writes (5-minute and 1-hour)
+    cache_creation_1h_input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(ge=0)
+    requests: int | None = Field(default=None, ge=0)  # None: the provider does not count requests
+    cost: Decimal | None = None  # billed, in `currency`; None: no cost reported for this row
+    currency: str = "usd"
+
+
+class ProviderDay(BaseModel):
+    """Everything one connector read for one UTC day, on `connectors.usage.v1` keyed by `key`: a re-read of the
+    day replaces the earlier one whole (a provider's late correction included, rows that vanished too)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workspace_id: str
+    connector_id: str
+    provider: str
+    day: StoredDay
+    rows: tuple[ProviderUsage, ...]
+    source: Literal["api", "csv"]
+    pulled_at: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.workspace_id}/{self.connector_id}/{self.day.isoformat()}"

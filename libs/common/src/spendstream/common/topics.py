@@ -19,10 +19,13 @@ from spendstream.common.pricebook import PriceVersionCodec, TenantRate
 from spendstream.common.records import (
     ApiKeyRecord,
     BudgetRecord,
+    ConnectorRecord,
+    ConnectorState,
     DataAlert,
     DeadLetter,
     FiredAlert,
     IngestTally,
+    ProviderDay,
     RejectionRecord,
     WorkspaceRecord,
 )
@@ -242,7 +245,7 @@ DELETION_REQUESTS = Topic(
 DELETION_COMMANDS = Topic(
     "retention.commands.v1",
     "retention",
-    ("ingest", "rollup", "alerts"),
+    ("ingest", "rollup", "alerts", "connectors"),
     Json(DeletionCommand),
     "request_id",
     partitions=1,
@@ -285,7 +288,7 @@ INGEST_TALLIES = Topic(
 # workspace's budget channels; ids and numbers only.
 ROLLUP_ALERTS = Topic(
     "rollup.alerts.v1",
-    "rollup",
+    "rollup / connectors",
     ("alerts",),
     Json(DataAlert),
     "workspace_id",
@@ -318,6 +321,39 @@ PRICE_RATES = Topic(
     retention_ms=None,
     cleanup="compact",
 )
+# Provider connectors (connectors service): their configuration with the sealed admin key, and their cursors.
+CONNECTORS_CONFIG = Topic(
+    "connectors.config.v1",
+    "connectors",
+    ("connectors", "rollup"),
+    Json(ConnectorRecord),
+    "<workspace_id>/<connector_id>",
+    partitions=1,
+    retention_ms=None,
+    cleanup="compact",
+)
+CONNECTORS_STATE = Topic(
+    "connectors.state.v1",
+    "connectors",
+    ("connectors",),
+    Json(ConnectorState),
+    "<workspace_id>/<connector_id>",
+    partitions=1,
+    retention_ms=None,
+    cleanup="compact",
+)
+# What a connector read of a provider's usage and bill, one record per connector and day (ProviderDay.key):
+# a re-read replaces the day. Figures only, no content.
+CONNECTORS_USAGE = Topic(
+    "connectors.usage.v1",
+    "connectors",
+    ("rollup",),
+    Json(ProviderDay),
+    "<workspace_id>/<connector_id>/<day> (ProviderDay.key)",
+    partitions=1,
+    retention_ms=30 * DAY_MS,
+    cleanup="delete",
+)
 
 ALL_TOPICS: tuple[AnyTopic, ...] = (
     USAGE_EVENTS,
@@ -338,6 +374,9 @@ ALL_TOPICS: tuple[AnyTopic, ...] = (
     ROLLUP_ALERTS,
     PRICE_VERSIONS,
     PRICE_RATES,
+    CONNECTORS_CONFIG,
+    CONNECTORS_STATE,
+    CONNECTORS_USAGE,
 )
 
 

@@ -61,6 +61,13 @@ def data_subject(alert: DataAlert) -> str:
     if alert.kind in ("margin_customer", "margin_plan"):
         who = f"customer {alert.customer_id}" if alert.kind == "margin_customer" else f"plan {alert.customer_plan}"
         return f"[spendstream] {who}: AI cost > {alert.threshold_pct}% of {alert.month} revenue"
+    if alert.kind == "provider_drift":
+        return (
+            f"[spendstream] {alert.provider}/{alert.model} on {alert.day}: metered cost differs from the bill by "
+            f"{alert.difference_pct}%"
+        )
+    if alert.kind == "connector_unauthorised":
+        return f"[spendstream] the {alert.provider} connector {alert.connector_id} was refused by the provider"
     return f"[spendstream] no price for {alert.provider}/{alert.model} ({alert.events} events)"
 
 

@@ -14,6 +14,9 @@
 | /v1/revenue*, /v1/stripe/endpoint (admin), GET /v1/margin (read) | ClickHouse revenue tables (revenue.py) |
 | POST /v1/stripe/webhook/{workspace} (Stripe's signature)      | ClickHouse revenue, stripe_events        |
 | every margin_check_seconds: margin_watch.py                   | rollup.alerts.v1 (margin alerts)         |
+| connectors.usage.v1 (group spendstream-rollup-providers) | ClickHouse provider_usage, provider_days |
+| connectors.config.v1 (replayed: tag mappings); GET /v1/reconciliation |                      |
+| every drift_check_seconds: reconciliation.DriftWatch  | rollup.alerts.v1                         |
 | every reconcile/repair interval: corrections.py; hourly: sweeper.py; daily with a prices URL: price_refresh.py |
 """
 
@@ -28,12 +31,18 @@ from faststream import AckPolicy
 
 from spendstream.common.erasure_owner import serve_erasure
 from spendstream.common.http_auth import require_scope
-from spendstream.common.kafka import Publisher, RawBatch, make_broker, subscribe_batch
+from spendstream.common.kafka import CompactedTable, Publisher, RawBatch, make_broker, subscribe_batch
 from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook, forget_rates
-from spendstream.common.records import DataAlert, IngestTally
+from spendstream.common.records import ConnectorRecord, DataAlert, IngestTally, ProviderDay
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
-from spendstream.common.topics import INGEST_TALLIES, ROLLUP_ALERTS, USAGE_EVENTS
+from spendstream.common.topics import (
+    CONNECTORS_CONFIG,
+    CONNECTORS_USAGE,
+    INGEST_TALLIES,
+    ROLLUP_ALERTS,
+    USAGE_EVENTS,
+)
 from spendstream.rollup import metrics
 from spendstream.rollup.api import build_router
 from spendstream.rollup.clickhouse import clickhouse_client
@@ -48,11 +57,14 @@ from spendstream.rollup.margin import MarginQueries
 from spendstream.rollup.margin_watch import MarginWatch
 from spendstream.rollup.price_refresh import PriceRefresher
 from spendstream.rollup.prices_api import build_prices_router
+from spendstream.rollup.provider_figures import ProviderFigures
 from spendstream.rollup.queries import UsageQueries
 from spendstream.rollup.recompute import BookPricing, Repricer
 from spendstream.rollup.recompute_api import build_recompute_router
 from spendstream.rollup.recompute_jobs import RecomputeJobs
 from spendstream.rollup.reconcile import Reconciler
+from spendstream.rollup.reconciliation import DriftWatch, Reconciliation, scopes
+from spendstream.rollup.reconciliation_api import build_reconciliation_router
 from spendstream.rollup.revenue import RevenueStore
 from spendstream.rollup.revenue_api import build_revenue_router
 from spendstream.rollup.schema import migrate
@@ -178,6 +190,45 @@ def create_service(settings: RollupSettings) -> Service:
     )
     sweeper = Sweeper(writer_client, settings.clickhouse_database, lock=writer.lock)
 
+    figures = ProviderFigures(writer_client, settings.clickhouse_database)
+
+    async def on_provider_days(batch: RawBatch) -> None:
+        days: list[ProviderDay] = []
+        for record in batch.records:
+            try:
+                days.append(CONNECTORS_USAGE.record.decode(record.value or b""))
+            except ValueError:
+                log.error("skipping a provider day that does not parse", extra={"offset": record.offset})
+        if days:
+            async with writer.lock:  # an erasure deletes while holding it
+                await asyncio.to_thread(figures.store, days)
+
+    subscribe_batch(
+        broker,
+        CONNECTORS_USAGE,
+        prefix=settings.topic_prefix,
+        group=f"{settings.group_id}-providers",
+        handler=on_provider_days,
+        ack_policy=AckPolicy.NACK_ON_ERROR,  # committed after the insert; a redelivered day replaces itself
+        max_records=1000,
+        batch_timeout_ms=settings.batch_timeout_ms,
+    )
+    connectors: CompactedTable[ConnectorRecord] = CompactedTable(settings, CONNECTORS_CONFIG)
+    reader_figures = ProviderFigures(reader_client, settings.clickhouse_database)
+    reconciliation = Reconciliation(
+        reader_client, settings.clickhouse_database, reader_figures, settings.reconciliation_settle_seconds
+    )
+    drift = DriftWatch(
+        client=reader_client,
+        database=settings.clickhouse_database,
+        reconciliation=reconciliation,
+        figures=reader_figures,
+        narrow=lambda ws: scopes(connectors.values(), ws),
+        publish=publish_alert,
+        threshold_pct=settings.drift_threshold_pct,
+        days=settings.drift_days,
+    )
+
     jobs = RecomputeJobs(
         Repricer(writer_client, settings.clickhouse_database), writer.lock, lambda: BookPricing(pricing.book)
     )
@@ -209,18 +260,24 @@ def create_service(settings: RollupSettings) -> Service:
         lock=writer.lock,
     )
     margin_watch = MarginWatch(queries=margin, raise_once=watch.raise_once, threshold_pct=settings.margin_alert_pct)
+    reconciliation_router = build_reconciliation_router(
+        reconciliation, require_scope(keys, "read", "admin"), lambda ws: scopes(connectors.values(), ws)
+    )
     internal = build_internal_router(queries, settings.internal_token)
     prices_router = build_prices_router(pricing, price_publisher, require_scope(keys, "admin"), settings.price_admins())
     recompute = build_recompute_router(jobs, require_scope(keys, "admin"), settings.internal_token)
-    service = Service("rollup", routers=[router, revenue_router, internal, prices_router, recompute])
+    service = Service(
+        "rollup", routers=[router, revenue_router, reconciliation_router, internal, prices_router, recompute]
+    )
     # The book before the consumer: no event is priced before the versions and rates are replayed. Jobs a
     # previous process died under resume once the consumer runs (they share the writer lock).
-    service.on_start(keys.table.start, keyring.table.start, pricing.start, broker.start, jobs.resume)
+    service.on_start(keys.table.start, keyring.table.start, pricing.start, connectors.start, broker.start, jobs.resume)
     if settings.prices_url:
         refresher = PriceRefresher(
             settings.prices_url, pricing, price_publisher, queries.models_in_use, settings.prices_in_use_days
         )
         service.every("rollup:prices", settings.prices_refresh_interval_seconds, refresher.run_once, immediately=True)
+    service.every("rollup:drift", settings.drift_check_seconds, drift.run_once)
     service.every("rollup:reconcile", settings.reconcile_interval_seconds, corrections.reconcile)
     service.every("rollup:repair", settings.repair_interval_seconds, corrections.repair)
     service.every("rollup:completeness", settings.completeness_check_seconds, watch.run_once)
@@ -232,6 +289,7 @@ def create_service(settings: RollupSettings) -> Service:
         jobs.stop,
         broker.stop,
         pricing.stop,
+        connectors.stop,
         keyring.table.stop,
         keys.table.stop,
         writer_client.close,

@@ -13,12 +13,13 @@ from fastapi import APIRouter, Depends, Header, HTTPException
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from spendstream.common.errors import AUTH, responses
+from spendstream.common.records import StoredDay
 from spendstream.common.tenants import Principal
 from spendstream.rollup.api import MAX_RANGE_DAYS, _iso_day
 from spendstream.rollup.recompute import Request
 from spendstream.rollup.recompute_jobs import RecomputeJobs
 
-Day = Annotated[date, BeforeValidator(_iso_day)]
+Day = Annotated[StoredDay, BeforeValidator(_iso_day)]
 
 
 class RecomputeBody(BaseModel):
@@ -91,20 +92,25 @@ def build_recompute_router(jobs: RecomputeJobs, admin: Any, internal_token: Secr
         if not token or not hmac.compare_digest(token.encode(), expected.encode()):
             raise HTTPException(401, detail={"error": "unauthorized", "message": "missing or wrong internal token"})
 
-    @router.post("/internal/v1/prices/recompute", status_code=202, include_in_schema=False)
-    async def start_internal(
-        body: InternalRecomputeBody, x_internal_token: Annotated[str | None, Header()] = None
-    ) -> dict[str, Any]:
+    # A dependency, so the token is checked before the body is read: no key, no schema errors.
+    async def internal_operator(x_internal_token: Annotated[str | None, Header()] = None) -> None:
         operator(x_internal_token)
+
+    @router.post(
+        "/internal/v1/prices/recompute",
+        status_code=202,
+        include_in_schema=False,
+        dependencies=[Depends(internal_operator)],
+    )
+    async def start_internal(body: InternalRecomputeBody) -> dict[str, Any]:
         _checked(body)
         request = Request(body.start, body.end, body.workspace_id, "operator:internal-token")
         return (await jobs.submit(request)).jsonable()
 
-    @router.get("/internal/v1/prices/recompute/{job_id}", include_in_schema=False)
-    async def progress_internal(
-        job_id: str, x_internal_token: Annotated[str | None, Header()] = None
-    ) -> dict[str, Any]:
-        operator(x_internal_token)
+    @router.get(
+        "/internal/v1/prices/recompute/{job_id}", include_in_schema=False, dependencies=[Depends(internal_operator)]
+    )
+    async def progress_internal(job_id: str) -> dict[str, Any]:
         found = jobs.progress(job_id)
         if found is None:
             raise _not_found()

@@ -293,12 +293,12 @@ def build_revenue_router(
         "authenticates the request. A refused request stores nothing.",
         responses=responses(
             400,
-            404,
+            401,
             413,
             422,
-            s400="the signature does not verify, its timestamp is outside the tolerance, or the body "
-            "is not a Stripe event",
-            s404="no Stripe endpoint is set for this workspace",
+            s400="the body is not a Stripe event",
+            s401="`invalid_signature`: no signature, one that does not verify with the workspace's endpoint "
+            "secret, a timestamp outside the tolerance, or no endpoint set for the workspace",
         ),
         openapi_extra={
             "requestBody": {

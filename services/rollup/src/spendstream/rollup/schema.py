@@ -67,6 +67,8 @@ LEDGER_TABLES = (
     "ledger_dead",
     "ledger_erased",
 )
+# The providers' own figures (version 11, provider_figures.py).
+PROVIDER_TABLES = ("provider_usage", "provider_days")
 # usage_events' columns of version 3, whose view wrote them all but stored_at (its own default).
 _V3_EVENT_COLUMNS = (
     "workspace_id",
@@ -115,7 +117,7 @@ def _ttls(retention_months: int) -> dict[str, str]:
         "usage_events": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH",
         "usage_daily": f"day + INTERVAL {retention_months} MONTH",
         "workspace_watermarks": f"toDateTime(ingested_at) + INTERVAL {retention_months} MONTH",
-        **{table: f"day + INTERVAL {retention_months} MONTH" for table in LEDGER_TABLES},
+        **{table: f"day + INTERVAL {retention_months} MONTH" for table in (*LEDGER_TABLES, *PROVIDER_TABLES)},
         # Revenue lives as long as the usage it is compared with.
         "revenue": f"period_end + INTERVAL {retention_months} MONTH",
     }
@@ -408,6 +410,27 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
                 raised_at DateTime64(3, 'UTC') DEFAULT now64(3))
                 ENGINE = ReplacingMergeTree ORDER BY (workspace_id, alert_id)
                 TTL toDateTime(raised_at) + INTERVAL 13 MONTH""",
+        ],
+        11: [
+            # What the providers reported (connectors.usage.v1, provider_figures.py): one row per connector, day,
+            # model and scope, replaced by a re-read of the day (a later pulled_at wins); provider_days holds
+            # every read of a day, so that rows a later read no longer has drop out (provider_figures.py).
+            f"""CREATE TABLE IF NOT EXISTS {db}.provider_usage (
+                workspace_id LowCardinality(String), connector_id String, provider LowCardinality(String), day Date,
+                model LowCardinality(String), project String, api_key String,
+                input_tokens UInt64, cached_input_tokens UInt64, cache_creation_input_tokens UInt64,
+                cache_creation_1h_input_tokens UInt64, output_tokens UInt64, requests Nullable(UInt64),
+                cost Nullable(Decimal(38, 9)), currency LowCardinality(String), source LowCardinality(String),
+                pulled_at DateTime64(3, 'UTC'))
+                ENGINE = ReplacingMergeTree(pulled_at) PARTITION BY toYYYYMM(day)
+                ORDER BY (workspace_id, connector_id, day, model, project, api_key)
+                TTL {ttl["provider_usage"]}""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.provider_days (
+                workspace_id LowCardinality(String), connector_id String, provider LowCardinality(String), day Date,
+                pulled_at DateTime64(3, 'UTC'))
+                ENGINE = ReplacingMergeTree(pulled_at) PARTITION BY toYYYYMM(day)
+                ORDER BY (workspace_id, connector_id, day)
+                TTL {ttl["provider_days"]}""",
         ],
         12: [
             # Revenue (revenue.py): one row per (workspace, source, source id), the idempotency key; a record sent

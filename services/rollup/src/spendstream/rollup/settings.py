@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from pydantic import Field, field_validator
 
 from spendstream.common.settings import BaseServiceSettings
@@ -62,3 +64,10 @@ class RollupSettings(BaseServiceSettings):
     margin_check_seconds: float = Field(default=900.0, gt=0)
     # Stripe's signature timestamp tolerance (the official package's default).
     stripe_tolerance_seconds: int = Field(default=300, ge=1)
+
+    # Reconciliation with the provider's bill (reconciliation.py): a day's provider figures settle once read this
+    # long after the day ended; a settled cost differing by more than the threshold raises one drift alert.
+    reconciliation_settle_seconds: float = Field(default=2 * 86400.0, ge=0)
+    drift_threshold_pct: Decimal = Field(default=Decimal(5), ge=0)
+    drift_check_seconds: float = Field(default=900.0, gt=0)
+    drift_days: int = Field(default=35, ge=1)

@@ -146,6 +146,9 @@ def _day(timestamp: int) -> date:
     return datetime.fromtimestamp(timestamp, UTC).date()
 
 
+_NOT_VERIFIED = "the Stripe-Signature header does not verify with this workspace's endpoint secret"
+
+
 class StripeWebhook:
     """Verifies a Stripe request and turns the events named above into revenue records."""
 
@@ -168,14 +171,16 @@ class StripeWebhook:
         self._tolerance = tolerance_seconds
 
     async def receive(self, workspace_id: str, payload: bytes, signature: str | None) -> dict[str, Any]:
+        # The signature is the request's credential: no endpoint, no signature or a bad one are the same 401, so
+        # an unauthenticated caller learns nothing of which workspaces have Stripe set up.
         endpoint = await self._endpoints.get(workspace_id)
         if endpoint is None:
-            raise Refused(404, "not_found", "no Stripe endpoint is set for this workspace")
+            raise Refused(401, "invalid_signature", _NOT_VERIFIED)
         try:
             event = stripe.Webhook.construct_event(payload, signature, endpoint.secret, tolerance=self._tolerance)
         except stripe.SignatureVerificationError:
             # The exception carries the header and payload: never logged, never echoed.
-            raise Refused(400, "invalid_signature", "the Stripe-Signature header does not verify") from None
+            raise Refused(401, "invalid_signature", _NOT_VERIFIED) from None
         except (ValueError, TypeError, AttributeError, KeyError):  # signed, but not a JSON object of an event
             raise Refused(400, "invalid_body", "the body is not a JSON Stripe event") from None
         event_id, kind = str(_get(event, "id") or ""), str(_get(event, "type") or "")

@@ -31,6 +31,7 @@ COPY services/rollup/pyproject.toml services/rollup/
 COPY services/alerts/pyproject.toml services/alerts/
 COPY services/retention/pyproject.toml services/retention/
 COPY services/connectors/pyproject.toml services/connectors/
+COPY services/people/pyproject.toml services/people/
 COPY apps/cli/pyproject.toml apps/cli/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package ${PACKAGE}

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 NONCE_BYTES = 12
@@ -128,3 +130,9 @@ def unwrap(key_set: WrappedKeySet, version: int, kek: bytes) -> bytes:
         if wrapped.version == version:
             return decrypt(kek, wrapped.wrapped, _aad(key_set.kek_id, key_set.workspace_id, str(version)))
     raise KeyError(version)
+
+
+def derived_key(kek: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one purpose (`audit-chain`, `client-address`), derived from the KEK by HKDF-SHA256:
+    a secret no record carries, that rotates with the KEK and that nobody without the KEK can recompute."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"spendstream/{purpose}".encode()).derive(kek)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 # A day ClickHouse's Date holds (1970-01-01 to 2149-06-06): every day that reaches a table is one.
 StoredDay = Annotated[date, Field(ge=date(1970, 1, 1), le=date(2149, 6, 6))]
 KeyScope = Literal["ingest", "read", "admin"]
+Role = Literal["viewer", "member", "admin", "owner"]
 AlertKind = Literal["threshold", "forecast", "spike"]
 DataAlertKind = Literal[
     "completeness_gap", "unpriced_model", "margin_customer", "margin_plan", "provider_drift", "connector_unauthorised"
@@ -77,6 +78,9 @@ class ApiKeyRecord(BaseModel):
     scope: KeyScope
     created_at: datetime
     revoked_at: datetime | None = None
+    # The member who issued the key (None: the operator, at workspace creation or from the CLI). The key never
+    # does more than that member's role allows, read live (`access.allowed`).
+    issued_by: str | None = None
 
 
 class BudgetScope(BaseModel):
@@ -265,3 +269,43 @@ class ProviderDay(BaseModel):
     @property
     def key(self) -> str:
         return f"{self.workspace_id}/{self.connector_id}/{self.day.isoformat()}"
+
+
+class MemberRecord(BaseModel):
+    """A member of a workspace as every service sees it: ids and role only. The person's e-mail, name and
+    credentials stay in the people service's own store, so that erasing them leaves no copy on a topic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    member_id: str
+    workspace_id: str
+    role: Role
+    status: Literal["invited", "active", "removed"] = "active"
+    created_at: datetime
+    updated_at: datetime
+
+
+AuditOutcome = Literal["allowed", "success", "failure", "denied"]
+AuditActorKind = Literal["member", "key", "operator", "anonymous"]
+
+
+class AuditRecord(BaseModel):
+    """One administrative action, as published by the service that performed it (`audit.py`).
+
+    Never a secret, an e-mail or a client address in clear: the actor is a member or key id, the client a keyed
+    hash. rollup gives each record its per-workspace sequence number and hash-chain link when it stores it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    record_id: str  # a UUID made by the publisher: a redelivered record is chained once
+    at: datetime
+    workspace_id: str
+    service: str
+    actor_kind: AuditActorKind
+    actor_id: str  # member id, key id, "operator" or "" for anonymous
+    action: str  # an `access.Action`, or a people action such as "signin.password"
+    target: str = ""  # what was acted on: a key id, member id, budget id, request id ...
+    outcome: AuditOutcome
+    request_id: str = ""
+    client_hash: str = ""  # HMAC of the client address under a key derived from the KEK
+    detail: dict[str, str] = Field(default_factory=dict)  # ids and codes only, never content

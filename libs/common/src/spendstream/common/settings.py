@@ -101,6 +101,9 @@ class BaseServiceSettings(BaseSettings):
     auth_failures_per_key_prefix: int = Field(default=50, ge=1)
     auth_failure_window_seconds: float = Field(default=60.0, gt=0)
     auth_block_seconds: float = Field(default=60.0, gt=0)
+    # Members' sessions (`sessions.py`): ended after this long without a request, and this long after sign-in.
+    session_idle_seconds: float = Field(default=1800.0, gt=0)
+    session_absolute_seconds: float = Field(default=12 * 3600.0, gt=0)
 
     @field_validator("topic_prefix")
     @classmethod

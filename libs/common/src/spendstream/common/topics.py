@@ -18,6 +18,7 @@ from spendstream.common.erasure import DeletionCommand, DeletionReport, Deletion
 from spendstream.common.pricebook import PriceVersionCodec, TenantRate
 from spendstream.common.records import (
     ApiKeyRecord,
+    AuditRecord,
     BudgetRecord,
     ConnectorRecord,
     ConnectorState,
@@ -25,6 +26,7 @@ from spendstream.common.records import (
     DeadLetter,
     FiredAlert,
     IngestTally,
+    MemberRecord,
     ProviderDay,
     RejectionRecord,
     WorkspaceRecord,
@@ -355,6 +357,29 @@ CONNECTORS_USAGE = Topic(
     cleanup="delete",
 )
 
+# Members and their roles (ids only: no e-mail, no name), replayed by every service's access check.
+MEMBERS = Topic(
+    "people.members.v1",
+    "people",
+    ("ingest", "rollup", "alerts", "retention", "connectors", "people"),
+    Json(MemberRecord),
+    "member_id",
+    partitions=1,
+    retention_ms=None,
+    cleanup="compact",
+)
+# Every administrative action of every service, published before its effect (`audit.py`: fail closed); rollup
+# chains and stores them per workspace.
+AUDIT_RECORDS = Topic(
+    "audit.records.v1",
+    "every service",
+    ("rollup",),
+    Json(AuditRecord),
+    "workspace_id",
+    partitions=3,
+    retention_ms=30 * DAY_MS,
+    cleanup="delete",
+)
 ALL_TOPICS: tuple[AnyTopic, ...] = (
     USAGE_EVENTS,
     INGEST_RAW,
@@ -377,6 +402,8 @@ ALL_TOPICS: tuple[AnyTopic, ...] = (
     CONNECTORS_CONFIG,
     CONNECTORS_STATE,
     CONNECTORS_USAGE,
+    MEMBERS,
+    AUDIT_RECORDS,
 )
 
 

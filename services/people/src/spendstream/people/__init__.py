@@ -1,0 +1,1 @@
+"""people: members, roles, sign-in and sessions, invitations."""

@@ -22,6 +22,7 @@ import pytest
 from spendstream.common.audit import AuditTrail
 from spendstream.common.kafka import make_broker
 from spendstream.common.logs import JsonFormatter
+from spendstream.common.records import AuditOutcome
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import API_KEYS, BUDGETS, topic_name
 from spendstream.connectors.app import create_service as create_connectors
@@ -284,11 +285,12 @@ async def test_the_audit_log_holds_no_secret_e_mail_or_client_address(
         await broker.connect()
         try:
             trail = AuditTrail(settings, broker, "people")
-            for action, outcome in (
+            done: list[tuple[str, AuditOutcome]] = [
                 ("signin.password", "failure"),
                 ("keys.issue", "allowed"),
                 ("audit.read", "allowed"),
-            ):
+            ]
+            for action, outcome in done:
                 await trail.record(
                     workspace_id=ws["workspace_id"],
                     actor_kind="member",

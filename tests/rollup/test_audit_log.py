@@ -20,6 +20,7 @@ from spendstream.rollup.audit_log import AuditLog, add_months
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.erasure import ClickHouseEraser
 from spendstream.rollup.schema import migrate
+from spendstream.rollup.sweeper import Sweeper
 from tests.support import Isolation
 
 pytestmark = pytest.mark.integration
@@ -273,8 +274,9 @@ def test_a_chain_trimmed_by_retention_verifies_from_its_first_kept_record(store:
     store.log().store([record() for _ in range(3)])
     store.clock = add_months(start, 12) + timedelta(days=1)
     store.log().store([record() for _ in range(2)])
-    # What the TTL drops: the records stored more than 12 months ago.
-    store.delete("seq <= 3")
+    # Retention's sweep (the TTL, applied now) drops the records stored more than 12 months ago.
+    Sweeper(store.client, store.db).sweep(store.clock)
+    assert store.seqs() == [4, 5]
     result = verdict(store)
     assert result["ok"] and result["first_seq"] == 4 and result["records"] == 2
     # Its first kept record's stored link to the trimmed one is the anchor: altered, it no longer verifies.

@@ -24,6 +24,7 @@ from spendstream.rollup.audit_chain import Head
 from spendstream.rollup.audit_log import AuditLog
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.settings import RollupSettings
+from tests.retention.pipeline import reports, send_command, shred
 from tests.support import Isolation, auth, create_workspace, eventually, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -254,3 +255,77 @@ async def test_records_stored_by_a_consumer_that_failed_before_committing_are_ch
             assert [r["seq"] for r in records] == [4, 3, 2, 1] and count() == 4
             verdict = (await http.get("/v1/audit/verify", headers=auth(ws["admin"]))).json()
             assert verdict["ok"] and verdict["records"] == 4 and verdict["last_seq"] == 4
+
+
+async def test_a_workspace_erasure_removes_its_audit_log_counts_it_and_keeps_other_chains_verifying(
+    iso: Isolation,
+) -> None:
+    gone, kept = await create_workspace(iso, "gone"), await create_workspace(iso, "kept")
+    async with (
+        serving([create_rollup(iso.settings(RollupSettings, batch_timeout_ms=50, internal_token=TOKEN))]) as http,
+        trail(iso, "retention") as retention,
+    ):
+        for ws in (gone, kept, gone):
+            await retention.record(
+                workspace_id=ws["workspace_id"],
+                actor_kind="key",
+                actor_id="key_1",
+                action="keys.issue",
+                outcome="allowed",
+            )
+        await stored(http, gone["admin"], 2)
+        await stored(http, kept["admin"], 1)
+        # The erasure's own request is audited before the command (stored here before the key is shredded; one
+        # consumed after the shred is dropped, below: either way nothing of it outlives the erasure).
+        await retention.record(
+            workspace_id=gone["workspace_id"],
+            actor_kind="key",
+            actor_id="key_1",
+            action="workspace.lifecycle",
+            outcome="allowed",
+        )
+        await stored(http, gone["admin"], 3)
+        await shred(iso, gone["workspace_id"])  # ingest's part of the saga, done by hand here
+        await send_command(iso, "req-audit-1", gone["workspace_id"])
+        (report,) = await reports(iso, "req-audit-1", "rollup")
+        counts = {c.store: (c.before, c.after) for c in report.counts}
+        assert report.status == "done"
+        assert counts["clickhouse:audit_records"] == (3, 0) and counts["clickhouse:audit_heads"][1] == 0
+        # A record of the erased workspace arriving later starts no new chain.
+        await retention.record(
+            workspace_id=gone["workspace_id"], actor_kind="operator", actor_id="operator", action="x", outcome="success"
+        )
+        await retention.record(
+            workspace_id=kept["workspace_id"],
+            actor_kind="key",
+            actor_id="key_2",
+            action="keys.issue",
+            outcome="allowed",
+        )
+        await stored(http, kept["admin"], 2)
+
+        def rows(workspace_id: str) -> int:
+            result = clickhouse_client(iso.stack.clickhouse).query(
+                f"SELECT count() FROM {iso.database}.audit_records WHERE workspace_id = {{ws:String}}",
+                parameters={"ws": workspace_id},
+            )
+            return int(result.result_rows[0][0])
+
+        assert rows(gone["workspace_id"]) == 0 and rows(kept["workspace_id"]) == 2
+        verdicts = [
+            (
+                await http.get(
+                    "/internal/v1/audit/verify", params={"workspace_id": ws}, headers={"X-Internal-Token": TOKEN}
+                )
+            ).json()
+            for ws in (gone["workspace_id"], kept["workspace_id"])
+        ]
+        assert verdicts[0] == {
+            "ok": True,
+            "records": 0,
+            "first_bad": None,
+            "first_seq": None,
+            "last_seq": None,
+            "head_hash": None,
+        }
+        assert verdicts[1]["ok"] and verdicts[1]["records"] == 2

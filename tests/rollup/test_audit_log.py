@@ -267,6 +267,9 @@ def test_a_forged_head_is_detected(five: Store) -> None:
         column_names=("workspace_id", "seq", "hash", "mac", "stored_at"),
     )
     assert verdict(five)["first_bad"] == {"seq": 9, "reason": "unauthenticated"}
+    # Nor does the writer chain from it: the next record follows the last stored one.
+    five.log().store([record()])
+    assert five.seqs() == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_chain_trimmed_by_retention_verifies_from_its_first_kept_record(store: Store) -> None:
@@ -284,7 +287,7 @@ def test_a_chain_trimmed_by_retention_verifies_from_its_first_kept_record(store:
     assert verdict(store)["first_bad"] == {"seq": 4, "reason": "altered"}
 
 
-def test_a_whole_chain_expired_by_retention_verifies_empty(store: Store) -> None:
+def test_a_whole_chain_expired_by_retention_verifies_empty_and_goes_on_from_its_head(store: Store) -> None:
     store.log().store([record() for _ in range(2)])
     store.delete("1")
     assert verdict(store)["first_bad"] == {"seq": 2, "reason": "truncated"}
@@ -295,6 +298,17 @@ def test_a_whole_chain_expired_by_retention_verifies_empty(store: Store) -> None
         "first_bad": None,
         "first_seq": None,
         "last_seq": None,
+        "head_hash": None,
+    }
+    # The chain goes on from its authenticated head.
+    store.log().store([record()])
+    assert store.seqs() == [3]
+    assert verdict(store) | {"head_hash": None} == {
+        "ok": True,
+        "records": 1,
+        "first_bad": None,
+        "first_seq": 3,
+        "last_seq": 3,
         "head_hash": None,
     }
 

@@ -27,6 +27,7 @@ from spendstream.common.access import Action
 from spendstream.common.errors import AUTH, responses
 from spendstream.common.records import AuditOutcome
 from spendstream.common.tenants import Principal
+from spendstream.rollup.audit_chain import utc
 from spendstream.rollup.audit_log import MAX_PAGE, SHOWN, AuditLog, Filters
 
 # The one action of every tenant route here (access.py): the switch to `Access.require(READ)` is mechanical.
@@ -67,7 +68,7 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
     for name in SHOWN:
         value = row[name]
         if isinstance(value, datetime):
-            value = value.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z") if value.tzinfo is None else value
+            value = utc(value).isoformat().replace("+00:00", "Z")
         out[name] = value
     out["seq"] = int(out["seq"])
     return out

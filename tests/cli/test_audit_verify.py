@@ -18,7 +18,7 @@ from spendstream.common.service import build_http_app
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.settings import RollupSettings
-from tests.rollup.test_audit_api import trail
+from tests.rollup.audit import trail
 from tests.support import Isolation, create_workspace, eventually, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

@@ -7,41 +7,25 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from spendstream.common.audit import AuditTrail
-from spendstream.common.kafka import make_broker
 from spendstream.common.records import AuditRecord
-from spendstream.common.settings import BaseServiceSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.audit_chain import Head
 from spendstream.rollup.audit_log import AuditLog
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.settings import RollupSettings
 from tests.retention.pipeline import reports, send_command, shred
+from tests.rollup.audit import trail
 from tests.support import Isolation, auth, create_workspace, eventually, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 TOKEN = "internal-token-of-the-audit-tests"
-
-
-@asynccontextmanager
-async def trail(iso: Isolation, service: str = "people") -> AsyncIterator[AuditTrail]:
-    """A service's audit publisher on the test's topics, as every service holds one."""
-    settings = iso.settings(BaseServiceSettings)
-    broker = make_broker(settings, f"tests-{service}")
-    await broker.connect()
-    try:
-        yield AuditTrail(settings, broker, service)
-    finally:
-        await broker.stop()
 
 
 async def stored(http: httpx.AsyncClient, key: str, n: int, **params: str) -> list[dict[str, Any]]:

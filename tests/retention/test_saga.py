@@ -97,7 +97,9 @@ async def test_silent_owners_get_the_command_again_and_then_the_request_fails_na
         await p.retention.tick()
         failed = p.retention.coordinator.get(ws["workspace_id"], "silent-1")
         assert failed is not None and failed.state == "failed"
-        assert failed.reason == "owners_incomplete:ingest:no_report,rollup:no_report,alerts:no_report"
+        assert failed.reason == (
+            "owners_incomplete:ingest:no_report,rollup:no_report,alerts:no_report,connectors:no_report"
+        )
         status = await p.client.get("/v1/deletions/silent-1", headers=auth(ws["admin"]))
         assert status.json()["state"] == "failed" and status.json()["reason"] == failed.reason
 

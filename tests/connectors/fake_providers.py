@@ -39,6 +39,7 @@ class ProviderState:
     data: dict[tuple[date, str, str], Figures] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
     faults: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # answered first, in order
+    canned: dict[str, Any] = field(default_factory=dict)  # path -> a body answered as is (a documented example)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def days(self, start: date, end: date) -> list[date]:
@@ -168,6 +169,9 @@ def _handler(state: ProviderState, provider: str) -> type[BaseHTTPRequestHandler
                 return
             if self.command != "GET":
                 self._answer(405, {"error": "read-only"})
+                return
+            if parts.path in state.canned:
+                self._answer(200, state.canned[parts.path])
                 return
             if provider == "openai":
                 if self.headers.get("Authorization", "") != f"Bearer {state.admin_key}":

@@ -51,10 +51,11 @@ class Product:
 
 @asynccontextmanager
 async def product(
-    iso: Isolation, clock: Clock | None = None, *, owners: bool = True, **retention: Any
+    iso: Isolation, clock: Clock | None = None, *, owners: bool = True, connectors: bool = True, **retention: Any
 ) -> AsyncIterator[Product]:
-    """Every erasure owner (ingest, rollup, alerts, connectors; none if owners=False) and retention, serving one
-    ASGI app; connectors read a local server answering as OpenAI's Usage and Costs APIs."""
+    """Every erasure owner (ingest, rollup, alerts, and connectors unless connectors=False; none if owners=False)
+    and retention, serving one ASGI app; connectors read a local server answering as OpenAI's Usage and Costs
+    APIs."""
     # Short command timeout only matters when a test moves the clock; the ticker itself stays out of the way.
     settings = iso.settings(RetentionSettings, tick_seconds=3600, **retention)
     running = build(settings, clock)
@@ -66,15 +67,18 @@ async def product(
                 create_ingest(iso.settings(IngestSettings)),
                 create_rollup(iso.settings(RollupSettings)),
                 create_alerts(iso.settings(AlertsSettings, rollup_url="")),
-                create_connectors(
-                    iso.settings(
-                        ConnectorsSettings,
-                        connector_openai_base_url=url,
-                        connector_backfill_days=2,
-                        connector_pull_seconds=3600,
-                    )
-                ),
             ]
+            if connectors:
+                services.append(
+                    create_connectors(
+                        iso.settings(
+                            ConnectorsSettings,
+                            connector_openai_base_url=url,
+                            connector_backfill_days=2,
+                            connector_pull_seconds=3600,
+                        )
+                    )
+                )
         client = await stack.enter_async_context(serving([*services, running.service]))
         yield Product(client, running)
 

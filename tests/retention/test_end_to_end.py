@@ -119,6 +119,9 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
         counts = {c.store: (c.before, c.after) for o in receipt.owners for c in o.counts}
         assert counts["clickhouse:usage_events"] == (7, 0)
         assert counts["kafka:connectors.config.v1"] == (1, 0)  # the sealed provider admin key
+        # ... and retention read the connectors' compacted topics too before it said verified.
+        assert receipt.compaction is not None and receipt.compaction.records_left == 0
+        assert f"{iso.prefix}connectors.config.v1" in receipt.compaction.topics
         kept_connectors = (await p.client.get("/v1/connectors", headers=auth(kept["admin"]))).json()["connectors"]
         assert len(kept_connectors) == 1
         assert receipt.rows_after == 0 and receipt.rows_before >= 7

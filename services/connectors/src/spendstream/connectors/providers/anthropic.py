@@ -13,8 +13,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from spendstream.common.records import ProviderUsage
-from spendstream.connectors.providers import Days
+from spendstream.connectors.providers import Days, Rows
 from spendstream.connectors.providers.money import add_cost, currency_code, decimal_amount, from_lowest_unit
 from spendstream.connectors.providers.paging import MalformedReport, buckets
 from spendstream.connectors.readonly_http import ReadOnlyHttp
@@ -53,27 +52,21 @@ class AnthropicReader:
             "bucket_width": "1d",
             "limit": 31,
         }
-        rows: dict[tuple[date, str, str], dict[str, Any]] = {}
-
-        def row(day: date, model: str, project: str) -> dict[str, Any]:
-            return rows.setdefault(
-                (day, model, project),
-                {
-                    "input_tokens": 0,
-                    "cached_input_tokens": 0,
-                    "cache_creation_input_tokens": 0,
-                    "cache_creation_1h_input_tokens": 0,
-                    "output_tokens": 0,
-                    "requests": None,
-                    "cost": None,
-                    "currency": None,
-                },
-            )
+        rows = Rows(
+            {
+                "input_tokens": 0,
+                "cached_input_tokens": 0,
+                "cache_creation_input_tokens": 0,
+                "cache_creation_1h_input_tokens": 0,
+                "output_tokens": 0,
+                "requests": None,
+            }
+        )
 
         async for bucket in buckets(http, USAGE_PATH, {**window, "group_by[]": ["model", "workspace_id"]}):
             day = _day(bucket)
             for result in bucket["results"]:
-                found = row(day, str(result.get("model") or ""), str(result.get("workspace_id") or ""))
+                found = rows.row(day, str(result.get("model") or ""), str(result.get("workspace_id") or ""))
                 uncached = _count(result, "uncached_input_tokens")
                 read = _count(result, "cache_read_input_tokens")
                 five = _count(result.get("cache_creation"), "ephemeral_5m_input_tokens")
@@ -88,10 +81,6 @@ class AnthropicReader:
             for result in bucket["results"]:
                 currency = currency_code(result.get("currency"))
                 amount = from_lowest_unit(decimal_amount(result.get("amount")), currency)
-                found = row(day, str(result.get("model") or ""), str(result.get("workspace_id") or ""))
+                found = rows.row(day, str(result.get("model") or ""), str(result.get("workspace_id") or ""))
                 add_cost(found, amount, currency)
-        days: Days = {}
-        for (day, model, project), figures in sorted(rows.items()):
-            currency = figures.pop("currency") or "usd"
-            days.setdefault(day, []).append(ProviderUsage(model=model, project=project, currency=currency, **figures))
-        return days
+        return rows.days()

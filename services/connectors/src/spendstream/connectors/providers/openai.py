@@ -12,8 +12,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from spendstream.common.records import ProviderUsage
-from spendstream.connectors.providers import Days
+from spendstream.connectors.providers import Days, Rows
 from spendstream.connectors.providers.money import add_cost, currency_code, decimal_amount
 from spendstream.connectors.providers.paging import MalformedReport, buckets
 from spendstream.connectors.readonly_http import ReadOnlyHttp
@@ -51,25 +50,12 @@ class OpenAIReader:
             "bucket_width": "1d",
             "limit": 31,
         }
-        rows: dict[tuple[date, str, str], dict[str, Any]] = {}
-
-        def row(day: date, model: str, project: str) -> dict[str, Any]:
-            return rows.setdefault(
-                (day, model, project),
-                {
-                    "input_tokens": 0,
-                    "cached_input_tokens": 0,
-                    "output_tokens": 0,
-                    "requests": 0,
-                    "cost": None,
-                    "currency": None,
-                },
-            )
+        rows = Rows({"input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0, "requests": 0})
 
         async for bucket in buckets(http, USAGE_PATH, {**window, "group_by": ["model", "project_id"]}):
             day = _day(bucket)
             for result in bucket["results"]:
-                found = row(day, str(result.get("model") or ""), str(result.get("project_id") or ""))
+                found = rows.row(day, str(result.get("model") or ""), str(result.get("project_id") or ""))
                 found["input_tokens"] += _count(result, "input_tokens")
                 found["cached_input_tokens"] += _count(result, "input_cached_tokens")
                 found["output_tokens"] += _count(result, "output_tokens")
@@ -82,10 +68,6 @@ class OpenAIReader:
                     raise MalformedReport("invalid_amount")  # documented as a number
                 value = decimal_amount(amount.get("value"))
                 model = str(result.get("line_item") or "").split(",", 1)[0].strip()
-                found = row(day, model, str(result.get("project_id") or ""))
+                found = rows.row(day, model, str(result.get("project_id") or ""))
                 add_cost(found, value, currency_code(amount.get("currency")))
-        days: Days = {}
-        for (day, model, project), figures in sorted(rows.items()):
-            currency = figures.pop("currency") or "usd"
-            days.setdefault(day, []).append(ProviderUsage(model=model, project=project, currency=currency, **figures))
-        return days
+        return rows.days()

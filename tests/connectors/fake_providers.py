@@ -39,6 +39,12 @@ class ProviderState:
     data: dict[tuple[date, str, str], Figures] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
     faults: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # answered first, in order
+    canned: dict[str, Any] = field(default_factory=dict)  # path -> a body answered as is (a documented example)
+    # The request numbered `hold_at` (1 = the first) sets `held` and is answered only once `release` is set: a
+    # provider slow on one page, so that a test knows where the client is when it acts.
+    hold_at: int | None = None
+    held: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def days(self, start: date, end: date) -> list[date]:
@@ -149,13 +155,16 @@ def _handler(state: ProviderState, provider: str) -> type[BaseHTTPRequestHandler
 
         def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
             raw = _json(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(raw)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(raw)
+            except (BrokenPipeError, ConnectionResetError):  # the client was killed while the page was held
+                pass
 
         def _any(self) -> None:
             parts = urlsplit(self.path)
@@ -163,11 +172,18 @@ def _handler(state: ProviderState, provider: str) -> type[BaseHTTPRequestHandler
             with state.lock:
                 state.requests.append((self.command, parts.path, query))
                 fault = state.faults.pop(0) if state.faults else None
+                hold = state.hold_at == len(state.requests)
+            if hold:
+                state.held.set()
+                state.release.wait(timeout=60)
             if fault is not None:
                 self._answer(fault[0], {"error": {"message": "injected"}}, fault[1])
                 return
             if self.command != "GET":
                 self._answer(405, {"error": "read-only"})
+                return
+            if parts.path in state.canned:
+                self._answer(200, state.canned[parts.path])
                 return
             if provider == "openai":
                 if self.headers.get("Authorization", "") != f"Bearer {state.admin_key}":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,8 @@ import httpx
 from spendstream.alerts.app import create_service as create_alerts
 from spendstream.alerts.settings import AlertsSettings
 from spendstream.common.erasure import DeletionRequest
+from spendstream.connectors.app import create_service as create_connectors
+from spendstream.connectors.settings import ConnectorsSettings
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.retention.app import Retention, build
@@ -19,8 +21,12 @@ from spendstream.retention.clock import Clock
 from spendstream.retention.settings import RetentionSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.settings import RollupSettings
+from tests.connectors.fake_providers import provider_server
 from tests.retention.pipeline import raw_count
 from tests.support import Isolation, auth, eventually, serving
+
+# The admin key the local provider (OpenAI's Usage/Costs APIs) accepts; a connector created with it pulls.
+PROVIDER_ADMIN_KEY = "sk-admin-retention-7Hq2Lx9Zw4Pd"
 
 
 @dataclass
@@ -45,22 +51,35 @@ class Product:
 
 @asynccontextmanager
 async def product(
-    iso: Isolation, clock: Clock | None = None, *, owners: bool = True, **retention: Any
+    iso: Isolation, clock: Clock | None = None, *, owners: bool = True, connectors: bool = True, **retention: Any
 ) -> AsyncIterator[Product]:
-    """ingest, rollup, alerts (unless owners=False) and retention, serving one ASGI app."""
+    """Every erasure owner (ingest, rollup, alerts, and connectors unless connectors=False; none if owners=False)
+    and retention, serving one ASGI app; connectors read a local server answering as OpenAI's Usage and Costs
+    APIs."""
     # Short command timeout only matters when a test moves the clock; the ticker itself stays out of the way.
     settings = iso.settings(RetentionSettings, tick_seconds=3600, **retention)
     running = build(settings, clock)
-    services = (
-        [
-            create_ingest(iso.settings(IngestSettings)),
-            create_rollup(iso.settings(RollupSettings)),
-            create_alerts(iso.settings(AlertsSettings, rollup_url="")),
-        ]
-        if owners
-        else []
-    )
-    async with serving([*services, running.service]) as client:
+    async with AsyncExitStack() as stack:
+        services = []
+        if owners:
+            url, _ = stack.enter_context(provider_server("openai", PROVIDER_ADMIN_KEY))
+            services = [
+                create_ingest(iso.settings(IngestSettings)),
+                create_rollup(iso.settings(RollupSettings)),
+                create_alerts(iso.settings(AlertsSettings, rollup_url="")),
+            ]
+            if connectors:
+                services.append(
+                    create_connectors(
+                        iso.settings(
+                            ConnectorsSettings,
+                            connector_openai_base_url=url,
+                            connector_backfill_days=2,
+                            connector_pull_seconds=3600,
+                        )
+                    )
+                )
+        client = await stack.enter_async_context(serving([*services, running.service]))
         yield Product(client, running)
 
 

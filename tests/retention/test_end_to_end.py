@@ -27,7 +27,7 @@ from spendstream.common.topics import (
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.settings import RollupSettings
-from tests.retention.conftest import product, stored
+from tests.retention.conftest import PROVIDER_ADMIN_KEY, product, stored
 from tests.retention.pipeline import figures, publish, raw_count, replay, rows_of_table_with
 from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
 
@@ -82,6 +82,11 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
         kept_figures = await eventually(rolled_up, timeout=30)
         kept_usage = (await p.client.get("/v1/usage", headers=auth(kept["read"]))).json()
         kept_redis = await _redis_keys(iso, b, lasting=True)
+        # A provider connector each: the erased workspace's sealed admin key goes, the other's stays.
+        for w in (gone, kept):
+            body = {"provider": "openai", "admin_key": PROVIDER_ADMIN_KEY}
+            created = await p.client.post("/v1/connectors", json=body, headers=auth(w["admin"]))
+            assert created.status_code == 201, created.text
 
         asked = await p.client.post("/v1/deletions", json={"request_id": "erase-gone"}, headers=auth(gone["admin"]))
         assert asked.status_code == 202, asked.text
@@ -111,8 +116,14 @@ async def test_erased_workspace_leaves_nothing_readable_and_the_other_is_exact_t
         assert [o.owner for o in receipt.owners] == list(OWNERS)
         assert all(o.status == "done" and o.verifications for o in receipt.owners)
         assert all(v.result == 0 for o in receipt.owners for v in o.verifications)
-        events_count = next(c for o in receipt.owners for c in o.counts if c.store == "clickhouse:usage_events")
-        assert (events_count.before, events_count.after) == (7, 0)
+        counts = {c.store: (c.before, c.after) for o in receipt.owners for c in o.counts}
+        assert counts["clickhouse:usage_events"] == (7, 0)
+        assert counts["kafka:connectors.config.v1"] == (1, 0)  # the sealed provider admin key
+        # ... and retention read the connectors' compacted topics too before it said verified.
+        assert receipt.compaction is not None and receipt.compaction.records_left == 0
+        assert f"{iso.prefix}connectors.config.v1" in receipt.compaction.topics
+        kept_connectors = (await p.client.get("/v1/connectors", headers=auth(kept["admin"]))).json()["connectors"]
+        assert len(kept_connectors) == 1
         assert receipt.rows_after == 0 and receipt.rows_before >= 7
         text = receipts[f"{a}/erase-gone".encode()] or b""
         assert gone["admin"].encode() not in text and b"cust-gone" not in text

@@ -97,7 +97,9 @@ async def test_silent_owners_get_the_command_again_and_then_the_request_fails_na
         await p.retention.tick()
         failed = p.retention.coordinator.get(ws["workspace_id"], "silent-1")
         assert failed is not None and failed.state == "failed"
-        assert failed.reason == "owners_incomplete:ingest:no_report,rollup:no_report,alerts:no_report"
+        assert failed.reason == (
+            "owners_incomplete:ingest:no_report,rollup:no_report,alerts:no_report,connectors:no_report"
+        )
         status = await p.client.get("/v1/deletions/silent-1", headers=auth(ws["admin"]))
         assert status.json()["state"] == "failed" and status.json()["reason"] == failed.reason
 
@@ -160,3 +162,19 @@ async def test_requests_keyed_by_their_bare_id_are_resumed_and_moved_under_their
         record = DeletionRequest.model_validate_json(latest[request_key(workspace_id, request_id).encode()] or b"")
         assert record.terminal and record.customer_id is None
     assert not any(b"cust-old" in (v or b"") for v in latest.values())
+
+
+async def test_an_installation_without_connectors_lists_its_owners_and_its_erasures_end_verified(
+    iso: Isolation,
+) -> None:
+    ws = await create_workspace(iso)
+    async with product(iso, connectors=False, erasure_owners="ingest,rollup,alerts") as p:
+        await p.stream(ws["ingest"], [usage_event(cost_usd=0.5, tags={"customer_id": "cust-nc"})])
+        await stored(iso, ws["workspace_id"], 1)
+        asked = await p.client.post(
+            "/v1/deletions", json={"request_id": "no-conn", "customer_id": "cust-nc"}, headers=auth(ws["admin"])
+        )
+        assert asked.status_code == 202, asked.text
+        done = await p.settled(ws["workspace_id"], "no-conn")
+    assert done.state == "verified", done.reason
+    assert done.receipt is not None and done.receipt.owner_names() == ["ingest", "rollup", "alerts"]

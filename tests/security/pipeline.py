@@ -44,7 +44,10 @@ def services(iso: Isolation) -> tuple[list[Service], Retention]:
     # with 401; the brake on guessing (429) has tests of its own (tests/ingest, tests/retention test_api.py).
     unbraked = {"auth_failures_per_address": 1_000_000, "auth_failures_per_key_prefix": 1_000_000}
     common: dict[str, Any] = {"internal_token": INTERNAL_TOKEN, **unbraked}
-    retention = build_retention(iso.settings(RetentionSettings, tick_seconds=0.5, **common))
+    # These four services are an installation without connectors: its erasures wait for the owners it runs.
+    retention = build_retention(
+        iso.settings(RetentionSettings, tick_seconds=0.5, erasure_owners="ingest,rollup,alerts", **common)
+    )
     return [
         create_ingest(iso.settings(IngestSettings, **common)),
         create_rollup(iso.settings(RollupSettings, batch_timeout_ms=50, **common)),

@@ -1,4 +1,5 @@
-"""The erasure saga's contract, which retention and every data owner (ingest, rollup, alerts) must agree on.
+"""The erasure saga's contract, which retention and every data owner (ingest, rollup, alerts, connectors) must
+agree on.
 
 retention decides *what* goes and *when* and sends a `DeletionCommand` on `retention.commands.v1`; each owner
 deletes its own data idempotently, verifies that nothing is left, and answers with a `DeletionReport` on
@@ -14,8 +15,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Owner = Literal["ingest", "rollup", "alerts"]
-OWNERS: tuple[Owner, ...] = ("ingest", "rollup", "alerts")
+Owner = Literal["ingest", "rollup", "alerts", "connectors"]
+# Every owner there is; an installation waits for those it runs (retention's `erasure_owners`, default all).
+OWNERS: tuple[Owner, ...] = ("ingest", "rollup", "alerts", "connectors")
 # awaiting_compaction: every owner reported done, but an old record of the tenant (its data key, a budget) is
 # still readable on a compacted topic; the saga re-reads the topics until it is gone or the bound has passed.
 State = Literal["requested", "executing", "awaiting_compaction", "verified", "failed"]

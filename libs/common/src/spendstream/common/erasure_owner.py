@@ -1,6 +1,6 @@
 """Serving the erasure saga as a data owner: one protocol, one consumer group rule, one subscription.
 
-Each owner (ingest, rollup, alerts) implements `ErasureOwner.erase`: delete the scope's data idempotently,
+Each owner (ingest, rollup, alerts, connectors) implements `ErasureOwner.erase`: delete the scope's data idempotently,
 verify, and return the report. `serve_erasure` wires it: a command from `retention.commands.v1` is erased,
 its report published on `retention.reports.v1` (keyed by request id), and only then is the command's offset
 committed (NACK_ON_ERROR). A crash anywhere before the commit brings the command again, which `erase` treats

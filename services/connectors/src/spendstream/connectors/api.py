@@ -122,10 +122,11 @@ def build_router(registry: Registry, auth: Any) -> APIRouter:
 
     @router.delete("/v1/connectors/{connector_id}", status_code=204, summary="Remove a connector and its sealed key")
     async def delete(principal: Annotated[Principal, Depends(auth)], connector_id: str) -> None:
-        connector = registry.get(principal.workspace_id, connector_id)
-        if connector is None:
-            raise _not_found()
-        await registry.delete(connector)
+        async with registry.lock:
+            connector = registry.get(principal.workspace_id, connector_id)
+            if connector is None:
+                raise _not_found()
+            await registry.delete(connector)
 
     @router.post(
         "/v1/connectors/import",

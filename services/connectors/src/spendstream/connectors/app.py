@@ -6,17 +6,19 @@
 | every connector_pull_seconds: the providers' APIs  | connectors.usage.v1, connectors.state.v1       |
 |   (GET only)                                        | rollup.alerts.v1 (a refused key, once)         |
 | ingest.datakeys.v1, ingest.apikeys.v1 (replayed tables) |                                            |
-| retention.commands.v1 (group spendstream-connectors-erasure) | tombstones on connectors.config/state.v1 |
+| retention.commands.v1 (group spendstream-connectors-erasure) | tombstones on connectors.config/state.v1, |
+|                                                     | retention.reports.v1 (owner "connectors")      |
 """
 
 from __future__ import annotations
 
+from spendstream.common.erasure_owner import serve_erasure
 from spendstream.common.http_auth import require_scope
 from spendstream.common.kafka import make_broker
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.connectors.api import build_router
-from spendstream.connectors.erasure import serve_workspace_erasure
+from spendstream.connectors.erasure import ConnectorsErasure
 from spendstream.connectors.providers import ProviderReader
 from spendstream.connectors.providers.anthropic import AnthropicReader
 from spendstream.connectors.providers.openai import OpenAIReader
@@ -31,8 +33,8 @@ def create_service(settings: ConnectorsSettings) -> Service:
     keyring = KeyRing(settings)
     registry = Registry(settings, broker, keyring)
     readers: dict[str, ProviderReader] = {"openai": OpenAIReader(), "anthropic": AnthropicReader()}
-    serve_workspace_erasure(broker, registry, settings.topic_prefix)
-    puller = Puller(settings, readers, registry.publish_day, registry.save_state, registry.alert)
+    serve_erasure(broker, ConnectorsErasure(registry), settings.topic_prefix)
+    puller = Puller(settings, readers, registry.publish_pulled, registry.save_state, registry.alert)
 
     async def pull_round() -> None:
         await registry.pull_all(puller)

@@ -2,7 +2,8 @@
 anything is published, so a file with one bad line stores nothing.
 
 Columns (a header line names them, in any order; unknown columns are refused):
-  required  day (YYYY-MM-DD), provider, model, input_tokens, output_tokens, cost (decimal, in `currency`)
+  required  day (YYYY-MM-DD), provider, model, input_tokens, output_tokens, cost (decimal, in `currency`'s major
+            unit: dollars, not cents, as every connector stores it; providers/money.py)
   optional  project, api_key, cached_input_tokens, cache_creation_input_tokens, cache_creation_1h_input_tokens,
             requests, currency (ISO 4217, default usd)
 Token counts are spendstream's: `input_tokens` includes cache reads and writes. Rows of the same day, provider,

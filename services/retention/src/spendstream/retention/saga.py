@@ -2,7 +2,8 @@
 
 Per request, each step is written to `retention.requests.v1` before the next one starts, so a crash at any
 line resumes from the topic:
-  requested  -> publish a DeletionCommand (every owner consumes it) -> write `executing`.
+  requested  -> publish a DeletionCommand (every owner consumes it) -> write `executing`. The owners waited
+                for are those the installation runs (`erasure_owners`, default every one of `OWNERS`).
                 A crash between the two re-sends the command; owners treat a repeated request id as a no-op.
   executing  -> each owner's DeletionReport is written into the request *before* its offset is committed,
                 so a report is never lost; on restart the command is re-sent once to hurry silent owners.
@@ -27,7 +28,6 @@ import logging
 from faststream.kafka import KafkaBroker
 
 from spendstream.common.erasure import (
-    OWNERS,
     CompactionCheck,
     DeletionCommand,
     DeletionReport,
@@ -56,6 +56,7 @@ class Coordinator:
         self._settings = settings
         self._clock = clock
         self._kek = settings.kek_bytes()
+        self._owners = settings.owners()  # the installed owners: a request waits for each one's report
         self._broker = broker
         self._requests = Publisher(broker, DELETION_REQUESTS, settings.topic_prefix)
         self._commands = Publisher(broker, DELETION_COMMANDS, settings.topic_prefix)
@@ -224,8 +225,8 @@ class Coordinator:
 
     async def _conclude_if_complete(self, request: DeletionRequest) -> None:
         done = {o: r for o, r in request.reports.items() if r.status == "done"}
-        if set(OWNERS) <= set(done):
-            left = [f"{o}:{store}" for o in OWNERS for store in residue(done[o])]
+        if set(self._owners) <= set(done):
+            left = [f"{o}:{store}" for o in self._owners for store in residue(done[o])]
             if left:
                 await self._finish(request, "failed", "residue:" + ",".join(left))
             else:
@@ -236,7 +237,7 @@ class Coordinator:
 
     async def _check_compaction(self, request: DeletionRequest) -> None:
         """Verified once no record of the subject is readable on the compacted topics; failed past the bound."""
-        found = await leftovers(self._settings, request.workspace_id, request.customer_id)
+        found = await leftovers(self._settings, request.workspace_id, request.customer_id, self._owners)
         check = CompactionCheck(
             bound_seconds=self._settings.compaction_bound_seconds,
             topics=found.topics,
@@ -274,7 +275,7 @@ class Coordinator:
                 assert request.commanded_at is not None
                 if (now - request.commanded_at).total_seconds() < self._settings.command_timeout_seconds:
                     continue
-                pending = [o for o in OWNERS if o not in request.reports or request.reports[o].status != "done"]
+                pending = [o for o in self._owners if o not in request.reports or request.reports[o].status != "done"]
                 if request.attempts >= self._settings.max_attempts:
                     reasons = [
                         f"{o}:{request.reports[o].reason or 'failed'}" if o in request.reports else f"{o}:no_report"
@@ -290,7 +291,7 @@ class Coordinator:
     ) -> None:
         owners = [
             owner_receipt(request.reports[o], request.customer_id, request.customer_hash)
-            for o in OWNERS
+            for o in self._owners
             if o in request.reports
         ]
         finished = [r.finished_at for r in request.reports.values()]

@@ -1,6 +1,7 @@
 """Crypto-shredding made true: no readable record of an erased subject left on the compacted topics.
 
-Owners tombstone a workspace's data key, API keys and budgets, and blank its workspace record; until the
+Owners tombstone a workspace's data key, API keys, budgets and connectors (their sealed provider admin keys
+and cursors), and blank its workspace record; until the
 broker compacts, the old values still sit in the log, and whoever holds the KEK could unwrap the data key and
 open every envelope of the workspace. `leftovers` reads each compacted topic holding tenant keys or content
 from the earliest offset and lists every record of the subject that is neither a tombstone nor the workspace's
@@ -22,11 +23,23 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
 
+from spendstream.common.erasure import OWNERS, Owner
 from spendstream.common.settings import BaseServiceSettings
-from spendstream.common.topics import API_KEYS, BUDGETS, DATA_KEYS, WORKSPACES, AnyTopic, topic_name
+from spendstream.common.topics import (
+    API_KEYS,
+    BUDGETS,
+    CONNECTORS_CONFIG,
+    CONNECTORS_STATE,
+    DATA_KEYS,
+    WORKSPACES,
+    AnyTopic,
+    topic_name,
+)
 
 # Every compacted topic whose values hold a tenant's keys or content.
 TENANT_TOPICS: tuple[AnyTopic, ...] = (DATA_KEYS, API_KEYS, WORKSPACES, BUDGETS)
+# Those of an owner an installation may leave out: read only where that owner runs (nobody else writes them).
+OWNER_TOPICS: dict[Owner, tuple[AnyTopic, ...]] = {"connectors": (CONNECTORS_CONFIG, CONNECTORS_STATE)}
 # A customer's content sits only in budgets scoped to it.
 CUSTOMER_TOPICS: tuple[AnyTopic, ...] = (BUDGETS,)
 
@@ -93,9 +106,16 @@ async def _read(consumer: AIOKafkaConsumer, topic: AnyTopic, name: str) -> list[
     return records
 
 
-async def leftovers(settings: BaseServiceSettings, workspace_id: str, customer_id: str | None) -> Leftovers:
+def tenant_topics(owners: tuple[Owner, ...] = OWNERS) -> tuple[AnyTopic, ...]:
+    """The compacted topics holding a workspace's keys or content, in an installation running `owners`."""
+    return TENANT_TOPICS + tuple(t for o in owners for t in OWNER_TOPICS.get(o, ()))
+
+
+async def leftovers(
+    settings: BaseServiceSettings, workspace_id: str, customer_id: str | None, owners: tuple[Owner, ...] = OWNERS
+) -> Leftovers:
     """Read the subject's compacted topics from the earliest offset; count what of it is still readable."""
-    topics = TENANT_TOPICS if customer_id is None else CUSTOMER_TOPICS
+    topics = tenant_topics(owners) if customer_id is None else CUSTOMER_TOPICS
     found = Leftovers(topics=[topic_name(t, settings.topic_prefix) for t in topics])
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False

@@ -3,18 +3,18 @@
 `GET /v1/organizations/usage_report/messages` (daily buckets, grouped by model and workspace) gives uncached
 input, cache reads and the 5-minute and 1-hour cache writes, and output; spendstream's `input_tokens` is their
 sum (uncached + cache read + cache writes). It counts no requests. `GET /v1/organizations/cost_report` (daily,
-grouped by workspace and description, which adds the model) gives amounts as decimal text in the currency's
-lowest unit (cents).
+grouped by workspace and description, which adds the model) gives `amount` as decimal text in the currency's
+lowest unit with its `currency` (API reference: "123.45" in "USD" is $1.23, exactly $1.2345); the row's cost is
+that in the major unit (money.py), as OpenAI's and the CSV import's are.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from spendstream.common.records import ProviderUsage
-from spendstream.connectors.providers import Days
+from spendstream.connectors.providers import Days, Rows
+from spendstream.connectors.providers.money import add_cost, currency_code, decimal_amount, from_lowest_unit
 from spendstream.connectors.providers.paging import MalformedReport, buckets
 from spendstream.connectors.readonly_http import ReadOnlyHttp
 
@@ -52,26 +52,21 @@ class AnthropicReader:
             "bucket_width": "1d",
             "limit": 31,
         }
-        rows: dict[tuple[date, str, str], dict[str, Any]] = {}
-
-        def row(day: date, model: str, project: str) -> dict[str, Any]:
-            return rows.setdefault(
-                (day, model, project),
-                {
-                    "input_tokens": 0,
-                    "cached_input_tokens": 0,
-                    "cache_creation_input_tokens": 0,
-                    "cache_creation_1h_input_tokens": 0,
-                    "output_tokens": 0,
-                    "requests": None,
-                    "cost": None,
-                },
-            )
+        rows = Rows(
+            {
+                "input_tokens": 0,
+                "cached_input_tokens": 0,
+                "cache_creation_input_tokens": 0,
+                "cache_creation_1h_input_tokens": 0,
+                "output_tokens": 0,
+                "requests": None,
+            }
+        )
 
         async for bucket in buckets(http, USAGE_PATH, {**window, "group_by[]": ["model", "workspace_id"]}):
             day = _day(bucket)
             for result in bucket["results"]:
-                found = row(day, str(result.get("model") or ""), str(result.get("workspace_id") or ""))
+                found = rows.row(day, str(result.get("model") or ""), str(result.get("workspace_id") or ""))
                 uncached = _count(result, "uncached_input_tokens")
                 read = _count(result, "cache_read_input_tokens")
                 five = _count(result.get("cache_creation"), "ephemeral_5m_input_tokens")
@@ -81,20 +76,11 @@ class AnthropicReader:
                 found["cache_creation_input_tokens"] += five + hour
                 found["cache_creation_1h_input_tokens"] += hour
                 found["output_tokens"] += _count(result, "output_tokens")
-        currency = "usd"
         async for bucket in buckets(http, COSTS_PATH, {**window, "group_by[]": ["workspace_id", "description"]}):
             day = _day(bucket)
             for result in bucket["results"]:
-                try:
-                    cents = Decimal(str(result.get("amount")))
-                except InvalidOperation:
-                    raise MalformedReport("invalid_amount") from None
-                if not cents.is_finite():
-                    raise MalformedReport("invalid_amount")
-                currency = str(result.get("currency") or "usd").lower()
-                found = row(day, str(result.get("model") or ""), str(result.get("workspace_id") or ""))
-                found["cost"] = (found["cost"] or Decimal(0)) + cents / 100
-        days: Days = {}
-        for (day, model, project), figures in sorted(rows.items()):
-            days.setdefault(day, []).append(ProviderUsage(model=model, project=project, currency=currency, **figures))
-        return days
+                currency = currency_code(result.get("currency"))
+                amount = from_lowest_unit(decimal_amount(result.get("amount")), currency)
+                found = rows.row(day, str(result.get("model") or ""), str(result.get("workspace_id") or ""))
+                add_cost(found, amount, currency)
+        return rows.days()

@@ -3,17 +3,17 @@
 `GET /v1/organization/usage/completions` (daily buckets, grouped by model and project) gives tokens and
 requests: `input_tokens` counts cached input too, `input_cached_tokens` the cache reads. `GET
 /v1/organization/costs` (daily buckets, grouped by project and line item) gives the bill; a line item reads
-"<model>, <input|output|...>", so its model is the part before the first comma.
+"<model>, <input|output|...>", so its model is the part before the first comma. `amount.value` is a number in
+the currency's major unit (dollars), which is what a row's cost holds (money.py).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
 from typing import Any
 
-from spendstream.common.records import ProviderUsage
-from spendstream.connectors.providers import Days
+from spendstream.connectors.providers import Days, Rows
+from spendstream.connectors.providers.money import add_cost, currency_code, decimal_amount
 from spendstream.connectors.providers.paging import MalformedReport, buckets
 from spendstream.connectors.readonly_http import ReadOnlyHttp
 
@@ -50,35 +50,24 @@ class OpenAIReader:
             "bucket_width": "1d",
             "limit": 31,
         }
-        rows: dict[tuple[date, str, str], dict[str, Any]] = {}
-
-        def row(day: date, model: str, project: str) -> dict[str, Any]:
-            return rows.setdefault(
-                (day, model, project),
-                {"input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0, "requests": 0, "cost": None},
-            )
+        rows = Rows({"input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0, "requests": 0})
 
         async for bucket in buckets(http, USAGE_PATH, {**window, "group_by": ["model", "project_id"]}):
             day = _day(bucket)
             for result in bucket["results"]:
-                found = row(day, str(result.get("model") or ""), str(result.get("project_id") or ""))
+                found = rows.row(day, str(result.get("model") or ""), str(result.get("project_id") or ""))
                 found["input_tokens"] += _count(result, "input_tokens")
                 found["cached_input_tokens"] += _count(result, "input_cached_tokens")
                 found["output_tokens"] += _count(result, "output_tokens")
                 found["requests"] += _count(result, "num_model_requests")
-        currency = "usd"
         async for bucket in buckets(http, COSTS_PATH, {**window, "group_by": ["project_id", "line_item"]}):
             day = _day(bucket)
             for result in bucket["results"]:
-                amount = result.get("amount") or {}
-                value = amount.get("value")
-                if not isinstance(value, Decimal | int):
-                    raise MalformedReport("invalid_amount")
-                currency = str(amount.get("currency") or "usd").lower()
+                amount = result.get("amount")
+                if not isinstance(amount, dict) or isinstance(amount.get("value"), str):
+                    raise MalformedReport("invalid_amount")  # documented as a number
+                value = decimal_amount(amount.get("value"))
                 model = str(result.get("line_item") or "").split(",", 1)[0].strip()
-                found = row(day, model, str(result.get("project_id") or ""))
-                found["cost"] = (found["cost"] or Decimal(0)) + Decimal(value)
-        days: Days = {}
-        for (day, model, project), figures in sorted(rows.items()):
-            days.setdefault(day, []).append(ProviderUsage(model=model, project=project, currency=currency, **figures))
-        return days
+                found = rows.row(day, model, str(result.get("project_id") or ""))
+                add_cost(found, value, currency_code(amount.get("currency")))
+        return rows.days()

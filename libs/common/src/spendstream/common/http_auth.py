@@ -13,18 +13,23 @@ that carry data out: exports, the audit log) is recorded in the audit log before
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Cookie, Header, HTTPException, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ConfigDict
+from starlette.routing import BaseRoute
 
 from spendstream.common.access import Action, allowed
 from spendstream.common.audit import AuditTrail, AuditUnavailable
 from spendstream.common.auth_brake import too_many_failures
 from spendstream.common.members import MemberDirectory
 from spendstream.common.records import AuditOutcome, KeyScope, Role
-from spendstream.common.sessions import CSRF_HEADER, SESSION_COOKIE, SessionStore
+from spendstream.common.sessions import CSRF_HEADER, SESSION_COOKIE, SessionRedis, SessionStore
+from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyDirectory
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,7 @@ class Caller(BaseModel):
     actor_id: str  # the key id or the member id: what the audit log names, never a secret
     scope: KeyScope | None = None  # a key's
     role: Role | None = None  # a member's, or the issuing member's role of a key (None: an operator's key)
+    issued_by: str | None = None  # a key's issuing member
     request_id: str
 
     @property
@@ -60,6 +66,17 @@ class Caller(BaseModel):
     @property
     def member_id(self) -> str | None:
         return self.actor_id if self.kind == "member" else None
+
+    @property
+    def actor(self) -> str:
+        """`key:<key id>` or `member:<member id>`: who a record the action writes names as its author."""
+        return f"{self.kind}:{self.actor_id}"
+
+    @property
+    def acting_member(self) -> str | None:
+        """The member behind the request: the signed-in member, or the member who issued the key. What the
+        caller creates (a key) is capped by this member's role in turn; None for an operator's key."""
+        return self.actor_id if self.kind == "member" else self.issued_by
 
     def can(self, action: Action) -> bool:
         """For a route whose request needs a second action (a budget with a webhook needs `webhooks.write`)."""
@@ -91,6 +108,34 @@ def action_of(dependency: object) -> Action | None:
     """The action a `require` dependency checks, or None for any other callable."""
     found: Action | None = getattr(dependency, ACTION_ATTRIBUTE, None)
     return found
+
+
+def route_actions(route: APIRoute) -> list[Action]:
+    """Every action a route's dependencies check (`require`), in order; one for every route of every service
+    but the few authenticated otherwise (health, metrics, the Stripe webhook, internal and sign-in routes)."""
+    found: list[Action] = []
+
+    def walk(dependant: Dependant) -> None:
+        for dependency in dependant.dependencies:
+            if (action := action_of(dependency.call)) is not None:
+                found.append(action)
+            walk(dependency)
+
+    walk(route.dependant)
+    return found
+
+
+def document_permissions(routes: Sequence[BaseRoute]) -> None:
+    """Name each route's permission in its OpenAPI operation (`x-permission` and a line of its description)."""
+    for route in routes:
+        if not isinstance(route, APIRoute):
+            continue
+        actions = route_actions(route)
+        if len(actions) != 1:
+            continue
+        route.openapi_extra = {**(route.openapi_extra or {}), "x-permission": actions[0]}
+        line = f"Permission: `{actions[0]}` (a member's role or a key's scope, see the README's roles table)."
+        route.description = f"{route.description}\n\n{line}" if route.description else line
 
 
 def is_audited(action: Action, method: str) -> bool:
@@ -136,13 +181,22 @@ class Access:
             actor_id=principal.key_id,
             scope=principal.scope,
             role=issuer,
+            issued_by=principal.issued_by,
             request_id=request_id,
         )
 
     async def _from_session(self, session_id: str, request_id: str) -> Caller | None:
         if self.sessions is None or self.members is None:
             return None
-        session = await self.sessions.get(session_id)
+        try:
+            session = await self.sessions.get(session_id)
+        except Exception as exc:  # the service's Redis client raises its own types
+            log.warning("session store unavailable", extra={"error": type(exc).__name__})
+            raise HTTPException(
+                503,
+                detail={"error": "sessions_unavailable", "message": "sessions cannot be checked now; API keys can"},
+                headers={"Retry-After": "5"},
+            ) from None
         if session is None:
             return None
         member = await self.members.active(session.member_id, session.workspace_id)
@@ -265,6 +319,21 @@ class Access:
 
         setattr(dependency, ACTION_ATTRIBUTE, action)
         return dependency
+
+
+def service_access(
+    settings: BaseServiceSettings,
+    service: str,
+    keys: KeyDirectory,
+    broker: KafkaBroker,
+    redis: SessionRedis,
+    gate: WorkspaceGate | None = None,
+) -> tuple[Access, MemberDirectory]:
+    """A service's `Access`: its keys, the replayed members (start and stop the returned directory with the
+    service), sessions in the service's own Redis, and audit records published on its broker."""
+    members = MemberDirectory(settings)
+    access = Access(keys, members, SessionStore(settings, redis), AuditTrail(settings, broker, service), gate)
+    return access, members
 
 
 def _target(request: Request) -> str:

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ from spendstream.cli.commands import _monolith
 from spendstream.common.access import Action, allowed
 from spendstream.common.http_auth import api_routes, route_actions
 from spendstream.common.kafka import Publisher, make_broker
-from spendstream.common.records import KeyScope, MemberRecord, Role
+from spendstream.common.records import AuditRecord, KeyScope, MemberRecord, Role
 from spendstream.common.service import build_http_app
 from spendstream.common.sessions import CSRF_HEADER, SESSION_COOKIE, SessionStore
 from spendstream.common.settings import BaseServiceSettings
@@ -90,6 +91,24 @@ async def end_offsets(iso: Isolation, skip: frozenset[str]) -> dict[TopicPartiti
         await consumer.stop()
 
 
+async def audit_records(iso: Isolation) -> list[AuditRecord]:
+    """Every record on the test's audit topic."""
+    consumer = AIOKafkaConsumer(
+        topic_name(AUDIT_RECORDS, iso.prefix),
+        bootstrap_servers=iso.stack.kafka,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[AuditRecord] = []
+    try:
+        while batches := await consumer.getmany(timeout_ms=2000):
+            found += [AUDIT_RECORDS.record.decode(m.value) for ms in batches.values() for m in ms if m.value]
+    finally:
+        await consumer.stop()
+    return found
+
+
 async def redis_keys(redis: aioredis.Redis, prefix: str) -> set[bytes]:
     """The test's Redis keys but sessions (a session's idle clock moves on every request by design)."""
     return {k async for k in redis.scan_iter(match=f"{prefix}*") if b"people:session:" not in k}
@@ -118,6 +137,7 @@ class World:
     b_admin: str
     member_ids: dict[str, str]
     workspace_id: str
+    openapi: dict[str, Any]
 
 
 @pytest.fixture
@@ -183,6 +203,7 @@ async def world(iso: Isolation, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
                 b_admin=b["admin"],
                 member_ids=ids,
                 workspace_id=a["workspace_id"],
+                openapi=app.openapi(),
             )
     await redis.aclose()
 
@@ -212,6 +233,11 @@ async def test_every_route_permits_exactly_the_callers_the_table_names(world: Wo
         for method in sorted(route.methods or ()):
             guarded_routes.append((method, path, actions[0]))
     served = {path for _, path, _ in guarded_routes}
+    # The OpenAPI document names each operation's permission, as the route checks it.
+    for method, path, action in guarded_routes:
+        operation = world.openapi["paths"].get(path, {}).get(method.lower())
+        if operation is not None:  # routes left out of the schema are checked all the same
+            assert operation["x-permission"] == action, (method, path)
     # The services whose routes the monolith must hold (people's join it when it is part of the monolith).
     for expected in ("/v1/events", "/v1/usage", "/v1/budgets", "/v1/deletions", "/v1/connectors", "/v1/admin/keys"):
         assert expected in served
@@ -250,6 +276,15 @@ async def test_every_route_permits_exactly_the_callers_the_table_names(world: Wo
                 assert secret not in response.text, f"{caller.name} {method} {path} answered with B's {secret}"
             permitted += 1
     assert permitted > 0
+
+    # Each administrative call left its record, refusals too, attributed to the member or key that made it.
+    records = await audit_records(world.iso)
+    seen = {(r.actor_id, r.action, r.outcome) for r in records}
+    assert (world.member_ids["owner"], "workspace.lifecycle", "allowed") in seen
+    assert (world.member_ids["viewer"], "workspace.lifecycle", "denied") in seen
+    assert (world.member_ids["admin"], "export.read", "allowed") in seen
+    assert not any(r.action in ("events.write", "reservations.write") for r in records)
+    assert {r.workspace_id for r in records} <= {world.workspace_id, world.b_ids["workspace_id"]}
 
     # B's key named in A's DELETE /v1/admin/keys/{key_id} still works: nothing of B was touched.
     assert (await world.client.get("/v1/budgets", headers=auth(world.b_admin))).status_code == 200

@@ -7,7 +7,7 @@ import pytest
 from spendstream.alerts.app import create_service as create_alerts
 from spendstream.common.topics import BUDGETS, topic_name
 from tests.alerts.conftest import SECRET, alerts_settings
-from tests.support import Isolation, auth, create_workspace, eventually, serving
+from tests.support import Isolation, auth, create_workspace, eventually, member_key, serving
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +48,14 @@ async def test_budget_crud_shows_a_generated_secret_once_and_never_again(iso: Is
         ]
         assert changed.json()["revision"] == 2
 
-        # Another workspace's admin key sees nothing of it; read and ingest keys are refused.
+        # Another workspace's admin key sees nothing of it; a read key reads budgets (budgets.read) and changes
+        # none (budgets.write), an ingest key does neither.
         foreign = await client.get(f"/v1/budgets/{budget['budget_id']}", headers=auth(other["admin"]))
         assert foreign.status_code == 404
-        assert (await client.get("/v1/budgets", headers=auth(ws["read"]))).status_code == 403
+        assert (await client.get("/v1/budgets", headers=auth(ws["read"]))).status_code == 200
+        assert (await client.get("/v1/budgets", headers=auth(ws["ingest"]))).status_code == 403
+        read_delete = await client.delete(f"/v1/budgets/{budget['budget_id']}", headers=auth(ws["read"]))
+        assert read_delete.status_code == 403
         assert (await client.get("/v1/budgets", headers=auth("ssk_admin_nope"))).status_code == 401
 
         assert (await client.delete(f"/v1/budgets/{budget['budget_id']}", headers=admin)).status_code == 204
@@ -101,3 +105,23 @@ async def test_invalid_budgets_are_refused_without_echoing_input(iso: Isolation)
             r = await client.post("/v1/budgets", json=body, headers=auth(ws["admin"]))
             assert r.status_code == 422, body
             assert "secret text" not in r.text and "not an address" not in r.text
+
+
+async def test_a_budget_with_webhooks_needs_webhooks_write_beside_budgets_write(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    _, members = await member_key(iso, ws["workspace_id"], "member")
+    _, admins = await member_key(iso, ws["workspace_id"], "admin")
+    hooked = {"name": "hooked", "amount_usd": "10", "webhooks": [{"url": "http://127.0.0.1:9/a"}]}
+    async with serving([create_alerts(alerts_settings(iso))]) as client:
+        refused = await client.post("/v1/budgets", json=hooked, headers=auth(members))
+        assert refused.status_code == 403
+        assert "webhooks.write" in refused.json()["message"]
+        assert (await client.get("/v1/budgets", headers=auth(members))).json() == []
+        plain = await client.post("/v1/budgets", json={"name": "plain", "amount_usd": "10"}, headers=auth(members))
+        assert plain.status_code == 201, plain.text
+        path = f"/v1/budgets/{plain.json()['budget_id']}"
+        change = {"webhooks": [{"url": "http://127.0.0.1:9/b"}]}
+        assert (await client.patch(path, json=change, headers=auth(members))).status_code == 403
+        assert (await client.patch(path, json={"amount_usd": "20"}, headers=auth(members))).status_code == 200
+        assert (await client.patch(path, json=change, headers=auth(admins))).status_code == 200
+        assert (await client.post("/v1/budgets", json=hooked, headers=auth(admins))).status_code == 201

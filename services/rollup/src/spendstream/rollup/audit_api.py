@@ -25,12 +25,12 @@ from pydantic import BaseModel, SecretStr
 
 from spendstream.common.access import Action
 from spendstream.common.errors import AUTH, responses
+from spendstream.common.http_auth import Caller
 from spendstream.common.records import AuditOutcome
-from spendstream.common.tenants import Principal
 from spendstream.rollup.audit_chain import utc
 from spendstream.rollup.audit_log import MAX_PAGE, SHOWN, AuditLog, Filters
 
-# The one action of every tenant route here (access.py): the switch to `Access.require(READ)` is mechanical.
+# The one action of every tenant route here (access.py): app.py passes `Access.require(READ)` as `reader`.
 READ: Final[Action] = "audit.read"
 EXPORT_PAGE = 2000
 
@@ -123,12 +123,12 @@ async def csv_stream(log: AuditLog, workspace_id: str, filters: Filters) -> Asyn
 
 
 def build_audit_router(log: AuditLog, reader: Any, internal_token: SecretStr) -> APIRouter:
-    """`reader`: the dependency authenticating action READ (an admin key until `Access` lands)."""
+    """`reader`: the dependency authenticating action READ (`Access.require(READ)`: keys and sessions)."""
     router = APIRouter(tags=["audit"], responses=responses(*AUTH, 422))
 
     @router.get("/v1/audit", response_model=AuditPage, summary="The workspace's audit records, newest first, paged")
     async def records(
-        principal: Annotated[Principal, Depends(reader)],  # READ
+        principal: Annotated[Caller, Depends(reader)],  # READ
         filters: Annotated[Filters, Depends(_filters)],
         cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
@@ -143,7 +143,7 @@ def build_audit_router(log: AuditLog, reader: Any, internal_token: SecretStr) ->
         response_class=StreamingResponse,
     )
     async def export(
-        principal: Annotated[Principal, Depends(reader)],  # READ
+        principal: Annotated[Caller, Depends(reader)],  # READ
         filters: Annotated[Filters, Depends(_filters)],
         fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
     ) -> StreamingResponse:
@@ -164,7 +164,7 @@ def build_audit_router(log: AuditLog, reader: Any, internal_token: SecretStr) ->
         response_model=AuditVerdict,
         summary="Verify the workspace's audit chain: sequence, links, content and authenticated head",
     )
-    async def verify(principal: Annotated[Principal, Depends(reader)]) -> dict[str, Any]:  # READ
+    async def verify(principal: Annotated[Caller, Depends(reader)]) -> dict[str, Any]:  # READ
         return (await asyncio.to_thread(log.verify, principal.workspace_id)).jsonable()
 
     async def operator(x_internal_token: Annotated[str | None, Header()] = None) -> None:

@@ -28,10 +28,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 TOKEN = "internal-token-of-the-audit-tests"
 
 
+def published_only(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The test's own records: reading the audit log is audited too, and those records join the chain."""
+    return [r for r in records if r["action"] != "audit.read"]
+
+
 async def stored(http: httpx.AsyncClient, key: str, n: int, **params: str) -> list[dict[str, Any]]:
     async def check() -> list[dict[str, Any]] | None:
         answer = await http.get("/v1/audit", params={"limit": "1000", **params}, headers=auth(key))
         records: list[dict[str, Any]] = answer.json().get("records", []) if answer.status_code == 200 else []
+        records = published_only(records)
         return records if len(records) >= n else None
 
     return await eventually(check, timeout=30)
@@ -88,7 +94,8 @@ async def test_published_records_are_stored_once_in_order_and_read_by_admins_onl
         assert [r["seq"] for r in signins.json()["records"]] == [5, 3, 1]
         now = datetime.now(UTC)
         window = {"from": (now - timedelta(minutes=5)).isoformat(), "to": (now + timedelta(minutes=5)).isoformat()}
-        assert len((await http.get("/v1/audit", params=window, headers=auth(ws["admin"]))).json()["records"]) == 5
+        in_window = (await http.get("/v1/audit", params=window, headers=auth(ws["admin"]))).json()["records"]
+        assert len(published_only(in_window)) == 5
         future = {"from": (now + timedelta(days=1)).date().isoformat()}
         assert (await http.get("/v1/audit", params=future, headers=auth(ws["admin"]))).json()["records"] == []
 
@@ -97,7 +104,7 @@ async def test_published_records_are_stored_once_in_order_and_read_by_admins_onl
         params: dict[str, str] = {"limit": "2"}
         while True:
             page = (await http.get("/v1/audit", params=params, headers=auth(ws["admin"]))).json()
-            seen += [r["seq"] for r in page["records"]]
+            seen += [r["seq"] for r in published_only(page["records"])]
             if page["next_cursor"] is None:
                 break
             params = {"limit": "2", "cursor": page["next_cursor"]}
@@ -105,13 +112,18 @@ async def test_published_records_are_stored_once_in_order_and_read_by_admins_onl
 
         # Verify, over the API and its operator twin.
         verdict = (await http.get("/v1/audit/verify", headers=auth(ws["admin"]))).json()
-        assert verdict["ok"] and verdict["records"] == 5 and verdict["first_bad"] is None
-        internal = await http.get(
-            "/internal/v1/audit/verify",
-            params={"workspace_id": other["workspace_id"]},
-            headers={"X-Internal-Token": TOKEN},
-        )
-        assert internal.json()["records"] == 1 and internal.json()["ok"]
+        assert verdict["ok"] and verdict["records"] >= 5 and verdict["first_bad"] is None
+
+        async def other_verified() -> dict[str, Any] | None:
+            internal = await http.get(
+                "/internal/v1/audit/verify",
+                params={"workspace_id": other["workspace_id"]},
+                headers={"X-Internal-Token": TOKEN},
+            )
+            answer: dict[str, Any] = internal.json()
+            return answer if answer["records"] == 1 else None
+
+        assert (await eventually(other_verified, timeout=30))["ok"]
         wrong = await http.get(
             "/internal/v1/audit/verify", params={"workspace_id": "x"}, headers={"X-Internal-Token": "nope"}
         )
@@ -163,13 +175,13 @@ async def test_export_streams_every_record_as_json_or_csv_and_verify_names_tampe
 
         document = (await http.get("/v1/audit/export", params={"format": "json"}, headers=auth(ws["admin"]))).json()
         assert document["workspace_id"] == ws["workspace_id"]
-        assert [r["seq"] for r in document["records"]] == [1, 2, 3, 4]
+        assert [r["seq"] for r in published_only(document["records"])] == [1, 2, 3, 4]
         answer = await http.get("/v1/audit/export", params={"format": "csv"}, headers=auth(ws["admin"]))
         assert answer.headers["content-type"].startswith("text/csv")
-        rows = list(csv.DictReader(io.StringIO(answer.text)))
+        rows = published_only(list(csv.DictReader(io.StringIO(answer.text))))
         assert [r["seq"] for r in rows] == ["1", "2", "3", "4"]
         assert rows[2]["target"] == 'budget,"2"\n' and json.loads(rows[2]["detail"]) == {"field": "amount_usd"}
-        assert [r["hash"] for r in rows] == [r["hash"] for r in document["records"]]
+        assert [r["hash"] for r in rows] == [r["hash"] for r in published_only(document["records"])]
         only = await http.get(
             "/v1/audit/export", params={"format": "json", "action": "keys.issue"}, headers=auth(ws["admin"])
         )
@@ -183,7 +195,7 @@ async def test_export_streams_every_record_as_json_or_csv_and_verify_names_tampe
         )
         verdict = (await http.get("/v1/audit/verify", headers=auth(ws["admin"]))).json()
         assert verdict["ok"] is False and verdict["first_bad"] == {"seq": 2, "reason": "altered"}
-        assert verdict["records"] == 4
+        assert verdict["records"] >= 4  # the exports above are audited too
 
 
 async def test_records_stored_by_a_consumer_that_failed_before_committing_are_chained_once(
@@ -204,7 +216,9 @@ async def test_records_stored_by_a_consumer_that_failed_before_committing_are_ch
 
     def count() -> int:
         result = clickhouse_client(iso.stack.clickhouse).query(
-            f"SELECT count() FROM {iso.database}.audit_records WHERE workspace_id = {{ws:String}}",
+            # Reading the log is audited too: those records are not the ones under test.
+            f"SELECT count() FROM {iso.database}.audit_records WHERE workspace_id = {{ws:String}}"
+            " AND action != 'audit.read'",
             parameters={"ws": ws["workspace_id"]},
         )
         return int(result.result_rows[0][0])
@@ -238,7 +252,7 @@ async def test_records_stored_by_a_consumer_that_failed_before_committing_are_ch
             records = await stored(http, ws["admin"], 4)
             assert [r["seq"] for r in records] == [4, 3, 2, 1] and count() == 4
             verdict = (await http.get("/v1/audit/verify", headers=auth(ws["admin"]))).json()
-            assert verdict["ok"] and verdict["records"] == 4 and verdict["last_seq"] == 4
+            assert verdict["ok"] and verdict["records"] >= 4 and verdict["first_seq"] == 1
 
 
 async def test_a_workspace_erasure_removes_its_audit_log_counts_it_and_keeps_other_chains_verifying(
@@ -274,7 +288,9 @@ async def test_a_workspace_erasure_removes_its_audit_log_counts_it_and_keeps_oth
         (report,) = await reports(iso, "req-audit-1", "rollup")
         counts = {c.store: (c.before, c.after) for c in report.counts}
         assert report.status == "done"
-        assert counts["clickhouse:audit_records"] == (3, 0) and counts["clickhouse:audit_heads"][1] == 0
+        # Three records under test, and those of the test's own reads of the log.
+        assert counts["clickhouse:audit_records"][0] >= 3 and counts["clickhouse:audit_records"][1] == 0
+        assert counts["clickhouse:audit_heads"][1] == 0
         # A record of the erased workspace arriving later starts no new chain.
         await retention.record(
             workspace_id=gone["workspace_id"], actor_kind="operator", actor_id="operator", action="x", outcome="success"
@@ -290,7 +306,9 @@ async def test_a_workspace_erasure_removes_its_audit_log_counts_it_and_keeps_oth
 
         def rows(workspace_id: str) -> int:
             result = clickhouse_client(iso.stack.clickhouse).query(
-                f"SELECT count() FROM {iso.database}.audit_records WHERE workspace_id = {{ws:String}}",
+                # Reading the log is audited too: those records are not the ones under test.
+                f"SELECT count() FROM {iso.database}.audit_records WHERE workspace_id = {{ws:String}}"
+                " AND action != 'audit.read'",
                 parameters={"ws": workspace_id},
             )
             return int(result.result_rows[0][0])
@@ -312,4 +330,4 @@ async def test_a_workspace_erasure_removes_its_audit_log_counts_it_and_keeps_oth
             "last_seq": None,
             "head_hash": None,
         }
-        assert verdicts[1]["ok"] and verdicts[1]["records"] == 2
+        assert verdicts[1]["ok"] and verdicts[1]["records"] >= 2  # and its reads of the log

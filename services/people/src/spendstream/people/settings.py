@@ -1,8 +1,8 @@
-"""people's configuration: the shared base plus sign-in, invitations and single sign-on."""
+"""people's configuration: the shared base plus sign-in, invitations (and their SMTP) and single sign-on."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from spendstream.common.settings import BaseServiceSettings
 
@@ -27,3 +27,20 @@ class PeopleSettings(BaseServiceSettings):
     trusted_proxies: tuple[str, ...] = ()
     # The issuer name authenticator apps show beside the account.
     totp_issuer: str = Field(default="spendstream", min_length=1, max_length=64)
+
+    # Invitations and one-time sign-in links (`invitations.py`, `signin_links.py`, `members_api.py`).
+    # Where people's links point: the console (invitation page) and this API (one-time sign-in links) as the
+    # browser reaches them.
+    public_url: str = Field(default="http://localhost:8086", pattern=r"^https?://[^\s?#]+$")
+    invitation_ttl_seconds: int = Field(default=72 * 3600, ge=60, le=30 * 86400)
+    signin_link_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 86400)
+    # Invitations by e-mail over SMTP (the names alerts uses); an empty host: invitations are refused with 503
+    # and the operator's CLI prints a one-time sign-in link instead.
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_starttls: bool = True
+    smtp_ca_file: str = ""  # a CA bundle to verify the SMTP server with; empty: the system's
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_from: str = Field(default="spendstream@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)

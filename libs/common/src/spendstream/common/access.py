@@ -41,6 +41,8 @@ Action = Literal[
     # Ingest keys only: metering traffic.
     "events.write",
     "reservations.write",
+    # Every member, for themselves only (sessions, never keys): export and erase their own personal data.
+    "self.manage",
 ]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 
@@ -59,11 +61,13 @@ _ADMIN: frozenset[Action] = _MEMBER | {
 }
 _OWNER: frozenset[Action] = _ADMIN | {"owners.write", "workspace.lifecycle", "erasures.workspace"}
 
+_SELF: frozenset[Action] = frozenset({"self.manage"})
+
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
-    "viewer": _VIEWER,
-    "member": _MEMBER,
-    "admin": _ADMIN,
-    "owner": _OWNER,
+    "viewer": _VIEWER | _SELF,
+    "member": _MEMBER | _SELF,
+    "admin": _ADMIN | _SELF,
+    "owner": _OWNER | _SELF,
 }
 
 # A key's scope names what the key is for; `admin` keys made by the operator (workspace creation, the CLI) hold

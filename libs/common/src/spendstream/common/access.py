@@ -38,11 +38,12 @@ Action = Literal[
     "owners.write",  # make, demote or remove admins and owners
     "workspace.lifecycle",  # cancel, reactivate
     "erasures.workspace",
+    # Every member, by session only (no key scope holds them): their own profile, credentials and sessions.
+    "account.read",  # GET /v1/me, GET /v1/me/export
+    "account.write",  # sign-out, password change, TOTP enrolment, DELETE /v1/me
     # Ingest keys only: metering traffic.
     "events.write",
     "reservations.write",
-    # Every member, for themselves only (sessions, never keys): export and erase their own personal data.
-    "self.manage",
 ]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 
@@ -61,13 +62,13 @@ _ADMIN: frozenset[Action] = _MEMBER | {
 }
 _OWNER: frozenset[Action] = _ADMIN | {"owners.write", "workspace.lifecycle", "erasures.workspace"}
 
-_SELF: frozenset[Action] = frozenset({"self.manage"})
+_ACCOUNT: frozenset[Action] = frozenset({"account.read", "account.write"})
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
-    "viewer": _VIEWER | _SELF,
-    "member": _MEMBER | _SELF,
-    "admin": _ADMIN | _SELF,
-    "owner": _OWNER | _SELF,
+    "viewer": _VIEWER | _ACCOUNT,
+    "member": _MEMBER | _ACCOUNT,
+    "admin": _ADMIN | _ACCOUNT,
+    "owner": _OWNER | _ACCOUNT,
 }
 
 # A key's scope names what the key is for; `admin` keys made by the operator (workspace creation, the CLI) hold

@@ -28,15 +28,19 @@ from spendstream.common.service import Service
 from spendstream.common.sessions import SessionRedis, SessionStore
 from spendstream.common.tenants import KeyDirectory
 from spendstream.common.topics import MEMBERS
+from spendstream.people import signin_api, totp_api
 from spendstream.people.directory import Directory
 from spendstream.people.erasure import Eraser
 from spendstream.people.invitations import Invitations
+from spendstream.people.lockout import Lockout
 from spendstream.people.mail import MailSender
 from spendstream.people.members_api import MembersDeps, build_router
 from spendstream.people.passwords import Passwords
 from spendstream.people.redis_client import redis_client
 from spendstream.people.settings import PeopleSettings
 from spendstream.people.signin_links import SigninLinks
+from spendstream.people.totp import SecondFactor
+from spendstream.people.web import SignIn
 
 
 def build_directory(settings: PeopleSettings, redis: aioredis.Redis, broker: KafkaBroker) -> Directory:
@@ -65,7 +69,17 @@ def create_service(settings: PeopleSettings) -> Service:
     keys = KeyDirectory(settings)
     member_table = MemberDirectory(settings)
     directory = build_directory(settings, redis, broker)
+    passwords = Passwords(settings)
     invitations = Invitations(redis, settings.redis_prefix, settings.invitation_ttl_seconds)
+    signin = SignIn(
+        settings=settings,
+        directory=directory,
+        sessions=sessions,
+        passwords=passwords,
+        lockout=Lockout(settings, redis),
+        factor=SecondFactor(settings, redis, directory),
+        audit=audit,
+    )
     access = Access(keys, member_table, sessions, audit)
     deps = MembersDeps(
         access=access,
@@ -73,15 +87,17 @@ def create_service(settings: PeopleSettings) -> Service:
         invitations=invitations,
         links=SigninLinks(redis, settings.redis_prefix, settings.signin_link_ttl_seconds),
         mail=MailSender(settings),
-        passwords=Passwords(settings),
+        passwords=passwords,
         sessions=sessions,
         audit=audit,
         public_url=settings.link_base,
+        set_cookie=signin.set_cookie,
+        clear_cookie=signin.clear_cookie,
     )
     eraser = Eraser(directory=directory, invitations=invitations, redis=redis, redis_prefix=settings.redis_prefix)
     serve_erasure(broker, eraser, settings.topic_prefix)
 
-    service = Service("people", routers=[build_router(deps)])
+    service = Service("people", routers=[signin_api.router(signin), totp_api.router(signin), build_router(deps)])
     service.on_start(keys.table.start, member_table.table.start, broker.start)
     service.on_stop(broker.stop, member_table.table.stop, keys.table.stop, redis.aclose)
     return service

@@ -8,6 +8,7 @@ active owner of a workspace cannot be demoted, removed or erased (409 last_owner
 # No `from __future__ import annotations`: FastAPI reads the dependencies' annotations at definition time.
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spendstream.common.audit import AuditTrail, AuditUnavailable
 from spendstream.common.http_auth import Access, Caller
 from spendstream.common.records import AuditOutcome, Role
-from spendstream.common.sessions import SESSION_COOKIE, SessionStore
+from spendstream.common.sessions import SessionStore
 from spendstream.people.directory import (
     AlreadyMember,
     Directory,
@@ -34,7 +35,7 @@ from spendstream.people.directory import (
 from spendstream.people.invitations import Invitation, Invitations
 from spendstream.people.mail import MailSender, MailUnavailable
 from spendstream.people.passwords import Passwords, check_policy
-from spendstream.people.session_cookie import start_session
+from spendstream.people.session_cookie import SetCookie, start_session
 from spendstream.people.signin_links import SigninLinks
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ class MembersDeps:
     sessions: SessionStore
     audit: AuditTrail
     public_url: str
+    set_cookie: SetCookie  # sign-in's (`web.SignIn.set_cookie`): one cookie, one set of attributes
+    clear_cookie: Callable[[Request, Response], None]
 
 
 def _error(status: int, error: str, message: str) -> HTTPException:
@@ -348,7 +351,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
             membership = await directory.add_member(invitation.workspace_id, person.person_id, invitation.role)
         except DirectoryError as exc:
             raise _refused(exc) from None
-        return await start_session(deps.sessions, request, response, membership, "invitation")
+        return await start_session(deps.sessions, deps.set_cookie, request, response, membership, "invitation")
 
     @router.get("/v1/auth/link", response_class=RedirectResponse, status_code=302)
     async def follow_link(request: Request, token: Annotated[str, Query(max_length=128)]) -> Response:
@@ -372,7 +375,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
                 {"error": "invalid_link", "message": "the sign-in link is unknown, used or expired"}, status_code=401
             )
         redirect = RedirectResponse("/", status_code=302)
-        await start_session(deps.sessions, request, redirect, membership, "link")
+        await start_session(deps.sessions, deps.set_cookie, request, redirect, membership, "link")
         return redirect
 
     async def own(caller: Caller) -> tuple[Membership, Person]:
@@ -386,7 +389,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
 
     @router.get("/v1/me/export", response_model=PersonalData)
     async def export(
-        request: Request, caller: Annotated[Caller, Depends(deps.access.require("self.manage"))]
+        request: Request, caller: Annotated[Caller, Depends(deps.access.require("account.read"))]
     ) -> PersonalData:
         """The signed-in person's own data: e-mail, name and memberships in every workspace."""
         _, person = await own(caller)
@@ -411,7 +414,9 @@ def build_router(deps: MembersDeps) -> APIRouter:
         )
 
     @router.delete("/v1/me", status_code=204)
-    async def erase_me(caller: Annotated[Caller, Depends(deps.access.require("self.manage"))]) -> Response:
+    async def erase_me(
+        request: Request, caller: Annotated[Caller, Depends(deps.access.require("account.write"))]
+    ) -> Response:
         """Erase the signed-in person: every membership ends and e-mail, name and credentials are deleted; the
         member ids stay (the audit log names them). 409 last_owner while they are a workspace's only owner."""
         _, person = await own(caller)
@@ -422,7 +427,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
         for membership in removed:
             await deps.invitations.erase_email(membership.workspace_id, person.email)
         response = Response(status_code=204)
-        response.delete_cookie(SESSION_COOKIE, path="/")
+        deps.clear_cookie(request, response)
         return response
 
     return router

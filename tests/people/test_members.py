@@ -59,7 +59,7 @@ async def test_a_viewer_and_a_member_neither_list_nor_manage_members(iso: Isolat
     async with people_service(iso) as p:
         owner = await p.operator_adds(ws, "owner@example.com")
         for role in ("viewer", "member"):
-            caller = await p.joins(owner, f"{role}@example.com", role)  # type: ignore[arg-type]
+            caller = await p.joins(owner, f"{role}@example.com", role)
             assert (await p.client.get("/v1/members", headers=caller.headers())).status_code == 403
             assert (await p.client.get("/v1/invitations", headers=caller.headers())).status_code == 403
             change = await p.client.patch(

@@ -327,7 +327,15 @@ def build_router(deps: MembersDeps) -> APIRouter:
             if not await deps.passwords.verify(person.password_hash, body.password):
                 raise _error(401, "invalid_credentials", "the password does not match this address's account")
         elif violation := check_policy(body.password, invitation.email):
-            raise HTTPException(400, detail={"error": "weak_password", "message": violation.message})
+            raise HTTPException(
+                422,
+                detail={
+                    "error": "weak_password",
+                    "message": violation.message,
+                    "field": "body.password",
+                    "code": violation.code,
+                },
+            )
         await audited(
             request,
             workspace_id=invitation.workspace_id,

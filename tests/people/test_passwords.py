@@ -10,15 +10,13 @@ from spendstream.people.passwords import MAX_LENGTH, MIN_LENGTH, Passwords, chec
 from spendstream.people.settings import PeopleSettings
 
 
-def settings(**overrides: object) -> PeopleSettings:
-    values: dict[str, object] = {
-        "kek": "A" * 43 + "=",
-        "password_time_cost": 1,
-        "password_memory_kib": 8 * 1024,
-        "password_parallelism": 1,
-    }
-    values.update(overrides)
-    return PeopleSettings(**values)
+def settings(time_cost: int = 1, memory_kib: int = 8 * 1024, parallelism: int = 1) -> PeopleSettings:
+    return PeopleSettings(
+        kek="A" * 43 + "=",
+        password_time_cost=time_cost,
+        password_memory_kib=memory_kib,
+        password_parallelism=parallelism,
+    )
 
 
 @pytest.mark.parametrize(
@@ -64,7 +62,7 @@ def test_common_detection_ignores_case_and_trailing_digits() -> None:
 
 
 async def test_hashes_are_argon2id_with_the_configured_parameters() -> None:
-    passwords = Passwords(settings(password_time_cost=2, password_memory_kib=16 * 1024, password_parallelism=2))
+    passwords = Passwords(settings(time_cost=2, memory_kib=16 * 1024, parallelism=2))
     stored = await passwords.hash("correct-Horse-staple-42")
     parameters = extract_parameters(stored)
     assert stored.startswith("$argon2id$")

@@ -19,7 +19,7 @@ from tests.people.signin_support import (
     running_people,
     set_cookie_headers,
 )
-from tests.support import Isolation
+from tests.support import Isolation, auth, create_workspace, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -420,3 +420,21 @@ async def test_a_hash_made_with_other_parameters_is_remade_at_sign_in(iso: Isola
         assert stored is not None and stored.password_hash != old and "t=2" in (stored.password_hash or "")
         assert not people.passwords.needs_rehash(stored.password_hash or "")
         assert (await people.signin("ada@example.com")).status_code == 200
+
+
+async def test_a_members_own_routes_refuse_api_keys(iso: Isolation) -> None:
+    workspace = await create_workspace(iso)
+    async with running_people(iso) as people:
+        for scope in ("read", "admin"):
+
+            async def refused(scope: str = scope) -> bool:
+                answer = await people.client.get("/v1/me", headers=auth(workspace[scope]))
+                return answer.status_code == 403 and answer.json()["error"] == "forbidden"
+
+            await eventually(refused)  # once the key table has replayed the new workspace's keys
+            answer = await people.client.post(
+                "/v1/me/password",
+                json={"current_password": PASSWORD, "new_password": "a-new-Passphrase-for-2026"},
+                headers=auth(workspace[scope]),
+            )
+            assert answer.status_code == 403, answer.text

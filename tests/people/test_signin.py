@@ -19,7 +19,7 @@ from tests.people.signin_support import (
     running_people,
     set_cookie_headers,
 )
-from tests.support import Isolation, auth, create_workspace, eventually
+from tests.support import Isolation, auth, create_workspace, eventually, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -438,3 +438,11 @@ async def test_a_members_own_routes_refuse_api_keys(iso: Isolation) -> None:
                 headers=auth(workspace[scope]),
             )
             assert answer.status_code == 403, answer.text
+
+
+async def test_without_redis_nobody_is_signed_in_and_the_answer_says_so(iso: Isolation) -> None:
+    async with running_people(iso, redis_url=f"redis://127.0.0.1:{free_port()}/0") as people:
+        answer = await people.signin("ada@example.com")
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"] == "signin_unavailable" and answer.headers["retry-after"] == "5"
+        assert set_cookie_headers(answer) == []

@@ -225,7 +225,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
         except AuditUnavailable:
             raise AUDIT_UNAVAILABLE from None
 
-    @router.get("/v1/members", response_model=MemberList, responses=responses(*AUTH))
+    @router.get("/v1/members", response_model=MemberList, responses=responses(*AUTH, 422))
     async def list_members(caller: Annotated[Caller, Depends(deps.access.require("members.read"))]) -> MemberList:
         """The workspace's active members with their e-mail, name and role."""
         return MemberList(members=[await view(m) for m in await directory.members_of(caller.workspace_id)])
@@ -335,7 +335,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
             ) from None
         return InvitationCreated(invitation_id=invitation.invitation_id, expires_at=invitation.expires_at)
 
-    @router.get("/v1/invitations", response_model=InvitationList, responses=responses(*AUTH))
+    @router.get("/v1/invitations", response_model=InvitationList, responses=responses(*AUTH, 422))
     async def list_invitations(
         caller: Annotated[Caller, Depends(deps.access.require("members.read"))],
     ) -> InvitationList:
@@ -345,7 +345,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
             invitations=[InvitationView.model_validate(i.model_dump(exclude={"token_hash"})) for i in pending]
         )
 
-    @router.delete("/v1/invitations/{invitation_id}", status_code=204, responses=responses(*AUTH, 404, 503))
+    @router.delete("/v1/invitations/{invitation_id}", status_code=204, responses=responses(*AUTH, 404, 422, 503))
     async def revoke_invitation(
         invitation_id: str,
         caller: Annotated[Caller, Depends(deps.access.require("members.write"))],
@@ -460,7 +460,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
             raise _error(404, "unknown_member", "no personal data is kept for this member")
         return membership, person
 
-    @router.get("/v1/me/export", response_model=PersonalData, responses=responses(*AUTH, 404, 503))
+    @router.get("/v1/me/export", response_model=PersonalData, responses=responses(*AUTH, 404, 422, 503))
     async def export(
         request: Request, caller: Annotated[Caller, Depends(deps.access.require("account.read"))]
     ) -> PersonalData:
@@ -489,7 +489,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
     @router.delete(
         "/v1/me",
         status_code=204,
-        responses=responses(*AUTH, 404, 409, 503, s409="`last_owner`: the only owner of a workspace"),
+        responses=responses(*AUTH, 404, 409, 422, 503, s409="`last_owner`: the only owner of a workspace"),
     )
     async def erase_me(
         request: Request, caller: Annotated[Caller, Depends(deps.access.require("account.write"))]

@@ -279,7 +279,7 @@ class OidcClient:
             client_secret=self._client_secret.get_secret_value(),
             token_endpoint_auth_method=self._auth_method,
             redirect_uri=self._redirect_url,
-            timeout=_HTTP_TIMEOUT,
+            timeout=_HTTP_TIMEOUT.connect,  # authlib hands its timeout on per request, as seconds
             transport=self._transport,
         )
         try:

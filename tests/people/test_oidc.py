@@ -150,11 +150,14 @@ async def test_an_invited_person_signs_on_and_holds_a_session(
         assert "secure" not in flags  # plain http here; Secure comes with https
         assert cookie_header(response, FLOW_COOKIE).count("Max-Age=0") == 1  # the attempt is over
         session = await session_of(iso, response)
-        assert session is not None
-        assert (session.member_id, session.workspace_id, session.method) == (
+        assert session is not None and session.method == "oidc"
+        me = await app.get("/v1/me")  # the client sends the cookie it was given
+        assert me.status_code == 200, me.text
+        assert (me.json()["member_id"], me.json()["workspace_id"], me.json()["role"], me.json()["email"]) == (
             membership.member_id,
             membership.workspace_id,
-            "oidc",
+            "admin",
+            address,
         )
 
     successes = [r for r in await audit_records(iso) if r.action == "signin.oidc" and r.outcome == "success"]
@@ -162,6 +165,20 @@ async def test_an_invited_person_signs_on_and_holds_a_session(
         (membership.workspace_id, "member", membership.member_id)
     ]
     assert successes[0].client_hash and address not in successes[0].model_dump_json()
+
+
+async def test_a_session_id_fixed_before_sign_on_is_useless_after_it(iso: Isolation, provider: Provider) -> None:
+    address = email()
+    membership = await invite(iso, address)
+    async with directory(iso) as (_, sessions):
+        planted, _ = await sessions.create(membership.member_id, membership.workspace_id, "password")
+    async with people(sso_settings(iso, provider)) as app:
+        app.cookies.set(SESSION_COOKIE, planted)
+        response = await sign_on(app, f"verified:{address}")
+        assert response.status_code == 302 and response.cookies[SESSION_COOKIE] != planted
+    async with directory(iso) as (_, sessions):
+        assert await sessions.get(planted) is None
+        assert await sessions.get(response.cookies[SESSION_COOKIE]) is not None
 
 
 async def test_start_sends_the_browser_to_the_provider_with_pkce_state_and_nonce_bound_to_a_cookie(
@@ -355,19 +372,21 @@ async def test_a_sign_in_the_person_cancels_at_the_provider_is_refused(iso: Isol
     assert "access_denied" in response.json()["message"]
 
 
-async def test_a_person_of_several_workspaces_names_one(iso: Isolation, provider: Provider) -> None:
+async def test_a_person_of_several_workspaces_enters_the_one_named_else_the_oldest(
+    iso: Isolation, provider: Provider
+) -> None:
     address = email()
     first = await invite(iso, address, workspace_id="ws_one")
     async with directory(iso) as (found, _):
         person = await found.person_by_email(address)
         assert person is not None
-        await found.add_member("ws_two", person.person_id, "viewer")
+        second = await found.add_member("ws_two", person.person_id, "viewer")
     async with people(sso_settings(iso, provider)) as app:
-        refused(await sign_on(app, f"verified:{address}"), 409, "workspace_required")
-        location = (await app.get("/v1/auth/oidc/start", params={"workspace_id": "ws_one"})).headers["location"]
-        response = await app.get(await sign_in_at_provider(location, f"verified:{address}"))
-    session = await session_of(iso, response)
-    assert session is not None and (session.workspace_id, session.member_id) == ("ws_one", first.member_id)
+        oldest = await session_of(iso, await sign_on(app, f"verified:{address}"))
+        location = (await app.get("/v1/auth/oidc/start", params={"workspace_id": "ws_two"})).headers["location"]
+        named = await session_of(iso, await app.get(await sign_in_at_provider(location, f"verified:{address}")))
+    assert oldest is not None and (oldest.workspace_id, oldest.member_id) == ("ws_one", first.member_id)
+    assert named is not None and (named.workspace_id, named.member_id) == ("ws_two", second.member_id)
 
 
 async def test_without_a_provider_the_routes_answer_sso_not_configured(iso: Isolation) -> None:

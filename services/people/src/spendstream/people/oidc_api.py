@@ -11,17 +11,18 @@ from __future__ import annotations
 import hmac
 import logging
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Cookie, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from spendstream.common.audit import AuditTrail, AuditUnavailable
+from spendstream.common.audit import AuditUnavailable
 from spendstream.common.errors import responses
-from spendstream.common.records import AuditActorKind, AuditOutcome
-from spendstream.common.sessions import SESSION_COOKIE, SessionStore
+from spendstream.common.records import AuditOutcome
+from spendstream.common.sessions import SESSION_COOKIE
 from spendstream.people.directory import Directory, Membership
 from spendstream.people.oidc import FLOW_COOKIE, FLOW_COOKIE_PATH, PROVIDER_ERRORS, FlowCookie, OidcClient, OidcError
-from spendstream.people.settings import PeopleSettings
+from spendstream.people.web import NO_STORE, SignIn
 
 log = logging.getLogger("spendstream.people.oidc")
 
@@ -31,79 +32,49 @@ ACTION = "signin.oidc"
 
 @dataclass(frozen=True)
 class SignOn:
-    """What the routes need; `client` is None when the installation configures no provider."""
+    """What the routes need: password sign-in's wiring (directory, sessions, audit, the session cookie) and the
+    provider; `client` is None when the installation configures none."""
 
-    settings: PeopleSettings
+    signin: SignIn
     client: OidcClient | None
     cookie: FlowCookie
-    directory: Directory
-    sessions: SessionStore
-    audit: AuditTrail
-
-
-def set_session_cookie(response: Response, request: Request, session_id: str) -> None:
-    """The session cookie as every sign-in sets it: HttpOnly, SameSite=Lax, Path=/, Secure over https."""
-    response.set_cookie(
-        SESSION_COOKIE,
-        session_id,
-        httponly=True,
-        samesite="lax",
-        path="/",
-        secure=request.url.scheme == "https",
-    )
 
 
 def _error(code: str, message: str, status: int) -> JSONResponse:
-    response = JSONResponse({"error": code, "message": message}, status_code=status)
+    headers = {"Retry-After": "5"} if status == 503 else None
+    response = JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
     # A failed attempt is over: the browser starts again with a fresh state.
     response.delete_cookie(FLOW_COOKIE, path=FLOW_COOKIE_PATH)
     return response
 
 
-def _client_address(request: Request) -> str:
-    return request.client.host if request.client else ""
-
-
 def oidc_router(deps: SignOn) -> APIRouter:
     router = APIRouter(tags=["sign-in"])
+    ctx = deps.signin
     not_configured = (
         "sso_not_configured",
         "single sign-on is not configured on this installation (SPENDSTREAM_OIDC_*)",
         404,
     )
 
-    async def audit(
-        request: Request,
-        outcome: AuditOutcome,
-        *,
-        workspace_id: str = "",
-        actor_kind: AuditActorKind = "anonymous",
-        actor_id: str = "",
-        reason: str = "",
-    ) -> None:
-        await deps.audit.record(
-            workspace_id=workspace_id,
-            actor_kind=actor_kind,
-            actor_id=actor_id,
+    async def audit(request: Request, outcome: AuditOutcome, membership: Membership | None, reason: str = "") -> None:
+        # As password sign-in records its own: the member as actor on success, anonymous otherwise.
+        await ctx.audit.record(
+            workspace_id=membership.workspace_id if membership else "",
+            actor_kind="member" if membership else "anonymous",
+            actor_id=membership.member_id if membership else "anonymous",
             action=ACTION,
             outcome=outcome,
-            target=actor_id,
-            request_id=request.headers.get("x-request-id", ""),
-            client_address=_client_address(request),
+            target=membership.member_id if membership else "",
+            request_id=request.headers.get("x-request-id", "")[:64],
+            client_address=ctx.client_address(request),
             detail={"reason": reason} if reason else {},
         )
 
-    async def refuse(request: Request, error: OidcError, workspace_id: str = "", member_id: str = "") -> Response:
+    async def refuse(request: Request, error: OidcError) -> Response:
         log.info("single sign-on refused: %s", error.code)
         try:
-            await audit(
-                request,
-                "failure",
-                workspace_id=workspace_id,
-                actor_kind="member" if member_id else "anonymous",
-                actor_id=member_id,
-                reason=error.code,
-            )
+            await audit(request, "failure", None, error.code)
         except AuditUnavailable:
             return _error("audit_unavailable", "the audit log cannot record the sign-in now; retry shortly", 503)
         return _error(error.code, error.message, error.status)
@@ -141,7 +112,7 @@ def oidc_router(deps: SignOn) -> APIRouter:
             httponly=True,
             samesite="lax",  # sent on the provider's top-level redirect back to the callback
             path=FLOW_COOKIE_PATH,
-            secure=request.url.scheme == "https",
+            secure=ctx.over_https(request),
         )
         return response
 
@@ -155,7 +126,6 @@ def oidc_router(deps: SignOn) -> APIRouter:
                 400,
                 403,
                 404,
-                409,
                 502,
                 503,
                 s400="the attempt is not this browser's or the provider refused it: `oidc_flow_missing`, "
@@ -163,7 +133,6 @@ def oidc_router(deps: SignOn) -> APIRouter:
                 "`id_token_wrong_audience`, `id_token_expired`",
                 s403="`email_not_verified`, `email_domain_not_allowed`, `not_invited`, `email_missing`",
                 s404="`sso_not_configured`",
-                s409="`workspace_required`: the person is a member of several workspaces",
                 s502="`provider_unavailable`, `provider_misconfigured`, `id_token_invalid_signature`, "
                 "`id_token_wrong_issuer`, `id_token_invalid`",
             ),
@@ -174,11 +143,15 @@ def oidc_router(deps: SignOn) -> APIRouter:
         state: str | None = Query(default=None, max_length=512),
         code: str | None = Query(default=None, max_length=2048),
         error: str | None = Query(default=None, max_length=128),
+        ss_session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
     ) -> Response:
         """Finish single sign-on: this browser's state, the code exchanged, the ID token validated, the e-mail
         mapped to an invited member; then the session."""
         if deps.client is None:
             return _error(*not_configured)
+        if ss_session:
+            # As at password sign-in: a session id that came with a sign-in attempt is never used again.
+            await ctx.sessions.revoke(ss_session)
         try:
             flow = deps.cookie.decode(request.cookies.get(FLOW_COOKIE))
             if state is None or not hmac.compare_digest(state.encode(), flow.state.encode()):
@@ -195,37 +168,31 @@ def oidc_router(deps: SignOn) -> APIRouter:
                 raise OidcError(
                     "email_not_verified", "the identity provider has not verified this account's e-mail address", 403
                 )
-            domains = deps.settings.oidc_email_domains
+            domains = ctx.settings.oidc_email_domains
             domain = identity.email.rpartition("@")[2].lower()
             if domains and domain not in domains:
                 raise OidcError(
                     "email_domain_not_allowed", "this installation accepts single sign-on from other domains only", 403
                 )
-            membership = await _membership(deps.directory, identity.email, flow.workspace_id)
+            membership = await _membership(ctx.directory, identity.email, flow.workspace_id)
         except OidcError as refused:
             return await refuse(request, refused)
         try:
             # Written before the effect: no session exists without its record.
-            await audit(
-                request,
-                "success",
-                workspace_id=membership.workspace_id,
-                actor_kind="member",
-                actor_id=membership.member_id,
-            )
+            await audit(request, "success", membership)
         except AuditUnavailable:
             return _error("audit_unavailable", "the audit log cannot record the sign-in now; retry shortly", 503)
-        session_id, _ = await deps.sessions.create(membership.member_id, membership.workspace_id, "oidc")
-        response = RedirectResponse("/", status_code=302)
+        session_id, _ = await ctx.sessions.create(membership.member_id, membership.workspace_id, "oidc")
+        response = RedirectResponse("/", status_code=302, headers=NO_STORE)
         response.delete_cookie(FLOW_COOKIE, path=FLOW_COOKIE_PATH)
-        set_session_cookie(response, request, session_id)
+        ctx.set_cookie(request, response, session_id)
         return response
 
     return router
 
 
 async def _membership(directory: Directory, email: str, workspace_id: str | None) -> Membership:
-    """The active membership the signed-on person enters; OidcError when there is none to choose."""
+    """The active membership the signed-on person enters; `not_invited` when there is none."""
     not_invited = OidcError(
         "not_invited",
         "no workspace has invited this person: ask an admin of your workspace for an invitation first",
@@ -239,10 +206,5 @@ async def _membership(directory: Directory, email: str, workspace_id: str | None
         memberships = [m for m in memberships if m.workspace_id == workspace_id]
     if not memberships:
         raise not_invited
-    if len(memberships) > 1:
-        raise OidcError(
-            "workspace_required",
-            "this person is a member of several workspaces: start again with ?workspace_id=",
-            409,
-        )
+    # As password sign-in chooses: the workspace asked for, else the oldest membership.
     return memberships[0]

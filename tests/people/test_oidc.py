@@ -32,7 +32,7 @@ from spendstream.people.oidc import FLOW_COOKIE, OidcClient, OidcError
 from spendstream.people.settings import PeopleSettings
 from tests.people.oidc_provider import CLIENTS, REDIRECT_URL, Provider, query_of, running, sign_in_at_provider
 from tests.retention.pipeline import replay
-from tests.support import Isolation, serving
+from tests.support import Isolation, free_port, serving
 
 
 @pytest.fixture(scope="module")
@@ -387,6 +387,14 @@ async def test_a_person_of_several_workspaces_enters_the_one_named_else_the_olde
         named = await session_of(iso, await app.get(await sign_in_at_provider(location, f"verified:{address}")))
     assert oldest is not None and (oldest.workspace_id, oldest.member_id) == ("ws_one", first.member_id)
     assert named is not None and (named.workspace_id, named.member_id) == ("ws_two", second.member_id)
+
+
+async def test_an_unreachable_provider_is_reported_as_such(iso: Isolation) -> None:
+    down = Provider(issuer=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    async with people(sso_settings(iso, down)) as app:
+        response = await app.get("/v1/auth/oidc/start")
+    assert (response.status_code, response.json()["error"]) == (502, "provider_unavailable")
+    assert FLOW_COOKIE not in response.cookies
 
 
 async def test_without_a_provider_the_routes_answer_sso_not_configured(iso: Isolation) -> None:

@@ -39,8 +39,8 @@ Action = Literal[
     "workspace.lifecycle",  # cancel, reactivate
     "erasures.workspace",
     # Every member, by session only (no key scope holds them): their own profile, credentials and sessions.
-    "account.read",  # GET /v1/me
-    "account.write",  # sign-out, password change, TOTP enrolment
+    "account.read",  # GET /v1/me, GET /v1/me/export
+    "account.write",  # sign-out, password change, TOTP enrolment, DELETE /v1/me
     # Ingest keys only: metering traffic.
     "events.write",
     "reservations.write",

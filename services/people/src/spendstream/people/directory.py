@@ -38,6 +38,8 @@ from spendstream.common.sessions import SessionStore
 MembershipStatus = Literal["invited", "active", "removed"]
 # Publishes one MemberRecord on topics.MEMBERS (key: member id) and waits for the acknowledgement.
 PublishMember = Callable[[MemberRecord], Awaitable[None]]
+# Publishes a tombstone for a member id on topics.MEMBERS (an erased workspace's memberships).
+TombstoneMember = Callable[[str], Awaitable[None]]
 _MAX_EMAIL = 254  # RFC 5321's path limit
 _MAX_NAME = 200
 
@@ -159,10 +161,12 @@ class Directory:
         kek: bytes,
         publish: PublishMember,
         sessions: SessionStore,
+        tombstone: TombstoneMember | None = None,
     ) -> None:
         self._redis = redis
         self._prefix = redis_prefix
         self._publish = publish
+        self._tombstone = tombstone
         self._sessions = sessions
         self._email_key = crypto.derived_key(kek, "people-email-index")
 
@@ -399,7 +403,8 @@ class Directory:
     async def erase_workspace(self, workspace_id: str) -> tuple[int, int]:
         """Forget every membership of an erased workspace: (memberships, persons erased).
 
-        Memberships are published as `removed` and deleted from Redis with their sessions; a person left with no
+        Memberships are published as `removed` (then tombstoned, when the directory was given a `tombstone`) and
+        deleted from Redis with their sessions; a person left with no
         membership anywhere is erased entirely, one still a member elsewhere keeps their person record."""
         memberships: list[Membership] = []
         async for key in self._redis.scan_iter(
@@ -412,6 +417,8 @@ class Directory:
         for membership in memberships:
             if membership.status != "removed":
                 await self._remove(membership)
+            if self._tombstone is not None:
+                await self._tombstone(membership.member_id)
             await self._sessions.revoke_member(workspace_id, membership.member_id)
             await self._redis.srem(self._person_members_key(membership.person_id), membership.member_id)
             await self._redis.delete(

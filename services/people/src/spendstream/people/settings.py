@@ -32,8 +32,8 @@ class PeopleSettings(BaseServiceSettings):
 
     # Invitations and one-time sign-in links (`invitations.py`, `signin_links.py`, `members_api.py`).
     # Where people's links point: the console (invitation page) and this API (one-time sign-in links) as the
-    # browser reaches them.
-    public_url: str = Field(default="http://localhost:8086", pattern=r"^https?://[^\s?#]+$")
+    # browser reaches them; empty: http://localhost:<http_port>.
+    public_url: str = Field(default="", pattern=r"^(https?://[^\s?#]+)?$")
     invitation_ttl_seconds: int = Field(default=72 * 3600, ge=60, le=30 * 86400)
     signin_link_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 86400)
     # Invitations by e-mail over SMTP (the names alerts uses); an empty host: invitations are refused with 503
@@ -46,6 +46,11 @@ class PeopleSettings(BaseServiceSettings):
     smtp_password: SecretStr = SecretStr("")
     smtp_from: str = Field(default="spendstream@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+    @property
+    def link_base(self) -> str:
+        """The base URL of the links people sends and prints."""
+        return (self.public_url or f"http://localhost:{self.http_port}").rstrip("/")
 
     # OpenID Connect single sign-on (`oidc.py`), one provider per installation. All four of issuer, client id,
     # client secret and redirect URL, or none (sign-on off: its routes answer 404 sso_not_configured).

@@ -32,6 +32,16 @@ class SigninLinks:
         await self._redis.set(self._key(token_digest(token)), f"{workspace_id} {member_id}", px=self._ttl_ms)
         return token
 
+    async def peek(self, token: str) -> tuple[str, str] | None:
+        """(workspace id, member id) of a live token, without using it up."""
+        if not plausible(token):
+            return None
+        raw = await self._redis.get(self._key(token_digest(token)))
+        if raw is None:
+            return None
+        workspace_id, member_id = _text(raw).split(" ", 1)
+        return workspace_id, member_id
+
     async def take(self, token: str) -> tuple[str, str] | None:
         """(workspace id, member id) once; None for an unknown, used or expired token."""
         if not plausible(token):

@@ -22,6 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
+from spendstream.common.audit import AuditTrail, AuditUnavailable
 from spendstream.common.kafka import Publisher, make_broker
 from spendstream.common.records import AuditRecord, MemberRecord
 from spendstream.common.sessions import SESSION_COOKIE, SessionRecord, SessionRedis, SessionStore
@@ -33,6 +34,8 @@ from spendstream.people.settings import PeopleSettings
 from tests.people.oidc_provider import CLIENTS, REDIRECT_URL, Provider, query_of, running, sign_in_at_provider
 from tests.retention.pipeline import replay
 from tests.support import Isolation, free_port, serving
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
@@ -387,6 +390,27 @@ async def test_a_person_of_several_workspaces_enters_the_one_named_else_the_olde
         named = await session_of(iso, await app.get(await sign_in_at_provider(location, f"verified:{address}")))
     assert oldest is not None and (oldest.workspace_id, oldest.member_id) == ("ws_one", first.member_id)
     assert named is not None and (named.workspace_id, named.member_id) == ("ws_two", second.member_id)
+
+
+async def test_no_session_without_its_audit_record(
+    iso: Isolation, provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = email()
+    membership = await invite(iso, address)
+
+    async def unavailable(self: AuditTrail, **_: object) -> None:
+        raise AuditUnavailable("the audit topic is unreachable")
+
+    async with people(sso_settings(iso, provider)) as app:
+        back = await sign_in_at_provider(await start(app), f"verified:{address}")
+        with monkeypatch.context() as patched:
+            patched.setattr(AuditTrail, "record", unavailable)
+            response = await app.get(back)
+        refused(response, 503, "audit_unavailable")
+        assert response.headers["retry-after"] == "5"
+        async with directory(iso) as (_, sessions):
+            assert await sessions.revoke_member(membership.workspace_id, membership.member_id) == 0
+        assert (await sign_on(app, f"verified:{address}")).status_code == 302  # a new attempt, once it is back
 
 
 async def test_an_unreachable_provider_is_reported_as_such(iso: Isolation) -> None:

@@ -218,6 +218,13 @@ async def test_an_answer_for_another_browsers_attempt_is_refused(iso: Isolation,
         wrong_state = back.replace(f"state={query['state']}", "state=" + "x" * 43)
         refused(await app.get(wrong_state), 400, "oidc_state_mismatch")
 
+        # A refusal ends the attempt; in a new one, the right state but an answer naming another provider
+        # (RFC 9207's mix-up defence).
+        back = await sign_in_at_provider(await start(app), f"verified:{address}")
+        assert query_of(back)["iss"] == provider.issuer
+        refused(await app.get(back.replace("iss=http", "iss=https")), 400, "oidc_issuer_mismatch")
+        back = await sign_in_at_provider(await start(app), f"verified:{address}")
+
         # Another browser (no flow cookie) brings the victim's code.
         async with people(sso_settings(iso, provider)) as other_browser:
             refused(await other_browser.get(back), 400, "oidc_flow_missing")
@@ -229,7 +236,7 @@ async def test_an_answer_for_another_browsers_attempt_is_refused(iso: Isolation,
         refused(await app.get(back), 400, "oidc_flow_missing")
 
     reasons = [r.detail.get("reason") for r in await audit_records(iso) if r.outcome == "failure"]
-    assert reasons == ["oidc_state_mismatch", "oidc_flow_missing", "oidc_flow_missing"]
+    assert reasons == ["oidc_state_mismatch", "oidc_issuer_mismatch", "oidc_flow_missing", "oidc_flow_missing"]
 
 
 async def test_a_replayed_code_is_refused(iso: Isolation, provider: Provider) -> None:

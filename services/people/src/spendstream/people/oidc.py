@@ -193,6 +193,11 @@ class OidcClient:
         self._metadata_at = 0.0
         self._keys: KeySet | None = None
 
+    @property
+    def issuer(self) -> str:
+        """The configured issuer: the ID token's `iss` and an authorization answer's `iss` (RFC 9207) name it."""
+        return self._issuer
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

@@ -129,8 +129,8 @@ def oidc_router(deps: SignOn) -> APIRouter:
                 502,
                 503,
                 s400="the attempt is not this browser's or the provider refused it: `oidc_flow_missing`, "
-                "`oidc_state_mismatch`, `oidc_code_rejected`, `provider_error`, `id_token_nonce_mismatch`, "
-                "`id_token_wrong_audience`, `id_token_expired`",
+                "`oidc_state_mismatch`, `oidc_issuer_mismatch`, `oidc_code_missing`, `oidc_code_rejected`, "
+                "`provider_error`, `id_token_nonce_mismatch`, `id_token_wrong_audience`, `id_token_expired`",
                 s403="`email_not_verified`, `email_domain_not_allowed`, `not_invited`, `email_missing`",
                 s404="`sso_not_configured`",
                 s502="`provider_unavailable`, `provider_misconfigured`, `id_token_invalid_signature`, "
@@ -143,6 +143,7 @@ def oidc_router(deps: SignOn) -> APIRouter:
         state: str | None = Query(default=None, max_length=512),
         code: str | None = Query(default=None, max_length=2048),
         error: str | None = Query(default=None, max_length=128),
+        iss: str | None = Query(default=None, max_length=512),
         ss_session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
     ) -> Response:
         """Finish single sign-on: this browser's state, the code exchanged, the ID token validated, the e-mail
@@ -158,6 +159,9 @@ def oidc_router(deps: SignOn) -> APIRouter:
                 raise OidcError(
                     "oidc_state_mismatch", "the answer does not belong to this browser's sign-in attempt: start again"
                 )
+            if iss is not None and iss != deps.client.issuer:
+                # RFC 9207: the answer names the provider that sent it; another one's is a mix-up attack.
+                raise OidcError("oidc_issuer_mismatch", "the answer comes from another identity provider")
             if error is not None:
                 reason = error if error in PROVIDER_ERRORS else "other"
                 raise OidcError("provider_error", f"the identity provider ended the sign-in ({reason})")

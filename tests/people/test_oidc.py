@@ -420,6 +420,14 @@ async def test_no_session_without_its_audit_record(
         assert (await sign_on(app, f"verified:{address}")).status_code == 302  # a new attempt, once it is back
 
 
+async def test_a_provider_whose_discovery_names_another_issuer_is_not_used(iso: Isolation, provider: Provider) -> None:
+    # The same provider by another name: its discovery document names the issuer it was started as.
+    other_name = Provider(issuer=provider.issuer.replace("127.0.0.1", "localhost"))
+    async with people(sso_settings(iso, other_name)) as app:
+        response = await app.get("/v1/auth/oidc/start")
+    assert (response.status_code, response.json()["error"]) == (502, "provider_misconfigured")
+
+
 async def test_an_unreachable_provider_is_reported_as_such(iso: Isolation) -> None:
     down = Provider(issuer=f"http://127.0.0.1:{free_port()}")  # nothing listens there
     async with people(sso_settings(iso, down)) as app:

@@ -119,7 +119,7 @@ async def test_a_weak_or_wrong_password_leaves_the_link_usable(iso: Isolation) -
         owner = await p.operator_adds(first, "owner@example.com")
         _, token = await p.invite(owner, "pat@example.com", "member")
         weak = await p.accept(token, password="password1234")
-        assert weak.status_code == 400 and weak.json()["error"] == "weak_password"
+        assert weak.status_code == 422 and weak.json()["error"] == "weak_password"
         assert "password1234" not in weak.text
         assert (await p.accept(token)).status_code == 200
 

@@ -85,7 +85,9 @@ def oidc_router(deps: SignOn) -> APIRouter:
         response_class=RedirectResponse,
         responses={
             302: {"description": "to the identity provider's authorization endpoint"},
-            **responses(404, 502, s404="`sso_not_configured`", s502="`provider_unavailable`"),
+            **responses(
+                404, 422, 502, s404="`sso_not_configured`", s502="`provider_unavailable`, `provider_misconfigured`"
+            ),
         },
     )
     async def start(
@@ -126,6 +128,7 @@ def oidc_router(deps: SignOn) -> APIRouter:
                 400,
                 403,
                 404,
+                422,
                 502,
                 503,
                 s400="the attempt is not this browser's or the provider refused it: `oidc_flow_missing`, "

@@ -148,6 +148,7 @@ def router(ctx: SignIn) -> APIRouter:
         "/v1/auth/signin",
         response_model=SignedIn,
         responses=responses(
+            400,
             401,
             422,
             429,
@@ -253,7 +254,7 @@ def router(ctx: SignIn) -> APIRouter:
         "/v1/me/password",
         response_model=CsrfBody,
         responses=responses(
-            401, 403, 422, 429, 503, s403="`invalid_credentials`: the current password is wrong; or `csrf`"
+            400, 401, 403, 422, 429, 503, s403="`invalid_credentials`: the current password is wrong; or `csrf`"
         ),
     )
     async def change_password(

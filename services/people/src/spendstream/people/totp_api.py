@@ -74,7 +74,7 @@ def router(ctx: SignIn) -> APIRouter:
         response.headers.update(NO_STORE)
         return Enrolment(secret=secret, otpauth_uri=ctx.factor.provisioning_uri(secret, me.person.email))
 
-    @api.post("/v1/me/totp/confirm", response_model=BackupCodes, responses=responses(401, 403, 409, 422, 503))
+    @api.post("/v1/me/totp/confirm", response_model=BackupCodes, responses=responses(400, 401, 403, 409, 422, 503))
     async def confirm(
         body: Confirmation,
         request: Request,
@@ -102,7 +102,7 @@ def router(ctx: SignIn) -> APIRouter:
         response.headers.update(NO_STORE)
         return BackupCodes(backup_codes=codes)
 
-    @api.post("/v1/me/totp/disable", status_code=204, responses=responses(401, 403, 409, 422, 503))
+    @api.post("/v1/me/totp/disable", status_code=204, responses=responses(400, 401, 403, 409, 422, 503))
     async def disable(
         body: Disabling, request: Request, me: Annotated[Me, Depends(signed_in(ctx, "account.write"))]
     ) -> Response:

@@ -194,8 +194,6 @@ async def world(iso: Isolation, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
                 "key_id": key_ids[0],
                 "workspace_id": b["workspace_id"],
                 "member_id": b_owner,
-                # The shape of people's invitation ids (its route matches no other): one B never issued.
-                "invitation_id": "inv_" + secrets.token_hex(12),
             }
             yield World(
                 iso=iso,

@@ -96,8 +96,12 @@ def _body(status: int, detail: Any) -> dict[str, Any]:
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
-    """Every method some route of the app serves at `path` (Starlette names only the first matching route's)."""
+    """Every method some route of the app serves at `path` (Starlette names only the first matching route's).
+
+    A literal path names its own resource: where one is declared (`/v1/invitations/accept`), the templates it
+    also matches (`/v1/invitations/{invitation_id}`) do not add their methods."""
     found: set[str] = set()
+    literal: set[str] = set()
 
     def walk(routes: list[Any], prefix: str) -> None:
         for route in routes:
@@ -107,9 +111,11 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
             elif getattr(route, "methods", None) and hasattr(route, "path"):
                 if compile_path(prefix + route.path)[0].match(path):
                     found.update(route.methods)
+                    if prefix + route.path == path:
+                        literal.update(route.methods)
 
     walk(list(app.routes), "")
-    return sorted(found)
+    return sorted(literal or found)
 
 
 def install(app: FastAPI) -> None:

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.convertors import Convertor, register_url_convertor
 
 from spendstream.common.audit import AuditTrail, AuditUnavailable
 from spendstream.common.errors import AUTH, responses
@@ -176,21 +175,6 @@ def invitation_link(public_url: str, token: str) -> str:
 
 def signin_link(public_url: str, token: str) -> str:
     return f"{public_url.rstrip('/')}/v1/auth/link?token={token}"
-
-
-class InvitationId(Convertor[str]):
-    """The path segment of an invitation id (`Invitations.create` makes `inv_` + 24 hex digits)."""
-
-    regex = "inv_[0-9a-f]{24}"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("invitation_id", InvitationId())
 
 
 def build_router(deps: MembersDeps) -> APIRouter:
@@ -362,10 +346,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
             invitations=[InvitationView.model_validate(i.model_dump(exclude={"token_hash"})) for i in pending]
         )
 
-    # `inv_` ids only: `/v1/invitations/accept` is another resource, not an invitation named "accept".
-    @router.delete(
-        "/v1/invitations/{invitation_id:invitation_id}", status_code=204, responses=responses(*AUTH, 404, 422, 503)
-    )
+    @router.delete("/v1/invitations/{invitation_id}", status_code=204, responses=responses(*AUTH, 404, 422, 503))
     async def revoke_invitation(
         invitation_id: str,
         caller: Annotated[Caller, Depends(deps.access.require("members.write"))],

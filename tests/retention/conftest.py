@@ -16,6 +16,8 @@ from spendstream.connectors.app import create_service as create_connectors
 from spendstream.connectors.settings import ConnectorsSettings
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
+from spendstream.people.app import create_service as create_people
+from spendstream.people.settings import PeopleSettings
 from spendstream.retention.app import Retention, build
 from spendstream.retention.clock import Clock
 from spendstream.retention.settings import RetentionSettings
@@ -53,9 +55,9 @@ class Product:
 async def product(
     iso: Isolation, clock: Clock | None = None, *, owners: bool = True, connectors: bool = True, **retention: Any
 ) -> AsyncIterator[Product]:
-    """Every erasure owner (ingest, rollup, alerts, and connectors unless connectors=False; none if owners=False)
-    and retention, serving one ASGI app; connectors read a local server answering as OpenAI's Usage and Costs
-    APIs."""
+    """Every erasure owner (ingest, rollup, alerts, people, and connectors unless connectors=False; none if
+    owners=False) and retention, serving one ASGI app; connectors read a local server answering as OpenAI's Usage
+    and Costs APIs."""
     # Short command timeout only matters when a test moves the clock; the ticker itself stays out of the way.
     settings = iso.settings(RetentionSettings, tick_seconds=3600, **retention)
     running = build(settings, clock)
@@ -67,6 +69,7 @@ async def product(
                 create_ingest(iso.settings(IngestSettings)),
                 create_rollup(iso.settings(RollupSettings)),
                 create_alerts(iso.settings(AlertsSettings, rollup_url="")),
+                create_people(iso.settings(PeopleSettings)),
             ]
             if connectors:
                 services.append(

@@ -98,7 +98,7 @@ async def test_silent_owners_get_the_command_again_and_then_the_request_fails_na
         failed = p.retention.coordinator.get(ws["workspace_id"], "silent-1")
         assert failed is not None and failed.state == "failed"
         assert failed.reason == (
-            "owners_incomplete:ingest:no_report,rollup:no_report,alerts:no_report,connectors:no_report"
+            "owners_incomplete:ingest:no_report,rollup:no_report,alerts:no_report,connectors:no_report,people:no_report"
         )
         status = await p.client.get("/v1/deletions/silent-1", headers=auth(ws["admin"]))
         assert status.json()["state"] == "failed" and status.json()["reason"] == failed.reason
@@ -168,7 +168,7 @@ async def test_an_installation_without_connectors_lists_its_owners_and_its_erasu
     iso: Isolation,
 ) -> None:
     ws = await create_workspace(iso)
-    async with product(iso, connectors=False, erasure_owners="ingest,rollup,alerts") as p:
+    async with product(iso, connectors=False, erasure_owners="ingest,rollup,alerts,people") as p:
         await p.stream(ws["ingest"], [usage_event(cost_usd=0.5, tags={"customer_id": "cust-nc"})])
         await stored(iso, ws["workspace_id"], 1)
         asked = await p.client.post(

@@ -39,9 +39,12 @@ from tests.support import Isolation, auth, create_workspace, eventually
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 # Routes authenticated by something other than a member or a key: health and metrics (none), the Stripe
-# webhook (Stripe's signature), operator routes (the internal token), signing in (a password or a provider).
-UNGUARDED_PREFIXES = ("/internal/", "/v1/auth/", "/v1/stripe/webhook/")
-UNGUARDED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/invitations/accept"})
+# webhook (Stripe's signature), operator routes (the internal token), signing in (a password, an invitation's or
+# a one-time link's token, or a provider). Signing out is a member's own action (`account.write`).
+UNGUARDED_PREFIXES = ("/internal/", "/v1/auth/oidc/", "/v1/stripe/webhook/")
+UNGUARDED_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/v1/auth/signin", "/v1/auth/link", "/v1/invitations/accept"}
+)
 # A body no route accepts: an allowed caller is answered by validation (or the route's own refusal), so no
 # permitted call has to change anything either.
 PROBE = {"access_matrix_probe": True}

@@ -1,7 +1,8 @@
 """Secrets stay secret: API keys are compared in constant time and stored only hashed; the KEK is never logged
 or printed; a webhook secret is shown once and sealed on its topic; a provider's admin key (connectors) is in
-no answer, log line or topic in clear; client IPs are recorded nowhere; the audit log holds ids and a keyed hash
-of the client address, never a secret, an e-mail or the address."""
+no answer, log line or topic in clear; invitation and sign-in link tokens are only hashed; client IPs are recorded
+nowhere; passwords, TOTP secrets, backup codes and session ids are in no log line, topic record or Redis value in
+clear; the audit log holds ids and a keyed hash of the client address, never a secret, an e-mail or the address."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import pyotp
 import pytest
+import redis.asyncio as aioredis
 
 from spendstream.common.audit import AuditTrail
 from spendstream.common.kafka import make_broker
 from spendstream.common.logs import JsonFormatter
 from spendstream.common.records import AuditOutcome
+from spendstream.common.sessions import CSRF_HEADER
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import API_KEYS, BUDGETS, topic_name
 from spendstream.connectors.app import create_service as create_connectors
@@ -30,6 +34,7 @@ from spendstream.connectors.settings import ConnectorsSettings
 from spendstream.rollup.clickhouse import clickhouse_client
 from tests.connectors.fake_providers import provider_server
 from tests.ingest.topics import read_all, topic_names
+from tests.people.signin_support import PASSWORD, running_people
 from tests.security.pipeline import running
 from tests.support import Isolation, ServiceProcess, auth, create_workspace, eventually, serving, usage_event
 
@@ -321,3 +326,124 @@ async def test_the_audit_log_holds_no_secret_e_mail_or_client_address(
         assert plain[:32] not in text
     assert not [s for s in secrets if s.encode() in blob]
     assert CLIENT_IP not in captured_logs.getvalue()
+
+
+async def _everything_in_redis(iso: Isolation) -> bytes:
+    """Keys and values of every Redis key of the test (strings, sets, hashes), as one blob."""
+    client = aioredis.Redis.from_url(iso.stack.redis, decode_responses=False)
+    blob = bytearray()
+
+    def add(*parts: object) -> None:
+        for part in parts:
+            blob.extend(part if isinstance(part, bytes) else str(part).encode())
+        blob.extend(b"\n")
+
+    try:
+        async for key in client.scan_iter(match=f"{iso.prefix}*", count=500):
+            raw_kind = await client.type(key)
+            kind = raw_kind.decode() if isinstance(raw_kind, bytes) else str(raw_kind)
+            add(key, kind)
+            if kind == "string":
+                add((await client.get(key)) or b"")
+            elif kind == "set":
+                add(*(await client.smembers(key)))
+            elif kind == "hash":
+                for field, value in (await client.hgetall(key)).items():
+                    add(field, b"=", value)
+    finally:
+        await client.aclose()
+    return bytes(blob)
+
+
+async def test_passwords_totp_secrets_and_session_ids_are_in_no_log_topic_or_redis_value(
+    iso: Isolation, captured_logs: io.StringIO
+) -> None:
+    """Sign-in's secrets in clear exist only in the answers meant to carry them: the password nowhere, the TOTP
+    secret and backup codes in the enrolment's answers, the session id in its Set-Cookie. Logs (at DEBUG),
+    every topic record and every Redis value hold them only hashed or sealed."""
+    new_password = "Leakcheck-new-Passphrase-77"
+    async with running_people(iso, signin_failures_per_account=50) as people:
+        await people.member("ada@example.com")
+        wrong = await people.signin("ada@example.com", "Leakcheck-wrong-Passphrase-1")
+        unknown = await people.signin("nobody@example.com", "Leakcheck-unknown-Passphrase-2")
+        first = await people.signin("ada@example.com")
+        csrf = first.json()["csrf_token"]
+        sessions = [people.session_cookie()]
+        enrolment = await people.client.post("/v1/me/totp/enrol", headers={CSRF_HEADER: csrf})
+        secret = enrolment.json()["secret"]
+        confirmed = await people.client.post(
+            "/v1/me/totp/confirm", json={"code": pyotp.TOTP(secret).now()}, headers={CSRF_HEADER: csrf}
+        )
+        codes = confirmed.json()["backup_codes"]
+        second = await people.signin("ada@example.com", backup_code=codes[0])
+        sessions.append(people.session_cookie())
+        weak = await people.client.post(
+            "/v1/me/password",
+            json={"current_password": PASSWORD, "new_password": "password1234"},
+            headers={CSRF_HEADER: second.json()["csrf_token"]},
+        )
+        changed = await people.client.post(
+            "/v1/me/password",
+            json={"current_password": PASSWORD, "new_password": new_password},
+            headers={CSRF_HEADER: second.json()["csrf_token"]},
+        )
+        assert changed.status_code == 200, changed.text
+        sessions.append(people.session_cookie())
+        me = await people.client.get("/v1/me")
+    assert [wrong.status_code, unknown.status_code, weak.status_code, me.status_code] == [401, 401, 422, 200]
+    live = [s for s in sessions if s]
+    assert len(live) == 3
+    passwords = [
+        PASSWORD,
+        new_password,
+        "password1234",
+        "Leakcheck-wrong-Passphrase-1",
+        "Leakcheck-unknown-Passphrase-2",
+    ]
+    secrets = [secret, base64.b32decode(secret).hex(), *codes, *[c.replace("-", "") for c in codes]]
+    for answer in (wrong, unknown, first, second, weak, changed, me):
+        assert not [p for p in passwords if p in answer.text], answer.request.url
+    for answer in (wrong, unknown, first, second, weak, changed, me):
+        assert secret not in answer.text and not [c for c in codes if c in answer.text]
+    logs = captured_logs.getvalue()
+    assert logs  # the services did log (startup at least): the check below looked at something
+    topics = await _everything_on_topics(iso)
+    stored = await _everything_in_redis(iso)
+    assert b"people:session:" in stored and b"$argon2id$" in stored  # sessions and hashes were looked at
+    for form in [*passwords, *secrets, *live, *[s[:24] for s in live]]:
+        assert form not in logs, "a sign-in secret is in the logs"
+        assert form.encode() not in topics, "a sign-in secret is on a topic"
+        assert form.encode() not in stored, "a sign-in secret is in Redis in clear"
+
+
+async def test_invitation_and_sign_in_link_tokens_are_in_no_answer_log_line_topic_or_redis_key(
+    iso: Isolation, captured_logs: io.StringIO
+) -> None:
+    from spendstream.people.bootstrap import add_member
+    from tests.people.world import people_service, redis_dump
+
+    # Not the service's logs: aiosmtpd's ("mail.log") is the recipient's mail server, which reads the message by
+    # design, and httpx's is the browser's, which knows the link it follows.
+    for handler in [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is captured_logs]:
+        handler.addFilter(lambda record: not record.name.startswith(("mail.log", "httpx")))
+    ws = (await create_workspace(iso))["workspace_id"]
+    async with people_service(iso) as p:
+        owner = await p.operator_adds(ws, "owner@example.com")
+        answers = [await p.client.get("/v1/invitations", headers=owner.headers())]
+        _, token = await p.invite(owner, "invitee@example.com", "member")
+        answers.append(await p.client.get("/v1/invitations", headers=owner.headers()))
+        answers.append(await p.accept(token, password="short"))
+        answers.append(await p.accept(token))
+        answers.append(await p.accept(token))
+        added = await add_member(p.settings.model_copy(update={"smtp_host": ""}), ws, "second@example.com", "admin")
+        assert added.link is not None
+        link_token = added.link.rsplit("=", 1)[1]
+        answers.append(await p.client.get("/" + added.link.split("/", 3)[3]))
+        answers.append(await p.client.get("/" + added.link.split("/", 3)[3]))
+        stored = await redis_dump(p.settings)
+    assert [a.status_code for a in answers] == [200, 200, 422, 200, 410, 302, 401]
+    for secret in (token, link_token):
+        assert not [a for a in answers if secret in a.text or secret in str(a.headers)]
+        assert secret not in captured_logs.getvalue()
+        assert secret.encode() not in stored
+        assert secret.encode() not in await _everything_on_topics(iso)

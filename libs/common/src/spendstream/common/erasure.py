@@ -15,9 +15,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Owner = Literal["ingest", "rollup", "alerts", "connectors"]
+Owner = Literal["ingest", "rollup", "alerts", "connectors", "people"]
 # Every owner there is; an installation waits for those it runs (retention's `erasure_owners`, default all).
-OWNERS: tuple[Owner, ...] = ("ingest", "rollup", "alerts", "connectors")
+OWNERS: tuple[Owner, ...] = ("ingest", "rollup", "alerts", "connectors", "people")
 # awaiting_compaction: every owner reported done, but an old record of the tenant (its data key, a budget) is
 # still readable on a compacted topic; the saga re-reads the topics until it is gone or the bound has passed.
 State = Literal["requested", "executing", "awaiting_compaction", "verified", "failed"]

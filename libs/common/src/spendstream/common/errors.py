@@ -50,10 +50,12 @@ DESCRIPTIONS: dict[int, str] = {
     "`csrf`: a cookie-authenticated change without its `X-CSRF-Token`; or the workspace is cancelled",
     404: "no such resource in the key's workspace",
     409: "conflicts with the current state",
+    410: "the link or token is used, revoked or expired",
     413: "the body is too large",
     415: "unsupported media type or content encoding",
     422: "the request does not match the schema (`details`), or breaks a rule of this route",
     429: "too many requests: rate limit, quota or failed authentications; see `Retry-After`",
+    502: "an upstream service this route relies on (e.g. the identity provider) failed or answered wrongly",
     503: "a dependency cannot take the request now; nothing was done, retry after `Retry-After`",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
@@ -95,8 +97,12 @@ def _body(status: int, detail: Any) -> dict[str, Any]:
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
-    """Every method some route of the app serves at `path` (Starlette names only the first matching route's)."""
+    """Every method some route of the app serves at `path` (Starlette names only the first matching route's).
+
+    A literal path names its own resource: where one is declared (`/v1/invitations/accept`), the templates it
+    also matches (`/v1/invitations/{invitation_id}`) do not add their methods."""
     found: set[str] = set()
+    literal: set[str] = set()
 
     def walk(routes: list[Any], prefix: str) -> None:
         for route in routes:
@@ -106,9 +112,11 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
             elif getattr(route, "methods", None) and hasattr(route, "path"):
                 if compile_path(prefix + route.path)[0].match(path):
                     found.update(route.methods)
+                    if prefix + route.path == path:
+                        literal.update(route.methods)
 
     walk(list(app.routes), "")
-    return sorted(found)
+    return sorted(literal or found)
 
 
 def install(app: FastAPI) -> None:

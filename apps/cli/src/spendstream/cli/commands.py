@@ -20,6 +20,8 @@ from spendstream.common.settings import check as check_settings
 from spendstream.common.topics import ALL_TOPICS, topic_name
 from spendstream.connectors.app import create_service as create_connectors
 from spendstream.connectors.settings import ConnectorsSettings
+from spendstream.console.app import create_service as create_console
+from spendstream.console.settings import ConsoleSettings
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import ControlPlane
@@ -28,7 +30,7 @@ from spendstream.retention.settings import RetentionSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.settings import RollupSettings
 
-SERVICES = ("ingest", "rollup", "alerts", "retention", "connectors")
+SERVICES = ("ingest", "rollup", "alerts", "retention", "connectors", "console")
 
 
 async def create_topics() -> list[str]:
@@ -77,6 +79,7 @@ SETTINGS: dict[str, type[BaseServiceSettings]] = {
     "alerts": AlertsSettings,
     "retention": RetentionSettings,
     "connectors": ConnectorsSettings,
+    "console": ConsoleSettings,
 }
 
 
@@ -90,6 +93,8 @@ def _monolith(settings: BaseServiceSettings) -> list[Service]:
         create_alerts(load(AlertsSettings, internal_token=token, rollup_url=f"http://127.0.0.1:{settings.http_port}")),
         create_retention(load(RetentionSettings)),
         create_connectors(load(ConnectorsSettings)),
+        # The console's routes are `/`, the page paths and `/assets/`: beside the services' /v1/..., no clash.
+        create_console(load(ConsoleSettings)),
     ]
 
 
@@ -121,6 +126,7 @@ def run(name: str, check: bool = False) -> int:
         "alerts": create_alerts,
         "retention": create_retention,
         "connectors": create_connectors,
+        "console": create_console,
     }
     if not check:
         settings = check_settings(SETTINGS[name])

@@ -25,12 +25,14 @@ from spendstream.console.settings import ConsoleSettings
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import ControlPlane
+from spendstream.people.app import create_service as create_people
+from spendstream.people.settings import PeopleSettings
 from spendstream.retention.app import create_service as create_retention
 from spendstream.retention.settings import RetentionSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.settings import RollupSettings
 
-SERVICES = ("ingest", "rollup", "alerts", "retention", "connectors", "console")
+SERVICES = ("ingest", "rollup", "alerts", "retention", "connectors", "people", "console")
 
 
 async def create_topics() -> list[str]:
@@ -79,12 +81,13 @@ SETTINGS: dict[str, type[BaseServiceSettings]] = {
     "alerts": AlertsSettings,
     "retention": RetentionSettings,
     "connectors": ConnectorsSettings,
+    "people": PeopleSettings,
     "console": ConsoleSettings,
 }
 
 
 def _monolith(settings: BaseServiceSettings) -> list[Service]:
-    """The five services in one process. alerts reconciles against rollup on the same port; unless an internal
+    """The six services in one process. alerts reconciles against rollup on the same port; unless an internal
     token is configured, a random one joins them (nothing outside the process needs it)."""
     token = settings.internal_token.get_secret_value() or secrets.token_urlsafe(32)
     return [
@@ -93,13 +96,14 @@ def _monolith(settings: BaseServiceSettings) -> list[Service]:
         create_alerts(load(AlertsSettings, internal_token=token, rollup_url=f"http://127.0.0.1:{settings.http_port}")),
         create_retention(load(RetentionSettings)),
         create_connectors(load(ConnectorsSettings)),
+        create_people(load(PeopleSettings)),
         # The console's routes are `/`, the page paths and `/assets/`: beside the services' /v1/..., no clash.
         create_console(load(ConsoleSettings)),
     ]
 
 
 def up(check: bool = False) -> int:
-    """Monolithic mode: the five services, one process, one HTTP port (SPENDSTREAM_HTTP_PORT, 8080).
+    """Monolithic mode: the six services, one process, one HTTP port (SPENDSTREAM_HTTP_PORT, 8080).
 
     With `check`, validate every service's configuration and the KEK against the data keys, and write nothing."""
     settings = check_settings(BaseServiceSettings)
@@ -126,6 +130,7 @@ def run(name: str, check: bool = False) -> int:
         "alerts": create_alerts,
         "retention": create_retention,
         "connectors": create_connectors,
+        "people": create_people,
         "console": create_console,
     }
     if not check:

@@ -38,6 +38,9 @@ Action = Literal[
     "owners.write",  # make, demote or remove admins and owners
     "workspace.lifecycle",  # cancel, reactivate
     "erasures.workspace",
+    # Every member, by session only (no key scope holds them): their own profile, credentials and sessions.
+    "account.read",  # GET /v1/me, GET /v1/me/export
+    "account.write",  # sign-out, password change, TOTP enrolment, DELETE /v1/me
     # Ingest keys only: metering traffic.
     "events.write",
     "reservations.write",
@@ -59,11 +62,13 @@ _ADMIN: frozenset[Action] = _MEMBER | {
 }
 _OWNER: frozenset[Action] = _ADMIN | {"owners.write", "workspace.lifecycle", "erasures.workspace"}
 
+_ACCOUNT: frozenset[Action] = frozenset({"account.read", "account.write"})
+
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
-    "viewer": _VIEWER,
-    "member": _MEMBER,
-    "admin": _ADMIN,
-    "owner": _OWNER,
+    "viewer": _VIEWER | _ACCOUNT,
+    "member": _MEMBER | _ACCOUNT,
+    "admin": _ADMIN | _ACCOUNT,
+    "owner": _OWNER | _ACCOUNT,
 }
 
 # A key's scope names what the key is for; `admin` keys made by the operator (workspace creation, the CLI) hold

@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Owner = Literal["ingest", "rollup", "alerts"]
-OWNERS: tuple[Owner, ...] = ("ingest", "rollup", "alerts")
+Owner = Literal["ingest", "rollup", "alerts", "people"]
+OWNERS: tuple[Owner, ...] = ("ingest", "rollup", "alerts", "people")
 # awaiting_compaction: every owner reported done, but an old record of the tenant (its data key, a budget) is
 # still readable on a compacted topic; the saga re-reads the topics until it is gone or the bound has passed.
 State = Literal["requested", "executing", "awaiting_compaction", "verified", "failed"]

@@ -39,6 +39,7 @@ class Principal(BaseModel):
     workspace_id: str
     scope: Scope
     key_id: str
+    issued_by: str | None = None  # the issuing member, whose role caps the key (`access.allowed`)
 
 
 class KeyDirectory:
@@ -55,7 +56,9 @@ class KeyDirectory:
         # The dict lookup is on the hash, and the hash comparison is constant-time: timing reveals nothing.
         if record is None or record.revoked_at is not None or not hmac.compare_digest(record.key_hash, digest):
             return None
-        return Principal(workspace_id=record.workspace_id, scope=record.scope, key_id=record.key_id)
+        return Principal(
+            workspace_id=record.workspace_id, scope=record.scope, key_id=record.key_id, issued_by=record.issued_by
+        )
 
 
 class KeyUnavailable(Exception):

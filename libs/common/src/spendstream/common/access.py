@@ -8,6 +8,7 @@ removal narrows the key at once).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, get_args
 
 from spendstream.common.records import KeyScope, Role
@@ -94,11 +95,20 @@ def allowed(
     return action in permitted
 
 
+def issue_needs(scope: KeyScope) -> Action:
+    """The action issuing a key of `scope` needs: `keys.issue` for ingest and read keys, `keys.manage` for admin."""
+    return "keys.issue" if scope in ("ingest", "read") else "keys.manage"
+
+
 def may_issue(scope: KeyScope, issuer: Role) -> bool:
     """A member may issue a key of `scope` when the key would hold nothing the member's role does not, beside
     metering traffic (an ingest key writes events, which no role does by hand)."""
-    needed: Action = "keys.issue" if scope in ("ingest", "read") else "keys.manage"
-    return needed in ROLE_ACTIONS[issuer]
+    return issue_needs(scope) in ROLE_ACTIONS[issuer]
+
+
+def may_issue_as(can: Callable[[Action], bool], scope: KeyScope) -> bool:
+    """`may_issue` for any caller (a session or a key) given its permission check (`Caller.can`)."""
+    return can(issue_needs(scope))
 
 
 def may_assign(actor: Role, target_role: Role) -> bool:

@@ -7,6 +7,7 @@ workspace (`rollup/audit_log.py`); this module only publishes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import uuid
@@ -28,9 +29,14 @@ class AuditUnavailable(Exception):
 class AuditTrail:
     """One service's audit publisher."""
 
-    def __init__(self, settings: BaseServiceSettings, broker: KafkaBroker, service: str) -> None:
+    def __init__(
+        self, settings: BaseServiceSettings, broker: KafkaBroker, service: str, timeout_seconds: float = 5.0
+    ) -> None:
         self._publisher = Publisher(broker, AUDIT_RECORDS, settings.topic_prefix)
         self._service = service
+        # A request waits for its record at most this long: a broker that cannot take it refuses the action
+        # within the request's own patience rather than the producer's much longer metadata wait.
+        self._timeout = timeout_seconds
         self._address_key = crypto.derived_key(settings.kek_bytes(), "client-address")
 
     def client_hash(self, address: str) -> str:
@@ -68,7 +74,8 @@ class AuditTrail:
             detail=detail or {},
         )
         try:
-            await self._publisher.publish(record, workspace_id)
+            async with asyncio.timeout(self._timeout):
+                await self._publisher.publish(record, workspace_id)
         except Exception as exc:
             raise AuditUnavailable(f"the audit record of {action} could not be published") from exc
         return record

@@ -3,35 +3,47 @@
 `Access.require(action)` authenticates the caller -- an API key (`Authorization: Bearer` or `X-API-Key`) or a
 member's session cookie -- and allows the request exactly when `access.py` permits the action to the key's scope
 (capped by the issuing member's role, read live) or to the member's role. A cookie-authenticated request that
-changes state must carry the session's CSRF token. A state-changing administrative action is recorded in the
-audit log before the route runs, and refused with 503 when the record cannot be published (fail closed); its
-failure, if it fails, is recorded after it.
+changes state must carry the session's CSRF token. An administrative action (every state change, and the reads
+that carry data out: exports, the audit log) is recorded in the audit log before the route runs, and refused with
+503 when the record cannot be published (fail closed); its failure, if it fails, is recorded after it.
 """
 
 # No `from __future__ import annotations`: FastAPI evaluates the Header/Cookie parameters at definition time.
 
 import logging
+import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Cookie, Header, HTTPException, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ConfigDict
+from starlette.routing import BaseRoute
 
 from spendstream.common.access import Action, allowed
 from spendstream.common.audit import AuditTrail, AuditUnavailable
 from spendstream.common.auth_brake import too_many_failures
 from spendstream.common.members import MemberDirectory
-from spendstream.common.records import KeyScope, Role
-from spendstream.common.sessions import CSRF_HEADER, SESSION_COOKIE, SessionStore
-from spendstream.common.tenants import KeyDirectory, Principal, Scope
+from spendstream.common.records import AuditOutcome, KeyScope, Role
+from spendstream.common.sessions import CSRF_HEADER, SESSION_COOKIE, SessionRedis, SessionStore
+from spendstream.common.settings import BaseServiceSettings
+from spendstream.common.tenants import KeyDirectory
 
 log = logging.getLogger(__name__)
 
 UNAUTHORIZED = {"error": "unauthorized", "message": "missing, unknown or revoked API key or session"}
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Metering traffic, not administration: recorded by the completeness ledger, not the audit log.
+# Metering traffic, not administration: counted by the completeness ledger, not the audit log.
 UNAUDITED: frozenset[Action] = frozenset({"events.write", "reservations.write"})
+# Reads that carry a workspace's data out in bulk are administrative actions too.
+AUDITED_READS: frozenset[Action] = frozenset({"export.read", "audit.read"})
+# A caller-chosen request id is kept (it joins the audit record to the caller's own logs) only in this shape.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# The attribute of a `require` dependency naming its action: tests and the OpenAPI document read it.
+ACTION_ATTRIBUTE = "spendstream_action"
 
 
 class Caller(BaseModel):
@@ -43,7 +55,8 @@ class Caller(BaseModel):
     kind: Literal["key", "member"]
     actor_id: str  # the key id or the member id: what the audit log names, never a secret
     scope: KeyScope | None = None  # a key's
-    role: Role | None = None  # a member's, or the issuing member's role of a key
+    role: Role | None = None  # a member's, or the issuing member's role of a key (None: an operator's key)
+    issued_by: str | None = None  # a key's issuing member
     request_id: str
 
     @property
@@ -54,6 +67,17 @@ class Caller(BaseModel):
     def member_id(self) -> str | None:
         return self.actor_id if self.kind == "member" else None
 
+    @property
+    def actor(self) -> str:
+        """`key:<key id>` or `member:<member id>`: who a record the action writes names as its author."""
+        return f"{self.kind}:{self.actor_id}"
+
+    @property
+    def acting_member(self) -> str | None:
+        """The member behind the request: the signed-in member, or the member who issued the key. What the
+        caller creates (a key) is capped by this member's role in turn; None for an operator's key."""
+        return self.actor_id if self.kind == "member" else self.issued_by
+
     def can(self, action: Action) -> bool:
         """For a route whose request needs a second action (a budget with a webhook needs `webhooks.write`)."""
         if self.kind == "member":
@@ -61,7 +85,12 @@ class Caller(BaseModel):
         return allowed(action, scope=self.scope, issuer=self.role)
 
 
-def _key_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
+# What a service may add to the check: given the caller and the action, raise an HTTPException to refuse
+# (ingest: a deleted workspace's keys are unknown, a cancelled one sends no events).
+WorkspaceGate = Callable[[Caller, Action], Awaitable[None]]
+
+
+def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
     if authorization and authorization.lower().startswith("bearer "):
         return authorization[7:].strip()
     return x_api_key
@@ -71,9 +100,54 @@ def forbidden(message: str, error: str = "forbidden") -> HTTPException:
     return HTTPException(403, detail={"error": error, "message": message})
 
 
+def unauthorized() -> HTTPException:
+    return HTTPException(401, detail=UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+
+
+def action_of(dependency: object) -> Action | None:
+    """The action a `require` dependency checks, or None for any other callable."""
+    found: Action | None = getattr(dependency, ACTION_ATTRIBUTE, None)
+    return found
+
+
+def route_actions(route: APIRoute) -> list[Action]:
+    """Every action a route's dependencies check (`require`), in order; one for every route of every service
+    but the few authenticated otherwise (health, metrics, the Stripe webhook, internal and sign-in routes)."""
+    found: list[Action] = []
+
+    def walk(dependant: Dependant) -> None:
+        for dependency in dependant.dependencies:
+            if (action := action_of(dependency.call)) is not None:
+                found.append(action)
+            walk(dependency)
+
+    walk(route.dependant)
+    return found
+
+
+def document_permissions(routes: Sequence[BaseRoute]) -> None:
+    """Name each route's permission in its OpenAPI operation (`x-permission` and a line of its description)."""
+    for route in routes:
+        if not isinstance(route, APIRoute):
+            continue
+        actions = route_actions(route)
+        if len(actions) != 1:
+            continue
+        route.openapi_extra = {**(route.openapi_extra or {}), "x-permission": actions[0]}
+        line = f"Permission: `{actions[0]}` (a member's role or a key's scope, see the README's roles table)."
+        route.description = f"{route.description}\n\n{line}" if route.description else line
+
+
+def is_audited(action: Action, method: str) -> bool:
+    if action in UNAUDITED:
+        return False
+    return method not in SAFE_METHODS or action in AUDITED_READS
+
+
 class Access:
-    """One service's access check; `members`, `sessions` and `audit` are optional only for unit tests and for the
-    services (ingest's hot path) whose routes name unaudited actions alone."""
+    """One service's access check. `members` and `sessions` are optional for a service that takes keys alone,
+    `audit` for one whose routes name unaudited actions alone; a key issued by a member is refused where there
+    is no member directory to cap it, and an audited action where there is no audit trail (fail closed)."""
 
     def __init__(
         self,
@@ -81,11 +155,13 @@ class Access:
         members: MemberDirectory | None = None,
         sessions: SessionStore | None = None,
         audit: AuditTrail | None = None,
+        gate: WorkspaceGate | None = None,
     ) -> None:
         self.keys = keys
         self.members = members
         self.sessions = sessions
         self.audit = audit
+        self.gate = gate
 
     async def _from_key(self, key: str, request_id: str) -> Caller | None:
         principal = self.keys.authenticate(key)
@@ -93,9 +169,11 @@ class Access:
             return None
         issuer: Role | None = None
         if principal.issued_by is not None:
-            member = await self.members.active(principal.issued_by, principal.workspace_id) if self.members else None
+            if self.members is None:
+                return None
+            member = await self.members.active(principal.issued_by, principal.workspace_id)
             if member is None:
-                return None  # its member was removed: the key died with the membership
+                return None  # its member was removed: the key ended with the membership
             issuer = member.role
         return Caller(
             workspace_id=principal.workspace_id,
@@ -103,13 +181,22 @@ class Access:
             actor_id=principal.key_id,
             scope=principal.scope,
             role=issuer,
+            issued_by=principal.issued_by,
             request_id=request_id,
         )
 
     async def _from_session(self, session_id: str, request_id: str) -> Caller | None:
         if self.sessions is None or self.members is None:
             return None
-        session = await self.sessions.get(session_id)
+        try:
+            session = await self.sessions.get(session_id)
+        except Exception as exc:  # the service's Redis client raises its own types
+            log.warning("session store unavailable", extra={"error": type(exc).__name__})
+            raise HTTPException(
+                503,
+                detail={"error": "sessions_unavailable", "message": "sessions cannot be checked now; API keys can"},
+                headers={"Retry-After": "5"},
+            ) from None
         if session is None:
             return None
         member = await self.members.active(session.member_id, session.workspace_id)
@@ -124,7 +211,9 @@ class Access:
             request_id=request_id,
         )
 
-    async def _record(self, caller: Caller, action: Action, outcome: Any, request: Request, target: str) -> None:
+    async def _record(
+        self, caller: Caller, action: Action, outcome: AuditOutcome, request: Request, target: str
+    ) -> None:
         if self.audit is None:
             raise AuditUnavailable("this service has no audit trail")
         await self.audit.record(
@@ -138,8 +227,62 @@ class Access:
             client_address=request.client.host if request.client else "",
         )
 
-    def require(self, action: Action) -> Callable[..., AsyncIterator[Caller]]:
-        """A FastAPI dependency: the caller, or 401 / 403 / 429 (Retry-After) / 503 (audit unavailable)."""
+    async def authorize(
+        self,
+        action: Action,
+        request: Request,
+        key: str | None,
+        session_id: str | None,
+        csrf: str | None,
+    ) -> Caller:
+        """The caller allowed to perform `action`, else the HTTPException to answer (401, 403, 429)."""
+        address = request.client.host if request.client else ""
+        if wait := self.keys.brake.address_wait(address):
+            raise HTTPException(*too_many_failures(wait))
+        given = request.headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
+        caller: Caller | None = None
+        if key:
+            caller = await self._from_key(key, request_id)
+            if caller is None and (wait := self.keys.brake.failed(address, key)):
+                raise HTTPException(*too_many_failures(wait))
+        elif session_id:
+            caller = await self._from_session(session_id, request_id)
+        if caller is None:
+            raise unauthorized()
+        if caller.kind == "member" and request.method not in SAFE_METHODS:
+            assert self.sessions is not None and session_id is not None  # a member caller came from a session
+            if not self.sessions.csrf_ok(session_id, csrf):
+                raise forbidden(f"a request signed in by session cookie must carry {CSRF_HEADER}", "csrf")
+        if self.gate is not None:
+            await self.gate(caller, action)
+        if not caller.can(action):
+            if action not in UNAUDITED and self.audit is not None:
+                try:
+                    await self._record(caller, action, "denied", request, _target(request))
+                except AuditUnavailable:
+                    log.warning("audit record of a refusal not published", extra={"action": action})
+            raise forbidden(f"this route needs the permission {action}, which this caller does not have")
+        return caller
+
+    def require(self, action: Action) -> Callable[..., Any]:
+        """A FastAPI dependency giving the `Caller`, or 401 / 403 / 429 (Retry-After) / 503 (audit unavailable).
+
+        The returned callable names its action in the attribute `ACTION_ATTRIBUTE` (`action_of`)."""
+        if action in UNAUDITED:
+            # Metering traffic: a plain dependency, no audit record, no exit step on the hot path.
+            async def unaudited(
+                request: Request,
+                authorization: Annotated[str | None, Header()] = None,
+                x_api_key: Annotated[str | None, Header()] = None,
+                x_csrf_token: Annotated[str | None, Header(alias=CSRF_HEADER)] = None,
+                ss_session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+            ) -> Caller:
+                key = key_from_headers(authorization, x_api_key)
+                return await self.authorize(action, request, key, ss_session, x_csrf_token)
+
+            setattr(unaudited, ACTION_ATTRIBUTE, action)
+            return unaudited
 
         async def dependency(
             request: Request,
@@ -148,34 +291,10 @@ class Access:
             x_csrf_token: Annotated[str | None, Header(alias=CSRF_HEADER)] = None,
             ss_session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
         ) -> AsyncIterator[Caller]:
-            address = request.client.host if request.client else ""
-            if wait := self.keys.brake.address_wait(address):
-                raise HTTPException(*too_many_failures(wait))
-            request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
-            key = _key_from_headers(authorization, x_api_key)
-            caller: Caller | None = None
-            if key:
-                caller = await self._from_key(key, request_id)
-                if caller is None and (wait := self.keys.brake.failed(address, key)):
-                    raise HTTPException(*too_many_failures(wait))
-            elif ss_session:
-                caller = await self._from_session(ss_session, request_id)
-            if caller is None:
-                raise HTTPException(401, detail=UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
-            changes_state = request.method not in SAFE_METHODS
-            if caller.kind == "member" and changes_state:
-                assert self.sessions is not None and ss_session is not None
-                if not self.sessions.csrf_ok(ss_session, x_csrf_token):
-                    raise forbidden(f"a request signed in by session cookie must carry {CSRF_HEADER}", "csrf")
-            target = "/".join(str(v) for v in request.path_params.values())
-            if not caller.can(action):
-                if action not in UNAUDITED and self.audit is not None:
-                    try:
-                        await self._record(caller, action, "denied", request, target)
-                    except AuditUnavailable:
-                        log.warning("audit record of a refusal not published", extra={"action": action})
-                raise forbidden(f"this route needs the permission {action}, which this caller does not have")
-            audited = changes_state and action not in UNAUDITED
+            key = key_from_headers(authorization, x_api_key)
+            caller = await self.authorize(action, request, key, ss_session, x_csrf_token)
+            audited = is_audited(action, request.method)
+            target = _target(request)
             if audited:
                 try:
                     await self._record(caller, action, "allowed", request, target)
@@ -198,35 +317,25 @@ class Access:
                         log.warning("audit record of a failure not published", extra={"action": action})
                 raise
 
+        setattr(dependency, ACTION_ATTRIBUTE, action)
         return dependency
 
 
-def require_scope(directory: KeyDirectory, *scopes: Scope) -> Callable[..., Awaitable[Principal]]:
-    """A key-only dependency for routes not yet named by an action (being replaced by `Access.require`)."""
+def service_access(
+    settings: BaseServiceSettings,
+    service: str,
+    keys: KeyDirectory,
+    broker: KafkaBroker,
+    redis: SessionRedis,
+    gate: WorkspaceGate | None = None,
+) -> tuple[Access, MemberDirectory]:
+    """A service's `Access`: its keys, the replayed members (start and stop the returned directory with the
+    service), sessions in the service's own Redis, and audit records published on its broker."""
+    members = MemberDirectory(settings)
+    access = Access(keys, members, SessionStore(settings, redis), AuditTrail(settings, broker, service), gate)
+    return access, members
 
-    async def dependency(
-        request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        x_api_key: Annotated[str | None, Header()] = None,
-    ) -> Principal:
-        key = _key_from_headers(authorization, x_api_key)
-        address = request.client.host if request.client else ""
-        if wait := directory.brake.address_wait(address):
-            raise HTTPException(*too_many_failures(wait))
-        principal = directory.authenticate(key) if key else None
-        if principal is None:
-            if key and (wait := directory.brake.failed(address, key)):
-                raise HTTPException(*too_many_failures(wait))
-            raise HTTPException(
-                401,
-                detail={"error": "unauthorized", "message": "missing, unknown or revoked API key"},
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if principal.scope not in scopes:
-            raise HTTPException(
-                403,
-                detail={"error": "forbidden", "message": f"this route needs a key with scope {' or '.join(scopes)}"},
-            )
-        return principal
 
-    return dependency
+def _target(request: Request) -> str:
+    # The route's path parameters: ids (a key id, a budget id, a request id), never a body's content.
+    return "/".join(str(v) for v in request.path_params.values())

@@ -9,8 +9,16 @@ from spendstream.common.topics import MEMBERS
 
 
 class MemberDirectory:
+    """Every service's view of who is a member with which role; started and stopped with the service."""
+
     def __init__(self, settings: BaseServiceSettings) -> None:
         self.table: CompactedTable[MemberRecord] = CompactedTable(settings, MEMBERS)
+
+    async def start(self) -> None:
+        await self.table.start()
+
+    async def stop(self) -> None:
+        await self.table.stop()
 
     async def active(self, member_id: str, workspace_id: str) -> MemberRecord | None:
         """The member when active in that workspace, else None (unknown, invited, removed, another workspace)."""

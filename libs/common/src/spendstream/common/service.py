@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from spendstream.common import errors, logs
+from spendstream.common.http_auth import document_permissions
 from spendstream.common.kek_check import verify_kek
 from spendstream.common.settings import BaseServiceSettings, ConfigurationError, check
 
@@ -179,6 +180,7 @@ def build_http_app(services: Sequence[Service], title: str = "spendstream") -> F
         for router in service.routers:
             app.include_router(router)  # type: ignore[arg-type]
 
+    document_permissions(app.routes)
     errors.install(app)
 
     @app.get("/healthz", include_in_schema=False)

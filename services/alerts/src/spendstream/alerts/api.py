@@ -24,9 +24,9 @@ from spendstream.alerts.budgets import (
 from spendstream.alerts.delivery_log import DeliveryLog
 from spendstream.alerts.webhooks import Failed, Refused, check_target
 from spendstream.common.errors import AUTH, responses
+from spendstream.common.http_auth import Access, Caller, forbidden
 from spendstream.common.links import links
 from spendstream.common.records import BudgetRecord
-from spendstream.common.tenants import Principal
 
 log = logging.getLogger(__name__)
 MAX_BUDGETS_PER_WORKSPACE = 200
@@ -57,7 +57,7 @@ async def _check_urls(urls: list[str], allow_private: bool) -> None:
 def build_router(
     book: BudgetBook,
     deliveries: DeliveryLog,
-    auth: Any,
+    access: Access,
     *,
     allow_private: bool,
     rearm: Callable[[BudgetRecord, datetime], Awaitable[int]],
@@ -67,7 +67,13 @@ def build_router(
     router = APIRouter(tags=["budgets"], responses=responses(*AUTH, 422))
     body_errors = responses(400)
     missing = responses(404, s404="no such budget in this workspace")
-    Admin = Annotated[Principal, Depends(auth)]
+    Reader = Annotated[Caller, Depends(access.require("budgets.read"))]
+    Writer = Annotated[Caller, Depends(access.require("budgets.write"))]
+
+    def webhooks_allowed(principal: Caller) -> None:
+        # A webhook sends the workspace's spend to an address the caller chooses: an admin's decision.
+        if not principal.can("webhooks.write"):
+            raise forbidden("a budget's webhook channels need the permission webhooks.write")
 
     @router.post(
         "/v1/budgets",
@@ -84,7 +90,9 @@ def build_router(
         },
         summary="Create a monthly USD budget; generated webhook secrets are shown in this answer only",
     )
-    async def create(body: BudgetIn, principal: Admin) -> BudgetOut:
+    async def create(body: BudgetIn, principal: Writer) -> BudgetOut:
+        if body.webhooks:
+            webhooks_allowed(principal)
         ws = principal.workspace_id
         if len(book.of_workspace(ws)) >= MAX_BUDGETS_PER_WORKSPACE:
             raise HTTPException(
@@ -98,7 +106,7 @@ def build_router(
         return public_view(record, shown)
 
     @router.get("/v1/budgets", response_model=list[BudgetOut], summary="The workspace's budgets")
-    async def list_budgets(principal: Admin) -> list[BudgetOut]:
+    async def list_budgets(principal: Reader) -> list[BudgetOut]:
         return [public_view(b, state=await state(b)) for b in book.of_workspace(principal.workspace_id)]
 
     @router.get(
@@ -107,7 +115,7 @@ def build_router(
         responses=missing,
         summary="One budget; a hard one with its live state (committed, reserved, remaining)",
     )
-    async def show(budget_id: str, principal: Admin) -> BudgetOut:
+    async def show(budget_id: str, principal: Reader) -> BudgetOut:
         record = book.get(principal.workspace_id, budget_id)
         if record is None:
             raise _not_found()
@@ -119,7 +127,9 @@ def build_router(
         responses={**body_errors, **missing},
         summary="Change a budget; thresholds whose new level is above current spend are re-armed",
     )
-    async def change(budget_id: str, patch: BudgetPatch, principal: Admin) -> BudgetOut:
+    async def change(budget_id: str, patch: BudgetPatch, principal: Writer) -> BudgetOut:
+        if patch.webhooks is not None:
+            webhooks_allowed(principal)
         record = book.get(principal.workspace_id, budget_id)
         if record is None:
             raise _not_found()
@@ -143,7 +153,7 @@ def build_router(
         return public_view(updated, shown)
 
     @router.delete("/v1/budgets/{budget_id}", status_code=204, responses=missing)
-    async def delete(budget_id: str, principal: Admin) -> Response:
+    async def delete(budget_id: str, principal: Writer) -> Response:
         record = book.get(principal.workspace_id, budget_id)
         if record is None:
             raise _not_found()
@@ -156,7 +166,7 @@ def build_router(
         responses=missing,
         summary="The budget's alerts of the last 30 days and their delivery log (attempts and status per channel)",
     )
-    async def alerts(budget_id: str, principal: Admin) -> dict[str, Any]:
+    async def alerts(budget_id: str, principal: Reader) -> dict[str, Any]:
         if book.get(principal.workspace_id, budget_id) is None:
             raise _not_found()
         return {"budget_id": budget_id, "alerts": await deliveries.of_budget(principal.workspace_id, budget_id)}

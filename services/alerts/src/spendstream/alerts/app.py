@@ -41,7 +41,7 @@ from spendstream.alerts.sweep import ChangedBudgets, Sweep
 from spendstream.alerts.thresholds import Evaluator, RedisMarkerStore
 from spendstream.alerts.webhooks import WebhookSender
 from spendstream.common.erasure_owner import serve_erasure
-from spendstream.common.http_auth import require_scope
+from spendstream.common.http_auth import service_access
 from spendstream.common.kafka import RawBatch, Received, make_broker, subscribe, subscribe_batch
 from spendstream.common.price_replica import ReplayedPriceBook
 from spendstream.common.records import DataAlert, FiredAlert
@@ -59,6 +59,7 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
     redis = redis_client(settings)
     keys = KeySpace(settings.redis_prefix, settings.kek_bytes())
     api_keys = KeyDirectory(settings)
+    access, members = service_access(settings, "alerts", api_keys, broker, redis)
     keyring = KeyRing(settings)
     http = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
     prefix = settings.topic_prefix
@@ -142,7 +143,7 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
     router = build_router(
         book,
         delivery_log,
-        require_scope(api_keys, "admin"),
+        access,
         allow_private=settings.webhook_allow_private,
         rearm=evaluator.rearm,
         forget=eraser.forget,
@@ -152,15 +153,24 @@ def create_service(settings: AlertsSettings, clock: Callable[[], datetime] = _ut
     reserving = build_reservations_router(
         reservations,
         pricing.book,
-        require_scope(api_keys, "ingest"),
+        access,
         ttl=min(settings.reservation_ttl_seconds, settings.reservation_max_ttl_seconds),
         max_ttl=settings.reservation_max_ttl_seconds,
     )
     service = Service("alerts", routers=[router, reserving])
-    service.on_start(api_keys.table.start, keyring.table.start, pricing.start, broker.start, book.table.start)
+    service.on_start(
+        api_keys.table.start, members.start, keyring.table.start, pricing.start, broker.start, book.table.start
+    )
     # The sweep is a safety net; it must outlive a Redis or Kafka blip (a failed round is logged, the next runs).
     service.every("alerts:sweep", settings.sweep_interval_seconds, sweep.run_once, wake=changes.wake)
     service.on_stop(
-        broker.stop, book.table.stop, pricing.stop, keyring.table.stop, api_keys.table.stop, http.aclose, redis.aclose
+        broker.stop,
+        book.table.stop,
+        pricing.stop,
+        keyring.table.stop,
+        members.stop,
+        api_keys.table.stop,
+        http.aclose,
+        redis.aclose,
     )
     return service

@@ -11,7 +11,7 @@ closed. See reservations.py for the atomic check-and-reserve.
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -28,9 +28,9 @@ from spendstream.common.events import (
     PROVIDER_PATTERN,
     TAG_KEY_PATTERN,
 )
+from spendstream.common.http_auth import Access, Caller
 from spendstream.common.links import links
 from spendstream.common.pricebook import PriceBook
-from spendstream.common.tenants import Principal
 
 _ONE = "/v1/reservations/{reservation_id}"
 MAX_ESTIMATE_USD = 1_000_000
@@ -103,9 +103,9 @@ class ReservationOut(BaseModel):
     budgets: list[HeldBudget]
 
 
-def build_router(reservations: Reservations, prices: PriceBook, auth: Any, *, ttl: int, max_ttl: int) -> APIRouter:
+def build_router(reservations: Reservations, prices: PriceBook, access: Access, *, ttl: int, max_ttl: int) -> APIRouter:
     router = APIRouter(tags=["reservations"], responses=responses(*AUTH, 422))
-    Producer = Annotated[Principal, Depends(auth)]
+    Producer = Annotated[Caller, Depends(access.require("reservations.write"))]
 
     def priced(workspace_id: str, body: ReservationIn, now: datetime) -> int:
         if body.estimated_cost_usd is not None:

@@ -1,7 +1,8 @@
-"""`/v1/connectors` (admin key): create, list, show and delete a workspace's provider connectors.
+"""`/v1/connectors` (changes `settings.write`, reads `usage.read`): create, list, show and delete a workspace's
+provider connectors.
 
 The provider's admin key is accepted once, sealed at once (sealing.py) and never shown again: answers carry
-its last four characters at most. The workspace is the key's, never a parameter.
+its last four characters at most. The workspace is the caller's, never a parameter.
 """
 
 # No `from __future__ import annotations`: FastAPI evaluates the Annotated[..., Depends(auth)] parameters.
@@ -14,8 +15,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from spendstream.common.errors import AUTH, responses
+from spendstream.common.http_auth import Access, Caller
 from spendstream.common.records import ConnectorRecord, ConnectorStatus, TagMapping
-from spendstream.common.tenants import Principal
 from spendstream.connectors.csv_import import ImportRefused, parse
 from spendstream.connectors.registry import Registry
 from spendstream.connectors.sealing import NoDataKey, hint, seal
@@ -78,11 +79,15 @@ def _not_found() -> HTTPException:
     return HTTPException(404, detail={"error": "not_found", "message": "no such connector in this workspace"})
 
 
-def build_router(registry: Registry, auth: Any) -> APIRouter:
+def build_router(registry: Registry, access: Access) -> APIRouter:
+    # Reads need `usage.read`: a connector's view is where the provider-side figures come from and how fresh
+    # they are, with no secret (the admin key's hint is its last characters); every change `settings.write`.
     router = APIRouter(tags=["connectors"], responses=responses(*AUTH, 422))
 
     @router.post("/v1/connectors", status_code=201, response_model=ConnectorView, summary="Connect a provider")
-    async def create(principal: Annotated[Principal, Depends(auth)], body: CreateConnector) -> dict[str, Any]:
+    async def create(
+        principal: Annotated[Caller, Depends(access.require("settings.write"))], body: CreateConnector
+    ) -> dict[str, Any]:
         admin_key = body.admin_key.get_secret_value()
         if not 8 <= len(admin_key) <= 512 or not admin_key.isprintable() or " " in admin_key:
             raise HTTPException(
@@ -110,18 +115,22 @@ def build_router(registry: Registry, auth: Any) -> APIRouter:
         return _view(registry, connector)
 
     @router.get("/v1/connectors", response_model=ConnectorList, summary="The workspace's connectors")
-    async def list_all(principal: Annotated[Principal, Depends(auth)]) -> dict[str, Any]:
+    async def list_all(principal: Annotated[Caller, Depends(access.require("usage.read"))]) -> dict[str, Any]:
         return {"connectors": [_view(registry, c) for c in registry.of_workspace(principal.workspace_id)]}
 
     @router.get("/v1/connectors/{connector_id}", response_model=ConnectorView, summary="A connector's status")
-    async def show(principal: Annotated[Principal, Depends(auth)], connector_id: str) -> dict[str, Any]:
+    async def show(
+        principal: Annotated[Caller, Depends(access.require("usage.read"))], connector_id: str
+    ) -> dict[str, Any]:
         connector = registry.get(principal.workspace_id, connector_id)
         if connector is None:
             raise _not_found()
         return _view(registry, connector)
 
     @router.delete("/v1/connectors/{connector_id}", status_code=204, summary="Remove a connector and its sealed key")
-    async def delete(principal: Annotated[Principal, Depends(auth)], connector_id: str) -> None:
+    async def delete(
+        principal: Annotated[Caller, Depends(access.require("settings.write"))], connector_id: str
+    ) -> None:
         connector = registry.get(principal.workspace_id, connector_id)
         if connector is None:
             raise _not_found()
@@ -133,7 +142,9 @@ def build_router(registry: Registry, auth: Any) -> APIRouter:
         summary="Import a CSV of daily provider usage (README: the format); all lines or none",
         responses={413: {"description": "the file is too large"}},
     )
-    async def import_csv(principal: Annotated[Principal, Depends(auth)], request: Request) -> dict[str, Any]:
+    async def import_csv(
+        principal: Annotated[Caller, Depends(access.require("settings.write"))], request: Request
+    ) -> dict[str, Any]:
         body = bytearray()
         async for chunk in request.stream():
             body += chunk

@@ -36,6 +36,7 @@ class KeyInfo(BaseModel):
     scope: Scope
     created_at: datetime
     revoked_at: datetime | None
+    issued_by: str | None = None  # the member whose role caps the key; None: issued by the operator
 
 
 class WorkspaceInfo(BaseModel):
@@ -90,13 +91,15 @@ class Admin:
         self._workspace(workspace_id)
         records = [r for r in self._keys.table.values() if r.workspace_id == workspace_id]
         return [
-            KeyInfo(key_id=r.key_id, scope=r.scope, created_at=r.created_at, revoked_at=r.revoked_at)
+            KeyInfo(
+                key_id=r.key_id, scope=r.scope, created_at=r.created_at, revoked_at=r.revoked_at, issued_by=r.issued_by
+            )
             for r in sorted(records, key=lambda r: r.created_at)
         ]
 
-    async def issue_key(self, workspace_id: str, scope: Scope) -> IssuedKey:
+    async def issue_key(self, workspace_id: str, scope: Scope, issued_by: str | None = None) -> IssuedKey:
         self._workspace(workspace_id)
-        issued = await self._control.issue_key(workspace_id, scope)
+        issued = await self._control.issue_key(workspace_id, scope, issued_by)
         await self._keys.table.catch_up()
         return issued
 
@@ -111,7 +114,11 @@ class Admin:
             await self._keys.table.catch_up()
         revoked = self._keys.table.get(record.key_hash) or record
         return KeyInfo(
-            key_id=revoked.key_id, scope=revoked.scope, created_at=revoked.created_at, revoked_at=revoked.revoked_at
+            key_id=revoked.key_id,
+            scope=revoked.scope,
+            created_at=revoked.created_at,
+            revoked_at=revoked.revoked_at,
+            issued_by=revoked.issued_by,
         )
 
     async def rotate_data_key(self, workspace_id: str) -> int:

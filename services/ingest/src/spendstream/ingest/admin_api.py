@@ -1,4 +1,5 @@
-"""The workspace admin HTTP API (admin-scoped keys): API keys, data-key rotation, cancel and reactivate."""
+"""The workspace admin HTTP API: API keys, data-key rotation, cancel and reactivate, each route naming the one
+action (`access.py`) a key or a member's session must hold."""
 
 # No `from __future__ import annotations`: FastAPI must evaluate the Annotated[..., Depends(auth)] parameters.
 
@@ -10,9 +11,10 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
+from spendstream.common.access import may_issue_as
 from spendstream.common.errors import AUTH, responses
+from spendstream.common.http_auth import Access, Caller, forbidden
 from spendstream.common.links import links
-from spendstream.common.tenants import Principal
 from spendstream.ingest.admin import Admin, AdminError, KeyInfo, WorkspaceInfo
 
 
@@ -50,19 +52,24 @@ class _RefusalsAnswered(APIRoute):
         return answered
 
 
-def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
+def build_admin_router(admin: Admin, access: Access) -> APIRouter:
     # Every route answers 404 when the key's workspace or the named key is unknown; 409 for rotation without
     # a data key.
     errors = responses(*AUTH, 404, 409, 422)
     router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=_RefusalsAnswered)
-    Caller = Annotated[Principal, Depends(auth)]
+    Reader = Annotated[Caller, Depends(access.require("workspace.read"))]
+    KeyReader = Annotated[Caller, Depends(access.require("keys.read"))]
+    KeyIssuer = Annotated[Caller, Depends(access.require("keys.issue"))]
+    KeyManager = Annotated[Caller, Depends(access.require("keys.manage"))]
+    Settings = Annotated[Caller, Depends(access.require("settings.write"))]
+    Lifecycle = Annotated[Caller, Depends(access.require("workspace.lifecycle"))]
 
     @router.get("/workspace", response_model=WorkspaceInfo, responses=errors, summary="The caller's workspace")
-    async def get_workspace(caller: Caller) -> Any:
+    async def get_workspace(caller: Reader) -> Any:
         return admin.workspace(caller.workspace_id)
 
     @router.get("/keys", response_model=list[KeyInfo], responses=errors, summary="List the workspace's API keys")
-    async def list_keys(caller: Caller) -> Any:
+    async def list_keys(caller: KeyReader) -> Any:
         return admin.list_keys(caller.workspace_id)
 
     @router.post(
@@ -75,9 +82,14 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
             **responses(400),
         },
         summary="Issue a new API key (shown once)",
+        description="An `ingest` or `read` key needs `keys.issue`, an `admin` key `keys.manage`. A key issued by "
+        "a member (signed in, or through a key that member issued) never exceeds that member's role and ends "
+        "with the membership.",
     )
-    async def issue_key(body: IssueKeyRequest, caller: Caller) -> Any:
-        issued = await admin.issue_key(caller.workspace_id, body.scope)
+    async def issue_key(body: IssueKeyRequest, caller: KeyIssuer) -> Any:
+        if not may_issue_as(caller.can, body.scope):
+            raise forbidden(f"issuing a key of scope {body.scope} needs the permission keys.manage")
+        issued = await admin.issue_key(caller.workspace_id, body.scope, caller.acting_member)
         return IssuedKeyResponse(key=issued.key, key_id=issued.key_id, scope=issued.scope)
 
     @router.delete(
@@ -86,7 +98,7 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         responses=errors,
         summary="Revoke an API key (every replica refuses it within seconds)",
     )
-    async def revoke_key(key_id: str, caller: Caller) -> Any:
+    async def revoke_key(key_id: str, caller: KeyManager) -> Any:
         return await admin.revoke_key(caller.workspace_id, key_id)
 
     @router.post(
@@ -102,7 +114,7 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         },
         summary="Rotate the workspace's data key; older versions still decrypt",
     )
-    async def rotate_data_key(caller: Caller) -> Any:
+    async def rotate_data_key(caller: Settings) -> Any:
         return DataKeyResponse(current_version=await admin.rotate_data_key(caller.workspace_id))
 
     @router.post(
@@ -111,7 +123,7 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         responses=errors,
         summary="Cancel the workspace: its data is deleted 30 days later unless reactivated",
     )
-    async def cancel(caller: Caller) -> Any:
+    async def cancel(caller: Lifecycle) -> Any:
         return await admin.cancel(caller.workspace_id)
 
     @router.post(
@@ -120,7 +132,7 @@ def build_admin_router(admin: Admin, auth: Any) -> APIRouter:
         responses=errors,
         summary="Reactivate a cancelled workspace",
     )
-    async def reactivate(caller: Caller) -> Any:
+    async def reactivate(caller: Lifecycle) -> Any:
         return await admin.reactivate(caller.workspace_id)
 
     return router

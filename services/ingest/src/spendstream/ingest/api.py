@@ -16,8 +16,9 @@ from pydantic import BaseModel
 
 from spendstream.common.errors import AUTH, ErrorBody, responses
 from spendstream.common.events import RequestBatch
+from spendstream.common.http_auth import Caller
 from spendstream.common.key_backoff import LogPace, report
-from spendstream.common.tenants import KeyUnavailable, Principal
+from spendstream.common.tenants import KeyUnavailable
 from spendstream.ingest import metrics
 from spendstream.ingest.batches import BatchAcceptor, PublishFailed
 from spendstream.ingest.body import BodyError, parse_batch, read_body
@@ -119,7 +120,7 @@ def build_router(
         },
         summary="Send a batch of usage events (metadata only)",
     )
-    async def post_events(request: Request, principal: Annotated[Principal, Depends(auth)]) -> JSONResponse:
+    async def post_events(request: Request, principal: Annotated[Caller, Depends(auth)]) -> JSONResponse:
         try:
             raw = await read_body(request, settings.max_body_bytes, settings.max_inflated_bytes)
         except BodyError as exc:

@@ -1,10 +1,12 @@
 """ingest's wiring table: what it reads, what it writes, its routes and its lifespan.
 
 in                                                     -> out
-POST /v1/events (ingest key)                           -> usage.events.v1 (encrypted envelope)
-POST /v1/traces (OTLP/HTTP, ingest key)                -> usage.events.v1 (one event per GenAI span)
+POST /v1/events (events.write: an ingest key)          -> usage.events.v1 (encrypted envelope)
+POST /v1/traces (OTLP/HTTP, events.write)              -> usage.events.v1 (one event per GenAI span)
 ingest.raw.v1 (group spendstream-ingest-raw)           -> usage.events.v1, ingest.rejected.v1
-/v1/admin/* (admin key)                              -> ingest.{apikeys,datakeys,workspaces}.v1, retention.lifecycle.v1
+/v1/admin/* (keys.*, settings.write, workspace.*)      -> ingest.{apikeys,datakeys,workspaces}.v1,
+                                                          retention.lifecycle.v1, audit.records.v1 (before each change)
+people.members.v1, ingest.apikeys.v1                   -> replayed tables (keys and sessions' members, roles)
 retention.commands.v1 (group spendstream-ingest-erasure) -> tombstones, retention.reports.v1
 every hour (data-key upkeep)                           -> tombstones of long-retired data-key versions
 ingest.{apikeys,datakeys,workspaces}.v1                -> replayed tables (authentication, keys, plans)
@@ -17,6 +19,7 @@ from datetime import timedelta
 from faststream import AckPolicy
 
 from spendstream.common.erasure_owner import serve_erasure
+from spendstream.common.http_auth import service_access
 from spendstream.common.kafka import RawBatch, make_broker, subscribe_batch
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
@@ -24,7 +27,7 @@ from spendstream.common.topics import INGEST_RAW
 from spendstream.ingest.admin import Admin
 from spendstream.ingest.admin_api import build_admin_router
 from spendstream.ingest.api import build_router
-from spendstream.ingest.auth import require
+from spendstream.ingest.auth import workspace_gate
 from spendstream.ingest.batches import BatchAcceptor
 from spendstream.ingest.datakey_upkeep import DataKeyUpkeep
 from spendstream.ingest.dedupe import Deduplicator
@@ -100,11 +103,12 @@ def create_service(settings: IngestSettings) -> Service:
         workspaces,
         rotation_interval=timedelta(seconds=settings.data_key_rotation_interval_seconds),
     )
-    ingest_key = require(keys, workspaces, "ingest")
+    access, members = service_access(settings, "ingest", keys, broker, redis, workspace_gate(workspaces))
+    events = access.require("events.write")
     routers = [
-        build_router(settings, acceptor, workspaces, ingest_key),
-        build_otlp_router(settings, acceptor, workspaces, ingest_key),
-        build_admin_router(admin, require(keys, workspaces, "admin", allow_cancelled=True)),
+        build_router(settings, acceptor, workspaces, events),
+        build_otlp_router(settings, acceptor, workspaces, events),
+        build_admin_router(admin, access),
     ]
     service = Service("ingest", routers=routers)
 
@@ -112,7 +116,9 @@ def create_service(settings: IngestSettings) -> Service:
         await check_topic_room(settings)
 
     # Tables first: the consumers authenticate against them from their first record on.
-    service.on_start(topic_room, keys.table.start, keyring.table.start, workspaces.table.start, broker.start)
-    service.on_stop(broker.stop, workspaces.table.stop, keyring.table.stop, keys.table.stop, redis.aclose)
+    service.on_start(
+        topic_room, keys.table.start, members.start, keyring.table.start, workspaces.table.start, broker.start
+    )
+    service.on_stop(broker.stop, workspaces.table.stop, keyring.table.stop, members.stop, keys.table.stop, redis.aclose)
     service.every("data-key-upkeep", settings.data_key_upkeep_interval_seconds, DataKeyUpkeep(control, keyring).run)
     return service

@@ -21,8 +21,9 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from spendstream.common.errors import AUTH, responses
 from spendstream.common.events import MAX_EVENTS_PER_BATCH
+from spendstream.common.http_auth import Caller
 from spendstream.common.key_backoff import LogPace, report
-from spendstream.common.tenants import KeyUnavailable, Principal
+from spendstream.common.tenants import KeyUnavailable
 from spendstream.ingest import metrics
 from spendstream.ingest.api import CountedRoute
 from spendstream.ingest.batches import BatchAcceptor, PublishFailed
@@ -198,7 +199,7 @@ def build_otlp_router(
         },
         summary="OTLP/HTTP traces: one usage event per GenAI span with token counts (metadata only)",
     )
-    async def post_traces(request: Request, principal: Annotated[Principal, Depends(auth)]) -> Response:
+    async def post_traces(request: Request, principal: Annotated[Caller, Depends(auth)]) -> Response:
         declared = request.headers.get("content-type", "").split(";")[0].strip().lower()
         answer_as = PROTOBUF if declared == PROTOBUF else JSON
         try:

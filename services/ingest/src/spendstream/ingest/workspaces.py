@@ -54,7 +54,8 @@ class ControlPlane:
         keys = [await self.issue_key(workspace.workspace_id, scope) for scope in ("ingest", "read", "admin")]
         return workspace, keys
 
-    async def issue_key(self, workspace_id: str, scope: Scope) -> IssuedKey:
+    async def issue_key(self, workspace_id: str, scope: Scope, issued_by: str | None = None) -> IssuedKey:
+        """A new key; `issued_by` names the member whose role caps it (None: the operator's)."""
         key = generate_key(scope)
         record = ApiKeyRecord(
             key_hash=hash_key(key),
@@ -62,6 +63,7 @@ class ControlPlane:
             workspace_id=workspace_id,
             scope=scope,
             created_at=datetime.now(UTC),
+            issued_by=issued_by,
         )
         await self._api_keys.publish(record, record.key_hash)
         return IssuedKey(key=key, key_id=record.key_id, scope=scope)

@@ -1,9 +1,12 @@
-"""retention's HTTP surface: deletion requests and their status. Admin keys only; the workspace is the key's."""
+"""retention's HTTP surface: deletion requests and their status; the workspace is the caller's (key or session).
+
+A customer's erasure needs `erasures.customer`, the whole workspace's `erasures.workspace` too (an owner's);
+reading a request's state and receipt `deletions.read`."""
 
 # No `from __future__ import annotations` here: FastAPI must evaluate the Annotated[..., Depends(auth)]
 # parameters at definition time, where `auth` is a local of the router factory.
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
@@ -11,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from spendstream.common.erasure import DeletionRequest
 from spendstream.common.errors import AUTH, responses
+from spendstream.common.http_auth import Access, Caller, forbidden
 from spendstream.common.links import links
-from spendstream.common.tenants import Principal
 from spendstream.retention.clock import Clock
 from spendstream.retention.requests import RequestView, new_request_id
 from spendstream.retention.saga import Coordinator, RequestConflict
@@ -28,7 +31,7 @@ class DeletionBody(BaseModel):
     request_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def build_router(coordinator: Coordinator, clock: Clock, auth: Any) -> APIRouter:
+def build_router(coordinator: Coordinator, clock: Clock, access: Access) -> APIRouter:
     router = APIRouter(tags=["retention"], responses=responses(*AUTH, 422))
 
     @router.post(
@@ -40,15 +43,21 @@ def build_router(coordinator: Coordinator, clock: Clock, auth: Any) -> APIRouter
             200: {"model": RequestView, "description": "this request_id was posted before: that request, unchanged"},
             **responses(400, 409, s409="this request_id names another request of the workspace"),
         },
-        summary="Erase the key's workspace, or one customer_id inside it, and prove it",
+        summary="Erase the caller's workspace, or one customer_id inside it, and prove it",
+        description="A customer's erasure needs the permission `erasures.customer`; the whole workspace's (no "
+        "`customer_id`) needs `erasures.workspace` as well.",
     )
-    async def request_deletion(body: DeletionBody, principal: Annotated[Principal, Depends(auth)]) -> JSONResponse:
+    async def request_deletion(
+        body: DeletionBody, principal: Annotated[Caller, Depends(access.require("erasures.customer"))]
+    ) -> JSONResponse:
+        if body.customer_id is None and not principal.can("erasures.workspace"):
+            raise forbidden("erasing the whole workspace needs the permission erasures.workspace")
         request = DeletionRequest(
             request_id=body.request_id or new_request_id(),
             workspace_id=principal.workspace_id,
             customer_id=body.customer_id,
             origin="http",
-            requested_by=principal.key_id,
+            requested_by=principal.actor_id,
             requested_at=clock.now(),
         )
         try:
@@ -66,7 +75,9 @@ def build_router(coordinator: Coordinator, clock: Clock, auth: Any) -> APIRouter
         responses=responses(404, s404="no such deletion request in this workspace"),
         summary="State of a deletion request: requested, executing, verified or failed; with its receipt",
     )
-    async def deletion_status(request_id: str, principal: Annotated[Principal, Depends(auth)]) -> RequestView:
+    async def deletion_status(
+        request_id: str, principal: Annotated[Caller, Depends(access.require("deletions.read"))]
+    ) -> RequestView:
         # Ids are per workspace: the key's workspace is part of the lookup, so another's is never found.
         request = coordinator.get(principal.workspace_id, request_id)
         if request is None:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
 from faststream import AckPolicy
 
 from spendstream.common.erasure import DeletionReport
-from spendstream.common.http_auth import require_scope
+from spendstream.common.http_auth import service_access
 from spendstream.common.kafka import Received, make_broker, subscribe
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory
@@ -50,12 +51,15 @@ def build(settings: RetentionSettings, clock: Clock | None = None) -> Retention:
     clock = clock or SystemClock()
     broker = make_broker(settings, "retention")
     keys = KeyDirectory(settings)
+    # Members' sessions only: retention keeps nothing else in Redis.
+    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    access, members = service_access(settings, "retention", keys, broker, redis)
     coordinator = Coordinator(settings, broker, clock)
     # Set by every lifecycle record: a `deleted` workspace is due at once, not at the next tick.
     wake = asyncio.Event()
     schedules = Schedules(settings, on_change=lambda _, __: wake.set())
     ticker = Ticker(schedules, coordinator, clock)
-    router = build_router(coordinator, clock, require_scope(keys, "admin"))
+    router = build_router(coordinator, clock, access)
     service = Service("retention", routers=[router])
 
     async def on_report(report: Received[DeletionReport]) -> None:
@@ -71,10 +75,12 @@ def build(settings: RetentionSettings, clock: Clock | None = None) -> Retention:
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
     # The broker connects first: the coordinator publishes while it resumes, before reports flow in.
-    service.on_start(broker.connect, keys.table.start, schedules.table.start, coordinator.start, broker.start)
+    service.on_start(
+        broker.connect, keys.table.start, members.start, schedules.table.start, coordinator.start, broker.start
+    )
     service.every("retention:tick", settings.tick_seconds, ticker.tick, wake=wake)
     service.every("retention:compaction", settings.compaction_check_seconds, coordinator.recheck_compaction)
-    service.on_stop(broker.stop, coordinator.stop, schedules.table.stop, keys.table.stop)
+    service.on_stop(broker.stop, coordinator.stop, schedules.table.stop, members.stop, keys.table.stop, redis.aclose)
     return Retention(settings, clock, coordinator, schedules, ticker, service)
 
 

@@ -1,7 +1,7 @@
 """rollup's read API: `GET /v1/usage`, `GET /v1/export`, `GET /v1/findings`, `GET /v1/completeness`.
 
-Every route takes a read or admin key and answers for the key's workspace only: the workspace is never a
-parameter, so no request can name another one.
+Every route names its action (`usage.read`, `export.read`, `findings.read`) and answers for the caller's
+workspace only (the key's or the session's): the workspace is never a parameter, so no request can name another.
 """
 
 # No `from __future__ import annotations` here: FastAPI must evaluate the Annotated[..., Depends(auth)]
@@ -18,8 +18,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
 from spendstream.common.errors import AUTH, responses
+from spendstream.common.http_auth import Access, Caller
 from spendstream.common.pricebook import PriceBook
-from spendstream.common.tenants import Principal
 from spendstream.rollup import export, findings
 from spendstream.rollup.ledger import Ledger
 from spendstream.rollup.queries import GROUPABLE, UsageQueries
@@ -137,7 +137,7 @@ def _range(start: date | None, end: date | None) -> tuple[date, date]:
     return start, end
 
 
-def build_router(queries: UsageQueries, auth: Any, prices: PriceBook, ledger: Ledger) -> APIRouter:
+def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledger: Ledger) -> APIRouter:
     router = APIRouter(tags=["usage"], responses=responses(*AUTH, 422))
 
     @router.get(
@@ -146,7 +146,7 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceBook, ledger: Le
         summary="Spend and tokens over a UTC day range, grouped and filtered by rollup dimensions",
     )
     async def usage(
-        principal: Annotated[Principal, Depends(auth)],
+        principal: Annotated[Caller, Depends(access.require("usage.read"))],
         provider: Filter,
         model: Filter,
         feature: Filter,
@@ -202,7 +202,7 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceBook, ledger: Le
         response_class=StreamingResponse,
     )
     async def export_data(
-        principal: Annotated[Principal, Depends(auth)],
+        principal: Annotated[Caller, Depends(access.require("export.read"))],
         fmt: Annotated[export.Format, Query(alias="format")] = "json",
     ) -> StreamingResponse:
         ws = principal.workspace_id
@@ -222,7 +222,7 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceBook, ledger: Le
         response_model=FindingsResponse,
         summary="Waste findings over the last 30 days, each with evidence and a monthly saving in USD",
     )
-    async def waste_findings(principal: Annotated[Principal, Depends(auth)]) -> dict[str, Any]:
+    async def waste_findings(principal: Annotated[Caller, Depends(access.require("findings.read"))]) -> dict[str, Any]:
         today = datetime.now(UTC).date()
         _, table = prices.table_at(today)  # savings are estimated at today's list prices
         return await asyncio.to_thread(findings.find, queries, table, principal.workspace_id, today)
@@ -233,7 +233,7 @@ def build_router(queries: UsageQueries, auth: Any, prices: PriceBook, ledger: Le
         summary="The completeness ledger: per UTC day, the events each hop saw, from ingest's answer to the rollup",
     )
     async def completeness(
-        principal: Annotated[Principal, Depends(auth)],
+        principal: Annotated[Caller, Depends(access.require("usage.read"))],
         start: Annotated[Day, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
         end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
     ) -> dict[str, Any]:

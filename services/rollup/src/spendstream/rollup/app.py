@@ -27,10 +27,11 @@ import logging
 from functools import partial
 from pathlib import Path
 
+import redis.asyncio as aioredis
 from faststream import AckPolicy
 
 from spendstream.common.erasure_owner import serve_erasure
-from spendstream.common.http_auth import require_scope
+from spendstream.common.http_auth import service_access
 from spendstream.common.kafka import CompactedTable, Publisher, RawBatch, make_broker, subscribe_batch
 from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook, forget_rates
 from spendstream.common.records import ConnectorRecord, DataAlert, IngestTally, ProviderDay
@@ -88,6 +89,9 @@ def create_service(settings: RollupSettings) -> Service:
 
     broker = make_broker(settings, "rollup")
     keys = KeyDirectory(settings)
+    # Members' sessions only (rollup keeps nothing else in Redis); short timeouts, like ingest's.
+    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    access, members = service_access(settings, "rollup", keys, broker, redis)
     keyring = KeyRing(settings)
     # The versions and rates every service prices with; rollup publishes refreshes and the API's changes.
     pricing = ReplayedPriceBook(settings)
@@ -233,9 +237,7 @@ def create_service(settings: RollupSettings) -> Service:
         Repricer(writer_client, settings.clickhouse_database), writer.lock, lambda: BookPricing(pricing.book)
     )
 
-    router = build_router(
-        queries, require_scope(keys, "read", "admin"), pricing.book, Ledger(reader_client, settings.clickhouse_database)
-    )
+    router = build_router(queries, access, pricing.book, Ledger(reader_client, settings.clickhouse_database))
     # Revenue is written with the writer's client under its lock (an erasure deletes under it) and read with
     # the reader's, like usage.
     store = RevenueStore(writer_client, settings.clickhouse_database)
@@ -255,23 +257,24 @@ def create_service(settings: RollupSettings) -> Service:
         margin,
         stripe_endpoints,
         webhook,
-        read=require_scope(keys, "read", "admin"),
-        admin=require_scope(keys, "admin"),
+        access=access,
         lock=writer.lock,
     )
     margin_watch = MarginWatch(queries=margin, raise_once=watch.raise_once, threshold_pct=settings.margin_alert_pct)
     reconciliation_router = build_reconciliation_router(
-        reconciliation, require_scope(keys, "read", "admin"), lambda ws: scopes(connectors.values(), ws)
+        reconciliation, access, lambda ws: scopes(connectors.values(), ws)
     )
     internal = build_internal_router(queries, settings.internal_token)
-    prices_router = build_prices_router(pricing, price_publisher, require_scope(keys, "admin"), settings.price_admins())
-    recompute = build_recompute_router(jobs, require_scope(keys, "admin"), settings.internal_token)
+    prices_router = build_prices_router(pricing, price_publisher, access, settings.price_admins())
+    recompute = build_recompute_router(jobs, access, settings.internal_token)
     service = Service(
         "rollup", routers=[router, revenue_router, reconciliation_router, internal, prices_router, recompute]
     )
     # The book before the consumer: no event is priced before the versions and rates are replayed. Jobs a
     # previous process died under resume once the consumer runs (they share the writer lock).
-    service.on_start(keys.table.start, keyring.table.start, pricing.start, connectors.start, broker.start, jobs.resume)
+    service.on_start(
+        keys.table.start, members.start, keyring.table.start, pricing.start, connectors.start, broker.start, jobs.resume
+    )
     if settings.prices_url:
         refresher = PriceRefresher(
             settings.prices_url, pricing, price_publisher, queries.models_in_use, settings.prices_in_use_days
@@ -291,7 +294,9 @@ def create_service(settings: RollupSettings) -> Service:
         pricing.stop,
         connectors.stop,
         keyring.table.stop,
+        members.stop,
         keys.table.stop,
+        redis.aclose,
         writer_client.close,
         reader_client.close,
     )

@@ -1,14 +1,15 @@
-"""rollup's price API (admin keys): the price versions, held tables and their approval, and tenant rates.
+"""rollup's price API (reads `usage.read`, changes `settings.write`): the price versions, held tables and their
+approval, and tenant rates.
 
-  GET    /v1/prices/versions                  every version and the one in force today (any admin key)
+  GET    /v1/prices/versions                  every version and the one in force today (usage.read)
   GET    /v1/prices/held                      versions waiting for approval      (price admins)
   POST   /v1/prices/held/{version_id}/approve make a held version active         (price admins)
   GET    /v1/prices/rates                     the key's workspace's rates
   PUT    /v1/prices/rates/{rate_id}           set (create or replace) one of its rates
   DELETE /v1/prices/rates/{rate_id}           delete one of its rates
 
-A price table is every tenant's, so seeing and approving held ones takes an admin key of a workspace named in
-`SPENDSTREAM_PRICE_ADMIN_WORKSPACES`. Rates are the key's own workspace's: the workspace is never a parameter.
+A price table is every tenant's, so seeing and approving held ones takes a caller of a workspace named in
+`SPENDSTREAM_PRICE_ADMIN_WORKSPACES`. Rates are the caller's own workspace's: the workspace is never a parameter.
 Each change is published to its compacted topic and answered once this replica's book holds it.
 """
 
@@ -22,10 +23,10 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from spendstream.common.errors import AUTH, responses
+from spendstream.common.http_auth import Access, Caller
 from spendstream.common.price_holds import approved
 from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook
 from spendstream.common.pricebook import PriceVersion, RateKind, TenantRate, TokenRate
-from spendstream.common.tenants import Principal
 
 RateId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 VersionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -69,30 +70,29 @@ def _invalid(exc: ValidationError) -> HTTPException:
 def build_prices_router(
     pricing: ReplayedPriceBook,
     publisher: PricePublisher,
-    admin: Any,
+    access: Access,
     price_admins: frozenset[str],
 ) -> APIRouter:
     router = APIRouter(tags=["prices"], responses=responses(*AUTH, 422))
     book = pricing.book
 
-    def price_admin(principal: Principal) -> None:
+    def price_admin(principal: Caller) -> None:
         if principal.workspace_id not in price_admins:
             raise HTTPException(
                 403,
                 detail={
                     "error": "forbidden",
-                    "message": "held price tables are for admin keys of the workspaces in "
-                    "SPENDSTREAM_PRICE_ADMIN_WORKSPACES",
+                    "message": "held price tables are for the workspaces in SPENDSTREAM_PRICE_ADMIN_WORKSPACES",
                 },
             )
 
     @router.get("/v1/prices/versions", response_model=VersionsResponse, summary="Price versions, oldest first")
-    async def versions(principal: Annotated[Principal, Depends(admin)]) -> dict[str, Any]:
+    async def versions(principal: Annotated[Caller, Depends(access.require("usage.read"))]) -> dict[str, Any]:
         in_force, _ = book.table_at(datetime.now(UTC).date())
         return {"in_force": in_force, "versions": book.versions()}
 
     @router.get("/v1/prices/held", response_model=list[PriceVersion], summary="Price versions held for approval")
-    async def held(principal: Annotated[Principal, Depends(admin)]) -> list[PriceVersion]:
+    async def held(principal: Annotated[Caller, Depends(access.require("usage.read"))]) -> list[PriceVersion]:
         price_admin(principal)
         await pricing.catch_up()
         return book.held()
@@ -103,11 +103,13 @@ def build_prices_router(
         summary="Approve a held price version: it prices events from its effective day",
         responses=responses(404, s404="no held price version has this id"),
     )
-    async def approve(principal: Annotated[Principal, Depends(admin)], version_id: VersionId) -> PriceVersion:
+    async def approve(
+        principal: Annotated[Caller, Depends(access.require("settings.write"))], version_id: VersionId
+    ) -> PriceVersion:
         price_admin(principal)
         await pricing.catch_up()
         try:
-            record = approved(book, version_id, f"key:{principal.key_id}", datetime.now(UTC))
+            record = approved(book, version_id, principal.actor, datetime.now(UTC))
         except KeyError:
             raise HTTPException(
                 404, detail={"error": "not_found", "message": "no held price version has this id"}
@@ -117,7 +119,7 @@ def build_prices_router(
         return record.meta
 
     @router.get("/v1/prices/rates", response_model=RatesResponse, summary="The workspace's negotiated rates")
-    async def rates(principal: Annotated[Principal, Depends(admin)]) -> dict[str, Any]:
+    async def rates(principal: Annotated[Caller, Depends(access.require("usage.read"))]) -> dict[str, Any]:
         return {"workspace_id": principal.workspace_id, "rates": book.rates(principal.workspace_id)}
 
     @router.put(
@@ -127,14 +129,14 @@ def build_prices_router(
         responses=responses(400),
     )
     async def set_rate(
-        principal: Annotated[Principal, Depends(admin)], rate_id: RateId, body: RateRequest
+        principal: Annotated[Caller, Depends(access.require("settings.write"))], rate_id: RateId, body: RateRequest
     ) -> TenantRate:
         try:
             rate = TenantRate(
                 rate_id=rate_id,
                 workspace_id=principal.workspace_id,
                 created_at=datetime.now(UTC),
-                created_by=f"key:{principal.key_id}",
+                created_by=principal.actor,
                 **body.model_dump(),
             )
         except ValidationError as exc:
@@ -149,7 +151,9 @@ def build_prices_router(
         summary="Delete one negotiated rate of the workspace",
         responses=responses(404, s404="the workspace has no rate of this id"),
     )
-    async def delete_rate(principal: Annotated[Principal, Depends(admin)], rate_id: RateId) -> Response:
+    async def delete_rate(
+        principal: Annotated[Caller, Depends(access.require("settings.write"))], rate_id: RateId
+    ) -> Response:
         await pricing.catch_up()
         if book.rate(principal.workspace_id, rate_id) is None:
             raise HTTPException(404, detail={"error": "not_found", "message": "the workspace has no rate of this id"})

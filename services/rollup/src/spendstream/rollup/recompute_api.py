@@ -1,6 +1,6 @@
-"""Re-pricing over HTTP: `POST /v1/prices/recompute` and `GET /v1/prices/recompute/{job_id}` (admin key, the
-key's workspace only), and their operator twins under `/internal/v1/prices/recompute` (X-Internal-Token; one
-workspace or every one), which `spendstream prices recompute --workspace` uses.
+"""Re-pricing over HTTP: `POST /v1/prices/recompute` (`settings.write`) and `GET /v1/prices/recompute/{job_id}`
+(`usage.read`), the caller's workspace only; and their operator twins under `/internal/v1/prices/recompute`
+(X-Internal-Token; one workspace or every one), which `spendstream prices recompute --workspace` uses.
 """
 
 # No `from __future__ import annotations` here: FastAPI evaluates the parameter annotations at definition time.
@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Header, HTTPException
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from spendstream.common.errors import AUTH, responses
+from spendstream.common.http_auth import Access, Caller
 from spendstream.common.records import StoredDay
-from spendstream.common.tenants import Principal
 from spendstream.rollup.api import MAX_RANGE_DAYS, _iso_day
 from spendstream.rollup.recompute import Request
 from spendstream.rollup.recompute_jobs import RecomputeJobs
@@ -58,7 +58,7 @@ def _not_found() -> HTTPException:
     return HTTPException(404, detail={"error": "not_found", "message": "no re-pricing job of that id"})
 
 
-def build_recompute_router(jobs: RecomputeJobs, admin: Any, internal_token: SecretStr) -> APIRouter:
+def build_recompute_router(jobs: RecomputeJobs, access: Access, internal_token: SecretStr) -> APIRouter:
     router = APIRouter(tags=["prices"], responses=responses(*AUTH, 422))
 
     @router.post(
@@ -68,9 +68,11 @@ def build_recompute_router(jobs: RecomputeJobs, admin: Any, internal_token: Secr
         summary="Re-price the workspace's computed costs of a UTC day range under the prices in force now",
         responses=responses(400),  # a body that is not JSON
     )
-    async def start(principal: Annotated[Principal, Depends(admin)], body: RecomputeBody) -> dict[str, Any]:
+    async def start(
+        principal: Annotated[Caller, Depends(access.require("settings.write"))], body: RecomputeBody
+    ) -> dict[str, Any]:
         _checked(body)
-        request = Request(body.start, body.end, principal.workspace_id, f"key:{principal.key_id}")
+        request = Request(body.start, body.end, principal.workspace_id, principal.actor)
         return (await jobs.submit(request)).jsonable()
 
     @router.get(
@@ -79,7 +81,9 @@ def build_recompute_router(jobs: RecomputeJobs, admin: Any, internal_token: Secr
         summary="A re-pricing job's progress and result",
         responses=responses(404),
     )
-    async def progress(principal: Annotated[Principal, Depends(admin)], job_id: str) -> dict[str, Any]:
+    async def progress(
+        principal: Annotated[Caller, Depends(access.require("usage.read"))], job_id: str
+    ) -> dict[str, Any]:
         found = jobs.progress(job_id)
         if found is None or found.get("workspace_id") != principal.workspace_id:
             raise _not_found()

@@ -1,4 +1,4 @@
-"""`GET /v1/reconciliation` (read or admin key): metered figures beside the provider's (reconciliation.py)."""
+"""`GET /v1/reconciliation` (`usage.read`): metered figures beside the provider's (reconciliation.py)."""
 
 # No `from __future__ import annotations`: FastAPI evaluates the Annotated[..., Depends(auth)] parameters.
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from spendstream.common.errors import AUTH, responses
-from spendstream.common.tenants import Principal
+from spendstream.common.http_auth import Access, Caller
 from spendstream.rollup.api import Day, _range
 from spendstream.rollup.reconciliation import GROUPS, Reconciliation, Scope
 
@@ -56,7 +56,7 @@ class ReconciliationResponse(BaseModel):
 
 
 def build_reconciliation_router(
-    reconciliation: Reconciliation, auth: Any, narrow: Callable[[str], dict[str, Scope]]
+    reconciliation: Reconciliation, access: Access, narrow: Callable[[str], dict[str, Scope]]
 ) -> APIRouter:
     router = APIRouter(tags=["usage"], responses=responses(*AUTH, 422))
 
@@ -66,7 +66,7 @@ def build_reconciliation_router(
         summary="Metered tokens, requests and cost beside the provider's, with the difference",
     )
     async def reconcile(
-        principal: Annotated[Principal, Depends(auth)],
+        principal: Annotated[Caller, Depends(access.require("usage.read"))],
         start: Annotated[Day, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
         end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
         group_by: Annotated[str, Query(description="comma-separated: day, provider, model")] = "day,provider,model",

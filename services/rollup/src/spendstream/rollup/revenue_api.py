@@ -1,7 +1,7 @@
 """rollup's revenue and margin API: revenue records, plan prices, currency rates, the Stripe endpoint and webhook,
 and `GET /v1/margin`.
 
-Admin routes take the admin key, reads a read or admin key, and answer for the key's workspace only. The Stripe
+Changes need `settings.write`, reads `usage.read`, and answer for the caller's workspace only. The Stripe
 webhook takes no key: Stripe's signature over the body, with the workspace's endpoint secret, authenticates it.
 """
 
@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from spendstream.common.errors import AUTH, responses
-from spendstream.common.tenants import Principal
+from spendstream.common.http_auth import Access, Caller
 from spendstream.rollup.margin import MarginQueries, MissingRate
 from spendstream.rollup.revenue import (
     MAX_RECORDS,
@@ -180,8 +180,7 @@ def build_revenue_router(
     margin: MarginQueries,
     endpoints: StripeEndpoints,
     webhook: StripeWebhook,
-    read: Any,
-    admin: Any,
+    access: Access,
     lock: asyncio.Lock,
 ) -> APIRouter:
     router = APIRouter(tags=["revenue"])
@@ -192,7 +191,9 @@ def build_revenue_router(
         summary="Store revenue records (a known source and source_id replaces its record); per-record errors",
         responses=responses(*AUTH, 400, 422),
     )
-    async def post_revenue(principal: Annotated[Principal, Depends(admin)], body: RevenueBatch) -> dict[str, Any]:
+    async def post_revenue(
+        principal: Annotated[Caller, Depends(access.require("settings.write"))], body: RevenueBatch
+    ) -> dict[str, Any]:
         good, errors = validate_batch(body.records)
         async with lock:  # erasure deletes under the same lock
             await asyncio.to_thread(store.write, principal.workspace_id, good)
@@ -206,7 +207,9 @@ def build_revenue_router(
             *AUTH, 400, 422, s422="the file has errors (`details`: `line.<n>.<column>`); nothing stored"
         ),
     )
-    async def import_csv(principal: Annotated[Principal, Depends(admin)], body: CsvImport) -> dict[str, Any]:
+    async def import_csv(
+        principal: Annotated[Caller, Depends(access.require("settings.write"))], body: CsvImport
+    ) -> dict[str, Any]:
         good, errors = parse_csv(body.csv)
         if errors or not good:
             details = [{"field": f"line.{e.line}.{e.field}", "code": e.code} for e in errors] or [
@@ -231,7 +234,7 @@ def build_revenue_router(
         responses=responses(*AUTH, 422),
     )
     async def list_revenue(
-        principal: Annotated[Principal, Depends(read)],
+        principal: Annotated[Caller, Depends(access.require("usage.read"))],
         start: Annotated[MonthParam | None, Query(alias="from", description="first month (YYYY-MM)")] = None,
         end: Annotated[MonthParam | None, Query(alias="to", description="last month (YYYY-MM)")] = None,
     ) -> dict[str, Any]:
@@ -253,7 +256,9 @@ def build_revenue_router(
         summary="Set plan prices: the monthly amount of customers billed by plan without a revenue record",
         responses=responses(*AUTH, 400, 422),
     )
-    async def set_plans(principal: Annotated[Principal, Depends(admin)], body: Plans) -> dict[str, Any]:
+    async def set_plans(
+        principal: Annotated[Caller, Depends(access.require("settings.write"))], body: Plans
+    ) -> dict[str, Any]:
         async with lock:
             await asyncio.to_thread(store.set_plans, principal.workspace_id, body.plans)
         return {"saved": len(body.plans)}
@@ -264,7 +269,9 @@ def build_revenue_router(
         summary="Set monthly currency rates (USD per unit); amounts in a currency without a rate are refused",
         responses=responses(*AUTH, 400, 422),
     )
-    async def set_rates(principal: Annotated[Principal, Depends(admin)], body: Rates) -> dict[str, Any]:
+    async def set_rates(
+        principal: Annotated[Caller, Depends(access.require("settings.write"))], body: Rates
+    ) -> dict[str, Any]:
         async with lock:
             await asyncio.to_thread(store.set_rates, principal.workspace_id, body.rates)
         return {"saved": len(body.rates)}
@@ -275,7 +282,9 @@ def build_revenue_router(
         summary="Set the workspace's Stripe webhook signing secret (sealed, never shown again) and metadata key",
         responses=responses(*AUTH, 400, 409, 422, s409="the workspace has no data key (erased)"),
     )
-    async def set_stripe(principal: Annotated[Principal, Depends(admin)], body: StripeEndpointIn) -> dict[str, Any]:
+    async def set_stripe(
+        principal: Annotated[Caller, Depends(access.require("settings.write"))], body: StripeEndpointIn
+    ) -> dict[str, Any]:
         ws = principal.workspace_id
         if not await endpoints.set(ws, body.signing_secret, body.customer_metadata_key):
             raise HTTPException(409, detail={"error": "no_data_key", "message": "the workspace has no data key"})
@@ -329,7 +338,7 @@ def build_revenue_router(
         responses=responses(*AUTH, 422, s422="schema violation, a bad range, or a currency without a rate"),
     )
     async def get_margin(
-        principal: Annotated[Principal, Depends(read)],
+        principal: Annotated[Caller, Depends(access.require("usage.read"))],
         start: Annotated[MonthParam | None, Query(alias="from", description="first month (YYYY-MM)")] = None,
         end: Annotated[MonthParam | None, Query(alias="to", description="last month (YYYY-MM), inclusive")] = None,
         group_by: Literal["customer_id", "customer_plan"] = "customer_id",

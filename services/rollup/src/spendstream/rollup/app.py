@@ -17,6 +17,8 @@
 | connectors.usage.v1 (group spendstream-rollup-providers) | ClickHouse provider_usage, provider_days |
 | connectors.config.v1 (replayed: tag mappings); GET /v1/reconciliation |                      |
 | every drift_check_seconds: reconciliation.DriftWatch  | rollup.alerts.v1                         |
+| audit.records.v1 (group spendstream-rollup-audit, batches) | ClickHouse audit_records, audit_heads (audit_log.py) |
+| GET /v1/audit, /v1/audit/export, /v1/audit/verify (audit.read); internal twin of verify |              |
 | every reconcile/repair interval: corrections.py; hourly: sweeper.py; daily with a prices URL: price_refresh.py |
 """
 
@@ -30,14 +32,16 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from faststream import AckPolicy
 
+from spendstream.common import crypto
 from spendstream.common.erasure_owner import serve_erasure
 from spendstream.common.http_auth import service_access
 from spendstream.common.kafka import CompactedTable, Publisher, RawBatch, make_broker, subscribe_batch
 from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook, forget_rates
-from spendstream.common.records import ConnectorRecord, DataAlert, IngestTally, ProviderDay
+from spendstream.common.records import AuditRecord, ConnectorRecord, DataAlert, IngestTally, ProviderDay
 from spendstream.common.service import Service
 from spendstream.common.tenants import KeyDirectory, KeyRing
 from spendstream.common.topics import (
+    AUDIT_RECORDS,
     CONNECTORS_CONFIG,
     CONNECTORS_USAGE,
     INGEST_TALLIES,
@@ -46,6 +50,8 @@ from spendstream.common.topics import (
 )
 from spendstream.rollup import metrics
 from spendstream.rollup.api import build_router
+from spendstream.rollup.audit_api import build_audit_router
+from spendstream.rollup.audit_log import AuditLog
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.completeness import CompletenessWatch
 from spendstream.rollup.consumer import BatchWriter
@@ -84,7 +90,7 @@ def create_service(settings: RollupSettings) -> Service:
     # Two clients: chDB serialises calls per client, so reads never queue behind a large insert.
     writer_client = clickhouse_client(url)
     reader_client = clickhouse_client(url)
-    migrate(writer_client, settings.clickhouse_database, settings.retention_months)
+    migrate(writer_client, settings.clickhouse_database, settings.retention_months, settings.audit_retention_months)
     queries = UsageQueries(reader_client, settings.clickhouse_database)
 
     broker = make_broker(settings, "rollup")
@@ -156,6 +162,38 @@ def create_service(settings: RollupSettings) -> Service:
         # Committed after the insert; a redelivered tally writes the same row (keyed by batch id).
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_records=5000,
+        batch_timeout_ms=settings.batch_timeout_ms,
+    )
+    chain_key = crypto.derived_key(settings.kek_bytes(), "audit-chain")
+    audit_writer = AuditLog(writer_client, settings.clickhouse_database, chain_key, settings.audit_retention_months)
+
+    async def on_audit_records(batch: RawBatch) -> None:
+        records: list[AuditRecord] = []
+        for record in batch.records:
+            try:
+                audit = AUDIT_RECORDS.record.decode(record.value or b"")
+            except ValueError:  # no service publishes such a record: logged by coordinates, never by content
+                log.error("skipping an audit record that does not parse", extra={"offset": record.offset})
+                continue
+            # An erased workspace's log is gone with it (erasure.py): a late record does not start a new chain.
+            if audit.workspace_id and keyring.current_version(audit.workspace_id) is None:
+                await keyring.table.catch_up()
+            if audit.workspace_id and keyring.current_version(audit.workspace_id) is None:
+                log.warning("dropping an audit record of a workspace without data key", extra={"offset": record.offset})
+                continue
+            records.append(audit)
+        async with writer.lock:  # an erasure deletes while holding it
+            await asyncio.to_thread(audit_writer.store, records)
+
+    subscribe_batch(
+        broker,
+        AUDIT_RECORDS,
+        prefix=settings.topic_prefix,
+        group=f"{settings.group_id}-audit",
+        handler=on_audit_records,
+        # Committed after the records and their head are stored; a redelivered record is chained once.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_records=1000,
         batch_timeout_ms=settings.batch_timeout_ms,
     )
     alerts_out: Publisher[DataAlert] = Publisher(broker, ROLLUP_ALERTS, settings.topic_prefix)
@@ -267,8 +305,11 @@ def create_service(settings: RollupSettings) -> Service:
     internal = build_internal_router(queries, settings.internal_token)
     prices_router = build_prices_router(pricing, price_publisher, access, settings.price_admins())
     recompute = build_recompute_router(jobs, access, settings.internal_token)
+    audit_reader = AuditLog(reader_client, settings.clickhouse_database, chain_key, settings.audit_retention_months)
+    audit = build_audit_router(audit_reader, access.require("audit.read"), settings.internal_token)
     service = Service(
-        "rollup", routers=[router, revenue_router, reconciliation_router, internal, prices_router, recompute]
+        "rollup",
+        routers=[router, revenue_router, reconciliation_router, internal, prices_router, recompute, audit],
     )
     # The book before the consumer: no event is priced before the versions and rates are replayed. Jobs a
     # previous process died under resume once the consumer runs (they share the writer lock).

@@ -7,6 +7,7 @@ spendstream prices rates list WS | delete WS RATE_ID         a workspace's negot
 spendstream prices recompute --from DAY --to DAY [--workspace WS]   re-price stored computed costs (recompute.py)
 spendstream export --format csv|json --output FILE           download the workspace's data, with a progress bar
 spendstream revenue import FILE                              import a CSV of revenue records (all of it, or nothing)
+spendstream audit verify WORKSPACE                           verify a workspace's audit chain (audit_cli.py)
 spendstream stripe endpoint [--metadata-key KEY]             set the Stripe signing secret (read from the terminal
                                                              or SPENDSTREAM_STRIPE_SIGNING_SECRET, never an argument)
 
@@ -40,7 +41,7 @@ from spendstream.common.kafka import make_broker
 from spendstream.common.price_holds import approved, propose, read_source
 from spendstream.common.price_replica import PricePublisher, ReplayedPriceBook
 from spendstream.common.pricebook import PriceBook, TenantRate
-from spendstream.rollup import recompute
+from spendstream.rollup import audit_cli, recompute
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.recompute import BookPricing, Repricer, Request
 from spendstream.rollup.schema import migrate
@@ -62,6 +63,7 @@ def _decimal(value: str) -> Decimal:
 
 
 def register(subparsers: Any) -> None:
+    audit_cli.register(subparsers)
     prices = subparsers.add_parser("prices", help="the price book: dated price versions, held tables, tenant rates")
     actions = prices.add_subparsers(dest="action", required=True)
     refresh = actions.add_parser("refresh", help="add a price version from a LiteLLM-format table")

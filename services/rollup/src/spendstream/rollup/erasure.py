@@ -4,8 +4,10 @@ For a `DeletionCommand` on `retention.commands.v1`:
   1. a repeated request id answers with the report stored the first time (`erasure_log`): same counts;
   2. whole workspace: wait until the workspace's data key is gone from this process's key ring (ingest
      shreds it); from then on nothing of the tenant can be decrypted, so nothing can be stored again;
-  3. wait until the usage consumer group has committed past every record that was on `usage.events.v1` at
-     that moment: whatever was accepted before the erasure is stored now, so the delete sees it all;
+  3. wait until the usage and audit consumer groups have committed past every record that was on
+     `usage.events.v1` and `audit.records.v1` at that moment: whatever was accepted (or audited) before the
+     erasure is stored now, so the delete sees it all (the audit log's rows and head count in the report as
+     clickhouse:audit_records and clickhouse:audit_heads; the receipt keeps those counts, no record);
   4. on every table of the database that has the scope's columns (found, not listed: a table added later
      is covered too), `ALTER TABLE … DELETE … SETTINGS mutations_sync = 2`: a heavyweight mutation that
      rewrites the parts, so no byte of the rows waits for a merge (a lightweight DELETE only masks them);
@@ -38,7 +40,7 @@ from spendstream.common.erasure import (
     Verification,
 )
 from spendstream.common.tenants import KeyRing
-from spendstream.common.topics import USAGE_EVENTS, topic_name
+from spendstream.common.topics import AUDIT_RECORDS, USAGE_EVENTS, topic_name
 from spendstream.rollup.erased import ErasedSubjects
 from spendstream.rollup.ledger import Ledger
 from spendstream.rollup.settings import RollupSettings
@@ -160,8 +162,12 @@ class RollupErasure:
         self._keyring = keyring
         self._wait = wait_seconds
         self._now = now
-        self._usage_topic = topic_name(USAGE_EVENTS, settings.topic_prefix)
-        self._usage_group = f"{settings.topic_prefix}{settings.group_id}"
+        # The consumers whose records must be stored before the delete: usage events, and audit records (the
+        # erasure's own request among them), so that nothing of the workspace is stored after it.
+        self._drained = [
+            (topic_name(USAGE_EVENTS, settings.topic_prefix), USAGE_EVENTS.partitions, settings.group_id),
+            (topic_name(AUDIT_RECORDS, settings.topic_prefix), AUDIT_RECORDS.partitions, f"{settings.group_id}-audit"),
+        ]
         self._lock = asyncio.Lock()
         # The consumer's writes and the reconciler hold this lock: without it, a reconcile pass that read the
         # raw table before our delete could write its correction into the rollup after it.
@@ -229,7 +235,11 @@ class RollupErasure:
             await asyncio.sleep(0.2)
 
     async def _await_drained(self) -> None:
-        """Return once the usage consumer group has committed every record present on the topic now."""
+        for topic, partitions, group in self._drained:
+            await self._await_group(topic, partitions, f"{self._settings.topic_prefix}{group}")
+
+    async def _await_group(self, topic: str, count: int, group: str) -> None:
+        """Return once `group` has committed every record present on `topic` now."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
         )
@@ -237,18 +247,20 @@ class RollupErasure:
         await consumer.start()
         await admin.start()
         try:
-            partitions = [TopicPartition(self._usage_topic, p) for p in range(USAGE_EVENTS.partitions)]
+            partitions = [TopicPartition(topic, p) for p in range(count)]
             ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
             deadline = asyncio.get_running_loop().time() + self._wait
             while True:
-                committed = await admin.list_consumer_group_offsets(self._usage_group, partitions=partitions)
+                committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
                 behind = [
                     tp for tp, end in ends.items() if end > 0 and (tp not in committed or committed[tp].offset < end)
                 ]
                 if not behind:
                     return
                 if asyncio.get_running_loop().time() > deadline:
-                    raise EraseFailed("usage_consumer_behind")
+                    raise EraseFailed(
+                        "usage_consumer_behind" if topic.endswith(USAGE_EVENTS.name) else "audit_consumer_behind"
+                    )
                 await asyncio.sleep(0.2)
         finally:
             await admin.close()

@@ -111,6 +111,9 @@ _EVENT_TUPLE = f"""{_V4_EVENT_TUPLE},
                     service_tier Nullable(String), reservation_id Nullable(String)"""
 _DAILY_KEY = "workspace_id, day, provider, model, feature, route, task_type, customer_plan, customer_id, cost_source"
 
+# The audit log's retention, a setting of its own (audit_retention_months): TTL on the month rollup stored it.
+AUDIT_TTL = "toDateTime(stored_at) + INTERVAL {months} MONTH"
+
 
 def _ttls(retention_months: int) -> dict[str, str]:
     return {
@@ -462,6 +465,29 @@ def migrations(db: str, retention_months: int) -> dict[int, list[str]]:
                 workspace_id LowCardinality(String), event_id String, received_at DateTime64(3, 'UTC') DEFAULT now64(3))
                 ENGINE = ReplacingMergeTree ORDER BY (workspace_id, event_id)""",
         ],
+        13: [
+            # The audit log (audit_log.py, audit_chain.py): one row per record, chained per workspace. A plain
+            # MergeTree: nothing replaces a row, so a second row at a seq stays visible to verification. Times to
+            # the microsecond, as they are hashed. Partitioned by the month rollup stored the record, whose TTL
+            # (audit_retention_months, set by migrate) drops whole parts: a workspace keeps a suffix of its chain.
+            f"""CREATE TABLE IF NOT EXISTS {db}.audit_records (
+                workspace_id LowCardinality(String), seq UInt64, record_id String, at DateTime64(6, 'UTC'),
+                stored_at DateTime64(6, 'UTC'), prev_stored_at DateTime64(6, 'UTC'), service LowCardinality(String),
+                actor_kind LowCardinality(String), actor_id String, action LowCardinality(String), target String,
+                outcome LowCardinality(String), request_id String, client_hash String, detail Map(String, String),
+                prev_hash String, hash String, mac String,
+                INDEX record_ids record_id TYPE bloom_filter GRANULARITY 4)
+                ENGINE = MergeTree PARTITION BY toYYYYMM(stored_at) ORDER BY (workspace_id, seq)
+                TTL {AUDIT_TTL.format(months=12)}
+                SETTINGS ttl_only_drop_parts = 1""",
+        ],
+        14: [
+            # Each workspace's authenticated chain head (the greatest seq wins): shows a removed tail.
+            f"""CREATE TABLE IF NOT EXISTS {db}.audit_heads (
+                workspace_id LowCardinality(String), seq UInt64, hash String, mac String,
+                stored_at DateTime64(6, 'UTC'))
+                ENGINE = ReplacingMergeTree(seq) ORDER BY workspace_id""",
+        ],
     }
 
 
@@ -475,7 +501,7 @@ def applied_versions(client: Client, db: str) -> set[int]:
     return {int(r[0]) for r in rows}
 
 
-def migrate(client: Client, db: str, retention_months: int) -> list[int]:
+def migrate(client: Client, db: str, retention_months: int, audit_retention_months: int = 12) -> list[int]:
     """Create or upgrade the schema and align TTLs; safe on every start. Returns the versions it applied."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {db} ENGINE = Atomic")
     client.command(f"""CREATE TABLE IF NOT EXISTS {db}.schema_migrations
@@ -490,16 +516,18 @@ def migrate(client: Client, db: str, retention_months: int) -> list[int]:
         # Recorded last: a crash before this line reruns the (idempotent) steps on the next start.
         client.command(f"INSERT INTO {db}.schema_migrations (version) VALUES ({version})")
         applied.append(version)
-    _align_ttls(client, db, retention_months)
+    _align_ttls(client, db, retention_months, audit_retention_months)
     return applied
 
 
-def _align_ttls(client: Client, db: str, retention_months: int) -> None:
+def _align_ttls(client: Client, db: str, retention_months: int, audit_retention_months: int) -> None:
     """MODIFY TTL only where the configured retention differs: the ALTER rewrites TTL info on every part."""
     rows = client.query(
         "SELECT name, engine_full FROM system.tables WHERE database = {db:String}", parameters={"db": db}
     ).result_rows
     engines = {str(name): str(engine) for name, engine in rows}
-    for table, expression in _ttls(retention_months).items():
-        if table in engines and f"toIntervalMonth({retention_months})" not in engines[table]:
+    wanted = {table: (expression, retention_months) for table, expression in _ttls(retention_months).items()}
+    wanted["audit_records"] = (AUDIT_TTL.format(months=audit_retention_months), audit_retention_months)
+    for table, (expression, months) in wanted.items():
+        if table in engines and f"toIntervalMonth({months})" not in engines[table]:
             client.command(f"ALTER TABLE {db}.{table} MODIFY TTL {expression}")

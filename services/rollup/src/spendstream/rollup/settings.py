@@ -71,3 +71,6 @@ class RollupSettings(BaseServiceSettings):
     drift_threshold_pct: Decimal = Field(default=Decimal(5), ge=0)
     drift_check_seconds: float = Field(default=900.0, gt=0)
     drift_days: int = Field(default=35, ge=1)
+
+    # The audit log (audit_log.py): how long a record is kept after rollup stored it (TTL on audit_records).
+    audit_retention_months: int = Field(default=12, ge=1, le=120)

@@ -72,3 +72,17 @@ export function query(params) {
   const s = q.toString();
   return s ? "?" + s : "";
 }
+
+// Whether this browser signed in (the cookie itself is HttpOnly): without it, a page other than `/` (where a
+// sign-in link and single sign-on land) goes straight to the sign-in form instead of asking the server.
+const SIGNED_IN = "spendstream.signed-in";
+
+export function signedIn() {
+  return localStorage.getItem(SIGNED_IN) === "1";
+}
+
+export function markSignedIn(yes) {
+  if (yes) localStorage.setItem(SIGNED_IN, "1");
+  else localStorage.removeItem(SIGNED_IN);
+}
+

@@ -1,18 +1,28 @@
 // The console's shell: who is signed in (GET /v1/me, or an API key's scope), the navigation that shows only
 // the pages the role allows, and one page at a time rendered into <main>.
-import { ApiError, apiKey, get, post, setApiKey, setCsrf } from "./api.js";
+import { ApiError, apiKey, get, markSignedIn, post, setApiKey, setCsrf, signedIn } from "./api.js";
 import { errorText, h, replace } from "./dom.js";
 import audit from "./pages/audit.js";
 import budgets from "./pages/budgets.js";
 import explore from "./pages/explore.js";
 import findings from "./pages/findings.js";
+import invite from "./pages/invite.js";
 import members from "./pages/members.js";
 import overview from "./pages/overview.js";
 import privacy from "./pages/privacy.js";
 import signin from "./pages/signin.js";
 
 const PAGES = { overview, explore, budgets, findings, privacy, members, audit };
-const ctx = { me: null, can: (action) => Boolean(ctx.me && ctx.me.actions.includes(action)), go, refresh: start };
+// The page being rendered: a click may start another before the last one's data has arrived; only the newest
+// replaces <main>, and a page's background work (polling) asks `isCurrent` whether its view is still shown.
+let current = null;
+const ctx = {
+  me: null,
+  can: (action) => Boolean(ctx.me && ctx.me.actions.includes(action)),
+  go,
+  refresh: start,
+  isCurrent: (view) => view === current,
+};
 
 async function keyIdentity() {
   // A key's scope is not named by any route; what it may read tells it (the table is access.py's).
@@ -38,12 +48,17 @@ async function keyIdentity() {
 
 async function whoAmI() {
   if (apiKey()) return keyIdentity();
+  if (!signedIn() && location.pathname !== "/") return null;
   try {
     const me = await get("/v1/me");
     setCsrf(me.csrf_token);
+    markSignedIn(true);
     return me;
   } catch (err) {
-    if (err instanceof ApiError && (err.status === 401 || err.status === 404)) return null;
+    if (err instanceof ApiError && (err.status === 401 || err.status === 404)) {
+      markSignedIn(false);
+      return null;
+    }
     throw err;
   }
 }
@@ -76,6 +91,7 @@ async function signOut() {
   }
   ctx.me = null;
   setCsrf(null);
+  markSignedIn(false);
   go("/signin");
 }
 
@@ -88,6 +104,12 @@ async function render() {
   const main = document.getElementById("main");
   const nav = document.getElementById("nav");
   renderWho();
+  current = null;
+  if (!ctx.me && location.pathname === "/invite") {
+    nav.hidden = true;
+    document.title = "Join · spendstream";
+    return invite(main, ctx);
+  }
   if (!ctx.me) {
     nav.hidden = true;
     if (location.pathname !== "/signin") history.replaceState({}, "", "/signin");
@@ -109,13 +131,18 @@ async function render() {
   }
   const link = links.find((a) => a.dataset.page === name);
   document.title = `${link.textContent} · spendstream`;
-  replace(main);
+  const view = h("div", { class: "page" });
+  current = view;
   main.dataset.ready = "false";
+  main.setAttribute("aria-busy", "true");
   try {
-    await PAGES[name](main, ctx);
+    await PAGES[name](view, ctx);
   } catch (err) {
-    main.append(h("p", { class: "error", role: "alert" }, "This page could not load: ", errorText(err)));
+    view.append(h("p", { class: "error", role: "alert" }, "This page could not load: ", errorText(err)));
   }
+  if (current !== view) return;
+  replace(main, view);
+  main.removeAttribute("aria-busy");
   main.dataset.ready = "true";
 }
 

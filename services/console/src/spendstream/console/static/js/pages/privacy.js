@@ -51,7 +51,7 @@ export default async function privacy(main, ctx) {
       }
     }
     render();
-    if (!document.body.contains(requests)) return; // left the page
+    if (!ctx.isCurrent(main)) return; // left the page
     if ([...views.values()].some((v) => !DONE.has(v.state))) timer = setTimeout(() => follow().catch(() => {}), 2000);
   }
 
@@ -83,7 +83,7 @@ export default async function privacy(main, ctx) {
     h("button", { type: "submit", class: "danger" }, "Erase the whole workspace"));
 
   let workspace = h("p", { class: "muted" }, "The workspace's record is not readable with this role.");
-  try {
+  if (ctx.can("workspace.read")) {
     const ws = await get("/v1/admin/workspace");
     const deleteOn = ws.cancelled_at ? new Date(new Date(ws.cancelled_at).getTime() + 30 * 86400000) : null;
     workspace = h("dl", {},
@@ -93,8 +93,6 @@ export default async function privacy(main, ctx) {
         ? `cancelled ${ws.cancelled_at}; its data is deleted on ${deleteOn.toISOString().slice(0, 10)} unless reactivated`
         : "not cancelled"),
       h("dt", {}, "Retention"), h("dd", {}, "Raw events and rollups are kept until erased; erasures are verified and receipted."));
-  } catch (err) {
-    if (!(err instanceof ApiError && (err.status === 403 || err.status === 401))) throw err;
   }
 
   replace(main, h("h1", {}, "Data and privacy"), workspace,

@@ -1,5 +1,5 @@
 // Sign in: e-mail and password (and a TOTP or backup code when the account has a second factor), or an API key.
-import { ApiError, post, setApiKey, setCsrf } from "../api.js";
+import { ApiError, markSignedIn, post, setApiKey, setCsrf } from "../api.js";
 import { errorText, h, replace } from "../dom.js";
 
 export default async function signin(main, ctx) {
@@ -19,6 +19,7 @@ export default async function signin(main, ctx) {
       const answer = await post("/v1/auth/signin", body);
       setApiKey(null);
       setCsrf(answer.csrf_token);
+      markSignedIn(true);
       await ctx.refresh();
     } catch (err) {
       if (err instanceof ApiError && err.body && err.body.error === "totp_required") {

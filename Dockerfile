@@ -3,7 +3,7 @@
 # (`uv sync --frozen --no-dev --package <package>`), so an undeclared import fails in the image too.
 # Build from the repository root, one image per build argument set:
 #   docker build --build-arg SERVICE=ingest --build-arg PORT=8081 -t spendstream/ingest .   (likewise rollup 8082,
-#   alerts 8083, retention 8084, connectors 8085, console 8087)
+#   alerts 8083, retention 8084, connectors 8085, people 8086, console 8087)
 #   docker build --build-arg PACKAGE=spendstream-cli --build-arg SOURCE=. --target cli -t spendstream/cli .
 
 # SERVICE names a service (package spendstream-SERVICE, sources services/SERVICE, module spendstream.SERVICE).

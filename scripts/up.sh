@@ -26,6 +26,10 @@ curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "spendstream did n
 
 WS_JSON="$(uv run --frozen spendstream workspace create demo)"
 read -r WS INGEST READ ADMIN < <(python3 -c 'import json,sys; d=json.load(sys.stdin); k=d["keys"]; print(d["workspace_id"], k["ingest"], k["read"], k["admin"])' <<<"$WS_JSON")
+# The demo workspace's owner: a one-time sign-in link (mailed instead when SPENDSTREAM_SMTP_HOST is set).
+OWNER_EMAIL="${SPENDSTREAM_DEMO_OWNER:-owner@example.com}"
+OWNER_JSON="$(SPENDSTREAM_HTTP_PORT="$PORT" uv run --frozen spendstream member add "$WS" "$OWNER_EMAIL" --role owner --name "Demo owner")"
+SIGNIN="$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("signin_link") or "(sent by e-mail)")' <<<"$OWNER_JSON")"
 cat <<MSG
 
 spendstream is running on http://127.0.0.1:$PORT (log: $LOG)
@@ -34,6 +38,9 @@ demo workspace: $WS
   read key:   $READ
   admin key:  $ADMIN
 (keys are shown once; only their SHA-256 hashes are stored)
+owner $OWNER_EMAIL signs in once with:
+  $SIGNIN
+(then sets a password: POST /v1/me/password; invitations: POST /v1/invitations)
 
 Send an event:
   curl -s -H 'Authorization: Bearer $INGEST' -H 'Content-Type: application/json' \\

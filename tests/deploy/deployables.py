@@ -17,6 +17,7 @@ from spendstream.alerts.settings import AlertsSettings
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.connectors.settings import ConnectorsSettings
 from spendstream.ingest.settings import IngestSettings
+from spendstream.people.settings import PeopleSettings
 from spendstream.retention.settings import RetentionSettings
 from spendstream.rollup.settings import RollupSettings
 
@@ -50,6 +51,7 @@ SERVICES = (
     Deployable("alerts", AlertsSettings),
     Deployable("retention", RetentionSettings),
     Deployable("connectors", ConnectorsSettings),
+    Deployable("people", PeopleSettings),
 )
 
 

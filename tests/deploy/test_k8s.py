@@ -38,6 +38,7 @@ DRAIN_SECONDS = {
     "alerts": 5 + 30 + 30,
     "retention": 5 + 30,
     "connectors": 5 + 30,
+    "people": 5 + 30,
 }
 # The traffic each workload may open (egress ports besides DNS).
 EGRESS_PORTS = {
@@ -46,6 +47,7 @@ EGRESS_PORTS = {
     "alerts": {9092, 6379, 8082, 443, 465, 587},
     "retention": {9092},
     "connectors": {9092, 443},  # Kafka and the providers' APIs
+    "people": {9092, 6379, 465, 587},  # Kafka, Redis, SMTP (invitations)
     "topics": {9092},
     "admin": {9092},
 }
@@ -219,7 +221,8 @@ def test_only_the_services_that_decrypt_get_the_kek(rendered: list[Obj]) -> None
     holders = {
         workload for workload, c in containers(rendered) for var in c.get("env", []) if var["name"] == "SPENDSTREAM_KEK"
     }
-    assert holders == {"ingest", "rollup", "alerts"}
+    # people derives its CSRF, e-mail index and client-address keys from the KEK.
+    assert holders == {"ingest", "rollup", "alerts", "people"}
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
@@ -289,7 +292,7 @@ def test_overlays_set_namespace_and_image_tags(overlay: str, namespace: str, tag
     assert {o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"} == {namespace}
     images = {c["image"] for _, c in containers(objs)}
     assert images == {
-        f"spendstream/{n}:{tag}" for n in ("ingest", "rollup", "alerts", "retention", "connectors", "cli")
+        f"spendstream/{n}:{tag}" for n in ("ingest", "rollup", "alerts", "retention", "connectors", "people", "cli")
     }
 
 

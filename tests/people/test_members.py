@@ -7,7 +7,7 @@ import pytest
 from spendstream.common.records import MemberRecord
 from spendstream.common.topics import MEMBERS, topic_name
 from tests.ingest.topics import read_all
-from tests.people.world import people_service
+from tests.people.world import people_service, session_from
 from tests.support import Isolation, create_workspace, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -128,3 +128,31 @@ async def test_another_workspaces_member_is_unknown(iso: Isolation) -> None:
         ):
             assert response.status_code == 404
         assert list(await p.members(owner)) == [owner.member_id]
+
+
+async def test_the_bootstrapped_owner_sets_a_first_password_then_signs_in_with_it(iso: Isolation) -> None:
+    ws = (await create_workspace(iso))["workspace_id"]
+    async with people_service(iso) as p:
+        owner = await p.operator_adds(ws, "first@example.com")
+        new_password = "amber-quarry-41-kites"
+        changed = await p.client.post(
+            "/v1/me/password",
+            json={"current_password": "none-yet", "new_password": new_password},
+            headers=owner.headers(),
+        )
+        assert changed.status_code == 200, changed.text
+        p.client.cookies.clear()
+        signed_in = await p.client.post(
+            "/v1/auth/signin", json={"email": "first@example.com", "password": new_password}
+        )
+        assert signed_in.status_code == 200, signed_in.text
+        assert signed_in.json()["member_id"] == owner.member_id
+        p.client.cookies.clear()
+        # From now on the current password is asked, as for anyone.
+        again = await p.session(session_from(signed_in))
+        refused = await p.client.post(
+            "/v1/me/password",
+            json={"current_password": "none-yet", "new_password": "another-long-phrase-99"},
+            headers=again.headers(),
+        )
+        assert refused.status_code == 403

@@ -14,12 +14,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import redis.asyncio as aioredis
 from aiosmtpd.controller import Controller
 
 from spendstream.common.records import Role
 from spendstream.common.sessions import CSRF_HEADER, SESSION_COOKIE
 from spendstream.people.app import create_service
 from spendstream.people.bootstrap import add_member
+from spendstream.people.directory import normalise_email
 from spendstream.people.settings import PeopleSettings
 from tests.support import Isolation, eventually, free_port, serving
 
@@ -104,7 +106,7 @@ class People:
         seen = len(self.mailbox.messages)
         response = await self.client.post("/v1/invitations", json={"email": email, "role": role}, headers=by.headers())
         assert response.status_code == 201, response.text
-        return response.json()["invitation_id"], token_in(await self.mailbox.next_to(email, seen))
+        return response.json()["invitation_id"], token_in(await self.mailbox.next_to(normalise_email(email), seen))
 
     async def accept(self, token: str, name: str = "Invited Person", password: str = PASSWORD) -> httpx.Response:
         response = await self.client.post(
@@ -141,12 +143,33 @@ async def mail_server() -> AsyncIterator[tuple[Mailbox, int]]:
 @asynccontextmanager
 async def people_service(iso: Isolation, **overrides: Any) -> AsyncIterator[People]:
     async with mail_server() as (mailbox, port):
-        settings = iso.settings(
-            PeopleSettings,
-            smtp_host="127.0.0.1",
-            smtp_port=port,
-            smtp_starttls=False,
-            **{**FAST_HASHING, **overrides},
-        )
+        values: dict[str, Any] = {"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_starttls": False}
+        settings = iso.settings(PeopleSettings, **{**values, **FAST_HASHING, **overrides})
         async with serving([create_service(settings)]) as client:
             yield People(client, settings, iso, mailbox)
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+async def redis_dump(settings: PeopleSettings) -> bytes:
+    """Every key and value under the test's Redis prefix (every service's), as one blob."""
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    blob = bytearray()
+    try:
+        async for key in redis.scan_iter(match=f"{settings.redis_prefix}*", count=1000):
+            blob += _bytes(key) + b"\n"
+            kind = _bytes(await redis.type(key))
+            if kind == b"string":
+                blob += _bytes(await redis.get(key) or b"") + b"\n"
+            elif kind == b"set":
+                blob += b" ".join(_bytes(m) for m in await redis.smembers(key)) + b"\n"
+            elif kind == b"hash":
+                for k, v in (await redis.hgetall(key)).items():
+                    blob += _bytes(k) + b"=" + _bytes(v) + b"\n"
+            else:
+                blob += b"<" + kind + b">\n"
+    finally:
+        await redis.aclose()
+    return bytes(blob)

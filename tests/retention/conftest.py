@@ -14,6 +14,8 @@ from spendstream.alerts.settings import AlertsSettings
 from spendstream.common.erasure import DeletionRequest
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
+from spendstream.people.app import create_service as create_people
+from spendstream.people.settings import PeopleSettings
 from spendstream.retention.app import Retention, build
 from spendstream.retention.clock import Clock
 from spendstream.retention.settings import RetentionSettings
@@ -47,7 +49,7 @@ class Product:
 async def product(
     iso: Isolation, clock: Clock | None = None, *, owners: bool = True, **retention: Any
 ) -> AsyncIterator[Product]:
-    """ingest, rollup, alerts (unless owners=False) and retention, serving one ASGI app."""
+    """ingest, rollup, alerts, people (unless owners=False) and retention, serving one ASGI app."""
     # Short command timeout only matters when a test moves the clock; the ticker itself stays out of the way.
     settings = iso.settings(RetentionSettings, tick_seconds=3600, **retention)
     running = build(settings, clock)
@@ -56,6 +58,7 @@ async def product(
             create_ingest(iso.settings(IngestSettings)),
             create_rollup(iso.settings(RollupSettings)),
             create_alerts(iso.settings(AlertsSettings, rollup_url="")),
+            create_people(iso.settings(PeopleSettings)),
         ]
         if owners
         else []

@@ -1,4 +1,4 @@
-"""The four services in one process (as `spendstream up` runs them) on a test's isolated topics, and what the
+"""The services in one process (as `spendstream up` runs them) on a test's isolated topics, and what the
 security tests need around them: every route of every service's FastAPI app, and consumer-group positions."""
 
 from __future__ import annotations
@@ -22,12 +22,33 @@ from spendstream.alerts.settings import AlertsSettings
 from spendstream.common.service import Service, build_http_app
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
+from spendstream.people.app import create_service as create_people
+from spendstream.people.settings import PeopleSettings
 from spendstream.retention.app import Retention
 from spendstream.retention.app import build as build_retention
 from spendstream.retention.settings import RetentionSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.settings import RollupSettings
 from tests.support import Isolation, free_port
+
+_MAIL_SINK: list[int] = []
+
+
+class _Discard:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+        return "250 OK"
+
+
+def mail_sink_port() -> int:
+    """A local SMTP server (aiosmtpd) that accepts and drops every message: people's invitations go somewhere."""
+    if not _MAIL_SINK:
+        from aiosmtpd.controller import Controller
+
+        port = free_port()
+        Controller(_Discard(), hostname="127.0.0.1", port=port).start()  # a daemon thread, for the session
+        _MAIL_SINK.append(port)
+    return _MAIL_SINK[0]
+
 
 INTERNAL_TOKEN = "internal-token-of-the-security-tests"
 
@@ -49,6 +70,18 @@ def services(iso: Isolation) -> tuple[list[Service], Retention]:
         create_ingest(iso.settings(IngestSettings, **common)),
         create_rollup(iso.settings(RollupSettings, batch_timeout_ms=50, **common)),
         create_alerts(iso.settings(AlertsSettings, rollup_url="", webhook_allow_private=True, **common)),
+        create_people(
+            iso.settings(
+                PeopleSettings,
+                smtp_host="127.0.0.1",
+                smtp_port=mail_sink_port(),
+                smtp_starttls=False,
+                password_memory_kib=8192,
+                password_time_cost=1,
+                password_parallelism=1,
+                **common,
+            )
+        ),
         retention.service,
     ], retention
 

@@ -1,6 +1,7 @@
 """Secrets stay secret: API keys are compared in constant time and stored only hashed; the KEK is never logged
 or printed; a webhook secret is shown once and sealed on its topic; a provider's admin key (connectors) is in
-no answer, log line or topic in clear; client IPs are recorded nowhere."""
+no answer, log line or topic in clear; invitation and sign-in link tokens are only hashed; client IPs are recorded
+nowhere."""
 
 from __future__ import annotations
 
@@ -253,3 +254,36 @@ async def test_a_providers_admin_key_is_in_no_answer_log_line_or_topic(
     assert not [f for f in forms if f in captured_logs.getvalue()]
     blob = await _everything_on_topics(iso)
     assert not [f for f in forms if f.encode() in blob]
+
+
+async def test_invitation_and_sign_in_link_tokens_are_in_no_answer_log_line_topic_or_redis_key(
+    iso: Isolation, captured_logs: io.StringIO
+) -> None:
+    from spendstream.people.bootstrap import add_member
+    from tests.people.world import people_service, redis_dump
+
+    # Not the service's logs: aiosmtpd's ("mail.log") is the recipient's mail server, which reads the message by
+    # design, and httpx's is the browser's, which knows the link it follows.
+    for handler in [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is captured_logs]:
+        handler.addFilter(lambda record: not record.name.startswith(("mail.log", "httpx")))
+    ws = (await create_workspace(iso))["workspace_id"]
+    async with people_service(iso) as p:
+        owner = await p.operator_adds(ws, "owner@example.com")
+        answers = [await p.client.get("/v1/invitations", headers=owner.headers())]
+        _, token = await p.invite(owner, "invitee@example.com", "member")
+        answers.append(await p.client.get("/v1/invitations", headers=owner.headers()))
+        answers.append(await p.accept(token, password="short"))
+        answers.append(await p.accept(token))
+        answers.append(await p.accept(token))
+        added = await add_member(p.settings.model_copy(update={"smtp_host": ""}), ws, "second@example.com", "admin")
+        assert added.link is not None
+        link_token = added.link.rsplit("=", 1)[1]
+        answers.append(await p.client.get("/" + added.link.split("/", 3)[3]))
+        answers.append(await p.client.get("/" + added.link.split("/", 3)[3]))
+        stored = await redis_dump(p.settings)
+    assert [a.status_code for a in answers] == [200, 200, 422, 200, 410, 302, 401]
+    for secret in (token, link_token):
+        assert not [a for a in answers if secret in a.text or secret in str(a.headers)]
+        assert secret not in captured_logs.getvalue()
+        assert secret.encode() not in stored
+        assert secret.encode() not in await _everything_on_topics(iso)

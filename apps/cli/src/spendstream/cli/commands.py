@@ -96,7 +96,8 @@ def _monolith(settings: BaseServiceSettings) -> list[Service]:
         create_alerts(load(AlertsSettings, internal_token=token, rollup_url=f"http://127.0.0.1:{settings.http_port}")),
         create_retention(load(RetentionSettings)),
         create_connectors(load(ConnectorsSettings)),
-        create_people(load(PeopleSettings)),
+        # Links people mails or prints point at the monolith's own port.
+        create_people(load(PeopleSettings, http_port=settings.http_port)),
         # The console's routes are `/`, the page paths and `/assets/`: beside the services' /v1/..., no clash.
         create_console(load(ConsoleSettings)),
     ]

@@ -49,6 +49,7 @@ DESCRIPTIONS: dict[int, str] = {
     403: "the key's scope does not allow this route, or the workspace is cancelled",
     404: "no such resource in the key's workspace",
     409: "conflicts with the current state",
+    410: "the link or token is used, revoked or expired",
     413: "the body is too large",
     415: "unsupported media type or content encoding",
     422: "the request does not match the schema (`details`), or breaks a rule of this route",

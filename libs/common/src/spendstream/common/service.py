@@ -2,7 +2,7 @@
 and metrics endpoints.
 
 `python -m spendstream.SERVICE` (`entrypoint`) and `spendstream run SERVICE` serve one of them; `spendstream up`
-serves all five in one process (monolithic mode).
+serves all six in one process (monolithic mode).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from spendstream.common.audit import AuditTrail, AuditUnavailable
+from spendstream.common.errors import AUTH, responses
 from spendstream.common.http_auth import Access, Caller
 from spendstream.common.records import AuditOutcome, Role
 from spendstream.common.sessions import SessionStore
@@ -146,11 +147,20 @@ def _error(status: int, error: str, message: str) -> HTTPException:
 
 
 def _refused(exc: DirectoryError) -> HTTPException:
-    if isinstance(exc, LastOwner):
+    if isinstance(exc, LastOwner | AlreadyMember | EmailTaken):
         return _error(409, exc.code, str(exc))
-    if isinstance(exc, AlreadyMember | EmailTaken):
-        return _error(409, exc.code, str(exc))
-    return _error(400, exc.code, str(exc))
+    return _error(422, exc.code, str(exc))
+
+
+def _documented(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """`errors.responses`, where a 401 is a refused link or password (no `WWW-Authenticate`: no key is asked)."""
+    out = responses(*statuses, **descriptions)
+    if 401 in out:
+        out[401] = {key: value for key, value in out[401].items() if key != "headers"}
+    return out
+
+
+_RETRY = {"Retry-After": "30"}
 
 
 def _may_assign(caller: Caller, role: Role) -> bool:
@@ -215,12 +225,16 @@ def build_router(deps: MembersDeps) -> APIRouter:
         except AuditUnavailable:
             raise AUDIT_UNAVAILABLE from None
 
-    @router.get("/v1/members", response_model=MemberList)
+    @router.get("/v1/members", response_model=MemberList, responses=responses(*AUTH))
     async def list_members(caller: Annotated[Caller, Depends(deps.access.require("members.read"))]) -> MemberList:
         """The workspace's active members with their e-mail, name and role."""
         return MemberList(members=[await view(m) for m in await directory.members_of(caller.workspace_id)])
 
-    @router.patch("/v1/members/{member_id}", response_model=MemberView)
+    @router.patch(
+        "/v1/members/{member_id}",
+        response_model=MemberView,
+        responses=responses(*AUTH, 404, 409, 422, 503, s409="`last_owner`: the workspace's last owner"),
+    )
     async def change_role(
         member_id: str,
         body: RoleChange,
@@ -235,7 +249,11 @@ def build_router(deps: MembersDeps) -> APIRouter:
         except DirectoryError as exc:
             raise _refused(exc) from None
 
-    @router.delete("/v1/members/{member_id}", status_code=204)
+    @router.delete(
+        "/v1/members/{member_id}",
+        status_code=204,
+        responses=responses(*AUTH, 404, 409, 422, 503, s409="`last_owner`: the workspace's last owner"),
+    )
     async def remove_member(
         member_id: str,
         caller: Annotated[Caller, Depends(deps.access.require("members.write"))],
@@ -257,7 +275,19 @@ def build_router(deps: MembersDeps) -> APIRouter:
             raise _refused(exc) from None
         return Response(status_code=204)
 
-    @router.post("/v1/invitations", status_code=201, response_model=InvitationCreated)
+    @router.post(
+        "/v1/invitations",
+        status_code=201,
+        response_model=InvitationCreated,
+        responses=responses(
+            *AUTH,
+            409,
+            422,
+            503,
+            s409="`already_member`",
+            s503="`smtp_not_configured`, `mail_unavailable` or `audit_unavailable`: nothing was kept",
+        ),
+    )
     async def invite(
         body: InvitationRequest,
         caller: Annotated[Caller, Depends(deps.access.require("members.write"))],
@@ -275,7 +305,14 @@ def build_router(deps: MembersDeps) -> APIRouter:
         ):
             raise _error(409, "already_member", "this address is already a member of the workspace")
         if not deps.mail.configured:
-            raise _error(503, "smtp_not_configured", "invitations go out by e-mail and no SMTP server is configured")
+            raise HTTPException(
+                503,
+                detail={
+                    "error": "smtp_not_configured",
+                    "message": "invitations go out by e-mail; no SMTP is configured",
+                },
+                headers=_RETRY,
+            )
         invitation, token = await deps.invitations.create(caller.workspace_id, email, body.role, caller.actor_id)
         text = (
             f"You are invited to a spendstream workspace as {body.role}.\n\n"
@@ -288,10 +325,17 @@ def build_router(deps: MembersDeps) -> APIRouter:
         except MailUnavailable as exc:
             await deps.invitations.revoke(caller.workspace_id, invitation.invitation_id)
             log.warning("invitation e-mail not sent", extra={"reason": str(exc)})
-            raise _error(503, "mail_unavailable", "the invitation e-mail could not be sent; nothing was kept") from None
+            raise HTTPException(
+                503,
+                detail={
+                    "error": "mail_unavailable",
+                    "message": "the invitation e-mail could not be sent; nothing kept",
+                },
+                headers=_RETRY,
+            ) from None
         return InvitationCreated(invitation_id=invitation.invitation_id, expires_at=invitation.expires_at)
 
-    @router.get("/v1/invitations", response_model=InvitationList)
+    @router.get("/v1/invitations", response_model=InvitationList, responses=responses(*AUTH))
     async def list_invitations(
         caller: Annotated[Caller, Depends(deps.access.require("members.read"))],
     ) -> InvitationList:
@@ -301,7 +345,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
             invitations=[InvitationView.model_validate(i.model_dump(exclude={"token_hash"})) for i in pending]
         )
 
-    @router.delete("/v1/invitations/{invitation_id}", status_code=204)
+    @router.delete("/v1/invitations/{invitation_id}", status_code=204, responses=responses(*AUTH, 404, 503))
     async def revoke_invitation(
         invitation_id: str,
         caller: Annotated[Caller, Depends(deps.access.require("members.write"))],
@@ -315,7 +359,20 @@ def build_router(deps: MembersDeps) -> APIRouter:
         await deps.invitations.revoke(caller.workspace_id, invitation_id)
         return Response(status_code=204)
 
-    @router.post("/v1/invitations/accept", response_model=SignedIn)
+    @router.post(
+        "/v1/invitations/accept",
+        response_model=SignedIn,
+        responses=_documented(
+            401,
+            409,
+            410,
+            422,
+            503,
+            s401="`invalid_credentials`: the address has an account and this is not its password",
+            s410="`invitation_invalid`: unknown, used, revoked or expired",
+            s422="the request does not match the schema, or `weak_password`",
+        ),
+    )
     async def accept(body: Acceptance, request: Request, response: Response) -> dict[str, Any]:
         """Accept an invitation (no sign-in needed: the link's token is the proof): a new person sets their name
         and password, a person who already has an account gives their password; either is signed in."""
@@ -327,7 +384,15 @@ def build_router(deps: MembersDeps) -> APIRouter:
             if not await deps.passwords.verify(person.password_hash, body.password):
                 raise _error(401, "invalid_credentials", "the password does not match this address's account")
         elif violation := check_policy(body.password, invitation.email):
-            raise HTTPException(400, detail={"error": "weak_password", "message": violation.message})
+            raise HTTPException(
+                422,
+                detail={
+                    "error": "weak_password",
+                    "message": violation.message,
+                    "field": "body.password",
+                    "code": violation.code,
+                },
+            )
         await audited(
             request,
             workspace_id=invitation.workspace_id,
@@ -353,7 +418,15 @@ def build_router(deps: MembersDeps) -> APIRouter:
             raise _refused(exc) from None
         return await start_session(deps.sessions, deps.set_cookie, request, response, membership, "invitation")
 
-    @router.get("/v1/auth/link", response_class=RedirectResponse, status_code=302)
+    @router.get(
+        "/v1/auth/link",
+        response_class=RedirectResponse,
+        status_code=302,
+        responses={
+            302: {"description": "signed in: the session cookie is set, and the browser goes to `/`"},
+            **_documented(401, 422, 503, s401="`invalid_link`: unknown, used or expired"),
+        },
+    )
     async def follow_link(request: Request, token: Annotated[str, Query(max_length=128)]) -> Response:
         """A one-time sign-in link (the operator's bootstrap of a first owner): signs in once, then 302 to /."""
         found = await deps.links.peek(token)
@@ -387,7 +460,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
             raise _error(404, "unknown_member", "no personal data is kept for this member")
         return membership, person
 
-    @router.get("/v1/me/export", response_model=PersonalData)
+    @router.get("/v1/me/export", response_model=PersonalData, responses=responses(*AUTH, 404, 503))
     async def export(
         request: Request, caller: Annotated[Caller, Depends(deps.access.require("account.read"))]
     ) -> PersonalData:
@@ -413,7 +486,11 @@ def build_router(deps: MembersDeps) -> APIRouter:
             memberships=[MembershipExport.model_validate(m.model_dump()) for m in memberships],
         )
 
-    @router.delete("/v1/me", status_code=204)
+    @router.delete(
+        "/v1/me",
+        status_code=204,
+        responses=responses(*AUTH, 404, 409, 503, s409="`last_owner`: the only owner of a workspace"),
+    )
     async def erase_me(
         request: Request, caller: Annotated[Caller, Depends(deps.access.require("account.write"))]
     ) -> Response:

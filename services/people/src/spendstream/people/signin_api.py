@@ -242,7 +242,10 @@ def router(ctx: SignIn) -> APIRouter:
         address = ctx.client_address(request)
         if wait := await ctx.lockout.wait(me.person.email, address):
             raise locked(wait)
-        if not await ctx.passwords.verify(me.person.password_hash, body.current_password):
+        # A person bootstrapped by the operator has no password yet: the one-time link they signed in with is the
+        # proof, as a reset link would be, and `current_password` is not checked for that first one.
+        first_password = me.person.password_hash is None and me.session.method == "link"
+        if not first_password and not await ctx.passwords.verify(me.person.password_hash, body.current_password):
             await ctx.lockout.failed(me.person.email, address)
             await audit(
                 request,

@@ -48,10 +48,14 @@ async def test_budget_crud_shows_a_generated_secret_once_and_never_again(iso: Is
         ]
         assert changed.json()["revision"] == 2
 
-        # Another workspace's admin key sees nothing of it; read and ingest keys are refused.
+        # Another workspace's admin key sees nothing of it; a read key reads budgets (budgets.read) and changes
+        # none (budgets.write), an ingest key does neither.
         foreign = await client.get(f"/v1/budgets/{budget['budget_id']}", headers=auth(other["admin"]))
         assert foreign.status_code == 404
-        assert (await client.get("/v1/budgets", headers=auth(ws["read"]))).status_code == 403
+        assert (await client.get("/v1/budgets", headers=auth(ws["read"]))).status_code == 200
+        assert (await client.get("/v1/budgets", headers=auth(ws["ingest"]))).status_code == 403
+        read_delete = await client.delete(f"/v1/budgets/{budget['budget_id']}", headers=auth(ws["read"]))
+        assert read_delete.status_code == 403
         assert (await client.get("/v1/budgets", headers=auth("ssk_admin_nope"))).status_code == 401
 
         assert (await client.delete(f"/v1/budgets/{budget['budget_id']}", headers=admin)).status_code == 204

@@ -4,6 +4,7 @@ once, and a malformed batch gets the same code at the Kafka door as at the HTTP 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -11,7 +12,9 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from spendstream.common.records import RejectionRecord
+from spendstream.common.members import MemberDirectory
+from spendstream.common.records import MemberRecord, RejectionRecord
+from spendstream.common.tenants import Principal
 from spendstream.ingest.api import build_router
 from spendstream.ingest.batches import PublishFailed
 from spendstream.ingest.settings import IngestSettings
@@ -178,3 +181,30 @@ async def test_a_key_holding_data_is_never_echoed_by_either_door(
     for secret in (b"jane.roe", b"4111111111111111"):
         assert secret not in answer.content
         assert all(secret not in r.value for r in d.broker.records)
+
+
+async def test_a_key_issued_by_a_member_ends_with_the_membership_on_the_raw_intake_too() -> None:
+    d = door()
+    d.keys._principals["members-key"] = Principal(workspace_id="ws_a", scope="ingest", key_id="k-m", issued_by="mem_1")
+    members = Members()
+    d.intake._members = members  # the service passes its MemberDirectory (app.py)
+    members.active_ids = {"mem_1"}
+    await d.intake.handle(Record(orjson.dumps({"events": [usage_event()]}), [("x-api-key", b"members-key")], 0))
+    assert _forwarded(d) == [1]
+    members.active_ids = set()  # removed from the workspace
+    await d.intake.handle(Record(orjson.dumps({"events": [usage_event()]}), [("x-api-key", b"members-key")], 1))
+    assert _forwarded(d) == [1]
+    assert _rejections(d) == [(1, None, "", "unauthorized", None)]
+
+
+class Members(MemberDirectory):
+    """The replayed members, reduced to which member ids are active in `ws_a`."""
+
+    def __init__(self) -> None:
+        self.active_ids: set[str] = set()
+
+    async def active(self, member_id: str, workspace_id: str) -> MemberRecord | None:
+        if member_id not in self.active_ids or workspace_id != "ws_a":
+            return None
+        now = datetime.now(UTC)
+        return MemberRecord(member_id=member_id, workspace_id="ws_a", role="member", created_at=now, updated_at=now)

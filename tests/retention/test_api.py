@@ -58,7 +58,9 @@ async def test_deletion_requests_need_an_admin_key_and_see_only_their_workspace(
         assert theirs_status.status_code == 200 and theirs_status.json()["workspace_id"] == theirs["workspace_id"]
         assert theirs_status.json()["subject"] == "workspace" and status.json()["subject"] == "customer"
         assert (await c.get("/v1/deletions/nope", headers=auth(mine["admin"]))).status_code == 404
-        assert (await c.get("/v1/deletions/r-1", headers=auth(mine["read"]))).status_code == 403
+        # A read key follows a request (deletions.read); an ingest key does not.
+        assert (await c.get("/v1/deletions/r-1", headers=auth(mine["read"]))).status_code == 200
+        assert (await c.get("/v1/deletions/r-1", headers=auth(mine["ingest"]))).status_code == 403
 
 
 async def test_guessing_admin_keys_gets_429_with_retry_after_and_another_clients_valid_key_still_answers(

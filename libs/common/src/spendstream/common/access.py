@@ -116,3 +116,20 @@ def may_assign(actor: Role, target_role: Role) -> bool:
     if target_role in ("owner", "admin"):
         return "owners.write" in ROLE_ACTIONS[actor]
     return "members.write" in ROLE_ACTIONS[actor]
+
+
+def markdown_table() -> str:
+    """The table as the README shows it (a test keeps the two equal): one row per action, a column per role and
+    key scope."""
+    columns: list[tuple[str, frozenset[Action]]] = [
+        *((role.capitalize(), ROLE_ACTIONS[role]) for role in ROLES),
+        *((f"`{scope}` key", SCOPE_ACTIONS[scope]) for scope in get_args(KeyScope)),
+    ]
+    lines = [
+        "| action | " + " | ".join(name for name, _ in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for action in ACTIONS:
+        marks = " | ".join("✓" if action in permitted else "" for _, permitted in columns)
+        lines.append(f"| `{action}` | {marks} |")
+    return "\n".join(lines)

@@ -125,17 +125,29 @@ def route_actions(route: APIRoute) -> list[Action]:
     return found
 
 
+def api_routes(routes: Sequence[BaseRoute], prefix: str = "") -> list[tuple[str, APIRoute]]:
+    """Every API route with its full path, those of included routers too (FastAPI keeps an included router
+    as one node whose prefix applies to its routes)."""
+    found: list[tuple[str, APIRoute]] = []
+    for route in routes:
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            found.extend(api_routes(list(original.routes), prefix + route.include_context.prefix))  # type: ignore[attr-defined]
+        elif isinstance(route, APIRoute):
+            found.append((prefix + route.path, route))
+    return found
+
+
 def document_permissions(routes: Sequence[BaseRoute]) -> None:
     """Name each route's permission in its OpenAPI operation (`x-permission` and a line of its description)."""
-    for route in routes:
-        if not isinstance(route, APIRoute):
-            continue
+    for _, route in api_routes(routes):
         actions = route_actions(route)
         if len(actions) != 1:
             continue
         route.openapi_extra = {**(route.openapi_extra or {}), "x-permission": actions[0]}
         line = f"Permission: `{actions[0]}` (a member's role or a key's scope, see the README's roles table)."
-        route.description = f"{route.description}\n\n{line}" if route.description else line
+        if line not in (route.description or ""):
+            route.description = f"{route.description}\n\n{line}" if route.description else line
 
 
 def is_audited(action: Action, method: str) -> bool:

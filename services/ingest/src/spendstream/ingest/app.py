@@ -61,8 +61,10 @@ def create_service(settings: IngestSettings) -> Service:
         max_age=timedelta(days=31 * settings.retention_months),
         publish_timeout=settings.publish_timeout_seconds,
     )
+    access, members = service_access(settings, "ingest", keys, broker, redis, workspace_gate(workspaces))
     intake = RawIntake(
         acceptor=acceptor,
+        members=members,
         keys=keys,
         workspaces=workspaces,
         broker=broker,
@@ -103,7 +105,6 @@ def create_service(settings: IngestSettings) -> Service:
         workspaces,
         rotation_interval=timedelta(seconds=settings.data_key_rotation_interval_seconds),
     )
-    access, members = service_access(settings, "ingest", keys, broker, redis, workspace_gate(workspaces))
     events = access.require("events.write")
     routers = [
         build_router(settings, acceptor, workspaces, events),

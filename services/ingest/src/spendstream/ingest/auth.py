@@ -11,14 +11,22 @@ from fastapi import HTTPException
 
 from spendstream.common.access import Action
 from spendstream.common.http_auth import Caller, WorkspaceGate, unauthorized
+from spendstream.common.members import MemberDirectory
 from spendstream.common.tenants import KeyDirectory, Principal
 from spendstream.ingest.workspaces import WorkspaceDirectory
 
 
-async def resolve(keys: KeyDirectory, workspaces: WorkspaceDirectory, key: str | None) -> Principal | None:
-    """The principal of a valid key whose workspace exists and is not deleted, else None."""
+async def resolve(
+    keys: KeyDirectory, workspaces: WorkspaceDirectory, key: str | None, members: MemberDirectory | None = None
+) -> Principal | None:
+    """The principal of a valid key whose workspace exists and is not deleted, and whose issuing member (if a
+    member issued it) is still an active member, else None. The raw intake's check, as `Access` is HTTP's."""
     principal = keys.authenticate(key) if key else None
     if principal is None:
+        return None
+    if principal.issued_by is not None and (
+        members is None or await members.active(principal.issued_by, principal.workspace_id) is None
+    ):
         return None
     workspace = workspaces.get(principal.workspace_id)
     if workspace is None:

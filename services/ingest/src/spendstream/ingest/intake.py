@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from spendstream.common.key_backoff import KeyBackoff
+from spendstream.common.members import MemberDirectory
 from spendstream.common.records import RejectionRecord
 from spendstream.common.tenants import KeyDirectory, KeyUnavailable
 from spendstream.common.topics import INGEST_REJECTED, topic_name
@@ -58,9 +59,11 @@ class RawIntake:
         max_record_bytes: int,
         retry_pause_seconds: float = 1.0,
         key_backoff: KeyBackoff | None = None,
+        members: MemberDirectory | None = None,
     ) -> None:
         self._acceptor = acceptor
         self._keys = keys
+        self._members = members  # a key a member issued ends with the membership, here as over HTTP
         self._workspaces = workspaces
         self._broker = broker
         self._rejected_topic = topic_name(INGEST_REJECTED, topic_prefix)
@@ -84,7 +87,7 @@ class RawIntake:
         if len(value) > self._max_bytes:
             return await self._poison(record, None, "payload_too_large")
         key = _header(record, API_KEY_HEADER)
-        principal = await resolve(self._keys, self._workspaces, key)
+        principal = await resolve(self._keys, self._workspaces, key, self._members)
         if principal is None or principal.scope != "ingest":
             return await self._poison(record, None, "unauthorized")
         workspace = self._workspaces.get(principal.workspace_id)

@@ -20,6 +20,7 @@ from spendstream.rollup.audit_log import AuditLog, add_months
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.erasure import ClickHouseEraser
 from spendstream.rollup.schema import migrate
+from spendstream.rollup.sweeper import Sweeper
 from tests.support import Isolation
 
 pytestmark = pytest.mark.integration
@@ -266,6 +267,9 @@ def test_a_forged_head_is_detected(five: Store) -> None:
         column_names=("workspace_id", "seq", "hash", "mac", "stored_at"),
     )
     assert verdict(five)["first_bad"] == {"seq": 9, "reason": "unauthenticated"}
+    # Nor does the writer chain from it: the next record follows the last stored one.
+    five.log().store([record()])
+    assert five.seqs() == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_chain_trimmed_by_retention_verifies_from_its_first_kept_record(store: Store) -> None:
@@ -273,8 +277,9 @@ def test_a_chain_trimmed_by_retention_verifies_from_its_first_kept_record(store:
     store.log().store([record() for _ in range(3)])
     store.clock = add_months(start, 12) + timedelta(days=1)
     store.log().store([record() for _ in range(2)])
-    # What the TTL drops: the records stored more than 12 months ago.
-    store.delete("seq <= 3")
+    # Retention's sweep (the TTL, applied now) drops the records stored more than 12 months ago.
+    Sweeper(store.client, store.db).sweep(store.clock)
+    assert store.seqs() == [4, 5]
     result = verdict(store)
     assert result["ok"] and result["first_seq"] == 4 and result["records"] == 2
     # Its first kept record's stored link to the trimmed one is the anchor: altered, it no longer verifies.
@@ -282,7 +287,7 @@ def test_a_chain_trimmed_by_retention_verifies_from_its_first_kept_record(store:
     assert verdict(store)["first_bad"] == {"seq": 4, "reason": "altered"}
 
 
-def test_a_whole_chain_expired_by_retention_verifies_empty(store: Store) -> None:
+def test_a_whole_chain_expired_by_retention_verifies_empty_and_goes_on_from_its_head(store: Store) -> None:
     store.log().store([record() for _ in range(2)])
     store.delete("1")
     assert verdict(store)["first_bad"] == {"seq": 2, "reason": "truncated"}
@@ -293,6 +298,17 @@ def test_a_whole_chain_expired_by_retention_verifies_empty(store: Store) -> None
         "first_bad": None,
         "first_seq": None,
         "last_seq": None,
+        "head_hash": None,
+    }
+    # The chain goes on from its authenticated head.
+    store.log().store([record()])
+    assert store.seqs() == [3]
+    assert verdict(store) | {"head_hash": None} == {
+        "ok": True,
+        "records": 1,
+        "first_bad": None,
+        "first_seq": 3,
+        "last_seq": 3,
         "head_hash": None,
     }
 

@@ -1,7 +1,8 @@
 """Secrets stay secret: API keys are compared in constant time and stored only hashed; the KEK is never logged
 or printed; a webhook secret is shown once and sealed on its topic; a provider's admin key (connectors) is in
 no answer, log line or topic in clear; invitation and sign-in link tokens are only hashed; client IPs are recorded
-nowhere."""
+nowhere; the audit log holds ids and a keyed hash of the client address, never a secret, an e-mail or the
+address."""
 
 from __future__ import annotations
 
@@ -19,10 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from spendstream.common.audit import AuditTrail
+from spendstream.common.kafka import make_broker
 from spendstream.common.logs import JsonFormatter
+from spendstream.common.records import AuditOutcome
+from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import API_KEYS, BUDGETS, topic_name
 from spendstream.connectors.app import create_service as create_connectors
 from spendstream.connectors.settings import ConnectorsSettings
+from spendstream.rollup.clickhouse import clickhouse_client
 from tests.connectors.fake_providers import provider_server
 from tests.ingest.topics import read_all, topic_names
 from tests.security.pipeline import running
@@ -287,3 +293,65 @@ async def test_invitation_and_sign_in_link_tokens_are_in_no_answer_log_line_topi
         assert secret not in captured_logs.getvalue()
         assert secret.encode() not in stored
         assert secret.encode() not in await _everything_on_topics(iso)
+
+
+def _audit_table(iso: Isolation) -> str:
+    """Every column of every stored audit record of the test, as text: what a reader of the table sees."""
+    client = clickhouse_client(iso.stack.clickhouse)
+    rows = client.query(
+        f"SELECT * APPLY(toString) FROM {iso.database}.audit_records ORDER BY workspace_id, seq"
+    ).result_rows
+    return "\n".join("\t".join(str(v) for v in row) for row in rows)
+
+
+async def test_the_audit_log_holds_no_secret_e_mail_or_client_address(
+    iso: Isolation, captured_logs: io.StringIO
+) -> None:
+    """Records published as the services publish them (the acting key or member id, the request's client
+    address handed to AuditTrail, which keeps a keyed hash) and stored by rollup: no API key, KEK, e-mail or
+    client address is in the table, its API answers, its export or the topic, and the address's hash is keyed
+    (a plain SHA-256 of the address, which anyone can compute for every IPv4 address, is not stored)."""
+    ws = await create_workspace(iso)
+    email = "owner@example.com"
+    async with running(iso, client=(CLIENT_IP, 40001)) as p:
+        settings = iso.settings(BaseServiceSettings)
+        broker = make_broker(settings, "tests-audit")
+        await broker.connect()
+        try:
+            trail = AuditTrail(settings, broker, "people")
+            done: list[tuple[str, AuditOutcome]] = [
+                ("signin.password", "failure"),
+                ("keys.issue", "allowed"),
+                ("audit.read", "allowed"),
+            ]
+            for action, outcome in done:
+                await trail.record(
+                    workspace_id=ws["workspace_id"],
+                    actor_kind="member",
+                    actor_id="mem_0123",
+                    action=action,
+                    outcome=outcome,
+                    target="key_0123",
+                    request_id="req_0123",
+                    client_address=CLIENT_IP,
+                )
+        finally:
+            await broker.stop()
+
+        async def listed() -> str | None:
+            answer = await p.client.get("/v1/audit", headers=auth(ws["admin"]))
+            return answer.text if answer.status_code == 200 and answer.json()["records"][2:] else None
+
+        answers = [await eventually(listed, timeout=30)]
+        for fmt in ("json", "csv"):
+            answers.append((await p.client.get(f"/v1/audit/export?format={fmt}", headers=auth(ws["admin"]))).text)
+    table = _audit_table(iso)
+    assert "mem_0123" in table and "key_0123" in table  # the check below looked at the records
+    secrets = [ws["ingest"], ws["read"], ws["admin"], email, CLIENT_IP, FORWARDED_IP, *_kek_forms(iso.kek)]
+    plain = hashlib.sha256(CLIENT_IP.encode()).hexdigest()
+    blob = await _everything_on_topics(iso)
+    for text in (table, *answers):
+        assert not [s for s in secrets if s in text]
+        assert plain[:32] not in text
+    assert not [s for s in secrets if s.encode() in blob]
+    assert CLIENT_IP not in captured_logs.getvalue()

@@ -3,7 +3,8 @@
 Exactly-once chaining over at-least-once delivery. Kafka keys records by workspace, so one partition holds a
 workspace's records in order and one consumer chains them. For each batch, `store`:
   1. reads each workspace's last stored record (seq, hash, stored_at) from `audit_records` itself, never from a
-     cache or the head table: the table is the truth after any crash;
+     cache: the table is the truth after any crash (the authenticated head only says where to start looking,
+     and is the anchor once retention dropped every record of the workspace);
   2. drops records whose record_id is already stored (a redelivery: the batch was stored, then the process died
      before Kafka committed it) or repeated within the batch;
   3. chains the rest from that last record and inserts them, one insert per month partition in order (an insert
@@ -18,6 +19,7 @@ The offset is committed only after `store` returned (NACK_ON_ERROR in app.py).
 from __future__ import annotations
 
 import calendar
+import hmac
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -97,13 +99,42 @@ class AuditLog:
 
     # -- writing --------------------------------------------------------------------------------------------
 
-    def _last_stored(self, workspaces: list[str]) -> dict[str, tuple[int, str, datetime]]:
+    def _heads(self, workspaces: list[str]) -> dict[str, Head]:
+        """The workspaces' stored heads whose MAC holds (a forged head is no place to chain from)."""
         rows = self._client.query(
-            f"SELECT workspace_id, seq, hash, stored_at FROM {self.db}.audit_records "
+            f"SELECT workspace_id, seq, hash, mac, stored_at FROM {self.db}.audit_heads "
             "WHERE workspace_id IN {ws:Array(String)} ORDER BY workspace_id, seq DESC LIMIT 1 BY workspace_id",
             parameters={"ws": workspaces},
         ).result_rows
-        return {str(ws): (int(seq), str(h), utc(at)) for ws, seq, h, at in rows}
+        heads = [Head(str(ws), int(seq), str(h), str(mac), utc(at)) for ws, seq, h, mac, at in rows]
+        return {
+            h.workspace_id: h
+            for h in heads
+            if hmac.compare_digest(head_mac(self._key, h.workspace_id, h.seq, h.hash), h.mac)
+        }
+
+    def _last_stored(self, workspaces: list[str]) -> dict[str, tuple[int, str, datetime]]:
+        """Each workspace's last record: read from the table from its head on (a few rows, by the sort key); the
+        head itself when retention dropped every record (the chain goes on from it)."""
+        heads = self._heads(workspaces)
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        for i, ws in enumerate(workspaces):
+            params[f"w{i}"] = ws
+            head = heads.get(ws)
+            if head is None:
+                clauses.append(f"workspace_id = {{w{i}:String}}")
+            else:
+                clauses.append(f"(workspace_id = {{w{i}:String}} AND seq >= {{s{i}:UInt64}})")
+                params[f"s{i}"] = head.seq
+        rows = self._client.query(
+            f"SELECT workspace_id, seq, hash, stored_at FROM {self.db}.audit_records WHERE {' OR '.join(clauses)} "
+            "ORDER BY workspace_id, seq DESC LIMIT 1 BY workspace_id",
+            parameters=params,
+        ).result_rows
+        last = {h.workspace_id: (h.seq, h.hash, h.stored_at) for h in heads.values()}
+        last.update({str(ws): (int(seq), str(h), utc(at)) for ws, seq, h, at in rows})
+        return last
 
     def _already_stored(self, workspaces: list[str], record_ids: list[str]) -> set[str]:
         rows = self._client.query(

@@ -20,6 +20,7 @@ from spendstream.common.settings import check as check_settings
 from spendstream.common.topics import ALL_TOPICS, topic_name
 from spendstream.connectors.app import create_service as create_connectors
 from spendstream.connectors.settings import ConnectorsSettings
+from spendstream.console.__main__ import main as console_main
 from spendstream.console.app import create_service as create_console
 from spendstream.console.settings import ConsoleSettings
 from spendstream.ingest.app import create_service as create_ingest
@@ -132,11 +133,12 @@ def run(name: str, check: bool = False) -> int:
         "retention": create_retention,
         "connectors": create_connectors,
         "people": create_people,
-        "console": create_console,
     }
     if not check:
         settings = check_settings(SETTINGS[name])
         if (busy := already_running(settings, embedded_clickhouse=name == "rollup")) is not None:
             print(f"spendstream: {busy}", file=sys.stderr)
             return 1
+    if name == "console":  # no KEK and no Kafka to check: its own entry point (spendstream.console.__main__)
+        return console_main(["--check"] if check else [])
     return entrypoint(name, SETTINGS[name], factories[name], ["--check"] if check else [])

@@ -7,7 +7,7 @@ export default async function audit(main) {
   const to = h("input", { type: "date", name: "to" });
   const action = h("input", { name: "action", placeholder: "e.g. budgets.write" });
   const actor = h("input", { name: "actor_id" });
-  const outcome = h("select", { name: "outcome" }, ["", "allowed", "denied", "failed"].map((o) =>
+  const outcome = h("select", { name: "outcome" }, ["", "allowed", "success", "failure", "denied"].map((o) =>
     h("option", { value: o }, o || "any")));
   const records = h("div", { "aria-live": "polite" });
   const verify = h("p", { "aria-live": "polite" }, "Verifying the chain…");

@@ -147,3 +147,22 @@ async def test_an_invited_person_joins_on_the_invitation_page(world: World, watc
     await ready(page)
     await expect(page.locator("main h1")).to_have_text("Overview")
     await expect(page.locator("#who")).to_contain_text("member")
+
+
+async def test_a_member_changes_their_password_and_signs_in_with_the_new_one(world: World, watched: Watched) -> None:
+    await world.join("rotating@example.com", "member")
+    page = watched.page
+    await sign_in(page, world, email="rotating@example.com")
+    await page.locator("#who").get_by_role("link", name="rotating").click()
+    await ready(page)
+    form = page.get_by_role("form", name="Change your password")
+    await form.get_by_label("Current password").fill(PASSWORD)
+    await form.get_by_label("New password (12 characters or more)").fill("copper-kettle-91-whistling")
+    async with page.expect_response(lambda r: r.url.endswith("/v1/me/password")) as changed:
+        await form.get_by_role("button", name="Change password").click()
+    assert (await changed.value).status == 200
+    await expect(page.get_by_role("status").filter(has_text="Password changed")).to_be_visible()
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("form", name="Sign in with e-mail and password")).to_be_visible()
+    await sign_in(page, world, email="rotating@example.com", password="copper-kettle-91-whistling")
+    await expect(page.locator("main h1")).to_have_text("Overview")

@@ -13,7 +13,7 @@ from spendstream.common.access import ROLE_ACTIONS, SCOPE_ACTIONS
 from spendstream.console.assets import Assets
 
 # Each page is a path of its own so that a link can be shared and reloaded; all of them serve the same shell.
-PAGES = ("overview", "explore", "budgets", "findings", "privacy", "members", "audit", "signin", "invite")
+PAGES = ("overview", "explore", "budgets", "findings", "privacy", "members", "audit", "account", "signin", "invite")
 
 CSP = "; ".join(
     (

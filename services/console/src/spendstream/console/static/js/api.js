@@ -44,6 +44,10 @@ export async function call(method, path, body, { raw = false } = {}) {
     credentials: "same-origin",
     redirect: "error",
   });
+  if (response.status === 401 && !path.startsWith("/v1/auth/") && !path.startsWith("/v1/invitations/accept")) {
+    markSignedIn(false);
+    window.dispatchEvent(new Event("spendstream:unauthorized"));
+  }
   if (!response.ok) {
     let parsed = null;
     try {

@@ -2,6 +2,7 @@
 // the pages the role allows, and one page at a time rendered into <main>.
 import { ApiError, apiKey, get, markSignedIn, post, setApiKey, setCsrf, signedIn } from "./api.js";
 import { errorText, h, replace } from "./dom.js";
+import account from "./pages/account.js";
 import audit from "./pages/audit.js";
 import budgets from "./pages/budgets.js";
 import explore from "./pages/explore.js";
@@ -75,7 +76,8 @@ function renderWho() {
   const label = ctx.me.name || ctx.me.email || ctx.me.member_id || "";
   replace(
     who,
-    h("span", {}, label, " · ", ctx.me.role),
+    ctx.me.member_id ? h("a", { href: "/account", "data-page": "account" }, label) : h("span", {}, label),
+    h("span", {}, ctx.me.role),
     h("button", { type: "button", class: "secondary", onclick: signOut }, "Sign out"),
   );
 }
@@ -118,6 +120,11 @@ async function render() {
   }
   const links = allowedPages();
   nav.hidden = false;
+  if (location.pathname === "/account" && ctx.me.member_id) {
+    for (const a of links) a.removeAttribute("aria-current");
+    document.title = "Your account · spendstream";
+    return show(main, account);
+  }
   for (const a of nav.querySelectorAll("a[data-page]")) a.parentElement.hidden = !links.includes(a);
   let name = location.pathname.replace(/^\/+/, "") || "overview";
   if (!links.some((a) => a.dataset.page === name)) {
@@ -131,12 +138,16 @@ async function render() {
   }
   const link = links.find((a) => a.dataset.page === name);
   document.title = `${link.textContent} · spendstream`;
+  return show(main, PAGES[name]);
+}
+
+async function show(main, page) {
   const view = h("div", { class: "page" });
   current = view;
   main.dataset.ready = "false";
   main.setAttribute("aria-busy", "true");
   try {
-    await PAGES[name](view, ctx);
+    await page(view, ctx);
   } catch (err) {
     view.append(h("p", { class: "error", role: "alert" }, "This page could not load: ", errorText(err)));
   }
@@ -165,4 +176,10 @@ document.addEventListener("click", (event) => {
   document.getElementById("main").focus();
 });
 window.addEventListener("popstate", render);
+// A session that ended elsewhere (expired, signed out, password changed on another device): back to sign-in.
+window.addEventListener("spendstream:unauthorized", () => {
+  if (!ctx.me) return;
+  ctx.me = null;
+  go("/signin");
+});
 start();

@@ -2,7 +2,8 @@
 or printed; a webhook secret is shown once and sealed on its topic; a provider's admin key (connectors) is in
 no answer, log line or topic in clear; invitation and sign-in link tokens are only hashed; client IPs are recorded
 nowhere; the audit log holds ids and a keyed hash of the client address, never a secret, an e-mail or the
-address."""
+address; passwords, TOTP secrets, backup codes and session ids are in no log line, topic record or Redis
+value in clear."""
 
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import pyotp
 import pytest
+import redis.asyncio as aioredis
 
 from spendstream.common.audit import AuditTrail
 from spendstream.common.kafka import make_broker
 from spendstream.common.logs import JsonFormatter
 from spendstream.common.records import AuditOutcome
+from spendstream.common.sessions import CSRF_HEADER
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import API_KEYS, BUDGETS, topic_name
 from spendstream.connectors.app import create_service as create_connectors
@@ -31,6 +35,7 @@ from spendstream.connectors.settings import ConnectorsSettings
 from spendstream.rollup.clickhouse import clickhouse_client
 from tests.connectors.fake_providers import provider_server
 from tests.ingest.topics import read_all, topic_names
+from tests.people.signin_support import PASSWORD, running_people
 from tests.security.pipeline import running
 from tests.support import Isolation, ServiceProcess, auth, create_workspace, eventually, serving, usage_event
 
@@ -260,6 +265,94 @@ async def test_a_providers_admin_key_is_in_no_answer_log_line_or_topic(
     assert not [f for f in forms if f in captured_logs.getvalue()]
     blob = await _everything_on_topics(iso)
     assert not [f for f in forms if f.encode() in blob]
+
+
+async def _everything_in_redis(iso: Isolation) -> bytes:
+    """Keys and values of every Redis key of the test (strings, sets, hashes), as one blob."""
+    client = aioredis.Redis.from_url(iso.stack.redis, decode_responses=False)
+    blob = bytearray()
+
+    def add(*parts: object) -> None:
+        for part in parts:
+            blob.extend(part if isinstance(part, bytes) else str(part).encode())
+        blob.extend(b"\n")
+
+    try:
+        async for key in client.scan_iter(match=f"{iso.prefix}*", count=500):
+            raw_kind = await client.type(key)
+            kind = raw_kind.decode() if isinstance(raw_kind, bytes) else str(raw_kind)
+            add(key, kind)
+            if kind == "string":
+                add((await client.get(key)) or b"")
+            elif kind == "set":
+                add(*(await client.smembers(key)))
+            elif kind == "hash":
+                for field, value in (await client.hgetall(key)).items():
+                    add(field, b"=", value)
+    finally:
+        await client.aclose()
+    return bytes(blob)
+
+
+async def test_passwords_totp_secrets_and_session_ids_are_in_no_log_topic_or_redis_value(
+    iso: Isolation, captured_logs: io.StringIO
+) -> None:
+    """Sign-in's secrets in clear exist only in the answers meant to carry them: the password nowhere, the TOTP
+    secret and backup codes in the enrolment's answers, the session id in its Set-Cookie. Logs (at DEBUG),
+    every topic record and every Redis value hold them only hashed or sealed."""
+    new_password = "Leakcheck-new-Passphrase-77"
+    async with running_people(iso, signin_failures_per_account=50) as people:
+        await people.member("ada@example.com")
+        wrong = await people.signin("ada@example.com", "Leakcheck-wrong-Passphrase-1")
+        unknown = await people.signin("nobody@example.com", "Leakcheck-unknown-Passphrase-2")
+        first = await people.signin("ada@example.com")
+        csrf = first.json()["csrf_token"]
+        sessions = [people.session_cookie()]
+        enrolment = await people.client.post("/v1/me/totp/enrol", headers={CSRF_HEADER: csrf})
+        secret = enrolment.json()["secret"]
+        confirmed = await people.client.post(
+            "/v1/me/totp/confirm", json={"code": pyotp.TOTP(secret).now()}, headers={CSRF_HEADER: csrf}
+        )
+        codes = confirmed.json()["backup_codes"]
+        second = await people.signin("ada@example.com", backup_code=codes[0])
+        sessions.append(people.session_cookie())
+        weak = await people.client.post(
+            "/v1/me/password",
+            json={"current_password": PASSWORD, "new_password": "password1234"},
+            headers={CSRF_HEADER: second.json()["csrf_token"]},
+        )
+        changed = await people.client.post(
+            "/v1/me/password",
+            json={"current_password": PASSWORD, "new_password": new_password},
+            headers={CSRF_HEADER: second.json()["csrf_token"]},
+        )
+        assert changed.status_code == 200, changed.text
+        sessions.append(people.session_cookie())
+        me = await people.client.get("/v1/me")
+    assert [wrong.status_code, unknown.status_code, weak.status_code, me.status_code] == [401, 401, 422, 200]
+    live = [s for s in sessions if s]
+    assert len(live) == 3
+    passwords = [
+        PASSWORD,
+        new_password,
+        "password1234",
+        "Leakcheck-wrong-Passphrase-1",
+        "Leakcheck-unknown-Passphrase-2",
+    ]
+    secrets = [secret, base64.b32decode(secret).hex(), *codes, *[c.replace("-", "") for c in codes]]
+    for answer in (wrong, unknown, first, second, weak, changed, me):
+        assert not [p for p in passwords if p in answer.text], answer.request.url
+    for answer in (wrong, unknown, first, second, weak, changed, me):
+        assert secret not in answer.text and not [c for c in codes if c in answer.text]
+    logs = captured_logs.getvalue()
+    assert logs  # the services did log (startup at least): the check below looked at something
+    topics = await _everything_on_topics(iso)
+    stored = await _everything_in_redis(iso)
+    assert b"people:session:" in stored and b"$argon2id$" in stored  # sessions and hashes were looked at
+    for form in [*passwords, *secrets, *live, *[s[:24] for s in live]]:
+        assert form not in logs, "a sign-in secret is in the logs"
+        assert form.encode() not in topics, "a sign-in secret is on a topic"
+        assert form.encode() not in stored, "a sign-in secret is in Redis in clear"
 
 
 async def test_invitation_and_sign_in_link_tokens_are_in_no_answer_log_line_topic_or_redis_key(

@@ -71,6 +71,7 @@ def create_service(settings: PeopleSettings) -> Service:
     directory = build_directory(settings, redis, broker)
     passwords = Passwords(settings)
     invitations = Invitations(redis, settings.redis_prefix, settings.invitation_ttl_seconds)
+    access = Access(keys, member_table, sessions, audit)
     signin = SignIn(
         settings=settings,
         directory=directory,
@@ -79,8 +80,8 @@ def create_service(settings: PeopleSettings) -> Service:
         lockout=Lockout(settings, redis),
         factor=SecondFactor(settings, redis, directory),
         audit=audit,
+        access=access,
     )
-    access = Access(keys, member_table, sessions, audit)
     deps = MembersDeps(
         access=access,
         directory=directory,

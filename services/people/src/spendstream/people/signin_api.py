@@ -11,10 +11,13 @@ session id the browser brought along is revoked: the session after sign-in is al
 # No `from __future__ import annotations`: FastAPI evaluates the Header/Cookie parameters at definition time.
 
 import logging
+import re
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Cookie, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
 
 from spendstream.common.access import ROLE_ACTIONS
 from spendstream.common.audit import AuditUnavailable
@@ -77,6 +80,15 @@ class CsrfBody(BaseModel):
     csrf_token: str = Field(description="the new session's token: every other session of the person has ended")
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def request_id(request: Request) -> str:
+    """The caller's X-Request-Id when it has an id's shape (it lands in the audit log), else a new one."""
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
+
+
 def locked(wait: int) -> HTTPException:
     """429 for a locked account or client, with the seconds until the lockout ends."""
     status, _, headers = too_many_failures(wait)
@@ -112,7 +124,7 @@ def router(ctx: SignIn) -> APIRouter:
                 action=action,
                 outcome=outcome,
                 target=membership.member_id if membership else "",
-                request_id=request.headers.get("x-request-id", "")[:64],
+                request_id=request_id(request),
                 client_address=ctx.client_address(request),
                 detail=detail,
             )
@@ -151,6 +163,18 @@ def router(ctx: SignIn) -> APIRouter:
         ss_session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
     ) -> SignedIn:
         """Sign in with e-mail and password (and `totp_code` or `backup_code` when the account has TOTP)."""
+        try:
+            return await attempt(body, request, response, ss_session)
+        except RedisError:
+            # Sessions, lockout counters and persons live in Redis: without it nobody is signed in, or let guess.
+            log.warning("sign-in refused: Redis unavailable")
+            raise HTTPException(
+                503,
+                detail={"error": "signin_unavailable", "message": "sign-in is unavailable for a moment; retry"},
+                headers={"Retry-After": "5"},
+            ) from None
+
+    async def attempt(body: SigninBody, request: Request, response: Response, ss_session: str | None) -> SignedIn:
         address = ctx.client_address(request)
         if ss_session:
             # Whatever happens next, a session id that came with a sign-in attempt is never used again.

@@ -1,25 +1,24 @@
 """What people's browser-facing routes share: the client's address and scheme behind a trusted proxy, the
-session cookie's attributes, and the session-only access check of a member's own routes (`/v1/me...`)."""
+session cookie's attributes, and the access check of a member's own routes (`/v1/me...`)."""
 
-# No `from __future__ import annotations`: FastAPI evaluates the Header/Cookie parameters at definition time.
+# No `from __future__ import annotations`: FastAPI evaluates the dependencies' annotations at definition time.
 
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Cookie, Header, HTTPException, Request, Response
+from fastapi import Depends, HTTPException, Request, Response
 
-from spendstream.common.access import Action, allowed
+from spendstream.common.access import Action
 from spendstream.common.audit import AuditTrail
-from spendstream.common.sessions import CSRF_HEADER, SESSION_COOKIE, SessionRecord, SessionStore
+from spendstream.common.http_auth import Access, Caller
+from spendstream.common.sessions import SESSION_COOKIE, SessionRecord, SessionStore
 from spendstream.people.directory import Directory, Membership, Person
 from spendstream.people.lockout import Lockout
 from spendstream.people.passwords import Passwords
 from spendstream.people.settings import PeopleSettings
 from spendstream.people.totp import SecondFactor
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UNAUTHORIZED = {"error": "unauthorized", "message": "not signed in, or the session has ended"}
 AUDIT_UNAVAILABLE = HTTPException(
     503,
@@ -40,6 +39,7 @@ class SignIn:
     lockout: Lockout
     factor: SecondFactor
     audit: AuditTrail
+    access: Access  # the access check every service's routes make
 
     def client_address(self, request: Request) -> str:
         """The peer's address, or the last hop of X-Forwarded-For when the peer is a trusted proxy."""
@@ -89,39 +89,26 @@ class Me:
 
 
 def signed_in(ctx: SignIn, action: Action) -> Callable[..., Awaitable[Me]]:
-    """A FastAPI dependency for a member's own routes: a live session of an active member whose role allows
-    `action` (401 otherwise, 403 for the role), and on a state-changing request the session's CSRF token
-    (403 {"error": "csrf"})."""
+    """A FastAPI dependency for a member's own routes: the access check every route makes (`Access.require`:
+    a live session whose role allows `action`, and on a state-changing request its CSRF token, else 403
+    {"error": "csrf"}), then the caller as people knows them. A key is refused (403): these routes are a
+    person's own, reached by their session only. A membership people holds removed ends the session (401)."""
 
-    async def dependency(
-        request: Request,
-        x_csrf_token: Annotated[str | None, Header(alias=CSRF_HEADER)] = None,
-        ss_session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
-    ) -> Me:
-        if not ss_session:
-            raise HTTPException(401, detail=UNAUTHORIZED)
-        session = await ctx.sessions.get(ss_session)
-        if session is None:
-            raise HTTPException(401, detail=UNAUTHORIZED)
-        membership = await ctx.directory.member(session.member_id)
+    async def dependency(request: Request, caller: Annotated[Caller, Depends(ctx.access.require(action))]) -> Me:
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if caller.kind != "member" or caller.member_id is None or not session_id:
+            raise HTTPException(
+                403, detail={"error": "forbidden", "message": "a person's own routes are reached by their session only"}
+            )
+        session = await ctx.sessions.get(session_id)
+        membership = await ctx.directory.member(caller.member_id)
         person = await ctx.directory.person(membership.person_id) if membership is not None else None
-        if (
-            membership is None
-            or person is None
-            or membership.status != "active"
-            or membership.workspace_id != session.workspace_id
-        ):
-            await ctx.sessions.revoke(ss_session)  # removed meanwhile: the session goes with the membership
+        if membership is None or person is None:
+            raise HTTPException(404, detail={"error": "unknown_member", "message": "people keeps no such member"})
+        if session is None or membership.status != "active" or membership.workspace_id != caller.workspace_id:
+            # Removed meanwhile (the replayed table may be a moment behind people's own store): the session ends.
+            await ctx.sessions.revoke(session_id)
             raise HTTPException(401, detail=UNAUTHORIZED)
-        if request.method not in SAFE_METHODS and not ctx.sessions.csrf_ok(ss_session, x_csrf_token):
-            raise HTTPException(
-                403, detail={"error": "csrf", "message": f"a cookie-authenticated change must carry {CSRF_HEADER}"}
-            )
-        if not allowed(action, role=membership.role):
-            raise HTTPException(
-                403, detail={"error": "forbidden", "message": f"this route needs the permission {action}"}
-            )
-        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
-        return Me(ss_session, session, membership, person, request_id)
+        return Me(session_id, session, membership, person, caller.request_id)
 
     return dependency

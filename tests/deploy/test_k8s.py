@@ -48,7 +48,7 @@ EGRESS_PORTS = {
     "alerts": {9092, 6379, 8082, 443, 465, 587},
     "retention": {9092},
     "connectors": {9092, 443},  # Kafka and the providers' APIs
-    "people": {9092, 6379, 465, 587},  # Kafka, Redis, SMTP (invitations)
+    "people": {9092, 6379, 465, 587, 443},  # Kafka, Redis, SMTP (invitations), the OpenID provider (single sign-on)
     "console": set(),  # static pages: the browser calls the APIs
     "topics": {9092},
     "admin": {9092},

@@ -34,8 +34,9 @@ MAX_EXAMPLES = 10
 # a budget amount's at most 9 decimal places and positive value when sent as a string, a tenant rate's kind
 # deciding which of percent and per-token prices it takes, a reservation's exactly one of `estimated_cost_usd`
 # and `estimate` (whose model the price book must know), and the revenue routes' rules (a margin needs a rate for
-# each currency of its months; the Stripe webhook needs Stripe's signature).
-CROSS_FIELD_RULES = ("ingest", "usage", "budgets", "prices", "reservations", "revenue")
+# each currency of its months; the Stripe webhook needs Stripe's signature), and people's members routes (an
+# invitation's address must be local@domain.tld, its token one people mailed, a member id one of the workspace).
+CROSS_FIELD_RULES = ("ingest", "usage", "budgets", "prices", "reservations", "revenue", "members")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,7 @@ def _config(keys: dict[str, Any]) -> str:
         "prices": keys["usage"]["admin"],
         "reservations": keys["usage"]["ingest"],
         "revenue": keys["usage"]["admin"],
+        "members": keys["usage"]["admin"],
         "admin": keys["admin"]["admin"],
         "retention": keys["doomed"]["admin"],
     }

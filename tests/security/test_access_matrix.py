@@ -40,12 +40,22 @@ from tests.support import Isolation, auth, create_workspace, eventually
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 # Routes authenticated by something other than a member or a key: health and metrics (none), the Stripe
-# webhook (Stripe's signature), operator routes (the internal token), signing in (a password or a provider),
-# and the console's shell, assets and role table (static files, the same for everyone; its data comes from
-# the guarded /v1 routes).
-UNGUARDED_PREFIXES = ("/internal/", "/v1/auth/", "/v1/stripe/webhook/", "/assets/", "/console/")
+# webhook (Stripe's signature), operator routes (the internal token), signing in (a password, an invitation's or
+# a one-time link's token, or a provider), and the console's shell, assets and role table (static files, the
+# same for everyone; its data comes from the guarded /v1 routes). Signing out is a member's own action
+# (`account.write`).
+UNGUARDED_PREFIXES = ("/internal/", "/v1/auth/oidc/", "/v1/stripe/webhook/", "/assets/", "/console/")
 UNGUARDED_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/v1/invitations/accept", "/", *(f"/{page}" for page in CONSOLE_PAGES)}
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/auth/signin",
+        "/v1/auth/link",
+        "/v1/invitations/accept",
+        "/",
+        *(f"/{page}" for page in CONSOLE_PAGES),
+    }
 )
 # A body no route accepts: an allowed caller is answered by validation (or the route's own refusal), so no
 # permitted call has to change anything either.
@@ -196,6 +206,8 @@ async def world(iso: Isolation, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
                 "key_id": key_ids[0],
                 "workspace_id": b["workspace_id"],
                 "member_id": b_owner,
+                # The shape of people's invitation ids (its route matches no other): one B never issued.
+                "invitation_id": "inv_" + secrets.token_hex(12),
             }
             yield World(
                 iso=iso,

@@ -184,7 +184,7 @@ def test_keys_of_a_reach_nothing_of_b_on_any_route(world: World) -> None:
         "reservation_id": "res_b",
         "version_id": "0",
         "member_id": "mem_b",
-        "invitation_id": "inv_b",
+        "invitation_id": "inv_0123456789abcdef01234567",
     }
     with httpx.Client(base_url=world.url, timeout=60) as http:
         for method, template in _calls(world.app):

@@ -54,6 +54,7 @@ DESCRIPTIONS: dict[int, str] = {
     415: "unsupported media type or content encoding",
     422: "the request does not match the schema (`details`), or breaks a rule of this route",
     429: "too many requests: rate limit, quota or failed authentications; see `Retry-After`",
+    502: "an upstream service this route relies on (e.g. the identity provider) failed or answered wrongly",
     503: "a dependency cannot take the request now; nothing was done, retry after `Retry-After`",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}

@@ -35,6 +35,8 @@ from spendstream.people.invitations import Invitations
 from spendstream.people.lockout import Lockout
 from spendstream.people.mail import MailSender
 from spendstream.people.members_api import MembersDeps, build_router
+from spendstream.people.oidc import FlowCookie, OidcClient
+from spendstream.people.oidc_api import SignOn, oidc_router
 from spendstream.people.passwords import Passwords
 from spendstream.people.redis_client import redis_client
 from spendstream.people.settings import PeopleSettings
@@ -98,7 +100,18 @@ def create_service(settings: PeopleSettings) -> Service:
     eraser = Eraser(directory=directory, invitations=invitations, redis=redis, redis_prefix=settings.redis_prefix)
     serve_erasure(broker, eraser, settings.topic_prefix)
 
-    service = Service("people", routers=[signin_api.router(signin), totp_api.router(signin), build_router(deps)])
+    sign_on = SignOn(
+        signin=signin,
+        client=OidcClient(settings) if settings.oidc_configured else None,
+        cookie=FlowCookie(settings.kek_bytes()),
+    )
+
+    service = Service(
+        "people",
+        routers=[signin_api.router(signin), totp_api.router(signin), build_router(deps), oidc_router(sign_on)],
+    )
     service.on_start(keys.table.start, member_table.table.start, broker.start)
     service.on_stop(broker.stop, member_table.table.stop, keys.table.stop, redis.aclose)
+    if sign_on.client is not None:
+        service.on_stop(sign_on.client.aclose)
     return service

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from spendstream.common.audit import AuditTrail, AuditUnavailable
 from spendstream.common.errors import AUTH, responses
@@ -177,6 +178,21 @@ def signin_link(public_url: str, token: str) -> str:
     return f"{public_url.rstrip('/')}/v1/auth/link?token={token}"
 
 
+class InvitationId(Convertor[str]):
+    """The path segment of an invitation id (`Invitations.create` makes `inv_` + 24 hex digits)."""
+
+    regex = "inv_[0-9a-f]{24}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("invitation_id", InvitationId())
+
+
 def build_router(deps: MembersDeps) -> APIRouter:
     router = APIRouter(tags=["members"])
     directory = deps.directory
@@ -225,7 +241,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
         except AuditUnavailable:
             raise AUDIT_UNAVAILABLE from None
 
-    @router.get("/v1/members", response_model=MemberList, responses=responses(*AUTH))
+    @router.get("/v1/members", response_model=MemberList, responses=responses(*AUTH, 422))
     async def list_members(caller: Annotated[Caller, Depends(deps.access.require("members.read"))]) -> MemberList:
         """The workspace's active members with their e-mail, name and role."""
         return MemberList(members=[await view(m) for m in await directory.members_of(caller.workspace_id)])
@@ -233,7 +249,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
     @router.patch(
         "/v1/members/{member_id}",
         response_model=MemberView,
-        responses=responses(*AUTH, 404, 409, 422, 503, s409="`last_owner`: the workspace's last owner"),
+        responses=responses(*AUTH, 400, 404, 409, 422, 503, s409="`last_owner`: the workspace's last owner"),
     )
     async def change_role(
         member_id: str,
@@ -281,6 +297,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
         response_model=InvitationCreated,
         responses=responses(
             *AUTH,
+            400,
             409,
             422,
             503,
@@ -335,7 +352,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
             ) from None
         return InvitationCreated(invitation_id=invitation.invitation_id, expires_at=invitation.expires_at)
 
-    @router.get("/v1/invitations", response_model=InvitationList, responses=responses(*AUTH))
+    @router.get("/v1/invitations", response_model=InvitationList, responses=responses(*AUTH, 422))
     async def list_invitations(
         caller: Annotated[Caller, Depends(deps.access.require("members.read"))],
     ) -> InvitationList:
@@ -345,7 +362,10 @@ def build_router(deps: MembersDeps) -> APIRouter:
             invitations=[InvitationView.model_validate(i.model_dump(exclude={"token_hash"})) for i in pending]
         )
 
-    @router.delete("/v1/invitations/{invitation_id}", status_code=204, responses=responses(*AUTH, 404, 503))
+    # `inv_` ids only: `/v1/invitations/accept` is another resource, not an invitation named "accept".
+    @router.delete(
+        "/v1/invitations/{invitation_id:invitation_id}", status_code=204, responses=responses(*AUTH, 404, 422, 503)
+    )
     async def revoke_invitation(
         invitation_id: str,
         caller: Annotated[Caller, Depends(deps.access.require("members.write"))],
@@ -363,6 +383,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
         "/v1/invitations/accept",
         response_model=SignedIn,
         responses=_documented(
+            400,
             401,
             409,
             410,
@@ -460,7 +481,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
             raise _error(404, "unknown_member", "no personal data is kept for this member")
         return membership, person
 
-    @router.get("/v1/me/export", response_model=PersonalData, responses=responses(*AUTH, 404, 503))
+    @router.get("/v1/me/export", response_model=PersonalData, responses=responses(*AUTH, 404, 422, 503))
     async def export(
         request: Request, caller: Annotated[Caller, Depends(deps.access.require("account.read"))]
     ) -> PersonalData:
@@ -489,7 +510,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
     @router.delete(
         "/v1/me",
         status_code=204,
-        responses=responses(*AUTH, 404, 409, 503, s409="`last_owner`: the only owner of a workspace"),
+        responses=responses(*AUTH, 404, 409, 422, 503, s409="`last_owner`: the only owner of a workspace"),
     )
     async def erase_me(
         request: Request, caller: Annotated[Caller, Depends(deps.access.require("account.write"))]

@@ -148,6 +148,7 @@ def router(ctx: SignIn) -> APIRouter:
         "/v1/auth/signin",
         response_model=SignedIn,
         responses=responses(
+            400,
             401,
             422,
             429,
@@ -227,7 +228,7 @@ def router(ctx: SignIn) -> APIRouter:
             csrf_token=ctx.sessions.csrf_token(session_id),
         )
 
-    @api.post("/v1/auth/signout", status_code=204, responses=responses(401, 403))
+    @api.post("/v1/auth/signout", status_code=204, responses=responses(401, 403, 422))
     async def signout(request: Request, me: Annotated[Me, Depends(signed_in(ctx, "account.write"))]) -> Response:
         """End this session (cookie and CSRF token): the id is revoked and the cookie cleared."""
         await ctx.sessions.revoke(me.session_id)
@@ -235,7 +236,7 @@ def router(ctx: SignIn) -> APIRouter:
         ctx.clear_cookie(request, response)
         return response
 
-    @api.get("/v1/me", response_model=MeBody, responses=responses(401, 403))
+    @api.get("/v1/me", response_model=MeBody, responses=responses(401, 403, 422))
     async def get_me(me: Annotated[Me, Depends(signed_in(ctx, "account.read"))]) -> MeBody:
         """The signed-in member: ids, role, e-mail and name, whether TOTP is on, and what the role permits."""
         return MeBody(
@@ -253,7 +254,7 @@ def router(ctx: SignIn) -> APIRouter:
         "/v1/me/password",
         response_model=CsrfBody,
         responses=responses(
-            401, 403, 422, 429, 503, s403="`invalid_credentials`: the current password is wrong; or `csrf`"
+            400, 401, 403, 422, 429, 503, s403="`invalid_credentials`: the current password is wrong; or `csrf`"
         ),
     )
     async def change_password(

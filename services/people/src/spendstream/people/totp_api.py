@@ -63,7 +63,7 @@ def router(ctx: SignIn) -> APIRouter:
             log.warning("audit record not published; action refused", extra={"action": "account.totp"})
             raise AUDIT_UNAVAILABLE from None
 
-    @api.post("/v1/me/totp/enrol", response_model=Enrolment, responses=responses(401, 403, 409))
+    @api.post("/v1/me/totp/enrol", response_model=Enrolment, responses=responses(401, 403, 409, 422))
     async def enrol(response: Response, me: Annotated[Me, Depends(signed_in(ctx, "account.write"))]) -> Enrolment:
         """Begin enrolment: a new secret, pending until confirmed within ten minutes."""
         if me.person.totp_secret_sealed is not None:
@@ -74,7 +74,7 @@ def router(ctx: SignIn) -> APIRouter:
         response.headers.update(NO_STORE)
         return Enrolment(secret=secret, otpauth_uri=ctx.factor.provisioning_uri(secret, me.person.email))
 
-    @api.post("/v1/me/totp/confirm", response_model=BackupCodes, responses=responses(401, 403, 409, 422, 503))
+    @api.post("/v1/me/totp/confirm", response_model=BackupCodes, responses=responses(400, 401, 403, 409, 422, 503))
     async def confirm(
         body: Confirmation,
         request: Request,
@@ -102,7 +102,7 @@ def router(ctx: SignIn) -> APIRouter:
         response.headers.update(NO_STORE)
         return BackupCodes(backup_codes=codes)
 
-    @api.post("/v1/me/totp/disable", status_code=204, responses=responses(401, 403, 409, 503))
+    @api.post("/v1/me/totp/disable", status_code=204, responses=responses(400, 401, 403, 409, 422, 503))
     async def disable(
         body: Disabling, request: Request, me: Annotated[Me, Depends(signed_in(ctx, "account.write"))]
     ) -> Response:

@@ -312,3 +312,26 @@ class ServiceProcess:
         code = int(self._proc.wait(timeout=timeout))
         self._proc = None
         return code
+
+
+async def member_key(iso: Isolation, workspace_id: str, role: str, scope: str = "admin") -> tuple[str, str]:
+    """A member of `role` in the workspace (on people.members.v1) and a key of `scope` that member issued:
+    (member_id, key). The key never exceeds the member's role (access.py)."""
+    from spendstream.common.kafka import Publisher
+    from spendstream.common.records import MemberRecord
+    from spendstream.common.topics import MEMBERS
+
+    settings = iso.settings(BaseServiceSettings)
+    member_id = f"mem_{uuid.uuid4().hex[:16]}"
+    now = datetime.now(UTC)
+    record = MemberRecord.model_validate(
+        {"member_id": member_id, "workspace_id": workspace_id, "role": role, "created_at": now, "updated_at": now}
+    )
+    broker = make_broker(settings, "tests")
+    await broker.connect()
+    try:
+        await Publisher(broker, MEMBERS, iso.prefix).publish(record, member_id)
+        issued = await ControlPlane(settings, broker).issue_key(workspace_id, scope, issued_by=member_id)  # type: ignore[arg-type]
+    finally:
+        await broker.stop()
+    return member_id, issued.key

@@ -7,7 +7,7 @@ import pytest
 from spendstream.alerts.app import create_service as create_alerts
 from spendstream.common.topics import BUDGETS, topic_name
 from tests.alerts.conftest import SECRET, alerts_settings
-from tests.support import Isolation, auth, create_workspace, eventually, serving
+from tests.support import Isolation, auth, create_workspace, eventually, member_key, serving
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +105,23 @@ async def test_invalid_budgets_are_refused_without_echoing_input(iso: Isolation)
             r = await client.post("/v1/budgets", json=body, headers=auth(ws["admin"]))
             assert r.status_code == 422, body
             assert "secret text" not in r.text and "not an address" not in r.text
+
+
+async def test_a_budget_with_webhooks_needs_webhooks_write_beside_budgets_write(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    _, members = await member_key(iso, ws["workspace_id"], "member")
+    _, admins = await member_key(iso, ws["workspace_id"], "admin")
+    hooked = {"name": "hooked", "amount_usd": "10", "webhooks": [{"url": "http://127.0.0.1:9/a"}]}
+    async with serving([create_alerts(alerts_settings(iso))]) as client:
+        refused = await client.post("/v1/budgets", json=hooked, headers=auth(members))
+        assert refused.status_code == 403
+        assert "webhooks.write" in refused.json()["message"]
+        assert (await client.get("/v1/budgets", headers=auth(members))).json() == []
+        plain = await client.post("/v1/budgets", json={"name": "plain", "amount_usd": "10"}, headers=auth(members))
+        assert plain.status_code == 201, plain.text
+        path = f"/v1/budgets/{plain.json()['budget_id']}"
+        change = {"webhooks": [{"url": "http://127.0.0.1:9/b"}]}
+        assert (await client.patch(path, json=change, headers=auth(members))).status_code == 403
+        assert (await client.patch(path, json={"amount_usd": "20"}, headers=auth(members))).status_code == 200
+        assert (await client.patch(path, json=change, headers=auth(admins))).status_code == 200
+        assert (await client.post("/v1/budgets", json=hooked, headers=auth(admins))).status_code == 201

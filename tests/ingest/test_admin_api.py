@@ -15,7 +15,7 @@ from spendstream.ingest.app import create_service
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import ControlPlane, WorkspaceDirectory
 from tests.ingest.topics import read_all
-from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
+from tests.support import Isolation, auth, create_workspace, eventually, member_key, serving, usage_event
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +121,27 @@ async def test_keys_of_a_deleted_workspace_are_401(iso: Isolation) -> None:
 
         await eventually(refused, timeout=15)
         assert (await client.get("/v1/admin/keys", headers=auth(ws["admin"]))).status_code == 401
+
+
+async def test_a_member_issues_ingest_and_read_keys_capped_by_their_role_and_never_an_admin_key(
+    iso: Isolation,
+) -> None:
+    ws = await create_workspace(iso)
+    member_id, key = await member_key(iso, ws["workspace_id"], "member")
+    async with serving([create_service(iso.settings(IngestSettings))]) as client:
+        refused = await client.post("/v1/admin/keys", json={"scope": "admin"}, headers=auth(key))
+        assert refused.status_code == 403
+        assert "keys.manage" in refused.json()["message"]
+        issued = await client.post("/v1/admin/keys", json={"scope": "read"}, headers=auth(key))
+        assert issued.status_code == 201, issued.text
+        listed = await client.get("/v1/admin/keys", headers=auth(ws["admin"]))
+        mine = next(k for k in listed.json() if k["key_id"] == issued.json()["key_id"])
+        # The new key records the member behind the calling key, so it is capped by (and ends with) them too.
+        assert mine["issued_by"] == member_id
+        assert all(
+            k["issued_by"] is None for k in listed.json() if k["key_id"] != mine["key_id"] and k["scope"] != "admin"
+        )
+        # A member may not revoke keys (keys.manage) nor cancel the workspace (workspace.lifecycle).
+        assert (await client.delete(f"/v1/admin/keys/{mine['key_id']}", headers=auth(key))).status_code == 403
+        assert (await client.post("/v1/admin/workspace/cancel", headers=auth(key))).status_code == 403
+        assert (await client.get("/v1/admin/workspace", headers=auth(ws["admin"]))).json()["status"] == "active"

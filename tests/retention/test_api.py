@@ -10,7 +10,7 @@ from spendstream.common.service import build_http_app
 from spendstream.retention.app import build
 from spendstream.retention.settings import RetentionSettings
 from tests.retention.conftest import product
-from tests.support import Isolation, auth, create_workspace
+from tests.support import Isolation, auth, create_workspace, member_key
 
 pytestmark = [pytest.mark.integration]
 
@@ -81,3 +81,21 @@ async def test_guessing_admin_keys_gets_429_with_retry_after_and_another_clients
         assert all(1 <= int(a.headers["Retry-After"]) <= 60 for a in answers[4:])
         assert REGISTRY.get_sample_value("spendstream_auth_throttled_total", {"limit": "address"}) == before + 2
         assert (await other.get("/v1/deletions/r-1", headers=auth(ws["admin"]))).status_code == 404
+
+
+async def test_an_admin_erases_a_customer_and_only_an_owner_the_whole_workspace(iso: Isolation) -> None:
+    ws = await create_workspace(iso)
+    _, admins = await member_key(iso, ws["workspace_id"], "admin")
+    _, owners = await member_key(iso, ws["workspace_id"], "owner")
+    async with product(iso, owners=False) as p:
+        c = p.client
+        whole = await c.post("/v1/deletions", json={"request_id": "w-1"}, headers=auth(admins))
+        assert whole.status_code == 403
+        assert "erasures.workspace" in whole.json()["message"]
+        assert (await c.get("/v1/deletions/w-1", headers=auth(ws["admin"]))).status_code == 404  # nothing asked
+        customer = await c.post("/v1/deletions", json={"customer_id": "cust-9"}, headers=auth(admins))
+        assert customer.status_code == 202, customer.text
+        assert customer.json()["subject"] == "customer"
+        whole = await c.post("/v1/deletions", json={"request_id": "w-2"}, headers=auth(owners))
+        assert whole.status_code == 202, whole.text
+        assert whole.json()["subject"] == "workspace"

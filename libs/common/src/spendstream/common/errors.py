@@ -44,9 +44,10 @@ class ErrorBody(BaseModel):
 # What each status means on any route; a route documents the statuses it can answer (`responses`).
 DESCRIPTIONS: dict[int, str] = {
     400: "the body is not parsable as JSON or as the declared media type",
-    401: "missing, unknown or revoked API key (`WWW-Authenticate: Bearer`)",
+    401: "missing, unknown or revoked API key or session (`WWW-Authenticate: Bearer`)",
     402: "a hard budget has not enough left: `budget_exceeded`, naming `budget_id` and `remaining_usd`",
-    403: "the key's scope does not allow this route, or the workspace is cancelled",
+    403: "`forbidden`: the caller (a key's scope, a member's role) lacks the route's permission (`x-permission`); "
+    "`csrf`: a cookie-authenticated change without its `X-CSRF-Token`; or the workspace is cancelled",
     404: "no such resource in the key's workspace",
     409: "conflicts with the current state",
     410: "the link or token is used, revoked or expired",

@@ -125,6 +125,14 @@ def route_actions(route: APIRoute) -> list[Action]:
     return found
 
 
+_AUDIT_UNAVAILABLE: dict[str, Any] = {
+    "description": "`audit_unavailable`: the action's audit record could not be written, so nothing was done; "
+    "retry after `Retry-After` seconds",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
 def api_routes(routes: Sequence[BaseRoute], prefix: str = "") -> list[tuple[str, APIRoute]]:
     """Every API route with its full path, those of included routers too (FastAPI keeps an included router
     as one node whose prefix applies to its routes)."""
@@ -145,6 +153,9 @@ def document_permissions(routes: Sequence[BaseRoute]) -> None:
         if len(actions) != 1:
             continue
         route.openapi_extra = {**(route.openapi_extra or {}), "x-permission": actions[0]}
+        audited = any(is_audited(actions[0], method) for method in route.methods or ())
+        if audited and 503 not in route.responses and "503" not in route.responses:
+            route.responses[503] = _AUDIT_UNAVAILABLE
         line = f"Permission: `{actions[0]}` (a member's role or a key's scope, see the README's roles table)."
         if line not in (route.description or ""):
             route.description = f"{route.description}\n\n{line}" if route.description else line

@@ -3,7 +3,7 @@
 # (`uv sync --frozen --no-dev --package <package>`), so an undeclared import fails in the image too.
 # Build from the repository root, one image per build argument set:
 #   docker build --build-arg SERVICE=ingest --build-arg PORT=8081 -t spendstream/ingest .   (likewise rollup 8082,
-#   alerts 8083, retention 8084, connectors 8085, people 8086)
+#   alerts 8083, retention 8084, connectors 8085, people 8086, console 8087)
 #   docker build --build-arg PACKAGE=spendstream-cli --build-arg SOURCE=. --target cli -t spendstream/cli .
 
 # SERVICE names a service (package spendstream-SERVICE, sources services/SERVICE, module spendstream.SERVICE).
@@ -13,6 +13,13 @@ ARG PACKAGE=spendstream-${SERVICE}
 ARG SOURCE=services/${SERVICE}
 
 FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+
+# The console's front-end libraries, from the npm registry by its lock, built into its static/vendor directory
+# (services/console/web/build.mjs); the console and the CLI (the monolith serves the console) ship them.
+FROM node:20.19.5-bookworm-slim AS web
+WORKDIR /web/services/console/web
+COPY services/console/web/package.json services/console/web/package-lock.json services/console/web/build.mjs ./
+RUN npm ci --no-audit --no-fund && npm run build
 
 FROM python:3.11.14-slim-bookworm AS build
 ARG PACKAGE
@@ -32,12 +39,14 @@ COPY services/alerts/pyproject.toml services/alerts/
 COPY services/retention/pyproject.toml services/retention/
 COPY services/connectors/pyproject.toml services/connectors/
 COPY services/people/pyproject.toml services/people/
+COPY services/console/pyproject.toml services/console/
 COPY apps/cli/pyproject.toml apps/cli/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package ${PACKAGE}
 COPY libs/guard libs/guard
 COPY libs/common libs/common
 COPY ${SOURCE} ${SOURCE}
+COPY --from=web /web/services/console/src/spendstream/console/static/vendor services/console/src/spendstream/console/static/vendor
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package ${PACKAGE}
 

@@ -3,11 +3,16 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: up test test-long install deploy-tools test-tools stack stop lint typecheck pytest bench bench-smoke soak sdk clean
+.PHONY: up test test-long install browser deploy-tools test-tools stack stop lint typecheck pytest bench bench-smoke soak sdk clean
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@uv sync --frozen --quiet || uv sync --quiet
+	@scripts/console-assets.sh
+
+# Debian's chromium, which the console's browser tests (tests/console) drive; only targets that run them need it.
+browser:
+	@scripts/console-assets.sh --browser
 
 # The pinned kustomize tests/deploy renders the overlays with (built once); only targets that run the tests need it.
 deploy-tools:
@@ -33,17 +38,17 @@ lint: install
 typecheck: install
 	uv run --frozen mypy libs/guard/src libs/common/src sdk/python/src services/*/src apps/*/src tests bench
 
-pytest: install deploy-tools test-tools stack
+pytest: install browser deploy-tools test-tools stack
 	uv run --frozen pytest $(PYTEST_ARGS)
 
-test: install deploy-tools test-tools stack
+test: install browser deploy-tools test-tools stack
 	uv run --frozen ruff format --check .
 	uv run --frozen ruff check .
 	uv run --frozen mypy libs/guard/src libs/common/src sdk/python/src services/*/src apps/*/src tests bench
 	uv run --frozen pytest $(PYTEST_ARGS)
 
 # The long mode: the chaos suite three times in a row (each run is a fresh pipeline), then everything else.
-test-long: install deploy-tools test-tools stack
+test-long: install browser deploy-tools test-tools stack
 	CHAOS_ROUNDS=3 uv run --frozen pytest $(PYTEST_ARGS)
 
 bench: install stack

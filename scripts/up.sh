@@ -33,6 +33,7 @@ SIGNIN="$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("sign
 cat <<MSG
 
 spendstream is running on http://127.0.0.1:$PORT (log: $LOG)
+the console: http://127.0.0.1:$PORT/ (the owner's sign-in link below opens it signed in)
 demo workspace: $WS
   ingest key: $INGEST
   read key:   $READ

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings
 from spendstream.alerts.settings import AlertsSettings
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.connectors.settings import ConnectorsSettings
+from spendstream.console.settings import ConsoleSettings
 from spendstream.ingest.settings import IngestSettings
 from spendstream.people.settings import PeopleSettings
 from spendstream.retention.settings import RetentionSettings
@@ -52,6 +53,7 @@ SERVICES = (
     Deployable("retention", RetentionSettings),
     Deployable("connectors", ConnectorsSettings),
     Deployable("people", PeopleSettings),
+    Deployable("console", ConsoleSettings),
 )
 
 

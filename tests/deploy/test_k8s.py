@@ -39,6 +39,7 @@ DRAIN_SECONDS = {
     "retention": 5 + 30,
     "connectors": 5 + 30,
     "people": 5 + 30,
+    "console": 5 + 30,
 }
 # The traffic each workload may open (egress ports besides DNS).
 EGRESS_PORTS = {
@@ -48,6 +49,7 @@ EGRESS_PORTS = {
     "retention": {9092},
     "connectors": {9092, 443},  # Kafka and the providers' APIs
     "people": {9092, 6379, 465, 587, 443},  # Kafka, Redis, SMTP (invitations), the OpenID provider (single sign-on)
+    "console": set(),  # static pages: the browser calls the APIs
     "topics": {9092},
     "admin": {9092},
 }
@@ -292,7 +294,8 @@ def test_overlays_set_namespace_and_image_tags(overlay: str, namespace: str, tag
     assert {o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"} == {namespace}
     images = {c["image"] for _, c in containers(objs)}
     assert images == {
-        f"spendstream/{n}:{tag}" for n in ("ingest", "rollup", "alerts", "retention", "connectors", "people", "cli")
+        f"spendstream/{n}:{tag}"
+        for n in ("ingest", "rollup", "alerts", "retention", "connectors", "people", "console", "cli")
     }
 
 

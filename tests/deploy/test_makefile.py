@@ -27,3 +27,17 @@ def test_every_target_that_runs_the_deploy_checks_fetches_deploy_tools(target: s
     # Before pytest runs: tests/deploy renders the overlays with the pinned kustomize.
     assert "deploy/tools.sh" in recipe
     assert recipe.index("deploy/tools.sh") < recipe.index("pytest")
+
+
+def test_make_up_builds_the_console_assets_without_a_browser() -> None:
+    recipe = _recipe("up")
+    assert "scripts/console-assets.sh" in recipe
+    assert recipe.index("scripts/console-assets.sh") < recipe.index("scripts/up.sh")
+    assert "--browser" not in recipe
+
+
+@pytest.mark.parametrize("target", ["test", "test-long", "pytest"])
+def test_every_target_that_runs_the_browser_tests_installs_chromium_first(target: str) -> None:
+    recipe = _recipe(target)
+    assert "scripts/console-assets.sh --browser" in recipe
+    assert recipe.index("scripts/console-assets.sh --browser") < recipe.index("pytest")

@@ -33,6 +33,7 @@ from spendstream.common.service import build_http_app
 from spendstream.common.sessions import CSRF_HEADER, SESSION_COOKIE, SessionStore
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import AUDIT_RECORDS, BUDGETS, MEMBERS, topic_name
+from spendstream.console.pages import PAGES as CONSOLE_PAGES
 from spendstream.ingest.workspaces import ControlPlane
 from tests.support import Isolation, auth, create_workspace, eventually
 
@@ -40,10 +41,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 # Routes authenticated by something other than a member or a key: health and metrics (none), the Stripe
 # webhook (Stripe's signature), operator routes (the internal token), signing in (a password, an invitation's or
-# a one-time link's token, or a provider). Signing out is a member's own action (`account.write`).
-UNGUARDED_PREFIXES = ("/internal/", "/v1/auth/oidc/", "/v1/stripe/webhook/")
+# a one-time link's token, or a provider), and the console's shell, assets and role table (static files, the
+# same for everyone; its data comes from the guarded /v1 routes). Signing out is a member's own action
+# (`account.write`).
+UNGUARDED_PREFIXES = ("/internal/", "/v1/auth/oidc/", "/v1/stripe/webhook/", "/assets/", "/console/")
 UNGUARDED_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/v1/auth/signin", "/v1/auth/link", "/v1/invitations/accept"}
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/auth/signin",
+        "/v1/auth/link",
+        "/v1/invitations/accept",
+        "/",
+        *(f"/{page}" for page in CONSOLE_PAGES),
+    }
 )
 # A body no route accepts: an allowed caller is answered by validation (or the route's own refusal), so no
 # permitted call has to change anything either.

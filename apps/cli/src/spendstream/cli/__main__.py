@@ -2,7 +2,7 @@
 
 spendstream topics create              create every declared topic (auto-creation is off)
 spendstream workspace create NAME      create a workspace; prints its id and keys (shown once) as JSON
-spendstream up                         all six services in one process on one port (monolithic mode)
+spendstream up                         the six services and the console in one process on one port (monolithic mode)
 spendstream run SERVICE                one service alone, on its own port, in its own consumer group
 spendstream member add WS EMAIL --role R   add a member (a workspace's first owner); prints a one-time sign-in link
 """
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--plan", default="free")
 
-    up = sub.add_parser("up", help="run all six services in one process (monolithic mode)")
+    up = sub.add_parser("up", help="run the six services and the console in one process (monolithic mode)")
     up.add_argument("--check", action="store_true", help="validate the configuration and exit")
 
     run = sub.add_parser("run", help="run one service alone (microservices mode)")

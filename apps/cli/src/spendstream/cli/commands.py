@@ -20,6 +20,9 @@ from spendstream.common.settings import check as check_settings
 from spendstream.common.topics import ALL_TOPICS, topic_name
 from spendstream.connectors.app import create_service as create_connectors
 from spendstream.connectors.settings import ConnectorsSettings
+from spendstream.console.__main__ import main as console_main
+from spendstream.console.app import create_service as create_console
+from spendstream.console.settings import ConsoleSettings
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import ControlPlane
@@ -30,7 +33,7 @@ from spendstream.retention.settings import RetentionSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.settings import RollupSettings
 
-SERVICES = ("ingest", "rollup", "alerts", "retention", "connectors", "people")
+SERVICES = ("ingest", "rollup", "alerts", "retention", "connectors", "people", "console")
 
 
 async def create_topics() -> list[str]:
@@ -80,6 +83,7 @@ SETTINGS: dict[str, type[BaseServiceSettings]] = {
     "retention": RetentionSettings,
     "connectors": ConnectorsSettings,
     "people": PeopleSettings,
+    "console": ConsoleSettings,
 }
 
 
@@ -95,6 +99,8 @@ def _monolith(settings: BaseServiceSettings) -> list[Service]:
         create_connectors(load(ConnectorsSettings)),
         # Links people mails or prints point at the monolith's own port.
         create_people(load(PeopleSettings, http_port=settings.http_port)),
+        # The console's routes are `/`, the page paths and `/assets/`: beside the services' /v1/..., no clash.
+        create_console(load(ConsoleSettings)),
     ]
 
 
@@ -133,4 +139,6 @@ def run(name: str, check: bool = False) -> int:
         if (busy := already_running(settings, embedded_clickhouse=name == "rollup")) is not None:
             print(f"spendstream: {busy}", file=sys.stderr)
             return 1
+    if name == "console":  # no KEK and no Kafka to check: its own entry point (spendstream.console.__main__)
+        return console_main(["--check"] if check else [])
     return entrypoint(name, SETTINGS[name], factories[name], ["--check"] if check else [])

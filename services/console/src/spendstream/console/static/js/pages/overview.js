@@ -1,0 +1,115 @@
+// Overview: this month's spend against each budget (with the forecast to month end), spend by day stacked by
+// model or by feature, the top features, models and customers, unpriced models, and the watermark.
+import { get, query } from "../api.js";
+import { dropCharts, stackedByDay } from "../charts.js";
+import { h, int, isoDay, replace, table, usd } from "../dom.js";
+
+export function monthRange(now = new Date()) {
+  const from = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+  const days = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 0)).getUTCDate();
+  return { from: isoDay(from), to: isoDay(now), elapsed: now.getUTCDate(), days };
+}
+
+const top = (rows, n = 10) => [...rows].sort((a, b) => Number(b.cost_usd) - Number(a.cost_usd)).slice(0, n);
+
+export default async function overview(main, ctx) {
+  dropCharts();
+  const month = monthRange();
+  const range = { from: month.from, to: month.to };
+  const usage = (group_by, extra = {}) => get("/v1/usage" + query({ ...range, group_by, ...extra }));
+  const [byModel, byFeature, byCustomer, byDayModel, budgets] = await Promise.all([
+    usage("model"),
+    usage("feature"),
+    usage("customer_id"),
+    usage("day,model"),
+    ctx.can("budgets.read") ? get("/v1/budgets") : Promise.resolve([]),
+  ]);
+  const totals = byModel.totals;
+  const forecast = (Number(totals.cost_usd) / month.elapsed) * month.days;
+
+  const stackBy = h(
+    "select",
+    { id: "stack-by" },
+    h("option", { value: "model" }, "model"),
+    h("option", { value: "feature" }, "feature"),
+  );
+  const chartBox = h("div", {}, stackedByDay("Spend by day, stacked by model", byDayModel.rows, "model", month.from, month.to));
+  stackBy.addEventListener("change", async () => {
+    const rows = stackBy.value === "model" ? byDayModel.rows : (await usage(`day,${stackBy.value}`)).rows;
+    dropCharts();
+    replace(chartBox, stackedByDay(`Spend by day, stacked by ${stackBy.value}`, rows, stackBy.value, month.from, month.to));
+  });
+
+  const budgetRows = await Promise.all(
+    budgets.map(async (b) => {
+      let spent;
+      if (b.state) spent = Number(b.state.committed_usd);
+      else if (b.scope) spent = Number((await usage("", { [b.scope.tag]: b.scope.value })).totals.cost_usd);
+      else spent = Number(totals.cost_usd);
+      return { ...b, spent, forecast: (spent / month.elapsed) * month.days };
+    }),
+  );
+
+  replace(
+    main,
+    h("h1", {}, "Overview"),
+    h("p", { class: "muted" }, `This month, ${month.from} to ${month.to} (UTC). Figures as fresh as `,
+      h("span", { "data-figure": "watermark" }, byModel.watermark ? new Date(byModel.watermark).toISOString() : "no data yet"),
+      "."),
+    h(
+      "div",
+      { class: "grid" },
+      h("div", { class: "card" }, h("div", { class: "muted" }, "Spend this month"),
+        h("div", { class: "figure", "data-figure": "total-cost" }, usd(totals.cost_usd))),
+      h("div", { class: "card" }, h("div", { class: "muted" }, "Requests"),
+        h("div", { class: "figure", "data-figure": "total-requests" }, int(totals.requests))),
+      h("div", { class: "card" }, h("div", { class: "muted" }, "Forecast to month end"),
+        h("div", { class: "figure", "data-figure": "forecast" }, usd(forecast))),
+    ),
+    ctx.can("budgets.read")
+      ? [
+          h("h2", {}, "Budgets this month"),
+          budgetRows.length === 0
+            ? h("p", { class: "muted" }, "No budget yet.")
+            : budgetRows.map((b) => {
+                const share = Math.min(100, (b.spent / Number(b.amount_usd)) * 100);
+                const over = b.forecast > Number(b.amount_usd);
+                return h(
+                  "div",
+                  { class: "card", "data-budget": b.budget_id },
+                  h("strong", {}, b.name),
+                  h("div", {}, `${usd(b.spent)} of ${usd(b.amount_usd)}; forecast ${usd(b.forecast)} by month end`,
+                    over ? h("span", { class: "error" }, " (over budget)") : ""),
+                  h("div", { class: over ? "meter over" : "meter", role: "meter", "aria-label": `${b.name}: spent`,
+                    "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": share.toFixed(0) },
+                    h("span", { style: null, "data-width": share.toFixed(1) })),
+                );
+              }),
+        ]
+      : "",
+    h("h2", {}, "Spend by day"),
+    h("label", { class: "inline" }, "Stack by ", stackBy),
+    chartBox,
+    h("div", { class: "grid" },
+      h("div", {}, table("Top features", cols("feature"), top(byFeature.rows))),
+      h("div", {}, table("Top models", cols("model"), top(byModel.rows))),
+      h("div", {}, table("Top customers", cols("customer_id"), top(byCustomer.rows)))),
+    h("h2", {}, "Models without a price"),
+    table("Models the price table could not price", [
+      { label: "Provider", value: (r) => r.provider },
+      { label: "Model", value: (r) => r.model },
+      { label: "Requests", value: (r) => int(r.requests), num: true },
+    ], byModel.unknown_models),
+  );
+  // Widths set through the CSSOM: the style-src policy forbids style attributes in markup.
+  for (const bar of main.querySelectorAll("[data-width]")) bar.style.width = bar.dataset.width + "%";
+}
+
+function cols(dimension) {
+  return [
+    { label: dimension === "customer_id" ? "Customer" : dimension[0].toUpperCase() + dimension.slice(1),
+      value: (r) => (r[dimension] === "" ? "(none)" : r[dimension]) },
+    { label: "Requests", value: (r) => int(r.requests), num: true },
+    { label: "Cost", value: (r) => usd(r.cost_usd), num: true },
+  ];
+}

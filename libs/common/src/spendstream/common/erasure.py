@@ -10,7 +10,7 @@ counts, table names and verification queries only: no personal data, no event co
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -76,6 +76,23 @@ class DeletionReport(BaseModel):
     verifications: list[Verification]
     reason: str | None = None  # a code, on failure
     finished_at: datetime
+
+    @classmethod
+    def verified(
+        cls, command: DeletionCommand, owner: Owner, counts: list[StoreCount], verifications: list[Verification]
+    ) -> DeletionReport:
+        """The owner's report: done when every verification found nothing left, else failed."""
+        left = any(v.result for v in verifications)
+        return cls(
+            request_id=command.request_id,
+            owner=owner,
+            scope=command.scope,
+            status="failed" if left else "done",
+            counts=counts,
+            verifications=verifications,
+            reason="data_left_after_delete" if left else None,
+            finished_at=datetime.now(UTC),
+        )
 
 
 class LifecycleEvent(BaseModel):

@@ -17,8 +17,6 @@ The command is committed only after the report is published, so a crash resumes 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import redis.asyncio as aioredis
 
 from spendstream.common.erasure import DeletionCommand, DeletionReport, Owner, StoreCount, Verification
@@ -60,8 +58,9 @@ class Eraser:
 
     async def _erase(self, command: DeletionCommand) -> DeletionReport:
         if command.scope.customer_id is not None:
-            return self._report(
+            return DeletionReport.verified(
                 command,
+                "ingest",
                 [StoreCount(store="ingest", before=0, after=0)],
                 [
                     Verification(
@@ -121,22 +120,7 @@ class Eraser:
                 store="redis:ingest", query="SCAN MATCH <prefix>ingest:*{<workspace_id>}*", result=redis_after
             ),
         ]
-        return self._report(command, counts, verifications)
-
-    def _report(
-        self, command: DeletionCommand, counts: list[StoreCount], verifications: list[Verification]
-    ) -> DeletionReport:
-        left = any(v.result for v in verifications)
-        return DeletionReport(
-            request_id=command.request_id,
-            owner="ingest",
-            scope=command.scope,
-            status="failed" if left else "done",
-            counts=counts,
-            verifications=verifications,
-            reason="data_left_after_delete" if left else None,
-            finished_at=datetime.now(UTC),
-        )
+        return DeletionReport.verified(command, "ingest", counts, verifications)
 
     async def _catch_up(self) -> None:
         await self._keys.table.catch_up()

@@ -12,8 +12,6 @@ A customer scope finds nothing: people keeps no per-customer data.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import redis.asyncio as aioredis
 
 from spendstream.common.erasure import DeletionCommand, DeletionReport, Owner, StoreCount, Verification
@@ -36,8 +34,9 @@ class Eraser:
     async def erase(self, command: DeletionCommand) -> DeletionReport:
         """Delete (if anything is left) and verify; a repeated command finds zero before and reports again."""
         if command.scope.customer_id is not None:
-            return self._report(
+            return DeletionReport.verified(
                 command,
+                "people",
                 [StoreCount(store="redis:people", before=0, after=0)],
                 [Verification(store="redis:people", query="per-customer state kept by people (none)", result=0)],
             )
@@ -55,22 +54,7 @@ class Eraser:
         verifications = [
             Verification(store="redis:people", query="SCAN MATCH <prefix>people:*{<workspace_id>}*", result=after)
         ]
-        return self._report(command, counts, verifications)
-
-    def _report(
-        self, command: DeletionCommand, counts: list[StoreCount], verifications: list[Verification]
-    ) -> DeletionReport:
-        left = any(v.result for v in verifications)
-        return DeletionReport(
-            request_id=command.request_id,
-            owner="people",
-            scope=command.scope,
-            status="failed" if left else "done",
-            counts=counts,
-            verifications=verifications,
-            reason="data_left_after_delete" if left else None,
-            finished_at=datetime.now(UTC),
-        )
+        return DeletionReport.verified(command, "people", counts, verifications)
 
     async def _redis_keys(self, workspace_id: str) -> list[bytes]:
         own = f"{self._prefix}people:".encode()

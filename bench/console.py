@@ -2,9 +2,10 @@
 
 `python -m bench.console [--events N] [--days D] [--rounds R]`   (defaults: a smoke size, 200,000 events)
 
-N events of one workspace over the last D days, written straight into usage_events with INSERT ... SELECT FROM
-numbers() (the view builds the daily rollup as for rollup's own inserts): 7 models, 300 features (the charts'
-"hundreds of series"), 5,000 customers. Then, through the real rollup routes in this process (key
+N events of one workspace over the last D days, as the rollup rows every page reads (usage_daily, seeded with
+INSERT ... SELECT FROM numbers(); prefill's docstring says why not through the consumer): 36 models, 300
+features (the charts' "hundreds of series"), 5,000 skewed customers. Then, through the real rollup routes in this
+process (key
 authentication, the queries, JSON; no network hop), R rounds of each page's calls made at once as the browser
 makes them; prints p50/p95 per page and per call. Budgets, members, keys and the audit log come from other
 services whose answers do not grow with the events; they are not timed here.

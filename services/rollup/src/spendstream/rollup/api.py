@@ -178,13 +178,14 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
         }
         filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
         ws = principal.workspace_id
-        rows = await asyncio.to_thread(queries.usage, ws, start, end, groups, filters)
+        rows, (unknown_models, watermark) = await asyncio.gather(
+            asyncio.to_thread(queries.usage, ws, start, end, groups, filters),
+            asyncio.to_thread(queries.context, ws, start, end),
+        )
         totals = _zero()
         for row in rows:
             for m in MEASURES:
                 totals[m] += row[m]
-        unknown_models = await asyncio.to_thread(queries.unknown_models, ws, start, end)
-        watermark = await asyncio.to_thread(queries.watermark, ws)
         return {
             "workspace_id": ws,
             "start": start,

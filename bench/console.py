@@ -47,6 +47,7 @@ EVENTS_PER_ROW = 10  # events one rollup row sums, on average (a customer's feat
 def pages(today: str, month_start: str, month_ago: str) -> dict[str, list[str]]:
     """What each page of the console asks for (static/js/pages/*.js), with the defaults it opens with."""
     month = f"from={month_start}&to={today}"
+    thirty = f"from={month_ago}&to={today}"
     return {
         "overview": [
             f"/v1/usage?{month}&group_by=model",
@@ -55,8 +56,18 @@ def pages(today: str, month_start: str, month_ago: str) -> dict[str, list[str]]:
             f"/v1/usage?{month}&group_by=day,model",
         ],
         "overview (stacked by feature)": [f"/v1/usage?{month}&group_by=day,feature"],
+        # Late in a month the overview covers up to 31 days: the same calls over the full 30 days seeded.
+        "overview (a full month)": [
+            f"/v1/usage?{thirty}&group_by=model",
+            f"/v1/usage?{thirty}&group_by=feature",
+            f"/v1/usage?{thirty}&group_by=customer_id",
+            f"/v1/usage?{thirty}&group_by=day,model",
+        ],
         "explore (30 days by model)": [f"/v1/usage?from={month_ago}&to={today}&group_by=model"],
         "explore (30 days by day, model)": [f"/v1/usage?from={month_ago}&to={today}&group_by=day,model"],
+        "explore (30 days by day, feature)": [f"/v1/usage?{thirty}&group_by=day,feature"],
+        # The largest answer Explore can ask for: every customer's every day (about 144,000 rows at 10M events).
+        "explore (30 days by day, customer)": [f"/v1/usage?{thirty}&group_by=day,customer_id"],
         "findings": ["/v1/findings"],
     }
 
@@ -65,8 +76,9 @@ def prefill(url: str, db: str, workspace_id: str, events: int, days: int) -> tup
     """Seed usage_daily, the table every page reads, with the rollup rows of `events` events; returns the time it
     took and the events seeded (the rows' requests, summed).
 
-    A row stands for 1-19 events (10 on average) of one customer's feature on one model on one day; customers
-    are skewed (the first ones spend most), each uses a few features. Straight into the rollup table rather than
+    A row stands for 1-19 events (10 on average) of one customer's feature on one model on one day: customers
+    are skewed (the first ones spend most) and each uses 4 of the 300 features; a feature calls 3 of the 36
+    models and has one route (40 in all) and one task type. Straight into the rollup table rather than
     through the consumer and the view: the consumer stores about 10k events/s here, 10M would take hours."""
     client = clickhouse_client(url)
     first = datetime.now(UTC).date() - timedelta(days=days - 1)
@@ -83,18 +95,18 @@ def prefill(url: str, db: str, workspace_id: str, events: int, days: int) -> tup
         SELECT '{workspace_id}', toDate('{first}') + (number % {days}) AS d,
                {providers}[m % {len(PROVIDERS)} + 1], concat({providers}[m % {len(PROVIDERS)} + 1], '-model-',
                toString(intDiv(m, {len(PROVIDERS)}))),
-               concat('feature-', toString((c * 7 + intHash32(number) % 4) % 300)),
-               concat('/route-', toString(c % 20)), {tasks}[c % {len(TASKS)} + 1], {plans}[c % {len(PLANS)} + 1],
-               concat('cust-', toString(c)),
+               concat('feature-', toString(f)), concat('/route-', toString(f % 40)), {tasks}[f % {len(TASKS)} + 1],
+               {plans}[c % {len(PLANS)} + 1], concat('cust-', toString(c)),
                if(intDiv(m, {len(PROVIDERS)}) = 5, 'unknown', 'computed'), '',
                1 + number % 19 AS n, n * (200 + intHash32(number) % 20000), n * (50 + number % 4000),
                n * (number % 100), 0, 0, 0,
                if(intDiv(m, {len(PROVIDERS)}) = 5, toDecimal128(0, 9),
                   toDecimal128(n * ((number * 13) % 1000) / 100000, 9)),
                n * (100 + number % 3000)
-        FROM (SELECT number, intHash32(number * 3) % {len(MODELS)} AS m,
-                     toUInt32(pow(intHash32(number * 5) % 1000000 / 1000000, 3) * 5000) AS c
-              FROM numbers({rows}))""",
+        FROM (SELECT number, c, (c * 7 + intHash32(number) % 4) % 300 AS f,
+                     (f * 5 + intHash32(number * 3) % 3) % {len(MODELS)} AS m
+              FROM (SELECT number, toUInt32(pow(intHash32(number * 5) % 1000000 / 1000000, 3) * 5000) AS c
+                    FROM numbers({rows})))""",
         settings={"max_insert_threads": 2},
     )
     spent = time.perf_counter() - started

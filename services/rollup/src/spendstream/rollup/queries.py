@@ -107,9 +107,10 @@ class UsageQueries:
             parameters={"ws": workspace_id, "start": start, "end": end},
         )
         unknown, (newest, count) = result.result_rows[0]
+        # groupArray keeps the subquery's order only when one thread aggregates: sorted here, as ORDER BY would.
         models = [
             {"provider": p, "model": m, "requests": n, "input_tokens": i, "output_tokens": o}
-            for p, m, n, i, o in unknown
+            for p, m, n, i, o in sorted(unknown, key=lambda u: (u[0], u[1]))
         ]
         if not count:
             return models, None

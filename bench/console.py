@@ -2,9 +2,10 @@
 
 `python -m bench.console [--events N] [--days D] [--rounds R]`   (defaults: a smoke size, 200,000 events)
 
-N events of one workspace over the last D days, written straight into usage_events with INSERT ... SELECT FROM
-numbers() (the view builds the daily rollup as for rollup's own inserts): 7 models, 300 features (the charts'
-"hundreds of series"), 5,000 customers. Then, through the real rollup routes in this process (key
+N events of one workspace over the last D days, as the rollup rows every page reads (usage_daily, seeded with
+INSERT ... SELECT FROM numbers(); prefill's docstring says why not through the consumer): 36 models, 300
+features (the charts' "hundreds of series"), 5,000 skewed customers. Then, through the real rollup routes in this
+process (key
 authentication, the queries, JSON; no network hop), R rounds of each page's calls made at once as the browser
 makes them; prints p50/p95 per page and per call. Budgets, members, keys and the audit log come from other
 services whose answers do not grow with the events; they are not timed here.
@@ -35,21 +36,18 @@ from spendstream.rollup.app import create_service
 from spendstream.rollup.clickhouse import clickhouse_client
 from spendstream.rollup.settings import RollupSettings
 
-MODELS = (
-    "gpt-4o-mini",
-    "gpt-4o",
-    "o3-mini",
-    "claude-sonnet-4-20250514",
-    "gemini-2.5-pro",
-    "mistral-large-latest",
-    "unpriced-model-x",
-)
-PROVIDERS = ("openai", "openai", "openai", "anthropic", "google", "mistral", "openai")
+PROVIDERS = ("openai", "anthropic", "google", "mistral", "bedrock", "azure")
+# Dozens of models: six providers, six models each; the last one of each is not in the price table.
+MODELS = tuple(f"{p}-model-{i}" for p in PROVIDERS for i in range(6))
+PLANS = ("free", "team", "enterprise")
+TASKS = ("chat", "rag", "summarize", "classify", "extract", "agent")
+EVENTS_PER_ROW = 10  # events one rollup row sums, on average (a customer's feature on a model on a day)
 
 
 def pages(today: str, month_start: str, month_ago: str) -> dict[str, list[str]]:
     """What each page of the console asks for (static/js/pages/*.js), with the defaults it opens with."""
     month = f"from={month_start}&to={today}"
+    thirty = f"from={month_ago}&to={today}"
     return {
         "overview": [
             f"/v1/usage?{month}&group_by=model",
@@ -58,36 +56,65 @@ def pages(today: str, month_start: str, month_ago: str) -> dict[str, list[str]]:
             f"/v1/usage?{month}&group_by=day,model",
         ],
         "overview (stacked by feature)": [f"/v1/usage?{month}&group_by=day,feature"],
+        # Late in a month the overview covers up to 31 days: the same calls over the full 30 days seeded.
+        "overview (a full month)": [
+            f"/v1/usage?{thirty}&group_by=model",
+            f"/v1/usage?{thirty}&group_by=feature",
+            f"/v1/usage?{thirty}&group_by=customer_id",
+            f"/v1/usage?{thirty}&group_by=day,model",
+        ],
         "explore (30 days by model)": [f"/v1/usage?from={month_ago}&to={today}&group_by=model"],
         "explore (30 days by day, model)": [f"/v1/usage?from={month_ago}&to={today}&group_by=day,model"],
+        "explore (30 days by day, feature)": [f"/v1/usage?{thirty}&group_by=day,feature"],
+        # The largest answer Explore can ask for: every customer's every day (about 144,000 rows at 10M events).
+        "explore (30 days by day, customer)": [f"/v1/usage?{thirty}&group_by=day,customer_id"],
         "findings": ["/v1/findings"],
     }
 
 
-def prefill(url: str, db: str, workspace_id: str, events: int, days: int) -> float:
+def prefill(url: str, db: str, workspace_id: str, events: int, days: int) -> tuple[float, int]:
+    """Seed usage_daily, the table every page reads, with the rollup rows of `events` events; returns the time it
+    took and the events seeded (the rows' requests, summed).
+
+    A row stands for 1-19 events (10 on average) of one customer's feature on one model on one day: customers
+    are skewed (the first ones spend most) and each uses 4 of the 300 features; a feature calls 3 of the 36
+    models and has one route (40 in all) and one task type. Straight into the rollup table rather than
+    through the consumer and the view: the consumer stores about 10k events/s here, 10M would take hours."""
     client = clickhouse_client(url)
-    first = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
-    span = days * 86400 - 1
+    first = datetime.now(UTC).date() - timedelta(days=days - 1)
     providers = "[" + ",".join(f"'{p}'" for p in PROVIDERS) + "]"
-    models = "[" + ",".join(f"'{m}'" for m in MODELS) + "]"
+    plans = "[" + ",".join(f"'{p}'" for p in PLANS) + "]"
+    tasks = "[" + ",".join(f"'{t}'" for t in TASKS) + "]"
+    rows = max(1, events // EVENTS_PER_ROW)
     started = time.perf_counter()
     client.command(
-        f"INSERT INTO {db}.usage_events (workspace_id, event_id, ts, ingested_at, batch_id, provider, model, "
-        "input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, cache_creation_input_tokens, "
-        "cache_creation_1h_input_tokens, service_tier, latency_ms, cost_usd, cost_source, "
-        "feature, route, task_type, customer_plan, customer_id, environment, tags) "
-        f"SELECT '{workspace_id}', concat('e', toString(number)), "
-        f"toDateTime64('{first:%Y-%m-%d %H:%M:%S}', 3, 'UTC') + toIntervalSecond((number * 7919) % {span}), "
-        "now64(3), concat('b', toString(intDiv(number, 500))), "
-        f"{providers}[number % {len(MODELS)} + 1], {models}[number % {len(MODELS)} + 1], "
-        "200 + (number * 7919) % 20000, 50 + number % 4000, 0, 0, 0, 0, '', 100 + number % 3000, "
-        "toDecimal64(((number * 13) % 1000) / 100000, 9), 'computed', "
-        "concat('feature-', toString((number * 31) % 300)), '', '', '', concat('cust-', toString(number % 5000)), "
-        "'prod', map() "
-        f"FROM numbers({events})",
+        f"""INSERT INTO {db}.usage_daily (workspace_id, day, provider, model, feature, route, task_type,
+            customer_plan, customer_id, cost_source, service_tier, requests, input_tokens, output_tokens,
+            cached_input_tokens, reasoning_tokens, cache_creation_input_tokens, cache_creation_1h_input_tokens,
+            cost_usd, latency_ms_sum)
+        SELECT '{workspace_id}', toDate('{first}') + (number % {days}) AS d,
+               {providers}[m % {len(PROVIDERS)} + 1], concat({providers}[m % {len(PROVIDERS)} + 1], '-model-',
+               toString(intDiv(m, {len(PROVIDERS)}))),
+               concat('feature-', toString(f)), concat('/route-', toString(f % 40)), {tasks}[f % {len(TASKS)} + 1],
+               {plans}[c % {len(PLANS)} + 1], concat('cust-', toString(c)),
+               if(intDiv(m, {len(PROVIDERS)}) = 5, 'unknown', 'computed'), '',
+               1 + number % 19 AS n, n * (200 + intHash32(number) % 20000), n * (50 + number % 4000),
+               n * (number % 100), 0, 0, 0,
+               if(intDiv(m, {len(PROVIDERS)}) = 5, toDecimal128(0, 9),
+                  toDecimal128(n * ((number * 13) % 1000) / 100000, 9)),
+               n * (100 + number % 3000)
+        FROM (SELECT number, c, (c * 7 + intHash32(number) % 4) % 300 AS f,
+                     (f * 5 + intHash32(number * 3) % 3) % {len(MODELS)} AS m
+              FROM (SELECT number, toUInt32(pow(intHash32(number * 5) % 1000000 / 1000000, 3) * 5000) AS c
+                    FROM numbers({rows})))""",
         settings={"max_insert_threads": 2},
     )
-    return time.perf_counter() - started
+    spent = time.perf_counter() - started
+    seeded = client.query(
+        f"SELECT sum(requests), count() FROM {db}.usage_daily WHERE workspace_id = {{ws:String}}",
+        parameters={"ws": workspace_id},
+    ).result_rows[0]
+    return spent, int(seeded[0])
 
 
 def pct(values: list[float], q: float) -> float:
@@ -96,6 +123,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure(events: int, days: int, rounds: int) -> dict[str, Any]:
+    seeded = 0
     work = Path(tempfile.mkdtemp(prefix="bench-console-"))
     tag = uuid.uuid4().hex[:8]
     settings = RollupSettings(
@@ -119,7 +147,7 @@ async def measure(events: int, days: int, rounds: int) -> dict[str, Any]:
     app = build_http_app([create_service(settings)])
     try:
         async with app.router.lifespan_context(app):
-            prefill_s = await asyncio.to_thread(
+            prefill_s, seeded = await asyncio.to_thread(
                 prefill, settings.clickhouse_url, settings.clickhouse_database, workspace.workspace_id, events, days
             )
             transport = httpx.ASGITransport(app=app)
@@ -159,7 +187,8 @@ async def measure(events: int, days: int, rounds: int) -> dict[str, Any]:
             await admin.close()
     ms = 1000.0
     return {
-        "events": events,
+        "events": seeded,
+        "rollup_rows_inserted": max(1, events // EVENTS_PER_ROW),
         "days": days,
         "rounds": rounds,
         "prefill_s": round(prefill_s, 2),

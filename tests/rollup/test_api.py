@@ -9,12 +9,15 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 
+from spendstream.rollup import api
 from spendstream.rollup.app import create_service
+from spendstream.rollup.schema import MEASURES
 from spendstream.rollup.settings import RollupSettings
 from tests.rollup.kafka import lag, publisher
 from tests.support import Stack, auth, create_workspace, eventually, new_isolation, provision, serving, usage_event
@@ -239,3 +242,16 @@ async def test_usage_and_export_carry_cache_writes_and_the_service_tier(world: W
     doc = json.loads((await world.client.get("/v1/export", params={"format": "json"}, headers=read)).text)
     assert sum(e["cache_creation_input_tokens"] for e in doc["events"]) == 6_000
     assert sum(d["cache_creation_1h_input_tokens"] for d in doc["daily"]) == 1_500
+
+
+def test_a_usage_row_is_laid_out_as_its_response_model_lays_it_out() -> None:
+    row: dict[str, Any] = {
+        "day": "2026-12-01",
+        "model": "gpt-4o",
+        "customer_id": "c-ü",
+        **{m: 7 for m in MEASURES},
+        "cost_usd": Decimal("0.120000000"),
+    }
+    expected = api.UsageRow.model_validate(api._jsonable(row)).model_dump(mode="json")
+    assert api._row_out(row) == expected
+    assert list(api._row_out(row)) == list(expected)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
 from spendstream.common.errors import AUTH, responses
@@ -76,6 +76,18 @@ class UsageResponse(BaseModel):
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (format(v, "f") if isinstance(v, Decimal) else v) for k, v in row.items()}
+
+
+_ROW_FIELDS = tuple(UsageRow.model_fields)
+
+
+def _row_out(row: dict[str, Any]) -> dict[str, Any]:
+    """A rollup row as UsageRow serializes it: its measures in declared order (cost as a decimal string), then
+    its group columns."""
+    out = {f: row[f] for f in _ROW_FIELDS}
+    out["cost_usd"] = format(out["cost_usd"], "f")
+    out.update((k, v) for k, v in row.items() if k not in out)
+    return out
 
 
 def _zero() -> dict[str, Any]:
@@ -158,7 +170,7 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
         start: Annotated[Day, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
         end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
         group_by: Annotated[str, Query(description=f"comma-separated: {', '.join(GROUPABLE)}")] = "",
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         start, end = _range(start, end)
         groups = [g.strip() for g in group_by.split(",") if g.strip()]
         unknown = [g for g in groups if g not in GROUPABLE]
@@ -178,23 +190,28 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
         }
         filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
         ws = principal.workspace_id
-        rows = await asyncio.to_thread(queries.usage, ws, start, end, groups, filters)
+        rows, (unknown_models, watermark) = await asyncio.gather(
+            asyncio.to_thread(queries.usage, ws, start, end, groups, filters),
+            asyncio.to_thread(queries.context, ws, start, end),
+        )
         totals = _zero()
         for row in rows:
             for m in MEASURES:
                 totals[m] += row[m]
-        unknown_models = await asyncio.to_thread(queries.unknown_models, ws, start, end)
-        watermark = await asyncio.to_thread(queries.watermark, ws)
-        return {
-            "workspace_id": ws,
-            "start": start,
-            "end": end,
-            "group_by": groups,
-            "rows": [_jsonable(r) for r in rows],
-            "totals": _jsonable(totals),
-            "unknown_models": unknown_models,
-            "watermark": watermark,
-        }
+        # The envelope goes through the response model; the rows, thousands of plain str/int dicts, are laid out
+        # as the model would lay them out (declared measures, then the group columns) without validating each.
+        answer = UsageResponse(
+            workspace_id=ws,
+            start=start,
+            end=end,
+            group_by=groups,
+            rows=[],
+            totals=UsageRow.model_validate(_jsonable(totals)),
+            unknown_models=[UnknownModel.model_validate(u) for u in unknown_models],
+            watermark=watermark,
+        ).model_dump(mode="json")
+        answer["rows"] = [_row_out(r) for r in rows]
+        return JSONResponse(answer)
 
     @router.get(
         "/v1/export",

@@ -343,9 +343,16 @@ def find(queries: UsageQueries, prices: PriceTable, workspace_id: str, today: da
             "total_estimated_monthly_saving_usd": "0.00",
         }
     scale = Scale((today - first).days + 1)
-    by_model_task = queries.groups(workspace_id, start, today, ("provider", "model", "feature", "task_type"))
-    by_customer = queries.groups(workspace_id, start, today, ("customer_plan", "customer_id"))
-    by_route = queries.groups(workspace_id, start, today, ("provider", "model", "feature", "route"))
+    by_model_task, by_customer, by_route = queries.group_sets(
+        workspace_id,
+        start,
+        today,
+        (
+            ("provider", "model", "feature", "task_type"),
+            ("customer_plan", "customer_id"),
+            ("provider", "model", "feature", "route"),
+        ),
+    )
     findings = [
         *wrong_model_tier(by_model_task, prices, scale),
         *free_tier_subsidy(by_customer, scale),

@@ -94,6 +94,29 @@ class UsageQueries:
         stored: datetime = newest if newest.tzinfo else newest.replace(tzinfo=UTC)
         return stored
 
+    def context(self, workspace_id: str, start: date, end: date) -> tuple[list[dict[str, Any]], datetime | None]:
+        """`unknown_models` and `watermark` together, in one round trip: what every usage answer carries beside
+        its rows."""
+        result = self._client.query(
+            "SELECT (SELECT groupArray((provider, model, r, i, o)) FROM (SELECT provider, model, sum(requests) AS r, "
+            f"sum(input_tokens) AS i, sum(output_tokens) AS o FROM {self.db}.usage_daily "
+            "WHERE workspace_id = {ws:String} AND day >= {start:Date} AND day <= {end:Date} "
+            "AND cost_source = 'unknown' GROUP BY provider, model HAVING r > 0 ORDER BY provider, model)), "
+            f"(SELECT (max(ingested_at), count()) FROM {self.db}.workspace_watermarks "
+            "WHERE workspace_id = {ws:String})",
+            parameters={"ws": workspace_id, "start": start, "end": end},
+        )
+        unknown, (newest, count) = result.result_rows[0]
+        # groupArray keeps the subquery's order only when one thread aggregates: sorted here, as ORDER BY would.
+        models = [
+            {"provider": p, "model": m, "requests": n, "input_tokens": i, "output_tokens": o}
+            for p, m, n, i, o in sorted(unknown, key=lambda u: (u[0], u[1]))
+        ]
+        if not count:
+            return models, None
+        # Some chDB versions return DateTime64 without its zone; the column is UTC by definition.
+        return models, (newest if newest.tzinfo else newest.replace(tzinfo=UTC))
+
     def events_page(self, workspace_id: str, after: str, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` stored events with event_id > `after`, in event_id order (keyset paging, FINAL)."""
         result = self._client.query(
@@ -132,6 +155,35 @@ class UsageQueries:
             parameters={"ws": workspace_id, "start": start, "end": end},
         )
         return [dict(zip(result.column_names, values, strict=True)) for values in result.result_rows]
+
+    def group_sets(
+        self, workspace_id: str, start: date, end: date, sets: Sequence[Sequence[str]]
+    ) -> list[list[dict[str, Any]]]:
+        """`groups` for several key sets in one scan (GROUPING SETS): one list per set, each as `groups` answers."""
+        keys = [[k for k in keys if k in DIMENSIONS] for keys in sets]
+        cols = [c for c in DIMENSIONS if any(c in ks for ks in keys)]
+        grouping = ", ".join(f"({', '.join(ks)})" for ks in keys)
+        result = self._client.query(
+            f"SELECT {', '.join(cols)}, {', '.join(f'sum({m}) AS {m}' for m in MEASURES)}, "
+            f"uniqExact(day) AS days, grouping({', '.join(cols)}) AS gid "
+            f"FROM {self.db}.usage_daily WHERE workspace_id = {{ws:String}} AND day >= {{start:Date}} "
+            f"AND day <= {{end:Date}} GROUP BY GROUPING SETS ({grouping}) HAVING requests > 0",
+            parameters={"ws": workspace_id, "start": start, "end": end},
+            settings={"force_grouping_standard_compatibility": 1},
+        )
+        # grouping(c1..cn), as the SQL standard has it: bit i (from the left) is 1 when cols[i] is NOT a key of
+        # the row's set.
+        ids = [sum(1 << (len(cols) - 1 - i) for i, c in enumerate(cols) if c not in ks) for ks in keys]
+        answers: list[list[dict[str, Any]]] = [[] for _ in keys]
+        names = result.column_names
+        for values in result.result_rows:
+            row = dict(zip(names, values, strict=True))
+            at = ids.index(row.pop("gid"))
+            answers[at].append({k: row[k] for k in (*keys[at], *MEASURES, "days")})
+        for at, ks in enumerate(keys):
+            # ClickHouse orders Strings by their bytes: UTF-8 bytes order as code points do.
+            answers[at].sort(key=lambda r, ks=ks: tuple(r[k] for k in ks))  # type: ignore[misc]
+        return answers
 
     def first_day(self, workspace_id: str, start: date, end: date) -> date | None:
         result = self._client.query(

@@ -177,4 +177,4 @@ async def test_an_installation_without_connectors_lists_its_owners_and_its_erasu
         assert asked.status_code == 202, asked.text
         done = await p.settled(ws["workspace_id"], "no-conn")
     assert done.state == "verified", done.reason
-    assert done.receipt is not None and done.receipt.owner_names() == ["ingest", "rollup", "alerts"]
+    assert done.receipt is not None and done.receipt.owner_names() == ["ingest", "rollup", "alerts", "people"]

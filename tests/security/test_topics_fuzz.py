@@ -222,7 +222,7 @@ async def test_garbage_on_every_consumed_topic_then_valid_records_are_still_proc
             return body if body["state"] == "verified" else None
 
         done = await eventually(verified, timeout=90, interval=0.5)
-        assert done["reported"] == ["alerts", "ingest", "rollup"]
+        assert done["reported"] == ["alerts", "ingest", "people", "rollup"]
 
         # No stuck partition: every group has committed past everything on its topic, garbage included.
         async def lags() -> dict[str, int]:

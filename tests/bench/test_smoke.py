@@ -31,7 +31,7 @@ def _cells(line: str) -> list[str]:
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(600)
 def test_smoke_run_prints_every_row_with_numeric_figures_and_its_limit(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
     result = subprocess.run(
@@ -39,7 +39,7 @@ def test_smoke_run_prints_every_row_with_numeric_figures_and_its_limit(tmp_path:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=1190,
+        timeout=590,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("|")]

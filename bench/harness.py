@@ -186,10 +186,14 @@ class Bench:
 
 
 class ServiceProcess:
-    """`spendstream run SERVICE` as its own OS process, as it is deployed; ready when /readyz answers 200."""
+    """`spendstream run SERVICE` as its own OS process, as it is deployed; ready when /readyz answers 200.
+    `command` replaces `run SERVICE`, e.g. ("up",) for the monolith."""
 
-    def __init__(self, service: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, service: str, env: dict[str, str], log_path: Path, command: tuple[str, ...] | None = None
+    ) -> None:
         self.service = service
+        self.command = command or ("run", service)
         self.env = env
         self.port = int(env["SPENDSTREAM_HTTP_PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
@@ -205,7 +209,7 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "spendstream.cli", "run", self.service],
+                [sys.executable, "-m", "spendstream.cli", *self.command],
                 env=self.env,
                 cwd=ROOT,
                 stdout=log,

@@ -243,3 +243,7 @@ async def test_the_retention_policy_shows_the_installations_figures_and_the_work
         await eventually(cleared, timeout=30)
         assert (await c.get("/v1/retention")).status_code == 401
         assert (await c.get("/v1/retention", headers=auth(leaving["ingest"]))).status_code == 403
+        # Both reads name their permission in the OpenAPI document.
+        paths = (await c.get("/openapi.json")).json()["paths"]
+        assert paths["/v1/retention"]["get"]["x-permission"] == "deletions.read"
+        assert paths["/v1/deletions"]["get"]["x-permission"] == "deletions.read"

@@ -178,7 +178,7 @@ async def test_the_list_shows_every_request_of_the_callers_workspace_newest_firs
         only = await c.get("/v1/deletions", params={"state": "failed"}, headers=auth(mine["admin"]))
         assert only.status_code == 200 and only.json()["deletions"] == []
         bad = await c.get("/v1/deletions", params={"cursor": "not-a-cursor"}, headers=auth(mine["admin"]))
-        assert bad.status_code == 400 and bad.json()["error"] == "bad_cursor"
+        assert bad.status_code == 422 and "cursor" in bad.text, bad.text
         assert (await c.get("/v1/deletions", params={"limit": 0}, headers=auth(mine["admin"]))).status_code == 422
         assert (await c.get("/v1/deletions")).status_code == 401
         assert (await c.get("/v1/deletions", headers=auth(mine["ingest"]))).status_code == 403

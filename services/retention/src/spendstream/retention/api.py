@@ -18,7 +18,7 @@ from spendstream.common.errors import AUTH, responses
 from spendstream.common.http_auth import Access, Caller, forbidden
 from spendstream.common.links import links
 from spendstream.retention.clock import Clock
-from spendstream.retention.listing import BadCursor, DeletionPage, page
+from spendstream.retention.listing import CURSOR_PATTERN, DeletionPage, page
 from spendstream.retention.policy import RetentionPolicy, policy_of
 from spendstream.retention.requests import RequestView, new_request_id
 from spendstream.retention.saga import Coordinator, RequestConflict
@@ -94,7 +94,6 @@ def build_router(
     @router.get(
         "/v1/deletions",
         response_model=DeletionPage,
-        responses=responses(400, s400="`bad_cursor`: the cursor is not one this list handed out"),
         summary="The workspace's erasure requests, newest first, a page at a time",
         description="Every request of the caller's workspace, however it was made (HTTP, the CLI, a compliance "
         "tool on Kafka, a cancellation's schedule). Rows show what `GET /v1/deletions/{request_id}` shows, less "
@@ -103,15 +102,12 @@ def build_router(
     async def list_deletions(
         principal: Annotated[Caller, Depends(access.require("deletions.read"))],
         limit: Annotated[int, Query(ge=1, le=200, description="rows per page")] = 50,
-        cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the page before")] = None,
+        cursor: Annotated[
+            str | None, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the page before")
+        ] = None,
         state: Annotated[State | None, Query(description="only the requests in this state")] = None,
     ) -> DeletionPage:
-        try:
-            return page(coordinator.of_workspace(principal.workspace_id), limit=limit, cursor=cursor, state=state)
-        except BadCursor:
-            raise HTTPException(
-                400, detail={"error": "bad_cursor", "message": "the cursor is not one this list handed out"}
-            ) from None
+        return page(coordinator.of_workspace(principal.workspace_id), limit=limit, cursor=cursor, state=state)
 
     @router.get(
         "/v1/retention",

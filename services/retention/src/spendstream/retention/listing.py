@@ -2,26 +2,25 @@
 
 The order is (requested_at, request_id) descending, a total order inside one workspace (ids are unique there),
 so a cursor naming the last row shown resumes exactly after it even while new requests arrive (they sort
-before it). The cursor is opaque to callers; it carries nothing a caller could not already see on the page.
+before it). A cursor is that position, `<requested_at in microseconds since the epoch>.<request_id>`: it
+carries nothing the page did not show, and every string of its pattern is a position, so a list is never
+refused a cursor its schema allows (another workspace's cursor only pages that workspace's own requests).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel
 
 from spendstream.common.erasure import DeletionRequest, Origin, State
 
-SortKey = tuple[datetime, str]
-
-
-class BadCursor(ValueError):
-    """The cursor was not one this service handed out."""
+SortKey = tuple[int, str]
+CURSOR_PATTERN = r"^-?[0-9]{1,16}\.[A-Za-z0-9_-]{1,64}$"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class DeletionSummary(BaseModel):
@@ -65,23 +64,17 @@ class DeletionPage(BaseModel):
 
 
 def sort_key(request: DeletionRequest) -> SortKey:
-    return request.requested_at, request.request_id
+    return (request.requested_at - _EPOCH) // _MICROSECOND, request.request_id
 
 
 def encode_cursor(key: SortKey) -> str:
-    return base64.urlsafe_b64encode(f"{key[0].isoformat()}|{key[1]}".encode()).decode().rstrip("=")
+    return f"{key[0]}.{key[1]}"
 
 
 def decode_cursor(cursor: str) -> SortKey:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, request_id = raw.partition("|")
-        at = datetime.fromisoformat(stamp)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadCursor(cursor) from None
-    if not request_id or at.tzinfo is None:
-        raise BadCursor(cursor)
-    return at, request_id
+    """A cursor of CURSOR_PATTERN (the route's schema checks it) as the position it names."""
+    micros, _, request_id = cursor.partition(".")
+    return int(micros), request_id
 
 
 def page(

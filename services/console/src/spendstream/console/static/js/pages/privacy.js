@@ -17,7 +17,7 @@ export default async function privacy(main, ctx) {
   function render() {
     replace(requests, table("Erasure requests of this workspace", [
       { label: "Request", value: (r) => r.request_id },
-      { label: "Subject", value: (r) => (r.subject === "customer" ? `customer ${r.customer_hash || ""}` : "workspace") },
+      { label: "Subject", value: subject },
       { label: "State", value: (r) => h("span", { "data-state": r.state }, r.state) },
       { label: "Requested", value: (r) => r.requested_at },
       { label: "Completed", value: (r) => r.completed_at || "" },
@@ -27,6 +27,15 @@ export default async function privacy(main, ctx) {
     ], rows), next
       ? h("button", { type: "button", class: "secondary", onclick: () => older().catch(failed) }, "Show older requests")
       : "");
+  }
+
+  // A receipt names a customer by a keyed hash only; its first characters tell requests apart, the whole is in
+  // the title and the receipt.
+  function subject(r) {
+    if (r.subject !== "customer") return "workspace";
+    const hash = r.customer_hash || "";
+    const digest = hash.slice(hash.indexOf(":") + 1);
+    return h("span", { title: hash }, `customer ${digest.slice(0, 12)}…`);
   }
 
   function failed(err) {

@@ -11,7 +11,7 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +47,9 @@ def install() -> None:
 
 
 @contextmanager
-def running(work_dir: Path) -> Iterator[Provider]:
-    """The provider as a process of its own, stopped at the end."""
+def running(work_dir: Path, redirect_urls: Sequence[str] = ()) -> Iterator[Provider]:
+    """The provider as a process of its own, stopped at the end; its clients accept REDIRECT_URL and
+    `redirect_urls` (a real server's callback, for a real browser)."""
     install()
     config = work_dir / "oidc-provider.json"
     config.write_text(
@@ -59,7 +60,7 @@ def running(work_dir: Path) -> Iterator[Provider]:
                         "client_id": client_id,
                         "client_secret": secret,
                         "token_endpoint_auth_method": method,
-                        "redirect_uris": [REDIRECT_URL],
+                        "redirect_uris": [REDIRECT_URL, *redirect_urls],
                         "grant_types": ["authorization_code"],
                         "response_types": ["code"],
                     }

@@ -441,6 +441,21 @@ async def test_without_a_provider_the_routes_answer_sso_not_configured(iso: Isol
         for path in ("/v1/auth/oidc/start", "/v1/auth/oidc/callback?state=x&code=y"):
             response = await app.get(path)
             assert (response.status_code, response.json()["error"]) == (404, "sso_not_configured")
+        # What a sign-in page asks before anyone is signed in: no single sign-on to offer.
+        methods = await app.get("/v1/auth/methods")
+        assert methods.status_code == 200 and methods.json() == {"password": True, "sso": False}
+
+
+async def test_with_a_provider_the_sign_in_methods_offer_single_sign_on_and_name_nothing_of_it(
+    iso: Isolation, provider: Provider
+) -> None:
+    settings = sso_settings(iso, provider)
+    async with people(settings) as app:
+        methods = await app.get("/v1/auth/methods")
+        assert methods.status_code == 200 and methods.json() == {"password": True, "sso": True}
+        assert provider.issuer not in methods.text and settings.oidc_client_id not in methods.text
+        # And what it offers works: start sends the browser to the provider.
+        assert (await start(app)).startswith(provider.issuer)
 
 
 def test_single_sign_on_is_configured_whole_or_not_at_all(iso: Isolation) -> None:

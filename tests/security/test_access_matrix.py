@@ -42,8 +42,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 # Routes authenticated by something other than a member or a key: health and metrics (none), the Stripe
 # webhook (Stripe's signature), operator routes (the internal token), signing in (a password, an invitation's or
-# a one-time link's token, or a provider), and the console's shell, assets and role table (static files, the
-# same for everyone; its data comes from the guarded /v1 routes). Signing out is a member's own action
+# a one-time link's token, or a provider; and which of those the installation offers, asked before signing in),
+# and the console's shell, assets and role table (static files, the same for everyone; its data comes from the
+# guarded /v1 routes). Signing out is a member's own action
 # (`account.write`).
 UNGUARDED_PREFIXES = ("/internal/", "/v1/auth/oidc/", "/v1/stripe/webhook/", "/assets/", "/console/")
 UNGUARDED_PATHS = frozenset(
@@ -52,6 +53,7 @@ UNGUARDED_PATHS = frozenset(
         "/readyz",
         "/metrics",
         "/v1/auth/signin",
+        "/v1/auth/methods",
         "/v1/auth/link",
         "/v1/invitations/accept",
         "/",

@@ -1,4 +1,5 @@
-"""GET /v1/auth/oidc/start and /v1/auth/oidc/callback: single sign-on at the installation's OpenID provider.
+"""GET /v1/auth/oidc/start and /v1/auth/oidc/callback: single sign-on at the installation's OpenID provider; and
+GET /v1/auth/methods, which tells a sign-in page whether to offer it.
 
 Only persons already invited sign on: the provider vouches for a verified e-mail, people maps it to a person with
 an active membership (no self-sign-up). Success is audited, then the session is created and its cookie set as
@@ -15,6 +16,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Cookie, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel
 
 from spendstream.common.audit import AuditUnavailable
 from spendstream.common.errors import responses
@@ -28,6 +30,13 @@ log = logging.getLogger("spendstream.people.oidc")
 
 # The audit action of a single sign-on attempt (a people action, like "signin.password").
 ACTION = "signin.oidc"
+
+
+class AuthMethods(BaseModel):
+    """How a person may sign in on this installation."""
+
+    password: bool  # e-mail and password (always on)
+    sso: bool  # single sign-on at the installation's OpenID provider, from GET /v1/auth/oidc/start
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,12 @@ def oidc_router(deps: SignOn) -> APIRouter:
         except AuditUnavailable:
             return _error("audit_unavailable", "the audit log cannot record the sign-in now; retry shortly", 503)
         return _error(error.code, error.message, error.status)
+
+    @router.get("/v1/auth/methods", response_model=AuthMethods, summary="How a person may sign in here")
+    async def methods() -> AuthMethods:
+        """Unauthenticated, like signing in itself: the sign-in page asks before anyone is signed in. It tells
+        only whether single sign-on is configured, never the provider or its settings."""
+        return AuthMethods(password=True, sso=deps.client is not None)
 
     @router.get(
         "/v1/auth/oidc/start",

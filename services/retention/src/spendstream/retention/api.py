@@ -1,24 +1,29 @@
-"""retention's HTTP surface: deletion requests and their status; the workspace is the caller's (key or session).
+"""retention's HTTP surface: deletion requests, their status and list, and the retention policy; the workspace is
+the caller's (key or session).
 
 A customer's erasure needs `erasures.customer`, the whole workspace's `erasures.workspace` too (an owner's);
-reading a request's state and receipt `deletions.read`."""
+reading a request's state and receipt, the list of requests and the retention policy `deletions.read`."""
 
 # No `from __future__ import annotations` here: FastAPI must evaluate the Annotated[..., Depends(auth)]
 # parameters at definition time, where `auth` is a local of the router factory.
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from spendstream.common.erasure import DeletionRequest
+from spendstream.common.erasure import DeletionRequest, State
 from spendstream.common.errors import AUTH, responses
 from spendstream.common.http_auth import Access, Caller, forbidden
 from spendstream.common.links import links
 from spendstream.retention.clock import Clock
+from spendstream.retention.listing import CURSOR_PATTERN, DeletionPage, page
+from spendstream.retention.policy import RetentionPolicy, policy_of
 from spendstream.retention.requests import RequestView, new_request_id
 from spendstream.retention.saga import Coordinator, RequestConflict
+from spendstream.retention.schedules import Schedules
+from spendstream.retention.settings import RetentionSettings
 
 
 class DeletionBody(BaseModel):
@@ -31,7 +36,9 @@ class DeletionBody(BaseModel):
     request_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def build_router(coordinator: Coordinator, clock: Clock, access: Access) -> APIRouter:
+def build_router(
+    coordinator: Coordinator, clock: Clock, access: Access, settings: RetentionSettings, schedules: Schedules
+) -> APIRouter:
     router = APIRouter(tags=["retention"], responses=responses(*AUTH, 422))
 
     @router.post(
@@ -83,5 +90,37 @@ def build_router(coordinator: Coordinator, clock: Clock, access: Access) -> APIR
         if request is None:
             raise HTTPException(404, detail={"error": "not_found", "message": "no such deletion request"})
         return RequestView.of(request)
+
+    @router.get(
+        "/v1/deletions",
+        response_model=DeletionPage,
+        summary="The workspace's erasure requests, newest first, a page at a time",
+        description="Every request of the caller's workspace, however it was made (HTTP, the CLI, a compliance "
+        "tool on Kafka, a cancellation's schedule). Rows show what `GET /v1/deletions/{request_id}` shows, less "
+        "the receipt's body (`has_receipt` says whether there is one to fetch there); never a raw customer_id.",
+    )
+    async def list_deletions(
+        principal: Annotated[Caller, Depends(access.require("deletions.read"))],
+        limit: Annotated[int, Query(ge=1, le=200, description="rows per page")] = 50,
+        cursor: Annotated[
+            str | None, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the page before")
+        ] = None,
+        state: Annotated[State | None, Query(description="only the requests in this state")] = None,
+    ) -> DeletionPage:
+        return page(coordinator.of_workspace(principal.workspace_id), limit=limit, cursor=cursor, state=state)
+
+    @router.get(
+        "/v1/retention",
+        response_model=RetentionPolicy,
+        summary="The installation's retention policy for the caller's workspace, and its erasure schedule if any",
+        description="How many months raw events and rollups are kept, how many days a cancelled workspace waits "
+        "before its erasure, the stores every erasure deletes from, and the workspace's scheduled erasure (set by "
+        "its cancellation or deletion, cleared by its reactivation). The audit log's retention is rollup's "
+        "setting and is not part of this answer.",
+    )
+    async def retention_policy(
+        principal: Annotated[Caller, Depends(access.require("deletions.read"))],
+    ) -> RetentionPolicy:
+        return policy_of(settings, schedules, principal.workspace_id)
 
     return router

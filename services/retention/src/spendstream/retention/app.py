@@ -5,7 +5,7 @@
 | retention.lifecycle.v1 (replayed table: schedules)    | retention.requests.v1 (request state)   |
 | retention.requests.v1 (replayed table: requests)      | retention.commands.v1 (to every owner)  |
 | retention.reports.v1 (group spendstream-retention, NACK_ON_ERROR) | audit.receipts.v1 (receipts) |
-| POST /v1/deletions, GET /v1/deletions/{id} (admin key) |                                        |
+| POST /v1/deletions, GET /v1/deletions[/{id}], GET /v1/retention (a key or a session) |            |
 | the clock: Retention.tick every tick_seconds, and at once when a lifecycle record arrives |
 | the compacted tenant topics (`shredding.py`), read from 0 | their latest tombstone again (rolls a segment) |
 """
@@ -59,7 +59,7 @@ def build(settings: RetentionSettings, clock: Clock | None = None) -> Retention:
     wake = asyncio.Event()
     schedules = Schedules(settings, on_change=lambda _, __: wake.set())
     ticker = Ticker(schedules, coordinator, clock)
-    router = build_router(coordinator, clock, access)
+    router = build_router(coordinator, clock, access, settings, schedules)
     service = Service("retention", routers=[router])
 
     async def on_report(report: Received[DeletionReport]) -> None:

@@ -110,6 +110,10 @@ class Coordinator:
     def requests(self) -> list[DeletionRequest]:
         return list(self._state.values())
 
+    def of_workspace(self, workspace_id: str) -> list[DeletionRequest]:
+        """Every request of one workspace, in no particular order; never another's."""
+        return [r for r in self._state.values() if r.workspace_id == workspace_id]
+
     # -- submissions ---------------------------------------------------------------------------------------
 
     async def submit(self, request: DeletionRequest) -> tuple[DeletionRequest, bool]:

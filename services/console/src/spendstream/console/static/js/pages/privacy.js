@@ -1,65 +1,80 @@
-// Data and privacy: request a customer's (or the whole workspace's) erasure, follow its state, download its
-// receipt; the workspace's status and cancellation schedule.
-import { ApiError, get, post } from "../api.js";
+// Data and privacy: request a customer's (or the whole workspace's) erasure; every erasure request of the
+// workspace however it was made (here, the CLI, a compliance tool, a cancellation), followed to its receipt; the
+// installation's retention policy and the workspace's erasure schedule.
+import { get, post, query } from "../api.js";
 import { errorText, h, replace, saveBlob, status, table } from "../dom.js";
 
-const KNOWN = "spendstream.deletions"; // the ids of requests made from this browser, to follow them later
 const DONE = new Set(["verified", "failed"]);
-
-function remembered() {
-  try {
-    return JSON.parse(localStorage.getItem(KNOWN) || "[]");
-  } catch {
-    return [];
-  }
-}
-
-function remember(id) {
-  localStorage.setItem(KNOWN, JSON.stringify([id, ...remembered().filter((x) => x !== id)].slice(0, 20)));
-}
+const PAGE = 25; // rows per "show older" step
+const MAX = 200; // the list route's largest page
 
 export default async function privacy(main, ctx) {
   const requests = h("div", { "aria-live": "polite" });
-  const views = new Map();
+  let rows = []; // newest first, as GET /v1/deletions answers
+  let next = null; // the cursor of the rows older than those shown
   let timer = null;
 
   function render() {
-    replace(requests, table("Erasure requests made here", [
+    replace(requests, table("Erasure requests of this workspace", [
       { label: "Request", value: (r) => r.request_id },
-      { label: "Subject", value: (r) => (r.subject === "customer" ? `customer ${r.customer_hash || ""}` : "workspace") },
+      { label: "Subject", value: subject },
       { label: "State", value: (r) => h("span", { "data-state": r.state }, r.state) },
       { label: "Requested", value: (r) => r.requested_at },
-      { label: "Receipt", value: (r) => (r.receipt
+      { label: "Completed", value: (r) => r.completed_at || "" },
+      { label: "Receipt", value: (r) => (r.has_receipt
           ? h("button", { type: "button", class: "secondary", onclick: () => download(r) }, "Download receipt")
           : "not yet") },
-    ], [...views.values()]));
+    ], rows), next
+      ? h("button", { type: "button", class: "secondary", onclick: () => older().catch(failed) }, "Show older requests")
+      : "");
   }
 
-  function download(r) {
-    const blob = new Blob([JSON.stringify(r.receipt, null, 2)], { type: "application/json" });
-    saveBlob(blob, `spendstream-erasure-receipt-${r.request_id}.json`);
+  // A receipt names a customer by a keyed hash only; its first characters tell requests apart, the whole is in
+  // the title and the receipt.
+  function subject(r) {
+    if (r.subject !== "customer") return "workspace";
+    const hash = r.customer_hash || "";
+    const digest = hash.slice(hash.indexOf(":") + 1);
+    return h("span", { title: hash }, `customer ${digest.slice(0, 12)}…`);
   }
 
+  function failed(err) {
+    status(`Could not read the requests: ${errorText(err)}`);
+  }
+
+  async function download(r) {
+    try {
+      // The list leaves the receipt's body out; the request's own route carries it.
+      const full = await get(`/v1/deletions/${encodeURIComponent(r.request_id)}`);
+      const blob = new Blob([JSON.stringify(full.receipt, null, 2)], { type: "application/json" });
+      saveBlob(blob, `spendstream-erasure-receipt-${r.request_id}.json`);
+    } catch (err) {
+      status(`Could not fetch the receipt: ${errorText(err)}`);
+    }
+  }
+
+  async function older() {
+    const answer = await get(`/v1/deletions${query({ limit: PAGE, cursor: next })}`);
+    const shown = new Set(rows.map((r) => r.request_id));
+    rows = [...rows, ...answer.deletions.filter((r) => !shown.has(r.request_id))];
+    next = answer.next_cursor;
+    render();
+  }
+
+  // Re-reads every row shown in one page, so that requests arriving meanwhile push none out of the list.
   async function follow() {
     clearTimeout(timer);
-    for (const id of remembered()) {
-      if (views.has(id) && DONE.has(views.get(id).state)) continue;
-      try {
-        views.set(id, await get(`/v1/deletions/${encodeURIComponent(id)}`));
-      } catch (err) {
-        if (!(err instanceof ApiError && err.status === 404)) throw err;
-      }
-    }
+    const answer = await get(`/v1/deletions${query({ limit: Math.min(MAX, Math.max(PAGE, rows.length)) })}`);
+    rows = answer.deletions;
+    next = answer.next_cursor;
     render();
     if (!ctx.isCurrent(main)) return; // left the page
-    if ([...views.values()].some((v) => !DONE.has(v.state))) timer = setTimeout(() => follow().catch(() => {}), 2000);
+    if (rows.some((r) => !DONE.has(r.state))) timer = setTimeout(() => follow().catch(() => {}), 2000);
   }
 
   async function request(body) {
     try {
-      const made = await post("/v1/deletions", body);
-      remember(made.request_id);
-      views.set(made.request_id, made);
+      await post("/v1/deletions", body);
       status("Erasure requested.");
       await follow();
     } catch (err) {
@@ -82,22 +97,41 @@ export default async function privacy(main, ctx) {
   } }, h("label", {}, "Type “erase the workspace” to confirm", confirmWs),
     h("button", { type: "submit", class: "danger" }, "Erase the whole workspace"));
 
-  let workspace = h("p", { class: "muted" }, "The workspace's record is not readable with this role.");
-  if (ctx.can("workspace.read")) {
-    const ws = await get("/v1/admin/workspace");
-    const deleteOn = ws.cancelled_at ? new Date(new Date(ws.cancelled_at).getTime() + 30 * 86400000) : null;
-    workspace = h("dl", {},
+  const readable = ctx.can("deletions.read");
+  const [ws, policy] = await Promise.all([
+    ctx.can("workspace.read") ? get("/v1/admin/workspace") : null,
+    readable ? get("/v1/retention") : null,
+  ]);
+
+  const workspace = ws
+    ? h("dl", {},
       h("dt", {}, "Workspace"), h("dd", {}, ws.name, " (", ws.workspace_id, ")"),
-      h("dt", {}, "Status"), h("dd", {}, ws.status),
-      h("dt", {}, "Cancellation"), h("dd", {}, deleteOn
-        ? `cancelled ${ws.cancelled_at}; its data is deleted on ${deleteOn.toISOString().slice(0, 10)} unless reactivated`
-        : "not cancelled"),
-      h("dt", {}, "Retention"), h("dd", {}, "Raw events and rollups are kept until erased; erasures are verified and receipted."));
+      h("dt", {}, "Status"), h("dd", {}, ws.status))
+    : h("p", { class: "muted" }, "The workspace's record is not readable with this role.");
+
+  let retention = h("p", { class: "muted" }, "The retention policy is not readable with this role.");
+  if (policy) {
+    const due = policy.scheduled_erasure;
+    retention = h("dl", {},
+      h("dt", {}, "Usage data kept"),
+      h("dd", { "data-figure": "retention-months" }, `${policy.usage_retention_months} months`),
+      h("dt", {}, "Grace after cancellation"),
+      h("dd", { "data-figure": "grace-days" }, `${policy.cancellation_grace_days} days`),
+      h("dt", {}, "An erasure deletes from"),
+      h("dd", { "data-figure": "erasure-owners" }, policy.erasure_owners.join(", ")),
+      h("dt", {}, "Scheduled erasure"),
+      h("dd", { "data-figure": "scheduled-erasure" }, due
+        ? `${due.cause} ${due.since}; the workspace's data is erased on ${due.erasure_due_at}` +
+          (due.cause === "cancelled" ? " unless reactivated" : "")
+        : "none: the workspace is not cancelled"),
+      h("dt", {}, "Erasures"), h("dd", {}, "verified store by store and receipted; receipts below"));
   }
 
   replace(main, h("h1", {}, "Data and privacy"), workspace,
+    h("h2", {}, "Retention"), retention,
     ctx.can("erasures.customer") ? [h("h2", {}, "Erase a customer's data"), customerForm] : "",
     ctx.can("erasures.workspace") ? [h("h2", {}, "Erase the workspace"), wsForm] : "",
     h("h2", {}, "Requests"), requests);
-  await follow();
+  if (readable) await follow();
+  else replace(requests, h("p", { class: "muted" }, "Erasure requests are not readable with this role."));
 }

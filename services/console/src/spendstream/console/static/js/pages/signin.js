@@ -1,5 +1,6 @@
-// Sign in: e-mail and password (and a TOTP or backup code when the account has a second factor), or an API key.
-import { ApiError, markSignedIn, post, setApiKey, setCsrf } from "../api.js";
+// Sign in: e-mail and password (and a TOTP or backup code when the account has a second factor), single sign-on
+// when the installation has an OpenID provider, or an API key.
+import { ApiError, get, markSignedIn, post, setApiKey, setCsrf } from "../api.js";
 import { errorText, h, replace } from "../dom.js";
 
 export default async function signin(main, ctx) {
@@ -42,6 +43,19 @@ export default async function signin(main, ctx) {
     if (!ctx.me) message.textContent = "This key is not valid.";
   }
 
+  // Single sign-on is offered only where people has a provider; GET /v1/auth/oidc/start would answer 404
+  // otherwise. The start is a navigation, not a fetch: people sends the browser on to the provider, whose answer
+  // comes back to people's callback, which sets the session cookie and lands on `/`.
+  let sso = "";
+  try {
+    if ((await get("/v1/auth/methods")).sso) {
+      sso = h("p", { class: "sso" }, h("a", { href: "/v1/auth/oidc/start", class: "button", "data-sso": "" },
+        "Sign in with SSO"));
+    }
+  } catch {
+    sso = ""; // people unreachable: the password form still shows, and says so when used
+  }
+
   replace(
     main,
     h(
@@ -57,6 +71,7 @@ export default async function signin(main, ctx) {
         totpLabel,
         h("button", { type: "submit" }, "Sign in"),
       ),
+      sso,
       h(
         "details",
         {},

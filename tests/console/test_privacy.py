@@ -1,0 +1,82 @@
+"""The Data and privacy page and the sign-in page against a running spendstream: erasure requests made outside
+the console (here through the API with an admin key) are listed and followed to their receipt, the retention
+policy shows the installation's figures, and single sign-on is offered only where it is configured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from playwright.async_api import expect
+
+from tests.console.browsing import axe_violations, open_page, sign_in
+from tests.console.conftest import Watched
+from tests.console.world import World
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+
+
+async def test_a_request_made_through_the_api_is_listed_and_followed_to_its_receipt(
+    world: World, watched: Watched
+) -> None:
+    admin = {"Authorization": f"Bearer {world.keys['admin']}"}
+    async with world.client() as client:
+        # A customer the workspace never metered: the saga still runs every owner and receipts zero rows.
+        made = await client.post("/v1/deletions", json={"customer_id": "cust-api-only"}, headers=admin)
+        assert made.status_code == 202, made.text
+    request_id = made.json()["request_id"]
+    page = watched.page
+    await sign_in(page, world)
+    await open_page(page, "privacy")
+    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=request_id, exact=True))
+    await expect(row).to_have_count(1)
+    await expect(row.get_by_role("cell", name="customer", exact=False).first).to_be_visible()
+    await expect(row.locator("[data-state='verified']")).to_be_visible(timeout=120_000)
+    async with page.expect_download() as download:
+        await row.get_by_role("button", name="Download receipt").click()
+    receipt = json.loads((await (await download.value).path()).read_text())
+    async with world.client() as client:
+        status = await client.get(f"/v1/deletions/{request_id}", headers=admin)
+        listed = await client.get("/v1/deletions", headers=admin)
+    assert receipt == status.json()["receipt"] and receipt["status"] == "verified"
+    assert "cust-api-only" not in json.dumps(receipt)
+    # The page lists what the route lists, in its order (newest first).
+    ids = [r["request_id"] for r in listed.json()["deletions"]]
+    shown = (
+        await page.get_by_role("table", name="Erasure requests of this workspace")
+        .locator("tbody tr td:first-child")
+        .all_inner_texts()
+    )
+    assert shown == ids
+    assert await axe_violations(page) == []
+
+
+async def test_the_retention_policy_shows_the_installations_figures(world: World, watched: Watched) -> None:
+    async with world.client() as client:
+        answer = await client.get("/v1/retention", headers={"Authorization": f"Bearer {world.keys['read']}"})
+    assert answer.status_code == 200, answer.text
+    policy = answer.json()
+    page = watched.page
+    await sign_in(page, world)
+    await open_page(page, "privacy")
+    await expect(page.locator("[data-figure='retention-months']")).to_have_text(
+        f"{policy['usage_retention_months']} months"
+    )
+    await expect(page.locator("[data-figure='grace-days']")).to_have_text(f"{policy['cancellation_grace_days']} days")
+    await expect(page.locator("[data-figure='erasure-owners']")).to_have_text(", ".join(policy["erasure_owners"]))
+    assert policy["scheduled_erasure"] is None
+    await expect(page.locator("[data-figure='scheduled-erasure']")).to_have_text("none: the workspace is not cancelled")
+    assert await axe_violations(page) == []
+
+
+async def test_without_single_sign_on_the_sign_in_page_offers_none(world: World, watched: Watched) -> None:
+    async with world.client() as client:
+        methods = await client.get("/v1/auth/methods")
+    assert methods.status_code == 200 and methods.json() == {"password": True, "sso": False}
+    page = watched.page
+    async with page.expect_response(lambda r: r.url.endswith("/v1/auth/methods")) as asked:
+        await page.goto(f"{world.url}/signin")
+    assert (await asked.value).status == 200
+    await expect(page.get_by_role("form", name="Sign in with e-mail and password")).to_be_visible()
+    await expect(page.get_by_role("link", name="Sign in with SSO")).to_have_count(0)
+    assert await axe_violations(page) == []

@@ -26,7 +26,9 @@ from spendstream.rollup.queries import GROUPABLE, UsageQueries
 from spendstream.rollup.schema import DIMENSIONS, MEASURES
 
 MAX_RANGE_DAYS = 400
+MAX_TOP = 1000
 ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+TOP = re.compile(r"[0-9]{1,4}")
 
 
 def _iso_day(value: object) -> object:
@@ -72,6 +74,14 @@ class UsageResponse(BaseModel):
     totals: UsageRow
     unknown_models: list[UnknownModel]
     watermark: datetime | None
+    top: int | None = Field(
+        default=None,
+        description="the `top` asked for; absent when the request named none (every row is then a group)",
+    )
+    other_series: int | None = Field(
+        default=None,
+        description="with `top`: how many series the rows with `other` true sum (0 when none was left out)",
+    )
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -149,6 +159,18 @@ def _range(start: date | None, end: date | None) -> tuple[date, date]:
     return start, end
 
 
+def _top(value: str | None) -> int | None:
+    """The `top` parameter as a number of series; None when absent. Parsed here, not by pydantic, so that a wrong
+    value answers one precise message (`top=0`, `top=1.5`, `top=abc` and `top=5000` alike)."""
+    if value is None:
+        return None
+    if not TOP.fullmatch(value) or not 1 <= int(value) <= MAX_TOP:
+        raise HTTPException(
+            422, detail={"error": "invalid_top", "message": f"top is a whole number of series from 1 to {MAX_TOP}"}
+        )
+    return int(value)
+
+
 def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledger: Ledger) -> APIRouter:
     router = APIRouter(tags=["usage"], responses=responses(*AUTH, 422))
 
@@ -170,8 +192,21 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
         start: Annotated[Day, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
         end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
         group_by: Annotated[str, Query(description=f"comma-separated: {', '.join(GROUPABLE)}")] = "",
+        top: Annotated[
+            str | None,
+            Query(
+                description=(
+                    f"1..{MAX_TOP}: keep the N costliest series over the range (a series: the values of every "
+                    "group_by dimension but `day`; ties by those values, ascending) and sum every other series "
+                    "into one row per day whose `other` is true and whose series dimensions are null. With `top`, "
+                    "every row carries `other` and the answer `other_series` (how many series the rest sums); "
+                    "totals are those of every series. Without a series dimension `top` changes no row"
+                )
+            ),
+        ] = None,
     ) -> JSONResponse:
         start, end = _range(start, end)
+        top_n = _top(top)
         groups = [g.strip() for g in group_by.split(",") if g.strip()]
         unknown = [g for g in groups if g not in GROUPABLE]
         if unknown:
@@ -190,10 +225,17 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
         }
         filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
         ws = principal.workspace_id
-        rows, (unknown_models, watermark) = await asyncio.gather(
-            asyncio.to_thread(queries.usage, ws, start, end, groups, filters),
-            asyncio.to_thread(queries.context, ws, start, end),
-        )
+        other_series: int | None = None
+        if top_n is None:
+            rows, (unknown_models, watermark) = await asyncio.gather(
+                asyncio.to_thread(queries.usage, ws, start, end, groups, filters),
+                asyncio.to_thread(queries.context, ws, start, end),
+            )
+        else:
+            (rows, other_series), (unknown_models, watermark) = await asyncio.gather(
+                asyncio.to_thread(queries.usage_top, ws, start, end, groups, filters, top_n),
+                asyncio.to_thread(queries.context, ws, start, end),
+            )
         totals = _zero()
         for row in rows:
             for m in MEASURES:
@@ -209,7 +251,11 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
             totals=UsageRow.model_validate(_jsonable(totals)),
             unknown_models=[UnknownModel.model_validate(u) for u in unknown_models],
             watermark=watermark,
+            top=top_n,
+            other_series=other_series,
         ).model_dump(mode="json")
+        if top_n is None:
+            del answer["top"], answer["other_series"]
         answer["rows"] = [_row_out(r) for r in rows]
         return JSONResponse(answer)
 

@@ -42,6 +42,68 @@ class UsageQueries:
 
         `filters` maps a dimension to the values it may take (several values: any of them)."""
         groups = [g for g in GROUPABLE if g in set(group_by)]
+        where, params = self._usage_where(workspace_id, start, end, filters)
+        select = [*groups, *(f"sum({m}) AS {m}" for m in MEASURES)]
+        sql = f"SELECT {', '.join(select)} FROM {self.db}.usage_daily WHERE {where}" + (
+            f" GROUP BY {', '.join(groups)} ORDER BY {', '.join(groups)}" if groups else ""
+        )
+        return self._usage_rows(self._client.query(sql, parameters=params))
+
+    def usage_top(
+        self,
+        workspace_id: str,
+        start: date,
+        end: date,
+        group_by: Iterable[str],
+        filters: Mapping[Any, str | Sequence[str]],
+        top: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """`usage` with the `top` costliest series kept and every other series summed into one row per day.
+
+        A series is one value of the grouping's dimensions other than `day`. The series are ranked by their cost
+        over the whole range, ties by their values (ascending, byte order); a row of the rest has `other` true
+        and None for each series dimension, a kept row `other` false. Answers the rows (each group's order as
+        `usage` has it, the rest last) and how many series the rest sums. Without a series dimension, `usage`'s
+        rows with `other` false."""
+        groups = [g for g in GROUPABLE if g in set(group_by)]
+        series = [g for g in groups if g != "day"]
+        if not series:
+            return [{**row, "other": False} for row in self.usage(workspace_id, start, end, groups, filters)], 0
+        where, params = self._usage_where(workspace_id, start, end, filters)
+        params["top"] = top
+        # The keys get names of their own inside: an alias equal to a column's name resolves differently across
+        # ClickHouse versions.
+        keys = [f"k{i}" for i in range(len(series))]
+        days = ["day"] if "day" in groups else []
+        sums = ", ".join(f"sum({m}) AS {m}" for m in MEASURES)
+        inner = (
+            f"SELECT {', '.join([*days, *(f'{s} AS {k}' for s, k in zip(series, keys, strict=True))])}, {sums} "
+            f"FROM {self.db}.usage_daily WHERE {where} GROUP BY {', '.join([*days, *keys])} HAVING requests != 0"
+        )
+        # Each group's series cost, then the series' rank (dense: every day of a series has its rank), then the
+        # number of series (the highest rank); the outer query keeps the top ranks' keys and sums the rest.
+        costed = f"SELECT *, sum(cost_usd) OVER (PARTITION BY {', '.join(keys)}) AS series_cost FROM ({inner})"
+        ranked = (
+            f"SELECT *, dense_rank() OVER (ORDER BY series_cost DESC, {', '.join(keys)}) AS series_rank FROM ({costed})"
+        )
+        counted = f"SELECT *, max(series_rank) OVER () AS series_count FROM ({ranked})"
+        kept = [f"if(series_rank <= {{top:UInt32}}, {k}, NULL) AS {s}" for s, k in zip(series, keys, strict=True)]
+        out = [*days, *series, "other"]
+        sql = (
+            f"SELECT {', '.join([*days, *kept])}, series_rank > {{top:UInt32}} AS other, {sums}, "
+            f"max(series_count) AS series_count FROM ({counted}) GROUP BY {', '.join(out)} "
+            f"ORDER BY {', '.join(out)}"
+        )
+        rows = self._usage_rows(self._client.query(sql, parameters=params), keep_empty=True)
+        count = max((row.pop("series_count") for row in rows), default=0)
+        for row in rows:
+            row["other"] = bool(row["other"])
+        return rows, max(0, count - top)
+
+    @staticmethod
+    def _usage_where(
+        workspace_id: str, start: date, end: date, filters: Mapping[Any, str | Sequence[str]]
+    ) -> tuple[str, dict[str, Any]]:
         params: dict[str, Any] = {"ws": workspace_id, "start": start, "end": end}
         where = ["workspace_id = {ws:String}", "day >= {start:Date}", "day <= {end:Date}"]
         for i, (column, values) in enumerate(sorted(filters.items())):
@@ -49,16 +111,16 @@ class UsageQueries:
                 raise ValueError(f"cannot filter on {column}")
             where.append(f"{column} IN {{f{i}:Array(String)}}")
             params[f"f{i}"] = [values] if isinstance(values, str) else list(values)
-        select = [*groups, *(f"sum({m}) AS {m}" for m in MEASURES)]
-        sql = f"SELECT {', '.join(select)} FROM {self.db}.usage_daily WHERE {' AND '.join(where)}" + (
-            f" GROUP BY {', '.join(groups)} ORDER BY {', '.join(groups)}" if groups else ""
-        )
-        result = self._client.query(sql, parameters=params)
+        return " AND ".join(where), params
+
+    @staticmethod
+    def _usage_rows(result: Any, keep_empty: bool = False) -> list[dict[str, Any]]:
         rows = []
         for record in result.result_rows:
             row = dict(zip(result.column_names, record, strict=True))
-            # A group whose corrections cancelled out (reconcile) is not a group with usage.
-            if row["requests"] == 0:
+            # A group whose corrections cancelled out (reconcile) is not a group with usage; a row of the top's
+            # answer sums groups that each had some.
+            if row["requests"] == 0 and not keep_empty:
                 continue
             if "day" in row:
                 row["day"] = row["day"].isoformat()

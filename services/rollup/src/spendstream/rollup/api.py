@@ -70,7 +70,13 @@ class UsageResponse(BaseModel):
     start: date
     end: date
     group_by: list[str]
-    rows: list[UsageRow]
+    rows: list[UsageRow] = Field(
+        description=(
+            "one per group: its group_by columns and measures. With `top`, each row also has `other`: false for a "
+            "kept series, true for the sum of every other series (one such row per day when grouped by day), "
+            "whose series columns are null"
+        )
+    )
     totals: UsageRow
     unknown_models: list[UnknownModel]
     watermark: datetime | None
@@ -201,7 +207,8 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
                     "into one row per day whose `other` is true and whose series dimensions are null. With `top`, "
                     "every row carries `other` and the answer `other_series` (how many series the rest sums); "
                     "totals are those of every series. Without a series dimension `top` changes no row"
-                )
+                ),
+                json_schema_extra={"pattern": "^[0-9]{1,4}$"},
             ),
         ] = None,
     ) -> JSONResponse:

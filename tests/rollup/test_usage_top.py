@@ -162,3 +162,15 @@ def test_without_a_series_dimension_the_rows_are_the_full_answers(queries: Usage
         assert other_series == 0
         assert rows == [{**r, "other": False} for r in queries.usage(WS, start, end, group_by, {})]
     assert queries.usage_top("wsNothing", start, end, ["feature"], {}, 3) == ([], 0)
+
+
+@pytest.mark.parametrize("top", [1, 3, 1000])
+def test_several_groupings_in_one_scan_answer_each_as_one_grouping_does(queries: UsageQueries, top: int) -> None:
+    start, end = _range()
+    sets = [("model",), ("feature",), ("customer_id",), ("day", "model"), ("day",), ("day", "feature", "customer_id")]
+    for filters in ({}, {"customer_id": ["c1", "c3", "c-tie"]}):
+        answers = queries.usage_sets(WS, start, end, sets, filters, top)
+        expected = [queries.usage_top(WS, start, end, keys, filters, top) for keys in sets]
+        assert any(other for _, other in expected) or top == 1000
+        assert answers == expected
+    assert queries.usage_sets("wsNothing", start, end, sets, {}, top) == [([], 0)] * len(sets)

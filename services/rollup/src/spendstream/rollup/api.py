@@ -110,6 +110,25 @@ def _zero() -> dict[str, Any]:
     return {m: (Decimal(0) if m == "cost_usd" else 0) for m in MEASURES}
 
 
+class Grouping(BaseModel):
+    group_by: list[str]
+    rows: list[UsageRow] = Field(
+        description="as /v1/usage with `top` answers them for this group_by: each has `other`, the rest null series"
+    )
+    other_series: int = Field(description="how many series the rows with `other` true sum (0 when none)")
+
+
+class GroupingsResponse(BaseModel):
+    workspace_id: str
+    start: date
+    end: date
+    top: int
+    groupings: list[Grouping] = Field(description="one per `group_by`, in the request's order")
+    totals: UsageRow = Field(description="the first grouping's rows summed: /v1/usage's totals for its group_by")
+    unknown_models: list[UnknownModel]
+    watermark: datetime | None
+
+
 class Finding(BaseModel):
     kind: str
     title: str
@@ -175,6 +194,29 @@ def _top(value: str | None) -> int | None:
             422, detail={"error": "invalid_top", "message": f"top is a whole number of series from 1 to {MAX_TOP}"}
         )
     return int(value)
+
+
+MAX_GROUPINGS = 8
+
+
+def _groupings(values: list[str]) -> list[list[str]]:
+    """The `group_by` parameters of /v1/usage/groupings, each a list of columns; 422 with a precise message."""
+    sets = [[g.strip() for g in value.split(",") if g.strip()] for value in values]
+    if not 1 <= len(sets) <= MAX_GROUPINGS or any(not ks for ks in sets):
+        raise HTTPException(
+            422,
+            detail={
+                "error": "invalid_group_by",
+                "message": f"from 1 to {MAX_GROUPINGS} group_by parameters, each naming at least one column",
+            },
+        )
+    if any(g not in GROUPABLE for ks in sets for g in ks):
+        raise HTTPException(
+            422, detail={"error": "invalid_group_by", "message": f"group_by accepts {', '.join(GROUPABLE)}"}
+        )
+    if len({frozenset(ks) for ks in sets}) != len(sets):
+        raise HTTPException(422, detail={"error": "invalid_group_by", "message": "each grouping at most once"})
+    return sets
 
 
 def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledger: Ledger) -> APIRouter:
@@ -264,6 +306,86 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
         if top_n is None:
             del answer["top"], answer["other_series"]
         answer["rows"] = [_row_out(r) for r in rows]
+        return JSONResponse(answer)
+
+    @router.get(
+        "/v1/usage/groupings",
+        response_model=GroupingsResponse,
+        summary="Several groupings of /v1/usage?top= over one range and filters, in one scan",
+    )
+    async def usage_groupings(
+        principal: Annotated[Caller, Depends(access.require("usage.read"))],
+        group_by: Annotated[
+            list[str],
+            Query(
+                default_factory=list,
+                description=(
+                    f"repeat, 1 to {MAX_GROUPINGS} times, each comma-separated ({', '.join(GROUPABLE)}): one grouping "
+                    "each, answered as /v1/usage answers it with the same top"
+                ),
+            ),
+        ],
+        provider: Filter,
+        model: Filter,
+        feature: Filter,
+        route: Filter,
+        task_type: Filter,
+        customer_plan: Filter,
+        customer_id: Filter,
+        service_tier: Filter,
+        top: Annotated[
+            str,
+            Query(
+                description=f"1..{MAX_TOP}: the series each grouping keeps, as /v1/usage's `top`",
+                json_schema_extra={"pattern": "^[0-9]{1,4}$"},
+            ),
+        ],
+        start: Annotated[Day, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
+        end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
+    ) -> JSONResponse:
+        start, end = _range(start, end)
+        top_n = _top(top)
+        assert top_n is not None  # a required parameter
+        sets = _groupings(group_by)
+        values = {
+            "provider": provider,
+            "model": model,
+            "feature": feature,
+            "route": route,
+            "task_type": task_type,
+            "customer_plan": customer_plan,
+            "customer_id": customer_id,
+            "service_tier": service_tier,
+        }
+        filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
+        ws = principal.workspace_id
+        answers, (unknown_models, watermark) = await asyncio.gather(
+            asyncio.to_thread(queries.usage_sets, ws, start, end, sets, filters, top_n),
+            asyncio.to_thread(queries.context, ws, start, end),
+        )
+        totals = _zero()
+        for row in answers[0][0]:
+            for m in MEASURES:
+                totals[m] += row[m]
+        # As in /v1/usage: the envelope through the model, the rows laid out as UsageRow lays them out.
+        answer = GroupingsResponse(
+            workspace_id=ws,
+            start=start,
+            end=end,
+            top=top_n,
+            groupings=[],
+            totals=UsageRow.model_validate(_jsonable(totals)),
+            unknown_models=[UnknownModel.model_validate(u) for u in unknown_models],
+            watermark=watermark,
+        ).model_dump(mode="json")
+        answer["groupings"] = [
+            {
+                "group_by": ks,
+                "rows": [_row_out(r) for r in rows],
+                "other_series": other_series,
+            }
+            for ks, (rows, other_series) in zip(sets, answers, strict=True)
+        ]
         return JSONResponse(answer)
 
     @router.get(

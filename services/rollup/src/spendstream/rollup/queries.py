@@ -100,6 +100,75 @@ class UsageQueries:
             row["other"] = bool(row["other"])
         return rows, max(0, count - top)
 
+    def usage_sets(
+        self,
+        workspace_id: str,
+        start: date,
+        end: date,
+        sets: Sequence[Sequence[str]],
+        filters: Mapping[Any, str | Sequence[str]],
+        top: int,
+    ) -> list[tuple[list[dict[str, Any]], int]]:
+        """`usage_top` for several groupings in one scan (GROUPING SETS): one answer per set, each as `usage_top`
+        answers it. Each set names at least one column of GROUPABLE, and no set twice."""
+        groupings = [[g for g in GROUPABLE if g in set(keys)] for keys in sets]
+        cols = [c for c in GROUPABLE if any(c in ks for ks in groupings)]
+        series = [c for c in cols if c != "day"]
+        where, params = self._usage_where(workspace_id, start, end, filters)
+        params["top"] = top
+        sums = ", ".join(f"sum({m}) AS {m}" for m in MEASURES)
+        grouping = ", ".join(f"({', '.join(ks)})" for ks in groupings)
+        inner = (
+            f"SELECT {', '.join(cols)}, {sums}, grouping({', '.join(cols)}) AS gid FROM {self.db}.usage_daily "
+            f"WHERE {where} GROUP BY GROUPING SETS ({grouping}) HAVING requests != 0"
+        )
+        # As in usage_top, per set (gid): a column outside a set holds its type's default on every row of that set,
+        # so ranking by every series column ranks each set by its own. The keys get names of their own inside.
+        keys = [f"k{i}" for i in range(len(series))]
+        renamed = ", ".join(
+            [
+                "gid",
+                *(["day AS d"] if "day" in cols else []),
+                *(f"{s} AS {k}" for s, k in zip(series, keys, strict=True)),
+            ]
+        )
+        days = ["d"] if "day" in cols else []
+        partition = ", ".join(["gid", *keys])
+        costed = (
+            f"SELECT {renamed}, {', '.join(MEASURES)}, sum(cost_usd) OVER (PARTITION BY {partition}) AS series_cost "
+            f"FROM ({inner})"
+        )
+        order = ", ".join(["series_cost DESC", *keys])
+        ranked = f"SELECT *, dense_rank() OVER (PARTITION BY gid ORDER BY {order}) AS series_rank FROM ({costed})"
+        counted = f"SELECT *, max(series_rank) OVER (PARTITION BY gid) AS series_count FROM ({ranked})"
+        kept = [f"if(series_rank <= {{top:UInt32}}, {k}, NULL) AS {s}" for s, k in zip(series, keys, strict=True)]
+        out = ["gid", *days, *series, "other"]
+        sql = (
+            f"SELECT {', '.join(['gid', *days, *kept])}, series_rank > {{top:UInt32}} AS other, {sums}, "
+            f"max(series_count) AS series_count FROM ({counted}) GROUP BY {', '.join(out)} ORDER BY {', '.join(out)}"
+        )
+        result = self._client.query(sql, parameters=params, settings={"force_grouping_standard_compatibility": 1})
+        # grouping(c1..cn), as the SQL standard has it: bit i (from the left) is 1 when cols[i] is NOT a key of
+        # the row's set.
+        ids = [sum(1 << (len(cols) - 1 - i) for i, c in enumerate(cols) if c not in ks) for ks in groupings]
+        answers: list[tuple[list[dict[str, Any]], int]] = []
+        rows_of: list[list[dict[str, Any]]] = [[] for _ in groupings]
+        counts = [0] * len(groupings)
+        for values in result.result_rows:
+            row = dict(zip(result.column_names, values, strict=True))
+            at = ids.index(row["gid"])
+            ks = groupings[at]
+            out_row = {k: (row["d"].isoformat() if k == "day" else row[k]) for k in ks}
+            out_row.update((m, row[m]) for m in MEASURES)
+            out_row["other"] = bool(row["other"])
+            rows_of[at].append(out_row)
+            counts[at] = max(counts[at], int(row["series_count"]))
+        for at, ks in enumerate(groupings):
+            # A set without a series column is one series (its rows'): nothing to leave out.
+            left_out = max(0, counts[at] - top) if any(k != "day" for k in ks) else 0
+            answers.append((rows_of[at], left_out))
+        return answers
+
     @staticmethod
     def _usage_where(
         workspace_id: str, start: date, end: date, filters: Mapping[Any, str | Sequence[str]]

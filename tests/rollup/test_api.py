@@ -200,7 +200,7 @@ async def test_usage_groupings_answer_each_grouping_as_usage_with_the_same_top(w
     sets = ["model", "feature", "day,model", "customer_id"]
     params: list[tuple[str, str]] = [("group_by", g) for g in sets] + [("top", "2"), ("feature", "triage")]
     params += [("feature", "evals"), ("feature", "chat")]
-    r = await world.client.get("/v1/usage/groupings", params=params, headers=auth(world.a["read"]))
+    r = await world.client.get("/v1/usage/groupings", params=tuple(params), headers=auth(world.a["read"]))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["top"] == 2 and [g["group_by"] for g in body["groupings"]] == [s.split(",") for s in sets]
@@ -238,7 +238,7 @@ async def test_usage_groupings_answer_each_grouping_as_usage_with_the_same_top(w
 async def test_usage_groupings_refuse_bad_groupings_and_tops(
     world: World, params: list[tuple[str, str]], error: str
 ) -> None:
-    r = await world.client.get("/v1/usage/groupings", params=params, headers=auth(world.a["read"]))
+    r = await world.client.get("/v1/usage/groupings", params=tuple(params), headers=auth(world.a["read"]))
     assert r.status_code == 422 and r.json()["error"] == error, r.text
 
 

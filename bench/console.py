@@ -44,9 +44,8 @@ TASKS = ("chat", "rag", "summarize", "classify", "extract", "agent")
 EVENTS_PER_ROW = 10  # events one rollup row sums, on average (a customer's feature on a model on a day)
 
 
-# The series the pages ask for (top): overview.js's TABLE_TOP and CHART_TOP, explore.js's SERIES.
-TABLE_TOP = 10
-CHART_TOP = 8
+# The series the pages ask for (top): overview.js's TOP, explore.js's SERIES.
+OVERVIEW_TOP = 10
 EXPLORE_SERIES = 10
 
 
@@ -56,18 +55,20 @@ def pages(today: str, month_start: str, month_ago: str) -> dict[str, list[str]]:
     thirty = f"from={month_ago}&to={today}"
 
     def overview(days: str) -> list[str]:
-        return [
-            f"/v1/usage?{days}&group_by=model&top={TABLE_TOP}",
-            f"/v1/usage?{days}&group_by=feature&top={TABLE_TOP}",
-            f"/v1/usage?{days}&group_by=customer_id&top={TABLE_TOP}",
-            f"/v1/usage?{days}&group_by=day,model&top={CHART_TOP}",
-        ]
+        # Its four groupings in one call.
+        groupings = "&".join(f"group_by={g}" for g in ("model", "feature", "customer_id", "day,model"))
+        return [f"/v1/usage/groupings?{days}&{groupings}&top={OVERVIEW_TOP}"]
 
     return {
         "overview": overview(month),
-        "overview (stacked by feature)": [f"/v1/usage?{month}&group_by=day,feature&top={CHART_TOP}"],
+        "overview (stacked by feature)": [f"/v1/usage?{month}&group_by=day,feature&top={OVERVIEW_TOP}"],
         # Late in a month the overview covers up to 31 days: the same calls over the full 30 days seeded.
         "overview (a full month)": overview(thirty),
+        # The same as four /v1/usage calls at once (what one call to /v1/usage/groupings stands for), for comparison.
+        "overview (a full month, as four calls)": [
+            f"/v1/usage?{thirty}&group_by={g}&top={OVERVIEW_TOP}"
+            for g in ("model", "feature", "customer_id", "day,model")
+        ],
         "explore (30 days by model)": [f"/v1/usage?{thirty}&group_by=model&top={EXPLORE_SERIES}"],
         "explore (30 days by day, model)": [f"/v1/usage?{thirty}&group_by=day,model&top={EXPLORE_SERIES}"],
         "explore (30 days by day, feature)": [f"/v1/usage?{thirty}&group_by=day,feature&top={EXPLORE_SERIES}"],

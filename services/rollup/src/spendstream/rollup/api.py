@@ -1,4 +1,4 @@
-"""rollup's read API: `GET /v1/usage`, `GET /v1/export`, `GET /v1/findings`, `GET /v1/completeness`.
+"""rollup's read API: `GET /v1/usage` (and `/v1/usage/groupings`), `/v1/export`, `/v1/findings`, `/v1/completeness`.
 
 Every route names its action (`usage.read`, `export.read`, `findings.read`) and answers for the caller's
 workspace only (the key's or the session's): the workspace is never a parameter, so no request can name another.

@@ -44,30 +44,39 @@ TASKS = ("chat", "rag", "summarize", "classify", "extract", "agent")
 EVENTS_PER_ROW = 10  # events one rollup row sums, on average (a customer's feature on a model on a day)
 
 
+# The series the pages ask for (top): overview.js's TOP, explore.js's SERIES.
+OVERVIEW_TOP = 10
+EXPLORE_SERIES = 10
+
+
 def pages(today: str, month_start: str, month_ago: str) -> dict[str, list[str]]:
     """What each page of the console asks for (static/js/pages/*.js), with the defaults it opens with."""
     month = f"from={month_start}&to={today}"
     thirty = f"from={month_ago}&to={today}"
+
+    def overview(days: str) -> list[str]:
+        # Its four groupings in one call.
+        groupings = "&".join(f"group_by={g}" for g in ("model", "feature", "customer_id", "day,model"))
+        return [f"/v1/usage/groupings?{days}&{groupings}&top={OVERVIEW_TOP}"]
+
     return {
-        "overview": [
-            f"/v1/usage?{month}&group_by=model",
-            f"/v1/usage?{month}&group_by=feature",
-            f"/v1/usage?{month}&group_by=customer_id",
-            f"/v1/usage?{month}&group_by=day,model",
-        ],
-        "overview (stacked by feature)": [f"/v1/usage?{month}&group_by=day,feature"],
+        "overview": overview(month),
+        "overview (stacked by feature)": [f"/v1/usage?{month}&group_by=day,feature&top={OVERVIEW_TOP}"],
         # Late in a month the overview covers up to 31 days: the same calls over the full 30 days seeded.
-        "overview (a full month)": [
-            f"/v1/usage?{thirty}&group_by=model",
-            f"/v1/usage?{thirty}&group_by=feature",
-            f"/v1/usage?{thirty}&group_by=customer_id",
-            f"/v1/usage?{thirty}&group_by=day,model",
+        "overview (a full month)": overview(thirty),
+        # The same as four /v1/usage calls at once (what one call to /v1/usage/groupings stands for), for comparison.
+        "overview (a full month, as four calls)": [
+            f"/v1/usage?{thirty}&group_by={g}&top={OVERVIEW_TOP}"
+            for g in ("model", "feature", "customer_id", "day,model")
         ],
-        "explore (30 days by model)": [f"/v1/usage?from={month_ago}&to={today}&group_by=model"],
-        "explore (30 days by day, model)": [f"/v1/usage?from={month_ago}&to={today}&group_by=day,model"],
-        "explore (30 days by day, feature)": [f"/v1/usage?{thirty}&group_by=day,feature"],
-        # The largest answer Explore can ask for: every customer's every day (about 144,000 rows at 10M events).
-        "explore (30 days by day, customer)": [f"/v1/usage?{thirty}&group_by=day,customer_id"],
+        "explore (30 days by model)": [f"/v1/usage?{thirty}&group_by=model&top={EXPLORE_SERIES}"],
+        "explore (30 days by day, model)": [f"/v1/usage?{thirty}&group_by=day,model&top={EXPLORE_SERIES}"],
+        "explore (30 days by day, feature)": [f"/v1/usage?{thirty}&group_by=day,feature&top={EXPLORE_SERIES}"],
+        # The largest grouping Explore can ask for: every customer's every day (about 144,000 groups at 10M events),
+        # the ten costliest customers kept.
+        "explore (30 days by day, customer)": [f"/v1/usage?{thirty}&group_by=day,customer_id&top={EXPLORE_SERIES}"],
+        # The same without top, as an API client may still ask: every row.
+        "api: 30 days by day, customer, every row": [f"/v1/usage?{thirty}&group_by=day,customer_id"],
         "findings": ["/v1/findings"],
     }
 
@@ -175,7 +184,7 @@ async def measure(events: int, days: int, rounds: int) -> dict[str, Any]:
                         started = time.perf_counter()
                         await asyncio.gather(*(timed(p) for p in paths))
                         per_page.setdefault(name, []).append(time.perf_counter() - started)
-                rows = (await client.get(plan["overview"][2])).json()["rows"]
+                rows = (await client.get(plan["api: 30 days by day, customer, every row"][0])).json()["rows"]
     finally:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
         await admin.start()

@@ -35,19 +35,30 @@ async def test_the_overview_shows_this_months_usage_figures(world: World, watche
     await sign_in(page, world)
     today = datetime.now(UTC).date()
     month = {"from": str(today.replace(day=1)), "to": str(today)}
-    by_model = await world.usage(**month, group_by="model")
+    # The page asks for the ten costliest of each ranking (top=10); the same call here.
+    by_model = await world.usage(**month, group_by="model", top=10)
     await expect(page.locator("[data-figure='total-cost']")).to_have_text(shown_usd(by_model["totals"]["cost_usd"]))
     await expect(page.locator("[data-figure='total-requests']")).to_have_text(f"{by_model['totals']['requests']:,}")
     table = page.get_by_role("table", name="Top models")
     for row in by_model["rows"]:
-        cells = table.get_by_role("row").filter(has=page.get_by_role("cell", name=row["model"], exact=True))
+        name = f"Other ({by_model['other_series']} series)" if row["other"] else row["model"]
+        cells = table.get_by_role("row").filter(has=page.get_by_role("cell", name=name, exact=True))
         await expect(cells.get_by_role("cell").nth(2)).to_have_text(shown_usd(row["cost_usd"]))
+    await expect(table.locator("tbody tr")).to_have_count(len(by_model["rows"]))
+    by_feature = await world.usage(**month, group_by="feature", top=10)
+    features = page.get_by_role("table", name="Top features")
+    await expect(features.locator("tbody tr")).to_have_count(11)  # 17 features: ten and the rest
+    rest = f"Other ({by_feature['other_series']} series)"
+    assert by_feature["other_series"] == 7 and by_feature["rows"][-1]["other"]
+    await expect(features.locator("tbody tr").last.locator("td")).to_have_text(
+        [rest, f"{by_feature['rows'][-1]['requests']:,}", shown_usd(by_feature["rows"][-1]["cost_usd"])]
+    )
     unpriced = page.get_by_role("table", name="Models the price table could not price")
     for unknown in by_model["unknown_models"]:
         await expect(unpriced.get_by_role("cell", name=unknown["model"], exact=True)).to_be_visible()
 
 
-async def test_explore_equals_usage_for_the_same_range_and_draws_top_n_plus_other(
+async def test_explore_equals_usage_with_the_same_top_for_the_same_range_and_draws_top_n_plus_other(
     world: World, watched: Watched
 ) -> None:
     page = watched.page
@@ -63,7 +74,10 @@ async def test_explore_equals_usage_for_the_same_range_and_draws_top_n_plus_othe
     await form.get_by_label("model", exact=True).uncheck()
     async with page.expect_response(lambda r: "/v1/usage" in r.url):
         await form.get_by_role("button", name="Show").click()
-    expected = await world.usage(**{"from": str(start), "to": str(end)}, group_by="day,feature")
+    # The page asks for the ten costliest series (its default), the rest summed server-side.
+    expected = await world.usage(**{"from": str(start), "to": str(end)}, group_by="day,feature", top=10)
+    assert expected["other_series"] == 7
+    rest = "Other (7 series)"
     await expect(page.locator("[data-figure='total-cost']")).to_have_text(shown_usd(expected["totals"]["cost_usd"]))
     await expect(page.locator("[data-figure='total-requests']")).to_have_text(f"{expected['totals']['requests']:,}")
     rows = page.locator("main table tbody tr")
@@ -71,12 +85,16 @@ async def test_explore_equals_usage_for_the_same_range_and_draws_top_n_plus_othe
     shown = {
         (cells[0], cells[1]): cells[-1] for cells in [await r.locator("td").all_inner_texts() for r in await rows.all()]
     }
-    assert shown == {(str(r["day"]), r["feature"]): shown_usd(r["cost_usd"]) for r in expected["rows"]}
-    # 17 features: the chart draws the eight dearest and "other".
+    assert shown == {
+        (str(r["day"]), rest if r["other"] else r["feature"]): shown_usd(r["cost_usd"]) for r in expected["rows"]
+    }
+    # 17 features: the chart draws the ten dearest and the rest, as the table does.
     labels = await page.evaluate(
         "() => window.Chart.getChart(document.querySelector('main canvas')).data.datasets.map((d) => d.label)"
     )
-    assert len(labels) == 9 and labels[-1] == "other"
+    assert labels[-1] == rest
+    assert sorted(labels[:-1]) == sorted({r["feature"] for r in expected["rows"] if not r["other"]})
+    assert len(labels) == 11
 
 
 async def test_markup_in_a_tag_value_renders_as_text(world: World, watched: Watched) -> None:

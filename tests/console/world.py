@@ -97,7 +97,7 @@ def seed_events(now: datetime) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     models = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-3-5-haiku-20241022")]
     for day in range(4):
-        # Never ahead of now (ingest refuses events from the future): before 01:00 UTC today's are stamped now.
+        # 01:00 on each day, but never ahead of now: ingest refuses a timestamp more than 5 minutes in the future.
         stamp = min((now - timedelta(days=day)).replace(hour=1, minute=0, second=0, microsecond=0), now)
         for i, feature in enumerate([XSS_TAG, "chat", "search", *MANY_FEATURES]):
             provider, model = models[(i + day) % len(models)]

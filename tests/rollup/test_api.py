@@ -167,6 +167,81 @@ async def test_usage_filters_with_several_values_and_groups_by_several_dimension
     assert bad.status_code == 422
 
 
+async def test_usage_with_top_keeps_the_costliest_series_and_sums_the_rest_with_the_same_totals(world: World) -> None:
+    params = {"group_by": "day,feature"}
+    full = (await world.client.get("/v1/usage", params=params, headers=auth(world.a["read"]))).json()
+    assert "top" not in full and "other_series" not in full and all("other" not in r for r in full["rows"])
+    topped = await world.client.get("/v1/usage", params={**params, "top": "2"}, headers=auth(world.a["read"]))
+    assert topped.status_code == 200, topped.text
+    body = topped.json()
+    assert body["top"] == 2 and body["other_series"] == 2
+    assert body["totals"] == full["totals"]
+    costs: dict[str, Decimal] = {}
+    for row in full["rows"]:
+        costs[row["feature"]] = costs.get(row["feature"], Decimal(0)) + Decimal(row["cost_usd"])
+    dearest = sorted(costs, key=lambda f: (-costs[f], f))[:2]
+    assert {r["feature"] for r in body["rows"] if not r["other"]} == set(dearest)
+    rest = [r for r in body["rows"] if r["other"]]
+    assert rest and all(r["feature"] is None for r in rest)
+    assert sum(Decimal(r["cost_usd"]) for r in rest) == sum(costs[f] for f in costs if f not in dearest)
+    everything = await world.client.get("/v1/usage", params={**params, "top": "4"}, headers=auth(world.a["read"]))
+    assert everything.json()["other_series"] == 0
+    assert [{k: v for k, v in r.items() if k != "other"} for r in everything.json()["rows"]] == full["rows"]
+
+
+@pytest.mark.parametrize("top", ["0", "1001", "-1", "1.5", "abc", "", "\u00b2", "99999"])
+async def test_usage_refuses_a_top_outside_1_to_1000_with_a_precise_message(world: World, top: str) -> None:
+    r = await world.client.get("/v1/usage", params={"group_by": "feature", "top": top}, headers=auth(world.a["read"]))
+    assert r.status_code == 422
+    assert r.json() == {"error": "invalid_top", "message": "top is a whole number of series from 1 to 1000"}
+
+
+async def test_usage_groupings_answer_each_grouping_as_usage_with_the_same_top(world: World) -> None:
+    sets = ["model", "feature", "day,model", "customer_id"]
+    params: list[tuple[str, str]] = [("group_by", g) for g in sets] + [("top", "2"), ("feature", "triage")]
+    params += [("feature", "evals"), ("feature", "chat")]
+    r = await world.client.get("/v1/usage/groupings", params=tuple(params), headers=auth(world.a["read"]))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["top"] == 2 and [g["group_by"] for g in body["groupings"]] == [s.split(",") for s in sets]
+    filters = [("feature", "triage"), ("feature", "evals"), ("feature", "chat")]
+    for grouping in body["groupings"]:
+        one = await world.client.get(
+            "/v1/usage",
+            params=[("group_by", ",".join(grouping["group_by"])), ("top", "2"), *filters],
+            headers=auth(world.a["read"]),
+        )
+        assert grouping["rows"] == one.json()["rows"]
+        assert grouping["other_series"] == one.json()["other_series"]
+        assert body["totals"] == one.json()["totals"]
+        assert body["unknown_models"] == one.json()["unknown_models"]
+    assert body["groupings"][1]["other_series"] == 1  # three features asked for, two kept
+    assert world.b["workspace_id"] not in r.text
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ([("top", "3")], "invalid_group_by"),
+        ([("group_by", "model"), ("group_by", "prompt"), ("top", "3")], "invalid_group_by"),
+        ([("group_by", "model"), ("group_by", ""), ("top", "3")], "invalid_group_by"),
+        ([("group_by", "day,model"), ("group_by", "model,day"), ("top", "3")], "invalid_group_by"),
+        (
+            [("group_by", g) for g in ("model", "feature", "route", "task_type", "day", "provider", "customer_id")]
+            + [("group_by", "service_tier"), ("group_by", "customer_plan"), ("top", "3")],
+            "invalid_group_by",
+        ),
+        ([("group_by", "model"), ("top", "0")], "invalid_top"),
+        ([("group_by", "model")], "invalid_request"),
+    ],
+)
+async def test_usage_groupings_refuse_bad_groupings_and_tops(
+    world: World, params: list[tuple[str, str]], error: str
+) -> None:
+    r = await world.client.get("/v1/usage/groupings", params=tuple(params), headers=auth(world.a["read"]))
+    assert r.status_code == 422 and r.json()["error"] == error, r.text
+
+
 async def test_export_streams_every_event_and_rollup_row_as_csv_and_json(world: World) -> None:
     r = await world.client.get("/v1/export", params={"format": "csv"}, headers=auth(world.a["read"]))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")

@@ -1,4 +1,4 @@
-"""rollup's read API: `GET /v1/usage`, `GET /v1/export`, `GET /v1/findings`, `GET /v1/completeness`.
+"""rollup's read API: `GET /v1/usage` (and `/v1/usage/groupings`), `/v1/export`, `/v1/findings`, `/v1/completeness`.
 
 Every route names its action (`usage.read`, `export.read`, `findings.read`) and answers for the caller's
 workspace only (the key's or the session's): the workspace is never a parameter, so no request can name another.
@@ -26,7 +26,9 @@ from spendstream.rollup.queries import GROUPABLE, UsageQueries
 from spendstream.rollup.schema import DIMENSIONS, MEASURES
 
 MAX_RANGE_DAYS = 400
+MAX_TOP = 1000
 ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+TOP = re.compile(r"[0-9]{1,4}")
 
 
 def _iso_day(value: object) -> object:
@@ -68,10 +70,24 @@ class UsageResponse(BaseModel):
     start: date
     end: date
     group_by: list[str]
-    rows: list[UsageRow]
+    rows: list[UsageRow] = Field(
+        description=(
+            "one per group: its group_by columns and measures. With `top`, each row also has `other`: false for a "
+            "kept series, true for the sum of every other series (one such row per day when grouped by day), "
+            "whose series columns are null"
+        )
+    )
     totals: UsageRow
     unknown_models: list[UnknownModel]
     watermark: datetime | None
+    top: int | None = Field(
+        default=None,
+        description="the `top` asked for; absent when the request named none (every row is then a group)",
+    )
+    other_series: int | None = Field(
+        default=None,
+        description="with `top`: how many series the rows with `other` true sum (0 when none was left out)",
+    )
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +108,25 @@ def _row_out(row: dict[str, Any]) -> dict[str, Any]:
 
 def _zero() -> dict[str, Any]:
     return {m: (Decimal(0) if m == "cost_usd" else 0) for m in MEASURES}
+
+
+class Grouping(BaseModel):
+    group_by: list[str]
+    rows: list[UsageRow] = Field(
+        description="as /v1/usage with `top` answers them for this group_by: each has `other`, the rest null series"
+    )
+    other_series: int = Field(description="how many series the rows with `other` true sum (0 when none)")
+
+
+class GroupingsResponse(BaseModel):
+    workspace_id: str
+    start: date
+    end: date
+    top: int
+    groupings: list[Grouping] = Field(description="one per `group_by`, in the request's order")
+    totals: UsageRow = Field(description="the first grouping's rows summed: /v1/usage's totals for its group_by")
+    unknown_models: list[UnknownModel]
+    watermark: datetime | None
 
 
 class Finding(BaseModel):
@@ -149,6 +184,41 @@ def _range(start: date | None, end: date | None) -> tuple[date, date]:
     return start, end
 
 
+def _top(value: str | None) -> int | None:
+    """The `top` parameter as a number of series; None when absent. Parsed here, not by pydantic, so that a wrong
+    value answers one precise message (`top=0`, `top=1.5`, `top=abc` and `top=5000` alike)."""
+    if value is None:
+        return None
+    if not TOP.fullmatch(value) or not 1 <= int(value) <= MAX_TOP:
+        raise HTTPException(
+            422, detail={"error": "invalid_top", "message": f"top is a whole number of series from 1 to {MAX_TOP}"}
+        )
+    return int(value)
+
+
+MAX_GROUPINGS = 8
+
+
+def _groupings(values: list[str]) -> list[list[str]]:
+    """The `group_by` parameters of /v1/usage/groupings, each a list of columns; 422 with a precise message."""
+    sets = [[g.strip() for g in value.split(",") if g.strip()] for value in values]
+    if not 1 <= len(sets) <= MAX_GROUPINGS or any(not ks for ks in sets):
+        raise HTTPException(
+            422,
+            detail={
+                "error": "invalid_group_by",
+                "message": f"from 1 to {MAX_GROUPINGS} group_by parameters, each naming at least one column",
+            },
+        )
+    if any(g not in GROUPABLE for ks in sets for g in ks):
+        raise HTTPException(
+            422, detail={"error": "invalid_group_by", "message": f"group_by accepts {', '.join(GROUPABLE)}"}
+        )
+    if len({frozenset(ks) for ks in sets}) != len(sets):
+        raise HTTPException(422, detail={"error": "invalid_group_by", "message": "each grouping at most once"})
+    return sets
+
+
 def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledger: Ledger) -> APIRouter:
     router = APIRouter(tags=["usage"], responses=responses(*AUTH, 422))
 
@@ -170,8 +240,22 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
         start: Annotated[Day, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
         end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
         group_by: Annotated[str, Query(description=f"comma-separated: {', '.join(GROUPABLE)}")] = "",
+        top: Annotated[
+            str | None,
+            Query(
+                description=(
+                    f"1..{MAX_TOP}: keep the N costliest series over the range (a series: the values of every "
+                    "group_by dimension but `day`; ties by those values, ascending) and sum every other series "
+                    "into one row per day whose `other` is true and whose series dimensions are null. With `top`, "
+                    "every row carries `other` and the answer `other_series` (how many series the rest sums); "
+                    "totals are those of every series. Without a series dimension `top` changes no row"
+                ),
+                json_schema_extra={"pattern": "^[0-9]{1,4}$"},
+            ),
+        ] = None,
     ) -> JSONResponse:
         start, end = _range(start, end)
+        top_n = _top(top)
         groups = [g.strip() for g in group_by.split(",") if g.strip()]
         unknown = [g for g in groups if g not in GROUPABLE]
         if unknown:
@@ -190,10 +274,17 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
         }
         filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
         ws = principal.workspace_id
-        rows, (unknown_models, watermark) = await asyncio.gather(
-            asyncio.to_thread(queries.usage, ws, start, end, groups, filters),
-            asyncio.to_thread(queries.context, ws, start, end),
-        )
+        other_series: int | None = None
+        if top_n is None:
+            rows, (unknown_models, watermark) = await asyncio.gather(
+                asyncio.to_thread(queries.usage, ws, start, end, groups, filters),
+                asyncio.to_thread(queries.context, ws, start, end),
+            )
+        else:
+            (rows, other_series), (unknown_models, watermark) = await asyncio.gather(
+                asyncio.to_thread(queries.usage_top, ws, start, end, groups, filters, top_n),
+                asyncio.to_thread(queries.context, ws, start, end),
+            )
         totals = _zero()
         for row in rows:
             for m in MEASURES:
@@ -209,8 +300,92 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
             totals=UsageRow.model_validate(_jsonable(totals)),
             unknown_models=[UnknownModel.model_validate(u) for u in unknown_models],
             watermark=watermark,
+            top=top_n,
+            other_series=other_series,
         ).model_dump(mode="json")
+        if top_n is None:
+            del answer["top"], answer["other_series"]
         answer["rows"] = [_row_out(r) for r in rows]
+        return JSONResponse(answer)
+
+    @router.get(
+        "/v1/usage/groupings",
+        response_model=GroupingsResponse,
+        summary="Several groupings of /v1/usage?top= over one range and filters, in one scan",
+    )
+    async def usage_groupings(
+        principal: Annotated[Caller, Depends(access.require("usage.read"))],
+        group_by: Annotated[
+            list[str],
+            Query(
+                default_factory=list,
+                description=(
+                    f"repeat, 1 to {MAX_GROUPINGS} times, each comma-separated ({', '.join(GROUPABLE)}): one grouping "
+                    "each, answered as /v1/usage answers it with the same top"
+                ),
+            ),
+        ],
+        provider: Filter,
+        model: Filter,
+        feature: Filter,
+        route: Filter,
+        task_type: Filter,
+        customer_plan: Filter,
+        customer_id: Filter,
+        service_tier: Filter,
+        top: Annotated[
+            str,
+            Query(
+                description=f"1..{MAX_TOP}: the series each grouping keeps, as /v1/usage's `top`",
+                json_schema_extra={"pattern": "^[0-9]{1,4}$"},
+            ),
+        ],
+        start: Annotated[Day, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
+        end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
+    ) -> JSONResponse:
+        start, end = _range(start, end)
+        top_n = _top(top)
+        assert top_n is not None  # a required parameter
+        sets = _groupings(group_by)
+        values = {
+            "provider": provider,
+            "model": model,
+            "feature": feature,
+            "route": route,
+            "task_type": task_type,
+            "customer_plan": customer_plan,
+            "customer_id": customer_id,
+            "service_tier": service_tier,
+        }
+        filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
+        ws = principal.workspace_id
+        answers, (unknown_models, watermark) = await asyncio.gather(
+            asyncio.to_thread(queries.usage_sets, ws, start, end, sets, filters, top_n),
+            asyncio.to_thread(queries.context, ws, start, end),
+        )
+        totals = _zero()
+        for row in answers[0][0]:
+            for m in MEASURES:
+                totals[m] += row[m]
+        # As in /v1/usage: the envelope through the model, the rows laid out as UsageRow lays them out.
+        answer = GroupingsResponse(
+            workspace_id=ws,
+            start=start,
+            end=end,
+            top=top_n,
+            groupings=[],
+            totals=UsageRow.model_validate(_jsonable(totals)),
+            unknown_models=[UnknownModel.model_validate(u) for u in unknown_models],
+            watermark=watermark,
+        ).model_dump(mode="json")
+        answer["groupings"] = [
+            {
+                "group_by": ks,
+                "rows": [_row_out(r) for r in rows],
+                "other_series": other_series,
+            }
+            for ks, (rows, other_series) in zip(sets, answers, strict=True)
+        ]
         return JSONResponse(answer)
 
     @router.get(

@@ -8,7 +8,7 @@
 | ingest.datakeys.v1, ingest.apikeys.v1 (replayed tables) | rollup.deadletter.v1            |
 | pricing.versions.v1, pricing.rates.v1 (replayed tables) | pricing.versions.v1, pricing.rates.v1 |
 | retention.commands.v1 (group spendstream-rollup-erasure)    | retention.reports.v1        |
-| GET /v1/usage, /v1/export, /v1/findings, /v1/completeness (read or admin key) |          |
+| GET /v1/usage(/groupings), /v1/export, /v1/findings, /v1/completeness (read or admin key) | |
 | /v1/prices/... (admin key; held tables: price admins)       |                            |
 | POST/GET /v1/prices/recompute (admin key; internal twin) | usage_events, usage_daily, price_recompute_* |
 | /v1/revenue*, /v1/stripe/endpoint (admin), GET /v1/margin (read) | ClickHouse revenue tables (revenue.py) |

@@ -1,19 +1,42 @@
 // Charts drawn by Chart.js (npm, shipped in /assets/vendor). Hundreds of series stay readable: the top N by
-// cost are drawn, the rest summed as "other". Each chart has a text alternative; the table beside it holds
-// the exact figures.
+// cost are drawn, the rest summed as one "Other" series. GET /v1/usage?top=N does the summing server-side (rows
+// with `other` true); rows without it are ranked and summed here. Each chart has a text alternative; the table
+// beside it holds the exact figures.
 import { h } from "./dom.js";
 
 const PALETTE = ["#0b5cad", "#e66100", "#1a7f37", "#8250df", "#bf3989", "#0a7f8c", "#9a6700", "#57606a", "#cf222e",
   "#6639ba"];
-export const OTHER = "other";
+const OTHER = Symbol("other");
 
-export function topSeries(rows, dimension, n = 8) {
-  const totals = new Map();
-  for (const r of rows) totals.set(r[dimension], (totals.get(r[dimension]) || 0) + Number(r.cost_usd));
-  const ranked = [...totals.entries()].sort((a, b) => b[1] - a[1]);
-  const top = ranked.slice(0, n).map(([k]) => k);
-  return { top, hasOther: ranked.length > n };
+// A series' name: its values of the given dimensions, "(none)" for an empty one.
+export function seriesName(row, dimensions) {
+  return [dimensions].flat().map((d) => (row[d] === "" ? "(none)" : String(row[d]))).join(" / ");
 }
+
+export function otherLabel(count) {
+  return `Other (${count} series)`;
+}
+
+// The n costliest series of rows that are not a summed rest, and how many series the rest sums: the answer's
+// `other_series` when the server summed it, else those left out here.
+export function topSeries(rows, dimensions, n = 8, otherSeries = 0) {
+  const totals = new Map();
+  for (const r of rows) {
+    if (r.other) continue;
+    const name = seriesName(r, dimensions);
+    totals.set(name, (totals.get(name) || 0) + Number(r.cost_usd));
+  }
+  const ranked = [...totals.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const top = ranked.slice(0, n).map(([k]) => k);
+  const rest = otherSeries + Math.max(0, ranked.length - n);
+  return { top, rest };
+}
+
+const seriesOf = (r, top, dimensions) => {
+  if (r.other) return OTHER;
+  const name = seriesName(r, dimensions);
+  return top.includes(name) ? name : OTHER;
+};
 
 function daysBetween(from, to) {
   const out = [];
@@ -30,19 +53,20 @@ export function dropCharts() {
   charts = [];
 }
 
-export function stackedByDay(label, rows, dimension, from, to, n = 8) {
-  const { top, hasOther } = topSeries(rows, dimension, n);
+// `dimensions`: one dimension or several (a series is then their values together); `otherSeries`: the answer's
+// `other_series` when it was asked with top.
+export function stackedByDay(label, rows, dimensions, from, to, n = 8, otherSeries = 0) {
+  const { top, rest } = topSeries(rows, dimensions, n, otherSeries);
   const days = daysBetween(from, to);
   const index = new Map(days.map((d, i) => [d, i]));
-  const names = hasOther ? [...top, OTHER] : top;
+  const names = rest > 0 || rows.some((r) => r.other) ? [...top, OTHER] : top;
   const data = new Map(names.map((name) => [name, new Array(days.length).fill(0)]));
   for (const r of rows) {
-    const series = top.includes(r[dimension]) ? r[dimension] : OTHER;
     const i = index.get(String(r.day));
-    if (i !== undefined) data.get(series)[i] += Number(r.cost_usd);
+    if (i !== undefined) data.get(seriesOf(r, top, dimensions))[i] += Number(r.cost_usd);
   }
   const datasets = names.map((name, i) => ({
-    label: name === "" ? "(none)" : String(name),
+    label: name === OTHER ? otherLabel(rest) : name,
     data: data.get(name),
     backgroundColor: name === OTHER ? "#afb8c1" : PALETTE[i % PALETTE.length],
     stack: "cost",
@@ -50,13 +74,18 @@ export function stackedByDay(label, rows, dimension, from, to, n = 8) {
   return draw(label, { type: "bar", data: { labels: days, datasets }, stacked: true });
 }
 
-export function barsOf(label, rows, dimension, n = 12) {
-  const { top, hasOther } = topSeries(rows, dimension, n);
-  const values = top.map((k) => rows.filter((r) => r[dimension] === k).reduce((s, r) => s + Number(r.cost_usd), 0));
-  const labels = top.map((k) => (k === "" ? "(none)" : String(k)));
-  if (hasOther) {
-    labels.push(OTHER);
-    values.push(rows.filter((r) => !top.includes(r[dimension])).reduce((s, r) => s + Number(r.cost_usd), 0));
+export function barsOf(label, rows, dimensions, n = 12, otherSeries = 0) {
+  const { top, rest } = topSeries(rows, dimensions, n, otherSeries);
+  const sums = new Map([...top, OTHER].map((name) => [name, 0]));
+  for (const r of rows) {
+    const series = seriesOf(r, top, dimensions);
+    sums.set(series, sums.get(series) + Number(r.cost_usd));
+  }
+  const labels = [...top];
+  const values = top.map((name) => sums.get(name));
+  if (rest > 0 || rows.some((r) => r.other)) {
+    labels.push(otherLabel(rest));
+    values.push(sums.get(OTHER));
   }
   const datasets = [{ label: "cost (USD)", data: values, backgroundColor: PALETTE[0] }];
   return draw(label, { type: "bar", data: { labels, datasets }, stacked: false });

@@ -1,11 +1,14 @@
 // Explore: any grouping and filter of GET /v1/usage over any UTC day range, as a chart and a table; the
-// workspace's data exported as CSV or JSON (GET /v1/export).
+// workspace's data exported as CSV or JSON (GET /v1/export, every event and rollup row: never the top only).
+// The chart and the table show the same rows: the N costliest series (top=N) and the rest summed as "Other".
 import { call, get, query } from "../api.js";
-import { barsOf, dropCharts, stackedByDay } from "../charts.js";
+import { barsOf, dropCharts, otherLabel, stackedByDay } from "../charts.js";
 import { errorText, h, int, isoDay, replace, saveBlob, status, table, usd } from "../dom.js";
 
 const GROUPS = ["day", "provider", "model", "feature", "route", "task_type", "customer_plan", "customer_id", "service_tier"];
 const FILTERS = GROUPS.slice(1);
+const SERIES = 10; // the series a chart opens with: readable stacked or as bars
+const MAX_SERIES = 1000; // GET /v1/usage's bound on top
 
 export default async function explore(main, ctx) {
   dropCharts();
@@ -19,12 +22,15 @@ export default async function explore(main, ctx) {
   const filterDim = h("select", { name: "filter_dimension" }, h("option", { value: "" }, "no filter"),
     FILTERS.map((f) => h("option", { value: f }, f)));
   const filterValue = h("input", { name: "filter_value", placeholder: "values, comma-separated" });
+  const series = h("input", { type: "number", name: "top", min: "1", max: String(MAX_SERIES), step: "1",
+    value: String(SERIES), required: true });
   const result = h("div", { "aria-live": "polite" });
 
   async function run(event) {
     if (event) event.preventDefault();
     const group_by = groups.map((l) => l.querySelector("input")).filter((i) => i.checked).map((i) => i.value);
     const params = { from: from.value, to: to.value, group_by: group_by.join(",") };
+    if (group_by.some((g) => g !== "day")) params.top = series.value;
     if (filterDim.value && filterValue.value.trim()) {
       params[filterDim.value] = filterValue.value.split(",").map((v) => v.trim()).filter(Boolean);
     }
@@ -60,6 +66,7 @@ export default async function explore(main, ctx) {
       h("fieldset", {}, h("legend", {}, "Group by"), groups),
       h("label", {}, "Filter on", filterDim),
       h("label", {}, "Filter values", filterValue),
+      h("label", {}, "Series shown (the costliest; the rest as one “Other” row)", series),
       h("button", { type: "submit" }, "Show"),
     ),
     ctx.can("export.read")
@@ -74,17 +81,29 @@ export default async function explore(main, ctx) {
 
 function view(data, group_by, params) {
   const dims = group_by.filter((g) => g !== "day");
+  const n = Number(params.top || SERIES);
+  const others = data.other_series || 0;
   let chart = h("p", { class: "muted" }, "Group by at least one dimension to draw a chart.");
   if (group_by.includes("day") && dims.length > 0) {
-    chart = stackedByDay(`Cost by day, stacked by ${dims[0]}`, data.rows, dims[0], params.from, params.to);
+    chart = stackedByDay(`Cost by day, stacked by ${dims.join(" / ")}`, data.rows, dims, params.from, params.to, n,
+      others);
   } else if (group_by.includes("day")) {
     chart = stackedByDay("Cost by day", data.rows.map((r) => ({ ...r, all: "all" })), "all", params.from, params.to);
   } else if (dims.length > 0) {
-    chart = barsOf(`Cost by ${dims[0]}`, data.rows, dims[0]);
+    chart = barsOf(`Cost by ${dims.join(" / ")}`, data.rows, dims, n, others);
   }
-  const rows = [...data.rows].sort((a, b) => Number(b.cost_usd) - Number(a.cost_usd));
+  // The kept series' rows, costliest first, then the rest's; the rest is labelled in its first series column.
+  const rows = [
+    ...data.rows.filter((r) => !r.other).sort((a, b) => Number(b.cost_usd) - Number(a.cost_usd)),
+    ...data.rows.filter((r) => r.other),
+  ];
+  const cell = (r, g) => {
+    if (r.other && g === dims[0]) return otherLabel(others);
+    if (r.other && g !== "day") return "";
+    return r[g] === "" ? "(none)" : String(r[g]);
+  };
   const columns = [
-    ...group_by.map((g) => ({ label: g, value: (r) => (r[g] === "" ? "(none)" : String(r[g])) })),
+    ...group_by.map((g) => ({ label: g, value: (r) => cell(r, g) })),
     { label: "Requests", value: (r) => int(r.requests), num: true },
     { label: "Input tokens", value: (r) => int(r.input_tokens), num: true },
     { label: "Output tokens", value: (r) => int(r.output_tokens), num: true },
@@ -95,6 +114,10 @@ function view(data, group_by, params) {
     {},
     h("p", {}, `${data.start} to ${data.end}: `, h("strong", { "data-figure": "total-cost" }, usd(data.totals.cost_usd)),
       " over ", h("strong", { "data-figure": "total-requests" }, int(data.totals.requests)), " requests."),
+    others > 0
+      ? h("p", { class: "muted" }, `The ${n} costliest series of ${n + others}; the other ${others} are summed `
+          + "as one row per group (the export holds every event and rollup row).")
+      : "",
     chart,
     table(`${rows.length} rows`, columns, rows),
   );

@@ -109,10 +109,12 @@ def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
 
 
 # The routes a person uses before they have a session or a key (people: sign-in, an invitation's acceptance, a
-# one-time sign-in link, single sign-on): they take no key, and a forged one changes nothing about them.
+# one-time sign-in link, single sign-on, and which of those the installation offers): they take no key, and a
+# forged one changes nothing about them.
 PUBLIC = frozenset(
     {
         "/v1/auth/signin",
+        "/v1/auth/methods",
         "/v1/invitations/accept",
         "/v1/auth/link",
         "/v1/auth/oidc/start",
@@ -150,9 +152,15 @@ def test_every_route_refuses_requests_without_a_valid_key(world: World) -> None:
         {"Authorization": "Bearer"},
     ]
     with httpx.Client(base_url=world.url, timeout=30) as http:
+        # The sign-in methods are the installation's, the same for everyone: a key changes nothing about them.
+        methods = http.get("/v1/auth/methods").json()
+        assert methods == {"password": True, "sso": False}
         for method, path in calls:
             for headers in forged:
                 r = http.request(method, concrete(path), headers=headers, json={})
+                if path == "/v1/auth/methods":
+                    assert r.status_code == 200 and r.json() == methods, (headers, r.status_code, r.text)
+                    continue
                 if path in PUBLIC:
                     # No key is asked; an empty body, no token or no provider's answer does nothing, whatever key
                     # came with it (single sign-on's start redirects to the provider, or is off).

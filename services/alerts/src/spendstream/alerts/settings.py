@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
 from spendstream.common.settings import BaseServiceSettings, is_http_url
+from spendstream.common.smtp import SmtpSettings
 
 
-class AlertsSettings(BaseServiceSettings):
+# E-mail over SMTP (SmtpSettings): an empty host disables the channel (deliveries are logged as not configured).
+class AlertsSettings(BaseServiceSettings, SmtpSettings):
     http_port: int = Field(default=8083, ge=1, le=65535)
     group_id: str = "spendstream-alerts"
     # Deliveries read alerts.fired.v1 in their own group, so a slow webhook never holds back spend counting.
@@ -37,14 +39,6 @@ class AlertsSettings(BaseServiceSettings):
     delivery_backoff_seconds: float = Field(default=1.0, gt=0)
     delivery_backoff_max_seconds: float = Field(default=60.0, gt=0)
     delivery_log_days: int = Field(default=30, ge=1)
-    # E-mail over SMTP; an empty host disables the channel (deliveries are logged as not configured).
-    smtp_host: str = ""
-    smtp_port: int = Field(default=587, ge=1, le=65535)
-    smtp_starttls: bool = True
-    smtp_ca_file: str = ""  # a CA bundle to verify the SMTP server with; empty: the system's
-    smtp_username: str = ""
-    smtp_password: SecretStr = SecretStr("")
-    smtp_from: str = Field(default="spendstream@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
 
     @field_validator("rollup_url")
     @classmethod

@@ -1,15 +1,14 @@
-"""people's e-mails (invitations) over SMTP, STARTTLS when configured, sent from a worker thread.
+"""people's e-mails (invitations) over SMTP (`spendstream.common.smtp`), sent from a worker thread.
 
-The same settings as alerts' `mail.py`; a separate sender because alerts classifies failures for its retrying
-delivery log, while an invitation either goes out now or the request fails."""
+An invitation either goes out now or the request fails: no retrying delivery log as alerts keeps."""
 
 from __future__ import annotations
 
 import asyncio
 import smtplib
-import ssl
 from email.message import EmailMessage
 
+from spendstream.common import smtp
 from spendstream.people.settings import PeopleSettings
 
 
@@ -23,29 +22,17 @@ class MailSender:
 
     @property
     def configured(self) -> bool:
-        return bool(self._settings.smtp_host)
+        return self._settings.smtp_configured
 
     async def send(self, to: str, subject: str, text: str) -> None:
         """Hand one message to the SMTP server; MailUnavailable (with a code, never the message) otherwise."""
         if not self.configured:
             raise MailUnavailable("smtp_not_configured")
-        message = EmailMessage()
-        message["From"] = self._settings.smtp_from
-        message["To"] = to
-        message["Subject"] = subject
-        message.set_content(text)
-        await asyncio.to_thread(self._send, message)
+        await asyncio.to_thread(self._send, smtp.message(self._settings, to, subject, text))
 
     def _send(self, message: EmailMessage) -> None:
-        s = self._settings
         try:
-            with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds) as smtp:
-                if s.smtp_starttls:
-                    # Verified like any TLS client (hostname and chain), never downgraded to plain text.
-                    smtp.starttls(context=ssl.create_default_context(cafile=s.smtp_ca_file or None))
-                if s.smtp_username:
-                    smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
-                smtp.send_message(message)
+            smtp.deliver(self._settings, message)
         except (smtplib.SMTPException, OSError) as exc:
             code = exc.smtp_code if isinstance(exc, smtplib.SMTPResponseException) else 0
             raise MailUnavailable(f"smtp_{code}" if code else "smtp_connection_error") from None

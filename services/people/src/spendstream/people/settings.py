@@ -5,11 +5,14 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from spendstream.common.settings import BaseServiceSettings, is_http_url
+from spendstream.common.smtp import SmtpSettings
 
 _OIDC_REQUIRED = ("oidc_issuer", "oidc_client_id", "oidc_client_secret", "oidc_redirect_url")
 
 
-class PeopleSettings(BaseServiceSettings):
+# Invitations by e-mail over SMTP (SmtpSettings, the names alerts uses); an empty host: invitations are refused
+# with 503 and the operator's CLI prints a one-time sign-in link instead.
+class PeopleSettings(BaseServiceSettings, SmtpSettings):
     http_port: int = Field(default=8086, ge=1, le=65535)
 
     # Sign-in (`passwords.py`, `lockout.py`, `signin_api.py`).
@@ -36,16 +39,6 @@ class PeopleSettings(BaseServiceSettings):
     public_url: str = Field(default="", pattern=r"^(https?://[^\s?#]+)?$")
     invitation_ttl_seconds: int = Field(default=72 * 3600, ge=60, le=30 * 86400)
     signin_link_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 86400)
-    # Invitations by e-mail over SMTP (the names alerts uses); an empty host: invitations are refused with 503
-    # and the operator's CLI prints a one-time sign-in link instead.
-    smtp_host: str = ""
-    smtp_port: int = Field(default=587, ge=1, le=65535)
-    smtp_starttls: bool = True
-    smtp_ca_file: str = ""  # a CA bundle to verify the SMTP server with; empty: the system's
-    smtp_username: str = ""
-    smtp_password: SecretStr = SecretStr("")
-    smtp_from: str = Field(default="spendstream@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
-    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
     @property
     def link_base(self) -> str:

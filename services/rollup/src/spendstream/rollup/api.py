@@ -110,6 +110,38 @@ def _zero() -> dict[str, Any]:
     return {m: (Decimal(0) if m == "cost_usd" else 0) for m in MEASURES}
 
 
+def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    totals = _zero()
+    for row in rows:
+        for m in MEASURES:
+            totals[m] += row[m]
+    return totals
+
+
+def usage_filters(
+    provider: Filter,
+    model: Filter,
+    feature: Filter,
+    route: Filter,
+    task_type: Filter,
+    customer_plan: Filter,
+    customer_id: Filter,
+    service_tier: Filter,
+) -> dict[str, list[str]]:
+    """The dimension filters of /v1/usage and /v1/usage/groupings (a dependency: the same query parameters)."""
+    values = {
+        "provider": provider,
+        "model": model,
+        "feature": feature,
+        "route": route,
+        "task_type": task_type,
+        "customer_plan": customer_plan,
+        "customer_id": customer_id,
+        "service_tier": service_tier,
+    }
+    return {k: v for k, v in values.items() if v and k in DIMENSIONS}
+
+
 class Grouping(BaseModel):
     group_by: list[str]
     rows: list[UsageRow] = Field(
@@ -229,14 +261,7 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
     )
     async def usage(
         principal: Annotated[Caller, Depends(access.require("usage.read"))],
-        provider: Filter,
-        model: Filter,
-        feature: Filter,
-        route: Filter,
-        task_type: Filter,
-        customer_plan: Filter,
-        customer_id: Filter,
-        service_tier: Filter,
+        filters: Annotated[dict[str, list[str]], Depends(usage_filters)],
         start: Annotated[Day, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
         end: Annotated[Day, Query(alias="to", description="last UTC day, inclusive (default: today)")] = None,
         group_by: Annotated[str, Query(description=f"comma-separated: {', '.join(GROUPABLE)}")] = "",
@@ -262,17 +287,6 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
             raise HTTPException(
                 422, detail={"error": "invalid_group_by", "message": f"group_by accepts {', '.join(GROUPABLE)}"}
             )
-        values = {
-            "provider": provider,
-            "model": model,
-            "feature": feature,
-            "route": route,
-            "task_type": task_type,
-            "customer_plan": customer_plan,
-            "customer_id": customer_id,
-            "service_tier": service_tier,
-        }
-        filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
         ws = principal.workspace_id
         other_series: int | None = None
         if top_n is None:
@@ -285,10 +299,7 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
                 asyncio.to_thread(queries.usage_top, ws, start, end, groups, filters, top_n),
                 asyncio.to_thread(queries.context, ws, start, end),
             )
-        totals = _zero()
-        for row in rows:
-            for m in MEASURES:
-                totals[m] += row[m]
+        totals = _totals(rows)
         # The envelope goes through the response model; the rows, thousands of plain str/int dicts, are laid out
         # as the model would lay them out (declared measures, then the group columns) without validating each.
         answer = UsageResponse(
@@ -325,14 +336,7 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
                 ),
             ),
         ],
-        provider: Filter,
-        model: Filter,
-        feature: Filter,
-        route: Filter,
-        task_type: Filter,
-        customer_plan: Filter,
-        customer_id: Filter,
-        service_tier: Filter,
+        filters: Annotated[dict[str, list[str]], Depends(usage_filters)],
         top: Annotated[
             str,
             Query(
@@ -347,26 +351,12 @@ def build_router(queries: UsageQueries, access: Access, prices: PriceBook, ledge
         top_n = _top(top)
         assert top_n is not None  # a required parameter
         sets = _groupings(group_by)
-        values = {
-            "provider": provider,
-            "model": model,
-            "feature": feature,
-            "route": route,
-            "task_type": task_type,
-            "customer_plan": customer_plan,
-            "customer_id": customer_id,
-            "service_tier": service_tier,
-        }
-        filters = {k: v for k, v in values.items() if v and k in DIMENSIONS}
         ws = principal.workspace_id
         answers, (unknown_models, watermark) = await asyncio.gather(
             asyncio.to_thread(queries.usage_sets, ws, start, end, sets, filters, top_n),
             asyncio.to_thread(queries.context, ws, start, end),
         )
-        totals = _zero()
-        for row in answers[0][0]:
-            for m in MEASURES:
-                totals[m] += row[m]
+        totals = _totals(answers[0][0])
         # As in /v1/usage: the envelope through the model, the rows laid out as UsageRow lays them out.
         answer = GroupingsResponse(
             workspace_id=ws,

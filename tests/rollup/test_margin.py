@@ -235,6 +235,11 @@ async def test_a_customer_erasure_removes_its_revenue_and_its_margin_rows(world:
 async def test_a_workspace_erasure_removes_its_revenue_prices_rates_and_the_sealed_stripe_secret(world: World) -> None:
     doomed = await create_workspace(world.iso, "doomed")
     admin = auth(doomed["admin"])
+
+    async def key_known() -> bool:  # rollup is already serving: it learns the new workspace's keys from Kafka
+        return (await world.client.get("/v1/revenue", params={"from": M, "to": M}, headers=admin)).status_code != 401
+
+    await eventually(key_known)
     record = {"source": "invoices", "source_id": "inv-x", "customer_id": "cust-x", "amount": "5", "currency": "USD"}
     assert (await world.client.post("/v1/revenue", json={"records": [record | {"month": M}]}, headers=admin)).json()[
         "accepted"

@@ -17,7 +17,7 @@ from spendstream.ingest.limits import month_key
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import ControlPlane, WorkspaceDirectory
 from tests.ingest.topics import read_all
-from tests.support import Isolation, auth, create_workspace, serving, usage_event
+from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +75,13 @@ async def test_token_bucket_answers_429_with_retry_after_once_the_burst_is_spent
         assert int(limited.headers["Retry-After"]) >= 1
         # Another workspace has its own bucket.
         other = await create_workspace(iso, "other")
-        ok = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(other["ingest"]))
-        assert ok.status_code == 202
+
+        async def accepted() -> bool:  # 401 only while the serving ingest replays the new key
+            ok = await client.post("/v1/events", json={"events": [usage_event()]}, headers=auth(other["ingest"]))
+            assert ok.status_code in (202, 401), ok.text
+            return ok.status_code == 202
+
+        await eventually(accepted)
 
 
 async def test_redis_outage_fails_open_and_every_accepted_event_reaches_kafka(

@@ -106,6 +106,7 @@ class Trail(AuditTrail):
 
     def __init__(self) -> None:
         self.records: list[tuple[str, str, str, AuditOutcome, str, str]] = []
+        self.reasons: list[str] = []  # each record's `detail["reason"]`, "" when it has none
         self.broken = False
 
     async def record(self, **fields: Any) -> Any:
@@ -121,6 +122,7 @@ class Trail(AuditTrail):
                 fields["request_id"],
             )
         )
+        self.reasons.append((fields.get("detail") or {}).get("reason", ""))
 
 
 class World:
@@ -310,12 +312,24 @@ async def test_a_cookie_authenticated_change_needs_the_sessions_csrf_token(
         assert refused.status_code == 403
         assert refused.json()["error"] == "csrf"
     assert world.ran == []
-    assert world.trail.records == []  # refused before any permission was looked at
+    # Each refusal is on the audit log as the member's denied attempt, with its reason.
+    assert [(r[1], r[2], r[3]) for r in world.trail.records] == [("m-owner", "budgets.write", "denied")] * 3
+    assert world.trail.reasons == ["csrf"] * 3
     assert (await client.get("/usage")).status_code == 200  # a read needs no token
     assert (await client.post("/budgets/b1", headers=csrf)).status_code == 200
     # A key is not a cookie: no token needed.
     client.cookies.clear()
     assert (await client.post("/budgets/b1", headers=bearer("ssk_admin"))).status_code == 200
+
+
+async def test_a_csrf_refusal_stands_when_its_audit_record_cannot_be_written(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    client.cookies, _ = await world.session("m-owner")
+    world.trail.broken = True
+    refused = await client.post("/budgets/b1")
+    assert (refused.status_code, refused.json()["error"]) == (403, "csrf")
+    assert world.ran == []
 
 
 async def test_an_unknown_or_revoked_session_is_401_and_a_removed_members_session_ends(
@@ -362,6 +376,7 @@ async def test_a_failed_action_is_recorded_as_a_failure_after_its_allowance(
 async def test_a_refusal_is_recorded_as_denied(client: httpx.AsyncClient, world: World) -> None:
     assert (await client.post("/cancel", headers=bearer("ssk_read"))).status_code == 403
     assert [(r[1], r[2], r[3]) for r in world.trail.records] == [("k-read", "workspace.lifecycle", "denied")]
+    assert world.trail.reasons == ["permission"]
 
 
 async def test_an_action_whose_record_cannot_be_written_is_refused_and_never_runs(

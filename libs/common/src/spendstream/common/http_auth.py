@@ -235,7 +235,13 @@ class Access:
         )
 
     async def _record(
-        self, caller: Caller, action: Action, outcome: AuditOutcome, request: Request, target: str
+        self,
+        caller: Caller,
+        action: Action,
+        outcome: AuditOutcome,
+        request: Request,
+        target: str,
+        detail: dict[str, str] | None = None,
     ) -> None:
         if self.audit is None:
             raise AuditUnavailable("this service has no audit trail")
@@ -248,7 +254,17 @@ class Access:
             target=target,
             request_id=caller.request_id,
             client_address=request.client.host if request.client else "",
+            detail=detail,
         )
+
+    async def _refused(self, caller: Caller, action: Action, request: Request, reason: str) -> None:
+        """Record a refused attempt. The refusal stands either way: an unwritable record never lets it through."""
+        if action in UNAUDITED or self.audit is None:
+            return
+        try:
+            await self._record(caller, action, "denied", request, _target(request), {"reason": reason})
+        except AuditUnavailable:
+            log.warning("audit record of a refusal not published", extra={"action": action, "reason": reason})
 
     async def authorize(
         self,
@@ -276,15 +292,13 @@ class Access:
         if caller.kind == "member" and request.method not in SAFE_METHODS:
             assert self.sessions is not None and session_id is not None  # a member caller came from a session
             if not self.sessions.csrf_ok(session_id, csrf):
+                # A forged cross-site request looks exactly like this: the member's security review wants to see it.
+                await self._refused(caller, action, request, "csrf")
                 raise forbidden(f"a request signed in by session cookie must carry {CSRF_HEADER}", "csrf")
         if self.gate is not None:
             await self.gate(caller, action)
         if not caller.can(action):
-            if action not in UNAUDITED and self.audit is not None:
-                try:
-                    await self._record(caller, action, "denied", request, _target(request))
-                except AuditUnavailable:
-                    log.warning("audit record of a refusal not published", extra={"action": action})
+            await self._refused(caller, action, request, "permission")
             raise forbidden(f"this route needs the permission {action}, which this caller does not have")
         return caller
 

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from spendstream.common.kafka import make_broker, provision_topics
+from spendstream.common.records import AuditRecord
 from spendstream.common.service import Service, build_http_app
 from spendstream.common.settings import BaseServiceSettings
+from spendstream.common.topics import AUDIT_RECORDS, topic_name
 from spendstream.ingest.workspaces import ControlPlane
 
 S = TypeVar("S", bound=BaseServiceSettings)
@@ -136,6 +139,24 @@ async def create_workspace(iso: Isolation, name: str = "test", plan: str = "team
     finally:
         await broker.stop()
     return {"workspace_id": workspace.workspace_id, **{k.scope: k.key for k in keys}}
+
+
+async def audit_records(iso: Isolation) -> list[AuditRecord]:
+    """Every record on the isolation's audit topic, in the order each partition holds them."""
+    consumer = AIOKafkaConsumer(
+        topic_name(AUDIT_RECORDS, iso.prefix),
+        bootstrap_servers=iso.stack.kafka,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[AuditRecord] = []
+    try:
+        while batches := await consumer.getmany(timeout_ms=2000):
+            found += [AUDIT_RECORDS.record.decode(m.value) for ms in batches.values() for m in ms if m.value]
+    finally:
+        await consumer.stop()
+    return found
 
 
 def usage_event(**overrides: Any) -> dict[str, Any]:

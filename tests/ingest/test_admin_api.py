@@ -15,7 +15,16 @@ from spendstream.ingest.app import create_service
 from spendstream.ingest.settings import IngestSettings
 from spendstream.ingest.workspaces import ControlPlane, WorkspaceDirectory
 from tests.ingest.topics import read_all
-from tests.support import Isolation, auth, create_workspace, eventually, member_key, serving, usage_event
+from tests.support import (
+    Isolation,
+    audit_records,
+    auth,
+    create_workspace,
+    eventually,
+    member_key,
+    serving,
+    usage_event,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +74,15 @@ async def test_admin_routes_need_an_admin_key_of_the_same_workspace(iso: Isolati
             404,
             {"error": "unknown_key", "message": "no such key in this workspace"},
         )
+    # The refused revocation is on the audit log as allowed by the table, then failed.
+    records = [
+        r for r in await audit_records(iso) if r.action == "keys.manage" and r.workspace_id == ws["workspace_id"]
+    ]
+    assert [(r.outcome, r.target) for r in records] == [
+        ("allowed", theirs[0]["key_id"]),
+        ("failure", theirs[0]["key_id"]),
+    ]
+    assert records[0].request_id == records[1].request_id
 
 
 async def test_rotated_data_key_seals_new_batches_with_the_new_version(iso: Isolation) -> None:

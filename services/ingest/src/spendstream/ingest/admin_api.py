@@ -3,11 +3,11 @@ action (`access.py`) a key or a member's session must hold."""
 
 # No `from __future__ import annotations`: FastAPI must evaluate the Annotated[..., Depends(auth)] parameters.
 
+import functools
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,22 +34,28 @@ class DataKeyResponse(BaseModel):
     current_version: int
 
 
+def _refusals_raised(endpoint: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """The endpoint, its AdminError raised as the HTTPException of the same status and `{"error", "message"}`.
+
+    Raised inside the endpoint, not answered around it: the access dependency must see the refusal to add its
+    `failure` audit record after the `allowed` one."""
+
+    @functools.wraps(endpoint)
+    async def raising(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await endpoint(*args, **kwargs)
+        except AdminError as exc:
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+            raise HTTPException(exc.status, {"error": exc.code, "message": exc.message}, headers) from None
+
+    return raising
+
+
 class _RefusalsAnswered(APIRoute):
     """A route whose AdminError is answered with its status and `{"error", "message"}` body."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def answered(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except AdminError as exc:
-                headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-                return JSONResponse(
-                    {"error": exc.code, "message": exc.message}, status_code=exc.status, headers=headers
-                )
-
-        return answered
+    def __init__(self, path: str, endpoint: Callable[..., Coroutine[Any, Any, Any]], **kwargs: Any) -> None:
+        super().__init__(path, _refusals_raised(endpoint), **kwargs)
 
 
 def build_admin_router(admin: Admin, access: Access) -> APIRouter:

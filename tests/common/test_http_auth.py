@@ -21,6 +21,7 @@ from spendstream.common.auth_brake import AuthBrake
 from spendstream.common.http_auth import Access, Caller, action_of
 from spendstream.common.members import MemberDirectory
 from spendstream.common.records import AuditOutcome, MemberRecord, Role
+from spendstream.common.service import behind_proxies
 from spendstream.common.sessions import CSRF_HEADER, SESSION_COOKIE, SessionStore
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.tenants import KeyDirectory, Principal
@@ -454,6 +455,25 @@ async def test_too_many_unknown_keys_from_one_address_are_braked(client: httpx.A
     blocked = await client.get("/usage", headers=bearer("ssk_read"))  # the address is blocked, whatever the key
     assert blocked.status_code == 429
     assert int(blocked.headers["retry-after"]) > 0
+
+
+async def test_behind_a_trusted_proxy_the_brake_stops_the_guessing_client_not_the_proxy(world: World) -> None:
+    # The ASGI client's peer is 127.0.0.1: here the proxy every client's requests come through.
+    app = behind_proxies(world.app, ["127.0.0.1"])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        guesser, other = {"X-Forwarded-For": "198.51.100.7"}, {"X-Forwarded-For": "203.0.113.9"}
+        for i in range(60):
+            await http.get("/usage", headers={**bearer(f"ssk_guess_{i}"), **guesser})
+        assert (await http.get("/usage", headers={**bearer("ssk_read"), **guesser})).status_code == 429
+        assert (await http.get("/usage", headers={**bearer("ssk_read"), **other})).status_code == 200
+
+
+async def test_forwarding_headers_from_an_untrusted_peer_change_nothing(client: httpx.AsyncClient) -> None:
+    # A guesser naming a new client in every request is still braked at its own address.
+    for i in range(60):
+        await client.get("/usage", headers={**bearer(f"ssk_guess_{i}"), "X-Forwarded-For": f"198.51.100.{i}"})
+    honest = await client.get("/usage", headers={**bearer("ssk_read"), "X-Forwarded-For": "203.0.113.9"})
+    assert honest.status_code == 429
 
 
 def test_each_dependency_names_its_action(world: World) -> None:

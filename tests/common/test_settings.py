@@ -73,6 +73,10 @@ BAD_VALUES = [
     ("SPENDSTREAM_HTTP_HOST", ""),
     ("SPENDSTREAM_KEK_ID", ""),
     ("SPENDSTREAM_AUTH_BLOCK_SECONDS", "0"),
+    ("SPENDSTREAM_TRUSTED_PROXIES", '["ingress-nginx"]'),
+    ("SPENDSTREAM_TRUSTED_PROXIES", '["10.0.0.0/33"]'),
+    ("SPENDSTREAM_TRUSTED_PROXIES", "10.0.0.2,proxy"),
+    ("SPENDSTREAM_TRUSTED_PROXIES", '["10.0.0.2"'),
 ]
 
 
@@ -126,6 +130,8 @@ GOOD_VALUES = [
     ("SPENDSTREAM_CLICKHOUSE_URL", "https://user:pw@ch.example"),
     ("SPENDSTREAM_KAFKA_BOOTSTRAP_SERVERS", "kafka-0:9092, kafka-1:9092,[::1]:9093,kafka-2"),
     ("SPENDSTREAM_LOG_LEVEL", "debug"),
+    ("SPENDSTREAM_TRUSTED_PROXIES", '["10.0.0.2", "10.244.0.0/16", "fd00::/8"]'),
+    ("SPENDSTREAM_TRUSTED_PROXIES", "10.0.0.2, 10.244.0.0/16"),
 ]
 
 
@@ -133,6 +139,13 @@ GOOD_VALUES = [
 def test_the_documented_forms_are_accepted(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
     monkeypatch.setenv(variable, value)
     BaseServiceSettings()
+
+
+def test_trusted_proxies_are_read_as_a_list_or_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDSTREAM_TRUSTED_PROXIES", "10.0.0.2, 10.244.0.0/16")
+    assert BaseServiceSettings().trusted_proxies == ("10.0.0.2", "10.244.0.0/16")
+    monkeypatch.setenv("SPENDSTREAM_TRUSTED_PROXIES", '["10.0.0.2"]')
+    assert BaseServiceSettings().trusted_proxies == ("10.0.0.2",)
 
 
 def test_the_log_level_is_taken_in_any_case() -> None:

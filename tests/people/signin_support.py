@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from spendstream.common.kafka import Publisher, make_broker
 from spendstream.common.records import AuditRecord, MemberRecord, Role
-from spendstream.common.service import build_http_app
+from spendstream.common.service import behind_proxies, build_http_app
 from spendstream.common.sessions import SESSION_COOKIE, SessionRedis, SessionStore
 from spendstream.common.topics import AUDIT_RECORDS, MEMBERS, topic_name
 from spendstream.people.app import create_service
@@ -76,7 +76,8 @@ async def running_people(iso: Isolation, *, https: bool = False, **overrides: An
     )
     try:
         async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
+            # What `serve` puts in front of the app: the trusted proxies' forwarding headers believed, no others.
+            transport = httpx.ASGITransport(app=behind_proxies(app, settings.trusted_proxies))
             base = "https://people.test" if https else "http://people.test"
             async with httpx.AsyncClient(transport=transport, base_url=base) as client:
                 yield People(client, settings, directory, sessions, Passwords(settings), iso)

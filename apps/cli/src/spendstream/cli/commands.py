@@ -120,7 +120,12 @@ def up(check: bool = False) -> int:
         return 1
     logs.configure(settings.log_level)
     asyncio.run(provision_topics(settings))  # the embedded default provisions itself
-    serve(build_http_app(_monolith(settings)), settings.http_host, settings.http_port)
+    serve(
+        build_http_app(_monolith(settings)),
+        settings.http_host,
+        settings.http_port,
+        trusted_proxies=settings.trusted_proxies,
+    )
     return 0
 
 

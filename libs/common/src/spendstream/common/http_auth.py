@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute
 from spendstream.common.access import Action, allowed
 from spendstream.common.audit import AuditTrail, AuditUnavailable
 from spendstream.common.auth_brake import too_many_failures
+from spendstream.common.clients import client_address
 from spendstream.common.members import MemberDirectory
 from spendstream.common.records import AuditOutcome, KeyScope, Role
 from spendstream.common.sessions import CSRF_HEADER, SESSION_COOKIE, SessionRedis, SessionStore
@@ -253,7 +254,7 @@ class Access:
             outcome=outcome,
             target=target,
             request_id=caller.request_id,
-            client_address=request.client.host if request.client else "",
+            client_address=client_address(request),
             detail=detail,
         )
 
@@ -275,7 +276,7 @@ class Access:
         csrf: str | None,
     ) -> Caller:
         """The caller allowed to perform `action`, else the HTTPException to answer (401, 403, 429)."""
-        address = request.client.host if request.client else ""
+        address = client_address(request)
         if wait := self.keys.brake.address_wait(address):
             raise HTTPException(*too_many_failures(wait))
         given = request.headers.get("x-request-id", "")

@@ -17,12 +17,14 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from spendstream.common import errors, logs
 from spendstream.common.http_auth import document_permissions
@@ -219,11 +221,22 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
 
 
-def serve(app: FastAPI, host: str, port: int, drain_seconds: int = 30) -> None:
+def behind_proxies(app: ASGIApp, trusted_proxies: Sequence[str]) -> ASGIApp:
+    """The app, believing X-Forwarded-For and X-Forwarded-Proto from the trusted proxies only (uvicorn's
+    middleware: the client becomes the right-most forwarded address that is not itself a trusted proxy)."""
+    if not trusted_proxies:
+        return app
+    # uvicorn types ASGI apps with its own (narrower) aliases; both describe the same callable.
+    return cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=list(trusted_proxies)))
+
+
+def serve(app: FastAPI, host: str, port: int, drain_seconds: int = 30, trusted_proxies: Sequence[str] = ()) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests and stop the services."""
     tune_gc()
     config = uvicorn.Config(
-        app,
+        behind_proxies(app, trusted_proxies),
+        # Set explicitly: uvicorn's default believes the headers from 127.0.0.1 whatever the configuration says.
+        proxy_headers=False,
         host=host,
         port=port,
         log_config=None,
@@ -271,6 +284,9 @@ def entrypoint(
         return 0
     logs.configure(settings.log_level)
     serve(
-        build_http_app([create_service(settings)], title=f"spendstream {name}"), settings.http_host, settings.http_port
+        build_http_app([create_service(settings)], title=f"spendstream {name}"),
+        settings.http_host,
+        settings.http_port,
+        trusted_proxies=settings.trusted_proxies,
     )
     return 0

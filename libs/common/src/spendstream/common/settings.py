@@ -10,15 +10,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
+import json
 import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "SPENDSTREAM_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -101,6 +103,11 @@ class BaseServiceSettings(BaseSettings):
     auth_failures_per_key_prefix: int = Field(default=50, ge=1)
     auth_failure_window_seconds: float = Field(default=60.0, gt=0)
     auth_block_seconds: float = Field(default=60.0, gt=0)
+    # The reverse proxies (addresses or CIDR networks, e.g. the ingress controller's pod network) whose
+    # X-Forwarded-For and X-Forwarded-Proto are believed (`service.serve`); from any other peer they are ignored.
+    # Every per-client decision (the key brake, the sign-in lockout, the audit's client hash, the Secure cookie)
+    # then sees the client rather than the proxy. Comma-separated, or a JSON list.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     # Members' sessions (`sessions.py`): ended after this long without a request, and this long after sign-in.
     session_idle_seconds: float = Field(default=1800.0, gt=0)
     session_absolute_seconds: float = Field(default=12 * 3600.0, gt=0)
@@ -110,6 +117,26 @@ class BaseServiceSettings(BaseSettings):
     def _prefix_chars(cls, value: str) -> str:
         if value and not all(c.isalnum() or c in "._-" for c in value):
             raise ValueError("may hold only letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is neither an IP address nor a CIDR network (e.g. 10.0.0.0/8)") from None
         return value
 
     @field_validator("data_dir")

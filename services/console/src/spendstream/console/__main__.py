@@ -34,7 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     logs.configure(settings.log_level)
     serve(
-        build_http_app([create_service(settings)], title="spendstream console"), settings.http_host, settings.http_port
+        build_http_app([create_service(settings)], title="spendstream console"),
+        settings.http_host,
+        settings.http_port,
+        trusted_proxies=settings.trusted_proxies,
     )
     return 0
 

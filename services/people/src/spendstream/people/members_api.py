@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from spendstream.common.audit import AuditTrail, AuditUnavailable
+from spendstream.common.clients import client_address
 from spendstream.common.errors import AUTH, responses
 from spendstream.common.http_auth import Access, Caller
 from spendstream.common.records import AuditOutcome, Role
@@ -220,7 +221,7 @@ def build_router(deps: MembersDeps) -> APIRouter:
                 outcome=outcome,
                 target=target,
                 request_id=request.headers.get("x-request-id", ""),
-                client_address=request.client.host if request.client else "",
+                client_address=client_address(request),
             )
         except AuditUnavailable:
             raise AUDIT_UNAVAILABLE from None

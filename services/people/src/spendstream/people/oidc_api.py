@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
 from spendstream.common.audit import AuditUnavailable
+from spendstream.common.clients import client_address, over_https
 from spendstream.common.errors import responses
 from spendstream.common.records import AuditOutcome
 from spendstream.common.sessions import SESSION_COOKIE
@@ -76,7 +77,7 @@ def oidc_router(deps: SignOn) -> APIRouter:
             outcome=outcome,
             target=membership.member_id if membership else "",
             request_id=request.headers.get("x-request-id", "")[:64],
-            client_address=ctx.client_address(request),
+            client_address=client_address(request),
             detail={"reason": reason} if reason else {},
         )
 
@@ -129,7 +130,7 @@ def oidc_router(deps: SignOn) -> APIRouter:
             httponly=True,
             samesite="lax",  # sent on the provider's top-level redirect back to the callback
             path=FLOW_COOKIE_PATH,
-            secure=ctx.over_https(request),
+            secure=over_https(request),
         )
         return response
 

@@ -27,9 +27,6 @@ class PeopleSettings(BaseServiceSettings, SmtpSettings):
     signin_failures_per_address: int = Field(default=20, ge=1)
     signin_failure_window_seconds: float = Field(default=900.0, gt=0)
     signin_lockout_seconds: float = Field(default=900.0, gt=0)
-    # Addresses of the reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (TLS ends there);
-    # from any other peer those headers are ignored.
-    trusted_proxies: tuple[str, ...] = ()
     # The issuer name authenticator apps show beside the account.
     totp_issuer: str = Field(default="spendstream", min_length=1, max_length=64)
 

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from spendstream.common.access import ROLE_ACTIONS
 from spendstream.common.audit import AuditUnavailable
 from spendstream.common.auth_brake import too_many_failures
+from spendstream.common.clients import client_address
 from spendstream.common.errors import responses
 from spendstream.common.records import AuditActorKind, AuditOutcome, Role
 from spendstream.common.sessions import SESSION_COOKIE
@@ -125,7 +126,7 @@ def router(ctx: SignIn) -> APIRouter:
                 outcome=outcome,
                 target=membership.member_id if membership else "",
                 request_id=request_id(request),
-                client_address=ctx.client_address(request),
+                client_address=client_address(request),
                 detail=detail,
             )
         except AuditUnavailable:
@@ -176,7 +177,7 @@ def router(ctx: SignIn) -> APIRouter:
             ) from None
 
     async def attempt(body: SigninBody, request: Request, response: Response, ss_session: str | None) -> SignedIn:
-        address = ctx.client_address(request)
+        address = client_address(request)
         if ss_session:
             # Whatever happens next, a session id that came with a sign-in attempt is never used again.
             await ctx.sessions.revoke(ss_session)
@@ -264,7 +265,7 @@ def router(ctx: SignIn) -> APIRouter:
         me: Annotated[Me, Depends(signed_in(ctx, "account.write"))],
     ) -> CsrfBody:
         """Change the password: every session of the person ends, this one is replaced by a new one."""
-        address = ctx.client_address(request)
+        address = client_address(request)
         if wait := await ctx.lockout.wait(me.person.email, address):
             raise locked(wait)
         # A person bootstrapped by the operator has no password yet: the one-time link they signed in with is the

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from spendstream.common.audit import AuditUnavailable
+from spendstream.common.clients import client_address
 from spendstream.common.errors import responses
 from spendstream.people.web import AUDIT_UNAVAILABLE, NO_STORE, Me, SignIn, signed_in
 
@@ -56,7 +57,7 @@ def router(ctx: SignIn) -> APIRouter:
                 outcome="success",
                 target=me.membership.member_id,
                 request_id=me.request_id,
-                client_address=ctx.client_address(request),
+                client_address=client_address(request),
                 detail={"change": change},
             )
         except AuditUnavailable:
@@ -116,7 +117,7 @@ def router(ctx: SignIn) -> APIRouter:
         elif password_ok and body.backup_code is not None:
             factor_ok = await ctx.factor.spend_backup_code(me.person, body.backup_code)
         if not factor_ok:
-            await ctx.lockout.failed(me.person.email, ctx.client_address(request))
+            await ctx.lockout.failed(me.person.email, client_address(request))
             raise HTTPException(
                 403,
                 detail={

@@ -1,5 +1,5 @@
-"""What people's browser-facing routes share: the client's address and scheme behind a trusted proxy, the
-session cookie's attributes, and the access check of a member's own routes (`/v1/me...`)."""
+"""What people's browser-facing routes share: the session cookie's attributes, and the access check of a member's
+own routes (`/v1/me...`)."""
 
 # No `from __future__ import annotations`: FastAPI evaluates the dependencies' annotations at definition time.
 
@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Request, Response
 
 from spendstream.common.access import Action
 from spendstream.common.audit import AuditTrail
+from spendstream.common.clients import over_https
 from spendstream.common.http_auth import Access, Caller
 from spendstream.common.sessions import SESSION_COOKIE, SessionRecord, SessionStore
 from spendstream.people.directory import Directory, Membership, Person
@@ -41,22 +42,6 @@ class SignIn:
     audit: AuditTrail
     access: Access  # the access check every service's routes make
 
-    def client_address(self, request: Request) -> str:
-        """The peer's address, or the last hop of X-Forwarded-For when the peer is a trusted proxy."""
-        peer = request.client.host if request.client else ""
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded and peer in self.settings.trusted_proxies:
-            return forwarded.split(",")[-1].strip()
-        return peer
-
-    def over_https(self, request: Request) -> bool:
-        """Whether the browser reached us over TLS: the scheme, or a trusted proxy's X-Forwarded-Proto."""
-        peer = request.client.host if request.client else ""
-        proto = request.headers.get("x-forwarded-proto")
-        if proto and peer in self.settings.trusted_proxies:
-            return proto.split(",")[0].strip().lower() == "https"
-        return request.url.scheme == "https"
-
     def set_cookie(self, request: Request, response: Response, session_id: str) -> None:
         """The session cookie: out of scripts' reach, not sent on cross-site subrequests, Secure over TLS."""
         attributes = [
@@ -66,13 +51,13 @@ class SignIn:
             "Path=/",
             f"Max-Age={int(self.settings.session_absolute_seconds)}",
         ]
-        if self.over_https(request):
+        if over_https(request):
             attributes.append("Secure")
         response.headers.append("set-cookie", "; ".join(attributes))
 
     def clear_cookie(self, request: Request, response: Response) -> None:
         attributes = [f"{SESSION_COOKIE}=", "HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=0"]
-        if self.over_https(request):
+        if over_https(request):
             attributes.append("Secure")
         response.headers.append("set-cookie", "; ".join(attributes))
 

@@ -49,6 +49,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from bench.console import prefill
 from bench.harness import Bench, ServiceProcess, free_port
 from bench.stats import percentile
+from spendstream.console.pages import NAVIGATION
 from spendstream.people.bootstrap import add_member
 from spendstream.people.settings import PeopleSettings
 from spendstream.rollup.clickhouse import clickhouse_client
@@ -57,16 +58,6 @@ from spendstream.rollup.settings import RollupSettings
 
 CHROMIUM = "/usr/bin/chromium"
 DATABASE = "bench_console"
-# The console's pages, by path and by the name of their link in the navigation (static/index.html).
-PAGES = {
-    "overview": "Overview",
-    "explore": "Explore",
-    "budgets": "Budgets and alerts",
-    "findings": "Findings",
-    "privacy": "Data and privacy",
-    "members": "Members and keys",
-    "audit": "Audit log",
-}
 TARGET_MS = 1000.0
 
 # Injected before the console's own scripts (through the DevTools protocol, so the CSP does not apply): records
@@ -213,11 +204,11 @@ async def browse(browser: Browser, url: str, people: PeopleSettings, workspace_i
 
     page.on("console", console)
     page.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
-    by_url = {name: Samples() for name in PAGES}
-    by_menu = {name: Samples() for name in PAGES}
+    by_url = {name: Samples() for name in NAVIGATION}
+    by_menu = {name: Samples() for name in NAVIGATION}
     try:
         await sign_in(page, people, workspace_id)
-        names = list(PAGES)
+        names = list(NAVIGATION)
         for r in range(rounds + 1):
             for name in names:
                 await page.goto(f"{url}/{name}", wait_until="commit")
@@ -250,7 +241,7 @@ def table(by_url: dict[str, Samples], by_menu: dict[str, Samples]) -> list[str]:
         "| from the menu: usable p50 | p95 | its data p95 | p95 < 1 s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, label in PAGES.items():
+    for name, label in NAVIGATION.items():
         u, m = by_url[name], by_menu[name]
         met = max(u.p("usable", 95), m.p("usable", 95)) < TARGET_MS
         lines.append(
@@ -330,7 +321,7 @@ async def measure(events: int, days: int, rounds: int, workdir: Path) -> dict[st
                 }
                 | {"first": by_menu[name].first},
             }
-            for name in PAGES
+            for name in NAVIGATION
         },
     }
 

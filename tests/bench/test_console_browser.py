@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench.console_browser import PAGES
+
+from spendstream.console.pages import NAVIGATION
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURE = re.compile(r"^[\d,]+$")
@@ -33,7 +34,7 @@ def test_the_console_browser_bench_prints_every_pages_figures_and_no_problem() -
     assert "PROBLEM" not in result.stdout, result.stdout
     lines = [line for line in result.stdout.splitlines() if line.startswith("|")]
     header, rows = _cells(lines[0]), [_cells(line) for line in lines[2:]]
-    assert [row[0] for row in rows] == list(PAGES.values()), result.stdout
+    assert [row[0] for row in rows] == list(NAVIGATION.values()), result.stdout
     for row in rows:
         for column, cell in list(zip(header, row, strict=True))[1:-1]:
             if column.startswith("LCP"):

@@ -6,17 +6,8 @@ from typing import Any
 
 from playwright.async_api import Page
 
+from spendstream.console.pages import NAVIGATION
 from tests.console.world import AXE, World
-
-PAGES = {
-    "overview": "Overview",
-    "explore": "Explore",
-    "budgets": "Budgets and alerts",
-    "findings": "Findings",
-    "privacy": "Data and privacy",
-    "members": "Members and keys",
-    "audit": "Audit log",
-}
 
 
 async def sign_in(page: Page, world: World, email: str | None = None, password: str | None = None) -> None:
@@ -37,7 +28,7 @@ async def ready(page: Page) -> None:
 
 async def open_page(page: Page, name: str) -> None:
     """Two clicks at most: the brand (home) and the page's link in the navigation."""
-    await page.get_by_role("navigation", name="Pages").get_by_role("link", name=PAGES[name]).click()
+    await page.get_by_role("navigation", name="Pages").get_by_role("link", name=NAVIGATION[name]).click()
     await page.wait_for_url(f"**/{name}")
     await ready(page)
 

@@ -9,21 +9,22 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.async_api import expect
 
-from tests.console.browsing import PAGES, axe_violations, open_page, ready, shown_usd, sign_in
+from spendstream.console.pages import NAVIGATION
+from tests.console.browsing import axe_violations, open_page, ready, shown_usd, sign_in
 from tests.console.conftest import Watched
 from tests.console.world import SHOTS, XSS_TAG, World
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 
-@pytest.mark.parametrize("name", list(PAGES))
+@pytest.mark.parametrize("name", list(NAVIGATION))
 async def test_each_page_opens_in_two_clicks_and_passes_axe(world: World, watched: Watched, name: str) -> None:
     page = watched.page
     await sign_in(page, world)
     await page.get_by_role("link", name="spendstream").click()  # home
     await open_page(page, name)
     main = page.locator("main")
-    await expect(main.get_by_role("heading", level=1)).to_have_text(PAGES[name])
+    await expect(main.get_by_role("heading", level=1)).to_have_text(NAVIGATION[name])
     await expect(main.get_by_role("alert").filter(has_text="could not load")).to_have_count(0)
     assert await axe_violations(page) == []
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,8 @@
 workspace A carries workspace B's ids.
 
 Routes are enumerated from the monolith (`spendstream up`'s `_monolith`), so a service that joins it is covered
-without a change here; a route that names no action, or more than one, fails unless it is on the short
-allow-list of routes authenticated otherwise.
+without a change here; a route that names no action, or more than one, carries no `x-permission` and fails
+unless it is one of the few expected to (tests/security/routes.py, and the console's static shell).
 """
 
 from __future__ import annotations
@@ -36,30 +36,15 @@ from spendstream.common.topics import AUDIT_RECORDS, BUDGETS, MEMBERS, topic_nam
 from spendstream.console.pages import PAGES as CONSOLE_PAGES
 from spendstream.ingest.workspaces import ControlPlane
 from tests.security.answers import of_a
+from tests.security.routes import OWN_CREDENTIAL, PROBES, SIGN_IN, unguarded_paths
 from tests.support import Isolation, auth, create_workspace, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-# Routes authenticated by something other than a member or a key: health and metrics (none), the Stripe
-# webhook (Stripe's signature), operator routes (the internal token), signing in (a password, an invitation's or
-# a one-time link's token, or a provider; and which of those the installation offers, asked before signing in),
-# and the console's shell, assets and role table (static files, the same for everyone; its data comes from the
-# guarded /v1 routes). Signing out is a member's own action
-# (`account.write`).
-UNGUARDED_PREFIXES = ("/internal/", "/v1/auth/oidc/", "/v1/stripe/webhook/", "/assets/", "/console/")
-UNGUARDED_PATHS = frozenset(
-    {
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/v1/auth/signin",
-        "/v1/auth/methods",
-        "/v1/auth/link",
-        "/v1/invitations/accept",
-        "/",
-        *(f"/{page}" for page in CONSOLE_PAGES),
-    }
-)
+# The console's shell, assets and role table: static files, the same for everyone (its data comes from the
+# guarded /v1 routes). With the sign-in routes, the probes and the routes of their own credential (routes.py), the
+# only routes of the monolith that name no permission. Signing out is a member's own action (`account.write`).
+CONSOLE_SHELL = frozenset({"/", *(f"/{page}" for page in CONSOLE_PAGES), "/assets/{name:path}", "/console/access.json"})
 # A body no route accepts: an allowed caller is answered by validation (or the route's own refusal), so no
 # permitted call has to change anything either.
 PROBE = {"access_matrix_probe": True}
@@ -78,10 +63,6 @@ class CallerSpec:
         if self.role is not None:
             return allowed(action, role=self.role)
         return allowed(action, scope=self.scope, issuer=self.issuer)
-
-
-def guarded(path: str) -> bool:
-    return path not in UNGUARDED_PATHS and not path.startswith(UNGUARDED_PREFIXES)
 
 
 def member(member_id: str, workspace_id: str, role: Role) -> MemberRecord:
@@ -156,6 +137,7 @@ class World:
     member_ids: dict[str, str]
     workspace_id: str
     openapi: dict[str, Any]
+    unguarded: frozenset[str]  # the routes that name no permission
 
 
 @pytest.fixture
@@ -224,6 +206,7 @@ async def world(iso: Isolation, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
                 member_ids=ids,
                 workspace_id=a["workspace_id"],
                 openapi=app.openapi(),
+                unguarded=unguarded_paths(app),
             )
     await redis.aclose()
 
@@ -243,11 +226,12 @@ def refused(response: httpx.Response) -> bool:
 
 
 async def test_every_route_permits_exactly_the_callers_the_table_names(world: World) -> None:
+    assert world.unguarded == SIGN_IN | PROBES | OWN_CREDENTIAL | CONSOLE_SHELL
     guarded_routes: list[tuple[str, str, Action]] = []
     for path, route in world.routes:
         actions = route_actions(route)
-        if not guarded(path):
-            assert actions == [], f"{path} is on the allow-list but checks {actions}"
+        if path in world.unguarded:
+            assert actions == [], f"{path} names no permission but checks {actions}"
             continue
         assert len(actions) == 1, f"{path} must name exactly one action, names {actions}"
         for method in sorted(route.methods or ()):

@@ -26,6 +26,7 @@ from spendstream.cli.__main__ import main as cli
 from spendstream.common.topics import INGEST_RAW, topic_name
 from tests.security.answers import of_a
 from tests.security.pipeline import api_routes, concrete, live
+from tests.security.routes import OWN_CREDENTIAL, PROBES, SIGN_IN, public_paths, unguarded_paths
 from tests.support import Isolation, Stack, auth, create_workspace, new_isolation, provision, usage_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -108,26 +109,18 @@ def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         )
 
 
-# The routes a person uses before they have a session or a key (people: sign-in, an invitation's acceptance, a
-# one-time sign-in link, single sign-on, and which of those the installation offers): they take no key, and a
-# forged one changes nothing about them.
-PUBLIC = frozenset(
-    {
-        "/v1/auth/signin",
-        "/v1/auth/methods",
-        "/v1/invitations/accept",
-        "/v1/auth/link",
-        "/v1/auth/oidc/start",
-        "/v1/auth/oidc/callback",
-    }
-)
-
-
 def _calls(app: FastAPI) -> list[tuple[str, str]]:
     return sorted((method, route.path) for route in api_routes(app) for method in route.methods)
 
 
+def test_the_routes_that_name_no_permission_are_the_sign_in_routes_probes_and_token_guarded_ones(
+    world: World,
+) -> None:
+    assert unguarded_paths(world.app) == SIGN_IN | PROBES | OWN_CREDENTIAL
+
+
 def test_every_route_refuses_requests_without_a_valid_key(world: World) -> None:
+    public = public_paths(world.app)
     calls = _calls(world.app)
     paths = {path for _, path in calls}
     assert {
@@ -158,15 +151,14 @@ def test_every_route_refuses_requests_without_a_valid_key(world: World) -> None:
         for method, path in calls:
             for headers in forged:
                 r = http.request(method, concrete(path), headers=headers, json={})
-                if path == "/v1/auth/methods":
+                if path not in public:
+                    assert r.status_code == 401, (method, path, headers, r.status_code, r.text)
+                elif path == "/v1/auth/methods":
                     assert r.status_code == 200 and r.json() == methods, (headers, r.status_code, r.text)
-                    continue
-                if path in PUBLIC:
+                else:
                     # No key is asked; an empty body, no token or no provider's answer does nothing, whatever key
                     # came with it (single sign-on's start redirects to the provider, or is off).
                     assert not 200 <= r.status_code < 300, (method, path, headers, r.status_code, r.text)
-                    continue
-                assert r.status_code == 401, (method, path, headers, r.status_code, r.text)
             # Tenant keys never open service-to-service routes, not even an admin key.
             if path.startswith("/internal/"):
                 for scope in ("ingest", "read", "admin"):
@@ -301,9 +293,11 @@ def test_an_erased_workspaces_keys_stop_working_at_once(world: World) -> None:
                 assert r.status_code == 401, (method, path, scope, r.text)
 
         # The other services replay the same tombstones (within a poll of their key tables).
+        public = public_paths(world.app)
+
         def refused_everywhere() -> list[tuple[str, str, str, int]]:
             accepted = []
-            for method, path in [(m, p) for m, p in _calls(world.app) if p not in PUBLIC]:
+            for method, path in [(m, p) for m, p in _calls(world.app) if p not in public]:
                 for scope in ("ingest", "read", "admin"):
                     status = http.request(method, concrete(path), headers=auth(c[scope]), json={}).status_code
                     if status != 401:

@@ -6,14 +6,33 @@ only from this origin; no inline script; no framing), no MIME sniffing, no refer
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from spendstream.common.access import ROLE_ACTIONS, SCOPE_ACTIONS
 from spendstream.console.assets import Assets
 
+NAVIGATION: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "overview": "Overview",
+        "explore": "Explore",
+        "budgets": "Budgets and alerts",
+        "findings": "Findings",
+        "privacy": "Data and privacy",
+        "members": "Members and keys",
+        "audit": "Audit log",
+    }
+)
+"""The console's navigation (`<nav aria-label="Pages">` in static/index.html), in its order: each page's name (its
+path and `data-page`) and the name of its link, as a person (and a browser test or benchmark) finds it."""
+
 # Each page is a path of its own so that a link can be shared and reloaded; all of them serve the same shell.
-PAGES = ("overview", "explore", "budgets", "findings", "privacy", "members", "audit", "account", "signin", "invite")
+# Account, sign-in and an invitation's acceptance are reached otherwise than by the navigation.
+PAGES = (*NAVIGATION, "account", "signin", "invite")
 
 CSP = "; ".join(
     (

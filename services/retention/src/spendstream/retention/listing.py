@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 from pydantic import BaseModel
 
 from spendstream.common.erasure import DeletionRequest, Origin, State
+from spendstream.retention.requests import Subject, shared_fields
 
 SortKey = tuple[int, str]
 CURSOR_PATTERN = r"^-?[0-9]{1,16}\.[A-Za-z0-9_-]{1,64}$"
@@ -27,7 +27,7 @@ class DeletionSummary(BaseModel):
     """One row of the list: what `GET /v1/deletions/{request_id}` shows, less the receipt's body (fetched there)."""
 
     request_id: str
-    subject: Literal["workspace", "customer"]
+    subject: Subject
     customer_hash: str | None
     state: State
     reason: str | None
@@ -40,17 +40,8 @@ class DeletionSummary(BaseModel):
 
     @classmethod
     def of(cls, request: DeletionRequest) -> DeletionSummary:
-        customer = request.customer_id is not None or request.customer_hash is not None
         return cls(
-            request_id=request.request_id,
-            subject="customer" if customer else "workspace",
-            customer_hash=request.customer_hash,
-            state=request.state,
-            reason=request.reason,
-            origin=request.origin,
-            requested_by=request.requested_by,
-            requested_at=request.requested_at,
-            updated_at=request.updated_at,
+            **shared_fields(request),
             completed_at=request.receipt.completed_at
             if request.receipt
             else (request.updated_at if request.terminal else None),

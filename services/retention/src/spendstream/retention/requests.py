@@ -15,16 +15,48 @@ its keyed hash stays) and the compacted topic forgets the earlier records that h
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypedDict
 
 import uuid_utils
 from pydantic import BaseModel
 
 from spendstream.common.erasure import DeletionRequest, Origin, Receipt, State
 
+Subject = Literal["workspace", "customer"]
+
 
 def new_request_id() -> str:
     return f"del_{uuid_utils.uuid7().hex}"
+
+
+class SharedFields(TypedDict):
+    """The fields a request shows wherever it is shown: on its own (`RequestView`) and as a row of the list."""
+
+    request_id: str
+    subject: Subject
+    customer_hash: str | None
+    state: State
+    reason: str | None
+    origin: Origin
+    requested_by: str
+    requested_at: datetime
+    updated_at: datetime | None
+
+
+def shared_fields(request: DeletionRequest) -> SharedFields:
+    """What every view of `request` shows of it; never the raw customer_id (its keyed hash at most)."""
+    customer = request.customer_id is not None or request.customer_hash is not None
+    return SharedFields(
+        request_id=request.request_id,
+        subject="customer" if customer else "workspace",
+        customer_hash=request.customer_hash,
+        state=request.state,
+        reason=request.reason,
+        origin=request.origin,
+        requested_by=request.requested_by,
+        requested_at=request.requested_at,
+        updated_at=request.updated_at,
+    )
 
 
 class RequestView(BaseModel):
@@ -32,7 +64,7 @@ class RequestView(BaseModel):
 
     request_id: str
     workspace_id: str
-    subject: Literal["workspace", "customer"]
+    subject: Subject
     customer_hash: str | None
     state: State
     reason: str | None
@@ -46,23 +78,14 @@ class RequestView(BaseModel):
 
     @classmethod
     def of(cls, request: DeletionRequest) -> RequestView:
-        customer = request.customer_id is not None or request.customer_hash is not None
         reported = sorted(
             request.receipt.owner_names()
             if request.receipt
             else [o for o, r in request.reports.items() if r.status == "done"]
         )
         return cls(
-            request_id=request.request_id,
+            **shared_fields(request),
             workspace_id=request.workspace_id,
-            subject="customer" if customer else "workspace",
-            customer_hash=request.customer_hash,
-            state=request.state,
-            reason=request.reason,
-            origin=request.origin,
-            requested_by=request.requested_by,
-            requested_at=request.requested_at,
-            updated_at=request.updated_at,
             attempts=request.attempts,
             reported=reported,
             receipt=request.receipt,

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from spendstream.common.kafka import make_broker, provision_topics
@@ -142,21 +141,11 @@ async def create_workspace(iso: Isolation, name: str = "test", plan: str = "team
 
 
 async def audit_records(iso: Isolation) -> list[AuditRecord]:
-    """Every record on the isolation's audit topic, in the order each partition holds them."""
-    consumer = AIOKafkaConsumer(
-        topic_name(AUDIT_RECORDS, iso.prefix),
-        bootstrap_servers=iso.stack.kafka,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    found: list[AuditRecord] = []
-    try:
-        while batches := await consumer.getmany(timeout_ms=2000):
-            found += [AUDIT_RECORDS.record.decode(m.value) for ms in batches.values() for m in ms if m.value]
-    finally:
-        await consumer.stop()
-    return found
+    """Every record on the isolation's audit topic up to its current end, in the order each partition holds them."""
+    from tests.ingest.topics import read_all
+
+    records = await read_all(iso.stack.kafka, topic_name(AUDIT_RECORDS, iso.prefix))
+    return [AUDIT_RECORDS.record.decode(r.value) for r in records if r.value]
 
 
 def usage_event(**overrides: Any) -> dict[str, Any]:

@@ -14,13 +14,12 @@ from spendstream.common.kafka import Publisher, make_broker
 from spendstream.common.records import AuditRecord, MemberRecord, Role
 from spendstream.common.service import behind_proxies, build_http_app
 from spendstream.common.sessions import SESSION_COOKIE, SessionRedis, SessionStore
-from spendstream.common.topics import AUDIT_RECORDS, MEMBERS, topic_name
+from spendstream.common.topics import MEMBERS
 from spendstream.people.app import create_service
 from spendstream.people.directory import Directory, Membership
 from spendstream.people.passwords import Passwords
 from spendstream.people.settings import PeopleSettings
-from tests.ingest.topics import read_all
-from tests.support import Isolation
+from tests.support import Isolation, audit_records
 
 PASSWORD = "correct-Horse-staple-42"
 # argon2id at its smallest cost the settings allow: the tests check behaviour, not strength.
@@ -53,8 +52,7 @@ class People:
         return self.client.cookies.get(SESSION_COOKIE)
 
     async def audit_records(self) -> list[AuditRecord]:
-        records = await read_all(self.iso.stack.kafka, topic_name(AUDIT_RECORDS, self.iso.prefix))
-        return [AuditRecord.model_validate_json(r.value) for r in records]
+        return await audit_records(self.iso)
 
 
 @asynccontextmanager

@@ -24,16 +24,15 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from spendstream.common.audit import AuditTrail, AuditUnavailable
 from spendstream.common.kafka import Publisher, make_broker
-from spendstream.common.records import AuditRecord, MemberRecord
+from spendstream.common.records import MemberRecord
 from spendstream.common.sessions import SESSION_COOKIE, SessionRecord, SessionRedis, SessionStore
-from spendstream.common.topics import AUDIT_RECORDS, MEMBERS
+from spendstream.common.topics import MEMBERS
 from spendstream.people.app import create_service
 from spendstream.people.directory import Directory, Membership
 from spendstream.people.oidc import FLOW_COOKIE, OidcClient, OidcError
 from spendstream.people.settings import PeopleSettings
 from tests.people.oidc_provider import CLIENTS, REDIRECT_URL, Provider, query_of, running, sign_in_at_provider
-from tests.retention.pipeline import replay
-from tests.support import Isolation, free_port, serving
+from tests.support import Isolation, audit_records, free_port, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -132,10 +131,6 @@ def cookie_header(response: httpx.Response, name: str) -> str:
 def refused(response: httpx.Response, status: int, error: str) -> None:
     assert (response.status_code, response.json()["error"]) == (status, error), response.text
     assert SESSION_COOKIE not in response.cookies
-
-
-async def audit_records(iso: Isolation) -> list[AuditRecord]:
-    return [AuditRecord.model_validate_json(v or b"") for _, v in await replay(iso, AUDIT_RECORDS)]
 
 
 @pytest.mark.parametrize("client_id", ["spendstream-basic", "spendstream-post"])

@@ -28,7 +28,7 @@ from spendstream.cli.commands import _monolith
 from spendstream.common.access import Action, allowed
 from spendstream.common.http_auth import api_routes, route_actions
 from spendstream.common.kafka import Publisher, make_broker
-from spendstream.common.records import AuditRecord, KeyScope, MemberRecord, Role
+from spendstream.common.records import KeyScope, MemberRecord, Role
 from spendstream.common.service import build_http_app
 from spendstream.common.sessions import CSRF_HEADER, SESSION_COOKIE, SessionStore
 from spendstream.common.settings import BaseServiceSettings
@@ -37,7 +37,7 @@ from spendstream.console.pages import PAGES as CONSOLE_PAGES
 from spendstream.ingest.workspaces import ControlPlane
 from tests.security.answers import of_a
 from tests.security.routes import OWN_CREDENTIAL, PROBES, SIGN_IN, unguarded_paths
-from tests.support import Isolation, auth, create_workspace, eventually
+from tests.support import Isolation, audit_records, auth, create_workspace, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -88,24 +88,6 @@ async def end_offsets(iso: Isolation, skip: frozenset[str]) -> dict[TopicPartiti
         return dict(await consumer.end_offsets(partitions))
     finally:
         await consumer.stop()
-
-
-async def audit_records(iso: Isolation) -> list[AuditRecord]:
-    """Every record on the test's audit topic."""
-    consumer = AIOKafkaConsumer(
-        topic_name(AUDIT_RECORDS, iso.prefix),
-        bootstrap_servers=iso.stack.kafka,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    found: list[AuditRecord] = []
-    try:
-        while batches := await consumer.getmany(timeout_ms=2000):
-            found += [AUDIT_RECORDS.record.decode(m.value) for ms in batches.values() for m in ms if m.value]
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def redis_keys(redis: aioredis.Redis, prefix: str) -> set[bytes]:

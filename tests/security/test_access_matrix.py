@@ -35,6 +35,7 @@ from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import AUDIT_RECORDS, BUDGETS, MEMBERS, topic_name
 from spendstream.console.pages import PAGES as CONSOLE_PAGES
 from spendstream.ingest.workspaces import ControlPlane
+from tests.ingest.topics import read_all
 from tests.security.answers import of_a
 from tests.support import Isolation, auth, create_workspace, eventually
 
@@ -110,21 +111,9 @@ async def end_offsets(iso: Isolation, skip: frozenset[str]) -> dict[TopicPartiti
 
 
 async def audit_records(iso: Isolation) -> list[AuditRecord]:
-    """Every record on the test's audit topic."""
-    consumer = AIOKafkaConsumer(
-        topic_name(AUDIT_RECORDS, iso.prefix),
-        bootstrap_servers=iso.stack.kafka,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    found: list[AuditRecord] = []
-    try:
-        while batches := await consumer.getmany(timeout_ms=2000):
-            found += [AUDIT_RECORDS.record.decode(m.value) for ms in batches.values() for m in ms if m.value]
-    finally:
-        await consumer.stop()
-    return found
+    """Every record on the test's audit topic, read up to its current end."""
+    records = await read_all(iso.stack.kafka, topic_name(AUDIT_RECORDS, iso.prefix))
+    return [AUDIT_RECORDS.record.decode(m.value) for m in records if m.value]
 
 
 async def redis_keys(redis: aioredis.Redis, prefix: str) -> set[bytes]:

@@ -24,6 +24,7 @@ from spendstream.common.service import Service, build_http_app
 from spendstream.common.settings import BaseServiceSettings
 from spendstream.common.topics import AUDIT_RECORDS, topic_name
 from spendstream.ingest.workspaces import ControlPlane
+from tests.ingest.topics import read_all
 
 S = TypeVar("S", bound=BaseServiceSettings)
 T = TypeVar("T")
@@ -142,8 +143,6 @@ async def create_workspace(iso: Isolation, name: str = "test", plan: str = "team
 
 async def audit_records(iso: Isolation) -> list[AuditRecord]:
     """Every record on the isolation's audit topic up to its current end, in the order each partition holds them."""
-    from tests.ingest.topics import read_all
-
     records = await read_all(iso.stack.kafka, topic_name(AUDIT_RECORDS, iso.prefix))
     return [AUDIT_RECORDS.record.decode(r.value) for r in records if r.value]
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from spendstream.alerts import metrics
 from spendstream.alerts.consumer import SpendTracker
 from spendstream.alerts.keyspace import ALL
+from spendstream.alerts.periods import month_end
 from spendstream.common.envelope import seal
 from spendstream.common.events import EncodedBatch, SealedBatch, SealedEvent
 from spendstream.common.key_backoff import KeyBackoff
@@ -29,7 +30,8 @@ from spendstream.common.records import BudgetRecord
 from spendstream.common.tenants import KeyRing, KeyUnavailable
 from tests.alerts.helpers import Rig, budget, event, rig
 
-NOW = datetime.now(UTC)
+# Kept five minutes clear of the month's end: a lease is taken over 31 s later, in the same month.
+NOW = min(datetime.now(UTC), month_end(datetime.now(UTC)) - timedelta(minutes=5))
 MONTH = NOW.strftime("%Y-%m")
 TOPIC = "usage.events.v1"
 

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -17,6 +16,7 @@ from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
 from spendstream.rollup.app import create_service as create_rollup
 from spendstream.rollup.settings import RollupSettings
+from tests.ingest.topics import read_all
 from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -35,19 +35,9 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 async def _record_headers(iso: Isolation) -> list[dict[str, bytes]]:
-    consumer = AIOKafkaConsumer(
-        topic_name(USAGE_EVENTS, iso.prefix),
-        bootstrap_servers=iso.stack.kafka,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        batches = await consumer.getmany(timeout_ms=3000)
-        return [dict(record.headers) for records in batches.values() for record in records]
-    finally:
-        await consumer.stop()
+    """The headers of every record on the usage topic, read up to its current end."""
+    records = await read_all(iso.stack.kafka, topic_name(USAGE_EVENTS, iso.prefix))
+    return [dict(record.headers) for record in records]
 
 
 async def test_a_trace_id_follows_the_request_through_kafka_to_the_clickhouse_insert(

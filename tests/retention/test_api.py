@@ -214,7 +214,8 @@ async def test_the_retention_policy_shows_the_installations_figures_and_the_work
             "erasure_owners": ["ingest", "rollup", "people"],
             "scheduled_erasure": None,
         }
-        at = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+        # Cancelled three days ago: well inside the 45 days of grace whatever the date of the run.
+        at = (datetime.now(UTC) - timedelta(days=3)).replace(second=0, microsecond=0)
         cancelled = LifecycleEvent(workspace_id=leaving["workspace_id"], kind="cancelled", at=at)
         await publish(iso, LIFECYCLE, cancelled.workspace_id, cancelled.model_dump_json().encode())
 
@@ -225,8 +226,8 @@ async def test_the_retention_policy_shows_the_installations_figures_and_the_work
         schedule = (await eventually(scheduled, timeout=30))["scheduled_erasure"]
         assert schedule == {
             "cause": "cancelled",
-            "since": "2026-11-02T09:30:00Z",
-            "erasure_due_at": "2026-12-17T09:30:00Z",
+            "since": f"{at:%Y-%m-%dT%H:%M:%SZ}",
+            "erasure_due_at": f"{at + timedelta(days=45):%Y-%m-%dT%H:%M:%SZ}",
             "request_id": lifecycle_request_id(cancelled),
         }
         # Another workspace's schedule is never shown to this one.

@@ -13,8 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from spendstream.common.kafka import make_broker
 from spendstream.common.records import ConnectorRecord, DataAlert, ProviderDay, ProviderUsage, TagMapping
@@ -33,6 +31,7 @@ from spendstream.rollup.reconciliation import Reconciliation, scopes
 from spendstream.rollup.schema import migrate
 from spendstream.rollup.settings import RollupSettings
 from tests.connectors.fake_providers import Figures, provider_server
+from tests.ingest.topics import read_all, topic_names
 from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
 
 pytestmark = pytest.mark.integration
@@ -44,39 +43,14 @@ ADMIN_KEY = "sk-admin-reconcile-Zq81xW40pLm3"
 
 
 async def _records(iso: Isolation, only: str | None = None) -> list[bytes]:
-    """Every key and value on every topic of the isolation (or on topic `only`)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=iso.stack.kafka)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(iso.prefix) and only in (None, t)]
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(*names, bootstrap_servers=iso.stack.kafka, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        found: list[bytes] = []
-        while batch := await consumer.getmany(timeout_ms=1500):
-            found += [(r.key or b"") + b"|" + (r.value or b"") for records in batch.values() for r in records]
-        return found
-    finally:
-        await consumer.stop()
+    """Every key and value on every topic of the isolation (or on topic `only`), each read up to its current end."""
+    names = [t for t in await topic_names(iso.stack.kafka, iso.prefix) if only in (None, t)]
+    return [(r.key or b"") + b"|" + (r.value or b"") for name in names for r in await read_all(iso.stack.kafka, name)]
 
 
 async def _alerts(iso: Isolation) -> list[DataAlert]:
-    consumer = AIOKafkaConsumer(
-        topic_name(ROLLUP_ALERTS, iso.prefix),
-        bootstrap_servers=iso.stack.kafka,
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        found: list[DataAlert] = []
-        while batch := await consumer.getmany(timeout_ms=1000):
-            found += [ROLLUP_ALERTS.record.decode(r.value) for records in batch.values() for r in records if r.value]
-        return found
-    finally:
-        await consumer.stop()
+    records = await read_all(iso.stack.kafka, topic_name(ROLLUP_ALERTS, iso.prefix))
+    return [ROLLUP_ALERTS.record.decode(r.value) for r in records if r.value]
 
 
 def _events(n: int, model: str, cost: float) -> list[dict[str, Any]]:

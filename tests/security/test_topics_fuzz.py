@@ -154,8 +154,9 @@ async def test_garbage_on_every_consumed_topic_then_valid_records_are_still_proc
         assert taken >= len(CONSUMED) * 20
 
         # The control plane after the garbage: a new workspace authenticates on every service.
-        after = await create_workspace(iso, "after")
+        # `cancelled` first: the key topic has one partition, so once ingest knows `after`'s keys it knows these.
         cancelled = await create_workspace(iso, "cancelled")
+        after = await create_workspace(iso, "after")
         ids = {"http": uuid.uuid4().hex, "raw": uuid.uuid4().hex, "after": uuid.uuid4().hex}
 
         async def accepted(key: str, event_id: str) -> bool:
@@ -179,8 +180,8 @@ async def test_garbage_on_every_consumed_topic_then_valid_records_are_still_proc
 
         async def stored(key: str, n: int) -> bool:
             r = await p.client.get("/v1/export", params={"format": "json"}, headers=auth(key))
-            assert r.status_code == 200, r.text
-            return len(r.json()["events"]) == n
+            assert r.status_code in (200, 401), r.text  # 401 only while rollup's own key table replays the new key
+            return r.status_code == 200 and len(r.json()["events"]) == n
 
         await eventually(lambda: stored(before["read"], 2), timeout=60)
         await eventually(lambda: stored(after["read"], 1), timeout=60)

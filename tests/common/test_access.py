@@ -27,9 +27,19 @@ def test_no_role_writes_events_by_hand() -> None:
 
 @pytest.mark.parametrize("issuer", ROLES)
 def test_a_member_issued_key_holds_no_action_its_member_lacks(issuer: str) -> None:
-    for action in ACTIONS:
-        if allowed(action, scope="admin", issuer=issuer):  # type: ignore[arg-type]
-            assert allowed(action, role=issuer)  # type: ignore[arg-type]
+    for scope in ("admin", "read"):
+        for action in ACTIONS:
+            if allowed(action, scope=scope, issuer=issuer):  # type: ignore[arg-type]
+                assert allowed(action, role=issuer)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("issuer", ROLES)
+def test_an_ingest_key_meters_while_its_member_may_issue_one_and_does_nothing_else(issuer: str) -> None:
+    may = may_issue("ingest", issuer)  # type: ignore[arg-type]
+    assert allowed("events.write", scope="ingest", issuer=issuer) is may  # type: ignore[arg-type]
+    assert allowed("reservations.write", scope="ingest", issuer=issuer) is may  # type: ignore[arg-type]
+    others = [a for a in ACTIONS if a not in ("events.write", "reservations.write")]
+    assert not any(allowed(a, scope="ingest", issuer=issuer) for a in others)  # type: ignore[arg-type]
 
 
 def test_members_issue_ingest_and_read_keys_and_admins_every_key() -> None:

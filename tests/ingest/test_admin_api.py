@@ -159,6 +159,18 @@ async def test_a_member_issues_ingest_and_read_keys_capped_by_their_role_and_nev
         assert all(
             k["issued_by"] is None for k in listed.json() if k["key_id"] != mine["key_id"] and k["scope"] != "admin"
         )
+        # An ingest key the member issues sends events, which the member could not do by hand.
+        metering = await client.post("/v1/admin/keys", json={"scope": "ingest"}, headers=auth(key))
+        assert metering.status_code == 201, metering.text
+
+        async def sent() -> bool:  # the serving ingest replays its own new key within a poll
+            answer = await client.post(
+                "/v1/events", json={"events": [usage_event()]}, headers=auth(metering.json()["key"])
+            )
+            assert answer.status_code in (202, 401), answer.text
+            return answer.status_code == 202
+
+        await eventually(sent)
         # A member may not revoke keys (keys.manage) nor cancel the workspace (workspace.lifecycle).
         assert (await client.delete(f"/v1/admin/keys/{mine['key_id']}", headers=auth(key))).status_code == 403
         assert (await client.post("/v1/admin/workspace/cancel", headers=auth(key))).status_code == 403

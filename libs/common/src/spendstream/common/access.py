@@ -91,8 +91,18 @@ def allowed(
         return False
     permitted = SCOPE_ACTIONS[scope]
     if issuer is not None:
-        permitted = permitted & ROLE_ACTIONS[issuer]
+        permitted = permitted & issued_cap(issuer)
     return action in permitted
+
+
+def issued_cap(issuer: Role) -> frozenset[Action]:
+    """What a key issued by a member of role `issuer` may hold at most: the role's actions, and metering traffic
+    while the role may issue ingest keys (no role writes events by hand, yet that is what an ingest key is for;
+    a member demoted below that loses it at once, as any other action)."""
+    held = ROLE_ACTIONS[issuer]
+    if issue_needs("ingest") in held:
+        return held | SCOPE_ACTIONS["ingest"]
+    return held
 
 
 def issue_needs(scope: KeyScope) -> Action:

@@ -149,3 +149,9 @@ async def test_a_workspace_erasure_shows_its_receipt_token_once_and_the_sign_in_
     assert saved == by_token.json() and saved["receipt"]["status"] == "verified"
     await expect(download_form.get_by_role("status")).to_have_text("Receipt saved: the request is verified.")
     assert await axe_violations(page) == []
+    # The browser logs every 401 as an error: the erased key's (the shell asks who it is, then shows the sign-in
+    # page) and the wrong token's. Those two were the point here; nothing else may have failed.
+    expected = (f"{world.url}/v1/admin/workspace)", f"{world.url}/v1/deletions/{request_id}/receipt)")
+    assert {e.endswith(expected) and "401" in e for e in watched.errors} == {True}, watched.errors
+    assert any(e.endswith(expected[1]) for e in watched.errors)
+    watched.errors.clear()

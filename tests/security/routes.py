@@ -28,9 +28,11 @@ SIGN_IN = frozenset(
 )
 # Health, readiness and metrics: no credential, nothing of any workspace.
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
-# Guarded by a credential of their own instead: the services' internal token, Stripe's signature.
+# Guarded by a credential of their own instead: the services' internal token, Stripe's signature, a workspace
+# erasure's receipt token (X-Receipt-Token, which outlives the workspace's keys).
 OWN_CREDENTIAL = frozenset(
     {
+        "/v1/deletions/{request_id}/receipt",
         "/internal/v1/audit/verify",
         "/internal/v1/prices/recompute",
         "/internal/v1/prices/recompute/{job_id}",

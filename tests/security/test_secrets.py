@@ -2,7 +2,8 @@
 or printed; a webhook secret is shown once and sealed on its topic; a provider's admin key (connectors) is in
 no answer, log line or topic in clear; invitation and sign-in link tokens are only hashed; client IPs are recorded
 nowhere; passwords, TOTP secrets, backup codes and session ids are in no log line, topic record or Redis value in
-clear; the audit log holds ids and a keyed hash of the client address, never a secret, an e-mail or the address."""
+clear; a workspace erasure's receipt token is shown once and only hashed; the audit log holds ids and a keyed hash
+of the client address, never a secret, an e-mail or the address."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import httpx
 import pyotp
 import pytest
 import redis.asyncio as aioredis
@@ -447,3 +449,33 @@ async def test_invitation_and_sign_in_link_tokens_are_in_no_answer_log_line_topi
         assert secret not in captured_logs.getvalue()
         assert secret.encode() not in stored
         assert secret.encode() not in await _everything_on_topics(iso)
+
+
+async def test_a_workspace_erasures_receipt_token_is_shown_once_and_in_no_log_line_or_topic(
+    iso: Isolation, captured_logs: io.StringIO
+) -> None:
+    ws = await create_workspace(iso)
+    async with running(iso) as p:
+
+        async def asked() -> httpx.Response | None:
+            r = await p.client.post("/v1/deletions", json={"request_id": "erase-1"}, headers=auth(ws["admin"]))
+            assert r.status_code in (202, 401), r.text  # 401 until retention has replayed the new key
+            return r if r.status_code == 202 else None
+
+        first = await eventually(asked, timeout=30)
+        token = first.json()["receipt_token"]
+        assert isinstance(token, str) and len(token) >= 43
+        answers = [
+            await p.client.post("/v1/deletions", json={"request_id": "erase-1"}, headers=auth(ws["admin"])),
+            await p.client.get("/v1/deletions/erase-1/receipt", headers={"X-Receipt-Token": token}),
+            await p.client.get("/v1/deletions/erase-1/receipt", headers={"X-Receipt-Token": token[::-1]}),
+            await p.client.get("/v1/deletions", headers=auth(ws["admin"])),
+        ]
+        # The key may already be erased with its workspace by the time the list is asked: 200 or 401, never the token.
+        assert [a.status_code for a in answers[:3]] == [200, 200, 401] and answers[3].status_code in (200, 401)
+        assert not [a for a in answers if token in a.text or token in str(a.headers)]
+    assert "erase-1" in captured_logs.getvalue()  # the request's own lines were captured
+    assert token not in captured_logs.getvalue()
+    on_topics = await _everything_on_topics(iso)
+    assert hashlib.sha256(token.encode()).hexdigest().encode() in on_topics
+    assert token.encode() not in on_topics

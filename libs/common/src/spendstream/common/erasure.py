@@ -177,6 +177,9 @@ class DeletionRequest(BaseModel):
     reports: dict[str, DeletionReport] = Field(default_factory=dict)  # owner -> latest report (while running)
     reason: str | None = None
     receipt: Receipt | None = None
+    # A workspace erasure asked over HTTP: SHA-256 (hex) of the receipt token shown once in the answer, which
+    # reads the receipt after the workspace's keys and sessions are gone. Never the token itself.
+    receipt_token_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @field_validator("request_id")
     @classmethod

@@ -6,6 +6,7 @@
 | retention.requests.v1 (replayed table: requests)      | retention.commands.v1 (to every owner)  |
 | retention.reports.v1 (group spendstream-retention, NACK_ON_ERROR) | audit.receipts.v1 (receipts) |
 | POST /v1/deletions, GET /v1/deletions[/{id}], GET /v1/retention (a key or a session) |            |
+| GET /v1/deletions/{id}/receipt (X-Receipt-Token alone: outlives the erased workspace's keys) |   |
 | the clock: Retention.tick every tick_seconds, and at once when a lifecycle record arrives |
 | the compacted tenant topics (`shredding.py`), read from 0 | their latest tombstone again (rolls a segment) |
 """

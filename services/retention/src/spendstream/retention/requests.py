@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Literal, TypedDict
 
 import uuid_utils
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from spendstream.common.erasure import DeletionRequest, Origin, Receipt, State
 
@@ -90,3 +90,14 @@ class RequestView(BaseModel):
             reported=reported,
             receipt=request.receipt,
         )
+
+
+class SubmittedView(RequestView):
+    """The answer to a new request: its view, and for a workspace erasure asked over HTTP its receipt token."""
+
+    receipt_token: str | None = Field(
+        default=None,
+        description="A workspace erasure's receipt token, in this answer only (retention keeps its SHA-256 alone): "
+        "send it as `X-Receipt-Token` to `GET /v1/deletions/{request_id}/receipt` to read the receipt once the "
+        "workspace's keys and sessions are gone. Absent for a customer's erasure and for a repeated request_id.",
+    )

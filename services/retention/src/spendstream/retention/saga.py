@@ -107,6 +107,10 @@ class Coordinator:
     def get(self, workspace_id: str, request_id: str) -> DeletionRequest | None:
         return self._state.get(request_key(workspace_id, request_id))
 
+    def with_id(self, request_id: str) -> list[DeletionRequest]:
+        """Every workspace's request of that id (ids are per workspace): the receipt token tells which is asked for."""
+        return [r for r in self._state.values() if r.request_id == request_id]
+
     def requests(self) -> list[DeletionRequest]:
         return list(self._state.values())
 

@@ -1,8 +1,10 @@
 // Data and privacy: request a customer's (or the whole workspace's) erasure; every erasure request of the
 // workspace however it was made (here, the CLI, a compliance tool, a cancellation), followed to its receipt; the
-// installation's retention policy and the workspace's erasure schedule.
+// installation's retention policy and the workspace's erasure schedule. A workspace erasure's receipt token is
+// shown once, as text, and a form reads a receipt by its token alone (as the sign-in page's does).
 import { get, post, query } from "../api.js";
 import { errorText, h, replace, saveBlob, status, table } from "../dom.js";
+import { RECEIPT_FORM, receiptForm } from "../receipt.js";
 
 const DONE = new Set(["verified", "failed"]);
 const PAGE = 25; // rows per "show older" step
@@ -73,13 +75,37 @@ export default async function privacy(main, ctx) {
   }
 
   async function request(body) {
+    let made;
     try {
-      await post("/v1/deletions", body);
-      status("Erasure requested.");
-      await follow();
+      made = await post("/v1/deletions", body);
     } catch (err) {
       status(`Erasure refused: ${errorText(err)}`);
+      return;
     }
+    if (made && made.receipt_token) {
+      // The erasure deletes every key and session of the workspace, this one too: the page stops refreshing
+      // (the next call would sign out and take the token off the screen) and the token stays shown.
+      clearTimeout(timer);
+      showToken(made);
+      status("Workspace erasure requested. Keep the receipt token shown on this page.");
+      return;
+    }
+    status("Erasure requested.");
+    await follow().catch(failed);
+  }
+
+  const tokenCard = h("div", { "aria-live": "polite" });
+  function showToken(made) {
+    const saveToken = () => saveBlob(
+      new Blob([`request_id: ${made.request_id}\nreceipt_token: ${made.receipt_token}\n`], { type: "text/plain" }),
+      `spendstream-receipt-token-${made.request_id}.txt`);
+    replace(tokenCard, h("div", { class: "card" },
+      h("p", {}, "Receipt token of the workspace erasure ", h("strong", {}, made.request_id), ", shown this once:"),
+      h("p", { class: "secret", "data-secret": "receipt-token" }, made.receipt_token),
+      h("p", {}, "Keep it with the request id. The erasure deletes this workspace's keys and sessions, yours too; "
+        + `afterwards this token is the only way to download the receipt (the sign-in page's “${RECEIPT_FORM}”). `
+        + "spendstream keeps only its hash and cannot show it again."),
+      h("button", { type: "button", class: "secondary", onclick: saveToken }, "Save the token to a file")));
   }
 
   const customer = h("input", { name: "customer_id", required: true, maxlength: "120", autocomplete: "off" });
@@ -130,8 +156,9 @@ export default async function privacy(main, ctx) {
   replace(main, h("h1", {}, "Data and privacy"), workspace,
     h("h2", {}, "Retention"), retention,
     ctx.can("erasures.customer") ? [h("h2", {}, "Erase a customer's data"), customerForm] : "",
-    ctx.can("erasures.workspace") ? [h("h2", {}, "Erase the workspace"), wsForm] : "",
-    h("h2", {}, "Requests"), requests);
+    ctx.can("erasures.workspace") ? [h("h2", {}, "Erase the workspace"), wsForm, tokenCard] : "",
+    h("h2", {}, "Requests"), requests,
+    h("h2", {}, RECEIPT_FORM), receiptForm());
   if (readable) await follow();
   else replace(requests, h("p", { class: "muted" }, "Erasure requests are not readable with this role."));
 }

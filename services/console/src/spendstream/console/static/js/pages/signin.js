@@ -1,7 +1,9 @@
 // Sign in: e-mail and password (and a TOTP or backup code when the account has a second factor), single sign-on
-// when the installation has an OpenID provider, or an API key.
+// when the installation has an OpenID provider, or an API key. A workspace erasure's receipt downloads here too,
+// by its receipt token: its requester has no session left once the workspace is gone.
 import { ApiError, get, markSignedIn, post, setApiKey, setCsrf } from "../api.js";
 import { errorText, h, replace } from "../dom.js";
+import { RECEIPT_FORM, receiptForm } from "../receipt.js";
 
 export default async function signin(main, ctx) {
   const message = h("p", { role: "alert", class: "error" });
@@ -83,6 +85,7 @@ export default async function signin(main, ctx) {
           h("button", { type: "submit", class: "secondary" }, "Use key"),
         ),
       ),
+      h("details", {}, h("summary", {}, RECEIPT_FORM), receiptForm()),
     ),
   );
 }

@@ -6,6 +6,8 @@ A service that cannot be had fails the run: nothing is skipped silently.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from spendstream.common.logs import JsonFormatter
 from tests.support import Isolation, PrivateKafka, Stack, drop_topics, new_isolation, provision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +65,18 @@ def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every log record of the test at DEBUG, formatted as production formats it (for the secret-leak checks)."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield buffer
+    root.removeHandler(handler)
+    root.setLevel(old)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +15,7 @@ import httpx
 import pytest
 import redis
 
+from spendstream.common.logs import JsonFormatter
 from spendstream.ingest.app import create_service
 from spendstream.ingest.settings import IngestSettings
 from tests.support import Isolation, Stack, create_workspace, free_port, new_isolation, provision, serving
@@ -71,3 +74,20 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     if proc.poll() is None:
         proc.kill()
     proc.wait()
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """Every log record of the test as production formats it: spendstream's at DEBUG, the libraries' at INFO."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    root, ours = logging.getLogger(), logging.getLogger("spendstream")
+    old_root, old_ours = root.level, ours.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    ours.setLevel(logging.DEBUG)
+    yield buffer
+    root.removeHandler(handler)
+    root.setLevel(old_root)
+    ours.setLevel(old_ours)

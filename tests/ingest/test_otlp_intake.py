@@ -11,7 +11,6 @@ import io
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -26,7 +25,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from spendstream.common.logs import JsonFormatter
 from spendstream.rollup.clickhouse import clickhouse_client
 from tests.ingest.otlp_support import ingest_and_rollup, live, recorded_spans
 from tests.ingest.topics import read_all, topic_names
@@ -57,23 +55,6 @@ OLDER_ANTHROPIC = {  # older attribute names (semantic conventions v1.36 and ear
     "spendstream.tag.feature": "search",
 }
 HTTP = {"http.request.method": "POST", "url.path": "/checkout"}  # not GenAI: ignored
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    """Every log record of the test as production formats it, spendstream's at DEBUG."""
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(JsonFormatter())
-    root, ours = logging.getLogger(), logging.getLogger("spendstream")
-    old_root, old_ours = root.level, ours.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    ours.setLevel(logging.DEBUG)
-    yield buffer
-    root.removeHandler(handler)
-    root.setLevel(old_root)
-    ours.setLevel(old_ours)
 
 
 def exporter(url: str, key: str, **options: Any) -> OTLPSpanExporter:

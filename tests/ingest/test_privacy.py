@@ -6,14 +6,12 @@ from __future__ import annotations
 import io
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from spendstream.common.logs import JsonFormatter
 from spendstream.common.topics import INGEST_RAW, INGEST_REJECTED, topic_name
 from spendstream.ingest.app import create_service as create_ingest
 from spendstream.ingest.settings import IngestSettings
@@ -24,24 +22,6 @@ from tests.ingest.topics import read_all, topic_names
 from tests.support import Isolation, auth, create_workspace, eventually, serving, usage_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    """Every log record of the test, formatted as production formats it, at DEBUG for spendstream."""
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(JsonFormatter())
-    handler.setLevel(logging.DEBUG)
-    root, ours = logging.getLogger(), logging.getLogger("spendstream")
-    old_root, old_ours = root.level, ours.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    ours.setLevel(logging.DEBUG)
-    yield buffer
-    root.removeHandler(handler)
-    root.setLevel(old_root)
-    ours.setLevel(old_ours)
 
 
 def _poisoned(secret: str) -> list[dict[str, Any]]:

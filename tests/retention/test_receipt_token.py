@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from spendstream.common.erasure import DeletionRequest
-from spendstream.common.logs import JsonFormatter
 from spendstream.common.topics import DELETION_REQUESTS
 from tests.retention.conftest import product
 from tests.retention.pipeline import replay
@@ -26,21 +23,6 @@ TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32): 32 rand
 
 def receipt_token(token: str) -> dict[str, str]:
     return {"X-Receipt-Token": token}
-
-
-@pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
-    """Every log record of the test at DEBUG, formatted as production formats it."""
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    old = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield buffer
-    root.removeHandler(handler)
-    root.setLevel(old)
 
 
 async def test_the_token_is_in_the_first_answer_only_and_opens_that_request_alone(iso: Isolation) -> None:

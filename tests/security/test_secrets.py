@@ -15,7 +15,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +25,6 @@ import redis.asyncio as aioredis
 
 from spendstream.common.audit import AuditTrail
 from spendstream.common.kafka import make_broker
-from spendstream.common.logs import JsonFormatter
 from spendstream.common.records import AuditOutcome
 from spendstream.common.sessions import CSRF_HEADER
 from spendstream.common.settings import BaseServiceSettings
@@ -44,21 +42,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 CLIENT_IP = "203.0.113.77"
 FORWARDED_IP = "198.51.100.23"
-
-
-@pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
-    """Every log record of the test at DEBUG, formatted as production formats it."""
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    old = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield buffer
-    root.removeHandler(handler)
-    root.setLevel(old)
 
 
 async def _everything_on_topics(iso: Isolation) -> bytes:
